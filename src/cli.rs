@@ -1,0 +1,248 @@
+//! The command line: `serve`, and shell tools that share the server's store.
+
+use crate::auth::password::hash_password;
+use crate::auth::secret::{new_api_token, sha256_hex};
+use crate::auth::{validate_new_password, validate_username, Role};
+use crate::config::Config;
+use crate::domain::host::VirtTypeSetting;
+use crate::store::{AuditEntry, Store, StoreError};
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use std::io::Read;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "virtdeck", version, about = "A web console for one KVM host")]
+pub struct Cli {
+    /// TOML configuration file (see docs/config.md).
+    #[arg(long, global = true, env = "VIRTDECK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for the database, TLS certificate and demo files.
+    #[arg(long, global = true, env = "VIRTDECK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the web console.
+    Serve(ServeArgs),
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(clap::Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Address:port to listen on (default 0.0.0.0:9443).
+    #[arg(long, env = "VIRTDECK_LISTEN")]
+    pub listen: Option<String>,
+    /// libvirt URI (default qemu:///system).
+    #[arg(long, env = "VIRTDECK_LIBVIRT_URI")]
+    pub libvirt_uri: Option<String>,
+    /// Run on the built-in demo host (libvirt's test driver; no daemon needed).
+    #[arg(long)]
+    pub demo: bool,
+    /// Serve plain HTTP (only on a loopback address unless --force-plain-http).
+    #[arg(long)]
+    pub no_tls: bool,
+    /// Allow plain HTTP on any address (behind a TLS-terminating reverse proxy).
+    #[arg(long)]
+    pub force_plain_http: bool,
+    /// Guest type: auto, kvm or qemu.
+    #[arg(long)]
+    pub virt_type: Option<VirtTypeSetting>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create an account. The password is read from standard input.
+    Add {
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Read the password from standard input (the only way: never on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// List accounts.
+    List,
+    /// Delete an account, its sessions and API tokens.
+    Delete { name: String },
+    /// Set a new password, read from standard input; ends the user's sessions.
+    Passwd {
+        name: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create an API token for `Authorization: Bearer`; printed on the last line.
+    Create {
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = "cli")]
+        label: String,
+    },
+    /// List API tokens (not their secrets).
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print every setting with its default value, as TOML.
+    Defaults,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+
+
+/// Defaults, then the file, then flags/environment.
+pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if let Some(d) = &cli.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    if let Command::Serve(a) = &cli.command {
+        if let Some(l) = &a.listen {
+            cfg.listen = l.clone();
+        }
+        if let Some(u) = &a.libvirt_uri {
+            cfg.libvirt_uri = u.clone();
+        }
+        if a.demo {
+            cfg.demo = true;
+        }
+        if a.no_tls {
+            cfg.tls.enabled = false;
+        }
+        if a.force_plain_http {
+            cfg.tls.allow_plain_http_on_any_address = true;
+        }
+        if let Some(v) = a.virt_type {
+            cfg.virt_type = v;
+        }
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+    Store::open(&cfg.database_path())
+        .with_context(|| format!("cannot open {}", cfg.database_path().display()))
+}
+
+fn read_password_stdin() -> anyhow::Result<String> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("cannot read the password from standard input")?;
+    let pw = s.strip_suffix('\n').unwrap_or(&s);
+    let pw = pw.strip_suffix('\r').unwrap_or(pw);
+    Ok(pw.to_string())
+}
+
+fn now() -> i64 {
+    crate::web::now()
+}
+
+fn cli_audit(store: &Store, action: &str, target: &str, detail: &str) -> anyhow::Result<()> {
+    let actor = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    store.append_audit(&AuditEntry {
+        at: now(),
+        actor: format!("shell:{actor}"),
+        remote_addr: "local".into(),
+        action: action.into(),
+        target: target.into(),
+        result: "ok".into(),
+        detail: detail.into(),
+    })?;
+    Ok(())
+}
+
+/// Runs a shell subcommand (everything but `serve`).
+pub fn run_tool(cli: &Cli, cfg: &Config) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Serve(_) => bail!("serve is not a tool command"),
+        Command::Config(ConfigCommand::Defaults) => {
+            print!("{}", Config::defaults_toml());
+            Ok(())
+        }
+        Command::User(UserCommand::Add { name, role, .. }) => {
+            validate_username(name)?;
+            let password = read_password_stdin()?;
+            validate_new_password(&password, None)?;
+            let store = open_store(cfg)?;
+            let phc = hash_password(&password)?;
+            match store.create_user(name, role.as_str(), &phc, now()) {
+                Ok(_) => {}
+                Err(StoreError::Duplicate(_)) => bail!("a user named {name} exists already"),
+                Err(e) => return Err(e.into()),
+            }
+            cli_audit(&store, "user.create", name, &format!("role {role}"))?;
+            println!("created user {name} ({role})");
+            Ok(())
+        }
+        Command::User(UserCommand::List) => {
+            let store = open_store(cfg)?;
+            for u in store.list_users()? {
+                println!("{}\t{}", u.username, u.role);
+            }
+            Ok(())
+        }
+        Command::User(UserCommand::Delete { name }) => {
+            let store = open_store(cfg)?;
+            if !store.delete_user(name)? {
+                bail!("there is no user named {name}");
+            }
+            cli_audit(&store, "user.delete", name, "")?;
+            println!("deleted user {name}");
+            Ok(())
+        }
+        Command::User(UserCommand::Passwd { name, .. }) => {
+            let store = open_store(cfg)?;
+            let user = store
+                .find_user(name)?
+                .with_context(|| format!("there is no user named {name}"))?;
+            let password = read_password_stdin()?;
+            validate_new_password(&password, None)?;
+            store.set_password(user.id, &hash_password(&password)?)?;
+            store.delete_user_sessions(user.id)?;
+            cli_audit(&store, "user.password", name, "sessions ended")?;
+            println!("password changed for {name}; their sessions were ended");
+            Ok(())
+        }
+        Command::Token(TokenCommand::Create { user, label }) => {
+            let store = open_store(cfg)?;
+            let row = store
+                .find_user(user)?
+                .with_context(|| format!("there is no user named {user}"))?;
+            let token = new_api_token();
+            store.create_api_token(row.id, &sha256_hex(&token), label, now())?;
+            cli_audit(&store, "token.create", user, label)?;
+            println!("API token for {user} ({}); use it as `Authorization: Bearer <token>`:", row.role);
+            println!("{token}");
+            Ok(())
+        }
+        Command::Token(TokenCommand::List) => {
+            let store = open_store(cfg)?;
+            for t in store.list_api_tokens()? {
+                println!("{}\t{}\t{}", t.id, t.username, t.label);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Configuration: built-in defaults, then a TOML file, then environment/flags.
+//!
+//! Every key is documented in docs/config.md with its default; `virtdeck config defaults`
+//! prints a complete file.
+
+use crate::domain::host::VirtTypeSetting;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for virtdeck.
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value is out of range or inconsistent.
+    #[error("invalid setting {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address and port to listen on.
+    pub listen: String,
+    /// Where the SQLite database, the TLS certificate and demo files live.
+    pub data_dir: PathBuf,
+    /// libvirt connection URI.
+    pub libvirt_uri: String,
+    /// Guest type: auto (KVM when it works, else QEMU/TCG), kvm or qemu.
+    pub virt_type: VirtTypeSetting,
+    /// Run on the built-in demo host (libvirt test driver) instead of libvirt_uri.
+    pub demo: bool,
+    pub tls: TlsConfig,
+    pub session: SessionConfig,
+    pub login: LoginConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Serve HTTPS. When false, plain HTTP is only allowed on a loopback address.
+    pub enabled: bool,
+    /// PEM certificate chain; when unset a self-signed one is made in data_dir.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key matching cert_file.
+    pub key_file: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address (e.g. behind a TLS reverse proxy).
+    pub allow_plain_http_on_any_address: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// A session unused for this long is ended.
+    pub idle_timeout_seconds: u64,
+    /// A session ends this long after login, used or not.
+    pub absolute_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginConfig {
+    /// Failed logins counted within this window.
+    pub window_seconds: u64,
+    /// After this many failures (per account or per address) each answer is delayed.
+    pub slow_after_failures: u32,
+    /// The delay for slowed answers.
+    pub slow_delay_ms: u64,
+    /// After this many failures for one account, it is locked for lock_seconds.
+    pub lock_after_failures: u32,
+    /// After this many failures from one address, that address is locked.
+    pub address_lock_after_failures: u32,
+    /// How long a lockout lasts.
+    pub lock_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// "text" or "json".
+    pub format: String,
+    /// A tracing filter, e.g. "info" or "virtdeck=debug,actix_web=info".
+    pub filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "0.0.0.0:9443".into(),
+            data_dir: PathBuf::from("/var/lib/virtdeck"),
+            libvirt_uri: "qemu:///system".into(),
+            virt_type: VirtTypeSetting::Auto,
+            demo: false,
+            tls: TlsConfig::default(),
+            session: SessionConfig::default(),
+            login: LoginConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            enabled: true,
+            cert_file: None,
+            key_file: None,
+            allow_plain_http_on_any_address: false,
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_timeout_seconds: 30 * 60,
+            absolute_timeout_seconds: 12 * 60 * 60,
+        }
+    }
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            window_seconds: 15 * 60,
+            slow_after_failures: 3,
+            slow_delay_ms: 1000,
+            lock_after_failures: 5,
+            address_lock_after_failures: 20,
+            lock_seconds: 15 * 60,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "text".into(),
+            filter: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the file if given (missing keys keep their defaults).
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let addr = self.listen_addr()?;
+        if !self.tls.enabled && !addr.ip().is_loopback() && !self.tls.allow_plain_http_on_any_address
+        {
+            return Err(ConfigError::Invalid {
+                key: "tls.enabled",
+                message: format!(
+                    "plain HTTP on {addr} would send passwords in clear text; listen on 127.0.0.1, \
+                     keep TLS on, or set tls.allow_plain_http_on_any_address = true (--force-plain-http) \
+                     behind a TLS reverse proxy"
+                ),
+            });
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "tls.cert_file",
+                message: "set both tls.cert_file and tls.key_file, or neither".into(),
+            });
+        }
+        if self.session.idle_timeout_seconds == 0 || self.session.absolute_timeout_seconds == 0 {
+            return Err(ConfigError::Invalid {
+                key: "session",
+                message: "session timeouts must be greater than zero".into(),
+            });
+        }
+        if self.login.lock_after_failures == 0 || self.login.address_lock_after_failures == 0 {
+            return Err(ConfigError::Invalid {
+                key: "login",
+                message: "lockout thresholds must be greater than zero".into(),
+            });
+        }
+        if self.log.format != "text" && self.log.format != "json" {
+            return Err(ConfigError::Invalid {
+                key: "log.format",
+                message: format!("must be \"text\" or \"json\", not {:?}", self.log.format),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|e| ConfigError::Invalid {
+            key: "listen",
+            message: format!("{:?} is not an address:port ({e})", self.listen),
+        })
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("virtdeck.db")
+    }
+
+    /// The complete default configuration as TOML, for `virtdeck config defaults`.
+    pub fn defaults_toml() -> String {
+        toml::to_string_pretty(&Config::default()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip() {
+        let c = Config::default();
+        c.validate().expect("defaults are valid");
+        let text = Config::defaults_toml();
+        let back: Config = toml::from_str(&text).expect("defaults parse");
+        assert_eq!(back.listen, "0.0.0.0:9443");
+        assert!(back.tls.enabled);
+    }
+
+    #[test]
+    fn plain_http_on_all_addresses_is_refused_unless_forced() {
+        let mut c = Config::default();
+        c.tls.enabled = false;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("clear text"), "{err}");
+        c.listen = "127.0.0.1:9443".into();
+        c.validate().expect("loopback is fine");
+        c.listen = "0.0.0.0:9443".into();
+        c.tls.allow_plain_http_on_any_address = true;
+        c.validate().expect("forced is fine");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let r: Result<Config, _> = toml::from_str("lisen = \"x\"");
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn partial_file_keeps_defaults() {
+        let c: Config = toml::from_str("[session]\nidle_timeout_seconds = 5\n").unwrap();
+        assert_eq!(c.session.idle_timeout_seconds, 5);
+        assert_eq!(c.session.absolute_timeout_seconds, 12 * 60 * 60);
+    }
+}

@@ -1,0 +1,113 @@
+//! Virtual machines as the rest of the product sees them.
+
+use serde::Serialize;
+
+/// A VM's run state, in the words an admin uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    Running,
+    Paused,
+    ShuttingDown,
+    ShutOff,
+    Crashed,
+    Suspended,
+    Unknown,
+}
+
+impl VmState {
+    pub fn label(self) -> &'static str {
+        match self {
+            VmState::Running => "running",
+            VmState::Paused => "paused",
+            VmState::ShuttingDown => "shutting down",
+            VmState::ShutOff => "shut off",
+            VmState::Crashed => "crashed",
+            VmState::Suspended => "suspended",
+            VmState::Unknown => "unknown",
+        }
+    }
+
+    /// A CSS-safe name for the state.
+    pub fn css_class(self) -> &'static str {
+        match self {
+            VmState::ShuttingDown => "shutting-down",
+            VmState::ShutOff => "shut-off",
+            other => other.label(),
+        }
+    }
+
+    /// Whether the VM holds its vCPUs and memory right now.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            VmState::Running | VmState::Paused | VmState::ShuttingDown | VmState::Suspended
+        )
+    }
+}
+
+/// One VM in a listing.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmSummary {
+    pub name: String,
+    pub uuid: String,
+    pub state: VmState,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub autostart: bool,
+    pub persistent: bool,
+}
+
+/// Counts for the overview.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct VmCounts {
+    pub total: usize,
+    pub active: usize,
+    pub vcpus_active: u64,
+    pub memory_mib_active: u64,
+}
+
+impl VmCounts {
+    pub fn of(vms: &[VmSummary]) -> Self {
+        vms.iter().fold(VmCounts::default(), |mut c, vm| {
+            c.total += 1;
+            if vm.state.is_active() {
+                c.active += 1;
+                c.vcpus_active += u64::from(vm.vcpus);
+                c.memory_mib_active += vm.memory_mib;
+            }
+            c
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(name: &str, state: VmState, vcpus: u32, memory_mib: u64) -> VmSummary {
+        VmSummary {
+            name: name.into(),
+            uuid: String::new(),
+            state,
+            vcpus,
+            memory_mib,
+            autostart: false,
+            persistent: true,
+        }
+    }
+
+    #[test]
+    fn counts_only_active_vms_as_using_resources() {
+        let vms = [
+            vm("a", VmState::Running, 2, 2048),
+            vm("b", VmState::ShutOff, 4, 8192),
+            vm("c", VmState::Paused, 1, 1024),
+        ];
+        let c = VmCounts::of(&vms);
+        assert_eq!(c.total, 3);
+        assert_eq!(c.active, 2);
+        assert_eq!(c.vcpus_active, 3);
+        assert_eq!(c.memory_mib_active, 3072);
+    }
+}

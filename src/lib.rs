@@ -1,0 +1,11 @@
+//! virtdeck: a self-contained web console for one KVM host.
+//!
+//! See ARCHITECTURE.md for the code map and the invariants between these modules.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod hypervisor;
+pub mod store;
+pub mod web;

@@ -1,0 +1,520 @@
+//! The SQLite store: one file in the data dir, WAL journal, migrations embedded.
+//!
+//! Calls are blocking: the web layer runs them through `web::block`.
+
+mod migrations;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::Mutex;
+
+pub use migrations::MIGRATIONS;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened or a statement failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A value that must be unique already exists.
+    #[error("{0} already exists")]
+    Duplicate(String),
+    /// The connection lock was poisoned by a panic in another request.
+    #[error("database connection is unusable after an earlier failure")]
+    Poisoned,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A user account as stored.
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub role: String,
+    pub password_phc: String,
+    pub created_at: i64,
+}
+
+/// A session joined with its user.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub user: UserRow,
+    pub csrf_token: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub id: i64,
+    pub username: String,
+    pub label: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: i64,
+    pub actor: String,
+    pub remote_addr: String,
+    pub action: String,
+    pub target: String,
+    pub result: String,
+    pub detail: String,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}
+
+fn user_from_row(r: &rusqlite::Row<'_>, offset: usize) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: r.get(offset)?,
+        username: r.get(offset + 1)?,
+        role: r.get(offset + 2)?,
+        password_phc: r.get(offset + 3)?,
+        created_at: r.get(offset + 4)?,
+    })
+}
+
+const USER_COLUMNS: &str = "u.id, u.username, u.role, u.password_phc, u.created_at";
+
+impl Store {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub fn open(path: &Path) -> StoreResult<Store> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory store, for unit tests.
+    pub fn open_in_memory() -> StoreResult<Store> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> StoreResult<Store> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrations::apply(&mut conn)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        let conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        Ok(f(&conn)?)
+    }
+
+    /// Names of the applied migrations, oldest first.
+    pub fn applied_migrations(&self) -> StoreResult<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT version FROM schema_migrations ORDER BY version")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    // ---- users ----
+
+    pub fn user_count(&self) -> StoreResult<i64> {
+        self.with(|c| c.query_row("SELECT count(*) FROM users", [], |r| r.get(0)))
+    }
+
+    pub fn create_user(
+        &self,
+        username: &str,
+        role: &str,
+        password_phc: &str,
+        now: i64,
+    ) -> StoreResult<i64> {
+        let conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        match conn.execute(
+            "INSERT INTO users (username, role, password_phc, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![username, role, password_phc, now],
+        ) {
+            Ok(_) => Ok(conn.last_insert_rowid()),
+            Err(e) if is_unique_violation(&e) => {
+                Err(StoreError::Duplicate(format!("user {username:?}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates the first admin only if there is no account yet; false if one exists.
+    pub fn create_first_user(
+        &self,
+        username: &str,
+        password_phc: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        let tx = conn.transaction()?;
+        let count: i64 = tx.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
+        if count > 0 {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO users (username, role, password_phc, created_at) VALUES (?1, 'admin', ?2, ?3)",
+            params![username, password_phc, now],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    pub fn find_user(&self, username: &str) -> StoreResult<Option<UserRow>> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users u WHERE u.username = ?1"),
+                [username],
+                |r| user_from_row(r, 0),
+            )
+            .optional()
+        })
+    }
+
+    pub fn list_users(&self) -> StoreResult<Vec<UserRow>> {
+        self.with(|c| {
+            let mut st =
+                c.prepare(&format!("SELECT {USER_COLUMNS} FROM users u ORDER BY u.username"))?;
+            let rows = st.query_map([], |r| user_from_row(r, 0))?;
+            rows.collect()
+        })
+    }
+
+    /// Deletes the account and, through foreign keys, its sessions and tokens.
+    pub fn delete_user(&self, username: &str) -> StoreResult<bool> {
+        self.with(|c| {
+            c.execute("DELETE FROM users WHERE username = ?1", [username])
+                .map(|n| n > 0)
+        })
+    }
+
+    pub fn admin_count(&self) -> StoreResult<i64> {
+        self.with(|c| c.query_row("SELECT count(*) FROM users WHERE role = 'admin'", [], |r| r.get(0)))
+    }
+
+    pub fn set_password(&self, user_id: i64, password_phc: &str) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE users SET password_phc = ?2 WHERE id = ?1",
+                params![user_id, password_phc],
+            )
+            .map(|_| ())
+        })
+    }
+
+    // ---- sessions ----
+
+    pub fn create_session(
+        &self,
+        token_sha256: &str,
+        user_id: i64,
+        csrf_token: &str,
+        now: i64,
+        remote_addr: &str,
+    ) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO sessions (token_sha256, user_id, csrf_token, created_at, last_seen_at, remote_addr)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+                params![token_sha256, user_id, csrf_token, now, remote_addr],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn find_session(&self, token_sha256: &str) -> StoreResult<Option<SessionRow>> {
+        self.with(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {USER_COLUMNS}, s.csrf_token, s.created_at, s.last_seen_at
+                     FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_sha256 = ?1"
+                ),
+                [token_sha256],
+                |r| {
+                    Ok(SessionRow {
+                        user: user_from_row(r, 0)?,
+                        csrf_token: r.get(5)?,
+                        created_at: r.get(6)?,
+                        last_seen_at: r.get(7)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    pub fn touch_session(&self, token_sha256: &str, now: i64) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE sessions SET last_seen_at = ?2 WHERE token_sha256 = ?1",
+                params![token_sha256, now],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn delete_session(&self, token_sha256: &str) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM sessions WHERE token_sha256 = ?1", [token_sha256])
+                .map(|_| ())
+        })
+    }
+
+    pub fn delete_user_sessions(&self, user_id: i64) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM sessions WHERE user_id = ?1", [user_id])
+                .map(|_| ())
+        })
+    }
+
+    /// Removes sessions past either limit; returns how many.
+    pub fn purge_sessions(&self, idle_before: i64, created_before: i64) -> StoreResult<usize> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM sessions WHERE last_seen_at < ?1 OR created_at < ?2",
+                params![idle_before, created_before],
+            )
+        })
+    }
+
+    // ---- API tokens ----
+
+    pub fn create_api_token(
+        &self,
+        user_id: i64,
+        token_sha256: &str,
+        label: &str,
+        now: i64,
+    ) -> StoreResult<i64> {
+        let conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        conn.execute(
+            "INSERT INTO api_tokens (user_id, token_sha256, label, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![user_id, token_sha256, label, now],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// The user owning a token, recording its use.
+    pub fn use_api_token(&self, token_sha256: &str, now: i64) -> StoreResult<Option<UserRow>> {
+        self.with(|c| {
+            let user = c
+                .query_row(
+                    &format!(
+                        "SELECT {USER_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id
+                         WHERE t.token_sha256 = ?1"
+                    ),
+                    [token_sha256],
+                    |r| user_from_row(r, 0),
+                )
+                .optional()?;
+            if user.is_some() {
+                c.execute(
+                    "UPDATE api_tokens SET last_used_at = ?2 WHERE token_sha256 = ?1",
+                    params![token_sha256, now],
+                )?;
+            }
+            Ok(user)
+        })
+    }
+
+    pub fn list_api_tokens(&self) -> StoreResult<Vec<TokenRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT t.id, u.username, t.label, t.created_at, t.last_used_at
+                 FROM api_tokens t JOIN users u ON u.id = t.user_id ORDER BY t.id",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(TokenRow {
+                    id: r.get(0)?,
+                    username: r.get(1)?,
+                    label: r.get(2)?,
+                    created_at: r.get(3)?,
+                    last_used_at: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    pub fn delete_api_token(&self, id: i64) -> StoreResult<bool> {
+        self.with(|c| c.execute("DELETE FROM api_tokens WHERE id = ?1", [id]).map(|n| n > 0))
+    }
+
+    // ---- login failures ----
+
+    pub fn record_login_failure(&self, username: &str, remote_addr: &str, now: i64) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO login_failures (username, remote_addr, at) VALUES (?1, ?2, ?3)",
+                params![username, remote_addr, now],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// (count, latest) of failures for the account since `since`.
+    pub fn failures_for_user(&self, username: &str, since: i64) -> StoreResult<(u32, Option<i64>)> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT count(*), max(at) FROM login_failures WHERE username = ?1 AND at >= ?2",
+                params![username, since],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+    }
+
+    /// (count, latest) of failures from the address since `since`.
+    pub fn failures_for_address(&self, remote_addr: &str, since: i64) -> StoreResult<(u32, Option<i64>)> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT count(*), max(at) FROM login_failures WHERE remote_addr = ?1 AND at >= ?2",
+                params![remote_addr, since],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+    }
+
+    pub fn clear_login_failures(&self, username: &str) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM login_failures WHERE username = ?1", [username])
+                .map(|_| ())
+        })
+    }
+
+    pub fn purge_login_failures(&self, before: i64) -> StoreResult<usize> {
+        self.with(|c| c.execute("DELETE FROM login_failures WHERE at < ?1", [before]))
+    }
+
+    // ---- audit ----
+
+    pub fn append_audit(&self, e: &AuditEntry) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO audit_log (at, actor, remote_addr, action, target, result, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![e.at, e.actor, e.remote_addr, e.action, e.target, e.result, e.detail],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// A page of the audit log, newest first, and the total number of entries.
+    pub fn audit_page(&self, offset: u64, limit: u64) -> StoreResult<(Vec<AuditEntry>, u64)> {
+        self.with(|c| {
+            let total: i64 = c.query_row("SELECT count(*) FROM audit_log", [], |r| r.get(0))?;
+            let mut st = c.prepare(
+                "SELECT at, actor, remote_addr, action, target, result, detail FROM audit_log
+                 ORDER BY id DESC LIMIT ?1 OFFSET ?2",
+            )?;
+            let rows = st
+                .query_map(params![limit as i64, offset as i64], |r| {
+                    Ok(AuditEntry {
+                        at: r.get(0)?,
+                        actor: r.get(1)?,
+                        remote_addr: r.get(2)?,
+                        action: r.get(3)?,
+                        target: r.get(4)?,
+                        result: r.get(5)?,
+                        detail: r.get(6)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((rows, total.max(0) as u64))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_to_empty_db_and_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let s = Store::open(&path).unwrap();
+        let first = s.applied_migrations().unwrap();
+        assert_eq!(first.len(), MIGRATIONS.len());
+        s.create_user("alice", "admin", "$argon2id$x", 1).unwrap();
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.applied_migrations().unwrap(), first);
+        assert_eq!(s.user_count().unwrap(), 1, "reopening keeps data");
+    }
+
+    #[test]
+    fn duplicate_user_is_a_clear_error() {
+        let s = Store::open_in_memory().unwrap();
+        s.create_user("bob", "viewer", "h", 1).unwrap();
+        let err = s.create_user("bob", "admin", "h", 2).unwrap_err();
+        assert!(matches!(err, StoreError::Duplicate(_)), "{err}");
+    }
+
+    #[test]
+    fn first_user_only_once() {
+        let s = Store::open_in_memory().unwrap();
+        assert!(s.create_first_user("root", "h", 1).unwrap());
+        assert!(!s.create_first_user("other", "h", 2).unwrap());
+        assert_eq!(s.find_user("root").unwrap().unwrap().role, "admin");
+    }
+
+    #[test]
+    fn deleting_a_user_ends_sessions_and_tokens() {
+        let s = Store::open_in_memory().unwrap();
+        let id = s.create_user("carol", "operator", "h", 1).unwrap();
+        s.create_session("sess", id, "csrf", 1, "127.0.0.1").unwrap();
+        s.create_api_token(id, "tok", "ci", 1).unwrap();
+        assert!(s.delete_user("carol").unwrap());
+        assert!(s.find_session("sess").unwrap().is_none());
+        assert!(s.use_api_token("tok", 2).unwrap().is_none());
+    }
+
+    #[test]
+    fn audit_pages_newest_first() {
+        let s = Store::open_in_memory().unwrap();
+        for i in 0..5 {
+            s.append_audit(&AuditEntry {
+                at: i,
+                actor: "a".into(),
+                remote_addr: "-".into(),
+                action: format!("act{i}"),
+                target: String::new(),
+                result: "ok".into(),
+                detail: String::new(),
+            })
+            .unwrap();
+        }
+        let (rows, total) = s.audit_page(0, 2).unwrap();
+        assert_eq!(total, 5);
+        assert_eq!(rows[0].action, "act4");
+        let (rows, _) = s.audit_page(4, 2).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].action, "act0");
+    }
+
+    #[test]
+    fn failures_counted_per_user_and_address_in_window() {
+        let s = Store::open_in_memory().unwrap();
+        s.record_login_failure("u", "1.1.1.1", 10).unwrap();
+        s.record_login_failure("u", "2.2.2.2", 20).unwrap();
+        s.record_login_failure("v", "1.1.1.1", 30).unwrap();
+        assert_eq!(s.failures_for_user("u", 0).unwrap(), (2, Some(20)));
+        assert_eq!(s.failures_for_user("u", 15).unwrap(), (1, Some(20)));
+        assert_eq!(s.failures_for_address("1.1.1.1", 0).unwrap(), (2, Some(30)));
+        s.clear_login_failures("u").unwrap();
+        assert_eq!(s.failures_for_user("u", 0).unwrap().0, 0);
+    }
+}

@@ -1,0 +1,64 @@
+//! The HTTP layer: routes, extractors, askama view models, error → HTTP.
+//! The only module that knows about HTTP.
+
+pub mod api;
+pub mod assets;
+pub mod audit;
+pub mod errors;
+pub mod pages;
+pub mod server;
+pub mod session;
+
+use crate::config::Config;
+use crate::domain::host::VirtType;
+use crate::hypervisor::Hypervisor;
+use crate::store::{Store, StoreResult};
+use errors::AppError;
+use std::sync::{Arc, Mutex};
+
+/// Shared by every request.
+pub struct AppState {
+    pub cfg: Config,
+    pub store: Arc<Store>,
+    pub hv: Arc<dyn Hypervisor>,
+    /// The guest type, or why the configured one cannot be used.
+    pub virt_type: Result<VirtType, String>,
+    /// One-time token for creating the first admin; `None` once used or when accounts exist.
+    pub setup_token: Mutex<Option<String>>,
+    /// Whether cookies get `Secure` (served over TLS).
+    pub tls: bool,
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs a store call off the async runtime.
+pub async fn db<T, F>(state: &AppState, f: F) -> Result<T, AppError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> StoreResult<T> + Send + 'static,
+{
+    let store = state.store.clone();
+    actix_web::web::block(move || f(&store))
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("blocking task failed: {e}")))?
+        .map_err(|e| AppError::internal(anyhow::Error::new(e)))
+}
+
+/// Runs a hypervisor call off the async runtime.
+pub async fn hv<T, F>(state: &AppState, f: F) -> Result<T, AppError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Hypervisor) -> crate::hypervisor::HvResult<T> + Send + 'static,
+{
+    let hv = state.hv.clone();
+    actix_web::web::block(move || f(hv.as_ref()))
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("blocking task failed: {e}")))?
+        .map_err(AppError::hypervisor)
+}

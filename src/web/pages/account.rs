@@ -1,0 +1,324 @@
+//! Signing in and out, and creating the first admin with the setup link.
+
+use super::super::errors::{html, AppError};
+use super::super::session::{
+    expired_cookie, remote_addr, session_cookie, Authed, Credential, LOGIN_CSRF_COOKIE,
+    SESSION_COOKIE,
+};
+use super::super::{audit, db, now, AppState};
+use super::safe_next;
+use crate::auth::password::{hash_password, verify_password};
+use crate::auth::secret::{random_token, secrets_equal, sha256_hex};
+use crate::auth::throttle::{decide, Failures, Throttle};
+use crate::auth::{validate_new_password, validate_username};
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    csrf: &'a str,
+    username: &'a str,
+    next: &'a str,
+    error: Option<String>,
+    notice: Option<&'a str>,
+    setup_pending: bool,
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+fn login_csrf_cookie(value: &str, secure: bool) -> Cookie<'static> {
+    Cookie::build(LOGIN_CSRF_COOKIE, value.to_string())
+        .path("/login")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure)
+        .finish()
+}
+
+fn setup_pending(state: &AppState) -> bool {
+    state.setup_token.lock().map(|t| t.is_some()).unwrap_or(false)
+}
+
+/// Renders the login form with a fresh double-submit CSRF cookie.
+fn login_form(
+    state: &AppState,
+    status: StatusCode,
+    username: &str,
+    next: &str,
+    error: Option<String>,
+    notice: Option<&str>,
+) -> HttpResponse {
+    let csrf = random_token();
+    let page = LoginPage {
+        csrf: &csrf,
+        username,
+        next,
+        error,
+        notice,
+        setup_pending: setup_pending(state),
+    };
+    let mut resp = html(status, &page);
+    let _ = resp.add_cookie(&login_csrf_cookie(&csrf, state.tls));
+    resp
+}
+
+pub async fn login_page(state: web::Data<AppState>, q: web::Query<LoginQuery>) -> HttpResponse {
+    login_form(&state, StatusCode::OK, "", safe_next(q.next.as_deref()), None, None)
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    username: String,
+    password: String,
+    csrf: String,
+    next: Option<String>,
+}
+
+pub async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    form: web::Form<LoginForm>,
+) -> Result<HttpResponse, AppError> {
+    let form = form.into_inner();
+    let addr = remote_addr(&req);
+    let next = safe_next(form.next.as_deref()).to_string();
+    let username = form.username.trim().to_string();
+    let cookie_ok = req
+        .cookie(LOGIN_CSRF_COOKIE)
+        .is_some_and(|c| secrets_equal(c.value(), &form.csrf));
+    if !cookie_ok {
+        return Ok(login_form(
+            &state,
+            StatusCode::FORBIDDEN,
+            &username,
+            &next,
+            Some("The sign-in form expired. Enter your name and password again.".into()),
+            None,
+        ));
+    }
+    let now = now();
+    let since = now - state.cfg.login.window_seconds as i64;
+    let (u, a) = (username.clone(), addr.clone());
+    let failures = db(&state, move |s| {
+        let (user_count, user_latest) = s.failures_for_user(&u, since)?;
+        let (address_count, address_latest) = s.failures_for_address(&a, since)?;
+        Ok(Failures {
+            user_count,
+            user_latest,
+            address_count,
+            address_latest,
+        })
+    })
+    .await?;
+    match decide(&state.cfg.login, failures, now) {
+        Throttle::Locked { until } => {
+            audit::record(&state, &username, &addr, "login", &username, "locked", "too many failed sign-ins").await;
+            let minutes = ((until - now) + 59) / 60;
+            return Ok(login_form(
+                &state,
+                StatusCode::TOO_MANY_REQUESTS,
+                &username,
+                &next,
+                Some(format!(
+                    "Too many failed sign-ins for this account or from this address. \
+                     Sign-in is locked; try again in {minutes} minute{}.",
+                    if minutes == 1 { "" } else { "s" }
+                )),
+                None,
+            ));
+        }
+        Throttle::Slow { delay_ms } => {
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        }
+        Throttle::Allow => {}
+    }
+
+    let u = username.clone();
+    let user = db(&state, move |s| s.find_user(&u)).await?;
+    let phc = user.as_ref().map(|u| u.password_phc.clone());
+    let password = form.password;
+    let ok = web::block(move || verify_password(&password, phc.as_deref()))
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("password check failed: {e}")))?;
+
+    let Some(user) = user.filter(|_| ok) else {
+        let (u, a) = (username.clone(), addr.clone());
+        db(&state, move |s| s.record_login_failure(&u, &a, now)).await?;
+        audit::record(&state, &username, &addr, "login", &username, "failed", "wrong user name or password").await;
+        return Ok(login_form(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            &username,
+            &next,
+            Some("Wrong user name or password.".into()),
+            None,
+        ));
+    };
+
+    let token = random_token();
+    let csrf = random_token();
+    let (hash, a, uname) = (sha256_hex(&token), addr.clone(), user.username.clone());
+    let user_id = user.id;
+    db(&state, move |s| {
+        s.clear_login_failures(&uname)?;
+        s.create_session(&hash, user_id, &csrf, now, &a)
+    })
+    .await?;
+    audit::record(&state, &user.username, &addr, "login", &user.username, "ok", "").await;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, next))
+        .cookie(session_cookie(token, state.tls))
+        .cookie(expired_cookie(LOGIN_CSRF_COOKIE, state.tls))
+        .finish())
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: Option<String>,
+}
+
+pub async fn logout(
+    state: web::Data<AppState>,
+    who: Authed,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    if let Credential::Session { token_sha256, .. } = &who.credential {
+        let t = token_sha256.clone();
+        db(&state, move |s| s.delete_session(&t)).await?;
+    }
+    audit::record(&state, &who.username, &who.remote_addr, "logout", &who.username, "ok", "").await;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/login"))
+        .cookie(expired_cookie(SESSION_COOKIE, state.tls))
+        .finish())
+}
+
+// ---- first admin ----
+
+#[derive(Template)]
+#[template(path = "setup.html")]
+struct SetupPage<'a> {
+    token: &'a str,
+    username: &'a str,
+    error: Option<String>,
+    error_field: &'a str,
+}
+
+#[derive(Deserialize)]
+pub struct SetupQuery {
+    token: Option<String>,
+}
+
+/// Whether `presented` is the live setup token.
+fn setup_token_matches(state: &AppState, presented: Option<&str>) -> bool {
+    let Some(presented) = presented else {
+        return false;
+    };
+    state
+        .setup_token
+        .lock()
+        .map(|t| t.as_deref().is_some_and(|t| secrets_equal(t, presented)))
+        .unwrap_or(false)
+}
+
+fn setup_refused() -> AppError {
+    AppError::not_found(
+        "This setup link is not valid: it was used already, virtdeck was restarted since, or \
+         accounts exist. Sign in, or create an account with `virtdeck user add`.",
+    )
+}
+
+pub async fn setup_page(
+    state: web::Data<AppState>,
+    q: web::Query<SetupQuery>,
+) -> Result<HttpResponse, AppError> {
+    if !setup_token_matches(&state, q.token.as_deref()) {
+        return Err(setup_refused());
+    }
+    let token = q.token.clone().unwrap_or_default();
+    Ok(html(
+        StatusCode::OK,
+        &SetupPage {
+            token: &token,
+            username: "admin",
+            error: None,
+            error_field: "",
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct SetupForm {
+    token: String,
+    username: String,
+    password: String,
+    password_confirm: String,
+}
+
+pub async fn setup(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    form: web::Form<SetupForm>,
+) -> Result<HttpResponse, AppError> {
+    let form = form.into_inner();
+    let addr = remote_addr(&req);
+    if !setup_token_matches(&state, Some(&form.token)) {
+        audit::record(&state, "-", &addr, "setup.first_admin", &form.username, "denied", "invalid setup token").await;
+        return Err(setup_refused());
+    }
+    let username = form.username.trim().to_string();
+    let invalid = |field: &'static str, message: String| {
+        html(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &SetupPage {
+                token: &form.token,
+                username: &username,
+                error: Some(message),
+                error_field: field,
+            },
+        )
+    };
+    if let Err(e) = validate_username(&username) {
+        return Ok(invalid("username", e.to_string()));
+    }
+    if let Err(e) = validate_new_password(&form.password, Some(&form.password_confirm)) {
+        return Ok(invalid("password", e.to_string()));
+    }
+    let password = form.password.clone();
+    let phc = web::block(move || hash_password(&password))
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("hashing failed: {e}")))?
+        .map_err(|e| AppError::internal(e.into()))?;
+    let now = now();
+    let u = username.clone();
+    let created = db(&state, move |s| s.create_first_user(&u, &phc, now)).await?;
+    if let Ok(mut t) = state.setup_token.lock() {
+        *t = None;
+    }
+    if !created {
+        audit::record(&state, "-", &addr, "setup.first_admin", &username, "denied", "an account exists already").await;
+        return Err(setup_refused());
+    }
+    audit::record(&state, &username, &addr, "setup.first_admin", &username, "ok", "").await;
+    // Sign the new admin in right away.
+    let u = username.clone();
+    let user = db(&state, move |s| s.find_user(&u))
+        .await?
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("new admin not found")))?;
+    let token = random_token();
+    let csrf = random_token();
+    let (hash, a) = (sha256_hex(&token), addr.clone());
+    db(&state, move |s| s.create_session(&hash, user.id, &csrf, now, &a)).await?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/host"))
+        .cookie(session_cookie(token, state.tls))
+        .finish())
+}

@@ -1,0 +1,316 @@
+//! Admin pages: users, API tokens, audit log.
+
+use super::super::errors::{html, AppError};
+use super::super::session::Authed;
+use super::super::{audit, db, now, AppState};
+use super::{format_time, Chrome};
+use crate::auth::password::hash_password;
+use crate::auth::secret::{new_api_token, sha256_hex};
+use crate::auth::{validate_new_password, validate_username, Role};
+use crate::store::{AuditEntry, StoreError, TokenRow, UserRow};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+pub const AUDIT_PAGE_SIZE: u64 = 50;
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    chrome: Chrome,
+    entries: Vec<AuditEntry>,
+    page: u64,
+    pages: u64,
+    total: u64,
+}
+
+impl AuditPage {
+    fn when(&self, e: &AuditEntry) -> String {
+        format_time(e.at)
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PageQuery {
+    page: Option<u64>,
+}
+
+pub async fn audit_page(
+    state: web::Data<AppState>,
+    who: Authed,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, AppError> {
+    who.require(&state, Role::Admin, "audit.view", "").await?;
+    let page = q.page.unwrap_or(1).max(1);
+    let offset = (page - 1).saturating_mul(AUDIT_PAGE_SIZE);
+    let (entries, total) = db(&state, move |s| s.audit_page(offset, AUDIT_PAGE_SIZE)).await?;
+    let pages = total.div_ceil(AUDIT_PAGE_SIZE).max(1);
+    Ok(html(
+        StatusCode::OK,
+        &AuditPage {
+            chrome: Chrome::new(&who, "audit"),
+            entries,
+            page,
+            pages,
+            total,
+        },
+    ))
+}
+
+// ---- users and tokens ----
+
+#[derive(Template)]
+#[template(path = "users.html")]
+struct UsersPage {
+    chrome: Chrome,
+    users: Vec<UserRow>,
+    tokens: Vec<TokenRow>,
+    roles: [Role; 3],
+    form: NewUserForm,
+    error: Option<String>,
+    error_field: &'static str,
+    notice: Option<String>,
+    new_token: Option<String>,
+}
+
+impl UsersPage {
+    fn when(&self, at: &i64) -> String {
+        format_time(*at)
+    }
+    fn when_opt(&self, at: &Option<i64>) -> String {
+        at.map(format_time).unwrap_or_else(|| "never".into())
+    }
+}
+
+#[derive(Deserialize, Default, Clone)]
+pub struct NewUserForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub role: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_confirm: String,
+}
+
+struct Outcome {
+    status: StatusCode,
+    form: NewUserForm,
+    error: Option<String>,
+    error_field: &'static str,
+    notice: Option<String>,
+    new_token: Option<String>,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Outcome {
+            status: StatusCode::OK,
+            form: NewUserForm {
+                role: "operator".into(),
+                ..Default::default()
+            },
+            error: None,
+            error_field: "",
+            notice: None,
+            new_token: None,
+        }
+    }
+}
+
+async fn render_users(state: &AppState, who: &Authed, o: Outcome) -> Result<HttpResponse, AppError> {
+    let (users, tokens) = db(state, |s| Ok((s.list_users()?, s.list_api_tokens()?))).await?;
+    let mut form = o.form;
+    form.password.clear();
+    form.password_confirm.clear();
+    Ok(html(
+        o.status,
+        &UsersPage {
+            chrome: Chrome::new(who, "users"),
+            users,
+            tokens,
+            roles: Role::all(),
+            form,
+            error: o.error,
+            error_field: o.error_field,
+            notice: o.notice,
+            new_token: o.new_token,
+        },
+    ))
+}
+
+pub async fn users_page(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
+    who.require(&state, Role::Admin, "users.view", "").await?;
+    render_users(&state, &who, Outcome::default()).await
+}
+
+pub async fn create_user(
+    state: web::Data<AppState>,
+    who: Authed,
+    form: web::Form<NewUserForm>,
+) -> Result<HttpResponse, AppError> {
+    let form = form.into_inner();
+    who.check_csrf(Some(&form.csrf))?;
+    let username = form.username.trim().to_string();
+    who.require(&state, Role::Admin, "user.create", &username).await?;
+    let invalid = |field: &'static str, message: String, form: NewUserForm| Outcome {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        form,
+        error: Some(message),
+        error_field: field,
+        ..Default::default()
+    };
+    if let Err(e) = validate_username(&username) {
+        return render_users(&state, &who, invalid("username", e.to_string(), form)).await;
+    }
+    let role: Role = match form.role.parse() {
+        Ok(r) => r,
+        Err(e) => return render_users(&state, &who, invalid("role", e, form)).await,
+    };
+    if let Err(e) = validate_new_password(&form.password, Some(&form.password_confirm)) {
+        return render_users(&state, &who, invalid("password", e.to_string(), form)).await;
+    }
+    let password = form.password.clone();
+    let phc = web::block(move || hash_password(&password))
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("hashing failed: {e}")))?
+        .map_err(|e| AppError::internal(e.into()))?;
+    let u = username.clone();
+    let now = now();
+    let created = web::block({
+        let store = state.store.clone();
+        move || store.create_user(&u, role.as_str(), &phc, now)
+    })
+    .await
+    .map_err(|e| AppError::internal(anyhow::anyhow!("blocking task failed: {e}")))?;
+    match created {
+        Ok(_) => {
+            audit::record(&state, &who.username, &who.remote_addr, "user.create", &username, "ok", &format!("role {role}")).await;
+            render_users(
+                &state,
+                &who,
+                Outcome {
+                    notice: Some(format!("Created {username} ({role}).")),
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+        Err(StoreError::Duplicate(_)) => {
+            let msg = format!("A user named {username} exists already. Pick another name.");
+            render_users(&state, &who, invalid("username", msg, form)).await
+        }
+        Err(e) => Err(AppError::internal(e.into())),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    csrf: Option<String>,
+}
+
+pub async fn delete_user(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<CsrfOnly>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let username = path.into_inner();
+    who.require(&state, Role::Admin, "user.delete", &username).await?;
+    if username == who.username {
+        return render_users(
+            &state,
+            &who,
+            Outcome {
+                status: StatusCode::CONFLICT,
+                error: Some("You cannot delete your own account while signed in with it.".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    let u = username.clone();
+    let deleted = db(&state, move |s| s.delete_user(&u)).await?;
+    if !deleted {
+        return Err(AppError::not_found(format!("There is no user named {username}.")));
+    }
+    audit::record(&state, &who.username, &who.remote_addr, "user.delete", &username, "ok", "sessions and API tokens revoked").await;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/users"))
+        .finish())
+}
+
+#[derive(Deserialize)]
+pub struct NewTokenForm {
+    csrf: Option<String>,
+    username: String,
+    #[serde(default)]
+    label: String,
+}
+
+pub async fn create_token(
+    state: web::Data<AppState>,
+    who: Authed,
+    form: web::Form<NewTokenForm>,
+) -> Result<HttpResponse, AppError> {
+    let form = form.into_inner();
+    who.check_csrf(form.csrf.as_deref())?;
+    who.require(&state, Role::Admin, "token.create", &form.username).await?;
+    let label = form.label.trim().chars().take(100).collect::<String>();
+    let u = form.username.clone();
+    let Some(user) = db(&state, move |s| s.find_user(&u)).await? else {
+        return render_users(
+            &state,
+            &who,
+            Outcome {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                error: Some(format!("There is no user named {}.", form.username)),
+                error_field: "token_user",
+                ..Default::default()
+            },
+        )
+        .await;
+    };
+    let token = new_api_token();
+    let hash = sha256_hex(&token);
+    let now = now();
+    let l = label.clone();
+    db(&state, move |s| s.create_api_token(user.id, &hash, &l, now)).await?;
+    audit::record(&state, &who.username, &who.remote_addr, "token.create", &user.username, "ok", &label).await;
+    render_users(
+        &state,
+        &who,
+        Outcome {
+            notice: Some(format!(
+                "API token for {} created. Copy it now: it is not shown again.",
+                user.username
+            )),
+            new_token: Some(token),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+pub async fn delete_token(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<i64>,
+    form: web::Form<CsrfOnly>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let id = path.into_inner();
+    who.require(&state, Role::Admin, "token.delete", &id.to_string()).await?;
+    if !db(&state, move |s| s.delete_api_token(id)).await? {
+        return Err(AppError::not_found("There is no such API token."));
+    }
+    audit::record(&state, &who.username, &who.remote_addr, "token.delete", &id.to_string(), "ok", "").await;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/users"))
+        .finish())
+}

@@ -1,0 +1,54 @@
+//! Host overview and the VM list.
+
+use super::super::errors::{html, AppError};
+use super::super::session::Authed;
+use super::super::{hv, AppState};
+use super::Chrome;
+use crate::domain::host::{HostFacts, KvmStatus};
+use crate::domain::vm::{VmCounts, VmSummary};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use askama::Template;
+
+#[derive(Template)]
+#[template(path = "host.html")]
+struct HostPage {
+    chrome: Chrome,
+    facts: HostFacts,
+    kvm_ok: bool,
+    kvm_text: String,
+    virt_type: Result<&'static str, String>,
+    counts: VmCounts,
+}
+
+pub async fn host_page(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
+    let (facts, vms) = hv(&state, |h| Ok((h.host_facts()?, h.list_vms()?))).await?;
+    let kvm = state.hv.kvm_status();
+    let page = HostPage {
+        chrome: Chrome::new(&who, "host"),
+        kvm_ok: matches!(kvm, KvmStatus::Usable),
+        kvm_text: kvm.describe(),
+        virt_type: state.virt_type.as_ref().map(|v| v.as_str()).map_err(Clone::clone),
+        counts: VmCounts::of(&vms),
+        facts,
+    };
+    Ok(html(StatusCode::OK, &page))
+}
+
+#[derive(Template)]
+#[template(path = "vms.html")]
+struct VmsPage {
+    chrome: Chrome,
+    vms: Vec<VmSummary>,
+}
+
+pub async fn vms_page(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
+    let vms = hv(&state, |h| h.list_vms()).await?;
+    Ok(html(
+        StatusCode::OK,
+        &VmsPage {
+            chrome: Chrome::new(&who, "vms"),
+            vms,
+        },
+    ))
+}

@@ -1,0 +1,72 @@
+//! Server-rendered pages. Each handler: authenticate, check role and CSRF, call the
+//! store or the hypervisor off the runtime, fill a view model, render.
+
+pub mod account;
+pub mod admin;
+pub mod host;
+
+use super::session::Authed;
+use crate::auth::Role;
+
+/// What every signed-in page shows around its content.
+pub struct Chrome {
+    pub username: String,
+    pub role: Role,
+    pub csrf: String,
+    pub active: &'static str,
+}
+
+impl Chrome {
+    pub fn new(who: &Authed, active: &'static str) -> Self {
+        Chrome {
+            username: who.username.clone(),
+            role: who.role,
+            csrf: who.csrf().to_string(),
+            active,
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+/// Formats unix seconds as UTC, e.g. `2026-11-21 21:17:09 UTC`.
+pub fn format_time(at: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(at)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| at.to_string())
+}
+
+/// A `next=` target is only followed if it is a path on this site.
+pub fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        _ => "/host",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_must_stay_on_site() {
+        assert_eq!(safe_next(Some("/vms")), "/vms");
+        assert_eq!(safe_next(Some("//evil.example")), "/host");
+        assert_eq!(safe_next(Some("https://evil.example")), "/host");
+        assert_eq!(safe_next(Some("/\\evil")), "/host");
+        assert_eq!(safe_next(None), "/host");
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00 UTC");
+    }
+}

@@ -1,0 +1,358 @@
+//! Building and starting the HTTP(S) server.
+
+use super::errors::{AppError, ErrorKind};
+use super::{api, assets, pages, AppState};
+use crate::auth::secret::random_token;
+use crate::config::Config;
+use crate::domain::host::{resolve_virt_type, KvmStatus};
+use crate::hypervisor::libvirt::{is_test_uri, Libvirt};
+use crate::hypervisor::{kvm_probe, Hypervisor};
+use crate::store::Store;
+use actix_web::dev::Server;
+use actix_web::http::header;
+use actix_web::middleware::{DefaultHeaders, NormalizePath, TrailingSlash};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use anyhow::Context;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The demo host for libvirt's test driver, written to the data dir at start.
+pub const DEMO_HOST_XML: &str = include_str!("../../demo/demo-host.xml");
+
+/// Largest form body accepted (login, users…).
+pub const FORM_LIMIT_BYTES: usize = 16 * 1024;
+/// Largest JSON body accepted by the API.
+pub const JSON_LIMIT_BYTES: usize = 256 * 1024;
+
+/// A started server.
+pub struct Running {
+    pub addr: SocketAddr,
+    /// `https` or `http`.
+    pub scheme: &'static str,
+    /// The one-time link for creating the first admin, when there is no account yet.
+    pub setup_url: Option<String>,
+    pub server: Server,
+    pub state: web::Data<AppState>,
+}
+
+impl Running {
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", self.scheme, self.addr)
+    }
+}
+
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict data dir {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The libvirt URI to use: the configured one, or the demo host's.
+pub fn effective_libvirt_uri(cfg: &Config) -> anyhow::Result<String> {
+    if !cfg.demo {
+        return Ok(cfg.libvirt_uri.clone());
+    }
+    let path = cfg.data_dir.join("demo-host.xml");
+    std::fs::write(&path, DEMO_HOST_XML)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let abs = std::fs::canonicalize(&path)?;
+    Ok(format!("test://{}", abs.display()))
+}
+
+fn is_local_qemu(uri: &str) -> bool {
+    uri == "qemu:///system" || uri == "qemu:///session"
+}
+
+/// Opens the store and the hypervisor, and probes KVM.
+pub fn build_state(cfg: Config, tls: bool) -> anyhow::Result<AppState> {
+    prepare_data_dir(&cfg.data_dir)?;
+    let store = Store::open(&cfg.database_path())
+        .with_context(|| format!("cannot open database {}", cfg.database_path().display()))?;
+    let uri = effective_libvirt_uri(&cfg)?;
+    let kvm = if is_test_uri(&uri) {
+        KvmStatus::NotApplicable
+    } else if is_local_qemu(&uri) {
+        kvm_probe::probe(Duration::from_millis(1500))
+    } else {
+        // A remote host: we cannot probe it from here; trust the setting.
+        KvmStatus::Usable
+    };
+    if let KvmStatus::Broken { reason } = &kvm {
+        tracing::warn!(%reason, "/dev/kvm exists but KVM does not work; guests will use QEMU (TCG)");
+    }
+    let hv: Arc<dyn Hypervisor> = Arc::new(Libvirt::open(&uri, kvm.clone())?);
+    let virt_type = resolve_virt_type(cfg.virt_type, &kvm).map_err(|e| e.to_string());
+    if let Err(e) = &virt_type {
+        tracing::warn!(error = %e, "virt_type setting cannot be honoured");
+    }
+    let setup_token = if store.user_count()? == 0 {
+        Some(random_token())
+    } else {
+        None
+    };
+    Ok(AppState {
+        cfg,
+        store: Arc::new(store),
+        hv,
+        virt_type,
+        setup_token: Mutex::new(setup_token),
+        tls,
+    })
+}
+
+fn tls_config(cfg: &Config) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert_path, key_path) = match (&cfg.tls.cert_file, &cfg.tls.key_file) {
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
+        _ => ensure_self_signed(&cfg.data_dir)?,
+    };
+    let certs = CertificateDer::pem_file_iter(&cert_path)
+        .with_context(|| format!("cannot read certificate {}", cert_path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("bad certificate PEM in {}", cert_path.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&key_path)
+        .with_context(|| format!("cannot read private key {}", key_path.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the certificate and key do not match")
+}
+
+/// Makes (once) a self-signed certificate for this host's names, kept in the data dir.
+fn ensure_self_signed(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let cert = dir.join("tls-cert.pem");
+    let key = dir.join("tls-key.pem");
+    if cert.exists() && key.exists() {
+        return Ok((cert, key));
+    }
+    let mut names = vec!["localhost".to_string()];
+    if let Some(h) = hostname::get().ok().and_then(|h| h.into_string().ok()) {
+        names.push(h);
+    }
+    let ck = rcgen::generate_simple_self_signed(names).context("cannot generate a certificate")?;
+    write_private(&key, ck.signing_key.serialize_pem().as_bytes())?;
+    std::fs::write(&cert, ck.cert.pem())?;
+    tracing::info!(cert = %cert.display(), "generated a self-signed TLS certificate");
+    Ok((cert, key))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
+fn json_error(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as J;
+    let e = match &err {
+        J::OverflowKnownLength { .. } | J::Overflow { .. } => AppError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("The request body is larger than {JSON_LIMIT_BYTES} bytes."),
+        ),
+        J::ContentType => AppError::bad_request("Send JSON with Content-Type: application/json."),
+        other => AppError::bad_request(format!("The request body is not valid JSON: {other}")),
+    };
+    e.api().into()
+}
+
+fn form_error(err: actix_web::error::UrlencodedError, _req: &HttpRequest) -> actix_web::Error {
+    use actix_web::error::UrlencodedError as U;
+    let e = match &err {
+        U::Overflow { .. } => AppError::new(
+            ErrorKind::PayloadTooLarge,
+            "The form is too large. Shorten what you entered and send it again.",
+        ),
+        _ => AppError::bad_request("The form could not be read. Reload the page and try again."),
+    };
+    e.into()
+}
+
+fn query_error(_err: actix_web::error::QueryPayloadError, req: &HttpRequest) -> actix_web::Error {
+    let e = AppError::bad_request("The address has an invalid query string.");
+    if req.path().starts_with("/api/") {
+        e.api().into()
+    } else {
+        e.into()
+    }
+}
+
+fn path_error(_err: actix_web::error::PathError, req: &HttpRequest) -> actix_web::Error {
+    let e = AppError::not_found("There is no such page.");
+    if req.path().starts_with("/api/") {
+        e.api().into()
+    } else {
+        e.into()
+    }
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, AppError> {
+    let e = AppError::not_found("There is no such page.");
+    Err(if req.path().starts_with("/api/") { e.api() } else { e })
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({"status": "ok"}))
+}
+
+async fn index() -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/host"))
+        .finish()
+}
+
+/// Routes and middleware, shared by the server and nothing else.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    use pages::{account, admin, host};
+    cfg.app_data(
+        web::FormConfig::default()
+            .limit(FORM_LIMIT_BYTES)
+            .error_handler(form_error),
+    )
+    .app_data(
+        web::JsonConfig::default()
+            .limit(JSON_LIMIT_BYTES)
+            .error_handler(json_error),
+    )
+    .app_data(web::PayloadConfig::new(JSON_LIMIT_BYTES))
+    .app_data(web::QueryConfig::default().error_handler(query_error))
+    .app_data(web::PathConfig::default().error_handler(path_error))
+    .route("/", web::get().to(index))
+    .route("/healthz", web::get().to(healthz))
+    .route("/static/{path:.*}", web::get().to(assets::serve))
+    .route("/login", web::get().to(account::login_page))
+    .route("/login", web::post().to(account::login))
+    .route("/logout", web::post().to(account::logout))
+    .route("/setup", web::get().to(account::setup_page))
+    .route("/setup", web::post().to(account::setup))
+    .route("/host", web::get().to(host::host_page))
+    .route("/vms", web::get().to(host::vms_page))
+    .route("/audit", web::get().to(admin::audit_page))
+    .route("/users", web::get().to(admin::users_page))
+    .route("/users", web::post().to(admin::create_user))
+    .route("/users/{name}/delete", web::post().to(admin::delete_user))
+    .route("/tokens", web::post().to(admin::create_token))
+    .route("/tokens/{id}/delete", web::post().to(admin::delete_token))
+    .service(
+        web::scope("/api/v1")
+            .route("/whoami", web::get().to(api::whoami))
+            .route("/host", web::get().to(api::host))
+            .route("/vms", web::get().to(api::vms)),
+    );
+}
+
+fn security_headers(tls: bool) -> DefaultHeaders {
+    let h = DefaultHeaders::new()
+        .add((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ))
+        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .add((header::X_FRAME_OPTIONS, "DENY"))
+        .add((header::REFERRER_POLICY, "same-origin"));
+    if tls {
+        h.add((header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"))
+    } else {
+        h
+    }
+}
+
+/// Starts serving. Call from inside an actix/tokio runtime; await `Running::server`.
+pub fn start(cfg: Config) -> anyhow::Result<Running> {
+    cfg.validate()?;
+    let tls = cfg.tls.enabled;
+    let addr = cfg.listen_addr()?;
+    let tls_cfg = if tls { Some(tls_config(&cfg)?) } else { None };
+    let state = web::Data::new(build_state(cfg, tls)?);
+    let listener =
+        TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let addr = listener.local_addr()?;
+    let scheme = if tls { "https" } else { "http" };
+    let setup_url = state
+        .setup_token
+        .lock()
+        .ok()
+        .and_then(|t| t.clone())
+        .map(|t| format!("{scheme}://{}/setup?token={t}", display_host(addr)));
+
+    let data = state.clone();
+    let http = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap(security_headers(tls))
+            .wrap(NormalizePath::new(TrailingSlash::Trim))
+            .wrap(tracing_actix_web::TracingLogger::default())
+            .configure(configure)
+            .default_service(web::to(not_found))
+    })
+    .shutdown_timeout(5);
+    let http = match tls_cfg {
+        Some(c) => http.listen_rustls_0_23(listener, c)?,
+        None => http.listen(listener)?,
+    };
+    let server = http.run();
+    spawn_housekeeping(state.clone());
+    Ok(Running {
+        addr,
+        scheme,
+        setup_url,
+        server,
+        state,
+    })
+}
+
+/// The address to show in links: `localhost` for a wildcard bind.
+fn display_host(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        let host = hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into());
+        format!("{host}:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+/// Removes expired sessions and old login failures every few minutes.
+fn spawn_housekeeping(state: web::Data<AppState>) {
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(300));
+        loop {
+            tick.tick().await;
+            let now = super::now();
+            let idle = now - state.cfg.session.idle_timeout_seconds as i64;
+            let absolute = now - state.cfg.session.absolute_timeout_seconds as i64;
+            let failures = now - state.cfg.login.window_seconds.max(state.cfg.login.lock_seconds) as i64;
+            let r = super::db(&state, move |s| {
+                Ok((s.purge_sessions(idle, absolute)?, s.purge_login_failures(failures)?))
+            })
+            .await;
+            if let Ok((sessions, failures)) = r {
+                tracing::debug!(sessions, failures, "housekeeping");
+            }
+        }
+    });
+}

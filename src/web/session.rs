@@ -1,0 +1,225 @@
+//! Who is asking: the session cookie or a Bearer token, checked on every request.
+
+use super::errors::AppError;
+use super::{db, now, AppState};
+use crate::auth::secret::{secrets_equal, sha256_hex};
+use crate::auth::Role;
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
+use std::future::Future;
+use std::pin::Pin;
+
+pub const SESSION_COOKIE: &str = "vd_session";
+pub const LOGIN_CSRF_COOKIE: &str = "vd_login_csrf";
+
+/// How the request proved who it is.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Session { token_sha256: String, csrf_token: String },
+    ApiToken,
+}
+
+/// An authenticated user for this request.
+#[derive(Debug, Clone)]
+pub struct Authed {
+    pub user_id: i64,
+    pub username: String,
+    pub role: Role,
+    pub credential: Credential,
+    pub remote_addr: String,
+    /// Whether the request was for `/api/…` (errors answer in JSON).
+    pub api: bool,
+}
+
+impl Authed {
+    /// The CSRF token to embed in forms (empty for API tokens).
+    pub fn csrf(&self) -> &str {
+        match &self.credential {
+            Credential::Session { csrf_token, .. } => csrf_token,
+            Credential::ApiToken => "",
+        }
+    }
+
+    /// A state-changing request made with a session must carry the session's CSRF token
+    /// (form field, or `X-CSRF-Token` for API calls). Bearer tokens are not sent by
+    /// browsers on their own, so they need none.
+    pub fn check_csrf(&self, presented: Option<&str>) -> Result<(), AppError> {
+        match &self.credential {
+            Credential::ApiToken => Ok(()),
+            Credential::Session { csrf_token, .. } => match presented {
+                Some(p) if secrets_equal(p, csrf_token) => Ok(()),
+                _ => Err(self.err(AppError::forbidden(
+                    "This form has expired or did not come from virtdeck. Reload the page and try again.",
+                ))),
+            },
+        }
+    }
+
+    /// Shapes an error for this request's kind (JSON for the API).
+    pub fn err(&self, e: AppError) -> AppError {
+        if self.api {
+            e.api()
+        } else {
+            e
+        }
+    }
+
+    /// Refuses, and audits the refusal, unless the user's role includes `needed`.
+    pub async fn require(
+        &self,
+        state: &AppState,
+        needed: Role,
+        action: &str,
+        target: &str,
+    ) -> Result<(), AppError> {
+        if self.role.allows(needed) {
+            return Ok(());
+        }
+        super::audit::record(
+            state,
+            &self.username,
+            &self.remote_addr,
+            action,
+            target,
+            "denied",
+            &format!("role {} needs {}", self.role, needed),
+        )
+        .await;
+        Err(self.err(AppError::forbidden(format!(
+            "Your role ({}) may not do this; it needs {}. Ask an admin.",
+            self.role, needed
+        ))))
+    }
+}
+
+pub fn remote_addr(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn bearer(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+}
+
+/// Whether a session is still within its idle and absolute limits.
+pub fn session_alive(cfg: &crate::config::SessionConfig, created_at: i64, last_seen_at: i64, now: i64) -> bool {
+    now - last_seen_at < cfg.idle_timeout_seconds as i64
+        && now - created_at < cfg.absolute_timeout_seconds as i64
+}
+
+async fn authenticate(req: HttpRequest) -> Result<Authed, AppError> {
+    let api = req.path().starts_with("/api/");
+    let shape = |e: AppError| if api { e.api() } else { e };
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("application state missing")))?
+        .clone();
+    let remote_addr = remote_addr(&req);
+    let now = now();
+
+    if let Some(token) = bearer(&req) {
+        let hash = sha256_hex(&token);
+        let user = db(&state, move |s| s.use_api_token(&hash, now)).await?;
+        let Some(user) = user else {
+            return Err(shape(AppError::new(
+                super::errors::ErrorKind::Unauthorized,
+                "The API token is not valid. Create one with `virtdeck token create --user NAME`.",
+            )));
+        };
+        let role = user.role.parse().unwrap_or(Role::Viewer);
+        return Ok(Authed {
+            user_id: user.id,
+            username: user.username,
+            role,
+            credential: Credential::ApiToken,
+            remote_addr,
+            api,
+        });
+    }
+
+    let Some(cookie) = req.cookie(SESSION_COOKIE) else {
+        return Err(shape(AppError::login_required()));
+    };
+    let token_sha256 = sha256_hex(cookie.value());
+    let lookup = token_sha256.clone();
+    let Some(session) = db(&state, move |s| s.find_session(&lookup)).await? else {
+        return Err(shape(AppError::login_required()));
+    };
+    if !session_alive(&state.cfg.session, session.created_at, session.last_seen_at, now) {
+        let gone = token_sha256.clone();
+        db(&state, move |s| s.delete_session(&gone)).await?;
+        return Err(shape(AppError::login_required()));
+    }
+    // Record activity, but not on every request: at most every quarter idle period.
+    let touch_every = (state.cfg.session.idle_timeout_seconds as i64 / 4).clamp(0, 60);
+    if now - session.last_seen_at >= touch_every {
+        let t = token_sha256.clone();
+        db(&state, move |s| s.touch_session(&t, now)).await?;
+    }
+    Ok(Authed {
+        user_id: session.user.id,
+        username: session.user.username,
+        role: session.user.role.parse().unwrap_or(Role::Viewer),
+        credential: Credential::Session {
+            token_sha256,
+            csrf_token: session.csrf_token,
+        },
+        remote_addr,
+        api,
+    })
+}
+
+impl FromRequest for Authed {
+    type Error = AppError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        Box::pin(authenticate(req.clone()))
+    }
+}
+
+/// The session cookie: HttpOnly, SameSite=Strict, Secure under TLS.
+pub fn session_cookie(value: String, secure: bool) -> Cookie<'static> {
+    Cookie::build(SESSION_COOKIE, value)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure)
+        .finish()
+}
+
+pub fn expired_cookie(name: &'static str, secure: bool) -> Cookie<'static> {
+    let mut c = Cookie::build(name, "")
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure)
+        .finish();
+    c.make_removal();
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SessionConfig;
+
+    #[test]
+    fn idle_and_absolute_limits() {
+        let cfg = SessionConfig {
+            idle_timeout_seconds: 10,
+            absolute_timeout_seconds: 100,
+        };
+        assert!(session_alive(&cfg, 0, 0, 9));
+        assert!(!session_alive(&cfg, 0, 0, 10), "idle");
+        assert!(session_alive(&cfg, 0, 95, 99));
+        assert!(!session_alive(&cfg, 0, 95, 100), "absolute");
+    }
+}
