@@ -284,6 +284,7 @@ pub fn start(cfg: Config) -> anyhow::Result<Running> {
     cfg.validate()?;
     let tls = cfg.tls.enabled;
     let addr = cfg.listen_addr()?;
+    prepare_data_dir(&cfg.data_dir)?;
     let tls_cfg = if tls { Some(tls_config(&cfg)?) } else { None };
     let state = web::Data::new(build_state(cfg, tls)?);
     let listener =
@@ -338,7 +339,7 @@ fn display_host(addr: SocketAddr) -> String {
 
 /// Removes expired sessions and old login failures every few minutes.
 fn spawn_housekeeping(state: web::Data<AppState>) {
-    actix_web::rt::spawn(async move {
+    tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(300));
         loop {
             tick.tick().await;

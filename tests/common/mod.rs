@@ -1,0 +1,139 @@
+//! Starts the real app on port 0 with a temp data dir, and drives it over HTTP.
+#![allow(dead_code)]
+
+use reqwest::redirect::Policy;
+use reqwest::{Client, Response, StatusCode};
+use tempfile::TempDir;
+use virtdeck::config::Config;
+
+pub struct TestApp {
+    pub base: String,
+    pub setup_url: Option<String>,
+    pub data_dir: TempDir,
+    pub handle: actix_web::dev::ServerHandle,
+}
+
+/// A browser-like client: keeps cookies, does not follow redirects (tests look at them).
+pub fn client() -> Client {
+    Client::builder()
+        .cookie_store(true)
+        .redirect(Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// The app on the demo host (libvirt test driver), plain HTTP on loopback.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut cfg = Config::default();
+    cfg.listen = "127.0.0.1:0".into();
+    cfg.data_dir = data_dir.path().to_path_buf();
+    cfg.demo = true;
+    cfg.tls.enabled = false;
+    tweak(&mut cfg);
+    let running = virtdeck::web::server::start(cfg).expect("app starts");
+    let handle = running.server.handle();
+    let base = running.base_url();
+    let setup_url = running.setup_url.clone();
+    tokio::spawn(running.server);
+    TestApp {
+        base,
+        setup_url,
+        data_dir,
+        handle,
+    }
+}
+
+/// The value of the first `name="csrf"` hidden field in a page.
+pub fn csrf_in(html: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).expect("page has a csrf field") + marker.len();
+    let end = html[start..].find('"').expect("closing quote") + start;
+    html[start..end].to_string()
+}
+
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Creates the first admin through the one-time setup link; returns a signed-in client.
+    pub async fn setup_admin(&self, name: &str) -> Client {
+        let c = client();
+        let url = self.setup_url.clone().expect("setup link printed");
+        let token = url.split("token=").nth(1).expect("token in link").to_string();
+        let page = c.get(&url).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        let r = c
+            .post(self.url("/setup"))
+            .form(&[
+                ("token", token.as_str()),
+                ("username", name),
+                ("password", ADMIN_PASSWORD),
+                ("password_confirm", ADMIN_PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "setup accepted");
+        c
+    }
+
+    /// GETs a page and returns its CSRF token.
+    pub async fn csrf(&self, c: &Client, path: &str) -> String {
+        let body = c.get(self.url(path)).send().await.unwrap().text().await.unwrap();
+        csrf_in(&body)
+    }
+
+    /// Signs in with a fresh client; returns the client and the answer to the POST.
+    pub async fn login(&self, user: &str, password: &str) -> (Client, Response) {
+        let c = client();
+        let r = self.login_with(&c, user, password).await;
+        (c, r)
+    }
+
+    pub async fn login_with(&self, c: &Client, user: &str, password: &str) -> Response {
+        let csrf = self.csrf(c, "/login").await;
+        c.post(self.url("/login"))
+            .form(&[("username", user), ("password", password), ("csrf", &csrf)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// An admin adds a user through the Users page.
+    pub async fn add_user(&self, admin: &Client, name: &str, role: &str, password: &str) {
+        let csrf = self.csrf(admin, "/users").await;
+        let r = admin
+            .post(self.url("/users"))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("username", name),
+                ("role", role),
+                ("password", password),
+                ("password_confirm", password),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "user {name} created");
+    }
+
+    /// The audit log's first page as text, for assertions.
+    pub async fn audit_text(&self, admin: &Client) -> String {
+        admin.get(self.url("/audit")).send().await.unwrap().text().await.unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let h = self.handle.clone();
+        drop(h.stop(false));
+    }
+}
