@@ -80,7 +80,7 @@ pub fn build_state(cfg: Config, tls: bool) -> anyhow::Result<AppState> {
     let kvm = if is_test_uri(&uri) {
         KvmStatus::NotApplicable
     } else if is_local_qemu(&uri) {
-        kvm_probe::probe(Duration::from_millis(1500))
+        kvm_probe::probe(Duration::from_secs(2))
     } else {
         // A remote host: we cannot probe it from here; trust the setting.
         KvmStatus::Usable
