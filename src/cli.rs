@@ -107,7 +107,6 @@ fn parse_role(s: &str) -> Result<Role, String> {
     s.parse()
 }
 
-
 /// Defaults, then the file, then flags/environment.
 pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let mut cfg = Config::load(cli.config.as_deref())?;
@@ -233,7 +232,10 @@ pub fn run_tool(cli: &Cli, cfg: &Config) -> anyhow::Result<()> {
             let token = new_api_token();
             store.create_api_token(row.id, &sha256_hex(&token), label, now())?;
             cli_audit(&store, "token.create", user, label)?;
-            println!("API token for {user} ({}); use it as `Authorization: Bearer <token>`:", row.role);
+            println!(
+                "API token for {user} ({}); use it as `Authorization: Bearer <token>`:",
+                row.role
+            );
             println!("{token}");
             Ok(())
         }

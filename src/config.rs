@@ -168,7 +168,9 @@ impl Config {
     /// Checks values that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let addr = self.listen_addr()?;
-        if !self.tls.enabled && !addr.ip().is_loopback() && !self.tls.allow_plain_http_on_any_address
+        if !self.tls.enabled
+            && !addr.ip().is_loopback()
+            && !self.tls.allow_plain_http_on_any_address
         {
             return Err(ConfigError::Invalid {
                 key: "tls.enabled",

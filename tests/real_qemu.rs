@@ -106,7 +106,10 @@ async fn a_real_tcg_guest_boots_and_virtdeck_sees_it_running() {
         if log.lines().any(|l| l.trim_end() == BANNER) {
             break;
         }
-        assert!(Instant::now() < deadline, "no banner on the serial console; log so far:\n{log}");
+        assert!(
+            Instant::now() < deadline,
+            "no banner on the serial console; log so far:\n{log}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
@@ -130,7 +133,14 @@ async fn a_real_tcg_guest_boots_and_virtdeck_sees_it_running() {
     assert_eq!(vm["memory_mib"], 256);
 
     // The host overview speaks of the real host: QEMU, and what KVM can do here.
-    let host: serde_json::Value = admin.get(app.url("/api/v1/host")).send().await.unwrap().json().await.unwrap();
+    let host: serde_json::Value = admin
+        .get(app.url("/api/v1/host"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(host["host"]["driver"], "QEMU");
     assert!(host["vms"]["active"].as_u64().unwrap() >= 1);
     let kvm = host["kvm"]["status"].as_str().unwrap();
@@ -147,8 +157,18 @@ async fn a_real_tcg_guest_boots_and_virtdeck_sees_it_running() {
     let page = page.text().await.unwrap();
     assert!(page.contains("id=\"kvm-status\""));
     if kvm == "broken" {
-        assert!(page.contains("/dev/kvm exists but KVM does not work here"), "{page}");
+        assert!(
+            page.contains("/dev/kvm exists but KVM does not work here"),
+            "{page}"
+        );
     }
-    let vms_page = admin.get(app.url("/vms")).send().await.unwrap().text().await.unwrap();
+    let vms_page = admin
+        .get(app.url("/vms"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(vms_page.contains(&guest.name));
 }

@@ -49,7 +49,10 @@ pub enum PasswordPolicyError {
 
 pub const MIN_PASSWORD_CHARS: usize = 10;
 
-pub fn validate_new_password(password: &str, confirm: Option<&str>) -> Result<(), PasswordPolicyError> {
+pub fn validate_new_password(
+    password: &str,
+    confirm: Option<&str>,
+) -> Result<(), PasswordPolicyError> {
     let n = password.chars().count();
     if n < MIN_PASSWORD_CHARS {
         return Err(PasswordPolicyError::TooShort);
@@ -76,13 +79,22 @@ mod tests {
         assert_eq!(validate_username(""), Err(UsernameError::Length));
         assert_eq!(validate_username("-x"), Err(UsernameError::Characters));
         assert_eq!(validate_username("a b"), Err(UsernameError::Characters));
-        assert_eq!(validate_username("<script>"), Err(UsernameError::Characters));
-        assert_eq!(validate_username(&"a".repeat(65)), Err(UsernameError::Length));
+        assert_eq!(
+            validate_username("<script>"),
+            Err(UsernameError::Characters)
+        );
+        assert_eq!(
+            validate_username(&"a".repeat(65)),
+            Err(UsernameError::Length)
+        );
     }
 
     #[test]
     fn passwords() {
-        assert_eq!(validate_new_password("short", None), Err(PasswordPolicyError::TooShort));
+        assert_eq!(
+            validate_new_password("short", None),
+            Err(PasswordPolicyError::TooShort)
+        );
         assert_eq!(
             validate_new_password("long enough pw", Some("other")),
             Err(PasswordPolicyError::Mismatch)

@@ -26,9 +26,7 @@ pub fn hash_password(password: &str) -> Result<String, PasswordError> {
 /// answer takes as long as for a real account.
 fn dummy_hash() -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| {
-        hash_password(&crate::auth::secret::random_token()).unwrap_or_default()
-    })
+    DUMMY.get_or_init(|| hash_password(&crate::auth::secret::random_token()).unwrap_or_default())
 }
 
 /// Checks `password` against the stored hash, or against a dummy hash when the
@@ -39,7 +37,9 @@ pub fn verify_password(password: &str, stored_phc: Option<&str>) -> bool {
         None => (dummy_hash(), false),
     };
     let ok = match argon2::password_hash::phc::PasswordHash::new(phc) {
-        Ok(parsed) => hasher().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Ok(parsed) => hasher()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
         Err(_) => false,
     };
     ok && real

@@ -46,7 +46,9 @@ impl std::str::FromStr for Role {
             "viewer" => Ok(Role::Viewer),
             "operator" => Ok(Role::Operator),
             "admin" => Ok(Role::Admin),
-            other => Err(format!("role must be viewer, operator or admin, not {other:?}")),
+            other => Err(format!(
+                "role must be viewer, operator or admin, not {other:?}"
+            )),
         }
     }
 }

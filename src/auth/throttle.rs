@@ -74,7 +74,11 @@ mod tests {
         assert_eq!(decide(&cfg(), f, 101), Throttle::Slow { delay_ms: 500 });
         f.user_count = 5;
         assert_eq!(decide(&cfg(), f, 101), Throttle::Locked { until: 700 });
-        assert_eq!(decide(&cfg(), f, 701), Throttle::Slow { delay_ms: 500 }, "lock expired");
+        assert_eq!(
+            decide(&cfg(), f, 701),
+            Throttle::Slow { delay_ms: 500 },
+            "lock expired"
+        );
     }
 
     #[test]

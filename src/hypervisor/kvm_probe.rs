@@ -21,9 +21,9 @@ const QEMU_CANDIDATES: &[&str] = &[
 /// Multiboot header (a.out kludge: loaded at 1 MiB, entry 0x100020), then
 /// `mov al,0x2a; out 0xf4,al; hlt; jmp $-1`.
 const PROBE_IMAGE: [u8; 39] = [
-    0x02, 0xb0, 0xad, 0x1b, 0x00, 0x00, 0x01, 0x00, 0xfe, 0x4f, 0x51, 0xe4, 0x00, 0x00, 0x10,
-    0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00,
-    0x10, 0x00, 0xb0, 0x2a, 0xe6, 0xf4, 0xf4, 0xeb, 0xfd,
+    0x02, 0xb0, 0xad, 0x1b, 0x00, 0x00, 0x01, 0x00, 0xfe, 0x4f, 0x51, 0xe4, 0x00, 0x00, 0x10, 0x00,
+    0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0x10, 0x00,
+    0xb0, 0x2a, 0xe6, 0xf4, 0xf4, 0xeb, 0xfd,
 ];
 
 const PROBE_EXIT_STATUS: i32 = 85;
@@ -53,8 +53,16 @@ pub fn probe(limit: Duration) -> KvmStatus {
 
 fn run(qemu: &str, image: &Path, limit: Duration) -> KvmStatus {
     let child = Command::new(qemu)
-        .args(["-accel", "kvm", "-cpu", "host", "-machine", "pc", "-m", "16"])
-        .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
+        .args([
+            "-accel", "kvm", "-cpu", "host", "-machine", "pc", "-m", "16",
+        ])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-kernel"])
         .arg(image)
         .stdin(Stdio::null())
@@ -137,7 +145,10 @@ mod tests {
                    qemu-system-x86_64: error: failed to set MSR 0x10a to 0xc000069\n\
                    qemu-system-x86_64: target/i386/kvm/kvm.c:3849: kvm_buf_set_msrs: Assertion failed.\n";
         let s = summarize_qemu_error(err);
-        assert!(s.starts_with("qemu-system-x86_64: error: failed to set MSR"), "{s}");
+        assert!(
+            s.starts_with("qemu-system-x86_64: error: failed to set MSR"),
+            "{s}"
+        );
         assert!(s.contains("kvm_buf_set_msrs"), "{s}");
         assert_eq!(summarize_qemu_error(""), "no error output");
     }

@@ -97,7 +97,9 @@ impl Hypervisor for Libvirt {
 
     fn host_facts(&self) -> HvResult<HostFacts> {
         let conn = self.conn()?;
-        let node = conn.node_info().map_err(call("read the host's CPU and memory"))?;
+        let node = conn
+            .node_info()
+            .map_err(call("read the host's CPU and memory"))?;
         Ok(HostFacts {
             hostname: conn.hostname().unwrap_or_else(|_| "unknown".into()),
             libvirt_uri: self.uri.clone(),
@@ -131,10 +133,11 @@ impl Hypervisor for Libvirt {
 
     fn list_vms(&self) -> HvResult<Vec<VmSummary>> {
         let conn = self.conn()?;
-        let domains = conn
-            .list_all_domains(0)
-            .map_err(call("list the VMs"))?;
-        let mut vms = domains.iter().map(summarize).collect::<HvResult<Vec<_>>>()?;
+        let domains = conn.list_all_domains(0).map_err(call("list the VMs"))?;
+        let mut vms = domains
+            .iter()
+            .map(summarize)
+            .collect::<HvResult<Vec<_>>>()?;
         vms.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(vms)
     }

@@ -186,8 +186,9 @@ impl Store {
 
     pub fn list_users(&self) -> StoreResult<Vec<UserRow>> {
         self.with(|c| {
-            let mut st =
-                c.prepare(&format!("SELECT {USER_COLUMNS} FROM users u ORDER BY u.username"))?;
+            let mut st = c.prepare(&format!(
+                "SELECT {USER_COLUMNS} FROM users u ORDER BY u.username"
+            ))?;
             let rows = st.query_map([], |r| user_from_row(r, 0))?;
             rows.collect()
         })
@@ -202,7 +203,11 @@ impl Store {
     }
 
     pub fn admin_count(&self) -> StoreResult<i64> {
-        self.with(|c| c.query_row("SELECT count(*) FROM users WHERE role = 'admin'", [], |r| r.get(0)))
+        self.with(|c| {
+            c.query_row("SELECT count(*) FROM users WHERE role = 'admin'", [], |r| {
+                r.get(0)
+            })
+        })
     }
 
     pub fn set_password(&self, user_id: i64, password_phc: &str) -> StoreResult<()> {
@@ -268,8 +273,11 @@ impl Store {
 
     pub fn delete_session(&self, token_sha256: &str) -> StoreResult<()> {
         self.with(|c| {
-            c.execute("DELETE FROM sessions WHERE token_sha256 = ?1", [token_sha256])
-                .map(|_| ())
+            c.execute(
+                "DELETE FROM sessions WHERE token_sha256 = ?1",
+                [token_sha256],
+            )
+            .map(|_| ())
         })
     }
 
@@ -350,12 +358,20 @@ impl Store {
     }
 
     pub fn delete_api_token(&self, id: i64) -> StoreResult<bool> {
-        self.with(|c| c.execute("DELETE FROM api_tokens WHERE id = ?1", [id]).map(|n| n > 0))
+        self.with(|c| {
+            c.execute("DELETE FROM api_tokens WHERE id = ?1", [id])
+                .map(|n| n > 0)
+        })
     }
 
     // ---- login failures ----
 
-    pub fn record_login_failure(&self, username: &str, remote_addr: &str, now: i64) -> StoreResult<()> {
+    pub fn record_login_failure(
+        &self,
+        username: &str,
+        remote_addr: &str,
+        now: i64,
+    ) -> StoreResult<()> {
         self.with(|c| {
             c.execute(
                 "INSERT INTO login_failures (username, remote_addr, at) VALUES (?1, ?2, ?3)",
@@ -377,7 +393,11 @@ impl Store {
     }
 
     /// (count, latest) of failures from the address since `since`.
-    pub fn failures_for_address(&self, remote_addr: &str, since: i64) -> StoreResult<(u32, Option<i64>)> {
+    pub fn failures_for_address(
+        &self,
+        remote_addr: &str,
+        since: i64,
+    ) -> StoreResult<(u32, Option<i64>)> {
         self.with(|c| {
             c.query_row(
                 "SELECT count(*), max(at) FROM login_failures WHERE remote_addr = ?1 AND at >= ?2",
@@ -405,7 +425,15 @@ impl Store {
             c.execute(
                 "INSERT INTO audit_log (at, actor, remote_addr, action, target, result, detail)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![e.at, e.actor, e.remote_addr, e.action, e.target, e.result, e.detail],
+                params![
+                    e.at,
+                    e.actor,
+                    e.remote_addr,
+                    e.action,
+                    e.target,
+                    e.result,
+                    e.detail
+                ],
             )
             .map(|_| ())
         })
@@ -475,7 +503,8 @@ mod tests {
     fn deleting_a_user_ends_sessions_and_tokens() {
         let s = Store::open_in_memory().unwrap();
         let id = s.create_user("carol", "operator", "h", 1).unwrap();
-        s.create_session("sess", id, "csrf", 1, "127.0.0.1").unwrap();
+        s.create_session("sess", id, "csrf", 1, "127.0.0.1")
+            .unwrap();
         s.create_api_token(id, "tok", "ci", 1).unwrap();
         assert!(s.delete_user("carol").unwrap());
         assert!(s.find_session("sess").unwrap().is_none());

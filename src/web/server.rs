@@ -207,7 +207,11 @@ fn path_error(_err: actix_web::error::PathError, req: &HttpRequest) -> actix_web
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, AppError> {
     let e = AppError::not_found("There is no such page.");
-    Err(if req.path().starts_with("/api/") { e.api() } else { e })
+    Err(if req.path().starts_with("/api/") {
+        e.api()
+    } else {
+        e
+    })
 }
 
 async fn healthz() -> HttpResponse {
@@ -287,8 +291,7 @@ pub fn start(cfg: Config) -> anyhow::Result<Running> {
     prepare_data_dir(&cfg.data_dir)?;
     let tls_cfg = if tls { Some(tls_config(&cfg)?) } else { None };
     let state = web::Data::new(build_state(cfg, tls)?);
-    let listener =
-        TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
     let scheme = if tls { "https" } else { "http" };
     let setup_url = state
@@ -346,9 +349,17 @@ fn spawn_housekeeping(state: web::Data<AppState>) {
             let now = super::now();
             let idle = now - state.cfg.session.idle_timeout_seconds as i64;
             let absolute = now - state.cfg.session.absolute_timeout_seconds as i64;
-            let failures = now - state.cfg.login.window_seconds.max(state.cfg.login.lock_seconds) as i64;
+            let failures = now
+                - state
+                    .cfg
+                    .login
+                    .window_seconds
+                    .max(state.cfg.login.lock_seconds) as i64;
             let r = super::db(&state, move |s| {
-                Ok((s.purge_sessions(idle, absolute)?, s.purge_login_failures(failures)?))
+                Ok((
+                    s.purge_sessions(idle, absolute)?,
+                    s.purge_login_failures(failures)?,
+                ))
             })
             .await;
             if let Ok((sessions, failures)) = r {

@@ -17,7 +17,10 @@ pub const LOGIN_CSRF_COOKIE: &str = "vd_login_csrf";
 /// How the request proved who it is.
 #[derive(Debug, Clone)]
 pub enum Credential {
-    Session { token_sha256: String, csrf_token: String },
+    Session {
+        token_sha256: String,
+        csrf_token: String,
+    },
     ApiToken,
 }
 
@@ -109,7 +112,12 @@ fn bearer(req: &HttpRequest) -> Option<String> {
 }
 
 /// Whether a session is still within its idle and absolute limits.
-pub fn session_alive(cfg: &crate::config::SessionConfig, created_at: i64, last_seen_at: i64, now: i64) -> bool {
+pub fn session_alive(
+    cfg: &crate::config::SessionConfig,
+    created_at: i64,
+    last_seen_at: i64,
+    now: i64,
+) -> bool {
     now - last_seen_at < cfg.idle_timeout_seconds as i64
         && now - created_at < cfg.absolute_timeout_seconds as i64
 }
@@ -152,7 +160,12 @@ async fn authenticate(req: HttpRequest) -> Result<Authed, AppError> {
     let Some(session) = db(&state, move |s| s.find_session(&lookup)).await? else {
         return Err(shape(AppError::login_required()));
     };
-    if !session_alive(&state.cfg.session, session.created_at, session.last_seen_at, now) {
+    if !session_alive(
+        &state.cfg.session,
+        session.created_at,
+        session.last_seen_at,
+        now,
+    ) {
         let gone = token_sha256.clone();
         db(&state, move |s| s.delete_session(&gone)).await?;
         return Err(shape(AppError::login_required()));

@@ -29,10 +29,12 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let mut cfg = Config::default();
-    cfg.listen = "127.0.0.1:0".into();
-    cfg.data_dir = data_dir.path().to_path_buf();
-    cfg.demo = true;
+    let mut cfg = Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: data_dir.path().to_path_buf(),
+        demo: true,
+        ..Default::default()
+    };
     cfg.tls.enabled = false;
     tweak(&mut cfg);
     let running = virtdeck::web::server::start(cfg).expect("app starts");
@@ -58,6 +60,31 @@ pub fn csrf_in(html: &str) -> String {
 
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
 
+/// The built `virtdeck` binary, for shell-tool and process-level tests.
+pub fn bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_virtdeck"))
+}
+
+/// Runs `virtdeck ARGS` with `stdin` on standard input.
+pub fn run_bin(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("virtdeck runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
@@ -67,7 +94,11 @@ impl TestApp {
     pub async fn setup_admin(&self, name: &str) -> Client {
         let c = client();
         let url = self.setup_url.clone().expect("setup link printed");
-        let token = url.split("token=").nth(1).expect("token in link").to_string();
+        let token = url
+            .split("token=")
+            .nth(1)
+            .expect("token in link")
+            .to_string();
         let page = c.get(&url).send().await.unwrap();
         assert_eq!(page.status(), StatusCode::OK);
         let r = c
@@ -87,7 +118,14 @@ impl TestApp {
 
     /// GETs a page and returns its CSRF token.
     pub async fn csrf(&self, c: &Client, path: &str) -> String {
-        let body = c.get(self.url(path)).send().await.unwrap().text().await.unwrap();
+        let body = c
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         csrf_in(&body)
     }
 
@@ -127,7 +165,14 @@ impl TestApp {
 
     /// The audit log's first page as text, for assertions.
     pub async fn audit_text(&self, admin: &Client) -> String {
-        admin.get(self.url("/audit")).send().await.unwrap().text().await.unwrap()
+        admin
+            .get(self.url("/audit"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 

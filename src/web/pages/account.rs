@@ -43,7 +43,11 @@ fn login_csrf_cookie(value: &str, secure: bool) -> Cookie<'static> {
 }
 
 fn setup_pending(state: &AppState) -> bool {
-    state.setup_token.lock().map(|t| t.is_some()).unwrap_or(false)
+    state
+        .setup_token
+        .lock()
+        .map(|t| t.is_some())
+        .unwrap_or(false)
 }
 
 /// Renders the login form with a fresh double-submit CSRF cookie.
@@ -70,7 +74,14 @@ fn login_form(
 }
 
 pub async fn login_page(state: web::Data<AppState>, q: web::Query<LoginQuery>) -> HttpResponse {
-    login_form(&state, StatusCode::OK, "", safe_next(q.next.as_deref()), None, None)
+    login_form(
+        &state,
+        StatusCode::OK,
+        "",
+        safe_next(q.next.as_deref()),
+        None,
+        None,
+    )
 }
 
 #[derive(Deserialize)]
@@ -119,7 +130,16 @@ pub async fn login(
     .await?;
     match decide(&state.cfg.login, failures, now) {
         Throttle::Locked { until } => {
-            audit::record(&state, &username, &addr, "login", &username, "locked", "too many failed sign-ins").await;
+            audit::record(
+                &state,
+                &username,
+                &addr,
+                "login",
+                &username,
+                "locked",
+                "too many failed sign-ins",
+            )
+            .await;
             let minutes = ((until - now) + 59) / 60;
             return Ok(login_form(
                 &state,
@@ -151,7 +171,16 @@ pub async fn login(
     let Some(user) = user.filter(|_| ok) else {
         let (u, a) = (username.clone(), addr.clone());
         db(&state, move |s| s.record_login_failure(&u, &a, now)).await?;
-        audit::record(&state, &username, &addr, "login", &username, "failed", "wrong user name or password").await;
+        audit::record(
+            &state,
+            &username,
+            &addr,
+            "login",
+            &username,
+            "failed",
+            "wrong user name or password",
+        )
+        .await;
         return Ok(login_form(
             &state,
             StatusCode::UNAUTHORIZED,
@@ -171,7 +200,16 @@ pub async fn login(
         s.create_session(&hash, user_id, &csrf, now, &a)
     })
     .await?;
-    audit::record(&state, &user.username, &addr, "login", &user.username, "ok", "").await;
+    audit::record(
+        &state,
+        &user.username,
+        &addr,
+        "login",
+        &user.username,
+        "ok",
+        "",
+    )
+    .await;
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, next))
         .cookie(session_cookie(token, state.tls))
@@ -194,7 +232,16 @@ pub async fn logout(
         let t = token_sha256.clone();
         db(&state, move |s| s.delete_session(&t)).await?;
     }
-    audit::record(&state, &who.username, &who.remote_addr, "logout", &who.username, "ok", "").await;
+    audit::record(
+        &state,
+        &who.username,
+        &who.remote_addr,
+        "logout",
+        &who.username,
+        "ok",
+        "",
+    )
+    .await;
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/login"))
         .cookie(expired_cookie(SESSION_COOKIE, state.tls))
@@ -271,7 +318,16 @@ pub async fn setup(
     let form = form.into_inner();
     let addr = remote_addr(&req);
     if !setup_token_matches(&state, Some(&form.token)) {
-        audit::record(&state, "-", &addr, "setup.first_admin", &form.username, "denied", "invalid setup token").await;
+        audit::record(
+            &state,
+            "-",
+            &addr,
+            "setup.first_admin",
+            &form.username,
+            "denied",
+            "invalid setup token",
+        )
+        .await;
         return Err(setup_refused());
     }
     let username = form.username.trim().to_string();
@@ -304,10 +360,28 @@ pub async fn setup(
         *t = None;
     }
     if !created {
-        audit::record(&state, "-", &addr, "setup.first_admin", &username, "denied", "an account exists already").await;
+        audit::record(
+            &state,
+            "-",
+            &addr,
+            "setup.first_admin",
+            &username,
+            "denied",
+            "an account exists already",
+        )
+        .await;
         return Err(setup_refused());
     }
-    audit::record(&state, &username, &addr, "setup.first_admin", &username, "ok", "").await;
+    audit::record(
+        &state,
+        &username,
+        &addr,
+        "setup.first_admin",
+        &username,
+        "ok",
+        "",
+    )
+    .await;
     // Sign the new admin in right away.
     let u = username.clone();
     let user = db(&state, move |s| s.find_user(&u))
@@ -316,7 +390,10 @@ pub async fn setup(
     let token = random_token();
     let csrf = random_token();
     let (hash, a) = (sha256_hex(&token), addr.clone());
-    db(&state, move |s| s.create_session(&hash, user.id, &csrf, now, &a)).await?;
+    db(&state, move |s| {
+        s.create_session(&hash, user.id, &csrf, now, &a)
+    })
+    .await?;
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/host"))
         .cookie(session_cookie(token, state.tls))

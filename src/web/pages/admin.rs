@@ -122,7 +122,11 @@ impl Default for Outcome {
     }
 }
 
-async fn render_users(state: &AppState, who: &Authed, o: Outcome) -> Result<HttpResponse, AppError> {
+async fn render_users(
+    state: &AppState,
+    who: &Authed,
+    o: Outcome,
+) -> Result<HttpResponse, AppError> {
     let (users, tokens) = db(state, |s| Ok((s.list_users()?, s.list_api_tokens()?))).await?;
     let mut form = o.form;
     form.password.clear();
@@ -156,7 +160,8 @@ pub async fn create_user(
     let form = form.into_inner();
     who.check_csrf(Some(&form.csrf))?;
     let username = form.username.trim().to_string();
-    who.require(&state, Role::Admin, "user.create", &username).await?;
+    who.require(&state, Role::Admin, "user.create", &username)
+        .await?;
     let invalid = |field: &'static str, message: String, form: NewUserForm| Outcome {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         form,
@@ -189,7 +194,16 @@ pub async fn create_user(
     .map_err(|e| AppError::internal(anyhow::anyhow!("blocking task failed: {e}")))?;
     match created {
         Ok(_) => {
-            audit::record(&state, &who.username, &who.remote_addr, "user.create", &username, "ok", &format!("role {role}")).await;
+            audit::record(
+                &state,
+                &who.username,
+                &who.remote_addr,
+                "user.create",
+                &username,
+                "ok",
+                &format!("role {role}"),
+            )
+            .await;
             render_users(
                 &state,
                 &who,
@@ -221,7 +235,8 @@ pub async fn delete_user(
 ) -> Result<HttpResponse, AppError> {
     who.check_csrf(form.csrf.as_deref())?;
     let username = path.into_inner();
-    who.require(&state, Role::Admin, "user.delete", &username).await?;
+    who.require(&state, Role::Admin, "user.delete", &username)
+        .await?;
     if username == who.username {
         return render_users(
             &state,
@@ -237,9 +252,20 @@ pub async fn delete_user(
     let u = username.clone();
     let deleted = db(&state, move |s| s.delete_user(&u)).await?;
     if !deleted {
-        return Err(AppError::not_found(format!("There is no user named {username}.")));
+        return Err(AppError::not_found(format!(
+            "There is no user named {username}."
+        )));
     }
-    audit::record(&state, &who.username, &who.remote_addr, "user.delete", &username, "ok", "sessions and API tokens revoked").await;
+    audit::record(
+        &state,
+        &who.username,
+        &who.remote_addr,
+        "user.delete",
+        &username,
+        "ok",
+        "sessions and API tokens revoked",
+    )
+    .await;
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/users"))
         .finish())
@@ -260,7 +286,8 @@ pub async fn create_token(
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
     who.check_csrf(form.csrf.as_deref())?;
-    who.require(&state, Role::Admin, "token.create", &form.username).await?;
+    who.require(&state, Role::Admin, "token.create", &form.username)
+        .await?;
     let label = form.label.trim().chars().take(100).collect::<String>();
     let u = form.username.clone();
     let Some(user) = db(&state, move |s| s.find_user(&u)).await? else {
@@ -281,7 +308,16 @@ pub async fn create_token(
     let now = now();
     let l = label.clone();
     db(&state, move |s| s.create_api_token(user.id, &hash, &l, now)).await?;
-    audit::record(&state, &who.username, &who.remote_addr, "token.create", &user.username, "ok", &label).await;
+    audit::record(
+        &state,
+        &who.username,
+        &who.remote_addr,
+        "token.create",
+        &user.username,
+        "ok",
+        &label,
+    )
+    .await;
     render_users(
         &state,
         &who,
@@ -305,11 +341,21 @@ pub async fn delete_token(
 ) -> Result<HttpResponse, AppError> {
     who.check_csrf(form.csrf.as_deref())?;
     let id = path.into_inner();
-    who.require(&state, Role::Admin, "token.delete", &id.to_string()).await?;
+    who.require(&state, Role::Admin, "token.delete", &id.to_string())
+        .await?;
     if !db(&state, move |s| s.delete_api_token(id)).await? {
         return Err(AppError::not_found("There is no such API token."));
     }
-    audit::record(&state, &who.username, &who.remote_addr, "token.delete", &id.to_string(), "ok", "").await;
+    audit::record(
+        &state,
+        &who.username,
+        &who.remote_addr,
+        "token.delete",
+        &id.to_string(),
+        "ok",
+        "",
+    )
+    .await;
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/users"))
         .finish())

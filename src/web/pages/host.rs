@@ -28,7 +28,11 @@ pub async fn host_page(state: web::Data<AppState>, who: Authed) -> Result<HttpRe
         chrome: Chrome::new(&who, "host"),
         kvm_ok: matches!(kvm, KvmStatus::Usable),
         kvm_text: kvm.describe(),
-        virt_type: state.virt_type.as_ref().map(|v| v.as_str()).map_err(Clone::clone),
+        virt_type: state
+            .virt_type
+            .as_ref()
+            .map(|v| v.as_str())
+            .map_err(Clone::clone),
         counts: VmCounts::of(&vms),
         facts,
     };

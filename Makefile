@@ -1,0 +1,36 @@
+# virtdeck — the two commands a new admin needs:
+#   make demo   install what is missing, build, run on the built-in demo host
+#   make test   install test dependencies (libvirt, QEMU, Chromium), build the test guest, run every test
+SHELL := /bin/bash
+CARGO ?= cargo
+DEMO_LISTEN ?= 0.0.0.0:9443
+DEMO_DATA ?= target/demo-data
+
+.PHONY: demo build test deps test-deps lint fmt clean-demo
+
+deps:
+	scripts/install-deps.sh build
+
+test-deps:
+	scripts/install-deps.sh test
+	scripts/start-libvirt.sh
+	scripts/build-test-guest.sh
+
+build: deps
+	$(CARGO) build --release --locked
+
+demo: build
+	./target/release/virtdeck serve --demo --data-dir $(DEMO_DATA) --listen $(DEMO_LISTEN)
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+test: test-deps lint
+	$(CARGO) test --locked --all-targets -- --test-threads=4
+
+fmt:
+	$(CARGO) fmt
+
+clean-demo:
+	rm -rf $(DEMO_DATA)
