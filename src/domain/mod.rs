@@ -1,4 +1,5 @@
 //! The pure core: plain values and rules, no I/O, no actix, no libvirt.
 
+pub mod capacity;
 pub mod host;
 pub mod vm;

@@ -31,6 +31,7 @@ struct LoginPage<'a> {
 #[derive(Deserialize)]
 pub struct LoginQuery {
     next: Option<String>,
+    signed_out: Option<u8>,
 }
 
 fn login_csrf_cookie(value: &str, secure: bool) -> Cookie<'static> {
@@ -74,13 +75,14 @@ fn login_form(
 }
 
 pub async fn login_page(state: web::Data<AppState>, q: web::Query<LoginQuery>) -> HttpResponse {
+    let notice = q.signed_out.map(|_| "You have signed out.");
     login_form(
         &state,
         StatusCode::OK,
         "",
         safe_next(q.next.as_deref()),
         None,
-        None,
+        notice,
     )
 }
 
@@ -243,7 +245,7 @@ pub async fn logout(
     )
     .await;
     Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, "/login"))
+        .insert_header((header::LOCATION, "/login?signed_out=1"))
         .cookie(expired_cookie(SESSION_COOKIE, state.tls))
         .finish())
 }
