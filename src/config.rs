@@ -3,6 +3,7 @@
 //! Every key is documented in docs/config.md with its default; `virtdeck config defaults`
 //! prints a complete file.
 
+use crate::domain::capacity::CapacityPolicy;
 use crate::domain::host::VirtTypeSetting;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -37,6 +38,10 @@ pub struct Config {
     pub virt_type: VirtTypeSetting,
     /// Run on the built-in demo host (libvirt test driver) instead of libvirt_uri.
     pub demo: bool,
+    /// Kernels and initrds for direct kernel boot must be files in this directory.
+    pub boot_dir: PathBuf,
+    /// How the host is split into compute units.
+    pub capacity: CapacityPolicy,
     pub tls: TlsConfig,
     pub session: SessionConfig,
     pub login: LoginConfig,
@@ -99,6 +104,8 @@ impl Default for Config {
             libvirt_uri: "qemu:///system".into(),
             virt_type: VirtTypeSetting::Auto,
             demo: false,
+            boot_dir: PathBuf::from("/var/lib/libvirt/boot"),
+            capacity: CapacityPolicy::default(),
             tls: TlsConfig::default(),
             session: SessionConfig::default(),
             login: LoginConfig::default(),

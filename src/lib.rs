@@ -7,5 +7,6 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod hypervisor;
+pub mod lifecycle;
 pub mod store;
 pub mod web;

@@ -15,7 +15,8 @@ pub struct CapacityPolicy {
     pub reserve_cpus: u32,
     /// Memory kept for the host itself.
     pub reserve_memory_mib: u64,
-    /// vCPUs offered per usable physical CPU (nova's cpu_allocation_ratio).
+    /// vCPUs offered per usable physical CPU (nova's cpu_allocation_ratio; memory is
+    /// never overcommitted).
     pub cpu_allocation_ratio: f64,
 }
 
@@ -25,7 +26,7 @@ impl Default for CapacityPolicy {
             units: 12,
             reserve_cpus: 1,
             reserve_memory_mib: 2048,
-            cpu_allocation_ratio: 1.0,
+            cpu_allocation_ratio: 4.0,
         }
     }
 }
@@ -220,8 +221,26 @@ mod tests {
     use super::*;
 
     fn demo() -> UnitModel {
-        // 16 CPUs, 64 GiB; reserve 1 CPU and 2 GiB; 12 units of 1.25 vCPUs and 5290 MiB.
-        UnitModel::new(&CapacityPolicy::default(), 16, 65536).unwrap()
+        // 16 CPUs, 64 GiB; reserve 1 CPU and 2 GiB; no CPU overcommit:
+        // 12 units of 1.25 vCPUs and 5290 MiB.
+        let p = CapacityPolicy {
+            cpu_allocation_ratio: 1.0,
+            ..Default::default()
+        };
+        UnitModel::new(&p, 16, 65536).unwrap()
+    }
+
+    #[test]
+    fn default_policy_overcommits_cpu_four_times_like_nova() {
+        let m = UnitModel::new(&CapacityPolicy::default(), 16, 65536).unwrap();
+        assert_eq!(m.usable_vcpus, 60);
+        assert_eq!(
+            m.size_of(1),
+            Size {
+                vcpus: 5,
+                memory_mib: 5290
+            }
+        );
     }
 
     #[test]

@@ -2,4 +2,7 @@
 
 pub mod capacity;
 pub mod host;
+pub mod inventory;
 pub mod vm;
+pub mod vmspec;
+pub mod xml;

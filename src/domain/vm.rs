@@ -46,6 +46,74 @@ impl VmState {
     }
 }
 
+/// What an operator can do to a VM's run state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmAction {
+    Start,
+    /// ACPI power button: the guest decides.
+    Shutdown,
+    Reboot,
+    /// Pull the plug.
+    ForceOff,
+    Pause,
+    Resume,
+}
+
+impl VmAction {
+    pub fn parse(s: &str) -> Option<VmAction> {
+        Some(match s {
+            "start" => VmAction::Start,
+            "shutdown" => VmAction::Shutdown,
+            "reboot" => VmAction::Reboot,
+            "force-off" => VmAction::ForceOff,
+            "pause" => VmAction::Pause,
+            "resume" => VmAction::Resume,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmAction::Start => "start",
+            VmAction::Shutdown => "shutdown",
+            VmAction::Reboot => "reboot",
+            VmAction::ForceOff => "force-off",
+            VmAction::Pause => "pause",
+            VmAction::Resume => "resume",
+        }
+    }
+
+    /// Words for buttons.
+    pub fn label(self) -> &'static str {
+        match self {
+            VmAction::Start => "Start",
+            VmAction::Shutdown => "Shut down",
+            VmAction::Reboot => "Reboot",
+            VmAction::ForceOff => "Force off",
+            VmAction::Pause => "Pause",
+            VmAction::Resume => "Resume",
+        }
+    }
+
+    /// The actions that make sense in a state.
+    pub fn available_in(state: VmState) -> &'static [VmAction] {
+        match state {
+            VmState::Running => &[
+                VmAction::Shutdown,
+                VmAction::Reboot,
+                VmAction::Pause,
+                VmAction::ForceOff,
+            ],
+            VmState::Paused => &[VmAction::Resume, VmAction::ForceOff],
+            VmState::ShuttingDown => &[VmAction::ForceOff],
+            VmState::ShutOff | VmState::Crashed => &[VmAction::Start],
+            VmState::Suspended => &[VmAction::ForceOff],
+            VmState::Unknown => &[VmAction::Start, VmAction::ForceOff],
+        }
+    }
+}
+
 /// One VM in a listing.
 #[derive(Debug, Clone, Serialize)]
 pub struct VmSummary {
@@ -109,5 +177,27 @@ mod tests {
         assert_eq!(c.active, 2);
         assert_eq!(c.vcpus_active, 3);
         assert_eq!(c.memory_mib_active, 3072);
+    }
+}
+
+#[cfg(test)]
+mod action_tests {
+    use super::*;
+
+    #[test]
+    fn actions_parse_and_fit_states() {
+        for a in [
+            "start",
+            "shutdown",
+            "reboot",
+            "force-off",
+            "pause",
+            "resume",
+        ] {
+            assert_eq!(VmAction::parse(a).unwrap().as_str(), a);
+        }
+        assert!(VmAction::parse("explode").is_none());
+        assert!(VmAction::available_in(VmState::ShutOff).contains(&VmAction::Start));
+        assert!(!VmAction::available_in(VmState::Running).contains(&VmAction::Start));
     }
 }

@@ -2,10 +2,13 @@
 
 use super::{HvResult, Hypervisor, HypervisorError};
 use crate::domain::host::{HostFacts, KvmStatus, Version};
-use crate::domain::vm::{VmState, VmSummary};
+use crate::domain::inventory::{NetworkInfo, PoolInfo, VolumeInfo};
+use crate::domain::vm::{VmAction, VmState, VmSummary};
 use std::sync::Mutex;
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState};
+use virt::storage_pool::StoragePool;
+use virt::storage_vol::StorageVol;
 
 pub struct Libvirt {
     uri: String,
@@ -63,6 +66,72 @@ impl Libvirt {
         }
         Ok(guard.clone())
     }
+}
+
+fn lookup(conn: &Connect, name: &str) -> HvResult<Domain> {
+    conn.lookup_domain_by_name(name).map_err(|e| {
+        if e.code().is(virt::error::ErrorNumber::NoDomain) {
+            HypervisorError::NotFound {
+                what: format!("VM {name}"),
+            }
+        } else {
+            call("look up a VM")(e)
+        }
+    })
+}
+
+/// The text of the first `<tag …>…</tag>` or the value of `attr` in `<tag attr='…'>`,
+/// enough for the few facts libvirt only gives in XML (pool type, network forward mode).
+fn xml_attr(xml: &str, tag: &str, attr: &str) -> Option<String> {
+    let start = xml.find(&format!("<{tag}"))?;
+    let rest = &xml[start..];
+    let end = rest.find('>')?;
+    let element = &rest[..end];
+    for quote in ['\'', '"'] {
+        let key = format!("{attr}={quote}");
+        if let Some(i) = element.find(&key) {
+            let v = &element[i + key.len()..];
+            return v.find(quote).map(|j| v[..j].to_string());
+        }
+    }
+    None
+}
+
+fn pool_info(pool: &StoragePool) -> HvResult<PoolInfo> {
+    let name = pool.name().map_err(call("read a pool's name"))?;
+    let info = pool.info().map_err(call("read a pool's capacity"))?;
+    let active = pool.is_active().unwrap_or(false);
+    let xml = pool.xml_desc(0).unwrap_or_default();
+    let kind = xml_attr(&xml, "pool", "type").unwrap_or_default();
+    let mut volumes = Vec::new();
+    if active {
+        for vol in pool
+            .list_all_volumes(0)
+            .map_err(call("list a pool's volumes"))?
+        {
+            volumes.push(volume_info(&vol)?);
+        }
+    }
+    volumes.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(PoolInfo {
+        name,
+        kind,
+        active,
+        capacity_bytes: info.capacity,
+        allocation_bytes: info.allocation,
+        available_bytes: info.available,
+        volumes,
+    })
+}
+
+fn volume_info(vol: &StorageVol) -> HvResult<VolumeInfo> {
+    let info = vol.info().map_err(call("read a volume's size"))?;
+    Ok(VolumeInfo {
+        name: vol.name().map_err(call("read a volume's name"))?,
+        path: vol.path().map_err(call("read a volume's path"))?,
+        capacity_bytes: info.capacity,
+        allocation_bytes: info.allocation,
+    })
 }
 
 fn vm_state(s: DomainState) -> VmState {
@@ -145,5 +214,125 @@ impl Hypervisor for Libvirt {
             .collect::<HvResult<Vec<_>>>()?;
         vms.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(vms)
+    }
+
+    fn pools(&self) -> HvResult<Vec<PoolInfo>> {
+        let conn = self.conn()?;
+        let mut pools = conn
+            .list_all_storage_pools(0)
+            .map_err(call("list the storage pools"))?
+            .iter()
+            .map(pool_info)
+            .collect::<HvResult<Vec<_>>>()?;
+        pools.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(pools)
+    }
+
+    fn networks(&self) -> HvResult<Vec<NetworkInfo>> {
+        let conn = self.conn()?;
+        let mut nets = Vec::new();
+        for n in conn
+            .list_all_networks(0)
+            .map_err(call("list the networks"))?
+        {
+            let xml = n.xml_desc(0).unwrap_or_default();
+            let forward_mode = xml_attr(&xml, "forward", "mode").unwrap_or_else(|| {
+                if xml.contains("<forward") {
+                    "nat".into()
+                } else {
+                    "isolated".into()
+                }
+            });
+            nets.push(NetworkInfo {
+                name: n.name().map_err(call("read a network's name"))?,
+                bridge: n.bridge_name().ok(),
+                forward_mode,
+                active: n.is_active().unwrap_or(false),
+            });
+        }
+        nets.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(nets)
+    }
+
+    fn domain_xml(&self, name: &str) -> HvResult<String> {
+        let conn = self.conn()?;
+        lookup(&conn, name)?
+            .xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE)
+            .map_err(call("read a VM's definition"))
+    }
+
+    fn all_domain_xml(&self) -> HvResult<Vec<String>> {
+        let conn = self.conn()?;
+        conn.list_all_domains(0)
+            .map_err(call("list the VMs"))?
+            .iter()
+            .map(|d| d.xml_desc(0).map_err(call("read a VM's definition")))
+            .collect()
+    }
+
+    fn create_volume(&self, pool: &str, volume_xml: &str) -> HvResult<String> {
+        let conn = self.conn()?;
+        let p = conn
+            .lookup_storage_pool_by_name(pool)
+            .map_err(|_| HypervisorError::NotFound {
+                what: format!("storage pool {pool}"),
+            })?;
+        let vol =
+            StorageVol::create_xml(&p, volume_xml, 0).map_err(call("create the disk volume"))?;
+        vol.path().map_err(call("read the new volume's path"))
+    }
+
+    fn delete_volume(&self, path: &str) -> HvResult<()> {
+        let conn = self.conn()?;
+        let vol = conn
+            .lookup_storage_vol_by_path(path)
+            .map_err(|_| HypervisorError::NotFound {
+                what: format!("volume {path}"),
+            })?;
+        vol.delete(0).map_err(call("delete the volume"))
+    }
+
+    fn define(&self, domain_xml: &str) -> HvResult<()> {
+        let conn = self.conn()?;
+        conn.define_domain_xml(domain_xml)
+            .map(drop)
+            .map_err(call("define the VM"))
+    }
+
+    fn undefine(&self, name: &str) -> HvResult<()> {
+        let conn = self.conn()?;
+        let dom = lookup(&conn, name)?;
+        if dom.is_active().unwrap_or(false) {
+            dom.destroy().map_err(call("stop the VM"))?;
+        }
+        let flags = virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            | virt::sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            | virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM;
+        match dom.undefine_flags(flags) {
+            Ok(()) => Ok(()),
+            // The test driver and old daemons may not know every flag.
+            Err(_) => dom.undefine().map_err(call("remove the VM's definition")),
+        }
+    }
+
+    fn act(&self, name: &str, action: VmAction) -> HvResult<()> {
+        let conn = self.conn()?;
+        let dom = lookup(&conn, name)?;
+        match action {
+            VmAction::Start => dom.create().map(drop).map_err(call("start the VM")),
+            VmAction::Shutdown => dom.shutdown().map(drop).map_err(call("shut the VM down")),
+            VmAction::Reboot => dom.reboot(0).map_err(call("reboot the VM")),
+            VmAction::ForceOff => dom.destroy().map_err(call("force the VM off")),
+            VmAction::Pause => dom.suspend().map(drop).map_err(call("pause the VM")),
+            VmAction::Resume => dom.resume().map(drop).map_err(call("resume the VM")),
+        }
+    }
+
+    fn set_autostart(&self, name: &str, on: bool) -> HvResult<()> {
+        let conn = self.conn()?;
+        lookup(&conn, name)?
+            .set_autostart(on)
+            .map(drop)
+            .map_err(call("change autostart"))
     }
 }

@@ -5,13 +5,17 @@ pub mod kvm_probe;
 pub mod libvirt;
 
 use crate::domain::host::{HostFacts, KvmStatus};
-use crate::domain::vm::VmSummary;
+use crate::domain::inventory::{NetworkInfo, PoolInfo};
+use crate::domain::vm::{VmAction, VmSummary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HypervisorError {
     /// libvirt could not be reached at all.
     #[error("cannot connect to libvirt at {uri}: {message}")]
     Connect { uri: String, message: String },
+    /// The named object does not exist (any more).
+    #[error("{what} not found")]
+    NotFound { what: String },
     /// A libvirt call failed; `message` is libvirt's own text.
     #[error("libvirt {operation} failed: {message}")]
     Call {
@@ -28,6 +32,7 @@ impl HypervisorError {
                 "virtdeck cannot reach libvirt at {uri} ({message}). Check that libvirtd is running \
                  and that virtdeck may use its socket."
             ),
+            HypervisorError::NotFound { what } => format!("{what} does not exist (any more)."),
             HypervisorError::Call { operation, message } => {
                 format!("libvirt refused to {operation}: {message}")
             }
@@ -46,4 +51,21 @@ pub trait Hypervisor: Send + Sync {
     /// KVM usability as found at start-up.
     fn kvm_status(&self) -> KvmStatus;
     fn list_vms(&self) -> HvResult<Vec<VmSummary>>;
+    /// Storage pools with their volumes.
+    fn pools(&self) -> HvResult<Vec<PoolInfo>>;
+    fn networks(&self) -> HvResult<Vec<NetworkInfo>>;
+    /// The inactive (persistent) definition of a VM; `NotFound` if there is none.
+    fn domain_xml(&self, name: &str) -> HvResult<String>;
+    /// The definitions of every VM, for MACs and disks in use.
+    fn all_domain_xml(&self) -> HvResult<Vec<String>>;
+    /// Creates a volume in a pool from volume XML; returns its path.
+    fn create_volume(&self, pool: &str, volume_xml: &str) -> HvResult<String>;
+    /// Deletes the volume at `path`.
+    fn delete_volume(&self, path: &str) -> HvResult<()>;
+    /// Defines (persistently) a VM from domain XML.
+    fn define(&self, domain_xml: &str) -> HvResult<()>;
+    /// Removes a VM's definition (with its snapshot metadata and NVRAM), stopping it first.
+    fn undefine(&self, name: &str) -> HvResult<()>;
+    fn act(&self, name: &str, action: VmAction) -> HvResult<()>;
+    fn set_autostart(&self, name: &str, on: bool) -> HvResult<()>;
 }

@@ -3,10 +3,16 @@
 use rusqlite::{params, Connection};
 
 /// (version, SQL) in the order they apply. Never edit an applied file: add a new one.
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_accounts_sessions_audit",
-    include_str!("../../migrations/0001_accounts_sessions_audit.sql"),
-)];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_accounts_sessions_audit",
+        include_str!("../../migrations/0001_accounts_sessions_audit.sql"),
+    ),
+    (
+        "0002_vms_and_flavors",
+        include_str!("../../migrations/0002_vms_and_flavors.sql"),
+    ),
+];
 
 pub(super) fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.execute_batch(

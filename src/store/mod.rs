@@ -53,6 +53,25 @@ pub struct TokenRow {
     pub last_used_at: Option<i64>,
 }
 
+/// A VM virtdeck created, and the units it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmRow {
+    pub name: String,
+    pub uuid: String,
+    pub units: u32,
+    /// "creating" or "ready".
+    pub state: String,
+    pub created_volume: Option<String>,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlavorRow {
+    pub name: String,
+    pub units: u32,
+}
+
 /// One audit log entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
@@ -416,6 +435,121 @@ impl Store {
 
     pub fn purge_login_failures(&self, before: i64) -> StoreResult<usize> {
         self.with(|c| c.execute("DELETE FROM login_failures WHERE at < ?1", [before]))
+    }
+
+    // ---- VMs and flavors ----
+
+    pub fn flavors(&self) -> StoreResult<Vec<FlavorRow>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT name, units FROM flavors ORDER BY units, name")?;
+            let rows = st.query_map([], |r| {
+                Ok(FlavorRow {
+                    name: r.get(0)?,
+                    units: r.get(1)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    pub fn set_flavor(&self, name: &str, units: u32) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO flavors (name, units) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET units = excluded.units",
+                params![name, units],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn delete_flavor(&self, name: &str) -> StoreResult<bool> {
+        self.with(|c| {
+            c.execute("DELETE FROM flavors WHERE name = ?1", [name])
+                .map(|n| n > 0)
+        })
+    }
+
+    pub fn vm_rows(&self) -> StoreResult<Vec<VmRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT name, uuid, units, state, created_volume, created_by, created_at
+                 FROM vms ORDER BY name",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(VmRow {
+                    name: r.get(0)?,
+                    uuid: r.get(1)?,
+                    units: r.get(2)?,
+                    state: r.get(3)?,
+                    created_volume: r.get(4)?,
+                    created_by: r.get(5)?,
+                    created_at: r.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Records the claim of a VM being created; a duplicate name is refused.
+    pub fn insert_vm(&self, row: &VmRow) -> StoreResult<()> {
+        let conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        match conn.execute(
+            "INSERT INTO vms (name, uuid, units, state, created_volume, created_by, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                row.name,
+                row.uuid,
+                row.units,
+                row.state,
+                row.created_volume,
+                row.created_by,
+                row.created_at
+            ],
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => {
+                Err(StoreError::Duplicate(format!("VM {:?}", row.name)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn set_vm_volume(&self, name: &str, path: &str) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE vms SET created_volume = ?2 WHERE name = ?1",
+                params![name, path],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn set_vm_state(&self, name: &str, state: &str) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE vms SET state = ?2 WHERE name = ?1",
+                params![name, state],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn set_vm_units(&self, name: &str, units: u32) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE vms SET units = ?2 WHERE name = ?1",
+                params![name, units],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn delete_vm(&self, name: &str) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM vms WHERE name = ?1", [name])
+                .map(|_| ())
+        })
     }
 
     // ---- audit ----

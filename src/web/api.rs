@@ -1,12 +1,15 @@
 //! `/api/v1`: JSON over the same port, same authentication, roles and audit.
 
-use super::errors::AppError;
+use super::errors::{AppError, ErrorKind};
+use super::pages::vms as vm_ops;
 use super::session::Authed;
-use super::{hv, AppState};
+use super::{hv, lc, AppState};
 use crate::domain::host::{HostFacts, KvmStatus};
-use crate::domain::vm::{VmCounts, VmSummary};
-use actix_web::{web, HttpResponse};
-use serde::Serialize;
+use crate::domain::vm::{VmAction, VmCounts};
+use crate::domain::xml::{parse_domain, ParsedDomain};
+use crate::lifecycle::{self, Capacity, CreateVmRequest, FieldError, LifecycleError, VmView};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
 
 #[derive(Serialize)]
 struct WhoAmI<'a> {
@@ -34,27 +37,189 @@ struct HostBody {
     virt_type: Option<&'static str>,
     virt_type_error: Option<String>,
     vms: VmCounts,
+    capacity: Option<Capacity>,
 }
 
 pub async fn host(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
     let (facts, vms) = hv(&state, |h| Ok((h.host_facts()?, h.list_vms()?)))
         .await
         .map_err(|e| who.err(e))?;
+    let capacity = lc(&state, |s| {
+        lifecycle::capacity(s.hv.as_ref(), &s.store, &s.cfg)
+    })
+    .await
+    .ok();
     Ok(HttpResponse::Ok().json(HostBody {
         host: facts,
         kvm: state.hv.kvm_status(),
         virt_type: state.virt_type.as_ref().ok().map(|v| v.as_str()),
         virt_type_error: state.virt_type.as_ref().err().cloned(),
         vms: VmCounts::of(&vms),
+        capacity,
     }))
 }
 
 #[derive(Serialize)]
 struct VmList {
-    vms: Vec<VmSummary>,
+    vms: Vec<VmView>,
+}
+
+fn api_err(who: &Authed, e: LifecycleError) -> AppError {
+    who.err(e.into())
 }
 
 pub async fn vms(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
-    let vms = hv(&state, |h| h.list_vms()).await.map_err(|e| who.err(e))?;
+    let vms = lc(&state, |s| lifecycle::list(s.hv.as_ref(), &s.store, &s.cfg))
+        .await
+        .map_err(|e| api_err(&who, e))?;
     Ok(HttpResponse::Ok().json(VmList { vms }))
+}
+
+/// The session's CSRF token must come in `X-CSRF-Token` for state-changing calls.
+fn csrf_header(req: &HttpRequest, who: &Authed) -> Result<(), AppError> {
+    let presented = req
+        .headers()
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok());
+    who.check_csrf(presented)
+}
+
+#[derive(Serialize)]
+struct ValidationBody<'a> {
+    error: ValidationError<'a>,
+}
+
+#[derive(Serialize)]
+struct ValidationError<'a> {
+    code: &'static str,
+    message: &'a str,
+    field: &'a str,
+    errors: &'a [FieldError],
+}
+
+pub async fn create_vm(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    body: web::Json<CreateVmRequest>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    who.require(
+        &state,
+        crate::auth::Role::Operator,
+        "vm.create",
+        body.name.trim(),
+    )
+    .await?;
+    match vm_ops::create(&state, &who, body.into_inner()).await {
+        Ok(created) => Ok(HttpResponse::Created()
+            .insert_header(("location", format!("/api/v1/vms/{}", created.name)))
+            .json(created)),
+        Err(LifecycleError::Invalid(errors)) => {
+            let first = errors.first().cloned().unwrap_or(FieldError {
+                field: "name",
+                message: "Check the request.".into(),
+            });
+            Ok(HttpResponse::UnprocessableEntity().json(ValidationBody {
+                error: ValidationError {
+                    code: "invalid",
+                    message: &first.message,
+                    field: first.field,
+                    errors: &errors,
+                },
+            }))
+        }
+        Err(e) => Err(api_err(&who, e)),
+    }
+}
+
+#[derive(Serialize)]
+struct VmDetail {
+    #[serde(flatten)]
+    vm: VmView,
+    devices: ParsedDomain,
+    xml: String,
+}
+
+pub async fn vm(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let name = path.into_inner();
+    let n = name.clone();
+    let (vm, xml) = lc(&state, move |s| {
+        let vm = lifecycle::list(s.hv.as_ref(), &s.store, &s.cfg)?
+            .into_iter()
+            .find(|v| v.summary.name == n)
+            .ok_or_else(|| LifecycleError::NotFound(format!("There is no VM named {n}.")))?;
+        Ok((vm, s.hv.domain_xml(&n)?))
+    })
+    .await
+    .map_err(|e| api_err(&who, e))?;
+    let devices = parse_domain(&xml).map_err(|e| who.err(AppError::internal(e.into())))?;
+    Ok(HttpResponse::Ok().json(VmDetail { vm, devices, xml }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchVm {
+    autostart: Option<bool>,
+}
+
+pub async fn patch_vm(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    body: web::Json<PatchVm>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let name = path.into_inner();
+    let Some(on) = body.autostart else {
+        return Err(who.err(
+            AppError::new(
+                ErrorKind::Unprocessable,
+                "Nothing to change: send {\"autostart\": true|false}.",
+            )
+            .field("autostart"),
+        ));
+    };
+    vm_ops::set_autostart(&state, &who, &name, on).await?;
+    vm(state, who, web::Path::from(name)).await
+}
+
+#[derive(Deserialize)]
+pub struct DeleteQuery {
+    #[serde(default)]
+    delete_volumes: bool,
+}
+
+pub async fn delete_vm(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    q: web::Query<DeleteQuery>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let deleted = vm_ops::delete(&state, &who, &path.into_inner(), q.delete_volumes).await?;
+    Ok(HttpResponse::Ok().json(deleted))
+}
+
+pub async fn vm_action(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let (name, action) = path.into_inner();
+    let action = VmAction::parse(&action).ok_or_else(|| {
+        who.err(AppError::not_found(
+            "There is no such action: use start, shutdown, reboot, force-off, pause or resume.",
+        ))
+    })?;
+    vm_ops::run_action(&state, &who, &name, action).await?;
+    vm(state, who, web::Path::from(name)).await
 }

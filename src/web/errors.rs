@@ -16,6 +16,9 @@ pub enum ErrorKind {
     Forbidden,
     NotFound,
     Conflict,
+    Unprocessable,
+    /// libvirt refused a step; the message carries its reason.
+    HypervisorFailed,
     PayloadTooLarge,
     TooManyRequests,
     Unavailable,
@@ -30,6 +33,8 @@ impl ErrorKind {
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::HypervisorFailed => StatusCode::BAD_GATEWAY,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -44,6 +49,8 @@ impl ErrorKind {
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::NotFound => "not_found",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::Unprocessable => "invalid",
+            ErrorKind::HypervisorFailed => "hypervisor_failed",
             ErrorKind::PayloadTooLarge => "payload_too_large",
             ErrorKind::TooManyRequests => "too_many_requests",
             ErrorKind::Unavailable => "unavailable",
@@ -110,6 +117,32 @@ impl AppError {
     pub fn hypervisor(e: HypervisorError) -> Self {
         tracing::error!(error = %e, "hypervisor call failed");
         Self::new(ErrorKind::Unavailable, e.user_message())
+    }
+}
+
+impl From<crate::lifecycle::LifecycleError> for AppError {
+    fn from(e: crate::lifecycle::LifecycleError) -> Self {
+        use crate::lifecycle::LifecycleError as L;
+        match e {
+            L::Invalid(errors) => {
+                let first = errors.first().cloned();
+                let mut a = AppError::new(
+                    ErrorKind::Unprocessable,
+                    first
+                        .as_ref()
+                        .map(|f| f.message.clone())
+                        .unwrap_or_default(),
+                );
+                a.field = first.map(|f| f.field);
+                a
+            }
+            L::Capacity(c) => AppError::new(ErrorKind::Conflict, c.to_string()),
+            L::Failed { message } => AppError::new(ErrorKind::HypervisorFailed, message),
+            L::NotFound(m) => AppError::not_found(m),
+            L::Conflict(m) => AppError::new(ErrorKind::Conflict, m),
+            L::Hypervisor(h) => AppError::hypervisor(h),
+            L::Store(s) => AppError::internal(s.into()),
+        }
     }
 }
 

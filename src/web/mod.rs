@@ -27,6 +27,8 @@ pub struct AppState {
     pub setup_token: Mutex<Option<String>>,
     /// Whether cookies get `Secure` (served over TLS).
     pub tls: bool,
+    /// Serializes admission of new VMs against free units.
+    pub admission: crate::lifecycle::AdmissionLock,
 }
 
 /// Seconds since the Unix epoch.
@@ -48,6 +50,23 @@ where
         .await
         .map_err(|e| AppError::internal(anyhow::anyhow!("blocking task failed: {e}")))?
         .map_err(|e| AppError::internal(anyhow::Error::new(e)))
+}
+
+/// Runs a lifecycle call (hypervisor + store) off the async runtime.
+pub async fn lc<T, F>(
+    state: &actix_web::web::Data<AppState>,
+    f: F,
+) -> Result<T, crate::lifecycle::LifecycleError>
+where
+    T: Send + 'static,
+    F: FnOnce(&AppState) -> crate::lifecycle::LcResult<T> + Send + 'static,
+{
+    let st = state.clone();
+    actix_web::web::block(move || f(&st)).await.map_err(|e| {
+        crate::lifecycle::LifecycleError::Failed {
+            message: format!("internal error: {e}"),
+        }
+    })?
 }
 
 /// Runs a hypervisor call off the async runtime.

@@ -71,8 +71,15 @@ fn is_local_qemu(uri: &str) -> bool {
     uri == "qemu:///system" || uri == "qemu:///session"
 }
 
-/// Opens the store and the hypervisor, and probes KVM.
-pub fn build_state(cfg: Config, tls: bool) -> anyhow::Result<AppState> {
+/// Lets tests wrap the real hypervisor (e.g. to inject a failure at one step).
+pub type HypervisorWrap = Box<dyn FnOnce(Arc<dyn Hypervisor>) -> Arc<dyn Hypervisor> + Send>;
+
+/// Opens the store and the hypervisor, probes KVM, and reconciles interrupted creates.
+pub fn build_state(
+    cfg: Config,
+    tls: bool,
+    wrap: Option<HypervisorWrap>,
+) -> anyhow::Result<AppState> {
     prepare_data_dir(&cfg.data_dir)?;
     let store = Store::open(&cfg.database_path())
         .with_context(|| format!("cannot open database {}", cfg.database_path().display()))?;
@@ -88,7 +95,27 @@ pub fn build_state(cfg: Config, tls: bool) -> anyhow::Result<AppState> {
     if let KvmStatus::Broken { reason } = &kvm {
         tracing::warn!(%reason, "/dev/kvm exists but KVM does not work; guests will use QEMU (TCG)");
     }
-    let hv: Arc<dyn Hypervisor> = Arc::new(Libvirt::open(&uri, kvm.clone())?);
+    let mut hv: Arc<dyn Hypervisor> = Arc::new(Libvirt::open(&uri, kvm.clone())?);
+    if let Some(wrap) = wrap {
+        hv = wrap(hv);
+    }
+    match crate::lifecycle::reconcile(hv.as_ref(), &store) {
+        Ok(notes) => {
+            for note in notes {
+                tracing::warn!(%note, "start-up reconciliation");
+                let _ = store.append_audit(&crate::store::AuditEntry {
+                    at: super::now(),
+                    actor: "virtdeck".into(),
+                    remote_addr: "local".into(),
+                    action: "vm.reconcile".into(),
+                    target: String::new(),
+                    result: "ok".into(),
+                    detail: note,
+                });
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "start-up reconciliation failed"),
+    }
     let virt_type = resolve_virt_type(cfg.virt_type, &kvm).map_err(|e| e.to_string());
     if let Err(e) = &virt_type {
         tracing::warn!(error = %e, "virt_type setting cannot be honoured");
@@ -105,6 +132,7 @@ pub fn build_state(cfg: Config, tls: bool) -> anyhow::Result<AppState> {
         virt_type,
         setup_token: Mutex::new(setup_token),
         tls,
+        admission: Default::default(),
     })
 }
 
@@ -228,7 +256,7 @@ async fn index() -> HttpResponse {
 
 /// Routes and middleware, shared by the server and nothing else.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use pages::{account, admin, host};
+    use pages::{account, admin, host, vms};
     cfg.app_data(
         web::FormConfig::default()
             .limit(FORM_LIMIT_BYTES)
@@ -251,7 +279,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/setup", web::get().to(account::setup_page))
     .route("/setup", web::post().to(account::setup))
     .route("/host", web::get().to(host::host_page))
-    .route("/vms", web::get().to(host::vms_page))
+    .route("/vms", web::get().to(vms::vms_page))
+    .route("/vms", web::post().to(vms::create_vm))
+    .route("/vms/new", web::get().to(vms::new_vm_page))
+    .route("/vms/{name}", web::get().to(vms::vm_page))
+    .route(
+        "/vms/{name}/action/{action}",
+        web::post().to(vms::vm_action),
+    )
+    .route("/vms/{name}/autostart", web::post().to(vms::vm_autostart))
+    .route("/vms/{name}/delete", web::get().to(vms::delete_page))
+    .route("/vms/{name}/delete", web::post().to(vms::delete_vm))
     .route("/audit", web::get().to(admin::audit_page))
     .route("/users", web::get().to(admin::users_page))
     .route("/users", web::post().to(admin::create_user))
@@ -262,7 +300,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api/v1")
             .route("/whoami", web::get().to(api::whoami))
             .route("/host", web::get().to(api::host))
-            .route("/vms", web::get().to(api::vms)),
+            .route("/vms", web::get().to(api::vms))
+            .route("/vms", web::post().to(api::create_vm))
+            .route("/vms/{name}", web::get().to(api::vm))
+            .route("/vms/{name}", web::patch().to(api::patch_vm))
+            .route("/vms/{name}", web::delete().to(api::delete_vm))
+            .route("/vms/{name}/{action}", web::post().to(api::vm_action)),
     );
 }
 
@@ -285,12 +328,17 @@ fn security_headers(tls: bool) -> DefaultHeaders {
 
 /// Starts serving. Call from inside an actix/tokio runtime; await `Running::server`.
 pub fn start(cfg: Config) -> anyhow::Result<Running> {
+    start_with(cfg, None)
+}
+
+/// [`start`], with the hypervisor wrapped (tests inject failures this way).
+pub fn start_with(cfg: Config, wrap: Option<HypervisorWrap>) -> anyhow::Result<Running> {
     cfg.validate()?;
     let tls = cfg.tls.enabled;
     let addr = cfg.listen_addr()?;
     prepare_data_dir(&cfg.data_dir)?;
     let tls_cfg = if tls { Some(tls_config(&cfg)?) } else { None };
-    let state = web::Data::new(build_state(cfg, tls)?);
+    let state = web::Data::new(build_state(cfg, tls, wrap)?);
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
     let scheme = if tls { "https" } else { "http" };

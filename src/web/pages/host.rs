@@ -5,7 +5,8 @@ use super::super::session::Authed;
 use super::super::{hv, AppState};
 use super::Chrome;
 use crate::domain::host::{HostFacts, KvmStatus};
-use crate::domain::vm::{VmCounts, VmSummary};
+use crate::domain::vm::VmCounts;
+use crate::lifecycle::{self, Capacity};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
@@ -19,10 +20,16 @@ struct HostPage {
     kvm_text: String,
     virt_type: Result<&'static str, String>,
     counts: VmCounts,
+    capacity: Result<Capacity, String>,
 }
 
 pub async fn host_page(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
     let (facts, vms) = hv(&state, |h| Ok((h.host_facts()?, h.list_vms()?))).await?;
+    let capacity = super::super::lc(&state, |s| {
+        lifecycle::capacity(s.hv.as_ref(), &s.store, &s.cfg)
+    })
+    .await
+    .map_err(|e| e.to_string());
     let kvm = state.hv.kvm_status();
     let page = HostPage {
         chrome: Chrome::new(&who, "host"),
@@ -34,25 +41,8 @@ pub async fn host_page(state: web::Data<AppState>, who: Authed) -> Result<HttpRe
             .map(|v| v.as_str())
             .map_err(Clone::clone),
         counts: VmCounts::of(&vms),
+        capacity,
         facts,
     };
     Ok(html(StatusCode::OK, &page))
-}
-
-#[derive(Template)]
-#[template(path = "vms.html")]
-struct VmsPage {
-    chrome: Chrome,
-    vms: Vec<VmSummary>,
-}
-
-pub async fn vms_page(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
-    let vms = hv(&state, |h| h.list_vms()).await?;
-    Ok(html(
-        StatusCode::OK,
-        &VmsPage {
-            chrome: Chrome::new(&who, "vms"),
-            vms,
-        },
-    ))
 }

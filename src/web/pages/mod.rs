@@ -4,6 +4,7 @@
 pub mod account;
 pub mod admin;
 pub mod host;
+pub mod vms;
 
 use super::session::Authed;
 use crate::auth::Role;

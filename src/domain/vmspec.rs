@@ -1,0 +1,241 @@
+//! A VM as the admin asked for it: typed, validated, ready to be rendered to XML.
+
+use super::host::VirtType;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A validated VM name: 1–64 characters, letters, digits, '.', '_' and '-', starting with
+/// a letter or digit. Stricter than libvirt (which only forbids '/'), so names are also
+/// safe as volume names, file names and URL segments.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct VmName(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VmNameError {
+    #[error("Enter a name.")]
+    Empty,
+    #[error("Use at most 64 characters.")]
+    TooLong,
+    #[error("Use only letters, digits, '.', '_' and '-', starting with a letter or digit.")]
+    Characters,
+}
+
+impl VmName {
+    pub fn parse(s: &str) -> Result<VmName, VmNameError> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(VmNameError::Empty);
+        }
+        if s.len() > 64 {
+            return Err(VmNameError::TooLong);
+        }
+        let first_ok = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        if !first_ok
+            || !s
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(VmNameError::Characters);
+        }
+        Ok(VmName(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for VmName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A unicast MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct Mac([u8; 6]);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MacError {
+    #[error("Write the MAC address as six pairs of hex digits separated by colons, e.g. 52:54:00:12:34:56.")]
+    Format,
+    #[error(
+        "That is a multicast address; a NIC needs a unicast one (the first byte must be even)."
+    )]
+    Multicast,
+    #[error("The all-zero MAC address cannot be used.")]
+    Zero,
+}
+
+impl Mac {
+    pub fn parse(s: &str) -> Result<Mac, MacError> {
+        let parts: Vec<&str> = s.trim().split(':').collect();
+        if parts.len() != 6 {
+            return Err(MacError::Format);
+        }
+        let mut b = [0u8; 6];
+        for (i, p) in parts.iter().enumerate() {
+            if p.len() != 2 {
+                return Err(MacError::Format);
+            }
+            b[i] = u8::from_str_radix(p, 16).map_err(|_| MacError::Format)?;
+        }
+        if b == [0; 6] {
+            return Err(MacError::Zero);
+        }
+        if b[0] & 1 == 1 {
+            return Err(MacError::Multicast);
+        }
+        Ok(Mac(b))
+    }
+
+    /// A MAC in QEMU's locally administered range 52:54:00, from three random bytes.
+    pub fn qemu_local(random: [u8; 3]) -> Mac {
+        Mac([0x52, 0x54, 0x00, random[0], random[1], random[2]])
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NicModel {
+    Virtio,
+    E1000,
+}
+
+impl NicModel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NicModel::Virtio => "virtio",
+            NicModel::E1000 => "e1000",
+        }
+    }
+}
+
+/// Where a NIC is plugged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", content = "name", rename_all = "lowercase")]
+pub enum NicSource {
+    /// A Linux bridge on the host, e.g. br0.
+    Bridge(String),
+    /// A libvirt network, e.g. default.
+    Network(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NicSpec {
+    pub source: NicSource,
+    pub model: NicModel,
+    pub mac: Mac,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    Qcow2,
+    Raw,
+}
+
+impl DiskFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Qcow2 => "qcow2",
+            DiskFormat::Raw => "raw",
+        }
+    }
+}
+
+/// A disk or CD-ROM attached to the VM, by the path libvirt gave its volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiskSpec {
+    /// Absolute path of the volume (file, or block device for LVM pools).
+    pub path: String,
+    /// Whether the path is a block device (`<disk type='block'>`) or a file.
+    pub block: bool,
+    pub format: DiskFormat,
+    /// A read-only CD-ROM (IDE) instead of a virtio disk.
+    pub cdrom: bool,
+}
+
+/// What the VM boots first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BootSpec {
+    /// From its disk (imported or already installed).
+    Disk,
+    /// From the CD-ROM, then the disk.
+    Cdrom,
+    /// PXE from the NIC, then the disk.
+    Network,
+    /// Direct kernel boot with arguments (used for network installs and tiny guests).
+    Kernel {
+        kernel: String,
+        initrd: Option<String>,
+        cmdline: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Clock {
+    Utc,
+    Localtime,
+}
+
+/// Everything needed to define a VM.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmSpec {
+    pub name: VmName,
+    pub uuid: String,
+    pub virt_type: VirtType,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disks: Vec<DiskSpec>,
+    pub boot: BootSpec,
+    pub nic: Option<NicSpec>,
+    pub clock: Clock,
+    /// Free text shown in `virsh dominfo` and the UI.
+    pub description: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(VmName::parse("web01").is_ok());
+        assert_eq!(
+            VmName::parse("  db-1.prod_a ").unwrap().as_str(),
+            "db-1.prod_a"
+        );
+        assert_eq!(VmName::parse(""), Err(VmNameError::Empty));
+        assert_eq!(VmName::parse("a/b"), Err(VmNameError::Characters));
+        assert_eq!(VmName::parse("-x"), Err(VmNameError::Characters));
+        assert_eq!(VmName::parse("x y"), Err(VmNameError::Characters));
+        assert_eq!(VmName::parse("<b>"), Err(VmNameError::Characters));
+        assert_eq!(VmName::parse(&"a".repeat(65)), Err(VmNameError::TooLong));
+    }
+
+    #[test]
+    fn macs() {
+        let m = Mac::parse("52:54:00:AB:cd:0f").unwrap();
+        assert_eq!(m.to_string(), "52:54:00:ab:cd:0f");
+        assert_eq!(Mac::parse("52:54:00:ab:cd"), Err(MacError::Format));
+        assert_eq!(Mac::parse("52-54-00-ab-cd-0f"), Err(MacError::Format));
+        assert_eq!(Mac::parse("zz:54:00:ab:cd:0f"), Err(MacError::Format));
+        assert_eq!(Mac::parse("01:00:5e:00:00:01"), Err(MacError::Multicast));
+        assert_eq!(Mac::parse("00:00:00:00:00:00"), Err(MacError::Zero));
+        assert_eq!(Mac::qemu_local([1, 2, 3]).to_string(), "52:54:00:01:02:03");
+    }
+}

@@ -1,0 +1,1063 @@
+//! VM lifecycle: capacity in compute units, admission, create with rollback, actions,
+//! delete, and start-up reconciliation. Uses the hypervisor and the store; knows no HTTP.
+//! Every function here blocks: call it off the async runtime.
+
+use crate::config::Config;
+use crate::domain::capacity::{admit, usage, AdmissionError, Claim, Size, UnitModel, UnitUsage};
+use crate::domain::host::VirtType;
+use crate::domain::inventory::{NetworkInfo, PoolInfo};
+use crate::domain::vm::{VmAction, VmSummary};
+use crate::domain::vmspec::{
+    BootSpec, Clock, DiskFormat, DiskSpec, Mac, NicModel, NicSource, NicSpec, VmName, VmSpec,
+};
+use crate::domain::xml;
+use crate::hypervisor::{HvResult, Hypervisor, HypervisorError};
+use crate::store::{Store, StoreError, VmRow};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Serializes admission: two creates can never both take the last units.
+#[derive(Default)]
+pub struct AdmissionLock(Mutex<()>);
+
+// ---- requests ----
+
+/// A create request, from the form or the API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVmRequest {
+    pub name: String,
+    /// A named size ("small"…); or `units`; or explicit `vcpus` + `memory_mib`.
+    pub flavor: Option<String>,
+    pub units: Option<u32>,
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u64>,
+    pub disk: Option<DiskRequest>,
+    #[serde(default)]
+    pub install: InstallRequest,
+    pub nic: Option<NicRequest>,
+    pub clock: Option<Clock>,
+    #[serde(default)]
+    pub autostart: bool,
+    /// Start right after defining ("create and start").
+    #[serde(default)]
+    pub start: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DiskRequest {
+    /// A new volume in a pool; size defaults to the units' share of the pool.
+    New {
+        pool: String,
+        size_gib: Option<u64>,
+        format: Option<DiskFormat>,
+    },
+    /// An existing volume, by path.
+    Existing { path: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum InstallRequest {
+    /// Boot from the disk (an imported or already installed disk).
+    #[default]
+    Import,
+    /// An installer ISO volume as CD-ROM, booted first.
+    Cdrom { volume: String },
+    /// Direct kernel boot from files in the boot directory.
+    Kernel {
+        kernel: String,
+        initrd: Option<String>,
+        #[serde(default)]
+        cmdline: String,
+    },
+    /// PXE from the NIC.
+    Pxe,
+    /// A network install tree (virt-install -l).
+    Url {
+        url: String,
+        #[serde(default)]
+        kernel_args: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicRequest {
+    pub bridge: Option<String>,
+    pub network: Option<String>,
+    pub model: Option<NicModel>,
+    pub mac: Option<String>,
+}
+
+// ---- errors ----
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn field(field: &'static str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field,
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// Input errors, each at its field. Nothing was touched.
+    #[error("{}", .0.first().map(|f| f.message.as_str()).unwrap_or("invalid input"))]
+    Invalid(Vec<FieldError>),
+    /// Does not fit; nothing was touched.
+    #[error("{0}")]
+    Capacity(#[from] AdmissionError),
+    /// A libvirt step failed; what had been done was undone.
+    #[error("{message}")]
+    Failed { message: String },
+    #[error("{0}")]
+    NotFound(String),
+    /// The action does not fit the VM's state.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Hypervisor(#[from] HypervisorError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+pub type LcResult<T> = Result<T, LifecycleError>;
+
+// ---- capacity ----
+
+/// The host's units and who holds them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Capacity {
+    pub model: UnitModel,
+    pub unit_size: Size,
+    pub usage: UnitUsage,
+    pub claims: Vec<Claim>,
+    pub pools: Vec<PoolCapacity>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolCapacity {
+    pub name: String,
+    pub kind: String,
+    pub capacity_gib: u64,
+    pub available_gib: u64,
+    pub gib_per_unit: u64,
+}
+
+fn unit_model(hv: &dyn Hypervisor, cfg: &Config) -> LcResult<UnitModel> {
+    let facts = hv.host_facts()?;
+    UnitModel::new(&cfg.capacity, facts.cpu_count, facts.memory_mib).map_err(|e| {
+        LifecycleError::Failed {
+            message: format!("The capacity settings do not fit this host: {e}"),
+        }
+    })
+}
+
+/// Each VM counted once: virtdeck's own by their recorded units (including those being
+/// created), the others by their real size rounded up to units.
+pub fn claims(model: &UnitModel, vms: &[VmSummary], rows: &[VmRow]) -> Vec<Claim> {
+    let existing: HashSet<&str> = vms.iter().map(|v| v.name.as_str()).collect();
+    let managed: HashMap<&str, &VmRow> = rows.iter().map(|r| (r.name.as_str(), r)).collect();
+    let mut out: Vec<Claim> = rows
+        .iter()
+        .filter(|r| r.state == "creating" || existing.contains(r.name.as_str()))
+        .map(|r| Claim {
+            vm: r.name.clone(),
+            units: r.units,
+            managed: true,
+        })
+        .collect();
+    out.extend(
+        vms.iter()
+            .filter(|v| !managed.contains_key(v.name.as_str()))
+            .map(|v| Claim {
+                vm: v.name.clone(),
+                units: model.units_for(Size {
+                    vcpus: v.vcpus,
+                    memory_mib: v.memory_mib,
+                }),
+                managed: false,
+            }),
+    );
+    out
+}
+
+pub fn capacity(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Capacity> {
+    let model = unit_model(hv, cfg)?;
+    let vms = hv.list_vms()?;
+    let rows = store.vm_rows()?;
+    let claims = claims(&model, &vms, &rows);
+    let pools = hv
+        .pools()?
+        .into_iter()
+        .map(|p| PoolCapacity {
+            gib_per_unit: model.disk_gib_of(1, p.capacity_gib()),
+            capacity_gib: p.capacity_gib(),
+            available_gib: p.available_gib(),
+            name: p.name,
+            kind: p.kind,
+        })
+        .collect();
+    Ok(Capacity {
+        unit_size: model.size_of(1),
+        usage: usage(&model, &claims),
+        model,
+        claims,
+        pools,
+    })
+}
+
+// ---- create ----
+
+/// What a successful create made.
+#[derive(Debug, Clone, Serialize)]
+pub struct Created {
+    pub name: String,
+    pub uuid: String,
+    pub units: u32,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_path: Option<String>,
+    pub mac: Option<String>,
+    pub started: bool,
+}
+
+/// The steps of a create, for failure injection in tests and for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateStep {
+    CreateVolume,
+    Define,
+    Autostart,
+    Start,
+}
+
+fn random_uuid() -> String {
+    let mut b = [0u8; 16];
+    rand::rng().fill_bytes(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn valid_ifname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// A file for direct kernel boot: must resolve to a regular file inside `boot_dir`.
+fn boot_file(boot_dir: &Path, given: &str, name: &'static str) -> Result<String, FieldError> {
+    let p = Path::new(given.trim());
+    let p = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        boot_dir.join(p)
+    };
+    let outside = || {
+        field(
+            name,
+            format!(
+                "Put the file in {} and give its name; files elsewhere are not used.",
+                boot_dir.display()
+            ),
+        )
+    };
+    let real = std::fs::canonicalize(&p)
+        .map_err(|_| field(name, format!("{} does not exist.", p.display())))?;
+    let root = std::fs::canonicalize(boot_dir).map_err(|_| outside())?;
+    if !real.starts_with(&root) || !real.is_file() {
+        return Err(outside());
+    }
+    Ok(real.display().to_string())
+}
+
+fn cmdline_ok(s: &str) -> bool {
+    s.len() <= 2048 && !s.chars().any(|c| c.is_control())
+}
+
+struct Inventory {
+    model: UnitModel,
+    vms: Vec<VmSummary>,
+    rows: Vec<VmRow>,
+    pools: Vec<PoolInfo>,
+    networks: Vec<NetworkInfo>,
+    macs_in_use: HashSet<String>,
+    disks_in_use: HashMap<String, String>,
+}
+
+fn inventory(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Inventory> {
+    let model = unit_model(hv, cfg)?;
+    let mut macs_in_use = HashSet::new();
+    let mut disks_in_use = HashMap::new();
+    for x in hv.all_domain_xml()? {
+        if let Ok(d) = xml::parse_domain(&x) {
+            for n in &d.nics {
+                if let Some(m) = &n.mac {
+                    macs_in_use.insert(m.to_ascii_lowercase());
+                }
+            }
+            for disk in d.disks.iter().filter(|d| d.device == "disk") {
+                if let Some(src) = &disk.source {
+                    disks_in_use.insert(src.clone(), d.name.clone());
+                }
+            }
+        }
+    }
+    Ok(Inventory {
+        model,
+        vms: hv.list_vms()?,
+        rows: store.vm_rows()?,
+        pools: hv.pools()?,
+        networks: hv.networks()?,
+        macs_in_use,
+        disks_in_use,
+    })
+}
+
+/// The validated plan for a create, before anything is touched.
+struct Plan {
+    spec: VmSpec,
+    units: u32,
+    new_volume: Option<(String, String)>,
+    start: bool,
+    autostart: bool,
+}
+
+fn plan(
+    req: &CreateVmRequest,
+    inv: &Inventory,
+    flavors: &[(String, u32)],
+    cfg: &Config,
+    virt_type: VirtType,
+) -> Result<Plan, LifecycleError> {
+    let mut errors = Vec::new();
+    let name = match VmName::parse(&req.name) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            errors.push(field("name", e.to_string()));
+            None
+        }
+    };
+    if let Some(n) = &name {
+        if inv.vms.iter().any(|v| v.name == n.as_str())
+            || inv.rows.iter().any(|r| r.name == n.as_str())
+        {
+            errors.push(field(
+                "name",
+                format!("A VM named {n} exists already. Pick another name."),
+            ));
+        }
+    }
+
+    // Size: flavor or units give the claim; explicit vCPUs/memory must fit inside it.
+    let mut units = match (&req.flavor, req.units) {
+        (Some(f), _) if !f.is_empty() => match flavors.iter().find(|(n, _)| n == f) {
+            Some((_, u)) => Some(*u),
+            None => {
+                errors.push(field("flavor", format!("There is no size named {f}.")));
+                None
+            }
+        },
+        (_, Some(0)) => {
+            errors.push(field("units", "Give at least 1 unit."));
+            None
+        }
+        (_, Some(u)) => Some(u),
+        _ => None,
+    };
+    let size = match (units, req.vcpus, req.memory_mib) {
+        (_, Some(0), _) => {
+            errors.push(field("vcpus", "Give at least 1 vCPU."));
+            None
+        }
+        (_, _, Some(m)) if m < 64 => {
+            errors.push(field("memory_mib", "Give at least 64 MiB of memory."));
+            None
+        }
+        (Some(u), v, m) => {
+            let full = inv.model.size_of(u);
+            let s = Size {
+                vcpus: v.unwrap_or(full.vcpus),
+                memory_mib: m.unwrap_or(full.memory_mib),
+            };
+            if inv.model.units_for(s) > u {
+                errors.push(field(
+                    if v.is_some_and(|v| v > full.vcpus) { "vcpus" } else { "memory_mib" },
+                    format!(
+                        "{u} unit{} give at most {} vCPUs and {} MiB; choose more units or a smaller size.",
+                        if u == 1 { "" } else { "s" },
+                        full.vcpus,
+                        full.memory_mib
+                    ),
+                ));
+            }
+            Some(s)
+        }
+        (None, Some(v), Some(m)) => {
+            let s = Size {
+                vcpus: v,
+                memory_mib: m,
+            };
+            units = Some(inv.model.units_for(s));
+            Some(s)
+        }
+        (None, _, _) => {
+            errors.push(field(
+                "flavor",
+                "Choose a size: a named size, a number of units, or vCPUs and memory.",
+            ));
+            None
+        }
+    };
+
+    // Disk.
+    let mut disks = Vec::new();
+    let mut new_volume = None;
+    let mut disk_units = 0;
+    let all_volumes = || {
+        inv.pools
+            .iter()
+            .flat_map(|p| p.volumes.iter().map(move |v| (p, v)))
+    };
+    match &req.disk {
+        Some(DiskRequest::New {
+            pool,
+            size_gib,
+            format,
+        }) => match inv.pools.iter().find(|p| &p.name == pool) {
+            None => errors.push(field(
+                "pool",
+                format!("There is no storage pool named {pool}."),
+            )),
+            Some(p) if !p.active => errors.push(field(
+                "pool",
+                format!("Storage pool {pool} is not running; start it first."),
+            )),
+            Some(p) => {
+                let format = format.unwrap_or(if p.is_block() {
+                    DiskFormat::Raw
+                } else {
+                    DiskFormat::Qcow2
+                });
+                if p.is_block() && format != DiskFormat::Raw {
+                    errors.push(field(
+                        "format",
+                        format!("Pool {pool} holds LVM volumes, which are raw; choose raw."),
+                    ));
+                }
+                let gib = size_gib.unwrap_or_else(|| {
+                    units
+                        .map(|u| inv.model.disk_gib_of(u, p.capacity_gib()))
+                        .unwrap_or(0)
+                        .max(1)
+                });
+                if gib == 0 {
+                    errors.push(field("size_gib", "Give a disk size of at least 1 GiB."));
+                } else if gib > p.available_gib() {
+                    errors.push(field(
+                        "size_gib",
+                        AdmissionError::Disk {
+                            pool: pool.clone(),
+                            needed_gib: gib,
+                            available_gib: p.available_gib(),
+                            short_gib: gib - p.available_gib(),
+                        }
+                        .to_string(),
+                    ));
+                }
+                disk_units = inv.model.units_for_disk(gib, p.capacity_gib().max(1));
+                if let Some(n) = &name {
+                    let vol_name = match (p.is_block(), format) {
+                        (true, _) => n.to_string(),
+                        (false, DiskFormat::Qcow2) => format!("{n}.qcow2"),
+                        (false, DiskFormat::Raw) => format!("{n}.img"),
+                    };
+                    if p.volumes.iter().any(|v| v.name == vol_name) {
+                        errors.push(field("name", format!("Pool {pool} already has a volume {vol_name}; pick another VM name or use that volume.")));
+                    }
+                    new_volume = Some((pool.clone(), xml::volume_xml(&vol_name, gib, format)));
+                    disks.push(DiskSpec {
+                        path: String::new(),
+                        block: p.is_block(),
+                        format,
+                        cdrom: false,
+                    });
+                }
+            }
+        },
+        Some(DiskRequest::Existing { path }) => {
+            match all_volumes().find(|(_, v)| &v.path == path) {
+                None => errors.push(field("volume", "Choose a volume from a storage pool.")),
+                Some((p, v)) => {
+                    if let Some(user) = inv.disks_in_use.get(&v.path) {
+                        errors.push(field(
+                            "volume",
+                            format!("Volume {} is in use by VM {user}.", v.name),
+                        ));
+                    }
+                    let format = if v.name.ends_with(".qcow2") {
+                        DiskFormat::Qcow2
+                    } else {
+                        DiskFormat::Raw
+                    };
+                    disks.push(DiskSpec {
+                        path: v.path.clone(),
+                        block: p.is_block(),
+                        format,
+                        cdrom: false,
+                    });
+                }
+            }
+        }
+        None => {}
+    }
+
+    // Install source.
+    let boot = match &req.install {
+        InstallRequest::Import => {
+            if disks.is_empty() {
+                errors.push(field(
+                    "install",
+                    "Booting from disk needs a disk: add one or choose another install source.",
+                ));
+            }
+            BootSpec::Disk
+        }
+        InstallRequest::Cdrom { volume } => {
+            match all_volumes().find(|(_, v)| &v.path == volume) {
+                None => errors.push(field("iso", "Choose an ISO volume from a storage pool.")),
+                Some((p, v)) => disks.push(DiskSpec {
+                    path: v.path.clone(),
+                    block: p.is_block(),
+                    format: DiskFormat::Raw,
+                    cdrom: true,
+                }),
+            }
+            BootSpec::Cdrom
+        }
+        InstallRequest::Kernel {
+            kernel,
+            initrd,
+            cmdline,
+        } => {
+            if !cmdline_ok(cmdline) {
+                errors.push(field(
+                    "cmdline",
+                    "Kernel arguments must be one line of at most 2048 characters.",
+                ));
+            }
+            let k = boot_file(&cfg.boot_dir, kernel, "kernel")
+                .map_err(|e| errors.push(e))
+                .ok();
+            let i = match initrd.as_deref().filter(|s| !s.trim().is_empty()) {
+                Some(i) => boot_file(&cfg.boot_dir, i, "initrd")
+                    .map_err(|e| errors.push(e))
+                    .ok(),
+                None => None,
+            };
+            BootSpec::Kernel {
+                kernel: k.unwrap_or_default(),
+                initrd: i,
+                cmdline: cmdline.clone(),
+            }
+        }
+        InstallRequest::Pxe => {
+            if req.nic.is_none() {
+                errors.push(field("install", "A PXE boot needs a network card."));
+            }
+            BootSpec::Network
+        }
+        InstallRequest::Url { .. } => {
+            errors.push(field(
+                "install",
+                format!(
+                    "Installing from a tree URL is not available yet: put the tree's kernel and initrd in {} and use direct kernel boot with the same arguments.",
+                    cfg.boot_dir.display()
+                ),
+            ));
+            BootSpec::Disk
+        }
+    };
+
+    // NIC.
+    let nic = match &req.nic {
+        None => None,
+        Some(n) => {
+            let source = match (
+                n.bridge.as_deref().filter(|s| !s.is_empty()),
+                n.network.as_deref().filter(|s| !s.is_empty()),
+            ) {
+                (Some(b), None) => {
+                    let known = inv
+                        .networks
+                        .iter()
+                        .any(|net| net.bridge.as_deref() == Some(b))
+                        || Path::new("/sys/class/net").join(b).join("bridge").exists();
+                    if !valid_ifname(b) || !known {
+                        errors.push(field(
+                            "bridge",
+                            format!("There is no bridge named {b} on this host."),
+                        ));
+                    }
+                    Some(NicSource::Bridge(b.to_string()))
+                }
+                (None, Some(net)) => {
+                    if !inv.networks.iter().any(|x| x.name == net) {
+                        errors.push(field(
+                            "network",
+                            format!("There is no libvirt network named {net}."),
+                        ));
+                    }
+                    Some(NicSource::Network(net.to_string()))
+                }
+                _ => {
+                    errors.push(field(
+                        "network",
+                        "Choose either a bridge or a libvirt network for the network card.",
+                    ));
+                    None
+                }
+            };
+            let mac = match n.mac.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+                Some(m) => match Mac::parse(m) {
+                    Ok(mac) if inv.macs_in_use.contains(&mac.to_string()) => {
+                        errors.push(field(
+                            "mac",
+                            format!(
+                                "MAC address {mac} is already used by another VM on this host."
+                            ),
+                        ));
+                        None
+                    }
+                    Ok(mac) => Some(mac),
+                    Err(e) => {
+                        errors.push(field("mac", e.to_string()));
+                        None
+                    }
+                },
+                None => Some(loop {
+                    let mut b = [0u8; 3];
+                    rand::rng().fill_bytes(&mut b);
+                    let mac = Mac::qemu_local(b);
+                    if !inv.macs_in_use.contains(&mac.to_string()) {
+                        break mac;
+                    }
+                }),
+            };
+            match (source, mac) {
+                (Some(source), Some(mac)) => Some(NicSpec {
+                    source,
+                    model: n.model.unwrap_or(NicModel::Virtio),
+                    mac,
+                }),
+                _ => None,
+            }
+        }
+    };
+
+    if !errors.is_empty() {
+        return Err(LifecycleError::Invalid(errors));
+    }
+    let (Some(name), Some(size), Some(units)) = (name, size, units) else {
+        return Err(LifecycleError::Invalid(vec![field(
+            "name",
+            "Check the form.",
+        )]));
+    };
+    let units = units.max(disk_units);
+    Ok(Plan {
+        spec: VmSpec {
+            name,
+            uuid: random_uuid(),
+            virt_type,
+            vcpus: size.vcpus,
+            memory_mib: size.memory_mib,
+            disks,
+            boot,
+            nic,
+            clock: req.clock.unwrap_or(Clock::Utc),
+            description: String::new(),
+        },
+        units,
+        new_volume,
+        start: req.start,
+        autostart: req.autostart,
+    })
+}
+
+/// Validates, admits against free units, then makes the volume, the definition and
+/// (optionally) starts it. A failure at any step undoes the earlier ones.
+#[allow(clippy::too_many_arguments)] // each is a distinct collaborator; a struct would only rename them
+pub fn create(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    cfg: &Config,
+    lock: &AdmissionLock,
+    virt_type: Result<VirtType, String>,
+    req: &CreateVmRequest,
+    actor: &str,
+    now: i64,
+) -> LcResult<Created> {
+    let virt_type = virt_type.map_err(|e| LifecycleError::Failed { message: e })?;
+    let mut plan = {
+        let _guard = lock.0.lock().map_err(|_| LifecycleError::Failed {
+            message: "The admission lock is broken after an earlier failure; restart virtdeck."
+                .into(),
+        })?;
+        let inv = inventory(hv, store, cfg)?;
+        let flavors: Vec<(String, u32)> = store
+            .flavors()?
+            .into_iter()
+            .map(|f| (f.name, f.units))
+            .collect();
+        let plan = plan(req, &inv, &flavors, cfg, virt_type)?;
+        let claims = claims(&inv.model, &inv.vms, &inv.rows);
+        admit(&inv.model, &claims, plan.units, None)?;
+        store.insert_vm(&VmRow {
+            name: plan.spec.name.to_string(),
+            uuid: plan.spec.uuid.clone(),
+            units: plan.units,
+            state: "creating".into(),
+            created_volume: None,
+            created_by: actor.to_string(),
+            created_at: now,
+        })?;
+        plan
+    };
+    let name = plan.spec.name.to_string();
+    match build(hv, store, &mut plan) {
+        Ok(disk_path) => {
+            store.set_vm_state(&name, "ready")?;
+            Ok(Created {
+                name,
+                uuid: plan.spec.uuid.clone(),
+                units: plan.units,
+                vcpus: plan.spec.vcpus,
+                memory_mib: plan.spec.memory_mib,
+                disk_path,
+                mac: plan.spec.nic.as_ref().map(|n| n.mac.to_string()),
+                started: plan.start,
+            })
+        }
+        Err((step, e)) => {
+            let undone = roll_back(hv, store, &name);
+            let what = match step {
+                CreateStep::CreateVolume => "creating the disk volume",
+                CreateStep::Define => "defining the VM",
+                CreateStep::Autostart => "turning on autostart",
+                CreateStep::Start => "starting the VM",
+            };
+            tracing::warn!(vm = %name, step = what, error = %e, undone = ?undone, "create failed and was rolled back");
+            Err(LifecycleError::Failed {
+                message: format!(
+                    "The VM could not be created: {what} failed: {}. Nothing was left behind{}.",
+                    reason_in_plain_words(&e),
+                    if undone.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({} undone)", undone.join(", "))
+                    }
+                ),
+            })
+        }
+    }
+}
+
+/// Performs the steps; the store row records what exists so far.
+fn build(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    plan: &mut Plan,
+) -> Result<Option<String>, (CreateStep, HypervisorError)> {
+    let name = plan.spec.name.to_string();
+    let mut disk_path = None;
+    if let Some((pool, vol_xml)) = &plan.new_volume {
+        let path = hv
+            .create_volume(pool, vol_xml)
+            .map_err(|e| (CreateStep::CreateVolume, e))?;
+        // Record it before anything else can fail, so a crash here is reconciled too.
+        if let Err(e) = store.set_vm_volume(&name, &path) {
+            tracing::error!(error = %e, "could not record the new volume");
+        }
+        if let Some(d) = plan
+            .spec
+            .disks
+            .iter_mut()
+            .find(|d| !d.cdrom && d.path.is_empty())
+        {
+            d.path = path.clone();
+        }
+        disk_path = Some(path);
+    } else {
+        disk_path = plan
+            .spec
+            .disks
+            .iter()
+            .find(|d| !d.cdrom)
+            .map(|d| d.path.clone())
+            .or(disk_path);
+    }
+    hv.define(&xml::domain_xml(&plan.spec))
+        .map_err(|e| (CreateStep::Define, e))?;
+    if plan.autostart {
+        hv.set_autostart(&name, true)
+            .map_err(|e| (CreateStep::Autostart, e))?;
+    }
+    if plan.start {
+        hv.act(&name, VmAction::Start)
+            .map_err(|e| (CreateStep::Start, e))?;
+    }
+    Ok(disk_path)
+}
+
+/// Undoes a create: the definition, the volume virtdeck made, and the claim.
+fn roll_back(hv: &dyn Hypervisor, store: &Store, name: &str) -> Vec<String> {
+    let mut undone = Vec::new();
+    match hv.undefine(name) {
+        Ok(()) => undone.push("definition removed".to_string()),
+        Err(HypervisorError::NotFound { .. }) => {}
+        Err(e) => {
+            tracing::error!(vm = name, error = %e, "rollback: could not remove the definition")
+        }
+    }
+    let row = store
+        .vm_rows()
+        .ok()
+        .and_then(|rows| rows.into_iter().find(|r| r.name == name));
+    if let Some(path) = row.and_then(|r| r.created_volume) {
+        match hv.delete_volume(&path) {
+            Ok(()) => undone.push(format!("volume {path} deleted")),
+            Err(HypervisorError::NotFound { .. }) => {}
+            Err(e) => {
+                tracing::error!(vm = name, error = %e, "rollback: could not delete the volume")
+            }
+        }
+    }
+    match store.delete_vm(name) {
+        Ok(()) => undone.push("units released".to_string()),
+        Err(e) => tracing::error!(vm = name, error = %e, "rollback: could not release the units"),
+    }
+    undone
+}
+
+/// libvirt's reason, with a hint for the failures admins meet most.
+pub fn reason_in_plain_words(e: &HypervisorError) -> String {
+    let text = e.to_string();
+    if text.contains("failed to set MSR") || text.contains("kvm_buf_set_msrs") {
+        return format!(
+            "{text} (KVM does not work on this host; set virt_type = \"auto\" or \"qemu\")"
+        );
+    }
+    if text.contains("Permission denied") {
+        return format!("{text} (QEMU may not read that file: check its directory's permissions)");
+    }
+    text
+}
+
+/// Rolls back creates interrupted by a restart, and forgets VMs removed behind virtdeck's back.
+pub fn reconcile(hv: &dyn Hypervisor, store: &Store) -> LcResult<Vec<String>> {
+    let existing: HashSet<String> = hv.list_vms()?.into_iter().map(|v| v.name).collect();
+    let mut notes = Vec::new();
+    for row in store.vm_rows()? {
+        if row.state == "creating" {
+            let undone = roll_back(hv, store, &row.name);
+            notes.push(format!(
+                "interrupted create of {} rolled back: {}",
+                row.name,
+                undone.join(", ")
+            ));
+        } else if !existing.contains(&row.name) {
+            store.delete_vm(&row.name)?;
+            notes.push(format!(
+                "{} was removed outside virtdeck; its {} units are free",
+                row.name, row.units
+            ));
+        }
+    }
+    Ok(notes)
+}
+
+// ---- operate ----
+
+pub fn act(hv: &dyn Hypervisor, name: &str, action: VmAction) -> LcResult<()> {
+    let vm = hv
+        .list_vms()?
+        .into_iter()
+        .find(|v| v.name == name)
+        .ok_or_else(|| LifecycleError::NotFound(format!("There is no VM named {name}.")))?;
+    if !VmAction::available_in(vm.state).contains(&action) {
+        return Err(LifecycleError::Conflict(format!(
+            "{name} is {}; it cannot {} now.",
+            vm.state.label(),
+            action.label().to_lowercase()
+        )));
+    }
+    hv.act(name, action).map_err(|e| LifecycleError::Failed {
+        message: format!("{} failed: {}", action.label(), reason_in_plain_words(&e)),
+    })
+}
+
+/// What a delete removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deleted {
+    pub name: String,
+    pub volumes_deleted: Vec<String>,
+    pub units_released: u32,
+}
+
+/// Disks (not CD-ROMs) of a VM that are volumes in a pool, and may be deleted with it.
+pub fn deletable_volumes(hv: &dyn Hypervisor, name: &str) -> LcResult<Vec<String>> {
+    let def = xml::parse_domain(&hv.domain_xml(name)?).map_err(|e| LifecycleError::Failed {
+        message: format!("The VM's definition could not be read: {e}"),
+    })?;
+    let known: HashSet<String> = hv
+        .pools()?
+        .into_iter()
+        .flat_map(|p| p.volumes.into_iter().map(|v| v.path))
+        .collect();
+    Ok(def
+        .disks
+        .into_iter()
+        .filter(|d| d.device == "disk")
+        .filter_map(|d| d.source)
+        .filter(|s| known.contains(s))
+        .collect())
+}
+
+pub fn delete(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    name: &str,
+    delete_volumes: bool,
+) -> LcResult<Deleted> {
+    let volumes = match hv.domain_xml(name) {
+        Ok(_) => deletable_volumes(hv, name)?,
+        Err(HypervisorError::NotFound { .. }) => {
+            return Err(LifecycleError::NotFound(format!(
+                "There is no VM named {name}."
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let units = store
+        .vm_rows()?
+        .into_iter()
+        .find(|r| r.name == name)
+        .map(|r| r.units)
+        .unwrap_or(0);
+    hv.undefine(name).map_err(|e| LifecycleError::Failed {
+        message: format!("The VM could not be removed: {}", reason_in_plain_words(&e)),
+    })?;
+    store.delete_vm(name)?;
+    let mut deleted = Vec::new();
+    if delete_volumes {
+        for v in volumes {
+            match hv.delete_volume(&v) {
+                Ok(()) => deleted.push(v),
+                Err(e) => {
+                    return Err(LifecycleError::Failed {
+                        message: format!(
+                            "{name} was removed, but its volume {v} could not be deleted: {}. Delete it from the pool.",
+                            reason_in_plain_words(&e)
+                        ),
+                    })
+                }
+            }
+        }
+    }
+    Ok(Deleted {
+        name: name.to_string(),
+        volumes_deleted: deleted,
+        units_released: units,
+    })
+}
+
+/// A VM for the list and detail pages.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmView {
+    #[serde(flatten)]
+    pub summary: VmSummary,
+    pub units: u32,
+    pub managed: bool,
+    pub disks: Vec<String>,
+    pub macs: Vec<String>,
+}
+
+pub fn list(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Vec<VmView>> {
+    let model = unit_model(hv, cfg)?;
+    let vms = hv.list_vms()?;
+    let rows = store.vm_rows()?;
+    let claims = claims(&model, &vms, &rows);
+    let mut defs: HashMap<String, xml::ParsedDomain> = HashMap::new();
+    for x in hv.all_domain_xml()? {
+        if let Ok(d) = xml::parse_domain(&x) {
+            defs.insert(d.name.clone(), d);
+        }
+    }
+    Ok(vms
+        .into_iter()
+        .map(|v| {
+            let claim = claims.iter().find(|c| c.vm == v.name);
+            let def = defs.get(&v.name);
+            VmView {
+                units: claim.map(|c| c.units).unwrap_or(0),
+                managed: claim.is_some_and(|c| c.managed),
+                disks: def
+                    .map(|d| {
+                        d.disks
+                            .iter()
+                            .filter(|x| x.device == "disk")
+                            .filter_map(|x| x.source.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                macs: def
+                    .map(|d| d.nics.iter().filter_map(|n| n.mac.clone()).collect())
+                    .unwrap_or_default(),
+                summary: v,
+            }
+        })
+        .collect())
+}
+
+/// The pieces of a VM's state that must stay true after any create attempt, for tests
+/// and for the reconciliation report.
+pub fn fingerprint(
+    hv: &dyn Hypervisor,
+    store: &Store,
+) -> HvResult<(Vec<String>, Vec<String>, Vec<String>)> {
+    let vms = hv.list_vms()?.into_iter().map(|v| v.name).collect();
+    let vols = hv
+        .pools()?
+        .into_iter()
+        .flat_map(|p| p.volumes.into_iter().map(|v| v.path))
+        .collect();
+    let rows = store
+        .vm_rows()
+        .map(|r| {
+            r.into_iter()
+                .map(|r| format!("{}:{}", r.name, r.units))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((vms, vols, rows))
+}

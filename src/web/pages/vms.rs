@@ -1,0 +1,708 @@
+//! VM pages: list with units, create form, detail, actions, delete.
+
+use super::super::errors::{html, AppError};
+use super::super::session::Authed;
+use super::super::{audit, lc, now, AppState};
+use super::Chrome;
+use crate::auth::Role;
+use crate::domain::capacity::Size;
+use crate::domain::inventory::{NetworkInfo, PoolInfo};
+use crate::domain::vm::{VmAction, VmState};
+use crate::domain::vmspec::{Clock, DiskFormat, NicModel};
+use crate::domain::xml::{parse_domain, ParsedDomain};
+use crate::lifecycle::{
+    self, Capacity, CreateVmRequest, DiskRequest, FieldError, InstallRequest, LifecycleError,
+    NicRequest, VmView,
+};
+use crate::store::FlavorRow;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+#[derive(Template)]
+#[template(path = "vms.html")]
+struct VmsPage {
+    chrome: Chrome,
+    vms: Vec<VmView>,
+    capacity: Capacity,
+    can_operate: bool,
+}
+
+pub async fn vms_page(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
+    let (vms, capacity) = lc(&state, |s| {
+        Ok((
+            lifecycle::list(s.hv.as_ref(), &s.store, &s.cfg)?,
+            lifecycle::capacity(s.hv.as_ref(), &s.store, &s.cfg)?,
+        ))
+    })
+    .await?;
+    Ok(html(
+        StatusCode::OK,
+        &VmsPage {
+            can_operate: who.role.allows(Role::Operator),
+            chrome: Chrome::new(&who, "vms"),
+            vms,
+            capacity,
+        },
+    ))
+}
+
+// ---- create ----
+
+/// The create form as typed; every field is text so that bad input can be shown back.
+#[derive(Deserialize, Default, Clone)]
+#[serde(default)]
+pub struct CreateForm {
+    csrf: String,
+    pub name: String,
+    pub size_mode: String,
+    pub flavor: String,
+    pub units: String,
+    pub vcpus: String,
+    pub memory_mib: String,
+    pub disk_mode: String,
+    pub pool: String,
+    pub size_gib: String,
+    pub format: String,
+    pub volume: String,
+    pub install: String,
+    pub iso: String,
+    pub kernel: String,
+    pub initrd: String,
+    pub cmdline: String,
+    pub url: String,
+    pub kernel_args: String,
+    pub nic_mode: String,
+    pub bridge: String,
+    pub network: String,
+    pub nic_model: String,
+    pub mac: String,
+    pub clock: String,
+    pub autostart: Option<String>,
+    pub then: String,
+}
+
+fn number<T: std::str::FromStr>(
+    text: &str,
+    name: &'static str,
+    what: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
+    let t = text.trim();
+    if t.is_empty() {
+        return None;
+    }
+    match t.parse() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            errors.push(FieldError {
+                field: name,
+                message: format!("Enter {what} as a whole number."),
+            });
+            None
+        }
+    }
+}
+
+impl CreateForm {
+    /// The request the form describes, or the fields that could not even be read.
+    fn to_request(&self) -> Result<CreateVmRequest, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let (flavor, units, vcpus, memory_mib) = match self.size_mode.as_str() {
+            "units" => (
+                None,
+                number(&self.units, "units", "units", &mut errors),
+                None,
+                None,
+            ),
+            "custom" => (
+                None,
+                None,
+                number(&self.vcpus, "vcpus", "vCPUs", &mut errors),
+                number(&self.memory_mib, "memory_mib", "memory", &mut errors),
+            ),
+            _ => (Some(self.flavor.clone()), None, None, None),
+        };
+        let format = match self.format.as_str() {
+            "raw" => Some(DiskFormat::Raw),
+            "qcow2" => Some(DiskFormat::Qcow2),
+            _ => None,
+        };
+        let disk = match self.disk_mode.as_str() {
+            "existing" => Some(DiskRequest::Existing {
+                path: self.volume.clone(),
+            }),
+            "none" => None,
+            _ => Some(DiskRequest::New {
+                pool: self.pool.clone(),
+                size_gib: number(&self.size_gib, "size_gib", "the disk size", &mut errors),
+                format,
+            }),
+        };
+        let install = match self.install.as_str() {
+            "cdrom" => InstallRequest::Cdrom {
+                volume: self.iso.clone(),
+            },
+            "kernel" => InstallRequest::Kernel {
+                kernel: self.kernel.clone(),
+                initrd: Some(self.initrd.clone()),
+                cmdline: self.cmdline.clone(),
+            },
+            "pxe" => InstallRequest::Pxe,
+            "url" => InstallRequest::Url {
+                url: self.url.clone(),
+                kernel_args: self.kernel_args.clone(),
+            },
+            _ => InstallRequest::Import,
+        };
+        let model = match self.nic_model.as_str() {
+            "e1000" => Some(NicModel::E1000),
+            _ => Some(NicModel::Virtio),
+        };
+        let mac = Some(self.mac.clone());
+        let nic = match self.nic_mode.as_str() {
+            "none" => None,
+            "network" => Some(NicRequest {
+                bridge: None,
+                network: Some(self.network.clone()),
+                model,
+                mac,
+            }),
+            _ => Some(NicRequest {
+                bridge: Some(self.bridge.clone()),
+                network: None,
+                model,
+                mac,
+            }),
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(CreateVmRequest {
+            name: self.name.clone(),
+            flavor,
+            units,
+            vcpus,
+            memory_mib,
+            disk,
+            install,
+            nic,
+            clock: Some(if self.clock == "localtime" {
+                Clock::Localtime
+            } else {
+                Clock::Utc
+            }),
+            autostart: self.autostart.is_some(),
+            start: self.then != "define",
+        })
+    }
+}
+
+#[derive(Template)]
+#[template(path = "vm_new.html")]
+struct NewVmPage {
+    chrome: Chrome,
+    form: CreateForm,
+    errors: Vec<FieldError>,
+    general_error: Option<String>,
+    flavors: Vec<FlavorRow>,
+    pools: Vec<PoolInfo>,
+    networks: Vec<NetworkInfo>,
+    capacity: Capacity,
+    boot_dir: String,
+}
+
+impl NewVmPage {
+    fn error_for(&self, field: &str) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|e| e.field == field)
+            .map(|e| e.message.as_str())
+    }
+    fn flavor_size(&self, units: &u32) -> Size {
+        self.capacity.model.size_of(*units)
+    }
+    fn bridges(&self) -> Vec<String> {
+        let mut b: Vec<String> = self
+            .networks
+            .iter()
+            .filter(|n| n.forward_mode == "bridge")
+            .filter_map(|n| n.bridge.clone())
+            .collect();
+        b.dedup();
+        b
+    }
+    fn isos(&self) -> Vec<(String, String)> {
+        self.pools
+            .iter()
+            .flat_map(|p| {
+                p.volumes
+                    .iter()
+                    .filter(|v| v.is_iso())
+                    .map(move |v| (v.path.clone(), format!("{} / {}", p.name, v.name)))
+            })
+            .collect()
+    }
+    fn disks(&self) -> Vec<(String, String)> {
+        self.pools
+            .iter()
+            .flat_map(|p| {
+                p.volumes.iter().filter(|v| !v.is_iso()).map(move |v| {
+                    (
+                        v.path.clone(),
+                        format!("{} / {} ({} GiB)", p.name, v.name, v.capacity_gib()),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+async fn render_new(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    status: StatusCode,
+    form: CreateForm,
+    errors: Vec<FieldError>,
+    general_error: Option<String>,
+) -> Result<HttpResponse, AppError> {
+    let (flavors, pools, networks, capacity) = lc(state, |s| {
+        Ok((
+            s.store.flavors()?,
+            s.hv.pools()?,
+            s.hv.networks()?,
+            lifecycle::capacity(s.hv.as_ref(), &s.store, &s.cfg)?,
+        ))
+    })
+    .await?;
+    Ok(html(
+        status,
+        &NewVmPage {
+            chrome: Chrome::new(who, "vms"),
+            form,
+            errors,
+            general_error,
+            flavors,
+            pools,
+            networks,
+            capacity,
+            boot_dir: state.cfg.boot_dir.display().to_string(),
+        },
+    ))
+}
+
+pub async fn new_vm_page(
+    state: web::Data<AppState>,
+    who: Authed,
+) -> Result<HttpResponse, AppError> {
+    who.require(&state, Role::Operator, "vm.create", "").await?;
+    let form = CreateForm {
+        size_mode: "flavor".into(),
+        flavor: "small".into(),
+        disk_mode: "new".into(),
+        pool: "default".into(),
+        install: "cdrom".into(),
+        nic_mode: "bridge".into(),
+        bridge: "br0".into(),
+        network: "default".into(),
+        clock: "utc".into(),
+        ..Default::default()
+    };
+    render_new(&state, &who, StatusCode::OK, form, Vec::new(), None).await
+}
+
+pub async fn create_vm(
+    state: web::Data<AppState>,
+    who: Authed,
+    form: web::Form<CreateForm>,
+) -> Result<HttpResponse, AppError> {
+    let form = form.into_inner();
+    who.check_csrf(Some(&form.csrf))?;
+    who.require(&state, Role::Operator, "vm.create", form.name.trim())
+        .await?;
+    let req = match form.to_request() {
+        Ok(r) => r,
+        Err(errors) => {
+            return render_new(
+                &state,
+                &who,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                form,
+                errors,
+                None,
+            )
+            .await
+        }
+    };
+    match create(&state, &who, req).await {
+        Ok(created) => Ok(HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, format!("/vms/{}", created.name)))
+            .finish()),
+        Err(LifecycleError::Invalid(errors)) => {
+            render_new(
+                &state,
+                &who,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                form,
+                errors,
+                None,
+            )
+            .await
+        }
+        Err(e @ (LifecycleError::Capacity(_) | LifecycleError::Failed { .. })) => {
+            let status = if matches!(e, LifecycleError::Capacity(_)) {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            render_new(&state, &who, status, form, Vec::new(), Some(e.to_string())).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates a VM and audits the outcome; shared by the page and the API.
+pub async fn create(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    req: CreateVmRequest,
+) -> Result<lifecycle::Created, LifecycleError> {
+    let actor = who.username.clone();
+    let name = req.name.trim().to_string();
+    let r = lc(state, move |s| {
+        lifecycle::create(
+            s.hv.as_ref(),
+            &s.store,
+            &s.cfg,
+            &s.admission,
+            s.virt_type.clone(),
+            &req,
+            &actor,
+            now(),
+        )
+    })
+    .await;
+    match &r {
+        Ok(c) => {
+            let detail = format!(
+                "{} units, {} vCPUs, {} MiB{}{}",
+                c.units,
+                c.vcpus,
+                c.memory_mib,
+                c.disk_path
+                    .as_deref()
+                    .map(|d| format!(", disk {d}"))
+                    .unwrap_or_default(),
+                if c.started { ", started" } else { "" }
+            );
+            audit::record(
+                state,
+                &who.username,
+                &who.remote_addr,
+                "vm.create",
+                &c.name,
+                "ok",
+                &detail,
+            )
+            .await;
+        }
+        Err(e) => {
+            let result = match e {
+                LifecycleError::Invalid(_) => "invalid",
+                LifecycleError::Capacity(_) => "refused",
+                _ => "failed",
+            };
+            audit::record(
+                state,
+                &who.username,
+                &who.remote_addr,
+                "vm.create",
+                &name,
+                result,
+                &e.to_string(),
+            )
+            .await;
+        }
+    }
+    r
+}
+
+// ---- detail ----
+
+#[derive(Template)]
+#[template(path = "vm_detail.html")]
+struct VmDetailPage {
+    chrome: Chrome,
+    vm: VmView,
+    def: ParsedDomain,
+    xml: String,
+    actions: &'static [VmAction],
+    can_operate: bool,
+    message: Option<String>,
+}
+
+pub async fn vm_page(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    q: web::Query<MessageQuery>,
+) -> Result<HttpResponse, AppError> {
+    let name = path.into_inner();
+    let n = name.clone();
+    let (vm, xml) = lc(&state, move |s| {
+        let vm = lifecycle::list(s.hv.as_ref(), &s.store, &s.cfg)?
+            .into_iter()
+            .find(|v| v.summary.name == n)
+            .ok_or_else(|| LifecycleError::NotFound(format!("There is no VM named {n}.")))?;
+        Ok((vm, s.hv.domain_xml(&n)?))
+    })
+    .await?;
+    let def = parse_domain(&xml).map_err(|e| AppError::internal(e.into()))?;
+    Ok(html(
+        StatusCode::OK,
+        &VmDetailPage {
+            chrome: Chrome::new(&who, "vms"),
+            actions: VmAction::available_in(vm.summary.state),
+            can_operate: who.role.allows(Role::Operator),
+            vm,
+            def,
+            xml,
+            message: q.message.clone(),
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct MessageQuery {
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct ActionForm {
+    csrf: Option<String>,
+}
+
+fn back_to(name: &str, message: &str) -> HttpResponse {
+    let q: String = url_escape(message);
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, format!("/vms/{name}?message={q}")))
+        .finish()
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Runs an action and audits it; shared by the page and the API.
+pub async fn run_action(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    name: &str,
+    action: VmAction,
+) -> Result<(), AppError> {
+    who.require(
+        state,
+        Role::Operator,
+        &format!("vm.{}", action.as_str()),
+        name,
+    )
+    .await?;
+    let n = name.to_string();
+    let r = lc(state, move |s| lifecycle::act(s.hv.as_ref(), &n, action)).await;
+    let (result, detail) = match &r {
+        Ok(()) => ("ok", String::new()),
+        Err(e) => ("failed", e.to_string()),
+    };
+    audit::record(
+        state,
+        &who.username,
+        &who.remote_addr,
+        &format!("vm.{}", action.as_str()),
+        name,
+        result,
+        &detail,
+    )
+    .await;
+    r.map_err(|e| who.err(e.into()))
+}
+
+pub async fn vm_action(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(String, String)>,
+    form: web::Form<ActionForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let (name, action) = path.into_inner();
+    let action =
+        VmAction::parse(&action).ok_or_else(|| AppError::not_found("There is no such action."))?;
+    match run_action(&state, &who, &name, action).await {
+        Ok(()) => Ok(back_to(&name, &format!("{}: done.", action.label()))),
+        Err(e)
+            if e.kind != super::super::errors::ErrorKind::Forbidden
+                && e.kind != super::super::errors::ErrorKind::NotFound =>
+        {
+            Ok(back_to(&name, &e.message))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct AutostartForm {
+    csrf: Option<String>,
+    on: Option<String>,
+}
+
+pub async fn set_autostart(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    name: &str,
+    on: bool,
+) -> Result<(), AppError> {
+    who.require(state, Role::Operator, "vm.autostart", name)
+        .await?;
+    let n = name.to_string();
+    let r = lc(state, move |s| Ok(s.hv.set_autostart(&n, on)?)).await;
+    audit::record(
+        state,
+        &who.username,
+        &who.remote_addr,
+        "vm.autostart",
+        name,
+        if r.is_ok() { "ok" } else { "failed" },
+        if on { "on" } else { "off" },
+    )
+    .await;
+    r.map_err(|e| who.err(e.into()))
+}
+
+pub async fn vm_autostart(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<AutostartForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let name = path.into_inner();
+    let on = form.on.as_deref() == Some("1");
+    set_autostart(&state, &who, &name, on).await?;
+    Ok(back_to(
+        &name,
+        if on {
+            "Autostart is on."
+        } else {
+            "Autostart is off."
+        },
+    ))
+}
+
+// ---- delete ----
+
+#[derive(Template)]
+#[template(path = "vm_delete.html")]
+struct DeletePage {
+    chrome: Chrome,
+    name: String,
+    state: VmState,
+    volumes: Vec<String>,
+}
+
+pub async fn delete_page(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let name = path.into_inner();
+    who.require(&state, Role::Operator, "vm.delete", &name)
+        .await?;
+    let n = name.clone();
+    let (vm_state, volumes) = lc(&state, move |s| {
+        let vm =
+            s.hv.list_vms()?
+                .into_iter()
+                .find(|v| v.name == n)
+                .ok_or_else(|| LifecycleError::NotFound(format!("There is no VM named {n}.")))?;
+        Ok((vm.state, lifecycle::deletable_volumes(s.hv.as_ref(), &n)?))
+    })
+    .await?;
+    Ok(html(
+        StatusCode::OK,
+        &DeletePage {
+            chrome: Chrome::new(&who, "vms"),
+            name,
+            state: vm_state,
+            volumes,
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct DeleteForm {
+    csrf: Option<String>,
+    delete_volumes: Option<String>,
+}
+
+/// Deletes and audits; shared by the page and the API.
+pub async fn delete(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    name: &str,
+    delete_volumes: bool,
+) -> Result<lifecycle::Deleted, AppError> {
+    who.require(state, Role::Operator, "vm.delete", name)
+        .await?;
+    let n = name.to_string();
+    let r = lc(state, move |s| {
+        lifecycle::delete(s.hv.as_ref(), &s.store, &n, delete_volumes)
+    })
+    .await;
+    let (result, detail) = match &r {
+        Ok(d) => (
+            "ok",
+            format!(
+                "{} units released{}",
+                d.units_released,
+                if d.volumes_deleted.is_empty() {
+                    String::new()
+                } else {
+                    format!(", volumes deleted: {}", d.volumes_deleted.join(", "))
+                }
+            ),
+        ),
+        Err(e) => ("failed", e.to_string()),
+    };
+    audit::record(
+        state,
+        &who.username,
+        &who.remote_addr,
+        "vm.delete",
+        name,
+        result,
+        &detail,
+    )
+    .await;
+    r.map_err(|e| who.err(e.into()))
+}
+
+pub async fn delete_vm(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<DeleteForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let name = path.into_inner();
+    delete(&state, &who, &name, form.delete_volumes.is_some()).await?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/vms"))
+        .finish())
+}
