@@ -194,8 +194,8 @@ pub fn claims(model: &UnitModel, vms: &[VmSummary], rows: &[VmRow]) -> Vec<Claim
 
 pub fn capacity(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Capacity> {
     let model = unit_model(hv, cfg)?;
+    let rows = store.vm_rows()?; // before the VMs: see `inventory`
     let vms = hv.list_vms()?;
-    let rows = store.vm_rows()?;
     let claims = claims(&model, &vms, &rows);
     let pools = hv
         .pools()?
@@ -306,6 +306,9 @@ struct Inventory {
 
 fn inventory(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Inventory> {
     let model = unit_model(hv, cfg)?;
+    // Rows before VMs: a row still "creating" now is counted by its row; one already
+    // "ready" was defined before this point, so the VM listing below includes it.
+    let rows = store.vm_rows()?;
     let mut macs_in_use = HashSet::new();
     let mut disks_in_use = HashMap::new();
     for x in hv.all_domain_xml()? {
@@ -325,7 +328,7 @@ fn inventory(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Inven
     Ok(Inventory {
         model,
         vms: hv.list_vms()?,
-        rows: store.vm_rows()?,
+        rows,
         pools: hv.pools()?,
         networks: hv.networks()?,
         macs_in_use,
@@ -1004,8 +1007,8 @@ pub struct VmView {
 
 pub fn list(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Vec<VmView>> {
     let model = unit_model(hv, cfg)?;
+    let rows = store.vm_rows()?; // before the VMs: see `inventory`
     let vms = hv.list_vms()?;
-    let rows = store.vm_rows()?;
     let claims = claims(&model, &vms, &rows);
     let mut defs: HashMap<String, xml::ParsedDomain> = HashMap::new();
     for x in hv.all_domain_xml()? {

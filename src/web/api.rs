@@ -223,3 +223,13 @@ pub async fn vm_action(
     vm_ops::run_action(&state, &who, &name, action).await?;
     vm(state, who, web::Path::from(name)).await
 }
+
+#[derive(Serialize)]
+struct PoolList {
+    pools: Vec<crate::domain::inventory::PoolInfo>,
+}
+
+pub async fn pools(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
+    let pools = hv(&state, |h| h.pools()).await.map_err(|e| who.err(e))?;
+    Ok(HttpResponse::Ok().json(PoolList { pools }))
+}

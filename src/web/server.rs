@@ -300,6 +300,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api/v1")
             .route("/whoami", web::get().to(api::whoami))
             .route("/host", web::get().to(api::host))
+            .route("/pools", web::get().to(api::pools))
             .route("/vms", web::get().to(api::vms))
             .route("/vms", web::post().to(api::create_vm))
             .route("/vms/{name}", web::get().to(api::vm))

@@ -1,6 +1,8 @@
 //! Starts the real app on port 0 with a temp data dir, and drives it over HTTP.
 #![allow(dead_code)]
 
+pub mod faults;
+
 use reqwest::redirect::Policy;
 use reqwest::{Client, Response, StatusCode};
 use tempfile::TempDir;
@@ -28,6 +30,14 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_wrapped(tweak, None).await
+}
+
+/// The app with its hypervisor wrapped, e.g. in [`faults::FailAt`].
+pub async fn spawn_app_wrapped(
+    tweak: impl FnOnce(&mut Config),
+    wrap: Option<virtdeck::web::server::HypervisorWrap>,
+) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let mut cfg = Config {
         listen: "127.0.0.1:0".into(),
@@ -37,7 +47,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     };
     cfg.tls.enabled = false;
     tweak(&mut cfg);
-    let running = virtdeck::web::server::start(cfg).expect("app starts");
+    let running = virtdeck::web::server::start_with(cfg, wrap).expect("app starts");
     let handle = running.server.handle();
     let base = running.base_url();
     let setup_url = running.setup_url.clone();
@@ -161,6 +171,27 @@ impl TestApp {
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::OK, "user {name} created");
+    }
+
+    /// Signs in the first admin and returns an API token for it.
+    pub async fn admin_token(&self, admin: &Client) -> String {
+        let csrf = self.csrf(admin, "/users").await;
+        let page = admin
+            .post(self.url("/tokens"))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("username", "admin"),
+                ("label", "tests"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let marker = "id=\"new-token\" class=\"secret\">";
+        let start = page.find(marker).expect("token shown") + marker.len();
+        page[start..start + page[start..].find('<').unwrap()].to_string()
     }
 
     /// The audit log's first page as text, for assertions.
