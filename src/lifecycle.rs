@@ -19,6 +19,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
 
+/// Where serial console output of real guests is kept (libvirt's own log directory).
+pub const SERIAL_LOG_DIR: &str = "/var/log/libvirt/qemu";
+
 /// Serializes admission: two creates can never both take the last units.
 #[derive(Default)]
 pub struct AdmissionLock(Mutex<()>);
@@ -699,6 +702,8 @@ fn plan(
             nic,
             clock: req.clock.unwrap_or(Clock::Utc),
             description: String::new(),
+            serial_log: (virt_type != VirtType::Test)
+                .then(|| format!("{SERIAL_LOG_DIR}/{n}-serial.log", n = req.name.trim())),
         },
         units,
         new_volume,

@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 const URI: &str = "qemu:///system";
 const BANNER: &str = "virtdeck-test-guest ready";
 
+/// The tests here share one real host; they run one at a time so that capacity figures
+/// before and after are exact.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn virsh(args: &[&str]) -> std::process::Output {
     Command::new("virsh")
         .arg("-c")
@@ -91,6 +95,7 @@ fn boot_tiny_guest() -> Guest {
 
 #[tokio::test]
 async fn a_real_tcg_guest_boots_and_virtdeck_sees_it_running() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let guest = boot_tiny_guest();
     let app = spawn_app_with(|c| {
         c.demo = false;
@@ -171,4 +176,220 @@ async fn a_real_tcg_guest_boots_and_virtdeck_sees_it_running() {
         .await
         .unwrap();
     assert!(vms_page.contains(&guest.name));
+}
+
+/// A directory pool on the real libvirtd, removed when the test ends.
+struct TestPool {
+    name: String,
+    dir: PathBuf,
+}
+
+impl TestPool {
+    fn new() -> TestPool {
+        let name = format!("vdtest-pool-{}", std::process::id());
+        let dir = PathBuf::from(format!("/var/tmp/{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        for args in [
+            vec![
+                "pool-define-as",
+                &name,
+                "dir",
+                "--target",
+                dir.to_str().unwrap(),
+            ],
+            vec!["pool-start", &name],
+        ] {
+            let out = virsh(&args);
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        TestPool { name, dir }
+    }
+}
+
+impl Drop for TestPool {
+    fn drop(&mut self) {
+        let _ = virsh(&["pool-destroy", &self.name]);
+        let _ = virsh(&["pool-undefine", &self.name]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes a VM left by a failed run of the test below.
+struct VmGuard(String);
+
+impl Drop for VmGuard {
+    fn drop(&mut self) {
+        let _ = virsh(&["destroy", &self.0]);
+        let _ = virsh(&["undefine", &self.0, "--remove-all-storage"]);
+        let _ = std::fs::remove_file(format!("/var/log/libvirt/qemu/{}-serial.log", self.0));
+    }
+}
+
+async fn wait_for_state(api: &reqwest::Client, url: &str, want: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let vm: serde_json::Value = api.get(url).send().await.unwrap().json().await.unwrap();
+        if vm["state"] == want {
+            return vm;
+        }
+        assert!(Instant::now() < deadline, "never reached {want}: {vm}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_tiny_guest_is_created_through_the_api_and_operated_for_real() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let version = virsh(&["version"]);
+    assert!(
+        version.status.success(),
+        "libvirtd is not answering on {URI}; run make test"
+    );
+    let pool = TestPool::new();
+    // The kernel and initrd go in the boot directory, readable by QEMU's user.
+    let boot = tempfile::Builder::new()
+        .prefix("virtdeck-boot-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(boot.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let src = guest_dir();
+    for f in ["vmlinuz", "initrd.img"] {
+        std::fs::copy(src.join(f), boot.path().join(f)).unwrap();
+    }
+    let boot_dir = boot.path().to_path_buf();
+    let app = spawn_app_with(move |c| {
+        c.demo = false;
+        c.libvirt_uri = URI.into();
+        c.boot_dir = boot_dir;
+    })
+    .await;
+    let admin = app.setup_admin("admin").await;
+    let token = app.admin_token(&admin).await;
+    let api = reqwest::Client::builder()
+        .default_headers({
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert("authorization", format!("Bearer {token}").parse().unwrap());
+            h
+        })
+        .build()
+        .unwrap();
+    let host = |api: reqwest::Client, url: String| async move {
+        api.get(url)
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    let before = host(api.clone(), app.url("/api/v1/host")).await["capacity"]["usage"].clone();
+
+    let name = format!("vdtest-vm-{}", std::process::id());
+    let _guard = VmGuard(name.clone());
+    let r = api
+        .post(app.url("/api/v1/vms"))
+        .json(&serde_json::json!({
+            "name": name,
+            "vcpus": 1,
+            "memory_mib": 256,
+            "disk": {"type": "new", "pool": pool.name, "size_gib": 1},
+            "install": {"type": "kernel", "kernel": "vmlinuz", "initrd": "initrd.img",
+                        "cmdline": "console=tty0 console=ttyS0,115200 panic=-1"},
+            "start": true
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let created: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let disk = created["disk_path"].as_str().unwrap().to_string();
+    assert!(disk.starts_with(pool.dir.to_str().unwrap()), "{disk}");
+    assert!(Path::new(&disk).exists(), "the qcow2 volume is on disk");
+
+    let vm_url = app.url(&format!("/api/v1/vms/{name}"));
+    let vm = wait_for_state(&api, &vm_url, "running").await;
+    let kvm = host(api.clone(), app.url("/api/v1/host")).await["kvm"]["status"].clone();
+    if kvm != "usable" {
+        assert_eq!(
+            vm["devices"]["domain_type"], "qemu",
+            "TCG when KVM does not work"
+        );
+    }
+    assert_eq!(vm["devices"]["vnc"]["listen"], "127.0.0.1");
+
+    // The guest really boots: the serial log libvirt keeps shows its banner.
+    let log = vm["devices"]["serial_log"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().any(|l| l.trim_end() == BANNER) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no banner in {log}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let cap = host(api.clone(), app.url("/api/v1/host")).await["capacity"].clone();
+    // 1 vCPU and 256 MiB, in units of this host: rounded up on the scarcer resource.
+    let n = cap["model"]["units_total"].as_u64().unwrap();
+    let by_cpu = n.div_ceil(cap["model"]["usable_vcpus"].as_u64().unwrap());
+    let by_mem = (256 * n).div_ceil(cap["model"]["usable_memory_mib"].as_u64().unwrap());
+    let units = created["units"].as_u64().unwrap();
+    assert!(units >= by_cpu.max(by_mem), "{created} vs {cap}");
+    assert_eq!(
+        cap["usage"]["used"].as_u64().unwrap(),
+        before["used"].as_u64().unwrap() + units,
+        "its units are taken"
+    );
+
+    // Operate it: force off, start, shut down (ACPI; this tiny guest ignores it), force off.
+    let act = |action: &'static str| {
+        let api = api.clone();
+        let url = app.url(&format!("/api/v1/vms/{name}/{action}"));
+        async move {
+            let r = api.post(url).send().await.unwrap();
+            let s = r.status();
+            (s, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (s, vm) = act("force-off").await;
+    assert_eq!(s, StatusCode::OK, "{vm}");
+    assert_eq!(vm["state"], "shut_off");
+    let (s, vm) = act("start").await;
+    assert_eq!(s, StatusCode::OK, "{vm}");
+    wait_for_state(&api, &vm_url, "running").await;
+    let (s, vm) = act("pause").await;
+    assert_eq!((s, vm["state"].clone()), (StatusCode::OK, "paused".into()));
+    let (s, vm) = act("resume").await;
+    assert_eq!((s, vm["state"].clone()), (StatusCode::OK, "running".into()));
+    let (s, _) = act("shutdown").await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = act("force-off").await;
+    assert_eq!(s, StatusCode::OK);
+
+    // Delete with its volume: capacity back to what it was, nothing left on disk.
+    let r = api
+        .delete(format!("{vm_url}?delete_volumes=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(!Path::new(&disk).exists(), "volume deleted");
+    assert!(
+        !virsh(&["dominfo", &name]).status.success(),
+        "definition gone"
+    );
+    let after = host(api.clone(), app.url("/api/v1/host")).await["capacity"]["usage"].clone();
+    assert_eq!(after, before, "capacity returns to what it was");
 }

@@ -206,6 +206,8 @@ pub struct VmSpec {
     pub clock: Clock,
     /// Free text shown in `virsh dominfo` and the UI.
     pub description: String,
+    /// A file where libvirt keeps everything the serial console printed.
+    pub serial_log: Option<String>,
 }
 
 #[cfg(test)]

@@ -176,7 +176,12 @@ fn write_devices<W: Write>(w: &mut Writer<W>, spec: &VmSpec) -> io::Result<()> {
 
     w.create_element("serial")
         .with_attribute(("type", "pty"))
-        .write_inner_content(|w| empty_el(w, "target", &[("port", "0")]))?;
+        .write_inner_content(|w| {
+            if let Some(log) = &spec.serial_log {
+                empty_el(w, "log", &[("file", log.as_str()), ("append", "on")])?;
+            }
+            empty_el(w, "target", &[("port", "0")])
+        })?;
     w.create_element("console")
         .with_attribute(("type", "pty"))
         .write_inner_content(|w| empty_el(w, "target", &[("type", "serial"), ("port", "0")]))?;
@@ -261,6 +266,8 @@ pub struct ParsedDomain {
     /// The first `<graphics type='vnc'>`, if any (other graphics types are ignored).
     pub vnc: Option<ParsedGraphics>,
     pub has_serial: bool,
+    /// `<serial><log file=...>`: where libvirt keeps the serial output.
+    pub serial_log: Option<String>,
     /// `<os><kernel>`: the path of a directly booted kernel.
     pub kernel: Option<String>,
     /// Boot order as `<os><boot dev=...>` values (hd, cdrom, network, fd). When the XML
@@ -520,6 +527,9 @@ impl Parser {
                 }
             }
             ["domain", "devices", "serial"] => self.out.has_serial = true,
+            ["domain", "devices", "serial", "log"] if self.out.serial_log.is_none() => {
+                self.out.serial_log = a.owned("file")
+            }
             _ => {}
         }
         Ok(())
@@ -676,6 +686,7 @@ mod tests {
             }),
             clock: Clock::Utc,
             description: String::new(),
+            serial_log: None,
         }
     }
 
@@ -694,7 +705,19 @@ mod tests {
             cmdline: "console=ttyS0 ks=http://10.0.0.1/ks.cfg?a=1&b=2".into(),
         };
         s.clock = Clock::Localtime;
+        s.serial_log = Some("/var/log/libvirt/qemu/web01-serial.log".into());
         s
+    }
+
+    #[test]
+    fn the_serial_log_round_trips() {
+        let p = parse_domain(&domain_xml(&kernel_spec(VirtType::Qemu))).unwrap();
+        assert_eq!(
+            p.serial_log.as_deref(),
+            Some("/var/log/libvirt/qemu/web01-serial.log")
+        );
+        let p = parse_domain(&domain_xml(&base_spec(VirtType::Qemu))).unwrap();
+        assert_eq!(p.serial_log, None);
     }
 
     /// Network boot + a libvirt network NIC with e1000.
