@@ -517,3 +517,48 @@ async fn the_create_page_shows_errors_at_their_field_and_creates_with_the_form()
     let audit = app.audit_text(&admin).await;
     assert!(audit.contains("vm.create") && audit.contains("vm.delete"));
 }
+
+#[tokio::test]
+async fn admins_edit_named_sizes_and_creates_use_them() {
+    let app = spawn_app().await;
+    let admin = app.setup_admin("admin").await;
+    let csrf = app.csrf(&admin, "/flavors").await;
+    let r = admin
+        .post(app.url("/flavors"))
+        .form(&[("csrf", csrf.as_str()), ("name", "xl"), ("units", "0")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("from 1 to 1000"));
+    let r = admin
+        .post(app.url("/flavors"))
+        .form(&[("csrf", csrf.as_str()), ("name", "xl"), ("units", "3")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    app.add_user(&admin, "olga", "operator", "olga-password-1")
+        .await;
+    let (op, _) = app.login("olga", "olga-password-1").await;
+    let op_csrf = app.csrf(&op, "/flavors").await;
+    let r = op
+        .post(app.url("/flavors"))
+        .form(&[("csrf", op_csrf.as_str()), ("name", "tiny"), ("units", "1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "only admins edit sizes");
+    let token = app.admin_token(&admin).await;
+    let mut v = small_vm("xl01");
+    v["flavor"] = json!("xl");
+    let r = Client::new()
+        .post(app.url("/api/v1/vms"))
+        .bearer_auth(&token)
+        .json(&v)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.json::<Value>().await.unwrap()["units"], 3);
+}

@@ -294,6 +294,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/users", web::get().to(admin::users_page))
     .route("/users", web::post().to(admin::create_user))
     .route("/users/{name}/delete", web::post().to(admin::delete_user))
+    .route("/flavors", web::get().to(admin::flavors_page))
+    .route("/flavors", web::post().to(admin::set_flavor))
+    .route(
+        "/flavors/{name}/delete",
+        web::post().to(admin::delete_flavor),
+    )
     .route("/tokens", web::post().to(admin::create_token))
     .route("/tokens/{id}/delete", web::post().to(admin::delete_token))
     .service(

@@ -360,3 +360,112 @@ pub async fn delete_token(
         .insert_header((header::LOCATION, "/users"))
         .finish())
 }
+
+// ---- named sizes ----
+
+#[derive(Template)]
+#[template(path = "flavors.html")]
+struct FlavorsPage {
+    chrome: Chrome,
+    flavors: Vec<crate::store::FlavorRow>,
+    error: Option<String>,
+}
+
+async fn render_flavors(
+    state: &AppState,
+    who: &Authed,
+    status: StatusCode,
+    error: Option<String>,
+) -> Result<HttpResponse, AppError> {
+    let flavors = db(state, |s| s.flavors()).await?;
+    Ok(html(
+        status,
+        &FlavorsPage {
+            chrome: Chrome::new(who, "flavors"),
+            flavors,
+            error,
+        },
+    ))
+}
+
+pub async fn flavors_page(
+    state: web::Data<AppState>,
+    who: Authed,
+) -> Result<HttpResponse, AppError> {
+    render_flavors(&state, &who, StatusCode::OK, None).await
+}
+
+#[derive(Deserialize)]
+pub struct FlavorForm {
+    csrf: Option<String>,
+    name: String,
+    units: String,
+}
+
+pub async fn set_flavor(
+    state: web::Data<AppState>,
+    who: Authed,
+    form: web::Form<FlavorForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let name = form.name.trim().to_string();
+    who.require(&state, Role::Admin, "flavor.set", &name)
+        .await?;
+    if validate_username(&name).is_err() || name.len() > 32 {
+        let msg = "A size name is 1 to 32 letters, digits, '.', '_' or '-'.".to_string();
+        return render_flavors(&state, &who, StatusCode::UNPROCESSABLE_ENTITY, Some(msg)).await;
+    }
+    let units = match form.units.trim().parse::<u32>() {
+        Ok(u) if (1..=1000).contains(&u) => u,
+        _ => {
+            let msg = "Give the size as a whole number of units, from 1 to 1000.".to_string();
+            return render_flavors(&state, &who, StatusCode::UNPROCESSABLE_ENTITY, Some(msg)).await;
+        }
+    };
+    let n = name.clone();
+    db(&state, move |s| s.set_flavor(&n, units)).await?;
+    audit::record(
+        &state,
+        &who.username,
+        &who.remote_addr,
+        "flavor.set",
+        &name,
+        "ok",
+        &format!("{units} units"),
+    )
+    .await;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/flavors"))
+        .finish())
+}
+
+pub async fn delete_flavor(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<CsrfOnly>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let name = path.into_inner();
+    who.require(&state, Role::Admin, "flavor.delete", &name)
+        .await?;
+    let n = name.clone();
+    if !db(&state, move |s| s.delete_flavor(&n)).await? {
+        return Err(AppError::not_found(format!(
+            "There is no size named {name}."
+        )));
+    }
+    audit::record(
+        &state,
+        &who.username,
+        &who.remote_addr,
+        "flavor.delete",
+        &name,
+        "ok",
+        "",
+    )
+    .await;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/flavors"))
+        .finish())
+}
