@@ -1047,6 +1047,27 @@ pub fn list(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Vec<Vm
         .collect())
 }
 
+/// One VM with its parsed devices and its definition, for the detail page and the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmDetail {
+    #[serde(flatten)]
+    pub vm: VmView,
+    pub devices: xml::ParsedDomain,
+    pub xml: String,
+}
+
+pub fn detail(hv: &dyn Hypervisor, store: &Store, cfg: &Config, name: &str) -> LcResult<VmDetail> {
+    let vm = list(hv, store, cfg)?
+        .into_iter()
+        .find(|v| v.summary.name == name)
+        .ok_or_else(|| LifecycleError::NotFound(format!("There is no VM named {name}.")))?;
+    let xml = hv.domain_xml(name)?;
+    let devices = xml::parse_domain(&xml).map_err(|e| LifecycleError::Failed {
+        message: format!("The VM's definition could not be read: {e}"),
+    })?;
+    Ok(VmDetail { vm, devices, xml })
+}
+
 /// The pieces of a VM's state that must stay true after any create attempt, for tests
 /// and for the reconciliation report.
 pub fn fingerprint(

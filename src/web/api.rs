@@ -6,7 +6,6 @@ use super::session::Authed;
 use super::{hv, lc, AppState};
 use crate::domain::host::{HostFacts, KvmStatus};
 use crate::domain::vm::{VmAction, VmCounts};
-use crate::domain::xml::{parse_domain, ParsedDomain};
 use crate::lifecycle::{self, Capacity, CreateVmRequest, FieldError, LifecycleError, VmView};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -133,32 +132,18 @@ pub async fn create_vm(
     }
 }
 
-#[derive(Serialize)]
-struct VmDetail {
-    #[serde(flatten)]
-    vm: VmView,
-    devices: ParsedDomain,
-    xml: String,
-}
-
 pub async fn vm(
     state: web::Data<AppState>,
     who: Authed,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let name = path.into_inner();
-    let n = name.clone();
-    let (vm, xml) = lc(&state, move |s| {
-        let vm = lifecycle::list(s.hv.as_ref(), &s.store, &s.cfg)?
-            .into_iter()
-            .find(|v| v.summary.name == n)
-            .ok_or_else(|| LifecycleError::NotFound(format!("There is no VM named {n}.")))?;
-        Ok((vm, s.hv.domain_xml(&n)?))
+    let detail = lc(&state, move |s| {
+        lifecycle::detail(s.hv.as_ref(), &s.store, &s.cfg, &name)
     })
     .await
     .map_err(|e| api_err(&who, e))?;
-    let devices = parse_domain(&xml).map_err(|e| who.err(AppError::internal(e.into())))?;
-    Ok(HttpResponse::Ok().json(VmDetail { vm, devices, xml }))
+    Ok(HttpResponse::Ok().json(detail))
 }
 
 #[derive(Deserialize)]

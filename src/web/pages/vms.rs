@@ -9,7 +9,7 @@ use crate::domain::capacity::Size;
 use crate::domain::inventory::{NetworkInfo, PoolInfo};
 use crate::domain::vm::{VmAction, VmState};
 use crate::domain::vmspec::{Clock, DiskFormat, NicModel};
-use crate::domain::xml::{parse_domain, ParsedDomain};
+use crate::domain::xml::ParsedDomain;
 use crate::lifecycle::{
     self, Capacity, CreateVmRequest, DiskRequest, FieldError, InstallRequest, LifecycleError,
     NicRequest, VmView,
@@ -449,16 +449,14 @@ pub async fn vm_page(
     q: web::Query<MessageQuery>,
 ) -> Result<HttpResponse, AppError> {
     let name = path.into_inner();
-    let n = name.clone();
-    let (vm, xml) = lc(&state, move |s| {
-        let vm = lifecycle::list(s.hv.as_ref(), &s.store, &s.cfg)?
-            .into_iter()
-            .find(|v| v.summary.name == n)
-            .ok_or_else(|| LifecycleError::NotFound(format!("There is no VM named {n}.")))?;
-        Ok((vm, s.hv.domain_xml(&n)?))
+    let lifecycle::VmDetail {
+        vm,
+        devices: def,
+        xml,
+    } = lc(&state, move |s| {
+        lifecycle::detail(s.hv.as_ref(), &s.store, &s.cfg, &name)
     })
     .await?;
-    let def = parse_domain(&xml).map_err(|e| AppError::internal(e.into()))?;
     Ok(html(
         StatusCode::OK,
         &VmDetailPage {
