@@ -23,6 +23,30 @@ fn call(operation: &'static str) -> impl Fn(virt::error::Error) -> HypervisorErr
     }
 }
 
+/// Registers libvirt's default event loop and runs it on a dedicated thread, once per
+/// process. It must run before the first connection is opened: domain events and
+/// non-blocking console streams are dispatched from it.
+pub fn start_event_loop() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        if let Err(e) = virt::event::event_register_default_impl() {
+            tracing::warn!(error = %e, "libvirt event loop unavailable; live updates are off");
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("libvirt-events".into())
+            .spawn(|| loop {
+                if let Err(e) = virt::event::event_run_default_impl() {
+                    tracing::warn!(error = %e, "libvirt event loop iteration failed");
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the libvirt event thread");
+        }
+    });
+}
+
 /// Whether the URI names libvirt's in-process test driver, whose state lives and dies
 /// with the connection.
 pub fn is_test_uri(uri: &str) -> bool {
@@ -34,6 +58,7 @@ impl Libvirt {
     pub fn open(uri: &str, kvm: KvmStatus) -> HvResult<Libvirt> {
         // libvirt prints every error to stderr unless told otherwise; we log them ourselves.
         virt::error::clear_error_callback();
+        start_event_loop();
         let conn = Connect::open(Some(uri)).map_err(|e| HypervisorError::Connect {
             uri: uri.to_string(),
             message: e.message().to_string(),
