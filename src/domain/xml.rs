@@ -35,17 +35,34 @@ pub fn volume_xml(name: &str, capacity_gib: u64, format: DiskFormat) -> String {
     String::from_utf8(w.into_inner()).expect("quick-xml writes UTF-8")
 }
 
+/// Renders the volume XML for a copy of another volume: same size, the given format.
+pub fn volume_copy_xml(name: &str, capacity_bytes: u64, format: DiskFormat) -> String {
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    write_volume_sized(&mut w, name, &capacity_bytes.to_string(), "bytes", format)
+        .expect("writing XML into a Vec cannot fail");
+    String::from_utf8(w.into_inner()).expect("quick-xml writes UTF-8")
+}
+
 fn write_volume<W: Write>(
     w: &mut Writer<W>,
     name: &str,
     capacity_gib: u64,
     format: DiskFormat,
 ) -> io::Result<()> {
-    let capacity = capacity_gib.to_string();
+    write_volume_sized(w, name, &capacity_gib.to_string(), "GiB", format)
+}
+
+fn write_volume_sized<W: Write>(
+    w: &mut Writer<W>,
+    name: &str,
+    capacity: &str,
+    unit: &str,
+    format: DiskFormat,
+) -> io::Result<()> {
     w.create_element("volume").write_inner_content(|w| {
         text_el(w, "name", &[], name)?;
-        text_el(w, "capacity", &[("unit", "GiB")], &capacity)?;
-        text_el(w, "allocation", &[("unit", "GiB")], "0")?;
+        text_el(w, "capacity", &[("unit", unit)], capacity)?;
+        text_el(w, "allocation", &[("unit", unit)], "0")?;
         w.create_element("target")
             .write_inner_content(|w| empty_el(w, "format", &[("type", format.as_str())]))?;
         Ok(())

@@ -5,6 +5,7 @@ pub mod api;
 pub mod assets;
 pub mod audit;
 pub mod errors;
+pub mod live;
 pub mod pages;
 pub mod server;
 pub mod session;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub tls: bool,
     /// Serializes admission of new VMs against free units.
     pub admission: crate::lifecycle::AdmissionLock,
+    /// VM events from libvirt, for live pages and the VM pages' recent events.
+    pub live: Arc<live::LiveEvents>,
 }
 
 /// Seconds since the Unix epoch.

@@ -1,6 +1,7 @@
 //! Starts the real app on port 0 with a temp data dir, and drives it over HTTP.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod faults;
 
 use reqwest::redirect::Policy;
