@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod fetch;
 pub mod hypervisor;
 pub mod lifecycle;
 pub mod store;

@@ -333,6 +333,10 @@ impl Hypervisor for Libvirt {
         if dom.is_active().unwrap_or(false) {
             dom.destroy().map_err(call("stop the VM"))?;
         }
+        if !dom.is_persistent().unwrap_or(true) {
+            // A transient VM (an install run that was never defined) is gone once stopped.
+            return Ok(());
+        }
         let flags = virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
             | virt::sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
             | virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM;

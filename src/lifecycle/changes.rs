@@ -346,7 +346,7 @@ pub fn clone(
             &name,
             &format!("{source} could not be cloned"),
             what,
-            &e,
+            &reason_in_plain_words(&e),
         )),
     }
 }

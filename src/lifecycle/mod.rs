@@ -11,6 +11,7 @@ pub use changes::{
 use crate::config::Config;
 use crate::domain::capacity::{admit, usage, AdmissionError, Claim, Size, UnitModel, UnitUsage};
 use crate::domain::host::VirtType;
+use crate::domain::install_tree::TreeUrl;
 use crate::domain::inventory::{NetworkInfo, PoolInfo};
 use crate::domain::vm::{VmAction, VmSummary};
 use crate::domain::vmspec::{
@@ -248,6 +249,7 @@ pub struct Created {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CreateStep {
     CreateVolume,
+    FetchInstaller,
     Define,
     Autostart,
     Start,
@@ -435,6 +437,10 @@ struct Plan {
     new_volume: Option<(String, String)>,
     start: bool,
     autostart: bool,
+    /// A network install: the tree and the installer's kernel arguments.
+    network_install: Option<(TreeUrl, String)>,
+    /// Where downloaded installer files go.
+    boot_dir: std::path::PathBuf,
 }
 
 fn plan(
@@ -579,6 +585,7 @@ fn plan(
     }
 
     // Install source.
+    let mut network_install = None;
     let boot = match &req.install {
         InstallRequest::Import => {
             if disks.is_empty() {
@@ -633,14 +640,29 @@ fn plan(
             }
             BootSpec::Network
         }
-        InstallRequest::Url { .. } => {
-            errors.push(field(
-                "install",
-                format!(
-                    "Installing from a tree URL is not available yet: put the tree's kernel and initrd in {} and use direct kernel boot with the same arguments.",
-                    cfg.boot_dir.display()
-                ),
-            ));
+        InstallRequest::Url { url, kernel_args } => {
+            match TreeUrl::parse(url) {
+                Ok(t) => network_install = Some((t, kernel_args.trim().to_string())),
+                Err(e) => errors.push(field("url", e.to_string())),
+            }
+            if !cmdline_ok(kernel_args) {
+                errors.push(field(
+                    "kernel_args",
+                    "Kernel arguments must be one line of at most 2048 characters.",
+                ));
+            }
+            if !req.start {
+                errors.push(field(
+                    "start",
+                    "A network install boots the installer right away: choose \"Create and start\".",
+                ));
+            }
+            if disks.iter().all(|d| d.cdrom) {
+                errors.push(field(
+                    "install",
+                    "A network install needs a disk to install onto: add one.",
+                ));
+            }
             BootSpec::Disk
         }
     };
@@ -750,6 +772,8 @@ fn plan(
         new_volume,
         start: req.start,
         autostart: req.autostart,
+        network_install,
+        boot_dir: cfg.boot_dir.clone(),
     })
 }
 
@@ -810,6 +834,7 @@ pub fn create(
         Err((step, e)) => {
             let what = match step {
                 CreateStep::CreateVolume => "creating the disk volume",
+                CreateStep::FetchInstaller => "fetching the installer",
                 CreateStep::Define => "defining the VM",
                 CreateStep::Autostart => "turning on autostart",
                 CreateStep::Start => "starting the VM",
@@ -831,13 +856,14 @@ fn build(
     hv: &dyn Hypervisor,
     store: &Store,
     plan: &mut Plan,
-) -> Result<Option<String>, (CreateStep, HypervisorError)> {
+) -> Result<Option<String>, (CreateStep, String)> {
+    let failed = |step: CreateStep| move |e: HypervisorError| (step, reason_in_plain_words(&e));
     let name = plan.spec.name.to_string();
     let mut disk_path = None;
     if let Some((pool, vol_xml)) = &plan.new_volume {
         let path = hv
             .create_volume(pool, vol_xml)
-            .map_err(|e| (CreateStep::CreateVolume, e))?;
+            .map_err(failed(CreateStep::CreateVolume))?;
         // Record it before anything else can fail, so a crash here is reconciled too.
         if let Err(e) = store.record_made(&name, "volume", &path) {
             tracing::error!(error = %e, "could not record the new volume");
@@ -860,17 +886,66 @@ fn build(
             .map(|d| d.path.clone())
             .or(disk_path);
     }
+    if let Some((tree, kernel_args)) = &plan.network_install {
+        // Like virt-install --location: boot the installer once from a transient
+        // definition, and define the VM to boot its disk from then on.
+        let (kernel, initrd) = fetch_installer(store, &name, tree, &plan.boot_dir)
+            .map_err(|e| (CreateStep::FetchInstaller, e))?;
+        let install = xml::install_domain_xml(&plan.spec, &kernel, &initrd, kernel_args);
+        hv.start_transient(&install)
+            .map_err(failed(CreateStep::Start))?;
+        hv.define(&xml::domain_xml(&plan.spec))
+            .map_err(failed(CreateStep::Define))?;
+        if plan.autostart {
+            hv.set_autostart(&name, true)
+                .map_err(failed(CreateStep::Autostart))?;
+        }
+        // QEMU has read them at start; the next boot is from the disk.
+        for f in [&kernel, &initrd] {
+            if let Err(e) = std::fs::remove_file(f) {
+                tracing::warn!(file = %f, error = %e, "could not remove a downloaded installer file");
+            }
+        }
+        return Ok(disk_path);
+    }
     hv.define(&xml::domain_xml(&plan.spec))
-        .map_err(|e| (CreateStep::Define, e))?;
+        .map_err(failed(CreateStep::Define))?;
     if plan.autostart {
         hv.set_autostart(&name, true)
-            .map_err(|e| (CreateStep::Autostart, e))?;
+            .map_err(failed(CreateStep::Autostart))?;
     }
     if plan.start {
         hv.act(&name, VmAction::Start)
-            .map_err(|e| (CreateStep::Start, e))?;
+            .map_err(failed(CreateStep::Start))?;
     }
     Ok(disk_path)
+}
+
+/// Downloads an install tree's kernel and initrd into the boot directory, recording
+/// each file before it is written so a failure or restart removes it.
+fn fetch_installer(
+    store: &Store,
+    name: &str,
+    tree: &TreeUrl,
+    boot_dir: &Path,
+) -> Result<(String, String), String> {
+    let (kernel_url, initrd_url) = crate::fetch::locate(tree).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(boot_dir)
+        .map_err(|e| format!("{} could not be created: {e}", boot_dir.display()))?;
+    let mut paths = Vec::new();
+    for (url, suffix) in [(&kernel_url, "vmlinuz"), (&initrd_url, "initrd")] {
+        let path = boot_dir.join(format!("virtdeck-{name}-{suffix}"));
+        let shown = path.display().to_string();
+        store
+            .record_made(name, "boot_file", &shown)
+            .map_err(|e| format!("the download could not be recorded: {e}"))?;
+        let bytes = crate::fetch::download(url, &path).map_err(|e| e.to_string())?;
+        tracing::info!(vm = name, url = %url, file = %shown, bytes, "installer file downloaded");
+        paths.push(shown);
+    }
+    let initrd = paths.pop().unwrap_or_default();
+    let kernel = paths.pop().unwrap_or_default();
+    Ok((kernel, initrd))
 }
 
 /// Undoes a create or clone: the definition, the volumes and files it made, and the claim.
@@ -930,14 +1005,13 @@ pub(crate) fn undo_failed(
     name: &str,
     outcome: &str,
     step: &str,
-    e: &HypervisorError,
+    reason: &str,
 ) -> LifecycleError {
     let undone = roll_back(hv, store, name);
-    tracing::warn!(vm = name, step, error = %e, undone = ?undone, "{outcome}; rolled back");
+    tracing::warn!(vm = name, step, reason, undone = ?undone, "{outcome}; rolled back");
     LifecycleError::Failed {
         message: format!(
-            "{outcome}: {step} failed: {}. Nothing was left behind{}.",
-            reason_in_plain_words(e),
+            "{outcome}: {step} failed: {reason}. Nothing was left behind{}.",
             if undone.is_empty() {
                 String::new()
             } else {

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod faults;
+pub mod http;
 
 use reqwest::redirect::Policy;
 use reqwest::{Client, Response, StatusCode};
