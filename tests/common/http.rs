@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ pub fn serve_dir(root: &Path, stall: Option<&str>) -> TreeServer {
     TreeServer { url, hits }
 }
 
-fn answer(mut conn: TcpStream, root: &PathBuf, stall: Option<&str>, seen: &Mutex<Vec<String>>) {
+fn answer(mut conn: TcpStream, root: &Path, stall: Option<&str>, seen: &Mutex<Vec<String>>) {
     conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
