@@ -378,6 +378,89 @@ async fn the_tiny_guest_is_created_through_the_api_and_operated_for_real() {
     let (s, _) = act("force-off").await;
     assert_eq!(s, StatusCode::OK);
 
+    // A snapshot inside the qcow2 volume, then a full clone that boots on its own.
+    let post = |path: String, body: serde_json::Value| {
+        let api = api.clone();
+        let url = app.url(&path);
+        async move {
+            let r = api.post(url).json(&body).send().await.unwrap();
+            let s = r.status();
+            (s, r.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    let (s, snap) = post(
+        format!("/api/v1/vms/{name}/snapshots"),
+        serde_json::json!({"name": "off-1", "description": "before cloning"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{snap}");
+    assert_eq!(snap["vm_state"], "shutoff");
+    let copy = format!("{name}-copy");
+    let _copy_guard = VmGuard(copy.clone());
+    let (s, cloned) = post(
+        format!("/api/v1/vms/{name}/clone"),
+        serde_json::json!({"name": copy, "start": true}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{cloned}");
+    let copy_disk = cloned["volumes"][0].as_str().unwrap().to_string();
+    assert!(copy_disk.starts_with(pool.dir.to_str().unwrap()) && copy_disk != disk);
+    assert!(Path::new(&copy_disk).exists(), "the copy is on disk");
+    let copy_url = app.url(&format!("/api/v1/vms/{copy}"));
+    let copy_vm = wait_for_state(&api, &copy_url, "running").await;
+    assert_ne!(copy_vm["uuid"], vm["uuid"]);
+    let copy_log = copy_vm["devices"]["serial_log"].as_str().unwrap().to_string();
+    assert!(copy_log.contains(&copy), "its own serial log: {copy_log}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let text = std::fs::read_to_string(&copy_log).unwrap_or_default();
+        if text.lines().any(|l| l.trim_end() == BANNER) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the clone never booted:\n{text}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Live updates also report what virsh does behind virtdeck's back.
+    let events = api.get(app.url("/events")).send().await.unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    let mut stream = events.bytes_stream();
+    let out = virsh(&["suspend", &copy]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !(seen.contains(&format!("\"vm\":\"{copy}\"")) && seen.contains("\"kind\":\"suspended\"")) {
+        use futures_util::StreamExt;
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("no event for virsh suspend; got: {seen}"))
+            .expect("stream open")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(stream);
+    let r = api
+        .delete(format!("{copy_url}?delete_volumes=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(!Path::new(&copy_disk).exists(), "the copy's volume deleted");
+
+    // Back to the snapshot, then remove it.
+    let (s, v) = post(
+        format!("/api/v1/vms/{name}/snapshots/off-1/revert"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let r = api
+        .delete(app.url(&format!("/api/v1/vms/{name}/snapshots/off-1")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
     // Delete with its volume: capacity back to what it was, nothing left on disk.
     let r = api
         .delete(format!("{vm_url}?delete_volumes=true"))
