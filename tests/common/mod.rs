@@ -4,6 +4,7 @@
 pub mod api;
 pub mod faults;
 pub mod http;
+pub mod real;
 
 use reqwest::redirect::Policy;
 use reqwest::{Client, Response, StatusCode};
