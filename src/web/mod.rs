@@ -4,6 +4,7 @@
 pub mod api;
 pub mod assets;
 pub mod audit;
+pub mod console;
 pub mod errors;
 pub mod pages;
 pub mod server;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub tls: bool,
     /// Serializes admission of new VMs against free units.
     pub admission: crate::lifecycle::AdmissionLock,
+    /// Console tickets and live console sessions.
+    pub consoles: crate::console::Consoles,
 }
 
 /// Seconds since the Unix epoch.
@@ -80,4 +83,17 @@ where
         .await
         .map_err(|e| AppError::internal(anyhow::anyhow!("blocking task failed: {e}")))?
         .map_err(AppError::hypervisor)
+}
+
+/// Runs a console-related hypervisor call off the async runtime.
+pub async fn hv_console<T, F>(state: &AppState, f: F) -> Result<T, AppError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Hypervisor) -> Result<T, crate::hypervisor::ConsoleError> + Send + 'static,
+{
+    let hv = state.hv.clone();
+    actix_web::web::block(move || f(hv.as_ref()))
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("blocking task failed: {e}")))?
+        .map_err(console::console_error)
 }

@@ -133,6 +133,7 @@ pub fn build_state(
         setup_token: Mutex::new(setup_token),
         tls,
         admission: Default::default(),
+        consoles: Default::default(),
     })
 }
 
@@ -302,6 +303,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/tokens", web::post().to(admin::create_token))
     .route("/tokens/{id}/delete", web::post().to(admin::delete_token))
+    .configure(super::console::routes)
     .service(
         web::scope("/api/v1")
             .route("/whoami", web::get().to(api::whoami))
