@@ -569,20 +569,55 @@ impl SerialInput for LibvirtSerialInput {
 
 impl Drop for LibvirtSerialInput {
     fn drop(&mut self) {
-        // virt's Drop impls panic when libvirt reports an error (e.g. removing the
-        // callback of a stream that already hung up): contain that here.
         let writer = self.writer.take();
-        let reader = self.reader.take();
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-            if let Some(r) = &reader {
-                // SAFETY: the pointer is valid while `reader` lives; abort ends the
-                // console session in libvirtd so another client may attach.
-                unsafe {
-                    virt::sys::virStreamAbort(r.as_ptr());
-                }
+        if let Some(r) = &self.reader {
+            // SAFETY: the pointer is valid while `reader` lives; abort ends the console
+            // session in libvirtd so that another client may attach.
+            unsafe {
+                virt::sys::virStreamAbort(r.as_ptr());
             }
-            drop(reader);
-            drop(writer);
-        }));
+        }
+        quietly(move || drop(writer));
+        if let Some(reader) = self.reader.take() {
+            drop_on_event_loop(reader);
+        }
+    }
+}
+
+/// Runs `f`, containing a panic: virt's Drop impls panic when libvirt reports an error
+/// (e.g. removing the callback of a stream that already hung up).
+fn quietly(f: impl FnOnce()) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+}
+
+/// Drops a stream that carries an event callback on libvirt's event-loop thread, where
+/// that callback runs: dropping it on another thread could free the callback while the
+/// event loop is running it.
+fn drop_on_event_loop(stream: Box<virt::stream::Stream>) {
+    use std::os::raw::{c_int, c_void};
+    type Slot = Option<Box<virt::stream::Stream>>;
+    unsafe extern "C" fn fire(timer: c_int, opaque: *mut c_void) {
+        // SAFETY: `opaque` is the Slot below, alive until `free` runs.
+        unsafe {
+            virt::sys::virEventRemoveTimeout(timer);
+            let slot = &mut *(opaque as *mut Slot);
+            if let Some(st) = slot.take() {
+                quietly(move || drop(st));
+            }
+        }
+    }
+    unsafe extern "C" fn free(opaque: *mut c_void) {
+        // SAFETY: libvirt calls this once, after the timeout is removed.
+        let slot = unsafe { Box::from_raw(opaque as *mut Slot) };
+        quietly(move || drop(slot));
+    }
+    let opaque = Box::into_raw(Box::new(Some(stream))) as *mut c_void;
+    // SAFETY: `fire` and `free` match libvirt's callback types and own `opaque`.
+    let id = unsafe { virt::sys::virEventAddTimeout(0, Some(fire), opaque, Some(free)) };
+    if id < 0 {
+        // No event loop: nothing can be running the callback, drop it here.
+        // SAFETY: libvirt did not take `opaque`.
+        let slot = unsafe { Box::from_raw(opaque as *mut Slot) };
+        quietly(move || drop(slot));
     }
 }
