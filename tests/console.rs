@@ -427,4 +427,18 @@ async fn the_demo_host_says_consoles_are_not_available() {
     );
     let body = page.text().await.unwrap();
     assert!(body.contains("/static/console/vnc.js"));
+    // The vendored browser code (installed by `make assets`) is served with its licenses.
+    for (path, mime) in [
+        ("/static/vendor/novnc/core/rfb.js", "javascript"),
+        ("/static/vendor/xterm/xterm.mjs", "javascript"),
+        ("/static/vendor/xterm/addon-fit.mjs", "javascript"),
+        ("/static/vendor/xterm/xterm.css", "text/css"),
+        ("/static/vendor/novnc/LICENSE.txt", "text/plain"),
+        ("/static/vendor/xterm/LICENSE", ""),
+    ] {
+        let r = admin.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), Http::OK, "{path} served (run `make assets`)");
+        let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.contains(mime), "{path}: {ct}");
+    }
 }
