@@ -424,11 +424,7 @@ pub fn ws_as_stream(ws: Ws) -> tokio::io::DuplexStream {
     tokio::spawn(async move {
         while let Some(Ok(m)) = stream.next().await {
             match m {
-                Message::Binary(b) => {
-                    if wr.write_all(&b).await.is_err() {
-                        return;
-                    }
-                }
+                Message::Binary(b) if wr.write_all(&b).await.is_err() => return,
                 Message::Close(_) => return,
                 _ => {}
             }
