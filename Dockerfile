@@ -4,11 +4,11 @@
 FROM rust:1-bookworm AS build
 RUN echo "deb http://deb.debian.org/debian bookworm-backports main" > /etc/apt/sources.list.d/backports.list \
  && apt-get update \
- && apt-get install -y --no-install-recommends -t bookworm-backports libvirt-dev pkg-config \
+ && apt-get install -y --no-install-recommends -t bookworm-backports libvirt-dev pkg-config npm \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked && strip target/release/virtdeck
+RUN scripts/vendor-assets.sh && cargo build --release --locked && strip target/release/virtdeck
 
 FROM debian:bookworm-slim
 RUN echo "deb http://deb.debian.org/debian bookworm-backports main" > /etc/apt/sources.list.d/backports.list \

@@ -50,6 +50,11 @@ if [ -n "${need// /}" ]; then
   apt_update
   $SUDO apt-get install -y -qq -t bookworm-backports --no-install-recommends $need
 fi
+# npm (for scripts/vendor-assets.sh): Debian's package, unless a Node.js install already has it.
+if ! command -v npm >/dev/null; then
+  apt_update
+  $SUDO apt-get install -y -qq --no-install-recommends npm
+fi
 if [ "$what" = test ]; then
   need=$(missing "${test_pkgs[@]}")
   if [ -n "${need// /}" ]; then

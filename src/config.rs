@@ -46,6 +46,7 @@ pub struct Config {
     pub session: SessionConfig,
     pub login: LoginConfig,
     pub log: LogConfig,
+    pub console: ConsoleConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,6 +97,34 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// How long a console ticket may wait for its websocket (at most 30).
+    pub ticket_lifetime_seconds: u64,
+    /// Console sessions (VNC and serial together) open at once on one VM.
+    pub max_sessions_per_vm: usize,
+    /// A console without keyboard, mouse or serial input for this long is closed.
+    pub idle_timeout_seconds: u64,
+    /// Users with the viewer role may watch VNC consoles, without input.
+    pub viewers_may_watch: bool,
+    /// Extra `Origin`s allowed to open console websockets (e.g. the public address of a
+    /// reverse proxy that rewrites `Host`), as `scheme://host[:port]`.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            ticket_lifetime_seconds: 30,
+            max_sessions_per_vm: 4,
+            idle_timeout_seconds: 30 * 60,
+            viewers_may_watch: false,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -110,6 +139,7 @@ impl Default for Config {
             session: SessionConfig::default(),
             login: LoginConfig::default(),
             log: LogConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -210,6 +240,19 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "log.format",
                 message: format!("must be \"text\" or \"json\", not {:?}", self.log.format),
+            });
+        }
+        if !(1..=30).contains(&self.console.ticket_lifetime_seconds) {
+            return Err(ConfigError::Invalid {
+                key: "console.ticket_lifetime_seconds",
+                message: "must be between 1 and 30 seconds".into(),
+            });
+        }
+        if self.console.max_sessions_per_vm == 0 || self.console.idle_timeout_seconds == 0 {
+            return Err(ConfigError::Invalid {
+                key: "console",
+                message: "max_sessions_per_vm and idle_timeout_seconds must be greater than zero"
+                    .into(),
             });
         }
         Ok(())

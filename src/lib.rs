@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod fetch;
 pub mod hypervisor;

@@ -1,7 +1,9 @@
 //! The libvirt implementation of [`Hypervisor`], through the `virt` crate.
 
-use super::EventSink;
-use super::{HvResult, Hypervisor, HypervisorError};
+use super::{
+    ConsoleError, EventSink, HvResult, Hypervisor, HypervisorError, Screenshot, SerialConsole,
+    SerialInput, VncEndpoint,
+};
 use crate::domain::host::{HostFacts, KvmStatus, Version};
 use crate::domain::inventory::{NetworkInfo, PoolInfo, VolumeInfo};
 use crate::domain::snapshot::{parse_snapshot, SnapshotInfo};
@@ -564,6 +566,208 @@ impl Hypervisor for Libvirt {
         }
         Ok(())
     }
+
+    // ---- consoles (keep at the end) ----
+
+    fn vnc_endpoint(&self, name: &str) -> Result<VncEndpoint, ConsoleError> {
+        let dom = self.running_domain(name)?;
+        let xml = dom
+            .xml_desc(0)
+            .map_err(call("read a VM's live definition"))?;
+        let parsed = crate::domain::xml::parse_domain(&xml).map_err(|e| HypervisorError::Call {
+            operation: "read a VM's live definition",
+            message: e.to_string(),
+        })?;
+        let no_vnc = || ConsoleError::NoDevice {
+            name: name.to_string(),
+            what: "VNC display",
+        };
+        let g = parsed.vnc.ok_or_else(no_vnc)?;
+        if let Some(socket) = g.socket {
+            return Ok(VncEndpoint::Unix(socket.into()));
+        }
+        let port = g
+            .port
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(no_vnc)?;
+        // virtdeck defines VNC on loopback only; a VM defined elsewhere with another
+        // address is still reached over loopback, never over the network.
+        let ip = match g.listen.as_deref().map(str::parse::<std::net::IpAddr>) {
+            Some(Ok(ip)) if ip.is_loopback() => ip,
+            Some(Ok(std::net::IpAddr::V6(_))) => std::net::Ipv6Addr::LOCALHOST.into(),
+            _ => std::net::Ipv4Addr::LOCALHOST.into(),
+        };
+        Ok(VncEndpoint::Tcp(std::net::SocketAddr::new(ip, port)))
+    }
+
+    fn open_serial(&self, name: &str, force: bool) -> Result<SerialConsole, ConsoleError> {
+        use virt::stream::Stream;
+        let dom = self.running_domain(name)?;
+        let conn = self.conn()?;
+        let stream = Stream::new(&conn, virt::sys::VIR_STREAM_NONBLOCK)
+            .map_err(call("open a console stream"))?;
+        let flags = if force {
+            virt::sys::VIR_DOMAIN_CONSOLE_FORCE
+        } else {
+            0
+        };
+        if let Err(e) = dom.open_console(None, &stream, flags) {
+            let message = e.message().to_string();
+            return Err(if !force && message.contains("Active console session") {
+                ConsoleError::Busy {
+                    name: name.to_string(),
+                }
+            } else if message.contains("cannot find character device") {
+                ConsoleError::NoDevice {
+                    name: name.to_string(),
+                    what: "serial console",
+                }
+            } else {
+                HypervisorError::Call {
+                    operation: "attach to the serial console",
+                    message,
+                }
+                .into()
+            });
+        }
+        let writer = stream.clone();
+        // The callback keeps a raw pointer to the stream: it must stay boxed in place.
+        let mut reader = Box::new(stream);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut tx = Some(tx);
+        let events = virt::sys::VIR_STREAM_EVENT_READABLE
+            | virt::sys::VIR_STREAM_EVENT_HANGUP
+            | virt::sys::VIR_STREAM_EVENT_ERROR;
+        reader
+            .event_add_callback(events, move |st: &Stream, ev| {
+                let mut open = tx.is_some();
+                if open && ev & virt::sys::VIR_STREAM_EVENT_READABLE != 0 {
+                    let mut buf = [0u8; 8192];
+                    loop {
+                        match st.recv(&mut buf) {
+                            Ok(-2) => break,
+                            Ok(n) if n > 0 => {
+                                let n = n as usize;
+                                let sent = tx.as_ref().map(|t| t.send(buf[..n].to_vec()).is_ok());
+                                if sent != Some(true) {
+                                    open = false;
+                                    break;
+                                }
+                            }
+                            // 0: end of stream; other values and errors: the stream is gone.
+                            _ => {
+                                open = false;
+                                break;
+                            }
+                        }
+                    }
+                }
+                if ev & (virt::sys::VIR_STREAM_EVENT_HANGUP | virt::sys::VIR_STREAM_EVENT_ERROR)
+                    != 0
+                {
+                    open = false;
+                }
+                if !open {
+                    // Closing the channel tells the proxy; stop being woken for this stream.
+                    tx = None;
+                    let _ = st.event_update_callback(0);
+                }
+            })
+            .map_err(call("watch the console stream"))?;
+        Ok(SerialConsole {
+            output: rx,
+            input: Box::new(LibvirtSerialInput {
+                writer: Some(writer),
+                reader: Some(reader),
+            }),
+        })
+    }
+
+    fn screenshot(&self, name: &str) -> Result<Screenshot, ConsoleError> {
+        use virt::stream::Stream;
+        let dom = self.running_domain(name)?;
+        let conn = self.conn()?;
+        let stream = Stream::new(&conn, 0).map_err(call("open a screenshot stream"))?;
+        let mime = dom
+            .screenshot(&stream, 0, 0)
+            .map_err(call("take a screenshot"))?;
+        let mut bytes = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match stream.recv(&mut buf) {
+                Ok(n) if n > 0 => bytes.extend_from_slice(&buf[..n as usize]),
+                Ok(_) => break,
+                Err(e) => {
+                    let _ = stream.abort();
+                    return Err(call("read a screenshot")(e).into());
+                }
+            }
+            if bytes.len() > 64 * 1024 * 1024 {
+                let _ = stream.abort();
+                return Err(HypervisorError::Call {
+                    operation: "read a screenshot",
+                    message: "the screenshot is larger than 64 MiB".into(),
+                }
+                .into());
+            }
+        }
+        let _ = stream.finish();
+        Ok(Screenshot { mime, bytes })
+    }
+}
+
+impl Libvirt {
+    /// The VM, if it is running; consoles need a running VM.
+    fn running_domain(&self, name: &str) -> Result<Domain, ConsoleError> {
+        if is_test_uri(&self.uri) {
+            return Err(ConsoleError::NotAvailable {
+                reason: "libvirt's test driver (the demo host) has no real VNC or serial consoles"
+                    .into(),
+            });
+        }
+        let conn = self.conn()?;
+        let dom = lookup(&conn, name)?;
+        if !dom.is_active().unwrap_or(false) {
+            return Err(ConsoleError::NotRunning {
+                name: name.to_string(),
+            });
+        }
+        Ok(dom)
+    }
+}
+
+/// Input side of an attached serial console; dropping it detaches from libvirt.
+struct LibvirtSerialInput {
+    writer: Option<virt::stream::Stream>,
+    reader: Option<Box<virt::stream::Stream>>,
+}
+
+impl SerialInput for LibvirtSerialInput {
+    fn write_all(&self, mut data: &[u8]) -> Result<(), ConsoleError> {
+        let Some(writer) = &self.writer else {
+            return Ok(());
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !data.is_empty() {
+            match writer.send(data) {
+                Ok(n) if n > 0 => data = &data[n as usize..],
+                // -2: the stream is full for now (non-blocking); try again shortly.
+                Ok(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Ok(_) => {
+                    return Err(HypervisorError::Call {
+                        operation: "write to the serial console",
+                        message: "the console has not accepted input for 5 seconds".into(),
+                    }
+                    .into())
+                }
+                Err(e) => return Err(call("write to the serial console")(e).into()),
+            }
+        }
+        Ok(())
+    }
 }
 
 fn lookup_snapshot(
@@ -617,5 +821,60 @@ unsafe extern "C" fn free_sink(opaque: *mut std::os::raw::c_void) {
     if !opaque.is_null() {
         // SAFETY: the pointer came from Box::into_raw in `watch_events`.
         drop(unsafe { Box::from_raw(opaque as *mut EventSink) });
+    }
+}
+
+impl Drop for LibvirtSerialInput {
+    fn drop(&mut self) {
+        let writer = self.writer.take();
+        if let Some(r) = &self.reader {
+            // SAFETY: the pointer is valid while `reader` lives; abort ends the console
+            // session in libvirtd so that another client may attach.
+            unsafe {
+                virt::sys::virStreamAbort(r.as_ptr());
+            }
+        }
+        quietly(move || drop(writer));
+        if let Some(reader) = self.reader.take() {
+            drop_on_event_loop(reader);
+        }
+    }
+}
+
+/// Runs `f`, containing a panic: virt's Drop impls panic when libvirt reports an error
+/// (e.g. removing the callback of a stream that already hung up).
+fn quietly(f: impl FnOnce()) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+}
+
+/// Drops a stream that carries an event callback on libvirt's event-loop thread, where
+/// that callback runs: dropping it on another thread could free the callback while the
+/// event loop is running it.
+fn drop_on_event_loop(stream: Box<virt::stream::Stream>) {
+    use std::os::raw::{c_int, c_void};
+    type Slot = Option<Box<virt::stream::Stream>>;
+    unsafe extern "C" fn fire(timer: c_int, opaque: *mut c_void) {
+        // SAFETY: `opaque` is the Slot below, alive until `free` runs.
+        unsafe {
+            virt::sys::virEventRemoveTimeout(timer);
+            let slot = &mut *(opaque as *mut Slot);
+            if let Some(st) = slot.take() {
+                quietly(move || drop(st));
+            }
+        }
+    }
+    unsafe extern "C" fn free(opaque: *mut c_void) {
+        // SAFETY: libvirt calls this once, after the timeout is removed.
+        let slot = unsafe { Box::from_raw(opaque as *mut Slot) };
+        quietly(move || drop(slot));
+    }
+    let opaque = Box::into_raw(Box::new(Some(stream))) as *mut c_void;
+    // SAFETY: `fire` and `free` match libvirt's callback types and own `opaque`.
+    let id = unsafe { virt::sys::virEventAddTimeout(0, Some(fire), opaque, Some(free)) };
+    if id < 0 {
+        // No event loop: nothing can be running the callback, drop it here.
+        // SAFETY: libvirt did not take `opaque`.
+        let slot = unsafe { Box::from_raw(opaque as *mut Slot) };
+        quietly(move || drop(slot));
     }
 }

@@ -90,4 +90,75 @@ pub trait Hypervisor: Send + Sync {
     fn start_transient(&self, domain_xml: &str) -> HvResult<()>;
     /// Sends every VM lifecycle event to `sink` from now on.
     fn watch_events(&self, sink: EventSink) -> HvResult<()>;
+
+    // ---- consoles (keep at the end; the defaults are for hypervisors without them) ----
+    /// Where the running VM's VNC server listens (from its live definition).
+    fn vnc_endpoint(&self, name: &str) -> Result<VncEndpoint, ConsoleError> {
+        let _ = name;
+        Err(ConsoleError::not_available())
+    }
+    /// Attaches to the VM's serial console through libvirt (virDomainOpenConsole).
+    /// `force` takes the console over from whoever holds it.
+    fn open_serial(&self, name: &str, force: bool) -> Result<SerialConsole, ConsoleError> {
+        let _ = (name, force);
+        Err(ConsoleError::not_available())
+    }
+    /// A screenshot of the VM's first screen: PNG (QEMU ≥ 7) or PPM bytes.
+    fn screenshot(&self, name: &str) -> Result<Screenshot, ConsoleError> {
+        let _ = name;
+        Err(ConsoleError::not_available())
+    }
+}
+
+impl ConsoleError {
+    fn not_available() -> Self {
+        ConsoleError::NotAvailable {
+            reason: "this hypervisor connection provides no consoles".into(),
+        }
+    }
+}
+
+/// Why a console cannot be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    /// The VM is not running, so it has no console to show.
+    #[error("VM {name} is not running; start it to use its console")]
+    NotRunning { name: String },
+    /// The VM has no device of this kind.
+    #[error("VM {name} has no {what}")]
+    NoDevice { name: String, what: &'static str },
+    /// Someone else holds the serial console and `force` was not given.
+    #[error("the serial console of VM {name} is in use by another session; take it over to disconnect them")]
+    Busy { name: String },
+    /// This hypervisor cannot provide consoles (libvirt's test driver).
+    #[error("consoles are not available on this host: {reason}")]
+    NotAvailable { reason: String },
+    #[error(transparent)]
+    Hypervisor(#[from] HypervisorError),
+}
+
+/// Where a VNC server listens. Only loopback addresses and UNIX sockets are returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VncEndpoint {
+    Tcp(std::net::SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+/// An attached serial console. Output arrives on `output` (closed on hang-up or EOF);
+/// input is written with `input`. Dropping it detaches from libvirt.
+pub struct SerialConsole {
+    pub output: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    pub input: Box<dyn SerialInput>,
+}
+
+/// Writes keystrokes to a serial console. Blocking (briefly): call it off the runtime.
+pub trait SerialInput: Send + Sync {
+    fn write_all(&self, data: &[u8]) -> Result<(), ConsoleError>;
+}
+
+/// A screenshot as libvirt returned it.
+pub struct Screenshot {
+    /// e.g. `image/png` or `image/x-portable-pixmap`.
+    pub mime: String,
+    pub bytes: Vec<u8>,
 }

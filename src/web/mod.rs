@@ -4,6 +4,7 @@
 pub mod api;
 pub mod assets;
 pub mod audit;
+pub mod console;
 pub mod errors;
 pub mod live;
 pub mod pages;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub admission: crate::lifecycle::AdmissionLock,
     /// VM events from libvirt, for live pages and the VM pages' recent events.
     pub live: Arc<live::LiveEvents>,
+    /// Console tickets and live console sessions.
+    pub consoles: crate::console::Consoles,
 }
 
 /// Seconds since the Unix epoch.
@@ -83,4 +86,17 @@ where
         .await
         .map_err(|e| AppError::internal(anyhow::anyhow!("blocking task failed: {e}")))?
         .map_err(AppError::hypervisor)
+}
+
+/// Runs a console-related hypervisor call off the async runtime.
+pub async fn hv_console<T, F>(state: &AppState, f: F) -> Result<T, AppError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Hypervisor) -> Result<T, crate::hypervisor::ConsoleError> + Send + 'static,
+{
+    let hv = state.hv.clone();
+    actix_web::web::block(move || f(hv.as_ref()))
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("blocking task failed: {e}")))?
+        .map_err(console::console_error)
 }

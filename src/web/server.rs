@@ -139,6 +139,7 @@ pub fn build_state(
         tls,
         admission: Default::default(),
         live,
+        consoles: Default::default(),
     })
 }
 
@@ -322,6 +323,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/tokens", web::post().to(admin::create_token))
     .route("/tokens/{id}/delete", web::post().to(admin::delete_token))
+    .configure(super::console::routes)
     .service(
         web::scope("/api/v1")
             .route("/whoami", web::get().to(api::whoami))

@@ -1,0 +1,634 @@
+//! Console pages, ticket minting and the websocket upgrade.
+//!
+//! Opening a console: `POST …/console/{kind}/ticket` (session + CSRF, or a Bearer token)
+//! mints a single-use ticket bound to the credential, the VM and the console kind. The
+//! upgrade `GET /vms/{name}/console/{kind}/ws?ticket=…` must carry that ticket, the same
+//! credential, and an `Origin` matching `Host` (or `console.allowed_origins`). Every check
+//! happens before virtdeck connects to the VM; the proxies are in `crate::console`.
+
+use super::errors::{html, AppError, ErrorKind};
+use super::pages::Chrome;
+use super::session::{Authed, Credential};
+use super::{audit, now, AppState};
+use crate::auth::secret::{secrets_equal, sha256_hex};
+use crate::auth::Role;
+use crate::console::proxy::{self, Limits};
+use crate::console::tickets::Grant;
+use crate::console::ConsoleKind;
+use crate::domain::vm::VmState;
+use crate::hypervisor::{ConsoleError, VncEndpoint};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Routes; registered before `/api/v1` so that the API console path is found first.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/vms/{name}/console/{kind}", web::get().to(console_page))
+        .route(
+            "/vms/{name}/console/{kind}/ticket",
+            web::post().to(mint_ticket),
+        )
+        .route("/vms/{name}/console/{kind}/ws", web::get().to(upgrade))
+        .route(
+            "/api/v1/vms/{name}/console/{kind}",
+            web::post().to(mint_ticket),
+        );
+}
+
+fn kind_from(s: &str) -> Result<ConsoleKind, AppError> {
+    s.parse()
+        .map_err(|_| AppError::not_found("There is no such console; use vnc or serial."))
+}
+
+pub fn console_error(e: ConsoleError) -> AppError {
+    match e {
+        ConsoleError::NotRunning { .. } => AppError::new(ErrorKind::Conflict, sentence(&e)),
+        ConsoleError::Busy { .. } => AppError::new(ErrorKind::Conflict, sentence(&e)),
+        ConsoleError::NoDevice { .. } => AppError::new(ErrorKind::Conflict, sentence(&e)),
+        ConsoleError::NotAvailable { .. } => AppError::new(ErrorKind::Unavailable, sentence(&e)),
+        ConsoleError::Hypervisor(crate::hypervisor::HypervisorError::NotFound { what }) => {
+            AppError::not_found(format!("{what} does not exist (any more)."))
+        }
+        ConsoleError::Hypervisor(h) => AppError::hypervisor(h),
+    }
+}
+
+/// An error's text as a sentence: capital first letter, full stop.
+fn sentence(e: &impl std::fmt::Display) -> String {
+    let s = e.to_string();
+    let mut c = s.chars();
+    let mut out = match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => s,
+    };
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
+}
+
+/// Whether this user may open this console, and whether only to watch.
+fn access(state: &AppState, who: &Authed, kind: ConsoleKind) -> Option<bool> {
+    if who.role.allows(Role::Operator) {
+        Some(false)
+    } else if kind == ConsoleKind::Vnc && state.cfg.console.viewers_may_watch {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+async fn deny_role(state: &AppState, who: &Authed, vm: &str, kind: ConsoleKind) -> AppError {
+    audit::record(
+        state,
+        &who.username,
+        &who.remote_addr,
+        &format!("console.{kind}"),
+        vm,
+        "denied",
+        &format!("role {} needs operator", who.role),
+    )
+    .await;
+    AppError::forbidden(format!(
+        "Your role ({}) may not open the {} of a VM; it needs operator. Ask an admin.",
+        who.role,
+        kind.label()
+    ))
+}
+
+/// The digest of the credential this request came with (session cookie or API token).
+fn credential_sha256(req: &HttpRequest, who: &Authed) -> Option<String> {
+    match &who.credential {
+        Credential::Session { token_sha256, .. } => Some(token_sha256.clone()),
+        Credential::ApiToken => {
+            let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+            let (scheme, token) = value.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| sha256_hex(token.trim()))
+        }
+    }
+}
+
+fn path_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The VM's state, via the hypervisor.
+async fn vm_state(state: &AppState, vm: &str) -> Result<VmState, AppError> {
+    let name = vm.to_string();
+    let vms = super::hv(state, |h| h.list_vms()).await?;
+    vms.into_iter()
+        .find(|v| v.name == name)
+        .map(|v| v.state)
+        .ok_or_else(|| AppError::not_found(format!("VM {vm} does not exist (any more).")))
+}
+
+fn not_available_here(state: &AppState) -> Option<AppError> {
+    crate::hypervisor::libvirt::is_test_uri(state.hv.uri()).then(|| {
+        AppError::new(
+            ErrorKind::Unavailable,
+            "Consoles are not available on the demo host: libvirt's test driver has no real \
+             VNC or serial consoles. Run virtdeck on a real host (qemu:///system).",
+        )
+    })
+}
+
+// ---- page ----
+
+#[derive(Template)]
+#[template(path = "console.html")]
+struct ConsolePage {
+    chrome: Chrome,
+    vm: String,
+    kind: &'static str,
+    title: &'static str,
+    view_only: bool,
+    ticket_url: String,
+    other_url: String,
+    style_nonce: String,
+}
+
+pub async fn console_page(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AppError> {
+    let (vm, kind) = path.into_inner();
+    let kind = kind_from(&kind)?;
+    let Some(view_only) = access(&state, &who, kind) else {
+        return Err(deny_role(&state, &who, &vm, kind).await);
+    };
+    // 404 for a VM that does not exist; other states are shown by the page itself.
+    vm_state(&state, &vm).await?;
+    let esc = path_escape(&vm);
+    let other = match kind {
+        ConsoleKind::Vnc => ConsoleKind::Serial,
+        ConsoleKind::Serial => ConsoleKind::Vnc,
+    };
+    let nonce = crate::auth::secret::random_token();
+    let page = ConsolePage {
+        chrome: Chrome::new(&who, "vms"),
+        title: match kind {
+            ConsoleKind::Vnc => "Console",
+            ConsoleKind::Serial => "Serial console",
+        },
+        kind: kind.as_str(),
+        view_only,
+        ticket_url: format!("/vms/{esc}/console/{kind}/ticket"),
+        other_url: format!("/vms/{esc}/console/{other}"),
+        vm,
+        style_nonce: nonce.clone(),
+    };
+    let mut resp = html(StatusCode::OK, &page);
+    // xterm.js sizes its rows with <style> elements it creates: allow exactly those
+    // (console.js gives them this per-response nonce). Scripts stay 'self' only.
+    let csp = format!(
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'nonce-{nonce}'; \
+         script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+         form-action 'self'"
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&csp) {
+        resp.headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
+}
+
+// ---- ticket ----
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TicketRequest {
+    /// Serial: take over a console held by someone else.
+    force: bool,
+}
+
+#[derive(Serialize)]
+struct TicketAnswer {
+    ticket: String,
+    /// Path of the websocket, ticket included, on this same origin.
+    websocket: String,
+    expires_in_seconds: u64,
+    vm: String,
+    kind: &'static str,
+    view_only: bool,
+}
+
+pub async fn mint_ticket(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    who: Authed,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AppError> {
+    // The pages call this with fetch(): answer in JSON either way.
+    let (vm, kind) = path.into_inner();
+    let kind = kind_from(&kind).map_err(AppError::api)?;
+    mint(&state, &req, &who, vm, kind, &body)
+        .await
+        .map_err(AppError::api)
+}
+
+async fn mint(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    who: &Authed,
+    vm: String,
+    kind: ConsoleKind,
+    body: &[u8],
+) -> Result<HttpResponse, AppError> {
+    let csrf = req
+        .headers()
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok());
+    who.check_csrf(csrf)?;
+    let request: TicketRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        TicketRequest::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            AppError::bad_request(format!(
+                "The request body must be JSON like {{\"force\": false}}: {e}"
+            ))
+        })?
+    };
+    let Some(view_only) = access(state, who, kind) else {
+        return Err(deny_role(state, who, &vm, kind).await);
+    };
+    if let Some(e) = not_available_here(state) {
+        return Err(e);
+    }
+    match vm_state(state, &vm).await? {
+        VmState::Running => {}
+        VmState::Paused => {}
+        other => {
+            return Err(AppError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "VM {vm} is {}; start it to use its {}.",
+                    other.label(),
+                    kind.label()
+                ),
+            ))
+        }
+    }
+    let open = state.consoles.sessions.on_vm(&vm);
+    let max = state.cfg.console.max_sessions_per_vm;
+    if open.len() >= max {
+        return Err(AppError::new(
+            ErrorKind::Conflict,
+            format!(
+                "VM {vm} already has {} console sessions open, the most allowed \
+                 (console.max_sessions_per_vm = {max}). Close one and try again.",
+                open.len()
+            ),
+        ));
+    }
+    if kind == ConsoleKind::Serial && !request.force {
+        if let Some(holder) = open.iter().find(|s| s.kind == "serial") {
+            return Err(AppError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "The serial console of {vm} is in use by {} since {}. Take it over to \
+                     disconnect them.",
+                    holder.username,
+                    super::pages::format_time(holder.started_at)
+                ),
+            )
+            .field("force"));
+        }
+    }
+    let credential_sha256 = credential_sha256(req, who)
+        .ok_or_else(|| AppError::forbidden("This request carries no usable credential."))?;
+    let lifetime = state.cfg.console.ticket_lifetime_seconds;
+    let ticket = state
+        .consoles
+        .tickets
+        .mint(
+            Grant {
+                user_id: who.user_id,
+                username: who.username.clone(),
+                credential_sha256,
+                vm: vm.clone(),
+                kind,
+                view_only,
+                force: request.force,
+            },
+            Duration::from_secs(lifetime),
+        )
+        .map_err(|e| AppError::new(ErrorKind::TooManyRequests, sentence(&e)))?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(TicketAnswer {
+            websocket: format!(
+                "/vms/{}/console/{}/ws?ticket={ticket}",
+                path_escape(&vm),
+                kind
+            ),
+            ticket,
+            expires_in_seconds: lifetime,
+            vm,
+            kind: kind.as_str(),
+            view_only,
+        }))
+}
+
+// ---- websocket ----
+
+/// Whether `origin` (`scheme://host[:port]`) is this server as the browser reached it,
+/// or one of the configured extra origins.
+pub fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {
+    let origin = origin.trim().trim_end_matches('/');
+    if allowed
+        .iter()
+        .any(|a| a.trim().trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    if !(scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http")) {
+        return false;
+    }
+    match host {
+        Some(h) => !authority.is_empty() && authority.eq_ignore_ascii_case(h.trim()),
+        None => false,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    ticket: Option<String>,
+}
+
+pub async fn upgrade(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Payload,
+    who: Authed,
+    path: web::Path<(String, String)>,
+    q: web::Query<WsQuery>,
+) -> Result<HttpResponse, AppError> {
+    let (vm, kind) = path.into_inner();
+    let kind = kind_from(&kind)?;
+    match start(&state, &req, body, &who, &vm, kind, q.into_inner()).await {
+        Ok(resp) => Ok(resp),
+        Err(e) => {
+            audit::record(
+                &state,
+                &who.username,
+                &who.remote_addr,
+                &format!("console.{kind}"),
+                &vm,
+                "denied",
+                &e.message,
+            )
+            .await;
+            Err(e)
+        }
+    }
+}
+
+/// Checks everything, then connects to the VM and starts the proxy.
+async fn start(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    body: web::Payload,
+    who: &Authed,
+    vm: &str,
+    kind: ConsoleKind,
+    q: WsQuery,
+) -> Result<HttpResponse, AppError> {
+    // 1. Origin: the page that opens the websocket must be ours (cross-site websocket
+    //    hijacking). Browsers always send it; scripts with a Bearer token may omit it.
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    match req.headers().get(header::ORIGIN).map(|o| o.to_str()) {
+        Some(Ok(origin)) => {
+            if !origin_allowed(origin, host.as_deref(), &state.cfg.console.allowed_origins) {
+                return Err(AppError::forbidden(format!(
+                    "This console was opened from {origin}, which is not this server. Behind a \
+                     reverse proxy that changes the Host header, add its address to \
+                     console.allowed_origins."
+                )));
+            }
+        }
+        Some(Err(_)) => return Err(AppError::forbidden("The Origin header is not readable.")),
+        None => {
+            if matches!(who.credential, Credential::Session { .. }) {
+                return Err(AppError::forbidden(
+                    "A console websocket opened with a browser session must carry an Origin header.",
+                ));
+            }
+        }
+    }
+    // 2. The ticket: single use, in time, for this credential, VM and kind.
+    let Some(ticket) = q.ticket.filter(|t| !t.is_empty()) else {
+        return Err(AppError::forbidden(
+            "A console ticket is required: POST to the console's ticket address first.",
+        ));
+    };
+    let grant = state
+        .consoles
+        .tickets
+        .redeem(&ticket)
+        .map_err(|e| AppError::forbidden(sentence(&e)))?;
+    let same_credential = credential_sha256(req, who)
+        .is_some_and(|c| secrets_equal(&c, &grant.credential_sha256))
+        && grant.user_id == who.user_id;
+    if !same_credential {
+        return Err(AppError::forbidden(
+            "This console ticket was issued to another session.",
+        ));
+    }
+    if grant.vm != vm || grant.kind != kind {
+        return Err(AppError::forbidden(format!(
+            "This console ticket is for the {} of {}, not the {} of {vm}.",
+            grant.kind.label(),
+            grant.vm,
+            kind.label()
+        )));
+    }
+    // 3. The role, again (it may have changed since the ticket was minted).
+    match access(state, who, kind) {
+        Some(view_only) if view_only == grant.view_only || !view_only => {}
+        _ => return Err(deny_role(state, who, vm, kind).await),
+    }
+    // 4. A place among the VM's console sessions.
+    let slot = state
+        .consoles
+        .sessions
+        .reserve(
+            vm,
+            kind,
+            &who.username,
+            grant.view_only,
+            state.cfg.console.max_sessions_per_vm,
+        )
+        .map_err(|e| AppError::new(ErrorKind::Conflict, sentence(&e)))?;
+    // 5. The websocket handshake itself (nothing is sent until we answer).
+    let (response, session, msgs) = actix_ws::handle_with_protocols(req, body, &["binary"])
+        .map_err(|e| AppError::bad_request(format!("This is not a websocket request: {e}.")))?;
+    let msgs = msgs
+        .max_frame_size(proxy::MAX_MESSAGE_BYTES)
+        .aggregate_continuations()
+        .max_continuation_size(proxy::MAX_MESSAGE_BYTES);
+    let limits = Limits {
+        idle: Duration::from_secs(state.cfg.console.idle_timeout_seconds),
+    };
+    let started_at = now();
+    let started = std::time::Instant::now();
+    let stats = state.consoles.stats.clone();
+    let kill = slot.kill.clone();
+    // 6. Only now: reach the VM.
+    let target = vm.to_string();
+    let pump: std::pin::Pin<Box<dyn std::future::Future<Output = proxy::Ended>>> = match kind {
+        ConsoleKind::Vnc => {
+            let endpoint = super::hv_console(state, move |h| h.vnc_endpoint(&target)).await?;
+            let connect_failed = |e: std::io::Error| {
+                AppError::new(
+                    ErrorKind::HypervisorFailed,
+                    format!("virtdeck cannot reach the VNC server of {vm}: {e}."),
+                )
+            };
+            match endpoint {
+                VncEndpoint::Tcp(addr) => {
+                    let tcp = tokio::net::TcpStream::connect(addr)
+                        .await
+                        .map_err(connect_failed)?;
+                    let _ = tcp.set_nodelay(true);
+                    Box::pin(proxy::vnc(
+                        session,
+                        msgs,
+                        tcp,
+                        grant.view_only,
+                        limits,
+                        kill,
+                        stats.clone(),
+                    ))
+                }
+                VncEndpoint::Unix(path) => {
+                    let unix = tokio::net::UnixStream::connect(&path)
+                        .await
+                        .map_err(connect_failed)?;
+                    Box::pin(proxy::vnc(
+                        session,
+                        msgs,
+                        unix,
+                        grant.view_only,
+                        limits,
+                        kill,
+                        stats.clone(),
+                    ))
+                }
+            }
+        }
+        ConsoleKind::Serial => {
+            if grant.force {
+                state.consoles.sessions.kick(
+                    vm,
+                    ConsoleKind::Serial,
+                    slot.id,
+                    &format!("{} took over the serial console.", who.username),
+                );
+            }
+            let force = grant.force;
+            let console = super::hv_console(state, move |h| h.open_serial(&target, force)).await?;
+            Box::pin(proxy::serial(
+                session,
+                msgs,
+                console,
+                limits,
+                kill,
+                stats.clone(),
+            ))
+        }
+    };
+    stats
+        .sessions_opened
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mode = if grant.view_only { ", view only" } else { "" };
+    audit::record(
+        state,
+        &who.username,
+        &who.remote_addr,
+        &format!("console.{kind}"),
+        vm,
+        "ok",
+        &format!("{} opened{mode}", kind.label()),
+    )
+    .await;
+    let st = state.clone();
+    let (user, addr, vm) = (
+        who.username.clone(),
+        who.remote_addr.clone(),
+        vm.to_string(),
+    );
+    actix_web::rt::spawn(async move {
+        let ended = pump.await;
+        drop(slot);
+        audit::record(
+            &st,
+            &user,
+            &addr,
+            &format!("console.{kind}"),
+            &vm,
+            "closed",
+            &format!(
+                "{} session started {}, lasted {} s; {} bytes to the VM, {} bytes from it. {}",
+                kind.label(),
+                super::pages::format_time(started_at),
+                started.elapsed().as_secs(),
+                ended.bytes_to_vm,
+                ended.bytes_from_vm,
+                ended.reason
+            ),
+        )
+        .await;
+    });
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn origins() {
+        let none: Vec<String> = vec![];
+        assert!(origin_allowed("https://vh1:9443", Some("vh1:9443"), &none));
+        assert!(origin_allowed("https://VH1:9443", Some("vh1:9443"), &none));
+        assert!(!origin_allowed(
+            "https://evil:9443",
+            Some("vh1:9443"),
+            &none
+        ));
+        assert!(!origin_allowed("https://vh1:9444", Some("vh1:9443"), &none));
+        assert!(!origin_allowed("null", Some("vh1:9443"), &none));
+        assert!(!origin_allowed("https://vh1:9443", None, &none));
+        let proxy = vec!["https://console.example.com".to_string()];
+        assert!(origin_allowed(
+            "https://console.example.com",
+            Some("127.0.0.1:9443"),
+            &proxy
+        ));
+    }
+}
