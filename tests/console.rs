@@ -171,6 +171,61 @@ async fn vnc_and_serial_reach_a_real_guest_only_through_checked_tickets() {
     );
     assert!(stats.sessions_opened() >= 1 && stats.bytes_from_vm() > 0);
 
+    // ---- the VM list: a small cached picture of the running VM's screen ----
+    let list = admin
+        .http
+        .get(app.url("/vms"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        list.contains(&format!("data-src=\"/vms/{vm}/screenshot\"")),
+        "thumbnail on the VM list"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let thumb = loop {
+        let started = Instant::now();
+        let r = admin
+            .http
+            .get(app.url(&format!("/vms/{vm}/screenshot")))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the thumbnail answer does not wait for libvirt"
+        );
+        if r.status() == Http::OK {
+            assert_eq!(r.headers()["content-type"], "image/png");
+            break r.bytes().await.unwrap();
+        }
+        assert_eq!(r.status(), Http::NOT_FOUND, "no picture yet");
+        assert!(Instant::now() < deadline, "no thumbnail within 30 s");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let (tw, th) = png_size(&thumb).expect("a PNG thumbnail");
+    assert!(
+        tw <= 320 && th <= 240 && tw > 0,
+        "thumbnail is small: {tw}x{th}"
+    );
+    let (s, _) = {
+        let r = viewer
+            .http
+            .get(app.url(&format!("/vms/{vm}/screenshot")))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), ())
+    };
+    assert_eq!(
+        s,
+        Http::FORBIDDEN,
+        "viewers do not see screens unless allowed"
+    );
+
     // ---- (1) serial: a command and its output, through libvirt's console stream ----
     let serial_path = app.ticket(&operator, vm, "serial").await;
     let mut ws = connect(
