@@ -13,6 +13,7 @@ async function refresh() {
     if (fresh) el.replaceWith(document.importNode(fresh, true));
   }
   document.body.dataset.liveRefreshed = String(Date.now());
+  document.dispatchEvent(new Event('virtdeck:live'));
   timers();
 }
 

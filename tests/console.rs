@@ -171,6 +171,61 @@ async fn vnc_and_serial_reach_a_real_guest_only_through_checked_tickets() {
     );
     assert!(stats.sessions_opened() >= 1 && stats.bytes_from_vm() > 0);
 
+    // ---- the VM list: a small cached picture of the running VM's screen ----
+    let list = admin
+        .http
+        .get(app.url("/vms"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        list.contains(&format!("data-src=\"/vms/{vm}/screenshot\"")),
+        "thumbnail on the VM list"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let thumb = loop {
+        let started = Instant::now();
+        let r = admin
+            .http
+            .get(app.url(&format!("/vms/{vm}/screenshot")))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the thumbnail answer does not wait for libvirt"
+        );
+        if r.status() == Http::OK {
+            assert_eq!(r.headers()["content-type"], "image/png");
+            break r.bytes().await.unwrap();
+        }
+        assert_eq!(r.status(), Http::NOT_FOUND, "no picture yet");
+        assert!(Instant::now() < deadline, "no thumbnail within 30 s");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let (tw, th) = png_size(&thumb).expect("a PNG thumbnail");
+    assert!(
+        tw <= 320 && th <= 240 && tw > 0,
+        "thumbnail is small: {tw}x{th}"
+    );
+    let (s, _) = {
+        let r = viewer
+            .http
+            .get(app.url(&format!("/vms/{vm}/screenshot")))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), ())
+    };
+    assert_eq!(
+        s,
+        Http::FORBIDDEN,
+        "viewers do not see screens unless allowed"
+    );
+
     // ---- (1) serial: a command and its output, through libvirt's console stream ----
     let serial_path = app.ticket(&operator, vm, "serial").await;
     let mut ws = connect(
@@ -345,6 +400,52 @@ async fn vnc_and_serial_reach_a_real_guest_only_through_checked_tickets() {
         "no refused session was opened"
     );
     assert_eq!(stats.bytes_to_vm(), to_vm, "no byte reached the VM");
+
+    // ---- limits, on a second virtdeck: one session per VM, 2 s idle timeout ----
+    // (on a guest of its own: the first one was just forced off)
+    let second = Guest::new(true);
+    let strict = spawn_app(|c| {
+        c.console.max_sessions_per_vm = 1;
+        c.console.idle_timeout_seconds = 2;
+    })
+    .await;
+    let boss = strict.setup_admin().await;
+    second.wait_ready().await;
+    let vm2 = second.name.as_str();
+    let p = strict.ticket(&boss, vm2, "serial").await;
+    let mut ws = connect(
+        &strict.ws_url(&p),
+        Upgrade {
+            cookie: Some(boss.cookie(&strict)),
+            bearer: None,
+            origin: Some(strict.origin()),
+        },
+    )
+    .await
+    .expect("the one allowed session");
+    let (s, v) = strict.mint(&boss, vm2, "vnc", false).await;
+    assert_eq!(s, Http::CONFLICT, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("most allowed"),
+        "{v}"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        use futures_util::StreamExt;
+        while let Some(m) = ws.next().await {
+            if let Ok(Message::Close(Some(c))) = m {
+                return (u16::from(c.code), c.reason.to_string());
+            }
+        }
+        (0, String::new())
+    })
+    .await
+    .expect("closed for inactivity");
+    assert_eq!(closed.0, 4003, "{closed:?}");
+    assert!(closed.1.contains("without input"), "{closed:?}");
+    drop(strict);
 
     // ---- the audit log: every session with user, VM, kind, start and duration ----
     tokio::time::sleep(Duration::from_millis(500)).await;

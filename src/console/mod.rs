@@ -7,6 +7,7 @@
 pub mod proxy;
 pub mod rfb;
 pub mod sessions;
+pub mod thumbs;
 pub mod tickets;
 
 use std::fmt;
@@ -61,4 +62,5 @@ pub struct Consoles {
     pub tickets: tickets::Tickets,
     pub sessions: sessions::Registry,
     pub stats: std::sync::Arc<sessions::Stats>,
+    pub thumbs: std::sync::Arc<thumbs::Thumbs>,
 }

@@ -78,6 +78,13 @@ struct Inner {
     sessions: HashMap<u64, Entry>,
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 #[derive(Default)]
 pub struct Registry {
     inner: Arc<Mutex<Inner>>,
@@ -139,7 +146,7 @@ impl Registry {
                     vm: vm.to_string(),
                     kind: kind.as_str(),
                     username: username.to_string(),
-                    started_at: crate::web::now(),
+                    started_at: unix_now(),
                     view_only,
                 },
                 kill: kill.clone(),

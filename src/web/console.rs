@@ -31,6 +31,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(mint_ticket),
         )
         .route("/vms/{name}/console/{kind}/ws", web::get().to(upgrade))
+        .route("/vms/{name}/screenshot", web::get().to(screenshot))
         .route(
             "/api/v1/vms/{name}/console/{kind}",
             web::post().to(mint_ticket),
@@ -605,6 +606,58 @@ async fn start(
         .await;
     });
     Ok(response)
+}
+
+// ---- thumbnails ----
+
+/// A small picture of the VM's screen, from a cache refreshed in the background: the
+/// answer never waits for libvirt. 404 until there is a picture (or when the VM has no
+/// screen). Same roles as the VNC console.
+pub async fn screenshot(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let vm = path.into_inner();
+    if access(&state, &who, ConsoleKind::Vnc).is_none() {
+        return Err(deny_role(&state, &who, &vm, ConsoleKind::Vnc).await);
+    }
+    let thumbs = state.consoles.thumbs.clone();
+    let (png, refresh) = thumbs.get(&vm);
+    if refresh {
+        let hv = state.hv.clone();
+        let name = vm.clone();
+        actix_web::rt::spawn(async move {
+            let n = name.clone();
+            let taken = web::block(move || {
+                let shot = hv.screenshot(&n).map_err(|e| e.to_string())?;
+                crate::console::thumbs::thumbnail(&shot.bytes)
+            })
+            .await;
+            let png = match taken {
+                Ok(Ok(png)) => Some(png),
+                Ok(Err(e)) => {
+                    tracing::debug!(vm = %name, error = %e, "no screenshot");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(vm = %name, error = %e, "screenshot task failed");
+                    None
+                }
+            };
+            thumbs.store(&name, png);
+        });
+    }
+    Ok(match png {
+        Some(png) => HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, "image/png"))
+            .insert_header((header::CACHE_CONTROL, "private, no-store"))
+            .body(png),
+        None => HttpResponse::NotFound()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .content_type("text/plain; charset=utf-8")
+            .body("No picture of this VM's screen yet."),
+    })
 }
 
 #[cfg(test)]

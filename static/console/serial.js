@@ -32,7 +32,7 @@ function connect(url) {
     ws.addEventListener('open', () => {
       setStatus('connected', 'Connected');
       term.focus();
-      ws.send(encoder.encode('\r')); // show a fresh prompt
+      term.write('\x1b[2m[connected to the serial console of ' + cfg.vm + ': press Enter for a prompt]\x1b[0m\r\n');
     });
     ws.addEventListener('message', (e) => {
       term.write(typeof e.data === 'string' ? e.data : new Uint8Array(e.data));
