@@ -78,6 +78,33 @@ impl Hypervisor for BenchHv {
     fn set_autostart(&self, name: &str, on: bool) -> HvResult<()> {
         self.inner.set_autostart(name, on)
     }
+    fn set_size(&self, name: &str, vcpus: u32, memory_mib: u64) -> HvResult<()> {
+        self.inner.set_size(name, vcpus, memory_mib)
+    }
+    fn clone_volume(&self, source_path: &str, xml: &str) -> HvResult<String> {
+        self.inner.clone_volume(source_path, xml)
+    }
+    fn snapshots(&self, name: &str) -> HvResult<Vec<virtdeck::domain::snapshot::SnapshotInfo>> {
+        self.inner.snapshots(name)
+    }
+    fn create_snapshot(&self, name: &str, xml: &str) -> HvResult<()> {
+        self.inner.create_snapshot(name, xml)
+    }
+    fn revert_snapshot(&self, name: &str, snapshot: &str) -> HvResult<()> {
+        self.inner.revert_snapshot(name, snapshot)
+    }
+    fn delete_snapshot(&self, name: &str, snapshot: &str) -> HvResult<()> {
+        self.inner.delete_snapshot(name, snapshot)
+    }
+    fn guest_addresses(&self, name: &str) -> HvResult<Vec<virtdeck::domain::vm::GuestAddress>> {
+        self.inner.guest_addresses(name)
+    }
+    fn start_transient(&self, xml: &str) -> HvResult<()> {
+        self.inner.start_transient(xml)
+    }
+    fn watch_events(&self, sink: EventSink) -> HvResult<()> {
+        self.inner.watch_events(sink)
+    }
     fn vnc_endpoint(&self, _name: &str) -> Result<VncEndpoint, ConsoleError> {
         Ok(VncEndpoint::Tcp(self.source))
     }

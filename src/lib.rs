@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod domain;
+pub mod fetch;
 pub mod hypervisor;
 pub mod lifecycle;
 pub mod store;

@@ -404,6 +404,41 @@ async fn new_admin_sets_up_browses_signs_out_and_back_in_in_chromium() {
     b.wait_for_path("/host").await;
     assert!(b.text_of("main").await.contains("16 CPUs"));
 
+    // 4. The VM page updates live: web01 is paused from another session and the open
+    // page shows it without a reload.
+    b.goto(&app.url("/vms/web01")).await;
+    assert_eq!(b.text_of("#vm-state").await, "running");
+    let (other, _) = app.login("admin", ADMIN_PASSWORD).await;
+    let csrf = app.csrf(&other, "/vms/web01").await;
+    // Give the page's EventSource a moment to connect.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = other
+        .post(app.url("/vms/web01/action/pause"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::SEE_OTHER);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let state = b.text_of("#vm-state").await;
+        if state == "paused" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the open page never showed the pause: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(b.path().await, "/vms/web01", "no reload or navigation");
+    let actions = b.text_of("#vm-actions").await;
+    assert!(
+        actions.contains("Resume"),
+        "actions follow the state: {actions}"
+    );
+    b.screenshot("browser-vm-live").await;
+
     b.quit().await;
     eprintln!("browser test took {:.1?}", started.elapsed());
 }

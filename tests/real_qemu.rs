@@ -5,39 +5,15 @@
 
 mod common;
 
+use common::real::{guest_dir, virsh, wait_for_state, TestPool, VmGuard, BANNER, URI};
 use common::spawn_app_with;
 use reqwest::StatusCode;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-const URI: &str = "qemu:///system";
-const BANNER: &str = "virtdeck-test-guest ready";
 
 /// The tests here share one real host; they run one at a time so that capacity figures
 /// before and after are exact.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn virsh(args: &[&str]) -> std::process::Output {
-    Command::new("virsh")
-        .arg("-c")
-        .arg(URI)
-        .args(args)
-        .output()
-        .expect("virsh is installed (make test installs it)")
-}
-
-fn guest_dir() -> PathBuf {
-    let dir = std::env::var_os("VIRTDECK_TEST_GUEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-guest"));
-    assert!(
-        dir.join("vmlinuz").exists() && dir.join("initrd.img").exists(),
-        "the tiny test guest is missing in {}: run scripts/build-test-guest.sh (make test does)",
-        dir.display()
-    );
-    dir
-}
 
 /// A transient guest that is destroyed when the test ends, pass or fail.
 struct Guest {
@@ -178,73 +154,6 @@ async fn a_real_tcg_guest_boots_and_virtdeck_sees_it_running() {
     assert!(vms_page.contains(&guest.name));
 }
 
-/// A directory pool on the real libvirtd, removed when the test ends.
-struct TestPool {
-    name: String,
-    dir: PathBuf,
-}
-
-impl TestPool {
-    fn new() -> TestPool {
-        let name = format!("vdtest-pool-{}", std::process::id());
-        let dir = PathBuf::from(format!("/var/tmp/{name}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        for args in [
-            vec![
-                "pool-define-as",
-                &name,
-                "dir",
-                "--target",
-                dir.to_str().unwrap(),
-            ],
-            vec!["pool-start", &name],
-        ] {
-            let out = virsh(&args);
-            assert!(
-                out.status.success(),
-                "{args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        TestPool { name, dir }
-    }
-}
-
-impl Drop for TestPool {
-    fn drop(&mut self) {
-        let _ = virsh(&["pool-destroy", &self.name]);
-        let _ = virsh(&["pool-undefine", &self.name]);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Removes a VM left by a failed run of the test below.
-struct VmGuard(String);
-
-impl Drop for VmGuard {
-    fn drop(&mut self) {
-        let _ = virsh(&["destroy", &self.0]);
-        let _ = virsh(&["undefine", &self.0, "--remove-all-storage"]);
-        let _ = std::fs::remove_file(format!("/var/log/libvirt/qemu/{}-serial.log", self.0));
-    }
-}
-
-async fn wait_for_state(api: &reqwest::Client, url: &str, want: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let vm: serde_json::Value = api.get(url).send().await.unwrap().json().await.unwrap();
-        if vm["state"] == want {
-            return vm;
-        }
-        assert!(Instant::now() < deadline, "never reached {want}: {vm}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 #[tokio::test]
 async fn the_tiny_guest_is_created_through_the_api_and_operated_for_real() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -377,6 +286,97 @@ async fn the_tiny_guest_is_created_through_the_api_and_operated_for_real() {
     assert_eq!(s, StatusCode::OK);
     let (s, _) = act("force-off").await;
     assert_eq!(s, StatusCode::OK);
+
+    // A snapshot inside the qcow2 volume, then a full clone that boots on its own.
+    let post = |path: String, body: serde_json::Value| {
+        let api = api.clone();
+        let url = app.url(&path);
+        async move {
+            let r = api.post(url).json(&body).send().await.unwrap();
+            let s = r.status();
+            (s, r.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    let (s, snap) = post(
+        format!("/api/v1/vms/{name}/snapshots"),
+        serde_json::json!({"name": "off-1", "description": "before cloning"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{snap}");
+    assert_eq!(snap["vm_state"], "shutoff");
+    let copy = format!("{name}-copy");
+    let _copy_guard = VmGuard(copy.clone());
+    let (s, cloned) = post(
+        format!("/api/v1/vms/{name}/clone"),
+        serde_json::json!({"name": copy, "start": true}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{cloned}");
+    let copy_disk = cloned["volumes"][0].as_str().unwrap().to_string();
+    assert!(copy_disk.starts_with(pool.dir.to_str().unwrap()) && copy_disk != disk);
+    assert!(Path::new(&copy_disk).exists(), "the copy is on disk");
+    let copy_url = app.url(&format!("/api/v1/vms/{copy}"));
+    let copy_vm = wait_for_state(&api, &copy_url, "running").await;
+    assert_ne!(copy_vm["uuid"], vm["uuid"]);
+    let copy_log = copy_vm["devices"]["serial_log"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(copy_log.contains(&copy), "its own serial log: {copy_log}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let text = std::fs::read_to_string(&copy_log).unwrap_or_default();
+        if text.lines().any(|l| l.trim_end() == BANNER) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the clone never booted:\n{text}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Live updates also report what virsh does behind virtdeck's back.
+    let events = api.get(app.url("/events")).send().await.unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    let mut stream = events.bytes_stream();
+    let out = virsh(&["suspend", &copy]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !(seen.contains(&format!("\"vm\":\"{copy}\"")) && seen.contains("\"kind\":\"suspended\""))
+    {
+        use futures_util::StreamExt;
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("no event for virsh suspend; got: {seen}"))
+            .expect("stream open")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(stream);
+    let r = api
+        .delete(format!("{copy_url}?delete_volumes=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(!Path::new(&copy_disk).exists(), "the copy's volume deleted");
+
+    // Back to the snapshot, then remove it.
+    let (s, v) = post(
+        format!("/api/v1/vms/{name}/snapshots/off-1/revert"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let r = api
+        .delete(app.url(&format!("/api/v1/vms/{name}/snapshots/off-1")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
 
     // Delete with its volume: capacity back to what it was, nothing left on disk.
     let r = api

@@ -2,82 +2,14 @@
 
 mod common;
 
+use common::api::Api;
 use common::faults::{FailAt, Step};
-use common::{spawn_app, spawn_app_wrapped, TestApp};
+use common::{spawn_app, spawn_app_wrapped};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 const ISO: &str = "/var/lib/libvirt/images/debian-12.8.0-amd64-netinst.iso";
-
-struct Api {
-    c: Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    async fn new(app: &TestApp) -> Api {
-        let admin = app.setup_admin("admin").await;
-        let token = app.admin_token(&admin).await;
-        Api {
-            c: Client::new(),
-            base: app.base.clone(),
-            token,
-        }
-    }
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let r = self
-            .c
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        let s = r.status();
-        (s, r.json().await.unwrap_or(Value::Null))
-    }
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let r = self
-            .c
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let s = r.status();
-        (s, r.json().await.unwrap_or(Value::Null))
-    }
-    async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        let r = self
-            .c
-            .delete(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        let s = r.status();
-        (s, r.json().await.unwrap_or(Value::Null))
-    }
-    async fn free_units(&self) -> u64 {
-        self.get("/api/v1/host").await.1["capacity"]["usage"]["free"]
-            .as_u64()
-            .unwrap()
-    }
-    /// VM names, volume paths and claims: what a failed create must leave unchanged.
-    async fn fingerprint(&self) -> (Vec<String>, u64) {
-        let vms = self.get("/api/v1/vms").await.1;
-        let mut names: Vec<String> = vms["vms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v["name"].as_str().unwrap().to_string())
-            .collect();
-        names.sort();
-        (names, self.free_units().await)
-    }
-}
 
 fn small_vm(name: &str) -> Value {
     json!({
@@ -337,7 +269,7 @@ async fn a_failure_at_any_step_is_rolled_back_completely() {
     ] {
         let app = spawn_app_wrapped(
             |_| {},
-            Some(Box::new(move |inner| Arc::new(FailAt { inner, step }))),
+            Some(Box::new(move |inner| Arc::new(FailAt::new(inner, step)))),
         )
         .await;
         let api = Api::new(&app).await;

@@ -1,8 +1,11 @@
 //! The pure core: plain values and rules, no I/O, no actix, no libvirt.
 
 pub mod capacity;
+pub mod clone;
 pub mod host;
+pub mod install_tree;
 pub mod inventory;
+pub mod snapshot;
 pub mod vm;
 pub mod vmspec;
 pub mod xml;

@@ -201,3 +201,40 @@ mod action_tests {
         assert!(!VmAction::available_in(VmState::Running).contains(&VmAction::Start));
     }
 }
+
+/// A change of a VM's life, as libvirt reports it (also for changes made with virsh).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VmEvent {
+    pub vm: String,
+    /// defined, undefined, started, suspended, resumed, stopped, shutdown, pmsuspended,
+    /// crashed.
+    pub kind: String,
+    /// Seconds since the Unix epoch, when virtdeck heard of it.
+    pub at: i64,
+}
+
+impl VmEvent {
+    /// The event kind for libvirt's `virDomainEventType` number.
+    pub fn kind_name(event_type: i32) -> &'static str {
+        match event_type {
+            0 => "defined",
+            1 => "undefined",
+            2 => "started",
+            3 => "suspended",
+            4 => "resumed",
+            5 => "stopped",
+            6 => "shutdown",
+            7 => "pmsuspended",
+            8 => "crashed",
+            _ => "changed",
+        }
+    }
+}
+
+/// A guest's IP address on one of its NICs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GuestAddress {
+    pub mac: Option<String>,
+    pub address: String,
+    pub prefix: u32,
+}

@@ -24,7 +24,22 @@ const VNC_LISTEN: &str = "127.0.0.1";
 /// Renders the libvirt domain XML for a VM spec.
 pub fn domain_xml(spec: &VmSpec) -> String {
     let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
-    write_domain(&mut w, spec).expect("writing XML into a Vec cannot fail");
+    write_domain(&mut w, spec, "restart").expect("writing XML into a Vec cannot fail");
+    String::from_utf8(w.into_inner()).expect("quick-xml writes UTF-8")
+}
+
+/// Renders the XML of a network install's first boot: the VM's spec booting the
+/// installer's kernel, and ending (not rebooting) when the installer reboots, so the
+/// next start boots the installed disk from the persistent definition.
+pub fn install_domain_xml(spec: &VmSpec, kernel: &str, initrd: &str, cmdline: &str) -> String {
+    let mut run = spec.clone();
+    run.boot = BootSpec::Kernel {
+        kernel: kernel.to_string(),
+        initrd: Some(initrd.to_string()),
+        cmdline: cmdline.to_string(),
+    };
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    write_domain(&mut w, &run, "destroy").expect("writing XML into a Vec cannot fail");
     String::from_utf8(w.into_inner()).expect("quick-xml writes UTF-8")
 }
 
@@ -35,17 +50,34 @@ pub fn volume_xml(name: &str, capacity_gib: u64, format: DiskFormat) -> String {
     String::from_utf8(w.into_inner()).expect("quick-xml writes UTF-8")
 }
 
+/// Renders the volume XML for a copy of another volume: same size, the given format.
+pub fn volume_copy_xml(name: &str, capacity_bytes: u64, format: DiskFormat) -> String {
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    write_volume_sized(&mut w, name, &capacity_bytes.to_string(), "bytes", format)
+        .expect("writing XML into a Vec cannot fail");
+    String::from_utf8(w.into_inner()).expect("quick-xml writes UTF-8")
+}
+
 fn write_volume<W: Write>(
     w: &mut Writer<W>,
     name: &str,
     capacity_gib: u64,
     format: DiskFormat,
 ) -> io::Result<()> {
-    let capacity = capacity_gib.to_string();
+    write_volume_sized(w, name, &capacity_gib.to_string(), "GiB", format)
+}
+
+fn write_volume_sized<W: Write>(
+    w: &mut Writer<W>,
+    name: &str,
+    capacity: &str,
+    unit: &str,
+    format: DiskFormat,
+) -> io::Result<()> {
     w.create_element("volume").write_inner_content(|w| {
         text_el(w, "name", &[], name)?;
-        text_el(w, "capacity", &[("unit", "GiB")], &capacity)?;
-        text_el(w, "allocation", &[("unit", "GiB")], "0")?;
+        text_el(w, "capacity", &[("unit", unit)], capacity)?;
+        text_el(w, "allocation", &[("unit", unit)], "0")?;
         w.create_element("target")
             .write_inner_content(|w| empty_el(w, "format", &[("type", format.as_str())]))?;
         Ok(())
@@ -53,7 +85,7 @@ fn write_volume<W: Write>(
     Ok(())
 }
 
-fn write_domain<W: Write>(w: &mut Writer<W>, spec: &VmSpec) -> io::Result<()> {
+fn write_domain<W: Write>(w: &mut Writer<W>, spec: &VmSpec, on_reboot: &str) -> io::Result<()> {
     let vcpus = spec.vcpus.to_string();
     let memory = spec.memory_mib.to_string();
     w.create_element("domain")
@@ -81,7 +113,7 @@ fn write_domain<W: Write>(w: &mut Writer<W>, spec: &VmSpec) -> io::Result<()> {
             };
             empty_el(w, "clock", &[("offset", offset)])?;
             text_el(w, "on_poweroff", &[], "destroy")?;
-            text_el(w, "on_reboot", &[], "restart")?;
+            text_el(w, "on_reboot", &[], on_reboot)?;
             text_el(w, "on_crash", &[], "destroy")?;
             w.create_element("devices")
                 .write_inner_content(|w| write_devices(w, spec))?;

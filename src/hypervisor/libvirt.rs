@@ -1,12 +1,14 @@
 //! The libvirt implementation of [`Hypervisor`], through the `virt` crate.
 
 use super::{
-    ConsoleError, HvResult, Hypervisor, HypervisorError, Screenshot, SerialConsole, SerialInput,
-    VncEndpoint,
+    ConsoleError, EventSink, HvResult, Hypervisor, HypervisorError, Screenshot, SerialConsole,
+    SerialInput, VncEndpoint,
 };
 use crate::domain::host::{HostFacts, KvmStatus, Version};
 use crate::domain::inventory::{NetworkInfo, PoolInfo, VolumeInfo};
-use crate::domain::vm::{VmAction, VmState, VmSummary};
+use crate::domain::snapshot::{parse_snapshot, SnapshotInfo};
+use crate::domain::vm::{GuestAddress, VmAction, VmEvent, VmState, VmSummary};
+use std::ffi::CString;
 use std::sync::Mutex;
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState};
@@ -333,6 +335,10 @@ impl Hypervisor for Libvirt {
         if dom.is_active().unwrap_or(false) {
             dom.destroy().map_err(call("stop the VM"))?;
         }
+        if !dom.is_persistent().unwrap_or(true) {
+            // A transient VM (an install run that was never defined) is gone once stopped.
+            return Ok(());
+        }
         let flags = virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
             | virt::sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
             | virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM;
@@ -362,6 +368,203 @@ impl Hypervisor for Libvirt {
             .set_autostart(on)
             .map(drop)
             .map_err(call("change autostart"))
+    }
+
+    fn set_size(&self, name: &str, vcpus: u32, memory_mib: u64) -> HvResult<()> {
+        let conn = self.conn()?;
+        let dom = lookup(&conn, name)?;
+        if dom.is_active().unwrap_or(false) {
+            return Err(HypervisorError::Call {
+                operation: "resize the VM",
+                message: "the VM is running; shut it down first".into(),
+            });
+        }
+        let def = dom
+            .xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE)
+            .map_err(call("read a VM's definition"))?;
+        let current =
+            crate::domain::xml::parse_domain(&def).map_err(|e| HypervisorError::Call {
+                operation: "read a VM's definition",
+                message: e.to_string(),
+            })?;
+        let config = virt::sys::VIR_DOMAIN_AFFECT_CONFIG;
+        let max = config | virt::sys::VIR_DOMAIN_VCPU_MAXIMUM;
+        // The current count may never exceed the maximum: grow the maximum first,
+        // shrink it last.
+        let order = if vcpus >= current.vcpus {
+            [max, config]
+        } else {
+            [config, max]
+        };
+        for flags in order {
+            dom.set_vcpus_flags(vcpus, flags)
+                .map_err(call("change the vCPUs"))?;
+        }
+        let kib = memory_mib * 1024;
+        if memory_mib >= current.memory_mib {
+            dom.set_max_memory(kib).map_err(call("change the memory"))?;
+            dom.set_memory_flags(kib, config)
+                .map_err(call("change the memory"))?;
+        } else {
+            dom.set_memory_flags(kib, config)
+                .map_err(call("change the memory"))?;
+            dom.set_max_memory(kib).map_err(call("change the memory"))?;
+        }
+        Ok(())
+    }
+
+    fn clone_volume(&self, source_path: &str, volume_xml: &str) -> HvResult<String> {
+        let conn = self.conn()?;
+        let source = conn.lookup_storage_vol_by_path(source_path).map_err(|_| {
+            HypervisorError::NotFound {
+                what: format!("volume {source_path}"),
+            }
+        })?;
+        let pool = source
+            .lookup_storage_pool()
+            .map_err(call("find the volume's pool"))?;
+        let copy = StorageVol::create_xml_from(&pool, volume_xml, &source, 0)
+            .map_err(call("copy the disk volume"))?;
+        copy.path().map_err(call("read the copy's path"))
+    }
+
+    fn snapshots(&self, name: &str) -> HvResult<Vec<SnapshotInfo>> {
+        let conn = self.conn()?;
+        let dom = lookup(&conn, name)?;
+        let mut out = Vec::new();
+        for snap in dom
+            .list_all_snapshots(0)
+            .map_err(call("list the snapshots"))?
+        {
+            let xml = snap.xml_desc(0).map_err(call("read a snapshot"))?;
+            let current = snap.is_current(0).unwrap_or(false);
+            out.push(
+                parse_snapshot(&xml, current).map_err(|message| HypervisorError::Call {
+                    operation: "read a snapshot",
+                    message,
+                })?,
+            );
+        }
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
+        Ok(out)
+    }
+
+    fn create_snapshot(&self, name: &str, snapshot_xml: &str) -> HvResult<()> {
+        let conn = self.conn()?;
+        let dom = lookup(&conn, name)?;
+        let xml = CString::new(snapshot_xml).map_err(|e| HypervisorError::Call {
+            operation: "take a snapshot",
+            message: e.to_string(),
+        })?;
+        // SAFETY: `dom` is a live domain handle for the whole call and `xml` a valid C
+        // string; the returned snapshot reference is owned by the wrapper, which frees it.
+        let ptr = unsafe { virt::sys::virDomainSnapshotCreateXML(dom.as_ptr(), xml.as_ptr(), 0) };
+        if ptr.is_null() {
+            return Err(call("take a snapshot")(virt::error::Error::last_error()));
+        }
+        // SAFETY: a non-null pointer just returned by libvirt, owned by us.
+        drop(unsafe { virt::domain_snapshot::DomainSnapshot::from_ptr(ptr) });
+        Ok(())
+    }
+
+    fn revert_snapshot(&self, name: &str, snapshot: &str) -> HvResult<()> {
+        let conn = self.conn()?;
+        let dom = lookup(&conn, name)?;
+        lookup_snapshot(&dom, snapshot)?
+            .revert(0)
+            .map_err(call("revert to the snapshot"))
+    }
+
+    fn delete_snapshot(&self, name: &str, snapshot: &str) -> HvResult<()> {
+        let conn = self.conn()?;
+        let dom = lookup(&conn, name)?;
+        lookup_snapshot(&dom, snapshot)?
+            .delete(0)
+            .map_err(call("delete the snapshot"))
+    }
+
+    fn guest_addresses(&self, name: &str) -> HvResult<Vec<GuestAddress>> {
+        let conn = self.conn()?;
+        let dom = lookup(&conn, name)?;
+        if !dom.is_active().unwrap_or(false) {
+            return Ok(Vec::new());
+        }
+        let sources = [
+            virt::sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+            virt::sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP,
+        ];
+        for source in sources {
+            let Ok(ifaces) = dom.interface_addresses(source, 0) else {
+                continue;
+            };
+            let found: Vec<GuestAddress> = ifaces
+                .into_iter()
+                .flat_map(|i| {
+                    let mac = i.hwaddr.map(|m| m.to_ascii_lowercase());
+                    i.addrs.into_iter().map(move |a| GuestAddress {
+                        mac: mac.clone(),
+                        address: a.addr,
+                        prefix: a.prefix as u32,
+                    })
+                })
+                .collect();
+            if !found.is_empty() {
+                return Ok(found);
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    fn start_transient(&self, domain_xml: &str) -> HvResult<()> {
+        let conn = self.conn()?;
+        conn.create_domain_xml(domain_xml, 0)
+            .map(drop)
+            .map_err(call("boot the installer"))
+    }
+
+    fn watch_events(&self, sink: EventSink) -> HvResult<()> {
+        let conn = self.conn()?;
+        let opaque = Box::into_raw(Box::new(sink)) as *mut std::os::raw::c_void;
+        // SAFETY: the callback has the lifecycle-event signature libvirt calls for
+        // VIR_DOMAIN_EVENT_ID_LIFECYCLE (the generic type is how the C API takes it);
+        // `opaque` is a leaked Box<EventSink> freed by `free_sink` when libvirt drops the
+        // registration.
+        let id = unsafe {
+            let cb: unsafe extern "C" fn(
+                virt::sys::virConnectPtr,
+                virt::sys::virDomainPtr,
+                std::os::raw::c_int,
+                std::os::raw::c_int,
+                *mut std::os::raw::c_void,
+            ) -> std::os::raw::c_int = lifecycle_event;
+            virt::sys::virConnectDomainEventRegisterAny(
+                conn.as_ptr(),
+                std::ptr::null_mut(),
+                virt::sys::VIR_DOMAIN_EVENT_ID_LIFECYCLE as std::os::raw::c_int,
+                Some(std::mem::transmute::<
+                    unsafe extern "C" fn(
+                        virt::sys::virConnectPtr,
+                        virt::sys::virDomainPtr,
+                        std::os::raw::c_int,
+                        std::os::raw::c_int,
+                        *mut std::os::raw::c_void,
+                    ) -> std::os::raw::c_int,
+                    unsafe extern "C" fn(
+                        virt::sys::virConnectPtr,
+                        virt::sys::virDomainPtr,
+                        *mut std::os::raw::c_void,
+                    ),
+                >(cb)),
+                opaque,
+                Some(free_sink),
+            )
+        };
+        if id < 0 {
+            // SAFETY: libvirt did not take ownership; reclaim the box.
+            drop(unsafe { Box::from_raw(opaque as *mut EventSink) });
+            return Err(call("watch VM events")(virt::error::Error::last_error()));
+        }
+        Ok(())
     }
 
     // ---- consoles (keep at the end) ----
@@ -564,6 +767,60 @@ impl SerialInput for LibvirtSerialInput {
             }
         }
         Ok(())
+    }
+}
+
+fn lookup_snapshot(
+    dom: &Domain,
+    snapshot: &str,
+) -> HvResult<virt::domain_snapshot::DomainSnapshot> {
+    dom.list_all_snapshots(0)
+        .map_err(call("list the snapshots"))?
+        .into_iter()
+        .find(|s| s.name().is_ok_and(|n| n == snapshot))
+        .ok_or_else(|| HypervisorError::NotFound {
+            what: format!("snapshot {snapshot}"),
+        })
+}
+
+unsafe extern "C" fn lifecycle_event(
+    _conn: virt::sys::virConnectPtr,
+    dom: virt::sys::virDomainPtr,
+    event: std::os::raw::c_int,
+    _detail: std::os::raw::c_int,
+    opaque: *mut std::os::raw::c_void,
+) -> std::os::raw::c_int {
+    if opaque.is_null() || dom.is_null() {
+        return 0;
+    }
+    // SAFETY: libvirt passes back the opaque pointer registered in `watch_events`, alive
+    // until `free_sink`; `dom` is valid for the duration of the callback.
+    let sink = unsafe { &*(opaque as *const EventSink) };
+    let name_ptr = unsafe { virt::sys::virDomainGetName(dom) };
+    if name_ptr.is_null() {
+        return 0;
+    }
+    let vm = unsafe { std::ffi::CStr::from_ptr(name_ptr) }
+        .to_string_lossy()
+        .into_owned();
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let event = VmEvent {
+        vm,
+        kind: VmEvent::kind_name(event).to_string(),
+        at,
+    };
+    // A panic must not unwind into C.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink(event)));
+    0
+}
+
+unsafe extern "C" fn free_sink(opaque: *mut std::os::raw::c_void) {
+    if !opaque.is_null() {
+        // SAFETY: the pointer came from Box::into_raw in `watch_events`.
+        drop(unsafe { Box::from_raw(opaque as *mut EventSink) });
     }
 }
 

@@ -6,7 +6,12 @@ pub mod libvirt;
 
 use crate::domain::host::{HostFacts, KvmStatus};
 use crate::domain::inventory::{NetworkInfo, PoolInfo};
-use crate::domain::vm::{VmAction, VmSummary};
+use crate::domain::snapshot::SnapshotInfo;
+use crate::domain::vm::{GuestAddress, VmAction, VmEvent, VmSummary};
+use std::sync::Arc;
+
+/// Where VM lifecycle events go; called on libvirt's event thread, so it must be quick.
+pub type EventSink = Arc<dyn Fn(VmEvent) + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HypervisorError {
@@ -68,6 +73,23 @@ pub trait Hypervisor: Send + Sync {
     fn undefine(&self, name: &str) -> HvResult<()>;
     fn act(&self, name: &str, action: VmAction) -> HvResult<()>;
     fn set_autostart(&self, name: &str, on: bool) -> HvResult<()>;
+    /// Changes the vCPUs and memory in a shut-off VM's definition.
+    fn set_size(&self, name: &str, vcpus: u32, memory_mib: u64) -> HvResult<()>;
+    /// Copies the volume at `source_path` into a new volume of the same pool, described
+    /// by `volume_xml`; returns the copy's path.
+    fn clone_volume(&self, source_path: &str, volume_xml: &str) -> HvResult<String>;
+    /// A VM's snapshots, oldest first.
+    fn snapshots(&self, name: &str) -> HvResult<Vec<SnapshotInfo>>;
+    fn create_snapshot(&self, name: &str, snapshot_xml: &str) -> HvResult<()>;
+    fn revert_snapshot(&self, name: &str, snapshot: &str) -> HvResult<()>;
+    fn delete_snapshot(&self, name: &str, snapshot: &str) -> HvResult<()>;
+    /// A running VM's IP addresses as libvirt knows them (DHCP leases, else ARP).
+    fn guest_addresses(&self, name: &str) -> HvResult<Vec<GuestAddress>>;
+    /// Boots a defined VM once from other XML (an installer kernel) without changing
+    /// its definition: the next boot uses the definition again.
+    fn start_transient(&self, domain_xml: &str) -> HvResult<()>;
+    /// Sends every VM lifecycle event to `sink` from now on.
+    fn watch_events(&self, sink: EventSink) -> HvResult<()>;
 
     // ---- consoles (keep at the end; the defaults are for hypervisors without them) ----
     /// Where the running VM's VNC server listens (from its live definition).

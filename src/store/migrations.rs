@@ -12,6 +12,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_vms_and_flavors",
         include_str!("../../migrations/0002_vms_and_flavors.sql"),
     ),
+    (
+        "0003_made_during_create",
+        include_str!("../../migrations/0003_made_during_create.sql"),
+    ),
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -515,26 +515,6 @@ impl Store {
         }
     }
 
-    pub fn set_vm_volume(&self, name: &str, path: &str) -> StoreResult<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE vms SET created_volume = ?2 WHERE name = ?1",
-                params![name, path],
-            )
-            .map(|_| ())
-        })
-    }
-
-    pub fn set_vm_state(&self, name: &str, state: &str) -> StoreResult<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE vms SET state = ?2 WHERE name = ?1",
-                params![name, state],
-            )
-            .map(|_| ())
-        })
-    }
-
     pub fn set_vm_units(&self, name: &str, units: u32) -> StoreResult<()> {
         self.with(|c| {
             c.execute(
@@ -547,8 +527,40 @@ impl Store {
 
     pub fn delete_vm(&self, name: &str) -> StoreResult<()> {
         self.with(|c| {
+            c.execute("DELETE FROM vm_made WHERE vm = ?1", [name])?;
             c.execute("DELETE FROM vms WHERE name = ?1", [name])
                 .map(|_| ())
+        })
+    }
+
+    /// Records something an unfinished create made (`kind`: volume or boot_file).
+    pub fn record_made(&self, vm: &str, kind: &str, path: &str) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO vm_made (vm, kind, path) VALUES (?1, ?2, ?3)",
+                params![vm, kind, path],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// What an unfinished create of `vm` made, as (kind, path), in the order made.
+    pub fn made(&self, vm: &str) -> StoreResult<Vec<(String, String)>> {
+        self.with(|c| {
+            let mut st =
+                c.prepare("SELECT kind, path FROM vm_made WHERE vm = ?1 ORDER BY rowid")?;
+            let rows = st.query_map([vm], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// Marks a VM ready: its create finished, nothing is left to undo.
+    pub fn finish_vm(&self, vm: &str) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            tx.execute("DELETE FROM vm_made WHERE vm = ?1", [vm])?;
+            tx.execute("UPDATE vms SET state = 'ready' WHERE name = ?1", [vm])?;
+            tx.commit()
         })
     }
 
@@ -582,21 +594,36 @@ impl Store {
                  ORDER BY id DESC LIMIT ?1 OFFSET ?2",
             )?;
             let rows = st
-                .query_map(params![limit as i64, offset as i64], |r| {
-                    Ok(AuditEntry {
-                        at: r.get(0)?,
-                        actor: r.get(1)?,
-                        remote_addr: r.get(2)?,
-                        action: r.get(3)?,
-                        target: r.get(4)?,
-                        result: r.get(5)?,
-                        detail: r.get(6)?,
-                    })
-                })?
+                .query_map(params![limit as i64, offset as i64], audit_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((rows, total.max(0) as u64))
         })
     }
+
+    /// The newest audit entries about one target (a VM name), newest first.
+    pub fn audit_for_target(&self, target: &str, limit: u64) -> StoreResult<Vec<AuditEntry>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT at, actor, remote_addr, action, target, result, detail FROM audit_log
+                 WHERE target = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![target, limit as i64], audit_row)?;
+            rows.collect()
+        })
+    }
+}
+
+/// An audit row selected as `at, actor, remote_addr, action, target, result, detail`.
+fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        at: r.get(0)?,
+        actor: r.get(1)?,
+        remote_addr: r.get(2)?,
+        action: r.get(3)?,
+        target: r.get(4)?,
+        result: r.get(5)?,
+        detail: r.get(6)?,
+    })
 }
 
 #[cfg(test)]

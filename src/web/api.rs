@@ -1,12 +1,16 @@
 //! `/api/v1`: JSON over the same port, same authentication, roles and audit.
 
 use super::errors::{AppError, ErrorKind};
+use super::pages::vm_changes;
 use super::pages::vms as vm_ops;
 use super::session::Authed;
 use super::{hv, lc, AppState};
 use crate::domain::host::{HostFacts, KvmStatus};
 use crate::domain::vm::{VmAction, VmCounts};
-use crate::lifecycle::{self, Capacity, CreateVmRequest, FieldError, LifecycleError, VmView};
+use crate::lifecycle::{
+    self, Capacity, CloneRequest, CreateVmRequest, FieldError, LifecycleError, SizeRequest,
+    SnapshotRequest, VmView,
+};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
@@ -114,20 +118,7 @@ pub async fn create_vm(
         Ok(created) => Ok(HttpResponse::Created()
             .insert_header(("location", format!("/api/v1/vms/{}", created.name)))
             .json(created)),
-        Err(LifecycleError::Invalid(errors)) => {
-            let first = errors.first().cloned().unwrap_or(FieldError {
-                field: "name",
-                message: "Check the request.".into(),
-            });
-            Ok(HttpResponse::UnprocessableEntity().json(ValidationBody {
-                error: ValidationError {
-                    code: "invalid",
-                    message: &first.message,
-                    field: first.field,
-                    errors: &errors,
-                },
-            }))
-        }
+        Err(LifecycleError::Invalid(errors)) => Ok(invalid(&errors)),
         Err(e) => Err(api_err(&who, e)),
     }
 }
@@ -150,6 +141,40 @@ pub async fn vm(
 #[serde(deny_unknown_fields)]
 pub struct PatchVm {
     autostart: Option<bool>,
+    /// Resize (VM shut off): a named size, units, and/or explicit vCPUs and memory.
+    flavor: Option<String>,
+    units: Option<u32>,
+    vcpus: Option<u32>,
+    memory_mib: Option<u64>,
+}
+
+/// 422 with every field error, like a create.
+fn invalid(errors: &[FieldError]) -> HttpResponse {
+    let first = errors.first().cloned().unwrap_or(FieldError {
+        field: "name",
+        message: "Check the request.".into(),
+    });
+    HttpResponse::UnprocessableEntity().json(ValidationBody {
+        error: ValidationError {
+            code: "invalid",
+            message: &first.message,
+            field: first.field,
+            errors,
+        },
+    })
+}
+
+/// The JSON answer for a change's outcome.
+fn answer<T: Serialize>(
+    who: &Authed,
+    r: Result<T, LifecycleError>,
+    ok: impl FnOnce(T) -> HttpResponse,
+) -> Result<HttpResponse, AppError> {
+    match r {
+        Ok(v) => Ok(ok(v)),
+        Err(LifecycleError::Invalid(errors)) => Ok(invalid(&errors)),
+        Err(e) => Err(api_err(who, e)),
+    }
 }
 
 pub async fn patch_vm(
@@ -161,16 +186,35 @@ pub async fn patch_vm(
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
     let name = path.into_inner();
-    let Some(on) = body.autostart else {
+    let body = body.into_inner();
+    let resize = body.flavor.is_some()
+        || body.units.is_some()
+        || body.vcpus.is_some()
+        || body.memory_mib.is_some();
+    if body.autostart.is_none() && !resize {
         return Err(who.err(
             AppError::new(
                 ErrorKind::Unprocessable,
-                "Nothing to change: send {\"autostart\": true|false}.",
+                "Nothing to change: send \"autostart\", or a size (\"flavor\", \"units\", \"vcpus\", \"memory_mib\").",
             )
             .field("autostart"),
         ));
-    };
-    vm_ops::set_autostart(&state, &who, &name, on).await?;
+    }
+    if resize {
+        let req = SizeRequest {
+            flavor: body.flavor,
+            units: body.units,
+            vcpus: body.vcpus,
+            memory_mib: body.memory_mib,
+        };
+        let r = vm_changes::resize(&state, &who, &name, req).await?;
+        if let Err(e) = r {
+            return answer::<()>(&who, Err(e), |_| HttpResponse::Ok().finish());
+        }
+    }
+    if let Some(on) = body.autostart {
+        vm_ops::set_autostart(&state, &who, &name, on).await?;
+    }
     vm(state, who, web::Path::from(name)).await
 }
 
@@ -217,4 +261,84 @@ struct PoolList {
 pub async fn pools(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
     let pools = hv(&state, |h| h.pools()).await.map_err(|e| who.err(e))?;
     Ok(HttpResponse::Ok().json(PoolList { pools }))
+}
+
+pub async fn clone_vm(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    body: web::Json<CloneRequest>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let r = vm_changes::clone(&state, &who, &path.into_inner(), body.into_inner()).await?;
+    answer(&who, r, |c| {
+        HttpResponse::Created()
+            .insert_header(("location", format!("/api/v1/vms/{}", c.name)))
+            .json(c)
+    })
+}
+
+#[derive(Serialize)]
+struct SnapshotList {
+    snapshots: Vec<crate::domain::snapshot::SnapshotInfo>,
+}
+
+pub async fn snapshots(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let name = path.into_inner();
+    let snapshots = lc(&state, move |s| lifecycle::snapshots(s.hv.as_ref(), &name))
+        .await
+        .map_err(|e| api_err(&who, e))?;
+    Ok(HttpResponse::Ok().json(SnapshotList { snapshots }))
+}
+
+pub async fn create_snapshot(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    body: web::Json<SnapshotRequest>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let name = path.into_inner();
+    let r = vm_changes::create_snapshot(&state, &who, &name, body.into_inner()).await?;
+    answer(&who, r, |s| {
+        HttpResponse::Created()
+            .insert_header((
+                "location",
+                format!("/api/v1/vms/{name}/snapshots/{}", s.name),
+            ))
+            .json(s)
+    })
+}
+
+pub async fn revert_snapshot(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let (name, snapshot) = path.into_inner();
+    let r = vm_changes::revert_snapshot(&state, &who, &name, &snapshot).await?;
+    if let Err(e) = r {
+        return Err(api_err(&who, e));
+    }
+    vm(state, who, web::Path::from(name)).await
+}
+
+pub async fn delete_snapshot(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let (name, snapshot) = path.into_inner();
+    let r = vm_changes::delete_snapshot(&state, &who, &name, &snapshot).await?;
+    answer(&who, r, |()| HttpResponse::NoContent().finish())
 }

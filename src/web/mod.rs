@@ -6,6 +6,7 @@ pub mod assets;
 pub mod audit;
 pub mod console;
 pub mod errors;
+pub mod live;
 pub mod pages;
 pub mod server;
 pub mod session;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub tls: bool,
     /// Serializes admission of new VMs against free units.
     pub admission: crate::lifecycle::AdmissionLock,
+    /// VM events from libvirt, for live pages and the VM pages' recent events.
+    pub live: Arc<live::LiveEvents>,
     /// Console tickets and live console sessions.
     pub consoles: crate::console::Consoles,
 }

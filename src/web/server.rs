@@ -120,6 +120,11 @@ pub fn build_state(
     if let Err(e) = &virt_type {
         tracing::warn!(error = %e, "virt_type setting cannot be honoured");
     }
+    let live = Arc::new(super::live::LiveEvents::default());
+    let sink = live.clone();
+    if let Err(e) = hv.watch_events(Arc::new(move |event| sink.publish(event))) {
+        tracing::warn!(error = %e, "VM events are not available; pages will not update live");
+    }
     let setup_token = if store.user_count()? == 0 {
         Some(random_token())
     } else {
@@ -133,6 +138,7 @@ pub fn build_state(
         setup_token: Mutex::new(setup_token),
         tls,
         admission: Default::default(),
+        live,
         consoles: Default::default(),
     })
 }
@@ -257,7 +263,7 @@ async fn index() -> HttpResponse {
 
 /// Routes and middleware, shared by the server and nothing else.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use pages::{account, admin, host, vms};
+    use pages::{account, admin, host, vm_changes, vms};
     cfg.app_data(
         web::FormConfig::default()
             .limit(FORM_LIMIT_BYTES)
@@ -280,6 +286,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/setup", web::get().to(account::setup_page))
     .route("/setup", web::post().to(account::setup))
     .route("/host", web::get().to(host::host_page))
+    .route("/events", web::get().to(super::live::events))
     .route("/vms", web::get().to(vms::vms_page))
     .route("/vms", web::post().to(vms::create_vm))
     .route("/vms/new", web::get().to(vms::new_vm_page))
@@ -289,6 +296,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::post().to(vms::vm_action),
     )
     .route("/vms/{name}/autostart", web::post().to(vms::vm_autostart))
+    .route(
+        "/vms/{name}/resize",
+        web::post().to(vm_changes::resize_form),
+    )
+    .route("/vms/{name}/clone", web::post().to(vm_changes::clone_form))
+    .route(
+        "/vms/{name}/snapshots",
+        web::post().to(vm_changes::snapshot_form),
+    )
+    .route(
+        "/vms/{name}/snapshots/{snapshot}/{action}",
+        web::post().to(vm_changes::snapshot_action),
+    )
     .route("/vms/{name}/delete", web::get().to(vms::delete_page))
     .route("/vms/{name}/delete", web::post().to(vms::delete_vm))
     .route("/audit", web::get().to(admin::audit_page))
@@ -314,6 +334,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/vms/{name}", web::get().to(api::vm))
             .route("/vms/{name}", web::patch().to(api::patch_vm))
             .route("/vms/{name}", web::delete().to(api::delete_vm))
+            .route("/vms/{name}/clone", web::post().to(api::clone_vm))
+            .route("/vms/{name}/snapshots", web::get().to(api::snapshots))
+            .route(
+                "/vms/{name}/snapshots",
+                web::post().to(api::create_snapshot),
+            )
+            .route(
+                "/vms/{name}/snapshots/{snapshot}/revert",
+                web::post().to(api::revert_snapshot),
+            )
+            .route(
+                "/vms/{name}/snapshots/{snapshot}",
+                web::delete().to(api::delete_snapshot),
+            )
             .route("/vms/{name}/{action}", web::post().to(api::vm_action)),
     );
 }

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use virtdeck::domain::host::{HostFacts, KvmStatus};
 use virtdeck::domain::inventory::{NetworkInfo, PoolInfo};
-use virtdeck::domain::vm::{VmAction, VmSummary};
-use virtdeck::hypervisor::{HvResult, Hypervisor, HypervisorError};
+use virtdeck::domain::snapshot::SnapshotInfo;
+use virtdeck::domain::vm::{GuestAddress, VmAction, VmSummary};
+use virtdeck::hypervisor::{EventSink, HvResult, Hypervisor, HypervisorError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -13,11 +14,26 @@ pub enum Step {
     Define,
     Autostart,
     Start,
+    CloneVolume,
+    SetSize,
+    /// Fails the second volume copy of a clone, after the first succeeded.
+    SecondCloneVolume,
 }
 
 pub struct FailAt {
     pub inner: Arc<dyn Hypervisor>,
     pub step: Step,
+    pub clones: std::sync::atomic::AtomicUsize,
+}
+
+impl FailAt {
+    pub fn new(inner: Arc<dyn Hypervisor>, step: Step) -> FailAt {
+        FailAt {
+            inner,
+            step,
+            clones: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
 }
 
 fn injected(operation: &'static str) -> HypervisorError {
@@ -81,5 +97,44 @@ impl Hypervisor for FailAt {
             return Err(injected("change autostart"));
         }
         self.inner.set_autostart(name, on)
+    }
+    fn set_size(&self, name: &str, vcpus: u32, memory_mib: u64) -> HvResult<()> {
+        if self.step == Step::SetSize {
+            return Err(injected("change the vCPUs"));
+        }
+        self.inner.set_size(name, vcpus, memory_mib)
+    }
+    fn clone_volume(&self, source_path: &str, xml: &str) -> HvResult<String> {
+        let n = self
+            .clones
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.step == Step::CloneVolume || (self.step == Step::SecondCloneVolume && n == 1) {
+            return Err(injected("copy the disk volume"));
+        }
+        self.inner.clone_volume(source_path, xml)
+    }
+    fn snapshots(&self, name: &str) -> HvResult<Vec<SnapshotInfo>> {
+        self.inner.snapshots(name)
+    }
+    fn create_snapshot(&self, name: &str, xml: &str) -> HvResult<()> {
+        self.inner.create_snapshot(name, xml)
+    }
+    fn revert_snapshot(&self, name: &str, snapshot: &str) -> HvResult<()> {
+        self.inner.revert_snapshot(name, snapshot)
+    }
+    fn delete_snapshot(&self, name: &str, snapshot: &str) -> HvResult<()> {
+        self.inner.delete_snapshot(name, snapshot)
+    }
+    fn guest_addresses(&self, name: &str) -> HvResult<Vec<GuestAddress>> {
+        self.inner.guest_addresses(name)
+    }
+    fn start_transient(&self, xml: &str) -> HvResult<()> {
+        if self.step == Step::Start {
+            return Err(injected("boot the installer"));
+        }
+        self.inner.start_transient(xml)
+    }
+    fn watch_events(&self, sink: EventSink) -> HvResult<()> {
+        self.inner.watch_events(sink)
     }
 }

@@ -1,7 +1,10 @@
 //! Starts the real app on port 0 with a temp data dir, and drives it over HTTP.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod faults;
+pub mod http;
+pub mod real;
 
 use reqwest::redirect::Policy;
 use reqwest::{Client, Response, StatusCode};

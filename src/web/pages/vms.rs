@@ -7,14 +7,15 @@ use super::Chrome;
 use crate::auth::Role;
 use crate::domain::capacity::Size;
 use crate::domain::inventory::{NetworkInfo, PoolInfo};
-use crate::domain::vm::{VmAction, VmState};
+use crate::domain::snapshot::SnapshotInfo;
+use crate::domain::vm::{VmAction, VmEvent, VmState};
 use crate::domain::vmspec::{Clock, DiskFormat, NicModel};
 use crate::domain::xml::ParsedDomain;
 use crate::lifecycle::{
     self, Capacity, CreateVmRequest, DiskRequest, FieldError, InstallRequest, LifecycleError,
     NicRequest, VmView,
 };
-use crate::store::FlavorRow;
+use crate::store::{AuditEntry, FlavorRow};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpResponse};
 use askama::Template;
@@ -83,7 +84,7 @@ pub struct CreateForm {
     pub then: String,
 }
 
-fn number<T: std::str::FromStr>(
+pub(super) fn number<T: std::str::FromStr>(
     text: &str,
     name: &'static str,
     what: &str,
@@ -430,6 +431,17 @@ pub async fn create(
 
 // ---- detail ----
 
+/// A form on the VM page that came back with errors, and what was typed into it.
+#[derive(Default)]
+pub(super) struct FormState {
+    /// resize, clone or snapshot.
+    pub section: &'static str,
+    /// A problem with the form as a whole (capacity, state, libvirt's refusal).
+    pub message: Option<String>,
+    pub errors: Vec<FieldError>,
+    pub values: Vec<(&'static str, String)>,
+}
+
 #[derive(Template)]
 #[template(path = "vm_detail.html")]
 struct VmDetailPage {
@@ -440,40 +452,134 @@ struct VmDetailPage {
     actions: &'static [VmAction],
     can_operate: bool,
     message: Option<String>,
+    snapshots: Vec<SnapshotInfo>,
+    events: Vec<VmEvent>,
+    history: Vec<AuditEntry>,
+    flavors: Vec<FlavorRow>,
+    form: FormState,
+    /// When a shutdown was asked for and the VM still runs: since when, and whether the
+    /// grace time is over (then force off is offered).
+    shutdown_requested_at: Option<i64>,
+    force_off_offer_at: i64,
+}
+
+impl VmDetailPage {
+    fn field_error(&self, section: &str, field: &str) -> Option<&str> {
+        (self.form.section == section)
+            .then(|| {
+                self.form
+                    .errors
+                    .iter()
+                    .find(|e| e.field == field)
+                    .map(|e| e.message.as_str())
+            })
+            .flatten()
+    }
+
+    fn form_error(&self, section: &str) -> Option<&str> {
+        (self.form.section == section)
+            .then_some(self.form.message.as_deref())
+            .flatten()
+    }
+
+    fn value(&self, section: &str, field: &str) -> &str {
+        if self.form.section != section {
+            return "";
+        }
+        self.form
+            .values
+            .iter()
+            .find(|(k, _)| *k == field)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+
+    fn when(&self, at: &i64) -> String {
+        super::format_time(*at)
+    }
+
+    fn is_off(&self) -> bool {
+        !self.vm.summary.state.is_active()
+    }
+
+    fn force_off_due(&self) -> bool {
+        now() >= self.force_off_offer_at
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DetailQuery {
+    message: Option<String>,
+    shutdown_at: Option<i64>,
 }
 
 pub async fn vm_page(
     state: web::Data<AppState>,
     who: Authed,
     path: web::Path<String>,
-    q: web::Query<MessageQuery>,
+    q: web::Query<DetailQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let name = path.into_inner();
+    let q = q.into_inner();
+    render_detail(
+        &state,
+        &who,
+        path.into_inner(),
+        q.message,
+        q.shutdown_at,
+        FormState::default(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// The VM page, optionally with one of its forms showing errors.
+pub(super) async fn render_detail(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    name: String,
+    message: Option<String>,
+    shutdown_at: Option<i64>,
+    form: FormState,
+    status: StatusCode,
+) -> Result<HttpResponse, AppError> {
+    let n = name.clone();
+    let (detail, snapshots, history, flavors) = lc(state, move |s| {
+        let detail = lifecycle::detail(s.hv.as_ref(), &s.store, &s.cfg, &n)?;
+        let snapshots = lifecycle::snapshots(s.hv.as_ref(), &n).unwrap_or_else(|e| {
+            tracing::warn!(vm = %n, error = %e, "cannot list snapshots");
+            Vec::new()
+        });
+        let history = s.store.audit_for_target(&n, 15)?;
+        let flavors = s.store.flavors()?;
+        Ok((detail, snapshots, history, flavors))
+    })
+    .await?;
     let lifecycle::VmDetail {
         vm,
         devices: def,
         xml,
-    } = lc(&state, move |s| {
-        lifecycle::detail(s.hv.as_ref(), &s.store, &s.cfg, &name)
-    })
-    .await?;
+    } = detail;
+    let running = vm.summary.state == VmState::Running;
+    let shutdown_requested_at = shutdown_at.filter(|_| running);
     Ok(html(
-        StatusCode::OK,
+        status,
         &VmDetailPage {
-            chrome: Chrome::new(&who, "vms"),
+            chrome: Chrome::new(who, "vms"),
             actions: VmAction::available_in(vm.summary.state),
             can_operate: who.role.allows(Role::Operator),
+            events: state.live.recent_for(&name, 10),
+            force_off_offer_at: shutdown_requested_at.unwrap_or(0) + lifecycle::SHUTDOWN_GRACE_SECS,
+            shutdown_requested_at,
             vm,
             def,
             xml,
-            message: q.message.clone(),
+            message,
+            snapshots,
+            history,
+            flavors,
+            form,
         },
     ))
-}
-
-#[derive(Deserialize)]
-pub struct MessageQuery {
-    message: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -481,7 +587,7 @@ pub struct ActionForm {
     csrf: Option<String>,
 }
 
-fn back_to(name: &str, message: &str) -> HttpResponse {
+pub(super) fn back_to(name: &str, message: &str) -> HttpResponse {
     let q: String = url_escape(message);
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, format!("/vms/{name}?message={q}")))
@@ -543,6 +649,16 @@ pub async fn vm_action(
     let action =
         VmAction::parse(&action).ok_or_else(|| AppError::not_found("There is no such action."))?;
     match run_action(&state, &who, &name, action).await {
+        Ok(()) if action == VmAction::Shutdown => Ok(HttpResponse::SeeOther()
+            .insert_header((
+                header::LOCATION,
+                format!(
+                    "/vms/{name}?shutdown_at={}&message={}",
+                    now(),
+                    url_escape("Shutdown requested: the guest decides when to stop.")
+                ),
+            ))
+            .finish()),
         Ok(()) => Ok(back_to(&name, &format!("{}: done.", action.label()))),
         Err(e)
             if e.kind != super::super::errors::ErrorKind::Forbidden

@@ -2,9 +2,16 @@
 //! delete, and start-up reconciliation. Uses the hypervisor and the store; knows no HTTP.
 //! Every function here blocks: call it off the async runtime.
 
+mod changes;
+pub use changes::{
+    clone, create_snapshot, delete_snapshot, resize, revert_snapshot, snapshots, CloneRequest,
+    Cloned, Resized, SnapshotRequest,
+};
+
 use crate::config::Config;
 use crate::domain::capacity::{admit, usage, AdmissionError, Claim, Size, UnitModel, UnitUsage};
 use crate::domain::host::VirtType;
+use crate::domain::install_tree::TreeUrl;
 use crate::domain::inventory::{NetworkInfo, PoolInfo};
 use crate::domain::vm::{VmAction, VmSummary};
 use crate::domain::vmspec::{
@@ -22,9 +29,12 @@ use std::sync::Mutex;
 /// Where serial console output of real guests is kept (libvirt's own log directory).
 pub const SERIAL_LOG_DIR: &str = "/var/log/libvirt/qemu";
 
+/// After an ACPI shutdown, how long the guest gets before virtdeck offers force off.
+pub const SHUTDOWN_GRACE_SECS: i64 = 60;
+
 /// Serializes admission: two creates can never both take the last units.
 #[derive(Default)]
-pub struct AdmissionLock(Mutex<()>);
+pub struct AdmissionLock(pub(crate) Mutex<()>);
 
 // ---- requests ----
 
@@ -239,6 +249,7 @@ pub struct Created {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CreateStep {
     CreateVolume,
+    FetchInstaller,
     Define,
     Autostart,
     Start,
@@ -339,6 +350,86 @@ fn inventory(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Inven
     })
 }
 
+/// A size as asked for: a named size, units, or explicit vCPUs and memory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SizeRequest {
+    pub flavor: Option<String>,
+    pub units: Option<u32>,
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u64>,
+}
+
+/// The units claimed and the vCPUs/memory given for a size request; problems go to
+/// `errors`, at their field.
+fn resolve_size(
+    model: &UnitModel,
+    flavors: &[(String, u32)],
+    req: &SizeRequest,
+    errors: &mut Vec<FieldError>,
+) -> (Option<u32>, Option<Size>) {
+    let mut units = match (&req.flavor, req.units) {
+        (Some(f), _) if !f.is_empty() => match flavors.iter().find(|(n, _)| n == f) {
+            Some((_, u)) => Some(*u),
+            None => {
+                errors.push(field("flavor", format!("There is no size named {f}.")));
+                None
+            }
+        },
+        (_, Some(0)) => {
+            errors.push(field("units", "Give at least 1 unit."));
+            None
+        }
+        (_, Some(u)) => Some(u),
+        _ => None,
+    };
+    let size = match (units, req.vcpus, req.memory_mib) {
+        (_, Some(0), _) => {
+            errors.push(field("vcpus", "Give at least 1 vCPU."));
+            None
+        }
+        (_, _, Some(m)) if m < 64 => {
+            errors.push(field("memory_mib", "Give at least 64 MiB of memory."));
+            None
+        }
+        (Some(u), v, m) => {
+            let full = model.size_of(u);
+            let s = Size {
+                vcpus: v.unwrap_or(full.vcpus),
+                memory_mib: m.unwrap_or(full.memory_mib),
+            };
+            if model.units_for(s) > u {
+                errors.push(field(
+                    if v.is_some_and(|v| v > full.vcpus) { "vcpus" } else { "memory_mib" },
+                    format!(
+                        "{u} unit{} give at most {} vCPUs and {} MiB; choose more units or a smaller size.",
+                        if u == 1 { "" } else { "s" },
+                        full.vcpus,
+                        full.memory_mib
+                    ),
+                ));
+            }
+            Some(s)
+        }
+        (None, Some(v), Some(m)) => {
+            let s = Size {
+                vcpus: v,
+                memory_mib: m,
+            };
+            units = Some(model.units_for(s));
+            Some(s)
+        }
+        (None, _, _) => {
+            errors.push(field(
+                "flavor",
+                "Choose a size: a named size, a number of units, or vCPUs and memory.",
+            ));
+            None
+        }
+    };
+    (units, size)
+}
+
 /// The validated plan for a create, before anything is touched.
 struct Plan {
     spec: VmSpec,
@@ -346,6 +437,10 @@ struct Plan {
     new_volume: Option<(String, String)>,
     start: bool,
     autostart: bool,
+    /// A network install: the tree and the installer's kernel arguments.
+    network_install: Option<(TreeUrl, String)>,
+    /// Where downloaded installer files go.
+    boot_dir: std::path::PathBuf,
 }
 
 fn plan(
@@ -375,65 +470,17 @@ fn plan(
     }
 
     // Size: flavor or units give the claim; explicit vCPUs/memory must fit inside it.
-    let mut units = match (&req.flavor, req.units) {
-        (Some(f), _) if !f.is_empty() => match flavors.iter().find(|(n, _)| n == f) {
-            Some((_, u)) => Some(*u),
-            None => {
-                errors.push(field("flavor", format!("There is no size named {f}.")));
-                None
-            }
+    let (units, size) = resolve_size(
+        &inv.model,
+        flavors,
+        &SizeRequest {
+            flavor: req.flavor.clone(),
+            units: req.units,
+            vcpus: req.vcpus,
+            memory_mib: req.memory_mib,
         },
-        (_, Some(0)) => {
-            errors.push(field("units", "Give at least 1 unit."));
-            None
-        }
-        (_, Some(u)) => Some(u),
-        _ => None,
-    };
-    let size = match (units, req.vcpus, req.memory_mib) {
-        (_, Some(0), _) => {
-            errors.push(field("vcpus", "Give at least 1 vCPU."));
-            None
-        }
-        (_, _, Some(m)) if m < 64 => {
-            errors.push(field("memory_mib", "Give at least 64 MiB of memory."));
-            None
-        }
-        (Some(u), v, m) => {
-            let full = inv.model.size_of(u);
-            let s = Size {
-                vcpus: v.unwrap_or(full.vcpus),
-                memory_mib: m.unwrap_or(full.memory_mib),
-            };
-            if inv.model.units_for(s) > u {
-                errors.push(field(
-                    if v.is_some_and(|v| v > full.vcpus) { "vcpus" } else { "memory_mib" },
-                    format!(
-                        "{u} unit{} give at most {} vCPUs and {} MiB; choose more units or a smaller size.",
-                        if u == 1 { "" } else { "s" },
-                        full.vcpus,
-                        full.memory_mib
-                    ),
-                ));
-            }
-            Some(s)
-        }
-        (None, Some(v), Some(m)) => {
-            let s = Size {
-                vcpus: v,
-                memory_mib: m,
-            };
-            units = Some(inv.model.units_for(s));
-            Some(s)
-        }
-        (None, _, _) => {
-            errors.push(field(
-                "flavor",
-                "Choose a size: a named size, a number of units, or vCPUs and memory.",
-            ));
-            None
-        }
-    };
+        &mut errors,
+    );
 
     // Disk.
     let mut disks = Vec::new();
@@ -538,6 +585,7 @@ fn plan(
     }
 
     // Install source.
+    let mut network_install = None;
     let boot = match &req.install {
         InstallRequest::Import => {
             if disks.is_empty() {
@@ -592,14 +640,29 @@ fn plan(
             }
             BootSpec::Network
         }
-        InstallRequest::Url { .. } => {
-            errors.push(field(
-                "install",
-                format!(
-                    "Installing from a tree URL is not available yet: put the tree's kernel and initrd in {} and use direct kernel boot with the same arguments.",
-                    cfg.boot_dir.display()
-                ),
-            ));
+        InstallRequest::Url { url, kernel_args } => {
+            match TreeUrl::parse(url) {
+                Ok(t) => network_install = Some((t, kernel_args.trim().to_string())),
+                Err(e) => errors.push(field("url", e.to_string())),
+            }
+            if !cmdline_ok(kernel_args) {
+                errors.push(field(
+                    "kernel_args",
+                    "Kernel arguments must be one line of at most 2048 characters.",
+                ));
+            }
+            if !req.start {
+                errors.push(field(
+                    "start",
+                    "A network install boots the installer right away: choose \"Create and start\".",
+                ));
+            }
+            if disks.iter().all(|d| d.cdrom) {
+                errors.push(field(
+                    "install",
+                    "A network install needs a disk to install onto: add one.",
+                ));
+            }
             BootSpec::Disk
         }
     };
@@ -709,6 +772,8 @@ fn plan(
         new_volume,
         start: req.start,
         autostart: req.autostart,
+        network_install,
+        boot_dir: cfg.boot_dir.clone(),
     })
 }
 
@@ -754,7 +819,7 @@ pub fn create(
     let name = plan.spec.name.to_string();
     match build(hv, store, &mut plan) {
         Ok(disk_path) => {
-            store.set_vm_state(&name, "ready")?;
+            store.finish_vm(&name)?;
             Ok(Created {
                 name,
                 uuid: plan.spec.uuid.clone(),
@@ -767,25 +832,21 @@ pub fn create(
             })
         }
         Err((step, e)) => {
-            let undone = roll_back(hv, store, &name);
             let what = match step {
                 CreateStep::CreateVolume => "creating the disk volume",
+                CreateStep::FetchInstaller => "fetching the installer",
                 CreateStep::Define => "defining the VM",
                 CreateStep::Autostart => "turning on autostart",
                 CreateStep::Start => "starting the VM",
             };
-            tracing::warn!(vm = %name, step = what, error = %e, undone = ?undone, "create failed and was rolled back");
-            Err(LifecycleError::Failed {
-                message: format!(
-                    "The VM could not be created: {what} failed: {}. Nothing was left behind{}.",
-                    reason_in_plain_words(&e),
-                    if undone.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({} undone)", undone.join(", "))
-                    }
-                ),
-            })
+            Err(undo_failed(
+                hv,
+                store,
+                &name,
+                "The VM could not be created",
+                what,
+                &e,
+            ))
         }
     }
 }
@@ -795,15 +856,16 @@ fn build(
     hv: &dyn Hypervisor,
     store: &Store,
     plan: &mut Plan,
-) -> Result<Option<String>, (CreateStep, HypervisorError)> {
+) -> Result<Option<String>, (CreateStep, String)> {
+    let failed = |step: CreateStep| move |e: HypervisorError| (step, reason_in_plain_words(&e));
     let name = plan.spec.name.to_string();
     let mut disk_path = None;
     if let Some((pool, vol_xml)) = &plan.new_volume {
         let path = hv
             .create_volume(pool, vol_xml)
-            .map_err(|e| (CreateStep::CreateVolume, e))?;
+            .map_err(failed(CreateStep::CreateVolume))?;
         // Record it before anything else can fail, so a crash here is reconciled too.
-        if let Err(e) = store.set_vm_volume(&name, &path) {
+        if let Err(e) = store.record_made(&name, "volume", &path) {
             tracing::error!(error = %e, "could not record the new volume");
         }
         if let Some(d) = plan
@@ -824,21 +886,70 @@ fn build(
             .map(|d| d.path.clone())
             .or(disk_path);
     }
+    if let Some((tree, kernel_args)) = &plan.network_install {
+        // Like virt-install --location: boot the installer once from a transient
+        // definition, and define the VM to boot its disk from then on.
+        let (kernel, initrd) = fetch_installer(store, &name, tree, &plan.boot_dir)
+            .map_err(|e| (CreateStep::FetchInstaller, e))?;
+        let install = xml::install_domain_xml(&plan.spec, &kernel, &initrd, kernel_args);
+        hv.start_transient(&install)
+            .map_err(failed(CreateStep::Start))?;
+        hv.define(&xml::domain_xml(&plan.spec))
+            .map_err(failed(CreateStep::Define))?;
+        if plan.autostart {
+            hv.set_autostart(&name, true)
+                .map_err(failed(CreateStep::Autostart))?;
+        }
+        // QEMU has read them at start; the next boot is from the disk.
+        for f in [&kernel, &initrd] {
+            if let Err(e) = std::fs::remove_file(f) {
+                tracing::warn!(file = %f, error = %e, "could not remove a downloaded installer file");
+            }
+        }
+        return Ok(disk_path);
+    }
     hv.define(&xml::domain_xml(&plan.spec))
-        .map_err(|e| (CreateStep::Define, e))?;
+        .map_err(failed(CreateStep::Define))?;
     if plan.autostart {
         hv.set_autostart(&name, true)
-            .map_err(|e| (CreateStep::Autostart, e))?;
+            .map_err(failed(CreateStep::Autostart))?;
     }
     if plan.start {
         hv.act(&name, VmAction::Start)
-            .map_err(|e| (CreateStep::Start, e))?;
+            .map_err(failed(CreateStep::Start))?;
     }
     Ok(disk_path)
 }
 
-/// Undoes a create: the definition, the volume virtdeck made, and the claim.
-fn roll_back(hv: &dyn Hypervisor, store: &Store, name: &str) -> Vec<String> {
+/// Downloads an install tree's kernel and initrd into the boot directory, recording
+/// each file before it is written so a failure or restart removes it.
+fn fetch_installer(
+    store: &Store,
+    name: &str,
+    tree: &TreeUrl,
+    boot_dir: &Path,
+) -> Result<(String, String), String> {
+    let (kernel_url, initrd_url) = crate::fetch::locate(tree).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(boot_dir)
+        .map_err(|e| format!("{} could not be created: {e}", boot_dir.display()))?;
+    let mut paths = Vec::new();
+    for (url, suffix) in [(&kernel_url, "vmlinuz"), (&initrd_url, "initrd")] {
+        let path = boot_dir.join(format!("virtdeck-{name}-{suffix}"));
+        let shown = path.display().to_string();
+        store
+            .record_made(name, "boot_file", &shown)
+            .map_err(|e| format!("the download could not be recorded: {e}"))?;
+        let bytes = crate::fetch::download(url, &path).map_err(|e| e.to_string())?;
+        tracing::info!(vm = name, url = %url, file = %shown, bytes, "installer file downloaded");
+        paths.push(shown);
+    }
+    let initrd = paths.pop().unwrap_or_default();
+    let kernel = paths.pop().unwrap_or_default();
+    Ok((kernel, initrd))
+}
+
+/// Undoes a create or clone: the definition, the volumes and files it made, and the claim.
+pub(crate) fn roll_back(hv: &dyn Hypervisor, store: &Store, name: &str) -> Vec<String> {
     let mut undone = Vec::new();
     match hv.undefine(name) {
         Ok(()) => undone.push("definition removed".to_string()),
@@ -847,11 +958,30 @@ fn roll_back(hv: &dyn Hypervisor, store: &Store, name: &str) -> Vec<String> {
             tracing::error!(vm = name, error = %e, "rollback: could not remove the definition")
         }
     }
-    let row = store
+    let mut made = store.made(name).unwrap_or_else(|e| {
+        tracing::error!(vm = name, error = %e, "rollback: could not read what was made");
+        Vec::new()
+    });
+    // Rows written before the vm_made table existed.
+    if let Some(path) = store
         .vm_rows()
         .ok()
-        .and_then(|rows| rows.into_iter().find(|r| r.name == name));
-    if let Some(path) = row.and_then(|r| r.created_volume) {
+        .and_then(|rows| rows.into_iter().find(|r| r.name == name))
+        .and_then(|r| r.created_volume)
+    {
+        made.push(("volume".into(), path));
+    }
+    for (kind, path) in made.into_iter().rev() {
+        if kind == "boot_file" {
+            match std::fs::remove_file(&path) {
+                Ok(()) => undone.push(format!("file {path} deleted")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::error!(vm = name, path, error = %e, "rollback: could not delete the file")
+                }
+            }
+            continue;
+        }
         match hv.delete_volume(&path) {
             Ok(()) => undone.push(format!("volume {path} deleted")),
             Err(HypervisorError::NotFound { .. }) => {}
@@ -865,6 +995,30 @@ fn roll_back(hv: &dyn Hypervisor, store: &Store, name: &str) -> Vec<String> {
         Err(e) => tracing::error!(vm = name, error = %e, "rollback: could not release the units"),
     }
     undone
+}
+
+/// Rolls back a failed create or clone of `name` and says what happened, for the admin
+/// (the sentence) and the log (the cause and what was undone).
+pub(crate) fn undo_failed(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    name: &str,
+    outcome: &str,
+    step: &str,
+    reason: &str,
+) -> LifecycleError {
+    let undone = roll_back(hv, store, name);
+    tracing::warn!(vm = name, step, reason, undone = ?undone, "{outcome}; rolled back");
+    LifecycleError::Failed {
+        message: format!(
+            "{outcome}: {step} failed: {reason}. Nothing was left behind{}.",
+            if undone.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", undone.join(", "))
+            }
+        ),
+    }
 }
 
 /// libvirt's reason, with a hint for the failures admins meet most.
@@ -1008,6 +1162,9 @@ pub struct VmView {
     pub managed: bool,
     pub disks: Vec<String>,
     pub macs: Vec<String>,
+    /// Guest IP addresses libvirt knows of (running VMs on a libvirt network, or seen
+    /// in the host's ARP table), as `address/prefix`.
+    pub addresses: Vec<String>,
 }
 
 pub fn list(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Vec<VmView>> {
@@ -1041,6 +1198,15 @@ pub fn list(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Vec<Vm
                 macs: def
                     .map(|d| d.nics.iter().filter_map(|n| n.mac.clone()).collect())
                     .unwrap_or_default(),
+                addresses: if v.state.is_active() {
+                    hv.guest_addresses(&v.name)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|a| format!("{}/{}", a.address, a.prefix))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
                 summary: v,
             }
         })

@@ -1,0 +1,512 @@
+//! Changing an existing VM: resize, clone, snapshots. Same rules as create: validate and
+//! admit before touching anything, undo what was done when a step fails.
+
+use super::{
+    claims, field, inventory, random_uuid, reason_in_plain_words, resolve_size, undo_failed,
+    AdmissionLock, LcResult, LifecycleError, SizeRequest,
+};
+use crate::config::Config;
+use crate::domain::capacity::{admit, AdmissionError};
+use crate::domain::clone::{clone_domain_xml, CloneEdits};
+use crate::domain::snapshot::{snapshot_xml, SnapshotInfo, SnapshotName, MAX_DESCRIPTION_CHARS};
+use crate::domain::vm::{VmAction, VmState, VmSummary};
+use crate::domain::vmspec::{DiskFormat, Mac, VmName};
+use crate::domain::xml;
+use crate::hypervisor::{Hypervisor, HypervisorError};
+use crate::store::{Store, VmRow};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+
+const GIB: u64 = 1024 * 1024 * 1024;
+
+fn locked(lock: &AdmissionLock) -> LcResult<std::sync::MutexGuard<'_, ()>> {
+    lock.0.lock().map_err(|_| LifecycleError::Failed {
+        message: "The admission lock is broken after an earlier failure; restart virtdeck.".into(),
+    })
+}
+
+fn find_vm(vms: &[VmSummary], name: &str) -> LcResult<VmSummary> {
+    vms.iter()
+        .find(|v| v.name == name)
+        .cloned()
+        .ok_or_else(|| LifecycleError::NotFound(format!("There is no VM named {name}.")))
+}
+
+fn definition(hv: &dyn Hypervisor, name: &str) -> LcResult<xml::ParsedDomain> {
+    xml::parse_domain(&hv.domain_xml(name)?).map_err(|e| LifecycleError::Failed {
+        message: format!("The VM's definition could not be read: {e}"),
+    })
+}
+
+// ---- resize ----
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Resized {
+    pub name: String,
+    pub units: u32,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub previous_units: u32,
+}
+
+/// Gives a shut-off VM another size, if the host has the units for it.
+pub fn resize(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    cfg: &Config,
+    lock: &AdmissionLock,
+    name: &str,
+    req: &SizeRequest,
+) -> LcResult<Resized> {
+    let _guard = locked(lock)?;
+    let inv = inventory(hv, store, cfg)?;
+    let vm = find_vm(&inv.vms, name)?;
+    if vm.state.is_active() {
+        return Err(LifecycleError::Conflict(format!(
+            "{name} is {}; shut it down before changing its size.",
+            vm.state.label()
+        )));
+    }
+    let flavors: Vec<(String, u32)> = store
+        .flavors()?
+        .into_iter()
+        .map(|f| (f.name, f.units))
+        .collect();
+    let mut errors = Vec::new();
+    let (units, size) = resolve_size(&inv.model, &flavors, req, &mut errors);
+    let (units, size) = match (units, size) {
+        (Some(u), Some(s)) if errors.is_empty() => (u, s),
+        _ => return Err(LifecycleError::Invalid(errors)),
+    };
+    let all = claims(&inv.model, &inv.vms, &inv.rows);
+    let previous_units = all
+        .iter()
+        .find(|c| c.vm == name)
+        .map(|c| c.units)
+        .unwrap_or(0);
+    let others: Vec<_> = all.into_iter().filter(|c| c.vm != name).collect();
+    admit(&inv.model, &others, units, None)?;
+    if let Err(e) = hv.set_size(name, size.vcpus, size.memory_mib) {
+        // Put back what may have changed before the failing step.
+        if let Err(undo) = hv.set_size(name, vm.vcpus, vm.memory_mib) {
+            tracing::error!(vm = name, error = %undo, "resize: could not restore the old size");
+        }
+        return Err(LifecycleError::Failed {
+            message: format!(
+                "The size could not be changed: {}. {name} keeps {} vCPUs and {} MiB.",
+                reason_in_plain_words(&e),
+                vm.vcpus,
+                vm.memory_mib
+            ),
+        });
+    }
+    if inv.rows.iter().any(|r| r.name == name) {
+        store.set_vm_units(name, units)?;
+    }
+    Ok(Resized {
+        name: name.to_string(),
+        units,
+        vcpus: size.vcpus,
+        memory_mib: size.memory_mib,
+        previous_units,
+    })
+}
+
+// ---- clone ----
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloneRequest {
+    /// The clone's name.
+    pub name: String,
+    /// Start the clone once it is made.
+    #[serde(default)]
+    pub start: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cloned {
+    pub name: String,
+    pub uuid: String,
+    pub source: String,
+    pub units: u32,
+    pub volumes: Vec<String>,
+    pub macs: Vec<String>,
+    pub started: bool,
+}
+
+/// One disk to copy: source path, its pool, the copy's volume name, size, format.
+struct DiskCopy {
+    source: String,
+    pool: String,
+    volume_name: String,
+    capacity_bytes: u64,
+    format: DiskFormat,
+}
+
+/// The copy's volume name: the clone's name with the source volume's extension.
+fn copy_name(clone: &str, source_volume: &str, index: usize) -> String {
+    let ext = source_volume
+        .rsplit_once('.')
+        .map(|(_, e)| e)
+        .filter(|e| !e.is_empty() && e.len() <= 5 && e.chars().all(|c| c.is_ascii_alphanumeric()))
+        .map(|e| format!(".{e}"))
+        .unwrap_or_default();
+    if index == 0 {
+        format!("{clone}{ext}")
+    } else {
+        format!("{clone}-disk{index}{ext}")
+    }
+}
+
+/// Copies a shut-off VM: every disk volume copied in full, a new name, UUID and MACs.
+#[allow(clippy::too_many_arguments)] // the same collaborators as create
+pub fn clone(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    cfg: &Config,
+    lock: &AdmissionLock,
+    source: &str,
+    req: &CloneRequest,
+    actor: &str,
+    now: i64,
+) -> LcResult<Cloned> {
+    let (edits, copies, units, source_xml) = {
+        let _guard = locked(lock)?;
+        let inv = inventory(hv, store, cfg)?;
+        let vm = find_vm(&inv.vms, source)?;
+        let mut errors = Vec::new();
+        let name = match VmName::parse(&req.name) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                errors.push(field("name", e.to_string()));
+                None
+            }
+        };
+        if let Some(n) = &name {
+            if inv.vms.iter().any(|v| v.name == n.as_str())
+                || inv.rows.iter().any(|r| r.name == n.as_str())
+            {
+                errors.push(field(
+                    "name",
+                    format!("A VM named {n} exists already. Pick another name."),
+                ));
+            }
+        }
+        if vm.state != VmState::ShutOff {
+            return Err(LifecycleError::Conflict(format!(
+                "{source} is {}; shut it down before cloning, so its disks are copied in a consistent state.",
+                vm.state.label()
+            )));
+        }
+        let source_xml = hv.domain_xml(source)?;
+        let def = xml::parse_domain(&source_xml).map_err(|e| LifecycleError::Failed {
+            message: format!("The VM's definition could not be read: {e}"),
+        })?;
+        let Some(name) = name.filter(|_| errors.is_empty()) else {
+            return Err(LifecycleError::Invalid(errors));
+        };
+
+        // Disks: each must be a volume in a pool, so libvirt can copy it.
+        let mut copies = Vec::new();
+        let mut needed_gib: HashMap<String, u64> = HashMap::new();
+        for disk in def.disks.iter().filter(|d| d.device == "disk") {
+            let Some(path) = &disk.source else { continue };
+            let found = inv
+                .pools
+                .iter()
+                .find_map(|p| p.volumes.iter().find(|v| &v.path == path).map(|v| (p, v)));
+            let Some((pool, vol)) = found else {
+                return Err(LifecycleError::Conflict(format!(
+                    "{source}'s disk {path} is not a volume in a storage pool, so virtdeck cannot copy it. Move it into a pool first."
+                )));
+            };
+            let volume_name = copy_name(name.as_str(), &vol.name, copies.len());
+            if pool.volumes.iter().any(|v| v.name == volume_name)
+                || copies
+                    .iter()
+                    .any(|c: &DiskCopy| c.pool == pool.name && c.volume_name == volume_name)
+            {
+                return Err(LifecycleError::Invalid(vec![field(
+                    "name",
+                    format!(
+                        "Pool {} already has a volume named {volume_name}; pick another name for the clone.",
+                        pool.name
+                    ),
+                )]));
+            }
+            let format = match disk.format.as_deref() {
+                Some("qcow2") => DiskFormat::Qcow2,
+                _ => DiskFormat::Raw,
+            };
+            *needed_gib.entry(pool.name.clone()).or_default() +=
+                vol.allocation_bytes.max(1).div_ceil(GIB);
+            copies.push(DiskCopy {
+                source: path.clone(),
+                pool: pool.name.clone(),
+                volume_name,
+                capacity_bytes: vol.capacity_bytes,
+                format,
+            });
+        }
+
+        // Units and disk space, before anything is touched.
+        let all = claims(&inv.model, &inv.vms, &inv.rows);
+        let units = all
+            .iter()
+            .find(|c| c.vm == source)
+            .map(|c| c.units)
+            .unwrap_or(1)
+            .max(1);
+        admit(&inv.model, &all, units, None)?;
+        for (pool, gib) in &needed_gib {
+            let available = inv
+                .pools
+                .iter()
+                .find(|p| &p.name == pool)
+                .map(|p| p.available_gib())
+                .unwrap_or(0);
+            if *gib > available {
+                return Err(AdmissionError::Disk {
+                    pool: pool.clone(),
+                    needed_gib: *gib,
+                    available_gib: available,
+                    short_gib: gib - available,
+                }
+                .into());
+            }
+        }
+
+        // New MACs, unique on the host.
+        let mut taken: HashSet<String> = inv.macs_in_use.clone();
+        let mut macs = HashMap::new();
+        for old in def.nics.iter().filter_map(|n| n.mac.clone()) {
+            let new = loop {
+                let mut b = [0u8; 3];
+                rand::rng().fill_bytes(&mut b);
+                let mac = Mac::qemu_local(b).to_string();
+                if !taken.contains(&mac) {
+                    break mac;
+                }
+            };
+            taken.insert(new.clone());
+            macs.insert(old.to_ascii_lowercase(), new);
+        }
+        let logs = def
+            .serial_log
+            .iter()
+            .map(|old| {
+                let new = match old.rsplit_once('/') {
+                    Some((dir, _)) => format!("{dir}/{name}-serial.log"),
+                    None => format!("{name}-serial.log"),
+                };
+                (old.clone(), new)
+            })
+            .collect();
+        let edits = CloneEdits {
+            name: name.to_string(),
+            uuid: random_uuid(),
+            macs,
+            disks: HashMap::new(),
+            logs,
+        };
+        store.insert_vm(&VmRow {
+            name: name.to_string(),
+            uuid: edits.uuid.clone(),
+            units,
+            state: "creating".into(),
+            created_volume: None,
+            created_by: actor.to_string(),
+            created_at: now,
+        })?;
+        (edits, copies, units, source_xml)
+    };
+
+    let name = edits.name.clone();
+    match build_clone(hv, store, edits, &copies, &source_xml, req.start) {
+        Ok(edits) => {
+            store.finish_vm(&name)?;
+            Ok(Cloned {
+                name,
+                uuid: edits.uuid.clone(),
+                source: source.to_string(),
+                units,
+                volumes: copies
+                    .iter()
+                    .filter_map(|c| edits.disks.get(&c.source).cloned())
+                    .collect(),
+                macs: edits.macs.values().cloned().collect(),
+                started: req.start,
+            })
+        }
+        Err((what, e)) => Err(undo_failed(
+            hv,
+            store,
+            &name,
+            &format!("{source} could not be cloned"),
+            what,
+            &reason_in_plain_words(&e),
+        )),
+    }
+}
+
+fn build_clone(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    mut edits: CloneEdits,
+    copies: &[DiskCopy],
+    source_xml: &str,
+    start: bool,
+) -> Result<CloneEdits, (&'static str, HypervisorError)> {
+    for c in copies {
+        let vol_xml = xml::volume_copy_xml(&c.volume_name, c.capacity_bytes, c.format);
+        let path = hv
+            .clone_volume(&c.source, &vol_xml)
+            .map_err(|e| ("copying a disk volume", e))?;
+        if let Err(e) = store.record_made(&edits.name, "volume", &path) {
+            tracing::error!(error = %e, "could not record the copied volume");
+        }
+        edits.disks.insert(c.source.clone(), path);
+    }
+    let new_xml = clone_domain_xml(source_xml, &edits).map_err(|e| {
+        (
+            "rewriting the definition",
+            HypervisorError::Call {
+                operation: "define the clone",
+                message: e.to_string(),
+            },
+        )
+    })?;
+    hv.define(&new_xml).map_err(|e| ("defining the clone", e))?;
+    if start {
+        hv.act(&edits.name, VmAction::Start)
+            .map_err(|e| ("starting the clone", e))?;
+    }
+    Ok(edits)
+}
+
+// ---- snapshots ----
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRequest {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+pub fn snapshots(hv: &dyn Hypervisor, name: &str) -> LcResult<Vec<SnapshotInfo>> {
+    match hv.snapshots(name) {
+        Err(HypervisorError::NotFound { .. }) => Err(LifecycleError::NotFound(format!(
+            "There is no VM named {name}."
+        ))),
+        other => Ok(other?),
+    }
+}
+
+/// Takes a snapshot (with memory when the VM runs). QEMU keeps it inside qcow2 files,
+/// so every writable disk must be qcow2.
+pub fn create_snapshot(
+    hv: &dyn Hypervisor,
+    name: &str,
+    req: &SnapshotRequest,
+) -> LcResult<SnapshotInfo> {
+    let existing = snapshots(hv, name)?;
+    let mut errors = Vec::new();
+    let snap = match SnapshotName::parse(&req.name) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            errors.push(field("snapshot_name", e.to_string()));
+            None
+        }
+    };
+    if let Some(s) = &snap {
+        if existing.iter().any(|e| e.name == s.as_str()) {
+            errors.push(field(
+                "snapshot_name",
+                format!(
+                    "{name} has a snapshot named {} already. Pick another name.",
+                    s.as_str()
+                ),
+            ));
+        }
+    }
+    if req.description.chars().count() > MAX_DESCRIPTION_CHARS {
+        errors.push(field(
+            "description",
+            format!("Keep the description under {MAX_DESCRIPTION_CHARS} characters."),
+        ));
+    }
+    let Some(snap) = snap.filter(|_| errors.is_empty()) else {
+        return Err(LifecycleError::Invalid(errors));
+    };
+    let def = definition(hv, name)?;
+    if def.domain_type != "test" {
+        if let Some(d) = def.disks.iter().find(|d| {
+            d.device == "disk" && d.source.is_some() && d.format.as_deref() != Some("qcow2")
+        }) {
+            return Err(LifecycleError::Conflict(format!(
+                "{name}'s disk {} is {}, not qcow2; snapshots are kept inside qcow2 disks, so this VM cannot have them.",
+                d.source.as_deref().unwrap_or(&d.target),
+                d.format.as_deref().unwrap_or("raw"),
+            )));
+        }
+    }
+    hv.create_snapshot(name, &snapshot_xml(&snap, &req.description))
+        .map_err(|e| LifecycleError::Failed {
+            message: format!(
+                "The snapshot could not be taken: {}",
+                reason_in_plain_words(&e)
+            ),
+        })?;
+    snapshots(hv, name)?
+        .into_iter()
+        .find(|s| s.name == snap.as_str())
+        .ok_or_else(|| LifecycleError::Failed {
+            message: "libvirt took the snapshot but does not list it.".into(),
+        })
+}
+
+fn snapshot_missing(name: &str, snapshot: &str) -> LifecycleError {
+    LifecycleError::NotFound(format!("{name} has no snapshot named {snapshot}."))
+}
+
+pub fn revert_snapshot(hv: &dyn Hypervisor, name: &str, snapshot: &str) -> LcResult<()> {
+    if !snapshots(hv, name)?.iter().any(|s| s.name == snapshot) {
+        return Err(snapshot_missing(name, snapshot));
+    }
+    hv.revert_snapshot(name, snapshot)
+        .map_err(|e| LifecycleError::Failed {
+            message: format!(
+                "{name} could not be reverted to {snapshot}: {}",
+                reason_in_plain_words(&e)
+            ),
+        })
+}
+
+pub fn delete_snapshot(hv: &dyn Hypervisor, name: &str, snapshot: &str) -> LcResult<()> {
+    if !snapshots(hv, name)?.iter().any(|s| s.name == snapshot) {
+        return Err(snapshot_missing(name, snapshot));
+    }
+    hv.delete_snapshot(name, snapshot)
+        .map_err(|e| LifecycleError::Failed {
+            message: format!(
+                "Snapshot {snapshot} of {name} could not be deleted: {}",
+                reason_in_plain_words(&e)
+            ),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_name;
+
+    #[test]
+    fn copies_keep_the_source_extension() {
+        assert_eq!(copy_name("web02", "web01.qcow2", 0), "web02.qcow2");
+        assert_eq!(copy_name("web02", "web01-data.img", 1), "web02-disk1.img");
+        assert_eq!(copy_name("db2", "lv_db1", 0), "db2");
+        assert_eq!(copy_name("db2", "odd.name.with spaces", 0), "db2");
+    }
+}

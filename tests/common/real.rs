@@ -1,0 +1,140 @@
+//! Helpers for tests on the real `qemu:///system` libvirtd.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub const URI: &str = "qemu:///system";
+pub const BANNER: &str = "virtdeck-test-guest ready";
+
+pub fn virsh(args: &[&str]) -> std::process::Output {
+    Command::new("virsh")
+        .arg("-c")
+        .arg(URI)
+        .args(args)
+        .output()
+        .expect("virsh is installed (make test installs it)")
+}
+
+pub fn guest_dir() -> PathBuf {
+    let dir = std::env::var_os("VIRTDECK_TEST_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-guest"));
+    assert!(
+        dir.join("vmlinuz").exists() && dir.join("initrd.img").exists(),
+        "the tiny test guest is missing in {}: run scripts/build-test-guest.sh (make test does)",
+        dir.display()
+    );
+    dir
+}
+
+/// A directory pool on the real libvirtd, removed when the test ends.
+pub struct TestPool {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl TestPool {
+    pub fn new() -> TestPool {
+        let name = format!("vdtest-pool-{}", std::process::id());
+        let dir = PathBuf::from(format!("/var/tmp/{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        for args in [
+            vec![
+                "pool-define-as",
+                &name,
+                "dir",
+                "--target",
+                dir.to_str().unwrap(),
+            ],
+            vec!["pool-start", &name],
+        ] {
+            let out = virsh(&args);
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        TestPool { name, dir }
+    }
+}
+
+impl Drop for TestPool {
+    fn drop(&mut self) {
+        let _ = virsh(&["pool-destroy", &self.name]);
+        let _ = virsh(&["pool-undefine", &self.name]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes a VM left by a failed run of the test below.
+pub struct VmGuard(pub String);
+
+impl Drop for VmGuard {
+    fn drop(&mut self) {
+        let _ = virsh(&["destroy", &self.0]);
+        let _ = virsh(&["undefine", &self.0, "--remove-all-storage"]);
+        let _ = std::fs::remove_file(format!("/var/log/libvirt/qemu/{}-serial.log", self.0));
+    }
+}
+
+pub async fn wait_for_state(api: &reqwest::Client, url: &str, want: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let vm: serde_json::Value = api.get(url).send().await.unwrap().json().await.unwrap();
+        if vm["state"] == want {
+            return vm;
+        }
+        assert!(Instant::now() < deadline, "never reached {want}: {vm}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A directory QEMU's user may read (mode 0755 under /var/tmp), removed at the end.
+pub fn qemu_readable_dir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Waits until the file's lines include `line` (a guest's serial log).
+pub async fn wait_for_line(path: &str, line: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().any(|l| l.trim_end() == line) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "no {line:?} in {path}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Asserts libvirtd answers on qemu:///system.
+pub fn require_libvirtd() {
+    let version = virsh(&["version"]);
+    assert!(
+        version.status.success(),
+        "libvirtd is not answering on {URI}: {}; run scripts/start-libvirt.sh (make test does)",
+        String::from_utf8_lossy(&version.stderr)
+    );
+}
+
+/// A reqwest client that sends the API token on every request.
+pub fn bearer_client(token: &str) -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    reqwest::Client::builder()
+        .default_headers(h)
+        .build()
+        .unwrap()
+}
