@@ -13,7 +13,6 @@ async function refresh() {
     if (fresh) el.replaceWith(document.importNode(fresh, true));
   }
   document.body.dataset.liveRefreshed = String(Date.now());
-  document.dispatchEvent(new Event('virtdeck:live'));
   timers();
 }
 

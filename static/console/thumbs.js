@@ -29,4 +29,3 @@ refresh();
 // The first request starts a screenshot in the background: ask again soon.
 setTimeout(refresh, 1500);
 setInterval(refresh, REFRESH_MS);
-document.addEventListener('virtdeck:live', refresh);
