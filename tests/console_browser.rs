@@ -3,9 +3,10 @@
 //! console, type a command and see its output. Screenshots land in target/test-artifacts/
 //! (console-vnc.png, console-serial.png).
 
+mod common;
 mod console_support;
 
-use console_support::webdriver::Browser;
+use common::webdriver::Browser;
 use console_support::*;
 use serde_json::json;
 use std::time::Duration;

@@ -5,6 +5,7 @@ pub mod api;
 pub mod faults;
 pub mod http;
 pub mod real;
+pub mod webdriver;
 
 use reqwest::redirect::Policy;
 use reqwest::{Client, Response, StatusCode};

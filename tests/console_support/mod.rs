@@ -3,8 +3,6 @@
 //! websocket client, and websocket helpers.
 #![allow(dead_code)]
 
-pub mod webdriver;
-
 use futures_util::{SinkExt, StreamExt};
 use reqwest::cookie::{CookieStore, Jar};
 use std::path::{Path, PathBuf};

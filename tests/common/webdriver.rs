@@ -1,6 +1,5 @@
-//! A small W3C WebDriver client (chromedriver + headless Chromium), as in tests/browser.rs,
+//! A small W3C WebDriver client (chromedriver + headless Chromium) for the browser tests,
 //! with script execution for reading canvases and terminals.
-#![allow(dead_code)]
 
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -14,7 +13,7 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// The key under which WebDriver returns an element reference.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
-const WAIT: Duration = Duration::from_secs(10);
+pub const WAIT: Duration = Duration::from_secs(10);
 
 /// A small W3C WebDriver client: one chromedriver child process and one browser session.
 /// Dropping it ends the session (if still open) and kills chromedriver.
