@@ -7,6 +7,7 @@
 //! `make test` installs libvirt and QEMU, starts the daemons and builds the tiny guest;
 //! these tests fail (they do not skip) when any of that is missing.
 
+mod common;
 mod console_support;
 
 use console_support::*;

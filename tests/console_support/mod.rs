@@ -5,25 +5,15 @@
 
 use futures_util::{SinkExt, StreamExt};
 use reqwest::cookie::{CookieStore, Jar};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-pub const URI: &str = "qemu:///system";
-pub const BANNER: &str = "virtdeck-test-guest ready";
-
-pub fn virsh(args: &[&str]) -> std::process::Output {
-    Command::new("virsh")
-        .arg("-c")
-        .arg(URI)
-        .args(args)
-        .output()
-        .expect("virsh is installed (make test installs it)")
-}
+// The real-libvirtd helpers are shared with the lifecycle tests (tests/common/real.rs).
+pub use crate::common::real::{guest_dir, virsh, BANNER, URI};
 
 pub fn unique(prefix: &str) -> String {
     let mut b = [0u8; 4];
@@ -40,18 +30,6 @@ fn getrandom(buf: &mut [u8]) {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-pub fn guest_dir() -> PathBuf {
-    let dir = std::env::var_os("VIRTDECK_TEST_GUEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-guest"));
-    assert!(
-        dir.join("vmlinuz").exists() && dir.join("initrd.img").exists(),
-        "the tiny test guest is missing in {}: run scripts/build-test-guest.sh (make test does)",
-        dir.display()
-    );
-    dir
 }
 
 /// A guest on the real libvirtd, destroyed (and undefined) when dropped.
