@@ -612,30 +612,17 @@ pub async fn run_action(
     name: &str,
     action: VmAction,
 ) -> Result<(), AppError> {
-    who.require(
-        state,
-        Role::Operator,
-        &format!("vm.{}", action.as_str()),
-        name,
-    )
-    .await?;
     let n = name.to_string();
-    let r = lc(state, move |s| lifecycle::act(s.hv.as_ref(), &n, action)).await;
-    let (result, detail) = match &r {
-        Ok(()) => ("ok", String::new()),
-        Err(e) => ("failed", e.to_string()),
-    };
-    audit::record(
+    super::vm_changes::audited(
         state,
-        &who.username,
-        &who.remote_addr,
+        who,
         &format!("vm.{}", action.as_str()),
         name,
-        result,
-        &detail,
+        move |s| lifecycle::act(s.hv.as_ref(), &n, action),
+        |()| String::new(),
     )
-    .await;
-    r.map_err(|e| who.err(e.into()))
+    .await?
+    .map_err(|e| who.err(e.into()))
 }
 
 pub async fn vm_action(
@@ -772,16 +759,14 @@ pub async fn delete(
     name: &str,
     delete_volumes: bool,
 ) -> Result<lifecycle::Deleted, AppError> {
-    who.require(state, Role::Operator, "vm.delete", name)
-        .await?;
     let n = name.to_string();
-    let r = lc(state, move |s| {
-        lifecycle::delete(s.hv.as_ref(), &s.store, &n, delete_volumes)
-    })
-    .await;
-    let (result, detail) = match &r {
-        Ok(d) => (
-            "ok",
+    super::vm_changes::audited(
+        state,
+        who,
+        "vm.delete",
+        name,
+        move |s| lifecycle::delete(s.hv.as_ref(), &s.store, &n, delete_volumes),
+        |d| {
             format!(
                 "{} units released{}",
                 d.units_released,
@@ -790,21 +775,11 @@ pub async fn delete(
                 } else {
                     format!(", volumes deleted: {}", d.volumes_deleted.join(", "))
                 }
-            ),
-        ),
-        Err(e) => ("failed", e.to_string()),
-    };
-    audit::record(
-        state,
-        &who.username,
-        &who.remote_addr,
-        "vm.delete",
-        name,
-        result,
-        &detail,
+            )
+        },
     )
-    .await;
-    r.map_err(|e| who.err(e.into()))
+    .await?
+    .map_err(|e| who.err(e.into()))
 }
 
 pub async fn delete_vm(
