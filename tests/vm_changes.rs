@@ -558,3 +558,38 @@ async fn vm_changes_stream_to_the_browser_as_server_sent_events() {
         .unwrap()
         .starts_with("/login"));
 }
+
+#[tokio::test]
+async fn running_vms_show_the_guest_addresses_libvirt_knows() {
+    let app = spawn_app().await;
+    let api = Api::new(&app).await;
+    let vms = api.get("/api/v1/vms").await.1;
+    let find = |name: &str| {
+        vms["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    // The test driver reports one address per running VM's NIC.
+    let web01 = find("web01")["addresses"].clone();
+    assert_eq!(web01, json!(["192.168.0.1/24"]));
+    assert_eq!(find("win2019-ad")["addresses"], json!([]), "shut off: none");
+    assert_eq!(api.get("/api/v1/vms/web01").await.1["addresses"], web01);
+    let page = api
+        .c
+        .get(app.url("/vms"))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<code>192.168.0.1/24</code>"),
+        "shown in the list"
+    );
+}

@@ -1168,6 +1168,28 @@ pub struct VmView {
 }
 
 pub fn list(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Vec<VmView>> {
+    let mut vms = views(hv, store, cfg)?;
+    for vm in &mut vms {
+        vm.addresses = guest_addresses(hv, &vm.summary);
+    }
+    Ok(vms)
+}
+
+/// A running VM's addresses as `address/prefix`; none when it is off or libvirt
+/// does not know them.
+fn guest_addresses(hv: &dyn Hypervisor, vm: &VmSummary) -> Vec<String> {
+    if !vm.state.is_active() {
+        return Vec::new();
+    }
+    hv.guest_addresses(&vm.name)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| format!("{}/{}", a.address, a.prefix))
+        .collect()
+}
+
+/// Every VM with its units and devices, without asking libvirt for guest addresses.
+fn views(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Vec<VmView>> {
     let model = unit_model(hv, cfg)?;
     let rows = store.vm_rows()?; // before the VMs: see `inventory`
     let vms = hv.list_vms()?;
@@ -1198,15 +1220,7 @@ pub fn list(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Vec<Vm
                 macs: def
                     .map(|d| d.nics.iter().filter_map(|n| n.mac.clone()).collect())
                     .unwrap_or_default(),
-                addresses: if v.state.is_active() {
-                    hv.guest_addresses(&v.name)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|a| format!("{}/{}", a.address, a.prefix))
-                        .collect()
-                } else {
-                    Vec::new()
-                },
+                addresses: Vec::new(),
                 summary: v,
             }
         })
@@ -1223,10 +1237,11 @@ pub struct VmDetail {
 }
 
 pub fn detail(hv: &dyn Hypervisor, store: &Store, cfg: &Config, name: &str) -> LcResult<VmDetail> {
-    let vm = list(hv, store, cfg)?
+    let mut vm = views(hv, store, cfg)?
         .into_iter()
         .find(|v| v.summary.name == name)
         .ok_or_else(|| LifecycleError::NotFound(format!("There is no VM named {name}.")))?;
+    vm.addresses = guest_addresses(hv, &vm.summary);
     let xml = hv.domain_xml(name)?;
     let devices = xml::parse_domain(&xml).map_err(|e| LifecycleError::Failed {
         message: format!("The VM's definition could not be read: {e}"),
