@@ -11,7 +11,7 @@ mod common;
 mod console_support;
 
 use console_support::*;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode as Http;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -434,7 +434,6 @@ async fn vnc_and_serial_reach_a_real_guest_only_through_checked_tickets() {
         "{v}"
     );
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        use futures_util::StreamExt;
         while let Some(m) = ws.next().await {
             if let Ok(Message::Close(Some(c))) = m {
                 return (u16::from(c.code), c.reason.to_string());
@@ -446,6 +445,40 @@ async fn vnc_and_serial_reach_a_real_guest_only_through_checked_tickets() {
     .expect("closed for inactivity");
     assert_eq!(closed.0, 4003, "{closed:?}");
     assert!(closed.1.contains("without input"), "{closed:?}");
+
+    // ---- the VM stops under an open graphical console: the browser is told why ----
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let p = strict.ticket(&boss, vm2, "vnc").await;
+    let mut ws = connect(
+        &strict.ws_url(&p),
+        Upgrade {
+            cookie: Some(boss.cookie(&strict)),
+            bearer: None,
+            origin: Some(strict.origin()),
+        },
+    )
+    .await
+    .expect("a graphical console session");
+    let first = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("the VNC server greets");
+    assert!(
+        matches!(&first, Some(Ok(Message::Binary(b))) if b.starts_with(b"RFB 003.")),
+        "{first:?}"
+    );
+    assert!(virsh(&["destroy", vm2]).status.success());
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(m) = ws.next().await {
+            if let Ok(Message::Close(Some(c))) = m {
+                return (u16::from(c.code), c.reason.to_string());
+            }
+        }
+        (0, String::new())
+    })
+    .await
+    .expect("closed when the VM stopped");
+    assert_eq!(closed.0, 4001, "{closed:?}");
+    assert!(closed.1.contains("VM stopped"), "{closed:?}");
     drop(strict);
 
     // ---- the audit log: every session with user, VM, kind, start and duration ----

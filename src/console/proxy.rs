@@ -4,16 +4,20 @@
 use super::rfb::ClientReader;
 use super::sessions::{Kill, Stats};
 use crate::hypervisor::{SerialConsole, SerialInput};
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::web::{BufMut, Bytes, BytesMut};
+use actix_web::HttpResponse;
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
-use std::sync::atomic::Ordering;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
 
 /// Largest websocket message accepted from the browser.
 pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
-/// Read size towards the VNC server.
-const READ_BUF_BYTES: usize = 64 * 1024;
 
 /// How a session ended, for the audit log and the browser.
 #[derive(Debug)]
@@ -54,25 +58,171 @@ pub struct Limits {
     pub idle: Duration,
 }
 
-/// Pumps RFB bytes between the browser and the VNC server.
-pub async fn vnc<S>(
-    mut ws: Session,
-    mut msgs: AggregatedMessageStream,
-    server: S,
+/// What the VNC pump and the response body that carries the VM's bytes share.
+#[derive(Default)]
+struct FromVm {
+    /// Set by the pump before it sends the close frame: no VM bytes may follow it.
+    closing: AtomicBool,
+    bytes: AtomicU64,
+}
+
+/// The websocket response body of a VNC session: the VM's bytes, read straight into the
+/// buffer that becomes the websocket frame (header included), so each chunk is copied
+/// once in user space (by the HTTP layer) instead of three times through actix-ws's
+/// session channel and codec. Control frames (pongs, the close frame) still come from
+/// actix-ws's own body, which this one wraps.
+struct VncBody<R> {
+    vm: R,
+    control: BoxBody,
+    buf: BytesMut,
+    /// Bytes asked of the next read: grows while the VM streams, shrinks when it idles,
+    /// so an idle session holds a small buffer.
+    read_bytes: usize,
+    shared: Arc<FromVm>,
+    stats: Arc<Stats>,
+    /// Fired when the VNC server closes (or fails); `None` once fired.
+    vm_closed: Option<oneshot::Sender<()>>,
+}
+
+/// Room for the longest server-to-client frame header (no mask).
+const FRAME_HEADER_BYTES: usize = 10;
+const READ_MIN_BYTES: usize = 8 * 1024;
+const READ_MAX_BYTES: usize = 256 * 1024;
+
+/// Writes a final, unmasked binary frame header for `payload_len` bytes so that it ends
+/// where `buf` (`FRAME_HEADER_BYTES` long) ends; returns where the frame starts.
+fn frame_header(buf: &mut [u8], payload_len: usize) -> usize {
+    let start = match payload_len {
+        0..=125 => {
+            buf[9] = payload_len as u8;
+            8
+        }
+        126..=0xffff => {
+            buf[7] = 126;
+            buf[8..10].copy_from_slice(&(payload_len as u16).to_be_bytes());
+            6
+        }
+        _ => {
+            buf[1] = 127;
+            buf[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+            0
+        }
+    };
+    buf[start] = 0x82;
+    start
+}
+
+impl<R: AsyncRead + Unpin> MessageBody for VncBody<R> {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        // Pongs and the close frame first; when actix-ws's body ends, so does this one.
+        match Pin::new(&mut this.control).poll_next(cx) {
+            Poll::Ready(Some(chunk)) => return Poll::Ready(Some(chunk)),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {}
+        }
+        if this.vm_closed.is_none() || this.shared.closing.load(Ordering::SeqCst) {
+            return Poll::Pending;
+        }
+        if this.buf.is_empty() {
+            this.buf.reserve(FRAME_HEADER_BYTES + this.read_bytes);
+            this.buf.put_bytes(0, FRAME_HEADER_BYTES);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut this.vm), cx, &mut this.buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                if let Some(tx) = this.vm_closed.take() {
+                    let _ = tx.send(());
+                }
+                this.buf = BytesMut::new();
+                // The pump answers with a close frame, which `control` delivers.
+                Poll::Pending
+            }
+            Poll::Ready(Ok(n)) => {
+                this.read_bytes = if n >= this.read_bytes {
+                    (this.read_bytes * 2).min(READ_MAX_BYTES)
+                } else if n < this.read_bytes / 4 {
+                    (this.read_bytes / 2).max(READ_MIN_BYTES)
+                } else {
+                    this.read_bytes
+                };
+                this.shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                this.stats
+                    .bytes_from_vm
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                let mut frame = this.buf.split();
+                let start = frame_header(&mut frame[..FRAME_HEADER_BYTES], n);
+                Poll::Ready(Some(Ok(frame.freeze().slice(start..))))
+            }
+        }
+    }
+}
+
+/// Pumps RFB bytes between the browser and the VNC server: puts the VM's side into
+/// `response`'s body and returns the response to send plus the pump for the browser's
+/// side, which ends the session.
+#[allow(clippy::too_many_arguments)]
+pub fn vnc<R, W>(
+    response: HttpResponse,
+    ws: Session,
+    msgs: AggregatedMessageStream,
+    (vm_rd, vm_wr): (R, W),
     view_only: bool,
     limits: Limits,
     kill: Arc<Kill>,
     stats: Arc<Stats>,
-) -> Ended
+) -> (HttpResponse, impl std::future::Future<Output = Ended>)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    R: AsyncRead + Unpin + 'static,
+    W: AsyncWrite + Unpin + 'static,
 {
-    let (mut rd, mut wr) = tokio::io::split(server);
+    let shared = Arc::new(FromVm::default());
+    let (vm_closed_tx, vm_closed) = oneshot::channel();
+    let body_shared = shared.clone();
+    let body_stats = stats.clone();
+    let response = response.map_body(move |_, control| {
+        BoxBody::new(VncBody {
+            vm: vm_rd,
+            control,
+            buf: BytesMut::new(),
+            read_bytes: READ_MIN_BYTES,
+            shared: body_shared,
+            stats: body_stats,
+            vm_closed: Some(vm_closed_tx),
+        })
+    });
+    let pump = vnc_from_browser(
+        ws, msgs, vm_wr, vm_closed, shared, view_only, limits, kill, stats,
+    );
+    (response, pump)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn vnc_from_browser<W: AsyncWrite + Unpin>(
+    mut ws: Session,
+    mut msgs: AggregatedMessageStream,
+    mut wr: W,
+    mut vm_closed: oneshot::Receiver<()>,
+    shared: Arc<FromVm>,
+    view_only: bool,
+    limits: Limits,
+    kill: Arc<Kill>,
+    stats: Arc<Stats>,
+) -> Ended {
+    const VM_GONE: &str = "The VNC server closed the connection: the VM stopped or restarted.";
     let mut reader = ClientReader::new(view_only);
-    let mut buf = vec![0u8; READ_BUF_BYTES];
     let idle = tokio::time::sleep(limits.idle);
     tokio::pin!(idle);
-    let (mut to_vm, mut from_vm) = (0u64, 0u64);
+    let mut to_vm = 0u64;
     let (code, reason) = loop {
         tokio::select! {
             msg = msgs.recv() => match msg {
@@ -86,7 +236,7 @@ where
                     }
                     if !f.forward.is_empty() {
                         if wr.write_all(&f.forward).await.is_err() {
-                            break (codes::VM_GONE, "The VNC server closed the connection: the VM stopped or restarted.".into());
+                            break (codes::VM_GONE, VM_GONE.into());
                         }
                         to_vm += f.forward.len() as u64;
                         stats.bytes_to_vm.fetch_add(f.forward.len() as u64, Ordering::Relaxed);
@@ -104,15 +254,10 @@ where
                 Some(Ok(AggregatedMessage::Close(_))) | None => break (1000, "The console was closed in the browser.".into()),
                 Some(Err(e)) => break (codes::REFUSED, format!("The websocket failed: {e}.")),
             },
-            n = rd.read(&mut buf) => match n {
-                Ok(0) | Err(_) => break (codes::VM_GONE, "The VNC server closed the connection: the VM stopped or restarted.".into()),
-                Ok(n) => {
-                    if ws.binary(buf[..n].to_vec()).await.is_err() {
-                        break (1000, "The browser went away.".into());
-                    }
-                    from_vm += n as u64;
-                    stats.bytes_from_vm.fetch_add(n as u64, Ordering::Relaxed);
-                }
+            closed = &mut vm_closed => match closed {
+                Ok(()) => break (codes::VM_GONE, VM_GONE.into()),
+                // The response body was dropped: the connection to the browser is gone.
+                Err(_) => break (1000, "The browser went away.".into()),
             },
             _ = &mut idle => break (codes::IDLE, format!(
                 "Closed after {} s without keyboard or mouse input (console.idle_timeout_seconds).",
@@ -121,11 +266,12 @@ where
             r = kill.fired() => break (codes::TAKEN_OVER, r),
         }
     };
+    shared.closing.store(true, Ordering::SeqCst);
     close(ws, code, &reason).await;
     Ended {
         reason,
         bytes_to_vm: to_vm,
-        bytes_from_vm: from_vm,
+        bytes_from_vm: shared.bytes.load(Ordering::Relaxed),
     }
 }
 
@@ -198,5 +344,26 @@ pub async fn serial(
         reason,
         bytes_to_vm: to_vm,
         bytes_from_vm: from_vm,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(payload_len: usize) -> Vec<u8> {
+        let mut buf = [0u8; FRAME_HEADER_BYTES];
+        let start = frame_header(&mut buf, payload_len);
+        buf[start..].to_vec()
+    }
+
+    #[test]
+    fn frame_headers_use_the_shortest_length_encoding() {
+        assert_eq!(header(0), [0x82, 0]);
+        assert_eq!(header(125), [0x82, 125]);
+        assert_eq!(header(126), [0x82, 126, 0, 126]);
+        assert_eq!(header(0xffff), [0x82, 126, 0xff, 0xff]);
+        assert_eq!(header(0x1_0000), [0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+        assert_eq!(header(READ_MAX_BYTES), [0x82, 127, 0, 0, 0, 0, 0, 4, 0, 0]);
     }
 }

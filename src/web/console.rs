@@ -501,7 +501,10 @@ async fn start(
     let kill = slot.kill.clone();
     // 6. Only now: reach the VM.
     let target = vm.to_string();
-    let pump: std::pin::Pin<Box<dyn std::future::Future<Output = proxy::Ended>>> = match kind {
+    let (response, pump): (
+        HttpResponse,
+        std::pin::Pin<Box<dyn std::future::Future<Output = proxy::Ended>>>,
+    ) = match kind {
         ConsoleKind::Vnc => {
             let endpoint = super::hv_console(state, move |h| h.vnc_endpoint(&target)).await?;
             let connect_failed = |e: std::io::Error| {
@@ -510,35 +513,40 @@ async fn start(
                     format!("virtdeck cannot reach the VNC server of {vm}: {e}."),
                 )
             };
+            let view_only = grant.view_only;
             match endpoint {
                 VncEndpoint::Tcp(addr) => {
                     let tcp = tokio::net::TcpStream::connect(addr)
                         .await
                         .map_err(connect_failed)?;
                     let _ = tcp.set_nodelay(true);
-                    Box::pin(proxy::vnc(
+                    let (response, pump) = proxy::vnc(
+                        response,
                         session,
                         msgs,
-                        tcp,
-                        grant.view_only,
+                        tcp.into_split(),
+                        view_only,
                         limits,
                         kill,
                         stats.clone(),
-                    ))
+                    );
+                    (response, Box::pin(pump))
                 }
                 VncEndpoint::Unix(path) => {
                     let unix = tokio::net::UnixStream::connect(&path)
                         .await
                         .map_err(connect_failed)?;
-                    Box::pin(proxy::vnc(
+                    let (response, pump) = proxy::vnc(
+                        response,
                         session,
                         msgs,
-                        unix,
-                        grant.view_only,
+                        unix.into_split(),
+                        view_only,
                         limits,
                         kill,
                         stats.clone(),
-                    ))
+                    );
+                    (response, Box::pin(pump))
                 }
             }
         }
@@ -553,14 +561,17 @@ async fn start(
             }
             let force = grant.force;
             let console = super::hv_console(state, move |h| h.open_serial(&target, force)).await?;
-            Box::pin(proxy::serial(
-                session,
-                msgs,
-                console,
-                limits,
-                kill,
-                stats.clone(),
-            ))
+            (
+                response,
+                Box::pin(proxy::serial(
+                    session,
+                    msgs,
+                    console,
+                    limits,
+                    kill,
+                    stats.clone(),
+                )),
+            )
         }
     };
     stats
