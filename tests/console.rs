@@ -433,16 +433,7 @@ async fn vnc_and_serial_reach_a_real_guest_only_through_checked_tickets() {
             .contains("most allowed"),
         "{v}"
     );
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(m) = ws.next().await {
-            if let Ok(Message::Close(Some(c))) = m {
-                return (u16::from(c.code), c.reason.to_string());
-            }
-        }
-        (0, String::new())
-    })
-    .await
-    .expect("closed for inactivity");
+    let closed = close_frame(&mut ws).await.expect("closed for inactivity");
     assert_eq!(closed.0, 4003, "{closed:?}");
     assert!(closed.1.contains("without input"), "{closed:?}");
 
@@ -467,16 +458,9 @@ async fn vnc_and_serial_reach_a_real_guest_only_through_checked_tickets() {
         "{first:?}"
     );
     assert!(virsh(&["destroy", vm2]).status.success());
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(m) = ws.next().await {
-            if let Ok(Message::Close(Some(c))) = m {
-                return (u16::from(c.code), c.reason.to_string());
-            }
-        }
-        (0, String::new())
-    })
-    .await
-    .expect("closed when the VM stopped");
+    let closed = close_frame(&mut ws)
+        .await
+        .expect("closed when the VM stopped");
     assert_eq!(closed.0, 4001, "{closed:?}");
     assert!(closed.1.contains("VM stopped"), "{closed:?}");
     drop(strict);
@@ -576,4 +560,22 @@ async fn the_demo_host_says_consoles_are_not_available() {
         let ct = r.headers()["content-type"].to_str().unwrap().to_string();
         assert!(ct.contains(mime), "{path}: {ct}");
     }
+}
+
+/// The close frame's code and reason, within 10 s.
+async fn close_frame<S>(ws: &mut S) -> Option<(u16, String)>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(m) = ws.next().await {
+            if let Ok(Message::Close(Some(c))) = m {
+                return Some((u16::from(c.code), c.reason.to_string()));
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
 }
