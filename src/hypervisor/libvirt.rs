@@ -7,6 +7,7 @@ use super::{
 use crate::domain::host::{HostFacts, KvmStatus, Version};
 use crate::domain::inventory::{NetworkInfo, PoolInfo, VolumeInfo};
 use crate::domain::snapshot::{parse_snapshot, SnapshotInfo};
+use crate::domain::storage::{NetworkStatus, PoolStatus, PoolVolume};
 use crate::domain::vm::{GuestAddress, VmAction, VmEvent, VmState, VmSummary};
 use std::ffi::CString;
 use std::sync::Mutex;
@@ -715,6 +716,126 @@ impl Hypervisor for Libvirt {
         let _ = stream.finish();
         Ok(Screenshot { mime, bytes })
     }
+
+    // ---- storage pools and libvirt networks ----
+
+    fn pool_statuses(&self) -> HvResult<Vec<PoolStatus>> {
+        let conn = self.conn()?;
+        let mut pools = conn
+            .list_all_storage_pools(0)
+            .map_err(call("list the storage pools"))?
+            .iter()
+            .map(pool_status)
+            .collect::<HvResult<Vec<_>>>()?;
+        pools.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(pools)
+    }
+
+    fn pool_volumes(&self, pool: &str) -> HvResult<Vec<PoolVolume>> {
+        let p = lookup_pool(&self.conn()?, pool)?;
+        if !p.is_active().unwrap_or(false) {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for vol in p
+            .list_all_volumes(0)
+            .map_err(call("list a pool's volumes"))?
+        {
+            let v = volume_info(&vol)?;
+            let xml = vol.xml_desc(0).unwrap_or_default();
+            out.push(PoolVolume {
+                name: v.name,
+                path: v.path,
+                capacity_bytes: v.capacity_bytes,
+                allocation_bytes: v.allocation_bytes,
+                format: crate::domain::storage::parse_volume_format(&xml),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn define_pool(&self, pool_xml: &str) -> HvResult<()> {
+        self.conn()?
+            .define_storage_pool_xml(pool_xml, 0)
+            .map(drop)
+            .map_err(call("define the pool"))
+    }
+
+    fn build_pool(&self, name: &str) -> HvResult<()> {
+        self.on_pool(name, "build the pool", |p| p.build(0))
+    }
+
+    fn start_pool(&self, name: &str) -> HvResult<()> {
+        self.on_pool(name, "start the pool", |p| p.create(0))
+    }
+
+    fn stop_pool(&self, name: &str) -> HvResult<()> {
+        self.on_pool(name, "stop the pool", |p| p.destroy())
+    }
+
+    fn refresh_pool(&self, name: &str) -> HvResult<()> {
+        self.on_pool(name, "refresh the pool", |p| p.refresh(0))
+    }
+
+    fn set_pool_autostart(&self, name: &str, on: bool) -> HvResult<()> {
+        self.on_pool(name, "change the pool's autostart", |p| {
+            p.set_autostart(on).map(drop)
+        })
+    }
+
+    fn delete_pool_storage(&self, name: &str) -> HvResult<()> {
+        self.on_pool(name, "delete the pool's storage", |p| p.delete(0))
+    }
+
+    fn undefine_pool(&self, name: &str) -> HvResult<()> {
+        self.on_pool(name, "remove the pool's definition", |p| p.undefine())
+    }
+
+    fn network_statuses(&self) -> HvResult<Vec<NetworkStatus>> {
+        let conn = self.conn()?;
+        let mut nets = Vec::new();
+        for n in conn
+            .list_all_networks(0)
+            .map_err(call("list the networks"))?
+        {
+            let xml = n.xml_desc(0).unwrap_or_default();
+            nets.push(NetworkStatus {
+                name: n.name().map_err(call("read a network's name"))?,
+                uuid: n.uuid_string().unwrap_or_default(),
+                active: n.is_active().unwrap_or(false),
+                autostart: n.autostart().unwrap_or(false),
+                persistent: n.is_persistent().unwrap_or(false),
+                forward_mode: crate::domain::storage::parse_forward_mode(&xml),
+                bridge: n.bridge_name().ok().filter(|b| !b.is_empty()),
+            });
+        }
+        nets.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(nets)
+    }
+
+    fn remove_network(&self, name: &str) -> HvResult<()> {
+        let conn = self.conn()?;
+        let net = conn
+            .lookup_network_by_name(name)
+            .map_err(|_| HypervisorError::NotFound {
+                what: format!("network {name}"),
+            })?;
+        let was_active = net.is_active().unwrap_or(false);
+        if was_active {
+            net.destroy().map_err(call("stop the network"))?;
+        }
+        if net.is_persistent().unwrap_or(true) {
+            if let Err(e) = net.undefine() {
+                // Leave it as it was: running again, still defined.
+                if was_active {
+                    let _ = net.create();
+                }
+                return Err(call("remove the network's definition")(e));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Libvirt {
@@ -876,5 +997,53 @@ fn drop_on_event_loop(stream: Box<virt::stream::Stream>) {
         // SAFETY: libvirt did not take `opaque`.
         let slot = unsafe { Box::from_raw(opaque as *mut Slot) };
         quietly(move || drop(slot));
+    }
+}
+
+fn lookup_pool(conn: &Connect, name: &str) -> HvResult<StoragePool> {
+    conn.lookup_storage_pool_by_name(name).map_err(|e| {
+        if e.code().is(virt::error::ErrorNumber::NoStoragePool) {
+            HypervisorError::NotFound {
+                what: format!("storage pool {name}"),
+            }
+        } else {
+            call("look up a storage pool")(e)
+        }
+    })
+}
+
+fn pool_status(pool: &StoragePool) -> HvResult<PoolStatus> {
+    let info = pool.info().map_err(call("read a pool's capacity"))?;
+    let active = pool.is_active().unwrap_or(false);
+    let facts = crate::domain::storage::parse_pool_xml(&pool.xml_desc(0).unwrap_or_default());
+    Ok(PoolStatus {
+        name: pool.name().map_err(call("read a pool's name"))?,
+        uuid: pool.uuid_string().unwrap_or_default(),
+        active,
+        autostart: pool.autostart().unwrap_or(false),
+        persistent: pool.is_persistent().unwrap_or(false),
+        capacity_bytes: info.capacity,
+        allocation_bytes: info.allocation,
+        available_bytes: info.available,
+        volume_count: if active {
+            pool.num_of_volumes().unwrap_or(0) as usize
+        } else {
+            0
+        },
+        source: facts.source_summary(),
+        target_path: facts.target_path,
+        kind: facts.kind,
+    })
+}
+
+impl Libvirt {
+    /// Runs one call on the named pool.
+    fn on_pool(
+        &self,
+        name: &str,
+        operation: &'static str,
+        f: impl FnOnce(&StoragePool) -> Result<(), virt::error::Error>,
+    ) -> HvResult<()> {
+        f(&lookup_pool(&self.conn()?, name)?).map_err(call(operation))
     }
 }

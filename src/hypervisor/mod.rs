@@ -7,6 +7,7 @@ pub mod libvirt;
 use crate::domain::host::{HostFacts, KvmStatus};
 use crate::domain::inventory::{NetworkInfo, PoolInfo};
 use crate::domain::snapshot::SnapshotInfo;
+use crate::domain::storage::{NetworkStatus, PoolStatus, PoolVolume};
 use crate::domain::vm::{GuestAddress, VmAction, VmEvent, VmSummary};
 use std::sync::Arc;
 
@@ -108,6 +109,63 @@ pub trait Hypervisor: Send + Sync {
         let _ = name;
         Err(ConsoleError::not_available())
     }
+
+    // ---- storage pools and libvirt networks (defaults: not available) ----
+    /// Every storage pool with its state, autostart flag, capacity and source.
+    fn pool_statuses(&self) -> HvResult<Vec<PoolStatus>> {
+        Err(storage_not_available("list the storage pools"))
+    }
+    /// The volumes of a running pool, with their format.
+    fn pool_volumes(&self, pool: &str) -> HvResult<Vec<PoolVolume>> {
+        let _ = pool;
+        Err(storage_not_available("list a pool's volumes"))
+    }
+    /// Defines (persistently, not started) a pool from pool XML.
+    fn define_pool(&self, pool_xml: &str) -> HvResult<()> {
+        let _ = pool_xml;
+        Err(storage_not_available("define the pool"))
+    }
+    /// Makes the pool's storage: the directory or mount point, or the volume group.
+    fn build_pool(&self, name: &str) -> HvResult<()> {
+        let _ = name;
+        Err(storage_not_available("build the pool"))
+    }
+    fn start_pool(&self, name: &str) -> HvResult<()> {
+        let _ = name;
+        Err(storage_not_available("start the pool"))
+    }
+    fn stop_pool(&self, name: &str) -> HvResult<()> {
+        let _ = name;
+        Err(storage_not_available("stop the pool"))
+    }
+    /// Re-reads the pool's volumes and sizes from its storage.
+    fn refresh_pool(&self, name: &str) -> HvResult<()> {
+        let _ = name;
+        Err(storage_not_available("refresh the pool"))
+    }
+    fn set_pool_autostart(&self, name: &str, on: bool) -> HvResult<()> {
+        let _ = (name, on);
+        Err(storage_not_available("change the pool's autostart"))
+    }
+    /// Removes what building made (the directory, the volume group) from a stopped pool.
+    fn delete_pool_storage(&self, name: &str) -> HvResult<()> {
+        let _ = name;
+        Err(storage_not_available("delete the pool's storage"))
+    }
+    /// Removes a stopped pool's definition.
+    fn undefine_pool(&self, name: &str) -> HvResult<()> {
+        let _ = name;
+        Err(storage_not_available("remove the pool's definition"))
+    }
+    /// Every libvirt network with its state and forwarding.
+    fn network_statuses(&self) -> HvResult<Vec<NetworkStatus>> {
+        Err(storage_not_available("list the networks"))
+    }
+    /// Stops (if running) and undefines a libvirt network.
+    fn remove_network(&self, name: &str) -> HvResult<()> {
+        let _ = name;
+        Err(storage_not_available("remove the network"))
+    }
 }
 
 impl ConsoleError {
@@ -161,4 +219,11 @@ pub struct Screenshot {
     /// e.g. `image/png` or `image/x-portable-pixmap`.
     pub mime: String,
     pub bytes: Vec<u8>,
+}
+
+fn storage_not_available(operation: &'static str) -> HypervisorError {
+    HypervisorError::Call {
+        operation,
+        message: "this hypervisor connection does not manage storage pools or networks".into(),
+    }
 }

@@ -3,6 +3,7 @@
 //! Every function here blocks: call it off the async runtime.
 
 mod changes;
+pub mod storage;
 pub use changes::{
     clone, create_snapshot, delete_snapshot, resize, revert_snapshot, snapshots, CloneRequest,
     Cloned, Resized, SnapshotRequest,

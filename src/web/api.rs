@@ -79,7 +79,7 @@ pub async fn vms(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse
 }
 
 /// The session's CSRF token must come in `X-CSRF-Token` for state-changing calls.
-fn csrf_header(req: &HttpRequest, who: &Authed) -> Result<(), AppError> {
+pub(super) fn csrf_header(req: &HttpRequest, who: &Authed) -> Result<(), AppError> {
     let presented = req
         .headers()
         .get("x-csrf-token")
@@ -165,7 +165,7 @@ fn invalid(errors: &[FieldError]) -> HttpResponse {
 }
 
 /// The JSON answer for a change's outcome.
-fn answer<T: Serialize>(
+pub(super) fn answer<T: Serialize>(
     who: &Authed,
     r: Result<T, LifecycleError>,
     ok: impl FnOnce(T) -> HttpResponse,

@@ -323,6 +323,36 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/tokens", web::post().to(admin::create_token))
     .route("/tokens/{id}/delete", web::post().to(admin::delete_token))
+    .route("/host/storage", web::get().to(pages::storage::storage_page))
+    .route("/host/storage", web::post().to(pages::storage::define_form))
+    .route(
+        "/host/storage/{name}",
+        web::get().to(pages::storage::pool_page),
+    )
+    .route(
+        "/host/storage/{name}/action/{action}",
+        web::post().to(pages::storage::action_form),
+    )
+    .route(
+        "/host/storage/{name}/delete",
+        web::get().to(pages::storage::delete_page),
+    )
+    .route(
+        "/host/storage/{name}/delete",
+        web::post().to(pages::storage::delete_form),
+    )
+    .route(
+        "/host/libvirt-networks",
+        web::get().to(pages::libvirt_networks::networks_page),
+    )
+    .route(
+        "/host/libvirt-networks/{name}/remove",
+        web::get().to(pages::libvirt_networks::remove_page),
+    )
+    .route(
+        "/host/libvirt-networks/{name}/remove",
+        web::post().to(pages::libvirt_networks::remove_form),
+    )
     .configure(super::console::routes)
     .service(
         web::scope("/api/v1")
@@ -348,7 +378,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/vms/{name}/snapshots/{snapshot}",
                 web::delete().to(api::delete_snapshot),
             )
-            .route("/vms/{name}/{action}", web::post().to(api::vm_action)),
+            .route("/vms/{name}/{action}", web::post().to(api::vm_action))
+            .route("/pools", web::post().to(super::api_storage::define_pool))
+            .route(
+                "/pools/{name}/volumes",
+                web::get().to(super::api_storage::pool_volumes),
+            )
+            .route(
+                "/pools/{name}/{action}",
+                web::post().to(super::api_storage::pool_action),
+            )
+            .route(
+                "/pools/{name}",
+                web::delete().to(super::api_storage::delete_pool),
+            )
+            .route("/networks", web::get().to(super::api_storage::networks))
+            .route(
+                "/networks/{name}",
+                web::delete().to(super::api_storage::remove_network),
+            ),
     );
 }
 

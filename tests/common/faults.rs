@@ -5,6 +5,7 @@ use std::sync::Arc;
 use virtdeck::domain::host::{HostFacts, KvmStatus};
 use virtdeck::domain::inventory::{NetworkInfo, PoolInfo};
 use virtdeck::domain::snapshot::SnapshotInfo;
+use virtdeck::domain::storage::{NetworkStatus, PoolStatus, PoolVolume};
 use virtdeck::domain::vm::{GuestAddress, VmAction, VmSummary};
 use virtdeck::hypervisor::{EventSink, HvResult, Hypervisor, HypervisorError};
 
@@ -18,6 +19,9 @@ pub enum Step {
     SetSize,
     /// Fails the second volume copy of a clone, after the first succeeded.
     SecondCloneVolume,
+    BuildPool,
+    StartPool,
+    PoolAutostart,
 }
 
 pub struct FailAt {
@@ -136,5 +140,51 @@ impl Hypervisor for FailAt {
     }
     fn watch_events(&self, sink: EventSink) -> HvResult<()> {
         self.inner.watch_events(sink)
+    }
+    // ---- storage pools and libvirt networks ----
+    fn pool_statuses(&self) -> HvResult<Vec<PoolStatus>> {
+        self.inner.pool_statuses()
+    }
+    fn pool_volumes(&self, pool: &str) -> HvResult<Vec<PoolVolume>> {
+        self.inner.pool_volumes(pool)
+    }
+    fn define_pool(&self, xml: &str) -> HvResult<()> {
+        self.inner.define_pool(xml)
+    }
+    fn build_pool(&self, name: &str) -> HvResult<()> {
+        if self.step == Step::BuildPool {
+            return Err(injected("build the pool"));
+        }
+        self.inner.build_pool(name)
+    }
+    fn start_pool(&self, name: &str) -> HvResult<()> {
+        if self.step == Step::StartPool {
+            return Err(injected("start the pool"));
+        }
+        self.inner.start_pool(name)
+    }
+    fn stop_pool(&self, name: &str) -> HvResult<()> {
+        self.inner.stop_pool(name)
+    }
+    fn refresh_pool(&self, name: &str) -> HvResult<()> {
+        self.inner.refresh_pool(name)
+    }
+    fn set_pool_autostart(&self, name: &str, on: bool) -> HvResult<()> {
+        if self.step == Step::PoolAutostart {
+            return Err(injected("change the pool's autostart"));
+        }
+        self.inner.set_pool_autostart(name, on)
+    }
+    fn delete_pool_storage(&self, name: &str) -> HvResult<()> {
+        self.inner.delete_pool_storage(name)
+    }
+    fn undefine_pool(&self, name: &str) -> HvResult<()> {
+        self.inner.undefine_pool(name)
+    }
+    fn network_statuses(&self) -> HvResult<Vec<NetworkStatus>> {
+        self.inner.network_statuses()
+    }
+    fn remove_network(&self, name: &str) -> HvResult<()> {
+        self.inner.remove_network(name)
     }
 }

@@ -179,12 +179,17 @@ impl TestApp {
 
     /// Signs in the first admin and returns an API token for it.
     pub async fn admin_token(&self, admin: &Client) -> String {
+        self.token_for(admin, "admin").await
+    }
+
+    /// An API token for `user`, made by an admin on the Users page.
+    pub async fn token_for(&self, admin: &Client, user: &str) -> String {
         let csrf = self.csrf(admin, "/users").await;
         let page = admin
             .post(self.url("/tokens"))
             .form(&[
                 ("csrf", csrf.as_str()),
-                ("username", "admin"),
+                ("username", user),
                 ("label", "tests"),
             ])
             .send()

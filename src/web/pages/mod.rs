@@ -4,6 +4,8 @@
 pub mod account;
 pub mod admin;
 pub mod host;
+pub mod libvirt_networks;
+pub mod storage;
 pub mod vm_changes;
 pub mod vms;
 

@@ -594,7 +594,7 @@ pub(super) fn back_to(name: &str, message: &str) -> HttpResponse {
         .finish()
 }
 
-fn url_escape(s: &str) -> String {
+pub(super) fn url_escape(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

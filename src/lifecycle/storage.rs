@@ -1,0 +1,444 @@
+//! Host storage pools and libvirt networks: defining a pool (rolled back when a step
+//! fails), starting, stopping, refreshing and deleting pools, and removing a NAT
+//! network. Uses only the hypervisor; knows no HTTP. Every function blocks.
+
+use super::{field, FieldError, LcResult, LifecycleError};
+use crate::domain::storage::{
+    pool_xml, vm_disks_in_pool, vms_on_network, NetworkStatus, PoolFieldError, PoolRequest,
+    PoolSpec, PoolStatus, PoolVolume,
+};
+use crate::domain::vm::VmState;
+use crate::domain::xml::{parse_domain, ParsedDomain};
+use crate::hypervisor::{Hypervisor, HypervisorError};
+use serde::Serialize;
+
+fn invalid(errors: Vec<PoolFieldError>) -> LifecycleError {
+    LifecycleError::Invalid(
+        errors
+            .into_iter()
+            .map(|e| FieldError {
+                field: e.field,
+                message: e.message,
+            })
+            .collect(),
+    )
+}
+
+fn failed(message: String) -> LifecycleError {
+    LifecycleError::Failed { message }
+}
+
+/// Every VM's definition that can be read (a VM whose XML cannot be parsed is skipped:
+/// it cannot be on a virtdeck-visible network or pool either).
+fn parsed_domains(hv: &dyn Hypervisor) -> LcResult<Vec<ParsedDomain>> {
+    Ok(hv
+        .all_domain_xml()?
+        .iter()
+        .filter_map(|x| parse_domain(x).ok())
+        .collect())
+}
+
+/// A pool by name, or `NotFound`.
+pub fn pool(hv: &dyn Hypervisor, name: &str) -> LcResult<PoolStatus> {
+    hv.pool_statuses()?
+        .into_iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| LifecycleError::NotFound(format!("There is no storage pool named {name}.")))
+}
+
+// ---- define ----
+
+/// What a successful define made.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolDefined {
+    pub name: String,
+    pub kind: &'static str,
+    pub target_path: String,
+    pub built: bool,
+    pub autostart: bool,
+    /// Devices a new volume group was built on (their previous contents are gone).
+    pub wiped_devices: Vec<String>,
+}
+
+/// Steps done so far, to undo in reverse.
+#[derive(Default)]
+struct Done {
+    built: bool,
+    started: bool,
+}
+
+/// Defines, builds (directory, mount point or volume group), starts and (optionally)
+/// marks a pool autostart. A failure at any step after the define undoes the earlier
+/// steps, so no half-made pool is left.
+pub fn define_pool(hv: &dyn Hypervisor, req: &PoolRequest) -> LcResult<PoolDefined> {
+    let spec = req.validate().map_err(invalid)?;
+    check_conflicts(hv, &spec)?;
+    let name = spec.name.clone();
+    hv.define_pool(&pool_xml(&spec)).map_err(|e| {
+        failed(format!(
+            "Pool {name} could not be defined: {} Nothing was changed.",
+            e.user_message()
+        ))
+    })?;
+    let mut done = Done::default();
+    let steps = (|| -> Result<(), HypervisorError> {
+        if spec.needs_build() {
+            hv.build_pool(&name)?;
+            done.built = true;
+        }
+        hv.start_pool(&name)?;
+        done.started = true;
+        if spec.autostart {
+            hv.set_pool_autostart(&name, true)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = steps {
+        let undone = roll_back(hv, &name, &done);
+        return Err(failed(format!(
+            "Pool {name} could not be set up: {} {undone}",
+            e.user_message()
+        )));
+    }
+    Ok(PoolDefined {
+        kind: spec.kind().as_str(),
+        target_path: spec.target_path.clone(),
+        built: done.built,
+        autostart: spec.autostart,
+        wiped_devices: spec.wiped_devices().to_vec(),
+        name,
+    })
+}
+
+/// Refuses names and storage another pool already has, at the field.
+fn check_conflicts(hv: &dyn Hypervisor, spec: &PoolSpec) -> LcResult<()> {
+    let pools = hv.pool_statuses()?;
+    let mut errors = Vec::new();
+    if pools.iter().any(|p| p.name == spec.name) {
+        errors.push(field(
+            "name",
+            format!(
+                "A storage pool named {} already exists; pick another name.",
+                spec.name
+            ),
+        ));
+    }
+    if let Some(other) = pools
+        .iter()
+        .find(|p| p.target_path.as_deref() == Some(spec.target_path.as_str()))
+    {
+        let at = if spec.kind() == crate::domain::storage::PoolKind::Logical {
+            "vg_name"
+        } else {
+            "target_path"
+        };
+        errors.push(field(
+            at,
+            format!(
+                "Pool {} already uses {}; two pools on the same storage would each count it.",
+                other.name, spec.target_path
+            ),
+        ));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(LifecycleError::Invalid(errors))
+    }
+}
+
+/// Undoes a define: stop, remove what building made, undefine. Says what was undone and
+/// what could not be.
+fn roll_back(hv: &dyn Hypervisor, name: &str, done: &Done) -> String {
+    let mut undone = Vec::new();
+    let mut left = Vec::new();
+    if done.started {
+        match hv.stop_pool(name) {
+            Ok(()) => undone.push("stopped it"),
+            Err(e) => left.push(format!("stopping it failed ({})", e.user_message())),
+        }
+    }
+    if done.built {
+        match hv.delete_pool_storage(name) {
+            Ok(()) => undone.push("removed the storage it built"),
+            Err(e) => left.push(format!(
+                "the storage it built was kept ({})",
+                e.user_message()
+            )),
+        }
+    }
+    match hv.undefine_pool(name) {
+        Ok(()) => undone.push("removed its definition"),
+        Err(e) => left.push(format!(
+            "its definition could not be removed ({}); remove it with `virsh pool-undefine {name}`",
+            e.user_message()
+        )),
+    }
+    let mut out = format!("Undone: {}.", undone.join(", "));
+    if !left.is_empty() {
+        out.push_str(&format!(" Not undone: {}.", left.join("; ")));
+    }
+    out
+}
+
+// ---- actions ----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolAction {
+    Start,
+    Stop,
+    Refresh,
+    Autostart(bool),
+}
+
+impl PoolAction {
+    pub fn parse(s: &str) -> Option<PoolAction> {
+        match s {
+            "start" => Some(PoolAction::Start),
+            "stop" => Some(PoolAction::Stop),
+            "refresh" => Some(PoolAction::Refresh),
+            "autostart" => Some(PoolAction::Autostart(true)),
+            "no-autostart" => Some(PoolAction::Autostart(false)),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolAction::Start => "start",
+            PoolAction::Stop => "stop",
+            PoolAction::Refresh => "refresh",
+            PoolAction::Autostart(true) => "autostart",
+            PoolAction::Autostart(false) => "no-autostart",
+        }
+    }
+
+    /// What the admin sees after it worked.
+    pub fn done(self, pool: &str) -> String {
+        match self {
+            PoolAction::Start => format!("Pool {pool} started."),
+            PoolAction::Stop => format!("Pool {pool} stopped."),
+            PoolAction::Refresh => format!("Pool {pool} refreshed."),
+            PoolAction::Autostart(true) => format!("Pool {pool} now starts with the host."),
+            PoolAction::Autostart(false) => {
+                format!("Pool {pool} no longer starts with the host.")
+            }
+        }
+    }
+}
+
+pub fn pool_action(hv: &dyn Hypervisor, name: &str, action: PoolAction) -> LcResult<()> {
+    let p = pool(hv, name)?;
+    let conflict = |m: &str| Err(LifecycleError::Conflict(format!("Pool {name} {m}")));
+    let r = match action {
+        PoolAction::Start if p.active => return conflict("is already running."),
+        PoolAction::Stop if !p.active => return conflict("is already stopped."),
+        PoolAction::Refresh if !p.active => {
+            return conflict("is stopped; start it before refreshing.")
+        }
+        PoolAction::Start => hv.start_pool(name),
+        PoolAction::Stop => hv.stop_pool(name),
+        PoolAction::Refresh => hv.refresh_pool(name),
+        PoolAction::Autostart(on) => hv.set_pool_autostart(name, on),
+    };
+    r.map_err(|e| failed(e.user_message()))
+}
+
+// ---- delete ----
+
+/// What deleting a pool would touch, for the confirm page.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolDeletePlan {
+    pub pool: PoolStatus,
+    pub volumes: Vec<PoolVolume>,
+    /// `(vm, disk)` for VM disks stored in this pool.
+    pub used_by: Vec<(String, String)>,
+}
+
+pub fn pool_delete_plan(hv: &dyn Hypervisor, name: &str) -> LcResult<PoolDeletePlan> {
+    let pool = pool(hv, name)?;
+    let volumes = hv.pool_volumes(name)?;
+    let paths: Vec<String> = volumes.iter().map(|v| v.path.clone()).collect();
+    let used_by = vm_disks_in_pool(
+        &parsed_domains(hv)?,
+        name,
+        pool.target_path.as_deref(),
+        &paths,
+    );
+    Ok(PoolDeletePlan {
+        pool,
+        volumes,
+        used_by,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolDeleted {
+    pub name: String,
+    pub volumes_deleted: Vec<String>,
+    /// The directory or volume group was removed too.
+    pub storage_deleted: bool,
+}
+
+/// Stops and undefines a pool. With `delete_contents`, first deletes every volume and
+/// afterwards the pool's own storage (directory, volume group); refused while a VM has
+/// a disk there.
+pub fn delete_pool(
+    hv: &dyn Hypervisor,
+    name: &str,
+    delete_contents: bool,
+) -> LcResult<PoolDeleted> {
+    let plan = pool_delete_plan(hv, name)?;
+    let mut volumes_deleted = Vec::new();
+    if delete_contents {
+        if !plan.used_by.is_empty() {
+            let vms: Vec<&str> = plan.used_by.iter().map(|(vm, _)| vm.as_str()).collect();
+            return Err(LifecycleError::Conflict(format!(
+                "VMs have disks in pool {name} ({}); delete those VMs or their disks first, \
+                 or remove the pool and keep its contents.",
+                vms.join(", ")
+            )));
+        }
+        if !plan.pool.active {
+            return Err(LifecycleError::Conflict(format!(
+                "Pool {name} is stopped, so its volumes cannot be listed; start it first, \
+                 or remove the pool and keep its contents."
+            )));
+        }
+        for v in &plan.volumes {
+            if let Err(e) = hv.delete_volume(&v.path) {
+                return Err(failed(format!(
+                    "Deleting volume {} failed: {} {}The pool is still defined.",
+                    v.name,
+                    e.user_message(),
+                    deleted_so_far(&volumes_deleted)
+                )));
+            }
+            volumes_deleted.push(v.name.clone());
+        }
+    }
+    if plan.pool.active {
+        hv.stop_pool(name).map_err(|e| {
+            failed(format!(
+                "Stopping pool {name} failed: {} {}",
+                e.user_message(),
+                deleted_so_far(&volumes_deleted)
+            ))
+        })?;
+    }
+    if delete_contents {
+        hv.delete_pool_storage(name).map_err(|e| {
+            failed(format!(
+                "Removing the storage of pool {name} failed: {} {}The pool is stopped and still defined.",
+                e.user_message(),
+                deleted_so_far(&volumes_deleted)
+            ))
+        })?;
+    }
+    hv.undefine_pool(name).map_err(|e| {
+        failed(format!(
+            "Removing the definition of pool {name} failed: {}",
+            e.user_message()
+        ))
+    })?;
+    Ok(PoolDeleted {
+        name: name.to_string(),
+        volumes_deleted,
+        storage_deleted: delete_contents,
+    })
+}
+
+fn deleted_so_far(volumes: &[String]) -> String {
+    if volumes.is_empty() {
+        String::new()
+    } else {
+        format!("Already deleted: {}. ", volumes.join(", "))
+    }
+}
+
+// ---- networks ----
+
+/// A libvirt network and the VMs with a NIC on it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkView {
+    #[serde(flatten)]
+    pub network: NetworkStatus,
+    pub vms: Vec<String>,
+}
+
+pub fn networks(hv: &dyn Hypervisor) -> LcResult<Vec<NetworkView>> {
+    let domains = parsed_domains(hv)?;
+    Ok(hv
+        .network_statuses()?
+        .into_iter()
+        .map(|n| NetworkView {
+            vms: vms_on_network(&domains, &n.name),
+            network: n,
+        })
+        .collect())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VmUse {
+    pub name: String,
+    pub state: VmState,
+}
+
+/// What removing a network would cut off, for the confirm page.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkRemovePlan {
+    pub network: NetworkStatus,
+    pub vms: Vec<VmUse>,
+}
+
+pub fn network_remove_plan(hv: &dyn Hypervisor, name: &str) -> LcResult<NetworkRemovePlan> {
+    let network = hv
+        .network_statuses()?
+        .into_iter()
+        .find(|n| n.name == name)
+        .ok_or_else(|| {
+            LifecycleError::NotFound(format!("There is no libvirt network named {name}."))
+        })?;
+    if !network.removable() {
+        return Err(LifecycleError::Conflict(format!(
+            "Network {name} forwards in {} mode; virtdeck only removes NAT networks such as libvirt's default.",
+            network.forward_mode
+        )));
+    }
+    let users = vms_on_network(&parsed_domains(hv)?, name);
+    let states = hv.list_vms()?;
+    let vms = users
+        .into_iter()
+        .map(|vm| VmUse {
+            state: states
+                .iter()
+                .find(|s| s.name == vm)
+                .map(|s| s.state)
+                .unwrap_or(VmState::Unknown),
+            name: vm,
+        })
+        .collect();
+    Ok(NetworkRemovePlan { network, vms })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkRemoved {
+    pub name: String,
+    /// VMs that had a NIC on it: they have no network there until their NIC is changed.
+    pub vms_affected: Vec<String>,
+}
+
+/// Stops and undefines a NAT network.
+pub fn remove_network(hv: &dyn Hypervisor, name: &str) -> LcResult<NetworkRemoved> {
+    let plan = network_remove_plan(hv, name)?;
+    hv.remove_network(name).map_err(|e| {
+        failed(format!(
+            "Network {name} could not be removed: {}",
+            e.user_message()
+        ))
+    })?;
+    Ok(NetworkRemoved {
+        name: name.to_string(),
+        vms_affected: plan.vms.into_iter().map(|v| v.name).collect(),
+    })
+}

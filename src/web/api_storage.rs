@@ -1,0 +1,144 @@
+//! `/api/v1/pools` changes and `/api/v1/networks`: the same admin-only, audited
+//! operations as the Storage and Libvirt networks pages.
+
+use super::api::{answer, csrf_header};
+use super::errors::AppError;
+use super::pages::{libvirt_networks, storage};
+use super::session::Authed;
+use super::{lc, AppState};
+use crate::auth::Role;
+use crate::domain::storage::PoolRequest;
+use crate::lifecycle::storage::{self as host, PoolAction};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+/// One pool with its state, autostart and capacity.
+async fn pool_answer(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    name: String,
+    created: bool,
+) -> Result<HttpResponse, AppError> {
+    let pool = lc(state, move |s| host::pool(s.hv.as_ref(), &name))
+        .await
+        .map_err(|e| who.err(e.into()))?;
+    Ok(if created {
+        HttpResponse::Created()
+            .insert_header(("location", format!("/api/v1/pools/{}", pool.name)))
+            .json(pool)
+    } else {
+        HttpResponse::Ok().json(pool)
+    })
+}
+
+pub async fn define_pool(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    body: web::Json<PoolRequest>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let r = storage::define(&state, &who, body.into_inner())
+        .await
+        .map_err(|e| who.err(e))?;
+    match r {
+        Ok(d) => pool_answer(&state, &who, d.name, true).await,
+        Err(e) => answer::<()>(&who, Err(e), |_| HttpResponse::Ok().finish()),
+    }
+}
+
+pub async fn pool_action(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let (name, action) = path.into_inner();
+    let action = PoolAction::parse(&action).ok_or_else(|| {
+        who.err(AppError::not_found(
+            "There is no such pool action: use start, stop, refresh, autostart or no-autostart.",
+        ))
+    })?;
+    let r = storage::act(&state, &who, &name, action)
+        .await
+        .map_err(|e| who.err(e))?;
+    if let Err(e) = r {
+        return answer::<()>(&who, Err(e), |_| HttpResponse::Ok().finish());
+    }
+    pool_answer(&state, &who, name, false).await
+}
+
+#[derive(Deserialize)]
+pub struct DeletePoolQuery {
+    #[serde(default)]
+    delete_contents: bool,
+}
+
+pub async fn delete_pool(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    q: web::Query<DeletePoolQuery>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let r = storage::delete(&state, &who, &path.into_inner(), q.delete_contents)
+        .await
+        .map_err(|e| who.err(e))?;
+    answer(&who, r, |d| HttpResponse::Ok().json(d))
+}
+
+#[derive(Serialize)]
+struct VolumeList {
+    pool: String,
+    volumes: Vec<crate::domain::storage::PoolVolume>,
+}
+
+pub async fn pool_volumes(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let name = path.into_inner();
+    who.require(&state, Role::Admin, "storage.view", &name)
+        .await?;
+    let n = name.clone();
+    let volumes = lc(&state, move |s| {
+        host::pool(s.hv.as_ref(), &n)?;
+        Ok(s.hv.pool_volumes(&n)?)
+    })
+    .await
+    .map_err(|e| who.err(e.into()))?;
+    Ok(HttpResponse::Ok().json(VolumeList {
+        pool: name,
+        volumes,
+    }))
+}
+
+#[derive(Serialize)]
+struct NetworkList {
+    networks: Vec<host::NetworkView>,
+}
+
+pub async fn networks(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
+    who.require(&state, Role::Admin, "networks.view", "")
+        .await?;
+    let networks = lc(&state, |s| host::networks(s.hv.as_ref()))
+        .await
+        .map_err(|e| who.err(e.into()))?;
+    Ok(HttpResponse::Ok().json(NetworkList { networks }))
+}
+
+pub async fn remove_network(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let r = libvirt_networks::remove(&state, &who, &path.into_inner())
+        .await
+        .map_err(|e| who.err(e))?;
+    answer(&who, r, |d| HttpResponse::Ok().json(d))
+}
