@@ -6,6 +6,7 @@ pub mod host;
 pub mod install_tree;
 pub mod inventory;
 pub mod snapshot;
+pub mod usage;
 pub mod vm;
 pub mod vmspec;
 pub mod xml;
