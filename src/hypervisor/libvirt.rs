@@ -715,6 +715,12 @@ impl Hypervisor for Libvirt {
         let _ = stream.finish();
         Ok(Screenshot { mime, bytes })
     }
+
+    // ---- usage ----
+
+    fn usage_sample(&self) -> HvResult<crate::domain::usage::UsageSample> {
+        stats::usage_sample(&self.conn()?)
+    }
 }
 
 impl Libvirt {
@@ -878,3 +884,5 @@ fn drop_on_event_loop(stream: Box<virt::stream::Stream>) {
         quietly(move || drop(slot));
     }
 }
+
+mod stats;

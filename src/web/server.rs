@@ -130,6 +130,7 @@ pub fn build_state(
     } else {
         None
     };
+    let usage = Arc::new(crate::usage::Usage::new(cfg.usage.clone()));
     Ok(AppState {
         cfg,
         store: Arc::new(store),
@@ -140,6 +141,8 @@ pub fn build_state(
         admission: Default::default(),
         live,
         consoles: Default::default(),
+        usage,
+        metrics: Default::default(),
     })
 }
 
@@ -349,7 +352,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::delete().to(api::delete_snapshot),
             )
             .route("/vms/{name}/{action}", web::post().to(api::vm_action)),
-    );
+    )
+    .configure(super::usage::routes);
 }
 
 fn security_headers(tls: bool) -> DefaultHeaders {
@@ -396,6 +400,7 @@ pub fn start_with(cfg: Config, wrap: Option<HypervisorWrap>) -> anyhow::Result<R
     let http = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .wrap(actix_web::middleware::from_fn(super::metrics::track))
             .wrap(security_headers(tls))
             .wrap(NormalizePath::new(TrailingSlash::Trim))
             .wrap(tracing_actix_web::TracingLogger::default())
@@ -409,6 +414,7 @@ pub fn start_with(cfg: Config, wrap: Option<HypervisorWrap>) -> anyhow::Result<R
     };
     let server = http.run();
     spawn_housekeeping(state.clone());
+    crate::usage::spawn_sampler(&state.usage, state.hv.clone());
     Ok(Running {
         addr,
         scheme,
