@@ -11,6 +11,7 @@ use common::pages::{json, text};
 use common::prom::{parse, Scrape};
 use common::real::{guest_dir, qemu_readable_dir, require_libvirtd, virsh, URI};
 use common::spawn_app_with;
+use common::webdriver::Browser;
 use std::time::{Duration, Instant};
 
 /// A transient guest, destroyed (and so gone) when the test ends, pass or fail.
@@ -50,6 +51,12 @@ fn start_guest() -> Guest {
     Guest { name, _dir: dir }
 }
 
+/// One scrape, on a fresh connection (a pooled one may have been closed while idle).
+async fn metrics_text(app: &common::TestApp, token: &str) -> String {
+    let c = common::real::bearer_client(token);
+    text(&c, &app.url("/metrics")).await
+}
+
 /// The "max …" figure of a chart's title, e.g. `CPU of x, last 1 hour: now 3.0 %, min 0.0 %, max 9.5 %`.
 fn max_in_title(svg: &str) -> f64 {
     let title = svg
@@ -82,16 +89,7 @@ async fn a_running_guests_cpu_shows_in_metrics_charts_and_sparklines() {
     // Counters from the bulk call, and a CPU share computed between two samples.
     let deadline = Instant::now() + Duration::from_secs(60);
     let s: Scrape = loop {
-        let body = api
-            .c
-            .get(app.url("/metrics"))
-            .bearer_auth(&api.token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = metrics_text(&app, &api.token).await;
         let s = parse(&body);
         let busy = s.value("virtdeck_vm_cpu_usage_ratio", &[("vm", vm)]);
         if busy.is_some_and(|r| r > 0.0) {
@@ -163,20 +161,65 @@ async fn a_running_guests_cpu_shows_in_metrics_charts_and_sparklines() {
     assert!(svg.contains("<path class=\"line s0\""), "{svg}");
     assert!(max_in_title(svg) > 0.0);
 
+    // In Chromium the VM page's charts update on their own: the CPU chart is swapped
+    // for a newer one (its time window moves) without a reload.
+    let b = Browser::start().await;
+    b.goto(&app.url("/login")).await;
+    b.type_into("input[name=username]", "admin").await;
+    b.type_into("input[name=password]", common::ADMIN_PASSWORD)
+        .await;
+    let submit = b.find("form button[type=submit]").await;
+    b.click(&submit).await;
+    b.wait_for_path("/host").await;
+    b.goto(&app.url(&format!("/vms/{vm}"))).await;
+    let first = b
+        .execute(
+            "window.__loaded = true; \
+             return document.querySelector('[data-usage=\"recent:cpu\"]').innerHTML;",
+            serde_json::json!([]),
+        )
+        .await;
+    let first = first.as_str().expect("CPU chart on the page").to_string();
+    b.wait_until(
+        "return window.__loaded === true && !!document.body.dataset.usageRefreshed",
+        Duration::from_secs(20),
+        "usage.js to refresh the charts",
+    )
+    .await;
+    b.wait_until(
+        &format!(
+            "return document.querySelector('[data-usage=\"recent:cpu\"]').innerHTML !== {};",
+            serde_json::Value::String(first.clone())
+        ),
+        Duration::from_secs(20),
+        "a newer CPU chart",
+    )
+    .await;
+    let now = b
+        .execute(
+            "return document.querySelector('[data-usage=\"recent:cpu\"] svg title').textContent;",
+            serde_json::json!([]),
+        )
+        .await;
+    let title = now.as_str().unwrap().to_string();
+    assert!(title.starts_with(&format!("CPU of {vm} (")), "{title}");
+    assert!(
+        max_in_title(&format!("<title>{title}</title>")) > 0.0,
+        "{title}"
+    );
+    b.execute(
+        "document.getElementById('usage').scrollIntoView();",
+        serde_json::json!([]),
+    )
+    .await;
+    b.screenshot("usage-vm-page").await;
+    b.quit().await;
+
     // Once the guest is gone, the next samples drop it.
     drop(guest);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let body = api
-            .c
-            .get(app.url("/metrics"))
-            .bearer_auth(&api.token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = metrics_text(&app, &api.token).await;
         if parse(&body)
             .value("virtdeck_vm_state", &[("vm", vm)])
             .is_none()
