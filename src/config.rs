@@ -47,6 +47,8 @@ pub struct Config {
     pub login: LoginConfig,
     pub log: LogConfig,
     pub console: ConsoleConfig,
+    /// Usage sampling for charts and `/metrics`.
+    pub usage: crate::usage::UsageConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,6 +142,7 @@ impl Default for Config {
             login: LoginConfig::default(),
             log: LogConfig::default(),
             console: ConsoleConfig::default(),
+            usage: Default::default(),
         }
     }
 }
@@ -254,6 +257,9 @@ impl Config {
                 message: "max_sessions_per_vm and idle_timeout_seconds must be greater than zero"
                     .into(),
             });
+        }
+        if let Some((key, message)) = self.usage.problem() {
+            return Err(ConfigError::Invalid { key, message });
         }
         Ok(())
     }

@@ -11,4 +11,5 @@ pub mod fetch;
 pub mod hypervisor;
 pub mod lifecycle;
 pub mod store;
+pub mod usage;
 pub mod web;

@@ -7,6 +7,7 @@ pub mod install_tree;
 pub mod inventory;
 pub mod snapshot;
 pub mod storage;
+pub mod usage;
 pub mod vm;
 pub mod vmspec;
 pub mod xml;

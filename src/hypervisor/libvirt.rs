@@ -836,6 +836,12 @@ impl Hypervisor for Libvirt {
         }
         Ok(())
     }
+
+    // ---- usage ----
+
+    fn usage_sample(&self) -> HvResult<crate::domain::usage::UsageSample> {
+        stats::usage_sample(&self.conn()?)
+    }
 }
 
 impl Libvirt {
@@ -1047,3 +1053,5 @@ impl Libvirt {
         f(&lookup_pool(&self.conn()?, name)?).map_err(call(operation))
     }
 }
+
+mod stats;

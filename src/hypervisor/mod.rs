@@ -166,6 +166,15 @@ pub trait Hypervisor: Send + Sync {
         let _ = name;
         Err(storage_not_available("remove the network"))
     }
+
+    // ---- usage (the default is for hypervisors without statistics) ----
+    /// Counters of the host and of every VM, read with one bulk call (never one per VM).
+    fn usage_sample(&self) -> HvResult<crate::domain::usage::UsageSample> {
+        Err(HypervisorError::Call {
+            operation: "read usage statistics",
+            message: "this hypervisor connection provides no usage statistics".into(),
+        })
+    }
 }
 
 impl ConsoleError {

@@ -8,9 +8,11 @@ pub mod audit;
 pub mod console;
 pub mod errors;
 pub mod live;
+pub mod metrics;
 pub mod pages;
 pub mod server;
 pub mod session;
+pub mod usage;
 
 use crate::config::Config;
 use crate::domain::host::VirtType;
@@ -36,6 +38,10 @@ pub struct AppState {
     pub live: Arc<live::LiveEvents>,
     /// Console tickets and live console sessions.
     pub consoles: crate::console::Consoles,
+    /// Usage history of the host and its VMs, filled by the sampler.
+    pub usage: Arc<crate::usage::Usage>,
+    /// virtdeck's own counters for `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// Seconds since the Unix epoch.

@@ -130,6 +130,7 @@ pub fn build_state(
     } else {
         None
     };
+    let usage = Arc::new(crate::usage::Usage::new(cfg.usage.clone()));
     Ok(AppState {
         cfg,
         store: Arc::new(store),
@@ -140,6 +141,8 @@ pub fn build_state(
         admission: Default::default(),
         live,
         consoles: Default::default(),
+        usage,
+        metrics: Default::default(),
     })
 }
 
@@ -397,7 +400,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/networks/{name}",
                 web::delete().to(super::api_storage::remove_network),
             ),
-    );
+    )
+    .configure(super::usage::routes);
 }
 
 fn security_headers(tls: bool) -> DefaultHeaders {
@@ -444,6 +448,7 @@ pub fn start_with(cfg: Config, wrap: Option<HypervisorWrap>) -> anyhow::Result<R
     let http = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .wrap(actix_web::middleware::from_fn(super::metrics::track))
             .wrap(security_headers(tls))
             .wrap(NormalizePath::new(TrailingSlash::Trim))
             .wrap(tracing_actix_web::TracingLogger::default())
@@ -457,6 +462,7 @@ pub fn start_with(cfg: Config, wrap: Option<HypervisorWrap>) -> anyhow::Result<R
     };
     let server = http.run();
     spawn_housekeeping(state.clone());
+    crate::usage::spawn_sampler(&state.usage, state.hv.clone());
     Ok(Running {
         addr,
         scheme,

@@ -103,7 +103,7 @@ pub fn remote_addr(req: &HttpRequest) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-fn bearer(req: &HttpRequest) -> Option<String> {
+pub fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme

@@ -4,6 +4,8 @@
 pub mod api;
 pub mod faults;
 pub mod http;
+pub mod pages;
+pub mod prom;
 pub mod real;
 pub mod webdriver;
 

@@ -21,6 +21,7 @@ struct HostPage {
     virt_type: Result<&'static str, String>,
     counts: VmCounts,
     capacity: Result<Capacity, String>,
+    usage: super::super::usage::Charts,
 }
 
 pub async fn host_page(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
@@ -43,6 +44,7 @@ pub async fn host_page(state: web::Data<AppState>, who: Authed) -> Result<HttpRe
         counts: VmCounts::of(&vms),
         capacity,
         facts,
+        usage: super::super::usage::host_charts(&state),
     };
     Ok(html(StatusCode::OK, &page))
 }

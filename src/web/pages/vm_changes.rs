@@ -31,7 +31,11 @@ where
     D: FnOnce(&T) -> String,
 {
     who.require(state, Role::Operator, action, target).await?;
+    let started = std::time::Instant::now();
     let r = lc(state, change).await;
+    let took = started.elapsed().as_secs_f64();
+    let outcome = super::super::metrics::outcome(&r);
+    state.metrics.job(action, outcome, took);
     let (result, detail) = match &r {
         Ok(v) => ("ok", describe(v)),
         Err(LifecycleError::Invalid(errs)) => (

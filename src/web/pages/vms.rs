@@ -28,6 +28,7 @@ struct VmsPage {
     vms: Vec<VmView>,
     capacity: Capacity,
     can_operate: bool,
+    sparks: super::super::usage::Sparks,
 }
 
 pub async fn vms_page(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
@@ -38,6 +39,8 @@ pub async fn vms_page(state: web::Data<AppState>, who: Authed) -> Result<HttpRes
         ))
     })
     .await?;
+    let names: Vec<&str> = vms.iter().map(|v| v.summary.name.as_str()).collect();
+    let sparks = super::super::usage::sparks(&state, &names);
     Ok(html(
         StatusCode::OK,
         &VmsPage {
@@ -45,6 +48,7 @@ pub async fn vms_page(state: web::Data<AppState>, who: Authed) -> Result<HttpRes
             chrome: Chrome::new(&who, "vms"),
             vms,
             capacity,
+            sparks,
         },
     ))
 }
@@ -371,6 +375,7 @@ pub async fn create(
 ) -> Result<lifecycle::Created, LifecycleError> {
     let actor = who.username.clone();
     let name = req.name.trim().to_string();
+    let started = std::time::Instant::now();
     let r = lc(state, move |s| {
         lifecycle::create(
             s.hv.as_ref(),
@@ -384,6 +389,9 @@ pub async fn create(
         )
     })
     .await;
+    let took = started.elapsed().as_secs_f64();
+    let outcome = super::super::metrics::outcome(&r);
+    state.metrics.job("vm.create", outcome, took);
     match &r {
         Ok(c) => {
             let detail = format!(
@@ -461,6 +469,7 @@ struct VmDetailPage {
     /// grace time is over (then force off is offered).
     shutdown_requested_at: Option<i64>,
     force_off_offer_at: i64,
+    usage: super::super::usage::Charts,
 }
 
 impl VmDetailPage {
@@ -578,6 +587,7 @@ pub(super) async fn render_detail(
             history,
             flavors,
             form,
+            usage: super::super::usage::vm_charts(state, &name),
         },
     ))
 }
