@@ -60,6 +60,56 @@ async fn vnc_and_serial_consoles_work_in_chromium() {
     .await;
     b.screenshot("console-vnc").await;
 
+    // Paste as keystrokes: headless Chromium gives no clipboard permission, so the page
+    // falls back to a text box; what is typed there reaches the guest's shell on the VNC
+    // screen (tty1), which writes it to the serial port, where the guest's log shows it
+    // (only the command's output goes there, not the command line typed on tty1; the
+    // shifted characters `>` and `S` prove Shift is sent where a US keyboard needs it).
+    let pasted = unique("pasted-");
+    let paste = b.find("#vnc-paste").await;
+    b.click(&paste).await;
+    b.wait_until(
+        "return !document.getElementById('paste-box').hidden;",
+        Duration::from_secs(10),
+        "the paste box",
+    )
+    .await;
+    b.type_into(
+        "#paste-text",
+        &format!("echo {pasted} > /dev/ttyS0\u{E007}"),
+    )
+    .await;
+    let send = b.find("#paste-send").await;
+    b.click(&send).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&guest.serial_log)
+        .unwrap_or_default()
+        .contains(&pasted)
+    {
+        if std::time::Instant::now() > deadline {
+            b.screenshot("console-paste").await;
+            panic!("the pasted command never ran in the guest");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Pop out: the console moves to a window of its own; this page lets go of it.
+    let handles = b.get("/window/handles").await;
+    let popout = b.find("#console-popout").await;
+    b.click(&popout).await;
+    b.wait_until(
+        "return document.getElementById('console-status').dataset.state === 'taken';",
+        Duration::from_secs(10),
+        "this page to say the console opened in its own window",
+    )
+    .await;
+    let after = b.get("/window/handles").await;
+    assert_eq!(
+        after.as_array().map(Vec::len),
+        handles.as_array().map(|h| h.len() + 1),
+        "a new window: {after}"
+    );
+
     // The serial console: type a command into xterm.js, read its output.
     let open = b.find("#console-other").await;
     b.click(&open).await;

@@ -62,6 +62,8 @@ if (sendKey) {
 const pasteBtn = document.getElementById('vnc-paste');
 const pasteBox = document.getElementById('paste-box');
 const pasteText = document.getElementById('paste-text');
+// Characters typed with Shift on a US keyboard.
+const SHIFTED = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ~!@#$%^&*()_+{}|:"<>?';
 function typeText(text) {
   if (!rfb) return;
   for (const ch of text.replace(/\r\n/g, '\n')) {
@@ -72,8 +74,13 @@ function typeText(text) {
     else if (cp >= 0x20 && cp <= 0x7e) keysym = cp; // Latin-1 keysyms equal their code points
     else if (cp >= 0xa0 && cp <= 0xff) keysym = cp;
     else keysym = 0x01000000 + cp; // Unicode keysym
+    // The VNC server maps keysyms to keys of a US keyboard and does not add Shift by
+    // itself: hold it for the characters that need it there, as a typist would.
+    const shifted = SHIFTED.includes(ch);
+    if (shifted) rfb.sendKey(0xffe1, null, true); // Shift_L
     rfb.sendKey(keysym, null, true);
     rfb.sendKey(keysym, null, false);
+    if (shifted) rfb.sendKey(0xffe1, null, false);
   }
   rfb.focus();
 }
