@@ -3,6 +3,7 @@
 pub mod capacity;
 pub mod clone;
 pub mod host;
+pub mod hostnet;
 pub mod install_tree;
 pub mod inventory;
 pub mod snapshot;
