@@ -79,7 +79,7 @@ pub async fn vms(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse
 }
 
 /// The session's CSRF token must come in `X-CSRF-Token` for state-changing calls.
-fn csrf_header(req: &HttpRequest, who: &Authed) -> Result<(), AppError> {
+pub(super) fn csrf_header(req: &HttpRequest, who: &Authed) -> Result<(), AppError> {
     let presented = req
         .headers()
         .get("x-csrf-token")

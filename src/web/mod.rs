@@ -6,6 +6,7 @@ pub mod assets;
 pub mod audit;
 pub mod console;
 pub mod errors;
+pub mod hostnet_api;
 pub mod live;
 pub mod pages;
 pub mod server;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub live: Arc<live::LiveEvents>,
     /// Console tickets and live console sessions.
     pub consoles: crate::console::Consoles,
+    /// Host changes (network, kernel settings): plans, the one waiting for confirmation.
+    pub host: Arc<crate::hostcfg::Engine>,
 }
 
 /// Seconds since the Unix epoch.

@@ -130,9 +130,21 @@ pub fn build_state(
     } else {
         None
     };
+    let store = Arc::new(store);
+    let host = crate::hostcfg::Engine::new(
+        crate::hostcfg::HostSettings {
+            root: cfg.host.root.clone(),
+            netns: cfg.host.netns.clone(),
+            backend: cfg.host.backend(),
+            confirm_seconds: cfg.host.confirm_seconds,
+        },
+        cfg.data_dir.clone(),
+        store.clone(),
+    );
+    host.recover();
     Ok(AppState {
         cfg,
-        store: Arc::new(store),
+        store,
         hv,
         virt_type,
         setup_token: Mutex::new(setup_token),
@@ -140,6 +152,7 @@ pub fn build_state(
         admission: Default::default(),
         live,
         consoles: Default::default(),
+        host,
     })
 }
 
@@ -348,8 +361,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/vms/{name}/snapshots/{snapshot}",
                 web::delete().to(api::delete_snapshot),
             )
-            .route("/vms/{name}/{action}", web::post().to(api::vm_action)),
-    );
+            .route("/vms/{name}/{action}", web::post().to(api::vm_action))
+            .configure(super::hostnet_api::routes),
+    )
+    .configure(pages::hostnet::routes);
 }
 
 fn security_headers(tls: bool) -> DefaultHeaders {

@@ -4,6 +4,7 @@
 pub mod account;
 pub mod admin;
 pub mod host;
+pub mod hostnet;
 pub mod vm_changes;
 pub mod vms;
 
