@@ -59,6 +59,12 @@ pub struct ServeArgs {
     /// Guest type: auto, kvm or qemu.
     #[arg(long)]
     pub virt_type: Option<VirtTypeSetting>,
+    /// Directory every host change writes below (default /); for tests and image builds.
+    #[arg(long, env = "VIRTDECK_HOST_ROOT")]
+    pub host_root: Option<PathBuf>,
+    /// Make live host network changes inside this named network namespace (testing, containers).
+    #[arg(long, env = "VIRTDECK_HOST_NETNS")]
+    pub host_netns: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,6 +137,12 @@ pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         }
         if let Some(v) = a.virt_type {
             cfg.virt_type = v;
+        }
+        if let Some(r) = &a.host_root {
+            cfg.host.root = r.clone();
+        }
+        if let Some(n) = &a.host_netns {
+            cfg.host.netns = Some(n.clone());
         }
     }
     cfg.validate()?;

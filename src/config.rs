@@ -49,6 +49,8 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// Usage sampling for charts and `/metrics`.
     pub usage: crate::usage::UsageConfig,
+    /// Host changes: network files, kernel settings, confirmation time.
+    pub host: HostConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,6 +145,7 @@ impl Default for Config {
             log: LogConfig::default(),
             console: ConsoleConfig::default(),
             usage: Default::default(),
+            host: HostConfig::default(),
         }
     }
 }
@@ -186,6 +189,73 @@ impl Default for LogConfig {
             format: "text".into(),
             filter: "info".into(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostConfig {
+    /// Every file a host change writes goes below this directory ("/" on a real host).
+    pub root: PathBuf,
+    /// Make live network and kernel-setting changes inside this named network namespace
+    /// (`ip netns add NAME`) instead of the host's own: for tests and containers.
+    pub netns: Option<String>,
+    /// The format of the host's network files: auto (detected), networkd,
+    /// network-manager, ifupdown or ifcfg.
+    pub network_backend: String,
+    /// An applied host change must be confirmed from the browser within this time, or
+    /// it is rolled back.
+    pub confirm_seconds: u64,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            root: PathBuf::from("/"),
+            netns: None,
+            network_backend: "auto".into(),
+            confirm_seconds: 60,
+        }
+    }
+}
+
+impl HostConfig {
+    /// The configured backend; `None` for auto.
+    pub fn backend(&self) -> Option<crate::domain::hostnet::Backend> {
+        crate::domain::hostnet::Backend::parse(&self.network_backend)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.network_backend != "auto" && self.backend().is_none() {
+            return Err(ConfigError::Invalid {
+                key: "host.network_backend",
+                message: format!(
+                    "must be auto, networkd, network-manager, ifupdown or ifcfg, not {:?}",
+                    self.network_backend
+                ),
+            });
+        }
+        if !(5..=3600).contains(&self.confirm_seconds) {
+            return Err(ConfigError::Invalid {
+                key: "host.confirm_seconds",
+                message: "must be between 5 and 3600 seconds".into(),
+            });
+        }
+        if let Some(ns) = &self.netns {
+            if !crate::hostcfg::netns::valid_name(ns) {
+                return Err(ConfigError::Invalid {
+                    key: "host.netns",
+                    message: format!("{ns:?} is not a network namespace name"),
+                });
+            }
+        }
+        if !self.root.is_absolute() {
+            return Err(ConfigError::Invalid {
+                key: "host.root",
+                message: "must be an absolute path".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -261,6 +331,7 @@ impl Config {
         if let Some((key, message)) = self.usage.problem() {
             return Err(ConfigError::Invalid { key, message });
         }
+        self.host.validate()?;
         Ok(())
     }
 
@@ -312,6 +383,30 @@ mod tests {
     fn unknown_keys_are_errors() {
         let r: Result<Config, _> = toml::from_str("lisen = \"x\"");
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn host_settings_are_checked() {
+        let mut c = Config::default();
+        assert_eq!(c.host.confirm_seconds, 60);
+        c.host.netns = Some("../x".into());
+        assert!(c.validate().unwrap_err().to_string().contains("host.netns"));
+        c.host.netns = Some("vd-test-1".into());
+        c.host.network_backend = "wicked".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("network_backend"));
+        c.host.network_backend = "ifcfg".into();
+        c.host.confirm_seconds = 1;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("confirm_seconds"));
+        c.host.confirm_seconds = 60;
+        c.validate().unwrap();
     }
 
     #[test]

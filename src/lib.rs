@@ -8,6 +8,7 @@ pub mod config;
 pub mod console;
 pub mod domain;
 pub mod fetch;
+pub mod hostcfg;
 pub mod hypervisor;
 pub mod lifecycle;
 pub mod store;

@@ -3,10 +3,13 @@
 pub mod capacity;
 pub mod clone;
 pub mod host;
+pub mod host_export;
+pub mod hostnet;
 pub mod install_tree;
 pub mod inventory;
 pub mod snapshot;
 pub mod storage;
+pub mod sysctl;
 pub mod usage;
 pub mod vm;
 pub mod vmspec;

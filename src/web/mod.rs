@@ -7,6 +7,7 @@ pub mod assets;
 pub mod audit;
 pub mod console;
 pub mod errors;
+pub mod hostnet_api;
 pub mod live;
 pub mod metrics;
 pub mod pages;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub usage: Arc<crate::usage::Usage>,
     /// virtdeck's own counters for `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
+    /// Host changes (network, kernel settings): plans, the one waiting for confirmation.
+    pub host: Arc<crate::hostcfg::Engine>,
 }
 
 /// Seconds since the Unix epoch.

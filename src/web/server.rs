@@ -131,9 +131,21 @@ pub fn build_state(
         None
     };
     let usage = Arc::new(crate::usage::Usage::new(cfg.usage.clone()));
+    let store = Arc::new(store);
+    let host = crate::hostcfg::Engine::new(
+        crate::hostcfg::HostSettings {
+            root: cfg.host.root.clone(),
+            netns: cfg.host.netns.clone(),
+            backend: cfg.host.backend(),
+            confirm_seconds: cfg.host.confirm_seconds,
+        },
+        cfg.data_dir.clone(),
+        store.clone(),
+    );
+    host.recover();
     Ok(AppState {
         cfg,
-        store: Arc::new(store),
+        store,
         hv,
         virt_type,
         setup_token: Mutex::new(setup_token),
@@ -143,6 +155,7 @@ pub fn build_state(
         consoles: Default::default(),
         usage,
         metrics: Default::default(),
+        host,
     })
 }
 
@@ -399,9 +412,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(
                 "/networks/{name}",
                 web::delete().to(super::api_storage::remove_network),
-            ),
+            )
+            .configure(super::hostnet_api::routes),
     )
-    .configure(super::usage::routes);
+    .configure(super::usage::routes)
+    .configure(pages::hostnet::routes);
 }
 
 fn security_headers(tls: bool) -> DefaultHeaders {

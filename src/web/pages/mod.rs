@@ -4,6 +4,7 @@
 pub mod account;
 pub mod admin;
 pub mod host;
+pub mod hostnet;
 pub mod libvirt_networks;
 pub mod storage;
 pub mod vm_changes;

@@ -1,0 +1,149 @@
+//! `/api/v1/host/…`: host network and kernel settings plans, apply, confirm, roll back.
+//! Same roles (admin), audit entries and rules as the pages.
+
+use super::api::csrf_header;
+use super::errors::AppError;
+use super::pages::hostnet::{self as ops, change_error, engine};
+use super::session::Authed;
+use super::AppState;
+use crate::auth::Role;
+use crate::domain::hostnet::form::NetForm;
+use crate::domain::sysctl::SysctlForm;
+use crate::hostcfg::{ChangeError, Plan};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+/// A change error in JSON; field errors list every field.
+fn api_error(who: &Authed, e: ChangeError) -> HttpResponse {
+    if let ChangeError::Invalid(errs) = &e {
+        let first = errs.first();
+        return HttpResponse::UnprocessableEntity().json(json!({
+            "error": {
+                "code": "invalid",
+                "message": first.map(|f| f.message.clone()).unwrap_or_default(),
+                "field": first.map(|f| f.field),
+                "fields": errs,
+            }
+        }));
+    }
+    actix_web::ResponseError::error_response(&who.err(change_error(e)).api())
+}
+
+fn plan_json(p: &Plan) -> serde_json::Value {
+    json!({ "plan": p, "steps": p.op_texts() })
+}
+
+pub async fn network(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
+    who.require(&state, Role::Admin, "host.network.view", "")
+        .await?;
+    let r = engine(&state, |e| {
+        Ok((e.live()?, e.managed()?, e.detected_backend()))
+    })
+    .await;
+    match r {
+        Ok((live, managed, backend)) => Ok(HttpResponse::Ok().json(json!({
+            "live": live,
+            "managed": managed.network,
+            "backend": backend,
+            "pending": state.host.pending(),
+        }))),
+        Err(e) => Ok(api_error(&who, e)),
+    }
+}
+
+pub async fn network_plan(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    body: web::Json<NetForm>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    Ok(
+        match ops::plan_network(&state, &who, body.into_inner()).await? {
+            Ok(p) => HttpResponse::Ok().json(plan_json(&p)),
+            Err(e) => api_error(&who, e),
+        },
+    )
+}
+
+pub async fn sysctl(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
+    who.require(&state, Role::Admin, "host.sysctl.view", "")
+        .await?;
+    Ok(match engine(&state, |e| e.sysctl_view()).await {
+        Ok(s) => HttpResponse::Ok().json(json!({ "settings": s })),
+        Err(e) => api_error(&who, e),
+    })
+}
+
+pub async fn sysctl_plan(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    body: web::Json<SysctlForm>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    Ok(
+        match ops::plan_sysctl(&state, &who, body.into_inner()).await? {
+            Ok(p) => HttpResponse::Ok().json(plan_json(&p)),
+            Err(e) => api_error(&who, e),
+        },
+    )
+}
+
+pub async fn apply(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    Ok(match ops::apply(&state, &who, path.into_inner()).await? {
+        Ok(p) => HttpResponse::Ok().json(json!({ "pending": p })),
+        Err(e) => api_error(&who, e),
+    })
+}
+
+pub async fn pending(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
+    who.require(&state, Role::Admin, "host.change.view", "")
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "pending": state.host.pending(),
+        "last": state.host.last_outcome(),
+    })))
+}
+
+pub async fn confirm(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    Ok(match ops::confirm(&state, &who).await? {
+        Ok(o) => HttpResponse::Ok().json(json!({ "outcome": o })),
+        Err(e) => api_error(&who, e),
+    })
+}
+
+pub async fn rollback(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    Ok(match ops::rollback(&state, &who).await? {
+        Ok(o) => HttpResponse::Ok().json(json!({ "outcome": o })),
+        Err(e) => api_error(&who, e),
+    })
+}
+
+/// The `/api/v1/host/…` routes, inside the `/api/v1` scope.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/host/network", web::get().to(network))
+        .route("/host/network/plan", web::post().to(network_plan))
+        .route("/host/sysctl", web::get().to(sysctl))
+        .route("/host/sysctl/plan", web::post().to(sysctl_plan))
+        .route("/host/changes/pending", web::get().to(pending))
+        .route("/host/changes/confirm", web::post().to(confirm))
+        .route("/host/changes/rollback", web::post().to(rollback))
+        .route("/host/changes/{id}/apply", web::post().to(apply));
+}

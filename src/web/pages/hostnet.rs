@@ -1,0 +1,760 @@
+//! Host setup pages (admins only): the host network, kernel settings, the pending change
+//! with its countdown, and the export. The audited operations here are shared with the
+//! API (`web::hostnet_api`).
+
+use super::super::errors::{html, AppError, ErrorKind};
+use super::super::session::Authed;
+use super::super::{audit, AppState};
+use super::Chrome;
+use crate::auth::Role;
+use crate::domain::hostnet::form::NetForm;
+use crate::domain::hostnet::plan::LiveNet;
+use crate::domain::hostnet::{Backend, BondMode, FieldError, NetConfig};
+use crate::domain::sysctl::SysctlForm;
+use crate::hostcfg::sysctl::SettingView;
+use crate::hostcfg::{ChangeError, Engine, Outcome, PendingView, Plan};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Runs a blocking engine call off the async runtime.
+pub async fn engine<T, F>(state: &AppState, f: F) -> Result<T, ChangeError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Arc<Engine>) -> Result<T, ChangeError> + Send + 'static,
+{
+    let e = state.host.clone();
+    web::block(move || f(&e))
+        .await
+        .map_err(|e| ChangeError::Io(format!("internal error: {e}")))?
+}
+
+/// A host change error as an HTTP error.
+pub fn change_error(e: ChangeError) -> AppError {
+    match e {
+        ChangeError::Invalid(errs) => {
+            let first = errs.first().cloned();
+            let mut a = AppError::new(
+                ErrorKind::Unprocessable,
+                first
+                    .as_ref()
+                    .map(|f| f.message.clone())
+                    .unwrap_or_default(),
+            );
+            a.field = first.map(|f| f.field);
+            a
+        }
+        ChangeError::NotFound(m) => AppError::not_found(m),
+        ChangeError::Conflict(m) | ChangeError::Stale(m) => AppError::new(ErrorKind::Conflict, m),
+        ChangeError::Failed { message } => AppError::new(ErrorKind::HypervisorFailed, message),
+        ChangeError::Io(m) => AppError::internal(anyhow::anyhow!(m)),
+    }
+}
+
+fn result_of(e: &ChangeError) -> &'static str {
+    match e {
+        ChangeError::Invalid(_) => "invalid",
+        ChangeError::Conflict(_) | ChangeError::Stale(_) | ChangeError::NotFound(_) => "refused",
+        _ => "failed",
+    }
+}
+
+fn describe_invalid(e: &ChangeError) -> String {
+    match e {
+        ChangeError::Invalid(errs) => errs
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    }
+}
+
+async fn record(
+    state: &AppState,
+    who: &Authed,
+    action: &str,
+    target: &str,
+    r: Result<String, &ChangeError>,
+) {
+    let (result, detail) = match r {
+        Ok(d) => ("ok", d),
+        Err(e) => (result_of(e), describe_invalid(e)),
+    };
+    audit::record(
+        state,
+        &who.username,
+        &who.remote_addr,
+        action,
+        target,
+        result,
+        &detail,
+    )
+    .await;
+}
+
+/// Builds a plan for an admin, audited under `action`.
+async fn planned<F>(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    action: &'static str,
+    target: String,
+    build: F,
+) -> Result<Result<Plan, ChangeError>, AppError>
+where
+    F: FnOnce(&Arc<Engine>, &str) -> Result<Plan, ChangeError> + Send + 'static,
+{
+    who.require(state, Role::Admin, action, &target).await?;
+    let actor = who.username.clone();
+    let r = engine(state, move |e| build(e, &actor)).await;
+    let detail = r.as_ref().map(|p| {
+        format!(
+            "plan {}: {} file(s), {} live step(s)",
+            p.id,
+            p.files.len(),
+            p.ops.len()
+        )
+    });
+    record(state, who, action, &target, detail).await;
+    Ok(r)
+}
+
+/// Plans a network change (admins only), audited.
+pub async fn plan_network(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    form: NetForm,
+) -> Result<Result<Plan, ChangeError>, AppError> {
+    let target = form.name.clone();
+    planned(state, who, "host.network.plan", target, move |e, actor| {
+        e.plan_network(&form, actor)
+    })
+    .await
+}
+
+/// Plans a kernel settings change (admins only), audited.
+pub async fn plan_sysctl(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    form: SysctlForm,
+) -> Result<Result<Plan, ChangeError>, AppError> {
+    let target = form.key.clone();
+    planned(state, who, "host.sysctl.plan", target, move |e, actor| {
+        e.plan_sysctl(&form, actor)
+    })
+    .await
+}
+
+/// Applies a plan (admins only), audited.
+pub async fn apply(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    plan_id: String,
+) -> Result<Result<PendingView, ChangeError>, AppError> {
+    who.require(state, Role::Admin, "host.change.apply", &plan_id)
+        .await?;
+    let actor = who.username.clone();
+    let id = plan_id.clone();
+    let title = state
+        .host
+        .plan(&plan_id)
+        .map(|p| format!("{} {}", p.kind.as_str(), p.title));
+    let r = engine(state, move |e| e.apply(&id, &actor)).await;
+    let detail = r.as_ref().map(|p| {
+        format!(
+            "plan {plan_id} applied; waiting for confirmation until {}",
+            super::format_time(p.deadline)
+        )
+    });
+    let target = match &r {
+        Ok(p) => format!("{} {}", p.kind.as_str(), p.title),
+        Err(_) => title.unwrap_or(plan_id.clone()),
+    };
+    record(state, who, "host.change.apply", &target, detail).await;
+    Ok(r)
+}
+
+/// Confirms the pending change (admins only), audited.
+pub async fn confirm(
+    state: &web::Data<AppState>,
+    who: &Authed,
+) -> Result<Result<Outcome, ChangeError>, AppError> {
+    who.require(state, Role::Admin, "host.change.confirm", "")
+        .await?;
+    let actor = who.username.clone();
+    let r = engine(state, move |e| e.confirm(&actor)).await;
+    let target = r.as_ref().map(|o| o.title.clone()).unwrap_or_default();
+    record(
+        state,
+        who,
+        "host.change.confirm",
+        &target,
+        r.as_ref().map(|o| o.detail.clone()),
+    )
+    .await;
+    Ok(r)
+}
+
+/// Rolls back the pending change now (admins only), audited.
+pub async fn rollback(
+    state: &web::Data<AppState>,
+    who: &Authed,
+) -> Result<Result<Outcome, ChangeError>, AppError> {
+    who.require(state, Role::Admin, "host.change.rollback", "")
+        .await?;
+    let reason = format!("rolled back by {}", who.username);
+    let r = engine(state, move |e| e.rollback(&reason)).await;
+    let target = r.as_ref().map(|o| o.title.clone()).unwrap_or_default();
+    record(
+        state,
+        who,
+        "host.change.rollback",
+        &target,
+        r.as_ref().map(|o| o.detail.clone()),
+    )
+    .await;
+    Ok(r)
+}
+
+/// A form posted from a page: its CSRF token and the other fields as a JSON object, so
+/// the typed form can refuse unknown fields.
+fn split_form(pairs: Vec<(String, String)>) -> (Option<String>, serde_json::Value) {
+    let mut csrf = None;
+    let mut map = serde_json::Map::new();
+    for (k, v) in pairs {
+        if k == "csrf" {
+            csrf = Some(v);
+        } else {
+            map.insert(k, serde_json::Value::String(v));
+        }
+    }
+    (csrf, serde_json::Value::Object(map))
+}
+
+fn typed<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, AppError> {
+    serde_json::from_value(v).map_err(|e| {
+        AppError::bad_request(format!(
+            "The form could not be read: {e}. Reload the page and try again."
+        ))
+    })
+}
+
+// ------------------------------------------------------------------ network page
+
+#[derive(Template)]
+#[template(path = "host_network.html")]
+struct NetworkPage {
+    chrome: Chrome,
+    tab: &'static str,
+    pending: Option<PendingView>,
+    last: Option<Outcome>,
+    message: Option<String>,
+    live: LiveNet,
+    managed: NetConfig,
+    detected: Backend,
+    backends: [Backend; 4],
+    modes: [BondMode; 7],
+    root: String,
+    /// The form that was sent, with its errors; the others are prefilled.
+    forms: Vec<(String, serde_json::Value)>,
+    active: String,
+    errors: Vec<FieldError>,
+}
+
+impl NetworkPage {
+    fn val(&self, kind: &str, field: &str) -> String {
+        self.forms
+            .iter()
+            .find(|(k, _)| k == kind)
+            .and_then(|(_, v)| v.get(field))
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    }
+
+    fn err(&self, kind: &str, field: &str) -> Option<&str> {
+        (self.active == kind)
+            .then(|| {
+                self.errors
+                    .iter()
+                    .find(|e| e.field == field)
+                    .map(|e| e.message.as_str())
+            })
+            .flatten()
+    }
+
+    fn addresses(&self, link: &str) -> String {
+        self.live
+            .addresses
+            .iter()
+            .filter(|a| a.link == link)
+            .map(|a| a.address.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn is_managed(&self, link: &str) -> bool {
+        self.managed.kind_of(link).is_some()
+    }
+
+    fn kind_of(&self, link: &str) -> &'static str {
+        match self.managed.kind_of(link) {
+            Some(crate::domain::hostnet::Kind::Bond) => "bond",
+            Some(crate::domain::hostnet::Kind::Bridge) => "bridge",
+            _ => "vlan",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct EditQuery {
+    edit: Option<String>,
+}
+
+fn root_display(state: &AppState) -> String {
+    let r = state.cfg.host.root.display().to_string();
+    if r.ends_with('/') {
+        r
+    } else {
+        format!("{r}/")
+    }
+}
+
+async fn render_network(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    edit: Option<String>,
+    sent: Option<(NetForm, Vec<FieldError>)>,
+    message: Option<String>,
+    status: StatusCode,
+) -> Result<HttpResponse, AppError> {
+    let (live, managed) = engine(state, |e| Ok((e.live()?, e.managed()?)))
+        .await
+        .map_err(change_error)?;
+    // Network cards (veth in containers) not in use by a bond or bridge; the one with
+    // the default route first, since its address is the one that moves to the bridge.
+    let mut nics: Vec<String> = live
+        .links
+        .iter()
+        .filter(|l| matches!(l.kind.as_deref(), None | Some("veth")))
+        .filter(|l| l.name != "lo" && l.master.is_none())
+        .filter(|l| managed.network.kind_of(&l.name).is_none())
+        .map(|l| l.name.clone())
+        .collect();
+    let routed = live.default_routes().first().map(|(l, _)| l.to_string());
+    if let Some(pos) = routed.and_then(|r| nics.iter().position(|n| *n == r)) {
+        let n = nics.remove(pos);
+        nics.insert(0, n);
+    }
+    let first = nics.first().cloned().unwrap_or_default();
+    let address = live
+        .addresses_of(&first)
+        .into_iter()
+        .find(|a| a.addr.is_ipv4());
+    let gateway = live
+        .default_routes_on(&first)
+        .into_iter()
+        .find(|g| g.is_ipv4());
+    let mut forms: Vec<(String, NetForm)> = vec![
+        (
+            "recipe".into(),
+            NetForm::recipe_from(&nics, address, gateway),
+        ),
+        (
+            "bridge".into(),
+            NetForm {
+                kind: "bridge".into(),
+                forward_delay_s: "0".into(),
+                ageing_s: "300".into(),
+                ipv4: "off".into(),
+                ipv6: "off".into(),
+                ..Default::default()
+            },
+        ),
+        (
+            "bond".into(),
+            NetForm {
+                kind: "bond".into(),
+                mode: "active-backup".into(),
+                miimon_ms: "100".into(),
+                ..Default::default()
+            },
+        ),
+        (
+            "vlan".into(),
+            NetForm {
+                kind: "vlan".into(),
+                ..Default::default()
+            },
+        ),
+    ];
+    if let Some(f) = edit.and_then(|n| NetForm::for_edit(&managed.network, &n)) {
+        if let Some(slot) = forms.iter_mut().find(|(k, _)| *k == f.kind) {
+            slot.1 = f;
+        }
+    }
+    let (active, errors) = match sent {
+        Some((f, errs)) => {
+            let kind = f.kind.clone();
+            match forms.iter_mut().find(|(k, _)| *k == kind) {
+                Some(slot) => slot.1 = f,
+                None => forms.push((kind.clone(), f)),
+            }
+            (kind, errs)
+        }
+        None => (String::new(), Vec::new()),
+    };
+    let page = NetworkPage {
+        chrome: Chrome::new(who, "hostsetup"),
+        tab: "network",
+        pending: state.host.pending(),
+        last: state.host.last_outcome(),
+        message,
+        live,
+        managed: managed.network,
+        detected: state.host.detected_backend(),
+        backends: Backend::ALL,
+        modes: BondMode::ALL,
+        root: root_display(state),
+        forms: forms
+            .into_iter()
+            .map(|(k, f)| (k, serde_json::to_value(f).unwrap_or_default()))
+            .collect(),
+        active,
+        errors,
+    };
+    Ok(html(status, &page))
+}
+
+pub async fn network_page(
+    state: web::Data<AppState>,
+    who: Authed,
+    q: web::Query<EditQuery>,
+) -> Result<HttpResponse, AppError> {
+    who.require(&state, Role::Admin, "host.network.view", "")
+        .await?;
+    render_network(
+        &state,
+        &who,
+        q.into_inner().edit,
+        None,
+        None,
+        StatusCode::OK,
+    )
+    .await
+}
+
+#[derive(Template)]
+#[template(path = "host_plan.html")]
+struct PlanPage {
+    chrome: Chrome,
+    tab: &'static str,
+    pending: Option<PendingView>,
+    last: Option<Outcome>,
+    message: Option<String>,
+    plan: Plan,
+    root: String,
+    confirm_seconds: u64,
+    back: &'static str,
+}
+
+fn plan_page(state: &AppState, who: &Authed, plan: Plan, back: &'static str) -> HttpResponse {
+    html(
+        StatusCode::OK,
+        &PlanPage {
+            chrome: Chrome::new(who, "hostsetup"),
+            tab: "plan",
+            pending: state.host.pending(),
+            last: None,
+            message: None,
+            plan,
+            root: root_display(state),
+            confirm_seconds: state.cfg.host.confirm_seconds,
+            back,
+        },
+    )
+}
+
+pub async fn network_plan_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    form: web::Form<Vec<(String, String)>>,
+) -> Result<HttpResponse, AppError> {
+    let (csrf, fields) = split_form(form.into_inner());
+    who.check_csrf(csrf.as_deref())?;
+    let f: NetForm = typed(fields)?;
+    match plan_network(&state, &who, f.clone()).await? {
+        Ok(plan) => Ok(plan_page(&state, &who, plan, "/host/network")),
+        Err(ChangeError::Invalid(errs)) => {
+            render_network(
+                &state,
+                &who,
+                None,
+                Some((f, errs)),
+                None,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
+        Err(e) => {
+            let status = change_error(e.clone()).kind;
+            render_network(
+                &state,
+                &who,
+                None,
+                None,
+                Some(e.to_string()),
+                status_of(status),
+            )
+            .await
+        }
+    }
+}
+
+fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::HypervisorFailed => StatusCode::BAD_GATEWAY,
+        ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ApplyForm {
+    csrf: Option<String>,
+    plan_id: String,
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: Option<String>,
+}
+
+fn see_other(to: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, to.to_string()))
+        .finish()
+}
+
+pub async fn apply_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    form: web::Form<ApplyForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let kind = state.host.plan(&form.plan_id).map(|p| p.kind);
+    match apply(&state, &who, form.plan_id.clone()).await? {
+        Ok(_) => Ok(see_other("/host/changes/pending")),
+        Err(e) => {
+            let status = status_of(change_error(e.clone()).kind);
+            match kind {
+                Some(crate::hostcfg::ChangeKind::Sysctl) => {
+                    render_sysctl(&state, &who, None, Some(e.to_string()), status).await
+                }
+                _ => render_network(&state, &who, None, None, Some(e.to_string()), status).await,
+            }
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "host_pending.html")]
+struct PendingPage {
+    chrome: Chrome,
+    tab: &'static str,
+    pending: Option<PendingView>,
+    last: Option<Outcome>,
+    message: Option<String>,
+}
+
+async fn render_pending(
+    state: &AppState,
+    who: &Authed,
+    message: Option<String>,
+    status: StatusCode,
+) -> HttpResponse {
+    html(
+        status,
+        &PendingPage {
+            chrome: Chrome::new(who, "hostsetup"),
+            tab: "pending",
+            pending: state.host.pending(),
+            last: state.host.last_outcome(),
+            message,
+        },
+    )
+}
+
+pub async fn pending_page(
+    state: web::Data<AppState>,
+    who: Authed,
+) -> Result<HttpResponse, AppError> {
+    who.require(&state, Role::Admin, "host.change.view", "")
+        .await?;
+    Ok(render_pending(&state, &who, None, StatusCode::OK).await)
+}
+
+pub async fn confirm_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    match confirm(&state, &who).await? {
+        Ok(_) => Ok(see_other("/host/changes/pending")),
+        Err(e) => Ok(render_pending(&state, &who, Some(e.to_string()), StatusCode::CONFLICT).await),
+    }
+}
+
+pub async fn rollback_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    match rollback(&state, &who).await? {
+        Ok(_) => Ok(see_other("/host/changes/pending")),
+        Err(e) => Ok(render_pending(&state, &who, Some(e.to_string()), StatusCode::CONFLICT).await),
+    }
+}
+
+// ------------------------------------------------------------------ kernel settings
+
+#[derive(Template)]
+#[template(path = "host_sysctl.html")]
+struct SysctlPage {
+    chrome: Chrome,
+    tab: &'static str,
+    pending: Option<PendingView>,
+    last: Option<Outcome>,
+    message: Option<String>,
+    settings: Vec<SettingView>,
+    root: String,
+    form: SysctlForm,
+    errors: Vec<FieldError>,
+}
+
+impl SysctlPage {
+    fn err(&self, field: &str) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|e| e.field == field)
+            .map(|e| e.message.as_str())
+    }
+}
+
+async fn render_sysctl(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    sent: Option<(SysctlForm, Vec<FieldError>)>,
+    message: Option<String>,
+    status: StatusCode,
+) -> Result<HttpResponse, AppError> {
+    let settings = engine(state, |e| e.sysctl_view())
+        .await
+        .map_err(change_error)?;
+    let (form, errors) = sent.unwrap_or_default();
+    Ok(html(
+        status,
+        &SysctlPage {
+            chrome: Chrome::new(who, "hostsetup"),
+            tab: "sysctl",
+            pending: state.host.pending(),
+            last: state.host.last_outcome(),
+            message,
+            settings,
+            root: root_display(state),
+            form,
+            errors,
+        },
+    ))
+}
+
+pub async fn sysctl_page(
+    state: web::Data<AppState>,
+    who: Authed,
+) -> Result<HttpResponse, AppError> {
+    who.require(&state, Role::Admin, "host.sysctl.view", "")
+        .await?;
+    render_sysctl(&state, &who, None, None, StatusCode::OK).await
+}
+
+pub async fn sysctl_plan_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    form: web::Form<Vec<(String, String)>>,
+) -> Result<HttpResponse, AppError> {
+    let (csrf, fields) = split_form(form.into_inner());
+    who.check_csrf(csrf.as_deref())?;
+    let f: SysctlForm = typed(fields)?;
+    match plan_sysctl(&state, &who, f.clone()).await? {
+        Ok(plan) => Ok(plan_page(&state, &who, plan, "/host/sysctl")),
+        Err(ChangeError::Invalid(errs)) => {
+            render_sysctl(
+                &state,
+                &who,
+                Some((f, errs)),
+                None,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
+        Err(e) => {
+            let status = status_of(change_error(e.clone()).kind);
+            render_sysctl(&state, &who, None, Some(e.to_string()), status).await
+        }
+    }
+}
+
+// ------------------------------------------------------------------ export
+
+/// The host plan as a shell script (kickstart %post) that rebuilds this host's setup.
+pub async fn export_script(
+    state: web::Data<AppState>,
+    who: Authed,
+) -> Result<HttpResponse, AppError> {
+    who.require(&state, Role::Admin, "host.export", "").await?;
+    let files = engine(&state, |e| e.managed_files())
+        .await
+        .map_err(change_error)?;
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "this host".into());
+    let script = crate::domain::host_export::script(&host, &files, &[]);
+    audit::record(
+        &state,
+        &who.username,
+        &who.remote_addr,
+        "host.export",
+        "",
+        "ok",
+        &format!("{} file(s)", files.len()),
+    )
+    .await;
+    Ok(HttpResponse::Ok()
+        .content_type("text/x-shellscript; charset=utf-8")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"virtdeck-host-plan.sh\"",
+        ))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(script))
+}
+
+/// Routes of the host setup pages and their API, added to the app by `web::server`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/host/network", web::get().to(network_page))
+        .route("/host/network/plan", web::post().to(network_plan_form))
+        .route("/host/sysctl", web::get().to(sysctl_page))
+        .route("/host/sysctl/plan", web::post().to(sysctl_plan_form))
+        .route("/host/changes/apply", web::post().to(apply_form))
+        .route("/host/changes/pending", web::get().to(pending_page))
+        .route("/host/changes/confirm", web::post().to(confirm_form))
+        .route("/host/changes/rollback", web::post().to(rollback_form))
+        .route("/host/export.sh", web::get().to(export_script));
+}
