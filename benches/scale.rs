@@ -410,7 +410,7 @@ async fn run() -> Result<()> {
             BROWSER.to_string(),
             format!(
                 "{host_label}: {} requests; document {} KiB, stylesheets and scripts {} KiB, \
-                 VM screen thumbnails {} requests / {} KiB (the list asks for one per running VM).",
+                 VM screen thumbnails {} requests / {} KiB (the list asks for one per running or paused VM when the page loads, and again 1.5 s later).",
                 p.requests,
                 num(p.document_bytes as f64 / 1024.0),
                 num(p.asset_bytes as f64 / 1024.0),
