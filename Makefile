@@ -34,9 +34,15 @@ lint:
 test: test-deps assets lint
 	$(CARGO) test --locked --all-targets -- --test-threads=4
 
-# VNC proxy vs websockify on one TCP source: throughput, latency, memory with 200 sessions.
+# VNC proxy vs websockify on one TCP source: throughput, latency, memory with 200 sessions;
+# then virtdeck at scale (1,000-VM host under wrk, Chromium, memory, start-up). Writes
+# target/bench/report.md, report.json and the results in docs/benchmarks.md.
 bench: test-deps assets
+	scripts/install-deps.sh bench
+	$(CARGO) build --release --locked
+	rm -f target/bench/console_proxy.json
 	$(CARGO) bench --locked --bench console_proxy
+	$(CARGO) bench --locked --bench scale
 
 fmt:
 	$(CARGO) fmt

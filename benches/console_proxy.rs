@@ -303,6 +303,11 @@ fn main() {
         run_child(src.parse().expect("source address"));
         return;
     }
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("console_proxy: a benchmark, not a test; run `make bench`");
+        return;
+    }
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(bench());
 }
@@ -508,4 +513,25 @@ async fn bench() {
     println!();
     println!("virtdeck: release build, in-process RFB reading, tickets and origin checks on every session;");
     println!("websockify: Debian's Python websockify, one process per connection (PSS summed over its processes).");
+
+    // For the `make bench` report (benches/scale.rs folds these in).
+    let pair = |vd: f64, wsk: f64| serde_json::json!({"virtdeck": vd, "websockify": wsk});
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let figures = serde_json::json!({
+        "sessions": SESSIONS,
+        "throughput_bytes": THROUGHPUT_BYTES,
+        "round_trips": ROUND_TRIPS,
+        "throughput_mib_s": pair(tp_vd, tp_wsk),
+        "rtt_p50_ms": pair(ms(p50_vd), ms(p50_wsk)),
+        "rtt_p99_ms": pair(ms(p99_vd), ms(p99_wsk)),
+        "pss_idle_mib": pair(mib(idle_vd), mib(idle_wsk)),
+        "pss_sessions_mib": pair(mib(mem_vd), mib(mem_wsk)),
+    });
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&out).expect("create target/bench");
+    std::fs::write(
+        out.join("console_proxy.json"),
+        serde_json::to_string_pretty(&figures).expect("figures as JSON"),
+    )
+    .expect("write target/bench/console_proxy.json");
 }

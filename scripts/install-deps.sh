@@ -2,6 +2,7 @@
 # Installs what virtdeck needs on Debian 12 (bookworm), idempotently.
 #   scripts/install-deps.sh build   libvirt headers, pkg-config (enough for `make demo`)
 #   scripts/install-deps.sh test    + libvirtd, QEMU (backports), chromium, busybox, kernel
+#   scripts/install-deps.sh bench   + wrk (HTTP load generator) for `make bench`
 set -euo pipefail
 what=${1:-build}
 SUDO=""
@@ -57,6 +58,14 @@ if ! command -v npm >/dev/null; then
 fi
 if [ "$what" = test ]; then
   need=$(missing "${test_pkgs[@]}")
+  if [ -n "${need// /}" ]; then
+    apt_update
+    $SUDO apt-get install -y -qq --no-install-recommends $need
+  fi
+fi
+# `make bench`: the test set (Chromium, websockify) plus the HTTP load generator.
+if [ "$what" = bench ]; then
+  need=$(missing "${test_pkgs[@]}" wrk)
   if [ -n "${need// /}" ]; then
     apt_update
     $SUDO apt-get install -y -qq --no-install-recommends $need
