@@ -30,7 +30,19 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     })
 }
 
+/// Caps glibc's per-thread malloc arenas: request handlers run on many blocking threads,
+/// and each arena would otherwise keep its own high-water mark of freed memory (measured
+/// by `make bench`: the resident size under load stays far lower with two).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let cfg = match load_config(&cli) {
         Ok(c) => c,

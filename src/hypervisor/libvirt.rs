@@ -495,20 +495,7 @@ impl Hypervisor for Libvirt {
             virt::sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP,
         ];
         for source in sources {
-            let Ok(ifaces) = dom.interface_addresses(source, 0) else {
-                continue;
-            };
-            let found: Vec<GuestAddress> = ifaces
-                .into_iter()
-                .flat_map(|i| {
-                    let mac = i.hwaddr.map(|m| m.to_ascii_lowercase());
-                    i.addrs.into_iter().map(move |a| GuestAddress {
-                        mac: mac.clone(),
-                        address: a.addr,
-                        prefix: a.prefix as u32,
-                    })
-                })
-                .collect();
+            let found = interface_addresses(&dom, source);
             if !found.is_empty() {
                 return Ok(found);
             }
@@ -1055,3 +1042,49 @@ impl Libvirt {
 }
 
 mod stats;
+
+/// The guest's interface addresses from one source (DHCP leases, ARP), empty when libvirt
+/// cannot tell. `virt`'s `Domain::interface_addresses` leaks each interface record (it
+/// never calls `virDomainInterfaceFree`), which adds up when the VM list asks for every
+/// running VM on every request, so this calls libvirt directly and frees everything.
+fn interface_addresses(dom: &Domain, source: u32) -> Vec<GuestAddress> {
+    use std::ffi::CStr;
+    let mut ifaces: *mut virt::sys::virDomainInterfacePtr = std::ptr::null_mut();
+    // SAFETY: `dom` is a live domain handle; on success libvirt stores an array of `n`
+    // interface records in `ifaces`, which we own and free below.
+    let n = unsafe { virt::sys::virDomainInterfaceAddresses(dom.as_ptr(), &mut ifaces, source, 0) };
+    if n < 0 || ifaces.is_null() {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    for i in 0..n as usize {
+        // SAFETY: `i < n`, so the record pointer is valid until freed; its strings and
+        // address array are owned by the record and only read here.
+        unsafe {
+            let iface = *ifaces.add(i);
+            if iface.is_null() {
+                continue;
+            }
+            let mac = (!(*iface).hwaddr.is_null()).then(|| {
+                CStr::from_ptr((*iface).hwaddr)
+                    .to_string_lossy()
+                    .to_ascii_lowercase()
+            });
+            for a in 0..(*iface).naddrs.max(0) as usize {
+                let addr = (*iface).addrs.add(a);
+                if (*addr).addr.is_null() {
+                    continue;
+                }
+                found.push(GuestAddress {
+                    mac: mac.clone(),
+                    address: CStr::from_ptr((*addr).addr).to_string_lossy().into_owned(),
+                    prefix: (*addr).prefix,
+                });
+            }
+            virt::sys::virDomainInterfaceFree(iface);
+        }
+    }
+    // SAFETY: the array itself was allocated by libvirt with malloc; its records are freed.
+    unsafe { libc::free(ifaces as *mut libc::c_void) };
+    found
+}
