@@ -49,6 +49,8 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// Usage sampling for charts and `/metrics`.
     pub usage: crate::usage::UsageConfig,
+    /// Uploads and fetches of images into storage pools.
+    pub images: crate::lifecycle::jobs::ImagesConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,6 +145,7 @@ impl Default for Config {
             log: LogConfig::default(),
             console: ConsoleConfig::default(),
             usage: Default::default(),
+            images: Default::default(),
         }
     }
 }
@@ -259,6 +262,9 @@ impl Config {
             });
         }
         if let Some((key, message)) = self.usage.problem() {
+            return Err(ConfigError::Invalid { key, message });
+        }
+        if let Some((key, message)) = self.images.problem() {
             return Err(ConfigError::Invalid { key, message });
         }
         Ok(())

@@ -10,4 +10,5 @@ pub mod storage;
 pub mod usage;
 pub mod vm;
 pub mod vmspec;
+pub mod volumes;
 pub mod xml;

@@ -842,6 +842,29 @@ impl Hypervisor for Libvirt {
     fn usage_sample(&self) -> HvResult<crate::domain::usage::UsageSample> {
         stats::usage_sample(&self.conn()?)
     }
+
+    // ---- volume contents ----
+
+    fn resize_volume(&self, path: &str, capacity_bytes: u64, shrink: bool) -> HvResult<()> {
+        volumes::resize(&self.conn()?, path, capacity_bytes, shrink)
+    }
+
+    fn volume_download_bytes(&self, path: &str) -> HvResult<u64> {
+        volumes::download_bytes(&self.conn()?, path)
+    }
+
+    fn download_volume(
+        &self,
+        path: &str,
+        length: u64,
+        to: &mut dyn std::io::Write,
+    ) -> HvResult<u64> {
+        volumes::download(&self.conn()?, path, length, to)
+    }
+
+    fn upload_volume(&self, path: &str, length: u64, from: &mut dyn std::io::Read) -> HvResult<()> {
+        volumes::upload(&self.conn()?, path, length, from)
+    }
 }
 
 impl Libvirt {
@@ -1055,3 +1078,4 @@ impl Libvirt {
 }
 
 mod stats;
+mod volumes;

@@ -13,6 +13,7 @@ pub mod pages;
 pub mod server;
 pub mod session;
 pub mod usage;
+pub mod volumes;
 
 use crate::config::Config;
 use crate::domain::host::VirtType;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub usage: Arc<crate::usage::Usage>,
     /// virtdeck's own counters for `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
+    /// Cancel handles of the running upload and fetch jobs.
+    pub jobs: Arc<crate::lifecycle::jobs::Jobs>,
 }
 
 /// Seconds since the Unix epoch.
