@@ -101,7 +101,10 @@ async fn volumes_are_created_resized_and_deleted_with_refusals_at_the_field() {
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(field(&v), "size_gib");
-    assert!(v["error"]["message"].as_str().unwrap().contains("only grow"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("only grow"));
     let (s, v) = api
         .patch(
             "/api/v1/pools/default/volumes/scratch.img",
@@ -135,13 +138,9 @@ async fn volumes_are_created_resized_and_deleted_with_refusals_at_the_field() {
         v["error"]["message"].as_str().unwrap().contains("VM web01"),
         "{v}"
     );
-    let (s, v) = api
-        .delete("/api/v1/pools/default/volumes/data.qcow2")
-        .await;
+    let (s, v) = api.delete("/api/v1/pools/default/volumes/data.qcow2").await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, _) = api
-        .delete("/api/v1/pools/default/volumes/data.qcow2")
-        .await;
+    let (s, _) = api.delete("/api/v1/pools/default/volumes/data.qcow2").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let names = volume_names(&api, "default").await;
     assert!(names.contains(&"scratch.img".to_string()));
@@ -224,9 +223,7 @@ async fn the_pool_page_shows_who_uses_each_volume_and_its_forms_answer_at_the_fi
 
     // Deleting a used volume through the page: refused, naming the VM.
     let r = admin
-        .post(app.url(
-            "/host/storage/default/volumes/debian-12.8.0-amd64-netinst.iso/delete",
-        ))
+        .post(app.url("/host/storage/default/volumes/debian-12.8.0-amd64-netinst.iso/delete"))
         .form(&[("csrf", csrf.as_str())])
         .send()
         .await
@@ -335,11 +332,19 @@ async fn uploads_and_fetches_are_refused_before_anything_is_made() {
     let (s, v) = put(&api, "/api/v1/pools/default/volumes/big.iso", vec![0; 1001]).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(field(&v), "file");
-    assert!(v["error"]["message"].as_str().unwrap().contains("max_bytes"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_bytes"));
     // A bad name, a taken name, a stopped/unknown pool.
     let (s, v) = put(&api, "/api/v1/pools/default/volumes/.hidden", vec![0; 10]).await;
     assert_eq!((s, field(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "name"));
-    let (s, v) = put(&api, "/api/v1/pools/default/volumes/web01.qcow2", vec![0; 10]).await;
+    let (s, v) = put(
+        &api,
+        "/api/v1/pools/default/volumes/web01.qcow2",
+        vec![0; 10],
+    )
+    .await;
     assert_eq!((s, field(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "name"));
     let (s, _) = put(&api, "/api/v1/pools/nosuch/volumes/a.iso", vec![0; 10]).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -431,4 +436,3 @@ async fn an_upload_the_hypervisor_refuses_leaves_no_volume_and_a_failed_job() {
     let audit = app.audit_text(&admin).await;
     assert!(audit.contains("volume.upload") && audit.contains("default/tiny.iso"));
 }
-

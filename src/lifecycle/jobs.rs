@@ -15,7 +15,8 @@ use crate::store::{AuditEntry, Store};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Read;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -65,19 +66,27 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Cancel handles of the jobs running in this process.
+/// Cancel handles and live byte counts of the jobs running in this process.
 #[derive(Default)]
 pub struct Jobs {
-    running: Mutex<HashMap<i64, CancellationToken>>,
+    running: Mutex<HashMap<i64, (CancellationToken, Arc<AtomicU64>)>>,
 }
 
 impl Jobs {
     fn register(&self, id: i64) -> CancellationToken {
         let token = CancellationToken::new();
         if let Ok(mut m) = self.running.lock() {
-            m.insert(id, token.clone());
+            m.insert(id, (token.clone(), Arc::default()));
         }
         token
+    }
+
+    fn counter(&self, id: i64) -> Arc<AtomicU64> {
+        self.running
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&id).map(|(_, c)| c.clone()))
+            .unwrap_or_default()
     }
 
     fn forget(&self, id: i64) {
@@ -88,13 +97,34 @@ impl Jobs {
 
     /// Asks a running job to stop; false if this process runs no such job.
     fn cancel(&self, id: i64) -> bool {
-        match self.running.lock().ok().and_then(|m| m.get(&id).cloned()) {
+        match self
+            .running
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&id).map(|(t, _)| t.clone()))
+        {
             Some(t) => {
                 t.cancel();
                 true
             }
             None => false,
         }
+    }
+
+    /// A running job with its bytes done up to this moment (the stored count is
+    /// written a few times a second).
+    pub fn live(&self, mut job: JobRow) -> JobRow {
+        if job.state == JobState::Running.as_str() {
+            if let Some((_, c)) = self
+                .running
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&job.id).cloned())
+            {
+                job.bytes_done = job.bytes_done.max(c.load(Ordering::Relaxed));
+            }
+        }
+        job
     }
 }
 
@@ -261,6 +291,7 @@ struct Progress<'a> {
     store: &'a Store,
     job_id: i64,
     done: u64,
+    live: Arc<AtomicU64>,
     saved_at: Instant,
     cancel: &'a CancellationToken,
 }
@@ -272,6 +303,7 @@ impl Read for Progress<'_> {
         }
         let n = self.inner.read(buf)?;
         self.done += n as u64;
+        self.live.store(self.done, Ordering::Relaxed);
         if self.saved_at.elapsed() >= Duration::from_millis(250) {
             self.saved_at = Instant::now();
             let _ = self.store.job_progress(self.job_id, self.done);
@@ -295,7 +327,11 @@ pub fn transfer(
         store,
         job_id: t.job_id,
         done: 0,
-        saved_at: Instant::now(),
+        live: jobs.counter(t.job_id),
+        // The first bytes are saved at once, then a few times a second.
+        saved_at: Instant::now()
+            .checked_sub(Duration::from_secs(1))
+            .unwrap_or_else(Instant::now),
         cancel: &t.cancel,
     };
     let r = hv.upload_volume(&t.path, t.length, &mut progress);

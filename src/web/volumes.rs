@@ -840,7 +840,10 @@ async fn api_jobs(state: web::Data<AppState>, who: Authed) -> Result<HttpRespons
     who.require(&state, Role::Admin, "jobs.view", "").await?;
     let jobs = db(&state, |s| s.jobs(JOBS_SHOWN))
         .await
-        .map_err(|e| who.err(e))?;
+        .map_err(|e| who.err(e))?
+        .into_iter()
+        .map(|j| state.jobs.live(j))
+        .collect::<Vec<_>>();
     Ok(HttpResponse::Ok().json(JobList {
         jobs: jobs.into_iter().map(JobView::of).collect(),
     }))
@@ -857,7 +860,7 @@ async fn api_job(
         .await
         .map_err(|e| who.err(e))?
     {
-        Some(job) => Ok(HttpResponse::Ok().json(JobView::of(job))),
+        Some(job) => Ok(HttpResponse::Ok().json(JobView::of(state.jobs.live(job)))),
         None => Err(who.err(AppError::not_found(format!("There is no job {id}.")))),
     }
 }
@@ -904,7 +907,11 @@ async fn render_jobs(
     status: StatusCode,
     message: Option<String>,
 ) -> Result<HttpResponse, AppError> {
-    let jobs = db(state, |s| s.jobs(JOBS_SHOWN)).await?;
+    let jobs: Vec<JobRow> = db(state, |s| s.jobs(JOBS_SHOWN))
+        .await?
+        .into_iter()
+        .map(|j| state.jobs.live(j))
+        .collect();
     let any_running = jobs.iter().any(|j| j.state == "running");
     Ok(html(
         status,
