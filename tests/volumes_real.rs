@@ -552,3 +552,81 @@ async fn a_512_mib_upload_keeps_the_servers_memory_flat() {
     );
     let _ = std::fs::remove_file(pool.file("big.img"));
 }
+
+// ---- the pool page in a real browser ----
+
+#[tokio::test]
+async fn the_pool_page_uploads_with_a_progress_bar_and_cancels_in_chromium() {
+    use common::webdriver::{Browser, WAIT};
+    let (app, api) = real_app(|_| {}).await;
+    let pool = Pool::new();
+    let files = tempfile::tempdir().unwrap();
+    let small = files.path().join("small.iso");
+    let data = pattern((1 << 20) + 5, 7);
+    std::fs::write(&small, &data).unwrap();
+
+    let b = Browser::start().await;
+    b.goto(&app.url("/login")).await;
+    b.type_into("input[name=username]", "admin").await;
+    b.type_into("input[name=password]", common::ADMIN_PASSWORD)
+        .await;
+    let submit = b.find("form button[type=submit]").await;
+    b.click(&submit).await;
+    b.wait_for_path("/host").await;
+
+    // A small file: uploaded, the page comes back saying so, the bytes are in the pool.
+    b.goto(&app.url(&format!("/host/storage/{}", pool.name)))
+        .await;
+    let input = b.find("#upload-form input[name=file]").await;
+    b.send_keys(&input, small.to_str().unwrap()).await;
+    let start = b.find("#upload-start").await;
+    b.click(&start).await;
+    b.wait_until(
+        "return !!document.getElementById('pool-message')",
+        Duration::from_secs(30),
+        "the pool page after the upload",
+    )
+    .await;
+    let message = b.text_of("#pool-message").await;
+    assert!(message.contains("Volume small.iso uploaded"), "{message}");
+    assert!(b.text_of("#volume-list").await.contains("small.iso"));
+    assert_eq!(std::fs::read(pool.file("small.iso")).unwrap(), data);
+    b.screenshot("volumes-uploaded").await;
+
+    // A large (sparse) file: the progress bar moves, Cancel stops it, nothing is left.
+    let big = files.path().join("big.img");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    let input = b.find("#upload-form input[name=file]").await;
+    b.send_keys(&input, big.to_str().unwrap()).await;
+    let start = b.find("#upload-start").await;
+    b.click(&start).await;
+    b.wait_until(
+        "return document.getElementById('upload-progress').value > 0",
+        WAIT,
+        "upload progress",
+    )
+    .await;
+    let cancel = b.find("#upload-cancel").await;
+    b.click(&cancel).await;
+    b.wait_until(
+        "return document.getElementById('upload-status').textContent.startsWith('Upload cancelled')",
+        WAIT,
+        "the cancelled message",
+    )
+    .await;
+    b.screenshot("volumes-cancelled").await;
+    let (_, v) = api.get("/api/v1/jobs").await;
+    let id = v["jobs"][0]["id"].as_i64().unwrap();
+    assert_eq!(v["jobs"][0]["volume"], "big.img");
+    let j = wait_job_end(&api.base, &api.token, id).await;
+    assert_eq!(j["state"], "failed", "{j}");
+    assert!(j["message"]
+        .as_str()
+        .unwrap()
+        .contains("the partial volume was deleted"));
+    assert_eq!(pool.files(), ["small.iso"]);
+    b.quit().await;
+}
