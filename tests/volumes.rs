@@ -1,7 +1,8 @@
 //! Volumes of a pool on libvirt's test driver (the demo host): who uses each volume,
 //! create, resize and delete with their refusals at the field, roles and CSRF, the
 //! audit log; uploads and fetches refused before anything is made; an upload the driver
-//! cannot take leaves no volume behind and a failed job on the Jobs page.
+//! cannot take leaves no volume behind and a failed job on the Jobs page; a download it
+//! cannot stream is an error answer.
 
 mod common;
 
@@ -420,6 +421,28 @@ async fn an_upload_the_hypervisor_refuses_leaves_no_volume_and_a_failed_job() {
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     let (s, _) = api.post("/api/v1/jobs/999/cancel", json!({})).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // A download the driver cannot stream is an error answer, not a cut-off body.
+    let r = api
+        .c
+        .get(format!(
+            "{}/api/v1/pools/default/volumes/web01.qcow2",
+            api.base
+        ))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("libvirt refused to"),
+        "{v}"
+    );
 
     // The Jobs page shows it with its message.
     let admin = app.login("admin", common::ADMIN_PASSWORD).await.0;

@@ -75,6 +75,26 @@ impl Drop for Pool {
     }
 }
 
+/// Cancels a running job and waits until it has ended cancelled.
+async fn cancel_job(api: &Api, id: i64) -> Value {
+    let (s, v) = api
+        .post(&format!("/api/v1/jobs/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let j = wait_job_end(&api.base, &api.token, id).await;
+    assert_eq!(j["state"], "cancelled", "{j}");
+    j
+}
+
+/// Starts a fetch into the pool; returns the job (202 asserted).
+async fn start_fetch(api: &Api, pool: &Pool, body: Value) -> Value {
+    let (s, v) = api
+        .post(&format!("/api/v1/pools/{}/fetch", pool.name), body)
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    v
+}
+
 async fn real_app(tweak: impl FnOnce(&mut virtdeck::config::Config)) -> (TestApp, Api) {
     require_libvirtd();
     let app = spawn_app_with(|c| {
@@ -254,17 +274,11 @@ async fn a_cancelled_upload_and_a_vanished_client_leave_no_volume() {
     );
     let id = running_job_with_bytes(&api.base, &api.token).await;
     assert!(pool.files().contains(&"cancel.iso".to_string()));
-    let (s, v) = api
-        .post(&format!("/api/v1/jobs/{id}/cancel"), json!({}))
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let j = wait_job_end(&api.base, &api.token, id).await;
-    assert_eq!(j["state"], "cancelled", "{j}");
+    let j = cancel_job(&api, id).await;
     assert!(j["message"]
         .as_str()
         .unwrap()
         .contains("the partial volume was deleted"));
-    // The uploader hears about it (or its connection is closed).
     // The uploader hears 409 (unless its connection was closed before the answer).
     if let Ok(Ok(Ok((s, v)))) = tokio::time::timeout(Duration::from_secs(10), upload).await {
         assert_eq!(s, StatusCode::CONFLICT, "{v}");
@@ -305,7 +319,7 @@ async fn a_cancelled_upload_and_a_vanished_client_leave_no_volume() {
 
 #[tokio::test]
 async fn a_fetch_stores_the_file_and_a_failed_or_stalled_fetch_leaves_nothing() {
-    let (_app, api) = real_app(|c| c.images.fetch_timeout_seconds = 3).await;
+    let (_app, api) = real_app(|c| c.images.fetch_timeout_seconds = 8).await;
     let pool = Pool::new();
     let site = tempfile::tempdir().unwrap();
     let data = pattern(2 * 1024 * 1024 + 7, 2);
@@ -313,13 +327,12 @@ async fn a_fetch_stores_the_file_and_a_failed_or_stalled_fetch_leaves_nothing() 
     std::fs::write(site.path().join("slow.iso"), pattern(1 << 20, 3)).unwrap();
     let server = serve_dir(site.path(), Some("/slow.iso"));
 
-    let (s, v) = api
-        .post(
-            &format!("/api/v1/pools/{}/fetch", pool.name),
-            json!({"url": format!("{}cirros.img", server.url)}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let v = start_fetch(
+        &api,
+        &pool,
+        json!({"url": format!("{}cirros.img", server.url)}),
+    )
+    .await;
     assert_eq!(v["volume"], "cirros.img");
     let j = wait_job_end(&api.base, &api.token, v["id"].as_i64().unwrap()).await;
     assert_eq!(j["state"], "succeeded", "{j}");
@@ -327,31 +340,46 @@ async fn a_fetch_stores_the_file_and_a_failed_or_stalled_fetch_leaves_nothing() 
     assert_eq!(std::fs::read(pool.file("cirros.img")).unwrap(), data);
 
     // A missing file: the job fails, nothing is made.
-    let (s, v) = api
-        .post(
-            &format!("/api/v1/pools/{}/fetch", pool.name),
-            json!({"url": format!("{}missing.iso", server.url)}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let v = start_fetch(
+        &api,
+        &pool,
+        json!({"url": format!("{}missing.iso", server.url)}),
+    )
+    .await;
     let j = wait_job_end(&api.base, &api.token, v["id"].as_i64().unwrap()).await;
     assert_eq!(j["state"], "failed", "{j}");
     assert!(j["message"].as_str().unwrap().contains("404"), "{j}");
 
     // A server that stops sending: the fetch times out and its volume is removed.
-    let (s, v) = api
-        .post(
-            &format!("/api/v1/pools/{}/fetch", pool.name),
-            json!({"url": format!("{}slow.iso", server.url), "name": "stalled.iso"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let v = start_fetch(
+        &api,
+        &pool,
+        json!({"url": format!("{}slow.iso", server.url), "name": "stalled.iso"}),
+    )
+    .await;
     let j = wait_job_end(&api.base, &api.token, v["id"].as_i64().unwrap()).await;
     assert_eq!(j["state"], "failed", "{j}");
     assert!(j["message"]
         .as_str()
         .unwrap()
         .contains("the partial volume was deleted"));
+    assert_eq!(pool.files(), ["cirros.img"]);
+
+    // Cancelling a fetch whose server sends nothing more takes effect at once.
+    start_fetch(
+        &api,
+        &pool,
+        json!({"url": format!("{}slow.iso", server.url), "name": "cancelled.iso"}),
+    )
+    .await;
+    let id = running_job_with_bytes(&api.base, &api.token).await;
+    let asked = Instant::now();
+    cancel_job(&api, id).await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
     assert_eq!(pool.files(), ["cirros.img"]);
     assert_eq!(
         volume_names(&api.base, &api.token, &pool.name).await,

@@ -449,7 +449,7 @@ pub fn run_fetch(
         jobs.forget(job.id);
     };
     let url = job.source.as_str();
-    let mut answer = match agent(cfg).get(url).call() {
+    let answer = match agent(cfg).get(url).call() {
         Ok(r) => r,
         Err(e) => return fail(format!("{url} could not be fetched: {e}.")),
     };
@@ -478,13 +478,73 @@ pub fn run_fetch(
             return;
         }
     };
-    let mut body = answer
-        .body_mut()
-        .with_config()
-        .limit(length.saturating_add(1))
-        .reader();
+    // The body is read on a thread of its own, so a cancel takes effect at once even
+    // while the server sends nothing (that thread ends with the fetch timeout).
+    let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(8);
+    let reading = std::thread::Builder::new()
+        .name(format!("fetch-body-{}", job.id))
+        .spawn(move || {
+            let mut body = answer
+                .into_body()
+                .into_with_config()
+                .limit(length.saturating_add(1))
+                .reader();
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let item = match body.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => Ok(buf[..n].to_vec()),
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                if tx.send(item).is_err() || failed {
+                    break;
+                }
+            }
+        });
+    if let Err(e) = reading {
+        let _ = hv.delete_volume(&t.path);
+        return fail(format!("The download could not be started: {e}."));
+    }
+    let mut body = CancellableReceiver {
+        rx,
+        pending: Vec::new(),
+        at: 0,
+        cancel: t.cancel.clone(),
+    };
     // The outcome is in the job row and the audit log.
     let _ = transfer(hv, store, jobs, &t, &mut body);
+}
+
+/// Reads chunks from another thread, giving up as soon as the job is cancelled.
+struct CancellableReceiver {
+    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    pending: Vec<u8>,
+    at: usize,
+    cancel: CancellationToken,
+}
+
+impl Read for CancellableReceiver {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::sync::mpsc::RecvTimeoutError;
+        while self.at == self.pending.len() {
+            if self.cancel.is_cancelled() {
+                return Err(std::io::Error::other("the job was cancelled"));
+            }
+            match self.rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(chunk) => {
+                    self.pending = chunk?;
+                    self.at = 0;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.pending.len() - self.at);
+        buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 // ---- cancel, list, restart ----

@@ -563,7 +563,14 @@ async fn download(
             }
         }
     });
-    let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    // Wait for the first bytes, so a download libvirt refuses is an error answer rather
+    // than a cut-off body.
+    let first = rx.recv().await;
+    if let Some(Err(e)) = first {
+        return Err(who.err(AppError::new(ErrorKind::HypervisorFailed, e.to_string())));
+    }
+    let body = futures_util::stream::iter(first)
+        .chain(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")
         .insert_header(ContentDisposition {
