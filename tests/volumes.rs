@@ -459,3 +459,31 @@ async fn an_upload_the_hypervisor_refuses_leaves_no_volume_and_a_failed_job() {
     let audit = app.audit_text(&admin).await;
     assert!(audit.contains("volume.upload") && audit.contains("default/tiny.iso"));
 }
+
+#[tokio::test]
+async fn an_upload_whose_volume_cannot_be_made_ends_failed_with_nothing_made() {
+    use common::faults::{FailAt, Step};
+    use std::sync::Arc;
+    let app = common::spawn_app_wrapped(
+        |_| {},
+        Some(Box::new(|inner| {
+            Arc::new(FailAt::new(inner, Step::CreateVolume))
+        })),
+    )
+    .await;
+    let api = Api::new(&app).await;
+    let before = volume_names(&api, "default").await;
+    let (s, v) = put(
+        &api,
+        "/api/v1/pools/default/volumes/new.iso",
+        vec![1u8; 100],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains("Volume new.iso could not be created"), "{m}");
+    assert_eq!(volume_names(&api, "default").await, before);
+    let js = jobs(&api).await;
+    assert_eq!(js[0]["state"], "failed");
+    assert_eq!(js[0]["volume_path"], Value::Null);
+}

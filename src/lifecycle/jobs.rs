@@ -180,48 +180,42 @@ fn make_volume(
     actor: Actor,
 ) -> LcResult<Transfer> {
     store.job_making_volume(job.id, length)?;
-    let made = hv
-        .create_volume(
-            &job.pool,
-            &volume_copy_xml(&job.volume, length, DiskFormat::Raw),
-        )
-        .and_then(|path| {
-            store
-                .job_volume_path(job.id, &path)
-                .map_err(|e| crate::hypervisor::HypervisorError::Call {
-                    operation: "record the new volume",
-                    message: e.to_string(),
-                })
-                .map(|()| path)
-        });
-    match made {
-        Ok(path) => Ok(Transfer {
-            job_id: job.id,
-            kind: JobKind::parse(&job.kind).unwrap_or(JobKind::Upload),
-            pool: job.pool.clone(),
-            volume: job.volume.clone(),
-            path,
-            length,
-            cancel,
-            actor,
-        }),
+    let end = |message: String| -> LcResult<Transfer> {
+        store.finish_job(job.id, JobState::Failed.as_str(), 0, &message, now())?;
+        jobs.forget(job.id);
+        Err(LifecycleError::Failed { message })
+    };
+    // A failed create made nothing (a clash with a volume made meanwhile is not ours).
+    let path = match hv.create_volume(
+        &job.pool,
+        &volume_copy_xml(&job.volume, length, DiskFormat::Raw),
+    ) {
+        Ok(path) => path,
         Err(e) => {
-            let message = format!(
+            return end(format!(
                 "Volume {} could not be created: {}",
                 job.volume,
                 e.user_message()
-            );
-            // The volume may exist if only recording its path failed: remove it.
-            if let Ok(vols) = hv.pool_volumes(&job.pool) {
-                if let Some(v) = vols.iter().find(|v| v.name == job.volume) {
-                    let _ = hv.delete_volume(&v.path);
-                }
-            }
-            store.finish_job(job.id, JobState::Failed.as_str(), 0, &message, now())?;
-            jobs.forget(job.id);
-            Err(LifecycleError::Failed { message })
+            ))
         }
+    };
+    if let Err(e) = store.job_volume_path(job.id, &path) {
+        let _ = hv.delete_volume(&path);
+        return end(format!(
+            "Volume {} could not be recorded ({e}); it was deleted again.",
+            job.volume
+        ));
     }
+    Ok(Transfer {
+        job_id: job.id,
+        kind: JobKind::parse(&job.kind).unwrap_or(JobKind::Upload),
+        pool: job.pool.clone(),
+        volume: job.volume.clone(),
+        path,
+        length,
+        cancel,
+        actor,
+    })
 }
 
 /// The pool for a new image volume: running, the name free, and (when known) the
