@@ -51,6 +51,8 @@ pub struct Config {
     pub usage: crate::usage::UsageConfig,
     /// Host changes: network files, kernel settings, confirmation time.
     pub host: HostConfig,
+    /// Uploads and fetches of images into storage pools.
+    pub images: crate::lifecycle::jobs::ImagesConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,6 +148,7 @@ impl Default for Config {
             console: ConsoleConfig::default(),
             usage: Default::default(),
             host: HostConfig::default(),
+            images: Default::default(),
         }
     }
 }
@@ -332,6 +335,9 @@ impl Config {
             return Err(ConfigError::Invalid { key, message });
         }
         self.host.validate()?;
+        if let Some((key, message)) = self.images.problem() {
+            return Err(ConfigError::Invalid { key, message });
+        }
         Ok(())
     }
 

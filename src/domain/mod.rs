@@ -13,4 +13,5 @@ pub mod sysctl;
 pub mod usage;
 pub mod vm;
 pub mod vmspec;
+pub mod volumes;
 pub mod xml;

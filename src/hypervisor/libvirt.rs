@@ -829,6 +829,29 @@ impl Hypervisor for Libvirt {
     fn usage_sample(&self) -> HvResult<crate::domain::usage::UsageSample> {
         stats::usage_sample(&self.conn()?)
     }
+
+    // ---- volume contents ----
+
+    fn resize_volume(&self, path: &str, capacity_bytes: u64, shrink: bool) -> HvResult<()> {
+        volumes::resize(&self.conn()?, path, capacity_bytes, shrink)
+    }
+
+    fn volume_download_bytes(&self, path: &str) -> HvResult<u64> {
+        volumes::download_bytes(&self.conn()?, path)
+    }
+
+    fn download_volume(
+        &self,
+        path: &str,
+        length: u64,
+        to: &mut dyn std::io::Write,
+    ) -> HvResult<u64> {
+        volumes::download(&self.conn()?, path, length, to)
+    }
+
+    fn upload_volume(&self, path: &str, length: u64, from: &mut dyn std::io::Read) -> HvResult<()> {
+        volumes::upload(&self.conn()?, path, length, from)
+    }
 }
 
 impl Libvirt {
@@ -1070,7 +1093,7 @@ fn interface_addresses(dom: &Domain, source: u32) -> Vec<GuestAddress> {
                     .to_string_lossy()
                     .to_ascii_lowercase()
             });
-            for a in 0..(*iface).naddrs.max(0) as usize {
+            for a in 0..(*iface).naddrs as usize {
                 let addr = (*iface).addrs.add(a);
                 if (*addr).addr.is_null() {
                     continue;
@@ -1088,3 +1111,4 @@ fn interface_addresses(dom: &Domain, source: u32) -> Vec<GuestAddress> {
     unsafe { libc::free(ifaces as *mut libc::c_void) };
     found
 }
+mod volumes;

@@ -175,6 +175,36 @@ pub trait Hypervisor: Send + Sync {
             message: "this hypervisor connection provides no usage statistics".into(),
         })
     }
+
+    // ---- volume contents (defaults: not available) ----
+    /// Changes the capacity of the volume at `path`; `shrink` allows making it smaller.
+    fn resize_volume(&self, path: &str, capacity_bytes: u64, shrink: bool) -> HvResult<()> {
+        let _ = (path, capacity_bytes, shrink);
+        Err(storage_not_available("resize the volume"))
+    }
+    /// How many bytes a download of the volume sends (its file or device size).
+    fn volume_download_bytes(&self, path: &str) -> HvResult<u64> {
+        let _ = path;
+        Err(storage_not_available("read the volume's size"))
+    }
+    /// Streams the first `length` bytes of the volume into `to` (libvirt's volume
+    /// download); stops with an error when `to` fails. Returns the bytes written.
+    fn download_volume(
+        &self,
+        path: &str,
+        length: u64,
+        to: &mut dyn std::io::Write,
+    ) -> HvResult<u64> {
+        let _ = (path, length, to);
+        Err(storage_not_available("download the volume"))
+    }
+    /// Fills the volume with exactly `length` bytes read from `from` (libvirt's volume
+    /// upload). The stream is aborted, and an error returned, when `from` fails or ends
+    /// early or gives more than `length` bytes.
+    fn upload_volume(&self, path: &str, length: u64, from: &mut dyn std::io::Read) -> HvResult<()> {
+        let _ = (path, length, from);
+        Err(storage_not_available("upload into the volume"))
+    }
 }
 
 impl ConsoleError {

@@ -3,7 +3,9 @@
 //! Every function here blocks: call it off the async runtime.
 
 mod changes;
+pub mod jobs;
 pub mod storage;
+pub mod volumes;
 pub use changes::{
     clone, create_snapshot, delete_snapshot, resize, revert_snapshot, snapshots, CloneRequest,
     Cloned, Resized, SnapshotRequest,

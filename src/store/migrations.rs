@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_made_during_create",
         include_str!("../../migrations/0003_made_during_create.sql"),
     ),
+    ("0007_jobs", include_str!("../../migrations/0007_jobs.sql")),
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

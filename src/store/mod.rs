@@ -2,6 +2,7 @@
 //!
 //! Calls are blocking: the web layer runs them through `web::block`.
 
+pub mod jobs;
 mod migrations;
 
 use rusqlite::{params, Connection, OptionalExtension};

@@ -14,6 +14,7 @@ pub mod pages;
 pub mod server;
 pub mod session;
 pub mod usage;
+pub mod volumes;
 
 use crate::config::Config;
 use crate::domain::host::VirtType;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Host changes (network, kernel settings): plans, the one waiting for confirmation.
     pub host: Arc<crate::hostcfg::Engine>,
+    /// Cancel handles of the running upload and fetch jobs.
+    pub jobs: Arc<crate::lifecycle::jobs::Jobs>,
 }
 
 /// Seconds since the Unix epoch.

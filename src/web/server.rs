@@ -116,6 +116,7 @@ pub fn build_state(
         }
         Err(e) => tracing::error!(error = %e, "start-up reconciliation failed"),
     }
+    super::volumes::reconcile_jobs(hv.as_ref(), &store);
     let virt_type = resolve_virt_type(cfg.virt_type, &kvm).map_err(|e| e.to_string());
     if let Err(e) = &virt_type {
         tracing::warn!(error = %e, "virt_type setting cannot be honoured");
@@ -156,6 +157,7 @@ pub fn build_state(
         usage,
         metrics: Default::default(),
         host,
+        jobs: Default::default(),
     })
 }
 
@@ -370,6 +372,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::post().to(pages::libvirt_networks::remove_form),
     )
     .configure(super::console::routes)
+    // Before the /api/v1 scope: its `/pools/{name}/{action}` would take these POSTs.
+    .configure(super::volumes::routes)
     .service(
         web::scope("/api/v1")
             .route("/whoami", web::get().to(api::whoami))

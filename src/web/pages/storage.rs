@@ -9,7 +9,7 @@ use super::vm_changes::audited;
 use super::vms::url_escape;
 use super::Chrome;
 use crate::auth::Role;
-use crate::domain::storage::{human_bytes, PoolRequest, PoolStatus, PoolVolume};
+use crate::domain::storage::{human_bytes, PoolRequest, PoolStatus};
 use crate::lifecycle::storage::{
     self as pools, PoolAction, PoolDefined, PoolDeletePlan, PoolDeleted,
 };
@@ -302,21 +302,6 @@ pub async fn define_form(
 
 // ---- one pool ----
 
-#[derive(Template)]
-#[template(path = "host_pool.html")]
-struct PoolPage {
-    chrome: Chrome,
-    pool: PoolStatus,
-    volumes: Vec<PoolVolume>,
-    message: Option<String>,
-}
-
-impl PoolPage {
-    fn bytes(&self, b: &u64) -> String {
-        human_bytes(*b)
-    }
-}
-
 pub async fn pool_page(
     state: web::Data<AppState>,
     who: Authed,
@@ -326,20 +311,16 @@ pub async fn pool_page(
     let name = path.into_inner();
     who.require(&state, Role::Admin, "storage.view", &name)
         .await?;
-    let n = name.clone();
-    let (pool, volumes) = lc(&state, move |s| {
-        Ok((pools::pool(s.hv.as_ref(), &n)?, s.hv.pool_volumes(&n)?))
-    })
-    .await?;
-    Ok(html(
+    // The page with its volumes, who uses them and the volume forms.
+    super::super::volumes::render_pool(
+        &state,
+        &who,
+        name,
         StatusCode::OK,
-        &PoolPage {
-            chrome: Chrome::new(&who, "storage"),
-            pool,
-            volumes,
-            message: q.into_inner().message,
-        },
-    ))
+        q.into_inner().message,
+        Default::default(),
+    )
+    .await
 }
 
 #[derive(Deserialize)]

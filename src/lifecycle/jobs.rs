@@ -1,0 +1,612 @@
+//! Jobs that move an image into a pool: an upload (bytes from a client) or a fetch
+//! (bytes from a URL). The job row is written before the volume is made, progress is
+//! recorded while bytes flow, and a failure, a cancel or a restart removes the partial
+//! volume. Knows no HTTP; every function blocks.
+
+use super::volumes::{check_name_free, invalid, running_pool};
+use super::{LcResult, LifecycleError};
+use crate::domain::storage::PoolStatus;
+use crate::domain::vmspec::DiskFormat;
+use crate::domain::volumes::{check_length, FetchRequest, JobKind, JobState, VolumeFieldError};
+use crate::domain::xml::volume_copy_xml;
+use crate::hypervisor::Hypervisor;
+use crate::store::jobs::{JobRow, NewJob};
+use crate::store::{AuditEntry, Store};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// `[images]` settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Largest upload or fetch accepted, in bytes.
+    pub max_bytes: u64,
+    /// A fetch still running after this long is stopped (and its volume removed).
+    pub fetch_timeout_seconds: u64,
+    /// An upload that sends nothing for this long is stopped (and its volume removed).
+    pub upload_idle_seconds: u64,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig {
+            max_bytes: 64 * 1024 * 1024 * 1024,
+            fetch_timeout_seconds: 4 * 3600,
+            upload_idle_seconds: 120,
+        }
+    }
+}
+
+impl ImagesConfig {
+    /// The first setting out of range, and why.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        if self.max_bytes == 0 {
+            return Some(("images.max_bytes", "must be greater than zero".into()));
+        }
+        if self.fetch_timeout_seconds == 0 || self.upload_idle_seconds == 0 {
+            return Some((
+                "images",
+                "fetch_timeout_seconds and upload_idle_seconds must be greater than zero".into(),
+            ));
+        }
+        None
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Cancel handles and live byte counts of the jobs running in this process.
+#[derive(Default)]
+pub struct Jobs {
+    running: Mutex<HashMap<i64, (CancellationToken, Arc<AtomicU64>)>>,
+}
+
+impl Jobs {
+    fn register(&self, id: i64) -> CancellationToken {
+        let token = CancellationToken::new();
+        if let Ok(mut m) = self.running.lock() {
+            m.insert(id, (token.clone(), Arc::default()));
+        }
+        token
+    }
+
+    fn counter(&self, id: i64) -> Arc<AtomicU64> {
+        self.running
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&id).map(|(_, c)| c.clone()))
+            .unwrap_or_default()
+    }
+
+    fn forget(&self, id: i64) {
+        if let Ok(mut m) = self.running.lock() {
+            m.remove(&id);
+        }
+    }
+
+    /// Asks a running job to stop; false if this process runs no such job.
+    fn cancel(&self, id: i64) -> bool {
+        match self
+            .running
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&id).map(|(t, _)| t.clone()))
+        {
+            Some(t) => {
+                t.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A running job with its bytes done up to this moment (the stored count is
+    /// written a few times a second).
+    pub fn live(&self, mut job: JobRow) -> JobRow {
+        if job.state == JobState::Running.as_str() {
+            if let Some((_, c)) = self
+                .running
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&job.id).cloned())
+            {
+                job.bytes_done = job.bytes_done.max(c.load(Ordering::Relaxed));
+            }
+        }
+        job
+    }
+}
+
+/// Who started a job, for the audit entry its outcome writes.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub username: String,
+    pub remote_addr: String,
+}
+
+impl Actor {
+    pub fn audit(&self, store: &Store, action: &str, target: &str, result: &str, detail: &str) {
+        let entry = AuditEntry {
+            at: now(),
+            actor: self.username.clone(),
+            remote_addr: self.remote_addr.clone(),
+            action: action.to_string(),
+            target: target.to_string(),
+            result: result.to_string(),
+            detail: detail.to_string(),
+        };
+        tracing::info!(actor = %entry.actor, action, target, result, detail, "audit");
+        if let Err(e) = store.append_audit(&entry) {
+            tracing::error!(error = %e, "could not write the audit log");
+        }
+    }
+}
+
+fn job_error(field: &'static str, message: String) -> LifecycleError {
+    invalid(vec![VolumeFieldError { field, message }])
+}
+
+/// A job whose volume exists and waits for its bytes.
+pub struct Transfer {
+    pub job_id: i64,
+    pub kind: JobKind,
+    pub pool: String,
+    pub volume: String,
+    pub path: String,
+    pub length: u64,
+    pub cancel: CancellationToken,
+    pub actor: Actor,
+}
+
+/// Makes the job's volume (recorded first), sized `length`. On failure the job ends.
+fn make_volume(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    jobs: &Jobs,
+    job: &JobRow,
+    length: u64,
+    cancel: CancellationToken,
+    actor: Actor,
+) -> LcResult<Transfer> {
+    store.job_making_volume(job.id, length)?;
+    let end = |message: String| -> LcResult<Transfer> {
+        store.finish_job(job.id, JobState::Failed.as_str(), 0, &message, now())?;
+        jobs.forget(job.id);
+        Err(LifecycleError::Failed { message })
+    };
+    // A failed create made nothing (a clash with a volume made meanwhile is not ours).
+    let path = match hv.create_volume(
+        &job.pool,
+        &volume_copy_xml(&job.volume, length, DiskFormat::Raw),
+    ) {
+        Ok(path) => path,
+        Err(e) => {
+            return end(format!(
+                "Volume {} could not be created: {}",
+                job.volume,
+                e.user_message()
+            ))
+        }
+    };
+    if let Err(e) = store.job_volume_path(job.id, &path) {
+        let _ = hv.delete_volume(&path);
+        return end(format!(
+            "Volume {} could not be recorded ({e}); it was deleted again.",
+            job.volume
+        ));
+    }
+    Ok(Transfer {
+        job_id: job.id,
+        kind: JobKind::parse(&job.kind).unwrap_or(JobKind::Upload),
+        pool: job.pool.clone(),
+        volume: job.volume.clone(),
+        path,
+        length,
+        cancel,
+        actor,
+    })
+}
+
+/// The pool for a new image volume: running, the name free, and (when known) the
+/// length within the limit and the pool's free space.
+fn check_target(
+    hv: &dyn Hypervisor,
+    cfg: &ImagesConfig,
+    pool: &str,
+    name: &str,
+    length: Option<u64>,
+) -> LcResult<PoolStatus> {
+    let p = running_pool(hv, pool)?;
+    check_name_free(hv, pool, name)?;
+    if let Some(length) = length {
+        check_length(length, cfg.max_bytes, p.available_bytes).map_err(|m| job_error("file", m))?;
+    }
+    Ok(p)
+}
+
+fn new_job(
+    store: &Store,
+    kind: JobKind,
+    pool: &str,
+    volume: &str,
+    source: &str,
+    total: u64,
+    actor: &Actor,
+) -> LcResult<JobRow> {
+    let id = store.insert_job(&NewJob {
+        kind: kind.as_str(),
+        pool,
+        volume,
+        source,
+        bytes_total: total,
+        created_by: &actor.username,
+        created_at: now(),
+    })?;
+    store
+        .job(id)?
+        .ok_or_else(|| LifecycleError::NotFound(format!("Job {id} vanished.")))
+}
+
+/// Starts an upload of `length` bytes into a new volume `name` of `pool`: checks, the
+/// job row, the volume. The bytes follow through [`transfer`].
+#[allow(clippy::too_many_arguments)]
+pub fn begin_upload(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    jobs: &Jobs,
+    cfg: &ImagesConfig,
+    pool: &str,
+    name: &str,
+    length: u64,
+    source: &str,
+    actor: Actor,
+) -> LcResult<Transfer> {
+    crate::domain::volumes::check_volume_name(name).map_err(|m| job_error("name", m))?;
+    check_target(hv, cfg, pool, name, Some(length))?;
+    let job = new_job(store, JobKind::Upload, pool, name, source, length, &actor)?;
+    let cancel = jobs.register(job.id);
+    make_volume(hv, store, jobs, &job, length, cancel, actor)
+}
+
+/// Counts bytes into the job's progress and stops when the job is cancelled.
+struct Progress<'a> {
+    inner: &'a mut dyn Read,
+    store: &'a Store,
+    job_id: i64,
+    done: u64,
+    live: Arc<AtomicU64>,
+    saved_at: Instant,
+    cancel: &'a CancellationToken,
+}
+
+impl Read for Progress<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            return Err(std::io::Error::other("the job was cancelled"));
+        }
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        self.live.store(self.done, Ordering::Relaxed);
+        if self.saved_at.elapsed() >= Duration::from_millis(250) {
+            self.saved_at = Instant::now();
+            let _ = self.store.job_progress(self.job_id, self.done);
+        }
+        Ok(n)
+    }
+}
+
+/// Moves the bytes from `from` into the job's volume. On success the pool is refreshed
+/// (so the format is detected) and the job succeeds; otherwise the volume is deleted
+/// and the job ends cancelled or failed. Audited either way.
+pub fn transfer(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    jobs: &Jobs,
+    t: &Transfer,
+    from: &mut dyn Read,
+) -> LcResult<JobRow> {
+    let mut progress = Progress {
+        inner: from,
+        store,
+        job_id: t.job_id,
+        done: 0,
+        live: jobs.counter(t.job_id),
+        // The first bytes are saved at once, then a few times a second.
+        saved_at: Instant::now()
+            .checked_sub(Duration::from_secs(1))
+            .unwrap_or_else(Instant::now),
+        cancel: &t.cancel,
+    };
+    let r = hv.upload_volume(&t.path, t.length, &mut progress);
+    let done = progress.done;
+    let action = format!("volume.{}", t.kind.as_str());
+    let target = format!("{}/{}", t.pool, t.volume);
+    let outcome = match r {
+        Ok(()) => {
+            let _ = hv.refresh_pool(&t.pool);
+            store.finish_job(t.job_id, JobState::Succeeded.as_str(), done, "", now())?;
+            t.actor.audit(
+                store,
+                &action,
+                &target,
+                "ok",
+                &format!("{done} bytes stored"),
+            );
+            Ok(())
+        }
+        Err(e) => {
+            let cancelled = t.cancel.is_cancelled();
+            let undone = match hv.delete_volume(&t.path) {
+                Ok(()) => "the partial volume was deleted".to_string(),
+                Err(d) => format!(
+                    "the partial volume {} could not be deleted ({})",
+                    t.path,
+                    d.user_message()
+                ),
+            };
+            let (state, message) = if cancelled {
+                (
+                    JobState::Cancelled,
+                    format!("Cancelled after {done} of {} bytes; {undone}.", t.length),
+                )
+            } else {
+                (
+                    JobState::Failed,
+                    format!(
+                        "Stopped after {done} of {} bytes: {}; {undone}.",
+                        t.length,
+                        e.user_message()
+                    ),
+                )
+            };
+            store.finish_job(t.job_id, state.as_str(), done, &message, now())?;
+            t.actor
+                .audit(store, &action, &target, state.as_str(), &message);
+            Err(if cancelled {
+                LifecycleError::Conflict(message)
+            } else {
+                LifecycleError::Failed { message }
+            })
+        }
+    };
+    jobs.forget(t.job_id);
+    outcome?;
+    store
+        .job(t.job_id)?
+        .ok_or_else(|| LifecycleError::NotFound(format!("Job {} vanished.", t.job_id)))
+}
+
+// ---- fetch ----
+
+/// Checks a fetch and records its job; the download runs in [`run_fetch`].
+pub fn begin_fetch(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    jobs: &Jobs,
+    cfg: &ImagesConfig,
+    pool: &str,
+    req: &FetchRequest,
+    actor: &Actor,
+) -> LcResult<(JobRow, CancellationToken)> {
+    let fetch = req.validate().map_err(invalid)?;
+    check_target(hv, cfg, pool, &fetch.name, None)?;
+    let job = new_job(
+        store,
+        JobKind::Fetch,
+        pool,
+        &fetch.name,
+        fetch.url.as_str(),
+        0,
+        actor,
+    )?;
+    let cancel = jobs.register(job.id);
+    Ok((job, cancel))
+}
+
+fn agent(cfg: &ImagesConfig) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_global(Some(Duration::from_secs(cfg.fetch_timeout_seconds)))
+        .http_status_as_error(false)
+        .user_agent(concat!("virtdeck/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// Downloads the job's URL into a new volume. Every failure ends the job (audited)
+/// with nothing left in the pool.
+pub fn run_fetch(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    jobs: &Jobs,
+    cfg: &ImagesConfig,
+    job: &JobRow,
+    cancel: CancellationToken,
+    actor: Actor,
+) {
+    let target = format!("{}/{}", job.pool, job.volume);
+    let fail = |message: String| {
+        let _ = store.finish_job(job.id, JobState::Failed.as_str(), 0, &message, now());
+        actor.audit(store, "volume.fetch", &target, "failed", &message);
+        jobs.forget(job.id);
+    };
+    let url = job.source.as_str();
+    let answer = match agent(cfg).get(url).call() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("{url} could not be fetched: {e}.")),
+    };
+    if answer.status().as_u16() != 200 {
+        return fail(format!("{url} answered HTTP {}.", answer.status()));
+    }
+    let Some(length) = answer.body().content_length() else {
+        return fail(format!(
+            "{url} did not say how large the file is (no Content-Length); virtdeck needs the size to make the volume."
+        ));
+    };
+    if cancel.is_cancelled() {
+        let message = "Cancelled before any byte was stored.".to_string();
+        let _ = store.finish_job(job.id, JobState::Cancelled.as_str(), 0, &message, now());
+        actor.audit(store, "volume.fetch", &target, "cancelled", &message);
+        jobs.forget(job.id);
+        return;
+    }
+    if let Err(e) = check_target(hv, cfg, &job.pool, &job.volume, Some(length)) {
+        return fail(e.to_string());
+    }
+    let t = match make_volume(hv, store, jobs, job, length, cancel, actor.clone()) {
+        Ok(t) => t,
+        Err(e) => {
+            actor.audit(store, "volume.fetch", &target, "failed", &e.to_string());
+            return;
+        }
+    };
+    // The body is read on a thread of its own, so a cancel takes effect at once even
+    // while the server sends nothing (that thread ends with the fetch timeout).
+    let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(8);
+    let reading = std::thread::Builder::new()
+        .name(format!("fetch-body-{}", job.id))
+        .spawn(move || {
+            let mut body = answer
+                .into_body()
+                .into_with_config()
+                .limit(length.saturating_add(1))
+                .reader();
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let item = match body.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => Ok(buf[..n].to_vec()),
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                if tx.send(item).is_err() || failed {
+                    break;
+                }
+            }
+        });
+    if let Err(e) = reading {
+        let _ = hv.delete_volume(&t.path);
+        return fail(format!("The download could not be started: {e}."));
+    }
+    let mut body = CancellableReceiver {
+        rx,
+        pending: Vec::new(),
+        at: 0,
+        cancel: t.cancel.clone(),
+    };
+    // The outcome is in the job row and the audit log.
+    let _ = transfer(hv, store, jobs, &t, &mut body);
+}
+
+/// Reads chunks from another thread, giving up as soon as the job is cancelled.
+struct CancellableReceiver {
+    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    pending: Vec<u8>,
+    at: usize,
+    cancel: CancellationToken,
+}
+
+impl Read for CancellableReceiver {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::sync::mpsc::RecvTimeoutError;
+        while self.at == self.pending.len() {
+            if self.cancel.is_cancelled() {
+                return Err(std::io::Error::other("the job was cancelled"));
+            }
+            match self.rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(chunk) => {
+                    self.pending = chunk?;
+                    self.at = 0;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.pending.len() - self.at);
+        buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+// ---- cancel, list, restart ----
+
+/// Asks a running job to stop. Its volume is removed by the job itself.
+pub fn cancel(store: &Store, jobs: &Jobs, id: i64) -> LcResult<JobRow> {
+    let job = store
+        .job(id)?
+        .ok_or_else(|| LifecycleError::NotFound(format!("There is no job {id}.")))?;
+    if job.state != JobState::Running.as_str() {
+        return Err(LifecycleError::Conflict(format!(
+            "Job {id} has already ended ({}).",
+            job.state
+        )));
+    }
+    if !jobs.cancel(id) {
+        return Err(LifecycleError::Conflict(format!(
+            "Job {id} is not running in this virtdeck process any more."
+        )));
+    }
+    Ok(job)
+}
+
+/// At start-up: jobs still marked running were interrupted by a stop of virtdeck.
+/// Their partial volumes are deleted and they are marked interrupted. Returns notes
+/// for the log and the audit log.
+pub fn reconcile(hv: &dyn Hypervisor, store: &Store) -> LcResult<Vec<String>> {
+    let mut notes = Vec::new();
+    for job in store.running_jobs()? {
+        let mut undone = "nothing had been stored yet".to_string();
+        if job.volume_made {
+            let path = match &job.volume_path {
+                Some(p) => Some(p.clone()),
+                None => hv
+                    .pool_volumes(&job.pool)
+                    .ok()
+                    .and_then(|vs| vs.into_iter().find(|v| v.name == job.volume))
+                    .map(|v| v.path),
+            };
+            undone = match path {
+                Some(p) => match hv.delete_volume(&p) {
+                    Ok(()) => format!("the partial volume {p} was deleted"),
+                    Err(crate::hypervisor::HypervisorError::NotFound { .. }) => {
+                        "its volume was already gone".into()
+                    }
+                    Err(e) => format!(
+                        "the partial volume {p} could not be deleted ({}); delete it on the pool page",
+                        e.user_message()
+                    ),
+                },
+                None => "its volume had not been made".into(),
+            };
+        }
+        let message = format!(
+            "virtdeck stopped while this {} ran ({} of {} bytes); {undone}.",
+            job.kind, job.bytes_done, job.bytes_total
+        );
+        store.finish_job(
+            job.id,
+            JobState::Interrupted.as_str(),
+            job.bytes_done,
+            &message,
+            now(),
+        )?;
+        notes.push(format!(
+            "job {} ({} {}/{}): {message}",
+            job.id, job.kind, job.pool, job.volume
+        ));
+    }
+    Ok(notes)
+}

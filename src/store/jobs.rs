@@ -1,0 +1,229 @@
+//! Jobs: long storage operations with progress and outcome.
+
+use super::{Store, StoreResult};
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+/// One job as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobRow {
+    pub id: i64,
+    /// upload or fetch.
+    pub kind: String,
+    /// running, succeeded, failed, cancelled or interrupted.
+    pub state: String,
+    pub pool: String,
+    pub volume: String,
+    /// The URL of a fetch, or the file name an upload came from.
+    pub source: String,
+    /// The job has made (or is about to make) its volume, which a failure removes.
+    #[serde(skip)]
+    pub volume_made: bool,
+    pub volume_path: Option<String>,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub message: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// A job to insert.
+pub struct NewJob<'a> {
+    pub kind: &'a str,
+    pub pool: &'a str,
+    pub volume: &'a str,
+    pub source: &'a str,
+    pub bytes_total: u64,
+    pub created_by: &'a str,
+    pub created_at: i64,
+}
+
+const COLUMNS: &str = "id, kind, state, pool, volume, source, volume_made, volume_path, \
+                       bytes_done, bytes_total, message, created_by, created_at, finished_at";
+
+fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        state: r.get(2)?,
+        pool: r.get(3)?,
+        volume: r.get(4)?,
+        source: r.get(5)?,
+        volume_made: r.get::<_, i64>(6)? != 0,
+        volume_path: r.get(7)?,
+        bytes_done: r.get::<_, i64>(8)?.max(0) as u64,
+        bytes_total: r.get::<_, i64>(9)?.max(0) as u64,
+        message: r.get(10)?,
+        created_by: r.get(11)?,
+        created_at: r.get(12)?,
+        finished_at: r.get(13)?,
+    })
+}
+
+impl Store {
+    /// Inserts a running job; returns its id.
+    pub fn insert_job(&self, j: &NewJob<'_>) -> StoreResult<i64> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO jobs (kind, state, pool, volume, source, bytes_total, created_by, created_at)
+                 VALUES (?1, 'running', ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    j.kind,
+                    j.pool,
+                    j.volume,
+                    j.source,
+                    j.bytes_total as i64,
+                    j.created_by,
+                    j.created_at
+                ],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// Records, before the volume is made, that this job makes it (with its size).
+    pub fn job_making_volume(&self, id: i64, bytes_total: u64) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET volume_made = 1, bytes_total = ?2 WHERE id = ?1",
+                params![id, bytes_total as i64],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Records the path of the volume the job made.
+    pub fn job_volume_path(&self, id: i64, path: &str) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET volume_path = ?2 WHERE id = ?1",
+                params![id, path],
+            )
+            .map(drop)
+        })
+    }
+
+    pub fn job_progress(&self, id: i64, bytes_done: u64) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET bytes_done = ?2 WHERE id = ?1 AND state = 'running'",
+                params![id, bytes_done as i64],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Ends a running job. `volume_kept`: the volume it made stays (success); otherwise
+    /// the job's volume has been removed (or was never made).
+    pub fn finish_job(
+        &self,
+        id: i64,
+        state: &str,
+        bytes_done: u64,
+        message: &str,
+        at: i64,
+    ) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET state = ?2, bytes_done = ?3, message = ?4, finished_at = ?5,
+                        volume_made = 0
+                 WHERE id = ?1 AND state = 'running'",
+                params![id, state, bytes_done as i64, message, at],
+            )
+            .map(drop)
+        })
+    }
+
+    pub fn job(&self, id: i64) -> StoreResult<Option<JobRow>> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"),
+                [id],
+                job_from_row,
+            )
+            .optional()
+        })
+    }
+
+    /// The newest jobs first.
+    pub fn jobs(&self, limit: u64) -> StoreResult<Vec<JobRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?1"
+            ))?;
+            let rows = st.query_map([limit as i64], job_from_row)?;
+            rows.collect()
+        })
+    }
+
+    /// Jobs still marked running (at start-up: the ones a restart interrupted).
+    pub fn running_jobs(&self) -> StoreResult<Vec<JobRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM jobs WHERE state = 'running' ORDER BY id"
+            ))?;
+            let rows = st.query_map([], job_from_row)?;
+            rows.collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_runs_and_finishes_once() {
+        let s = Store::open_in_memory().unwrap();
+        let id = s
+            .insert_job(&NewJob {
+                kind: "upload",
+                pool: "default",
+                volume: "a.iso",
+                source: "a.iso",
+                bytes_total: 0,
+                created_by: "admin",
+                created_at: 10,
+            })
+            .unwrap();
+        s.job_making_volume(id, 100).unwrap();
+        s.job_volume_path(id, "/p/a.iso").unwrap();
+        s.job_progress(id, 40).unwrap();
+        let j = s.job(id).unwrap().unwrap();
+        assert_eq!(
+            (j.state.as_str(), j.bytes_done, j.bytes_total),
+            ("running", 40, 100)
+        );
+        assert!(j.volume_made);
+        assert_eq!(s.running_jobs().unwrap().len(), 1);
+        s.finish_job(id, "cancelled", 50, "cancelled by admin", 20)
+            .unwrap();
+        // A second end (e.g. a late progress or a restart) changes nothing.
+        s.finish_job(id, "succeeded", 100, "", 30).unwrap();
+        s.job_progress(id, 99).unwrap();
+        let j = s.job(id).unwrap().unwrap();
+        assert_eq!(j.state, "cancelled");
+        assert_eq!(j.bytes_done, 50);
+        assert_eq!(j.finished_at, Some(20));
+        assert!(!j.volume_made);
+        assert!(s.running_jobs().unwrap().is_empty());
+        assert_eq!(s.jobs(10).unwrap(), vec![j]);
+        assert_eq!(s.job(id + 1).unwrap(), None);
+        // The CHECK constraint refuses unknown states.
+        assert!(s
+            .insert_job(&NewJob {
+                kind: "copy",
+                ..NewJob {
+                    kind: "upload",
+                    pool: "p",
+                    volume: "v",
+                    source: "",
+                    bytes_total: 0,
+                    created_by: "a",
+                    created_at: 0
+                }
+            })
+            .is_err());
+    }
+}

@@ -1,0 +1,969 @@
+//! Volumes of a pool (create, resize, delete, download, upload, fetch from a URL) and
+//! the Jobs page, as pages and under `/api/v1`. Admin only, like the pools they live in;
+//! every change is audited. Bytes are streamed in both directions through bounded
+//! channels between the connection and a blocking libvirt stream, never held whole.
+
+use super::api::{answer, csrf_header};
+use super::errors::{html, AppError, ErrorKind};
+use super::pages::storage::{admin_change, see_other};
+use super::pages::{format_time, Chrome};
+use super::session::Authed;
+use super::{db, lc, AppState};
+use crate::auth::Role;
+use crate::domain::storage::{human_bytes, PoolStatus};
+use crate::domain::volumes::{percent, FetchRequest, NewVolumeRequest};
+use crate::lifecycle::jobs::{self, Actor, Transfer};
+use crate::lifecycle::volumes::{self as vols, VolumeResized, VolumeView};
+use crate::lifecycle::{FieldError, LcResult, LifecycleError};
+use crate::store::jobs::JobRow;
+use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType};
+use actix_web::http::StatusCode;
+use actix_web::web::Bytes;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Chunks in flight between the connection and libvirt, per transfer (with actix's
+/// chunks of at most 64 KiB and libvirt's of 256 KiB: a few MiB at most).
+const CHANNEL_CHUNKS: usize = 8;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/jobs", web::get().to(jobs_page))
+        .route("/jobs/{id}/cancel", web::post().to(cancel_form))
+        .route("/host/storage/{pool}/volumes", web::post().to(create_form))
+        .route(
+            "/host/storage/{pool}/volumes/{name}/resize",
+            web::post().to(resize_form),
+        )
+        .route(
+            "/host/storage/{pool}/volumes/{name}/delete",
+            web::post().to(delete_form),
+        )
+        .route(
+            "/host/storage/{pool}/volumes/{name}/download",
+            web::get().to(download_page),
+        )
+        .route("/host/storage/{pool}/fetch", web::post().to(fetch_form))
+        .route("/api/v1/jobs", web::get().to(api_jobs))
+        .route("/api/v1/jobs/{id}", web::get().to(api_job))
+        .route("/api/v1/jobs/{id}/cancel", web::post().to(api_cancel))
+        .route("/api/v1/pools/{pool}/volumes", web::post().to(api_create))
+        .route("/api/v1/pools/{pool}/fetch", web::post().to(api_fetch))
+        .route(
+            "/api/v1/pools/{pool}/volumes/{name}",
+            web::put().to(api_upload),
+        )
+        .route(
+            "/api/v1/pools/{pool}/volumes/{name}",
+            web::get().to(api_download),
+        )
+        .route(
+            "/api/v1/pools/{pool}/volumes/{name}",
+            web::patch().to(api_resize),
+        )
+        .route(
+            "/api/v1/pools/{pool}/volumes/{name}",
+            web::delete().to(api_delete),
+        );
+}
+
+/// At start-up: running jobs were interrupted; their partial volumes are removed.
+pub fn reconcile_jobs(hv: &dyn crate::hypervisor::Hypervisor, store: &crate::store::Store) {
+    match jobs::reconcile(hv, store) {
+        Ok(notes) => {
+            let actor = Actor {
+                username: "virtdeck".into(),
+                remote_addr: "local".into(),
+            };
+            for note in notes {
+                tracing::warn!(%note, "start-up reconciliation");
+                actor.audit(store, "job.interrupted", "", "ok", &note);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "reconciling interrupted jobs failed"),
+    }
+}
+
+fn actor(who: &Authed) -> Actor {
+    Actor {
+        username: who.username.clone(),
+        remote_addr: who.remote_addr.clone(),
+    }
+}
+
+fn target(pool: &str, name: &str) -> String {
+    format!("{pool}/{name}")
+}
+
+// ---- audited operations, shared by pages and API ----
+
+async fn create(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    pool: &str,
+    req: NewVolumeRequest,
+) -> Result<LcResult<crate::domain::storage::PoolVolume>, AppError> {
+    let p = pool.to_string();
+    admin_change(
+        state,
+        who,
+        "volume.create",
+        &target(pool, req.name.trim()),
+        move |s| vols::create_volume(s.hv.as_ref(), &p, &req),
+        |v| {
+            format!(
+                "{} {}",
+                v.format.as_deref().unwrap_or("volume"),
+                human_bytes(v.capacity_bytes)
+            )
+        },
+    )
+    .await
+}
+
+async fn resize(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    pool: &str,
+    name: &str,
+    size_gib: Option<u64>,
+) -> Result<LcResult<VolumeResized>, AppError> {
+    let (p, n) = (pool.to_string(), name.to_string());
+    admin_change(
+        state,
+        who,
+        "volume.resize",
+        &target(pool, name),
+        move |s| vols::resize_volume(s.hv.as_ref(), &p, &n, size_gib),
+        |r| {
+            format!(
+                "{} → {}",
+                human_bytes(r.previous_bytes),
+                human_bytes(r.capacity_bytes)
+            )
+        },
+    )
+    .await
+}
+
+async fn delete(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    pool: &str,
+    name: &str,
+) -> Result<LcResult<crate::domain::storage::PoolVolume>, AppError> {
+    let (p, n) = (pool.to_string(), name.to_string());
+    admin_change(
+        state,
+        who,
+        "volume.delete",
+        &target(pool, name),
+        move |s| vols::delete_volume(s.hv.as_ref(), &p, &n),
+        |v| format!("{} deleted", v.path),
+    )
+    .await
+}
+
+/// Checks and records a fetch, then runs it on its own thread.
+async fn fetch(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    pool: &str,
+    req: FetchRequest,
+) -> Result<LcResult<JobRow>, AppError> {
+    let p = pool.to_string();
+    let a = actor(who);
+    let r = admin_change(
+        state,
+        who,
+        "volume.fetch",
+        &target(pool, req.name.trim()),
+        move |s| {
+            jobs::begin_fetch(
+                s.hv.as_ref(),
+                &s.store,
+                &s.jobs,
+                &s.cfg.images,
+                &p,
+                &req,
+                &a,
+            )
+        },
+        |(job, _)| format!("job {} started: {}", job.id, job.source),
+    )
+    .await?;
+    Ok(match r {
+        Ok((job, cancel)) => {
+            let st = state.clone();
+            let (j, a) = (job.clone(), actor(who));
+            let spawned = std::thread::Builder::new()
+                .name(format!("fetch-job-{}", job.id))
+                .spawn(move || {
+                    jobs::run_fetch(
+                        st.hv.as_ref(),
+                        &st.store,
+                        &st.jobs,
+                        &st.cfg.images,
+                        &j,
+                        cancel,
+                        a,
+                    )
+                });
+            match spawned {
+                Ok(_) => Ok(job),
+                Err(e) => Err(LifecycleError::Failed {
+                    message: format!("the fetch could not be started: {e}"),
+                }),
+            }
+        }
+        Err(e) => Err(e),
+    })
+}
+
+async fn cancel(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    id: i64,
+) -> Result<LcResult<JobRow>, AppError> {
+    admin_change(
+        state,
+        who,
+        "job.cancel",
+        &format!("job {id}"),
+        move |s| jobs::cancel(&s.store, &s.jobs, id),
+        |j| format!("{} {}/{}", j.kind, j.pool, j.volume),
+    )
+    .await
+}
+
+// ---- the pool page ----
+
+/// The pool page's forms as typed, and their errors.
+#[derive(Default)]
+pub struct VolumeForms {
+    pub create: CreateForm,
+    pub fetch: FetchForm,
+    pub errors: Vec<FieldError>,
+    /// Which form the errors belong to: create, fetch, resize:NAME.
+    pub errors_for: String,
+    pub form_error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "host_pool.html")]
+struct PoolPage {
+    chrome: Chrome,
+    pool: PoolStatus,
+    volumes: Vec<VolumeView>,
+    message: Option<String>,
+    forms: VolumeForms,
+    max_upload_bytes: u64,
+}
+
+impl PoolPage {
+    fn bytes(&self, b: &u64) -> String {
+        human_bytes(*b)
+    }
+    fn error_for(&self, form: &str, field: &str) -> Option<&str> {
+        if self.forms.errors_for != form {
+            return None;
+        }
+        self.forms
+            .errors
+            .iter()
+            .find(|e| e.field == field)
+            .map(|e| e.message.as_str())
+    }
+    fn resize_error(&self, volume: &str) -> Option<&str> {
+        self.error_for(&format!("resize:{volume}"), "size_gib")
+    }
+    fn gib(&self, b: &u64) -> u64 {
+        b.div_ceil(crate::domain::volumes::GIB)
+    }
+}
+
+/// Renders a pool's page with its volumes (and who uses each) and the volume forms.
+pub async fn render_pool(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    name: String,
+    status: StatusCode,
+    message: Option<String>,
+    forms: VolumeForms,
+) -> Result<HttpResponse, AppError> {
+    let n = name.clone();
+    let (pool, volumes) = lc(state, move |s| {
+        let pool = crate::lifecycle::storage::pool(s.hv.as_ref(), &n)?;
+        let volumes = if pool.active {
+            vols::volumes(s.hv.as_ref(), &n)?
+        } else {
+            Vec::new()
+        };
+        Ok((pool, volumes))
+    })
+    .await?;
+    Ok(html(
+        status,
+        &PoolPage {
+            chrome: Chrome::new(who, "storage"),
+            pool,
+            volumes,
+            message,
+            forms,
+            max_upload_bytes: state.cfg.images.max_bytes,
+        },
+    ))
+}
+
+/// A failed change shown on the pool page: field errors (422) at the form they belong
+/// to, or a sentence at the top.
+async fn pool_failure(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    pool: String,
+    e: LifecycleError,
+    mut forms: VolumeForms,
+    errors_for: String,
+) -> Result<HttpResponse, AppError> {
+    let status = match &e {
+        LifecycleError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        LifecycleError::NotFound(m) => return Err(AppError::not_found(m.clone())),
+        LifecycleError::Conflict(_) => StatusCode::CONFLICT,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    match e {
+        LifecycleError::Invalid(errors) => {
+            forms.errors = errors;
+            forms.errors_for = errors_for;
+        }
+        other => forms.form_error = Some(other.to_string()),
+    }
+    render_pool(state, who, pool, status, None, forms).await
+}
+
+fn pool_url(pool: &str) -> String {
+    format!("/host/storage/{pool}")
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MessageQuery {
+    message: Option<String>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(default)]
+pub struct CreateForm {
+    csrf: String,
+    pub name: String,
+    pub size_gib: String,
+    pub format: String,
+}
+
+/// A number field: empty is "not given"; anything else must be a whole number.
+fn number_field(s: &str, field: &'static str) -> Result<Option<u64>, LifecycleError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| {
+        LifecycleError::Invalid(vec![FieldError {
+            field,
+            message: "Enter a whole number of GiB.".into(),
+        }])
+    })
+}
+
+async fn create_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<CreateForm>,
+) -> Result<HttpResponse, AppError> {
+    let form = form.into_inner();
+    who.check_csrf(Some(&form.csrf))?;
+    let pool = path.into_inner();
+    let forms = VolumeForms {
+        create: form.clone(),
+        ..Default::default()
+    };
+    let size_gib = match number_field(&form.size_gib, "size_gib") {
+        Ok(s) => s,
+        Err(e) => return pool_failure(&state, &who, pool, e, forms, "create".into()).await,
+    };
+    let req = NewVolumeRequest {
+        name: form.name.clone(),
+        size_gib,
+        format: Some(form.format.clone()),
+    };
+    match create(&state, &who, &pool, req).await? {
+        Ok(v) => Ok(see_other(
+            &pool_url(&pool),
+            &format!(
+                "Volume {} created ({}).",
+                v.name,
+                human_bytes(v.capacity_bytes)
+            ),
+        )),
+        Err(e) => pool_failure(&state, &who, pool, e, forms, "create".into()).await,
+    }
+}
+
+#[derive(Deserialize)]
+struct ResizeForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    size_gib: String,
+}
+
+async fn resize_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(String, String)>,
+    form: web::Form<ResizeForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let (pool, name) = path.into_inner();
+    let which = format!("resize:{name}");
+    let r = match number_field(&form.size_gib, "size_gib") {
+        Ok(size) => resize(&state, &who, &pool, &name, size).await?,
+        Err(e) => Err(e),
+    };
+    match r {
+        Ok(r) => Ok(see_other(
+            &pool_url(&pool),
+            &format!(
+                "Volume {name} resized from {} to {}.",
+                human_bytes(r.previous_bytes),
+                human_bytes(r.capacity_bytes)
+            ),
+        )),
+        Err(e) => pool_failure(&state, &who, pool, e, VolumeForms::default(), which).await,
+    }
+}
+
+async fn delete_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(String, String)>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let (pool, name) = path.into_inner();
+    match delete(&state, &who, &pool, &name).await? {
+        Ok(_) => Ok(see_other(
+            &pool_url(&pool),
+            &format!("Volume {name} deleted."),
+        )),
+        Err(e) => pool_failure(&state, &who, pool, e, VolumeForms::default(), String::new()).await,
+    }
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(default)]
+pub struct FetchForm {
+    csrf: String,
+    pub url: String,
+    pub name: String,
+}
+
+async fn fetch_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<FetchForm>,
+) -> Result<HttpResponse, AppError> {
+    let form = form.into_inner();
+    who.check_csrf(Some(&form.csrf))?;
+    let pool = path.into_inner();
+    let req = FetchRequest {
+        url: form.url.clone(),
+        name: form.name.clone(),
+    };
+    match fetch(&state, &who, &pool, req).await? {
+        Ok(job) => Ok(see_other(
+            "/jobs",
+            &format!(
+                "Fetching {} into {}/{} (job {}).",
+                job.source, job.pool, job.volume, job.id
+            ),
+        )),
+        Err(e) => {
+            let forms = VolumeForms {
+                fetch: form,
+                ..Default::default()
+            };
+            pool_failure(&state, &who, pool, e, forms, "fetch".into()).await
+        }
+    }
+}
+
+// ---- download ----
+
+/// Hands libvirt's bytes to the response body; fails once the client has gone.
+struct ChannelWriter {
+    tx: mpsc::Sender<Result<Bytes, io::Error>>,
+}
+
+impl io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tx
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn download(
+    state: web::Data<AppState>,
+    who: Authed,
+    pool: String,
+    name: String,
+) -> Result<HttpResponse, AppError> {
+    let target = target(&pool, &name);
+    who.require(&state, Role::Admin, "volume.download", &target)
+        .await?;
+    let (p, n) = (pool.clone(), name.clone());
+    let (path, length) = lc(&state, move |s| {
+        let v = vols::volume(s.hv.as_ref(), &p, &n)?;
+        let length = s.hv.volume_download_bytes(&v.volume.path)?;
+        Ok((v.volume.path, length))
+    })
+    .await
+    .map_err(|e| who.err(e.into()))?;
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes, io::Error>>(CHANNEL_CHUNKS);
+    let st = state.clone();
+    let a = actor(&who);
+    actix_web::rt::task::spawn_blocking(move || {
+        let mut w = ChannelWriter { tx };
+        match st.hv.download_volume(&path, length, &mut w) {
+            Ok(sent) => a.audit(
+                &st.store,
+                "volume.download",
+                &target,
+                "ok",
+                &format!("{sent} bytes sent"),
+            ),
+            Err(e) => {
+                let m = e.user_message();
+                a.audit(&st.store, "volume.download", &target, "failed", &m);
+                let _ = w.tx.blocking_send(Err(io::Error::other(m)));
+            }
+        }
+    });
+    // Wait for the first bytes, so a download libvirt refuses is an error answer rather
+    // than a cut-off body.
+    let first = rx.recv().await;
+    if let Some(Err(e)) = first {
+        return Err(who.err(AppError::new(ErrorKind::HypervisorFailed, e.to_string())));
+    }
+    let body = futures_util::stream::iter(first)
+        .chain(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header(ContentDisposition {
+            disposition: DispositionType::Attachment,
+            parameters: vec![DispositionParam::Filename(name)],
+        })
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .no_chunking(length)
+        .streaming(body))
+}
+
+async fn download_page(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AppError> {
+    let (pool, name) = path.into_inner();
+    download(state, who, pool, name).await
+}
+
+async fn api_download(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AppError> {
+    let (pool, name) = path.into_inner();
+    download(state, who, pool, name).await
+}
+
+// ---- upload ----
+
+/// Feeds the request body's chunks to libvirt: waits for the next chunk, the job's
+/// cancel, or the idle limit, whichever comes first.
+struct ChannelReader {
+    rx: mpsc::Receiver<Bytes>,
+    pending: Bytes,
+    runtime: tokio::runtime::Handle,
+    cancel: CancellationToken,
+    idle: Duration,
+}
+
+impl io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pending.is_empty() {
+            let (rx, cancel, idle) = (&mut self.rx, &self.cancel, self.idle);
+            let next = self.runtime.block_on(async {
+                tokio::select! {
+                    _ = cancel.cancelled() => Err(io::Error::other("the job was cancelled")),
+                    r = tokio::time::timeout(idle, rx.recv()) => r.map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("no data arrived for {} seconds", idle.as_secs()),
+                        )
+                    }),
+                }
+            })?;
+            match next {
+                Some(b) => self.pending = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.pending.len());
+        buf[..n].copy_from_slice(&self.pending.split_to(n));
+        Ok(n)
+    }
+}
+
+#[derive(Deserialize)]
+struct UploadQuery {
+    /// The file name on the client, for the job list.
+    source: Option<String>,
+}
+
+#[derive(Serialize)]
+struct JobView {
+    #[serde(flatten)]
+    job: JobRow,
+    percent: u64,
+}
+
+impl JobView {
+    fn of(job: JobRow) -> JobView {
+        JobView {
+            percent: percent(job.bytes_done, job.bytes_total),
+            job,
+        }
+    }
+}
+
+fn declared_length(req: &HttpRequest) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// `PUT /api/v1/pools/{pool}/volumes/{name}`: the body becomes a new volume. Needs
+/// `Content-Length`. Answers when the bytes are stored (201 with the job). A cancel, a
+/// lost connection or a failure deletes the partial volume, also when nobody waits for
+/// the answer any more (the blocking side owns the cleanup).
+async fn api_upload(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(String, String)>,
+    q: web::Query<UploadQuery>,
+    mut payload: web::Payload,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let (pool, name) = path.into_inner();
+    let Some(length) = declared_length(&req) else {
+        return Err(who.err(
+            AppError::new(
+                ErrorKind::BadRequest,
+                "Send the file's size in Content-Length (chunked uploads are not accepted).",
+            )
+            .field("file"),
+        ));
+    };
+    let source: String = q
+        .into_inner()
+        .source
+        .unwrap_or_else(|| name.clone())
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(255)
+        .collect();
+    let (p, n, a) = (pool.clone(), name.clone(), actor(&who));
+    let begun = admin_change(
+        &state,
+        &who,
+        "volume.upload",
+        &target(&pool, &name),
+        move |s| {
+            jobs::begin_upload(
+                s.hv.as_ref(),
+                &s.store,
+                &s.jobs,
+                &s.cfg.images,
+                &p,
+                &n,
+                length,
+                &source,
+                a,
+            )
+        },
+        |t: &Transfer| format!("job {} started: {length} bytes", t.job_id),
+    )
+    .await
+    .map_err(|e| who.err(e))?;
+    let t = match begun {
+        Ok(t) => t,
+        Err(e) => return answer::<()>(&who, Err(e), |_| HttpResponse::Ok().finish()),
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
+    let reader = ChannelReader {
+        rx,
+        pending: Bytes::new(),
+        runtime: tokio::runtime::Handle::current(),
+        cancel: t.cancel.clone(),
+        idle: Duration::from_secs(state.cfg.images.upload_idle_seconds),
+    };
+    let st = state.clone();
+    let job = actix_web::rt::task::spawn_blocking(move || {
+        let mut reader = reader;
+        jobs::transfer(st.hv.as_ref(), &st.store, &st.jobs, &t, &mut reader)
+    });
+    while let Some(chunk) = payload.next().await {
+        match chunk {
+            // A closed channel: the job stopped taking bytes (cancelled or failed).
+            Ok(bytes) => {
+                if tx.send(bytes).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "upload connection lost");
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let r = job
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("upload task failed: {e}")))?;
+    answer(&who, r, |job| {
+        HttpResponse::Created().json(JobView::of(job))
+    })
+}
+
+// ---- API: create, resize, delete, fetch ----
+
+async fn api_create(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    body: web::Json<NewVolumeRequest>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let r = create(&state, &who, &path.into_inner(), body.into_inner())
+        .await
+        .map_err(|e| who.err(e))?;
+    answer(&who, r, |v| HttpResponse::Created().json(v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResizeBody {
+    size_gib: Option<u64>,
+}
+
+async fn api_resize(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(String, String)>,
+    body: web::Json<ResizeBody>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let (pool, name) = path.into_inner();
+    let r = resize(&state, &who, &pool, &name, body.size_gib)
+        .await
+        .map_err(|e| who.err(e))?;
+    answer(&who, r, |v| HttpResponse::Ok().json(v))
+}
+
+async fn api_delete(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let (pool, name) = path.into_inner();
+    let r = delete(&state, &who, &pool, &name)
+        .await
+        .map_err(|e| who.err(e))?;
+    answer(&who, r, |v| HttpResponse::Ok().json(v))
+}
+
+async fn api_fetch(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    body: web::Json<FetchRequest>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let r = fetch(&state, &who, &path.into_inner(), body.into_inner())
+        .await
+        .map_err(|e| who.err(e))?;
+    answer(&who, r, |job| {
+        HttpResponse::Accepted()
+            .insert_header((header::LOCATION, format!("/api/v1/jobs/{}", job.id)))
+            .json(JobView::of(job))
+    })
+}
+
+// ---- jobs ----
+
+/// Jobs shown on the page and in the list.
+const JOBS_SHOWN: u64 = 100;
+
+#[derive(Serialize)]
+struct JobList {
+    jobs: Vec<JobView>,
+}
+
+async fn api_jobs(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
+    who.require(&state, Role::Admin, "jobs.view", "").await?;
+    let jobs = db(&state, |s| s.jobs(JOBS_SHOWN))
+        .await
+        .map_err(|e| who.err(e))?
+        .into_iter()
+        .map(|j| state.jobs.live(j))
+        .collect::<Vec<_>>();
+    Ok(HttpResponse::Ok().json(JobList {
+        jobs: jobs.into_iter().map(JobView::of).collect(),
+    }))
+}
+
+async fn api_job(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    who.require(&state, Role::Admin, "jobs.view", "").await?;
+    match db(&state, move |s| s.job(id))
+        .await
+        .map_err(|e| who.err(e))?
+    {
+        Some(job) => Ok(HttpResponse::Ok().json(JobView::of(state.jobs.live(job)))),
+        None => Err(who.err(AppError::not_found(format!("There is no job {id}.")))),
+    }
+}
+
+async fn api_cancel(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let r = cancel(&state, &who, path.into_inner())
+        .await
+        .map_err(|e| who.err(e))?;
+    answer(&who, r, |job| {
+        HttpResponse::Accepted().json(JobView::of(job))
+    })
+}
+
+struct JobLine {
+    job: JobRow,
+    percent: u64,
+    created: String,
+}
+
+#[derive(Template)]
+#[template(path = "jobs.html")]
+struct JobsPage {
+    chrome: Chrome,
+    jobs: Vec<JobLine>,
+    message: Option<String>,
+    any_running: bool,
+}
+
+impl JobsPage {
+    fn bytes(&self, b: &u64) -> String {
+        human_bytes(*b)
+    }
+}
+
+async fn render_jobs(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    status: StatusCode,
+    message: Option<String>,
+) -> Result<HttpResponse, AppError> {
+    let jobs: Vec<JobRow> = db(state, |s| s.jobs(JOBS_SHOWN))
+        .await?
+        .into_iter()
+        .map(|j| state.jobs.live(j))
+        .collect();
+    let any_running = jobs.iter().any(|j| j.state == "running");
+    Ok(html(
+        status,
+        &JobsPage {
+            chrome: Chrome::new(who, "jobs"),
+            jobs: jobs
+                .into_iter()
+                .map(|job| JobLine {
+                    percent: percent(job.bytes_done, job.bytes_total),
+                    created: format_time(job.created_at),
+                    job,
+                })
+                .collect(),
+            message,
+            any_running,
+        },
+    ))
+}
+
+async fn jobs_page(
+    state: web::Data<AppState>,
+    who: Authed,
+    q: web::Query<MessageQuery>,
+) -> Result<HttpResponse, AppError> {
+    who.require(&state, Role::Admin, "jobs.view", "").await?;
+    render_jobs(&state, &who, StatusCode::OK, q.into_inner().message).await
+}
+
+async fn cancel_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<i64>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let id = path.into_inner();
+    match cancel(&state, &who, id).await? {
+        Ok(job) => Ok(see_other(
+            "/jobs",
+            &format!(
+                "Cancelling job {id}; the partial volume {} is removed.",
+                job.volume
+            ),
+        )),
+        Err(LifecycleError::NotFound(m)) => Err(AppError::not_found(m)),
+        Err(e) => render_jobs(&state, &who, StatusCode::CONFLICT, Some(e.to_string())).await,
+    }
+}
