@@ -815,3 +815,55 @@ fn rendered_pools_pass_libvirts_schema() {
         );
     }
 }
+
+/// The host plan export carries the storage pools and the removal of the default NAT
+/// network, as a shell script that parses.
+#[tokio::test]
+async fn the_host_plan_export_recreates_pools_and_removes_the_default_network() {
+    let app = spawn_app().await;
+    let api = Api::new(&app).await;
+    let export = || async {
+        let r = api
+            .c
+            .get(format!("{}/host/export.sh", api.base))
+            .bearer_auth(&api.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.text().await.unwrap()
+    };
+    let before = export().await;
+    assert!(!before.contains("net-undefine default"), "{before}");
+    let (s, p) = api.post("/api/v1/pools", dir_pool("fast")).await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let (s, r) = api.delete("/api/v1/networks/default").await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+
+    let script = export().await;
+    for needle in [
+        "# Storage pool fast (dir)",
+        "<path>/srv/pools/fast</path>",
+        "virsh -q pool-list --all --name | grep -qxF 'fast' || virsh pool-define '/tmp/virtdeck-pool-fast.xml'",
+        "virsh pool-build 'fast'",
+        "virsh pool-start 'fast'",
+        "virsh pool-autostart 'fast'",
+        "virsh net-undefine default",
+    ] {
+        assert!(script.contains(needle), "missing {needle:?} in:\n{script}");
+    }
+    assert!(!script.contains("<uuid>"), "no UUID of this host: {script}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plan.sh");
+    std::fs::write(&path, &script).unwrap();
+    let parsed = std::process::Command::new("sh")
+        .arg("-n")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        parsed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+}

@@ -71,6 +71,82 @@ pub fn script(host: &str, files: &[RenderedFile], extra: &[ExportSection]) -> St
     s
 }
 
+/// A persistent storage pool as the export re-creates it.
+pub struct ExportPool {
+    pub name: String,
+    /// `dir`, `netfs`, `logical`…
+    pub kind: String,
+    pub autostart: bool,
+    /// The definition as libvirt keeps it.
+    pub xml: String,
+}
+
+/// Lines of a pool definition that belong to this host only: its UUID and measured sizes.
+fn host_only(line: &str) -> bool {
+    let t = line.trim_start();
+    ["<uuid>", "<capacity", "<allocation", "<available"]
+        .iter()
+        .any(|p| t.starts_with(p))
+}
+
+/// The libvirt part of the host plan: each persistent pool defined from its definition
+/// (without this host's UUID and sizes), built (not a logical pool: building one wipes
+/// its devices, so the script says how instead), started and autostarted as here; and
+/// libvirt's default NAT network removed when this host no longer has one. Every step
+/// is skipped when already done, so the script can be run again. Needs a running
+/// libvirtd: in a kickstart, run this part at first boot rather than in %post.
+pub fn libvirt_sections(pools: &[ExportPool], default_network_present: bool) -> Vec<ExportSection> {
+    let mut out = Vec::new();
+    for p in pools {
+        let name = quote(&p.name);
+        let xml: String = p
+            .xml
+            .lines()
+            .filter(|l| !host_only(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let d = delimiter(&xml);
+        let file = quote(&format!("/tmp/virtdeck-pool-{}.xml", p.name));
+        let mut c = String::new();
+        c.push_str(&format!("cat > {file} <<'{d}'\n{xml}{d}\n"));
+        c.push_str(&format!(
+            "virsh -q pool-list --all --name | grep -qxF {name} || virsh pool-define {file}\n"
+        ));
+        if p.kind == "logical" {
+            c.push_str(&format!(
+                "# Building a logical pool wipes the devices in its definition: if its volume\n\
+                 # group does not exist on this host yet, run `virsh pool-build {name}` yourself.\n"
+            ));
+        } else {
+            c.push_str(&format!("virsh pool-build {name} 2>/dev/null || true\n"));
+        }
+        c.push_str(&format!(
+            "virsh -q pool-list --name | grep -qxF {name} || virsh pool-start {name}\n"
+        ));
+        if p.autostart {
+            c.push_str(&format!("virsh pool-autostart {name}\n"));
+        }
+        c.push_str(&format!("rm -f {file}\n"));
+        out.push(ExportSection {
+            title: format!(
+                "Storage pool {} ({}); needs a running libvirtd",
+                p.name, p.kind
+            ),
+            commands: c,
+        });
+    }
+    if !default_network_present {
+        out.push(ExportSection {
+            title: "libvirt's default NAT network is removed on this host".into(),
+            commands: "if virsh -q net-list --all --name | grep -qxF default; then\n  \
+                       virsh net-destroy default 2>/dev/null || true\n  \
+                       virsh net-undefine default\nfi\n"
+                .into(),
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +208,42 @@ mod tests {
         );
         let back = std::fs::read_to_string(dir.path().join("etc/x y/it's")).unwrap();
         assert_eq!(back, files[0].content);
+    }
+
+    #[test]
+    fn pools_are_defined_without_this_hosts_identity_and_logical_ones_are_not_built() {
+        let pools = [
+            ExportPool {
+                name: "fast".into(),
+                kind: "dir".into(),
+                autostart: true,
+                xml: "<pool type='dir'>\n  <name>fast</name>\n  <uuid>1b4e28ba-2fa1-11d2-883f-0016d3cca427</uuid>\n  <capacity unit='bytes'>1</capacity>\n  <allocation unit='bytes'>1</allocation>\n  <available unit='bytes'>1</available>\n  <target>\n    <path>/srv/fast</path>\n  </target>\n</pool>".into(),
+            },
+            ExportPool {
+                name: "vms".into(),
+                kind: "logical".into(),
+                autostart: false,
+                xml: "<pool type='logical'>\n  <name>vms</name>\n</pool>".into(),
+            },
+        ];
+        let sections = libvirt_sections(&pools, true);
+        assert_eq!(sections.len(), 2, "no network section while default exists");
+        let fast = &sections[0].commands;
+        assert!(fast.contains("<path>/srv/fast</path>"), "{fast}");
+        for gone in ["<uuid>", "<capacity", "<allocation", "<available"] {
+            assert!(!fast.contains(gone), "{gone} kept: {fast}");
+        }
+        assert!(fast.contains("virsh pool-build 'fast'"), "{fast}");
+        assert!(fast.contains("virsh pool-autostart 'fast'"), "{fast}");
+        let vms = &sections[1].commands;
+        assert!(
+            !vms.lines().any(|l| l.starts_with("virsh pool-build")),
+            "{vms}"
+        );
+        assert!(vms.contains("wipes the devices"), "{vms}");
+        assert!(!vms.contains("pool-autostart"), "{vms}");
+        let removed = libvirt_sections(&[], false);
+        assert_eq!(removed.len(), 1);
+        assert!(removed[0].commands.contains("virsh net-undefine default"));
     }
 }

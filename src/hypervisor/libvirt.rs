@@ -824,6 +824,12 @@ impl Hypervisor for Libvirt {
         Ok(())
     }
 
+    fn pool_xml(&self, name: &str) -> HvResult<String> {
+        lookup_pool(&self.conn()?, name)?
+            .xml_desc(0)
+            .map_err(call("read the pool's definition"))
+    }
+
     // ---- usage ----
 
     fn usage_sample(&self) -> HvResult<crate::domain::usage::UsageSample> {

@@ -166,6 +166,11 @@ pub trait Hypervisor: Send + Sync {
         let _ = name;
         Err(storage_not_available("remove the network"))
     }
+    /// A pool's definition as libvirt keeps it (for the host plan export).
+    fn pool_xml(&self, name: &str) -> HvResult<String> {
+        let _ = name;
+        Err(storage_not_available("read the pool's definition"))
+    }
 
     // ---- usage (the default is for hypervisors without statistics) ----
     /// Counters of the host and of every VM, read with one bulk call (never one per VM).

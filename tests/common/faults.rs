@@ -187,4 +187,7 @@ impl Hypervisor for FailAt {
     fn remove_network(&self, name: &str) -> HvResult<()> {
         self.inner.remove_network(name)
     }
+    fn pool_xml(&self, name: &str) -> HvResult<String> {
+        self.inner.pool_xml(name)
+    }
 }

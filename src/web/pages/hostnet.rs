@@ -725,7 +725,25 @@ pub async fn export_script(
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "this host".into());
-    let script = crate::domain::host_export::script(&host, &files, &[]);
+    let libvirt = super::super::hv(&state, |h| {
+        let mut pools = Vec::new();
+        for p in h.pool_statuses()?.into_iter().filter(|p| p.persistent) {
+            let xml = h.pool_xml(&p.name)?;
+            pools.push(crate::domain::host_export::ExportPool {
+                name: p.name,
+                kind: p.kind,
+                autostart: p.autostart,
+                xml,
+            });
+        }
+        let default_network_present = h.network_statuses()?.iter().any(|n| n.name == "default");
+        Ok(crate::domain::host_export::libvirt_sections(
+            &pools,
+            default_network_present,
+        ))
+    })
+    .await?;
+    let script = crate::domain::host_export::script(&host, &files, &libvirt);
     audit::record(
         &state,
         &who.username,
@@ -733,7 +751,11 @@ pub async fn export_script(
         "host.export",
         "",
         "ok",
-        &format!("{} file(s)", files.len()),
+        &format!(
+            "{} file(s), {} libvirt section(s)",
+            files.len(),
+            libvirt.len()
+        ),
     )
     .await;
     Ok(HttpResponse::Ok()
