@@ -2,8 +2,7 @@
 //! durations), the middleware that counts requests, and `GET /metrics` in the Prometheus
 //! text format (Bearer token of any role).
 
-use super::{db, lc, AppState};
-use crate::auth::secret::sha256_hex;
+use super::{lc, AppState};
 use crate::domain::usage::prometheus::{Exposition, Histogram, Kind, CONTENT_TYPE};
 use crate::lifecycle;
 use actix_web::body::MessageBody;
@@ -417,9 +416,7 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
     let Some(token) = super::session::bearer(&req) else {
         return unauthorized("Send an API token: Authorization: Bearer TOKEN.");
     };
-    let hash = sha256_hex(&token);
-    let now = super::now();
-    match db(&state, move |s| s.use_api_token(&hash, now)).await {
+    match super::session::api_token_user(&state, &token, super::now()).await {
         Ok(Some(_)) => {}
         Ok(None) => return unauthorized("The API token is not valid."),
         Err(e) => {

@@ -111,6 +111,17 @@ pub fn bearer(req: &HttpRequest) -> Option<String> {
         .then(|| token.trim().to_string())
 }
 
+/// The user an API token belongs to (the token is marked used), `None` for an unknown or
+/// revoked token. Every route that takes a Bearer token checks it here.
+pub async fn api_token_user(
+    state: &AppState,
+    token: &str,
+    now: i64,
+) -> Result<Option<crate::store::UserRow>, AppError> {
+    let hash = sha256_hex(token);
+    db(state, move |s| s.use_api_token(&hash, now)).await
+}
+
 /// Whether a session is still within its idle and absolute limits.
 pub fn session_alive(
     cfg: &crate::config::SessionConfig,
@@ -133,9 +144,7 @@ async fn authenticate(req: HttpRequest) -> Result<Authed, AppError> {
     let now = now();
 
     if let Some(token) = bearer(&req) {
-        let hash = sha256_hex(&token);
-        let user = db(&state, move |s| s.use_api_token(&hash, now)).await?;
-        let Some(user) = user else {
+        let Some(user) = api_token_user(&state, &token, now).await? else {
             return Err(shape(AppError::new(
                 super::errors::ErrorKind::Unauthorized,
                 "The API token is not valid. Create one with `virtdeck token create --user NAME`.",
