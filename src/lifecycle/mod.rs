@@ -4,6 +4,7 @@
 
 mod changes;
 pub mod jobs;
+pub mod list_cache;
 pub mod storage;
 pub mod volumes;
 pub use changes::{
@@ -213,6 +214,16 @@ pub fn capacity(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Ca
     let rows = store.vm_rows()?; // before the VMs: see `inventory`
     let vms = hv.list_vms()?;
     let claims = claims(&model, &vms, &rows);
+    capacity_of(hv, model, claims)
+}
+
+/// The capacity summary for claims already counted (e.g. with a cached VM list); the
+/// pools are read now.
+pub fn capacity_of(
+    hv: &dyn Hypervisor,
+    model: UnitModel,
+    claims: Vec<Claim>,
+) -> LcResult<Capacity> {
     let pools = hv
         .pools()?
         .into_iter()
@@ -1170,12 +1181,20 @@ pub struct VmView {
     pub addresses: Vec<String>,
 }
 
-pub fn list(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Vec<VmView>> {
-    let mut vms = views(hv, store, cfg)?;
-    for vm in &mut vms {
+/// Every VM with its units, devices and guest addresses, and the units each holds.
+#[derive(Debug, Clone)]
+pub struct VmList {
+    pub model: UnitModel,
+    pub claims: Vec<Claim>,
+    pub vms: Vec<VmView>,
+}
+
+pub fn list(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<VmList> {
+    let mut list = views_and_claims(hv, store, cfg)?;
+    for vm in &mut list.vms {
         vm.addresses = guest_addresses(hv, &vm.summary);
     }
-    Ok(vms)
+    Ok(list)
 }
 
 /// A running VM's addresses as `address/prefix`; none when it is off or libvirt
@@ -1193,6 +1212,10 @@ fn guest_addresses(hv: &dyn Hypervisor, vm: &VmSummary) -> Vec<String> {
 
 /// Every VM with its units and devices, without asking libvirt for guest addresses.
 fn views(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Vec<VmView>> {
+    Ok(views_and_claims(hv, store, cfg)?.vms)
+}
+
+fn views_and_claims(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<VmList> {
     let model = unit_model(hv, cfg)?;
     let rows = store.vm_rows()?; // before the VMs: see `inventory`
     let vms = hv.list_vms()?;
@@ -1203,7 +1226,7 @@ fn views(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Vec<VmVie
             defs.insert(d.name.clone(), d);
         }
     }
-    Ok(vms
+    let vms = vms
         .into_iter()
         .map(|v| {
             let claim = claims.iter().find(|c| c.vm == v.name);
@@ -1227,7 +1250,8 @@ fn views(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Vec<VmVie
                 summary: v,
             }
         })
-        .collect())
+        .collect();
+    Ok(VmList { model, claims, vms })
 }
 
 /// One VM with its parsed devices and its definition, for the detail page and the API.

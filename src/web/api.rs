@@ -63,8 +63,8 @@ pub async fn host(state: web::Data<AppState>, who: Authed) -> Result<HttpRespons
 }
 
 #[derive(Serialize)]
-struct VmList {
-    vms: Vec<VmView>,
+struct VmList<'a> {
+    vms: &'a [VmView],
 }
 
 fn api_err(who: &Authed, e: LifecycleError) -> AppError {
@@ -72,10 +72,10 @@ fn api_err(who: &Authed, e: LifecycleError) -> AppError {
 }
 
 pub async fn vms(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
-    let vms = lc(&state, |s| lifecycle::list(s.hv.as_ref(), &s.store, &s.cfg))
+    let list = lc(&state, |s| s.vm_list.get(s.hv.as_ref(), &s.store, &s.cfg))
         .await
         .map_err(|e| api_err(&who, e))?;
-    Ok(HttpResponse::Ok().json(VmList { vms }))
+    Ok(HttpResponse::Ok().json(VmList { vms: &list.vms }))
 }
 
 /// The session's CSRF token must come in `X-CSRF-Token` for state-changing calls.

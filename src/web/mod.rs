@@ -48,6 +48,8 @@ pub struct AppState {
     pub host: Arc<crate::hostcfg::Engine>,
     /// Cancel handles of the running upload and fetch jobs.
     pub jobs: Arc<crate::lifecycle::jobs::Jobs>,
+    /// The VM list shared by the list page, the API and the capacity summary.
+    pub vm_list: Arc<crate::lifecycle::list_cache::ListCache>,
 }
 
 /// Seconds since the Unix epoch.

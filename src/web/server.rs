@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How long the shared VM list may be reused when libvirt reports no change (guest
+/// addresses and autostart set with virsh have no event).
+const VM_LIST_MAX_AGE: Duration = Duration::from_secs(2);
+
 /// The demo host for libvirt's test driver, written to the data dir at start.
 pub const DEMO_HOST_XML: &str = include_str!("../../demo/demo-host.xml");
 
@@ -122,8 +126,15 @@ pub fn build_state(
         tracing::warn!(error = %e, "virt_type setting cannot be honoured");
     }
     let live = Arc::new(super::live::LiveEvents::default());
+    let vm_list = Arc::new(crate::lifecycle::list_cache::ListCache::new(
+        VM_LIST_MAX_AGE,
+    ));
     let sink = live.clone();
-    if let Err(e) = hv.watch_events(Arc::new(move |event| sink.publish(event))) {
+    let changed = vm_list.clone();
+    if let Err(e) = hv.watch_events(Arc::new(move |event| {
+        changed.invalidate();
+        sink.publish(event)
+    })) {
         tracing::warn!(error = %e, "VM events are not available; pages will not update live");
     }
     let setup_token = if store.user_count()? == 0 {
@@ -145,6 +156,7 @@ pub fn build_state(
     );
     host.recover();
     Ok(AppState {
+        vm_list,
         cfg,
         store,
         hv,
@@ -467,7 +479,10 @@ pub fn start_with(cfg: Config, wrap: Option<HypervisorWrap>) -> anyhow::Result<R
     let http = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .wrap(actix_web::middleware::from_fn(streams_uncompressed))
+            .wrap(actix_web::middleware::Compress::default())
             .wrap(actix_web::middleware::from_fn(super::metrics::track))
+            .wrap(actix_web::middleware::from_fn(vm_list_follows_changes))
             .wrap(security_headers(tls))
             .wrap(NormalizePath::new(TrailingSlash::Trim))
             .wrap(tracing_actix_web::TracingLogger::default())
@@ -489,6 +504,42 @@ pub fn start_with(cfg: Config, wrap: Option<HypervisorWrap>) -> anyhow::Result<R
         server,
         state,
     })
+}
+
+/// Pages, JSON, scripts and styles go out gzip'ed when the browser accepts it; streamed
+/// bodies (live events, volume downloads, uploads' answers as they come) must reach the
+/// client as they are written, so they are marked as not to be compressed.
+async fn streams_uncompressed(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use actix_web::body::BodySize;
+    let mut res = next.call(req).await?;
+    if matches!(res.response().body().size(), BodySize::Stream) {
+        res.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            header::HeaderValue::from_static("identity"),
+        );
+    }
+    Ok(res)
+}
+
+/// Any request that may change something (every method but GET and HEAD) makes the next
+/// VM list read libvirt again, so a page loaded after a change shows it.
+async fn vm_list_follows_changes(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let changes = !matches!(
+        *req.method(),
+        actix_web::http::Method::GET | actix_web::http::Method::HEAD
+    );
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let res = next.call(req).await;
+    if let (true, Some(state)) = (changes, state) {
+        state.vm_list.invalidate();
+    }
+    res
 }
 
 /// The address to show in links: `localhost` for a wildcard bind.

@@ -7,6 +7,9 @@ use super::Chrome;
 use crate::auth::Role;
 use crate::domain::capacity::Size;
 use crate::domain::inventory::{NetworkInfo, PoolInfo};
+use crate::domain::listing::{
+    self, ListQuery, Page, StateFilter, DEFAULT_PER_PAGE, PER_PAGE_CHOICES,
+};
 use crate::domain::snapshot::SnapshotInfo;
 use crate::domain::vm::{VmAction, VmEvent, VmState};
 use crate::domain::vmspec::{Clock, DiskFormat, NicModel};
@@ -23,22 +26,78 @@ use serde::Deserialize;
 
 #[derive(Template)]
 #[template(path = "vms.html")]
-struct VmsPage {
+struct VmsPage<'a> {
     chrome: Chrome,
-    vms: Vec<VmView>,
+    vms: Vec<&'a VmView>,
+    /// VMs on the host, before any filter.
+    total: usize,
+    query: ListQuery,
+    page: Page,
     capacity: Capacity,
     can_operate: bool,
     sparks: super::super::usage::Sparks,
 }
 
-pub async fn vms_page(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
-    let (vms, capacity) = lc(&state, |s| {
-        Ok((
-            lifecycle::list(s.hv.as_ref(), &s.store, &s.cfg)?,
-            lifecycle::capacity(s.hv.as_ref(), &s.store, &s.cfg)?,
-        ))
+impl VmsPage<'_> {
+    /// This list's address with another page number (filter and page size kept).
+    fn page_href(&self, number: impl std::borrow::Borrow<usize>) -> String {
+        list_href(&self.query, *number.borrow())
+    }
+
+    fn state_choices(&self) -> [StateFilter; 5] {
+        StateFilter::ALL
+    }
+
+    fn per_page_choices(&self) -> [usize; 4] {
+        PER_PAGE_CHOICES
+    }
+}
+
+fn list_href(query: &ListQuery, page: usize) -> String {
+    let mut params: Vec<(&str, String)> = Vec::new();
+    if !query.search.is_empty() {
+        params.push(("q", query.search.clone()));
+    }
+    if query.state != StateFilter::Any {
+        params.push(("state", query.state.key().to_string()));
+    }
+    if query.per_page != DEFAULT_PER_PAGE {
+        params.push(("per_page", query.per_page.to_string()));
+    }
+    if page > 1 {
+        params.push(("page", page.to_string()));
+    }
+    match serde_urlencoded::to_string(&params) {
+        Ok(q) if !q.is_empty() => format!("/vms?{q}"),
+        _ => "/vms".to_string(),
+    }
+}
+
+/// The list's query string as typed; every value optional.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct ListParams {
+    q: String,
+    state: String,
+    page: String,
+    per_page: String,
+}
+
+pub async fn vms_page(
+    state: web::Data<AppState>,
+    who: Authed,
+    params: web::Query<ListParams>,
+) -> Result<HttpResponse, AppError> {
+    let (list, capacity) = lc(&state, |s| {
+        let list = s.vm_list.get(s.hv.as_ref(), &s.store, &s.cfg)?;
+        let capacity = lifecycle::capacity_of(s.hv.as_ref(), list.model, list.claims.clone())?;
+        Ok((list, capacity))
     })
     .await?;
+    let query = ListQuery::from_params(&params.q, &params.state, &params.page, &params.per_page);
+    let (vms, page) = listing::select(&list.vms, &query, |v| {
+        (v.summary.name.as_str(), v.summary.state)
+    });
     let names: Vec<&str> = vms.iter().map(|v| v.summary.name.as_str()).collect();
     let sparks = super::super::usage::sparks(&state, &names);
     Ok(html(
@@ -46,7 +105,10 @@ pub async fn vms_page(state: web::Data<AppState>, who: Authed) -> Result<HttpRes
         &VmsPage {
             can_operate: who.role.allows(Role::Operator),
             chrome: Chrome::new(&who, "vms"),
+            total: list.vms.len(),
             vms,
+            query,
+            page,
             capacity,
             sparks,
         },
