@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod snapshot;
 pub mod storage;
 pub mod sysctl;
+pub mod templates;
 pub mod usage;
 pub mod vm;
 pub mod vmspec;

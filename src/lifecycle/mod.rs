@@ -5,6 +5,7 @@
 mod changes;
 pub mod jobs;
 pub mod storage;
+pub mod templates;
 pub mod volumes;
 pub use changes::{
     clone, create_snapshot, delete_snapshot, resize, revert_snapshot, snapshots, CloneRequest,
@@ -1123,6 +1124,7 @@ pub fn delete(
         }
         Err(e) => return Err(e.into()),
     };
+    templates::check_delete(hv, store, name)?;
     let units = store
         .vm_rows()?
         .into_iter()
@@ -1133,6 +1135,7 @@ pub fn delete(
         message: format!("The VM could not be removed: {}", reason_in_plain_words(&e)),
     })?;
     store.delete_vm(name)?;
+    store.unmark_template(name)?;
     let mut deleted = Vec::new();
     if delete_volumes {
         for v in volumes {
@@ -1168,6 +1171,8 @@ pub struct VmView {
     /// Guest IP addresses libvirt knows of (running VMs on a libvirt network, or seen
     /// in the host's ARP table), as `address/prefix`.
     pub addresses: Vec<String>,
+    /// Marked as a template: never started, new VMs are made from it.
+    pub template: bool,
 }
 
 pub fn list(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Vec<VmView>> {
@@ -1197,6 +1202,7 @@ fn views(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Vec<VmVie
     let rows = store.vm_rows()?; // before the VMs: see `inventory`
     let vms = hv.list_vms()?;
     let claims = claims(&model, &vms, &rows);
+    let marked: HashSet<String> = store.templates()?.into_iter().map(|t| t.name).collect();
     let mut defs: HashMap<String, xml::ParsedDomain> = HashMap::new();
     for x in hv.all_domain_xml()? {
         if let Ok(d) = xml::parse_domain(&x) {
@@ -1224,6 +1230,7 @@ fn views(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Vec<VmVie
                     .map(|d| d.nics.iter().filter_map(|n| n.mac.clone()).collect())
                     .unwrap_or_default(),
                 addresses: Vec::new(),
+                template: marked.contains(&v.name),
                 summary: v,
             }
         })

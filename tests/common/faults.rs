@@ -190,4 +190,7 @@ impl Hypervisor for FailAt {
     fn pool_xml(&self, name: &str) -> HvResult<String> {
         self.inner.pool_xml(name)
     }
+    fn volume_xml(&self, path: &str) -> HvResult<String> {
+        self.inner.volume_xml(path)
+    }
 }
