@@ -97,14 +97,7 @@ async fn a_template_is_marked_listed_never_started_and_unmarked() {
         html.contains("data-template=\"base01\"") && html.contains("2.0 GiB"),
         "{html}"
     );
-    let list = session
-        .get(app.url("/vms"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = common::pages::text(&session, &app.url("/vms")).await;
     assert!(list.contains("data-template>template</small>"), "{list}");
 
     // Starting it is refused with a sentence; nothing changes.
@@ -339,14 +332,7 @@ async fn bad_requests_are_refused_at_their_field_and_touch_nothing() {
     assert_eq!((api.fingerprint().await, volumes(&api).await), before);
 
     // The form: modes explained, the missing tool said, errors at their field.
-    let page = session
-        .get(app.url("/templates/base01/new"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = common::pages::text(&session, &app.url("/templates/base01/new")).await;
     assert!(page.contains("An independent copy of every disk"), "{page}");
     assert!(page.contains("the template must not change or be deleted while linked clones exist"));
     assert!(page.contains("id=\"sysprep-missing\""), "{page}");
