@@ -12,5 +12,6 @@ pub mod hostcfg;
 pub mod hypervisor;
 pub mod lifecycle;
 pub mod store;
+pub mod sysprep;
 pub mod usage;
 pub mod web;

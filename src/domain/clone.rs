@@ -17,6 +17,9 @@ pub struct CloneEdits {
     pub disks: HashMap<String, String>,
     /// Old serial log path → new one.
     pub logs: HashMap<String, String>,
+    /// The format every disk (not CD-ROM) of the clone has, when it differs from the
+    /// source's: a linked clone's disks are qcow2 overlays whatever the template's are.
+    pub disk_format: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,8 @@ pub fn clone_domain_xml(source: &str, edits: &CloneEdits) -> Result<String, Clon
     let mut path: Vec<String> = Vec::new();
     // Depth at which we are skipping a dropped element's content, if any.
     let mut skip_depth: Option<usize> = None;
+    // Inside a `<disk device='disk'>` (not a CD-ROM or floppy).
+    let mut in_data_disk = false;
     loop {
         let ev = reader.read_event().map_err(err)?;
         match ev {
@@ -52,20 +57,26 @@ pub fn clone_domain_xml(source: &str, edits: &CloneEdits) -> Result<String, Clon
                     skip_depth = Some(path.len());
                     continue;
                 }
-                let e = rewrite_attrs(&e, &path, edits)?;
+                if is_disk(&path) {
+                    in_data_disk = is_data_disk(&e);
+                }
+                let e = rewrite_attrs(&e, &path, edits, in_data_disk)?;
                 w.write_event(Event::Start(e)).map_err(err)?;
             }
             Event::Empty(e) => {
                 let name = e.name().as_ref().to_string();
                 path.push(name);
                 if skip_depth.is_none() && !dropped(&path) {
-                    let e = rewrite_attrs(&e, &path, edits)?;
+                    let e = rewrite_attrs(&e, &path, edits, in_data_disk)?;
                     w.write_event(Event::Empty(e)).map_err(err)?;
                 }
                 path.pop();
             }
             Event::End(e) => {
                 let depth = path.len();
+                if is_disk(&path) {
+                    in_data_disk = false;
+                }
                 path.pop();
                 match skip_depth {
                     Some(d) if d == depth => skip_depth = None,
@@ -108,10 +119,23 @@ fn dropped(path: &[String]) -> bool {
     )
 }
 
+fn is_disk(path: &[String]) -> bool {
+    path.len() == 3 && path[0] == "domain" && path[1] == "devices" && path[2] == "disk"
+}
+
+/// A `<disk>` whose device is a disk (libvirt's default when `device` is left out).
+fn is_data_disk(e: &BytesStart<'_>) -> bool {
+    !e.attributes().flatten().any(|a| {
+        let key: &str = a.key.as_ref();
+        key == "device" && &*a.value != "disk"
+    })
+}
+
 fn rewrite_attrs<'a>(
     e: &BytesStart<'a>,
     path: &[String],
     edits: &CloneEdits,
+    in_data_disk: bool,
 ) -> Result<BytesStart<'static>, CloneXmlError> {
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
     let mut out = BytesStart::new(e.name().as_ref().to_string());
@@ -131,6 +155,9 @@ fn rewrite_attrs<'a>(
                 .unwrap_or(value),
             (["domain", "devices", "disk", "source"], "file" | "dev") => {
                 edits.disks.get(&value).cloned().unwrap_or(value)
+            }
+            (["domain", "devices", "disk", "driver"], "type") if in_data_disk => {
+                edits.disk_format.clone().unwrap_or(value)
             }
             (["domain", "devices", "serial" | "console", "log"], "file") => {
                 edits.logs.get(&value).cloned().unwrap_or(value)
@@ -199,6 +226,7 @@ mod tests {
                 "/var/log/libvirt/qemu/web02-serial.log".to_string(),
             )]
             .into(),
+            disk_format: None,
         }
     }
 
@@ -226,6 +254,21 @@ mod tests {
         assert!(xml.contains("autoport=\"yes\""));
         assert_eq!(d.memory_mib, 1024);
         assert_eq!(d.vcpus, 2);
+    }
+
+    #[test]
+    fn a_linked_clone_gets_qcow2_disks_and_the_cdrom_keeps_its_format() {
+        let raw = SOURCE
+            .replace("type='qcow2'", "type='raw'")
+            .replace("<readonly/>", "<driver name='qemu' type='raw'/><readonly/>");
+        let mut e = edits();
+        e.disk_format = Some("qcow2".into());
+        let d = parse_domain(&clone_domain_xml(&raw, &e).unwrap()).unwrap();
+        assert_eq!(d.disks[0].format.as_deref(), Some("qcow2"));
+        assert_eq!(d.disks[1].format.as_deref(), Some("raw"));
+        // Without the edit, formats stay as they were.
+        let d = parse_domain(&clone_domain_xml(&raw, &edits()).unwrap()).unwrap();
+        assert_eq!(d.disks[0].format.as_deref(), Some("raw"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod listing;
 pub mod snapshot;
 pub mod storage;
 pub mod sysctl;
+pub mod templates;
 pub mod usage;
 pub mod vm;
 pub mod vmspec;

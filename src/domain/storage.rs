@@ -531,7 +531,7 @@ fn attr(e: &BytesStart, key: &str) -> Option<String> {
 /// each start (or empty) element, and `on_text` with the path and the text of each
 /// element when it closes. Stops at the first malformed part (display only: what was
 /// read so far is kept).
-fn walk(
+pub(crate) fn walk(
     xml: &str,
     mut on_start: impl FnMut(&[String], &BytesStart),
     mut on_text: impl FnMut(&[String], &str),
@@ -568,7 +568,7 @@ fn walk(
     }
 }
 
-fn is(path: &[String], want: &[&str]) -> bool {
+pub(crate) fn is(path: &[String], want: &[&str]) -> bool {
     path.len() == want.len() && path.iter().zip(want).all(|(a, b)| a == b)
 }
 

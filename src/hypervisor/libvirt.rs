@@ -858,6 +858,12 @@ impl Hypervisor for Libvirt {
     fn upload_volume(&self, path: &str, length: u64, from: &mut dyn std::io::Read) -> HvResult<()> {
         volumes::upload(&self.conn()?, path, length, from)
     }
+
+    // ---- templates ----
+
+    fn volume_xml(&self, path: &str) -> HvResult<String> {
+        volumes::xml(&self.conn()?, path)
+    }
 }
 
 impl Libvirt {

@@ -210,6 +210,13 @@ pub trait Hypervisor: Send + Sync {
         let _ = (path, length, from);
         Err(storage_not_available("upload into the volume"))
     }
+
+    // ---- templates (default: not available) ----
+    /// The XML of the volume at `path` (its format and, for an overlay, its backing store).
+    fn volume_xml(&self, path: &str) -> HvResult<String> {
+        let _ = path;
+        Err(storage_not_available("read the volume's description"))
+    }
 }
 
 impl ConsoleError {

@@ -9,6 +9,9 @@ use crate::config::Config;
 use crate::domain::capacity::{admit, AdmissionError};
 use crate::domain::clone::{clone_domain_xml, CloneEdits};
 use crate::domain::snapshot::{snapshot_xml, SnapshotInfo, SnapshotName, MAX_DESCRIPTION_CHARS};
+use crate::domain::templates::{
+    overlay_refusal, overlay_volume_xml, pool_takes_overlays, CloneMode,
+};
 use crate::domain::vm::{VmAction, VmState, VmSummary};
 use crate::domain::vmspec::{DiskFormat, Mac, VmName};
 use crate::domain::xml;
@@ -145,6 +148,18 @@ struct DiskCopy {
     format: DiskFormat,
 }
 
+/// Runs on a defined clone (its name, its disks with their formats) before it starts.
+pub(crate) type PrepareClone<'a> =
+    &'a (dyn Fn(&str, &[(String, DiskFormat)]) -> Result<(), String> + Sync);
+
+/// How a clone's disks are made, and what runs on it before its first start.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct CloneHow<'a> {
+    pub mode: CloneMode,
+    /// An error here rolls the clone back like any failed step.
+    pub prepare: Option<(&'static str, PrepareClone<'a>)>,
+}
+
 /// The copy's volume name: the clone's name with the source volume's extension.
 fn copy_name(clone: &str, source_volume: &str, index: usize) -> String {
     let ext = source_volume
@@ -172,6 +187,24 @@ pub fn clone(
     actor: &str,
     now: i64,
 ) -> LcResult<Cloned> {
+    let how = CloneHow::default();
+    clone_with(hv, store, cfg, lock, source, req, actor, now, how)
+}
+
+/// A clone made the way `how` says: full copies or linked overlays, then `prepare`.
+#[allow(clippy::too_many_arguments)] // the same collaborators as create
+pub(crate) fn clone_with(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    cfg: &Config,
+    lock: &AdmissionLock,
+    source: &str,
+    req: &CloneRequest,
+    actor: &str,
+    now: i64,
+    how: CloneHow<'_>,
+) -> LcResult<Cloned> {
+    let linked = how.mode == CloneMode::Linked;
     let (edits, copies, units, source_xml) = {
         let _guard = locked(lock)?;
         let inv = inventory(hv, store, cfg)?;
@@ -222,7 +255,15 @@ pub fn clone(
                     "{source}'s disk {path} is not a volume in a storage pool, so virtdeck cannot copy it. Move it into a pool first."
                 )));
             };
-            let volume_name = copy_name(name.as_str(), &vol.name, copies.len());
+            if linked && !pool_takes_overlays(&pool.kind) {
+                return Err(LifecycleError::Invalid(vec![field(
+                    "mode",
+                    overlay_refusal(&pool.name, &pool.kind),
+                )]));
+            }
+            // A linked clone's disk is a qcow2 file whatever the source's format.
+            let source_name = if linked { "overlay.qcow2" } else { &vol.name };
+            let volume_name = copy_name(name.as_str(), source_name, copies.len());
             if pool.volumes.iter().any(|v| v.name == volume_name)
                 || copies
                     .iter()
@@ -240,8 +281,11 @@ pub fn clone(
                 Some("qcow2") => DiskFormat::Qcow2,
                 _ => DiskFormat::Raw,
             };
-            *needed_gib.entry(pool.name.clone()).or_default() +=
-                vol.allocation_bytes.max(1).div_ceil(GIB);
+            // An overlay starts empty and grows with what the clone writes.
+            if !linked {
+                *needed_gib.entry(pool.name.clone()).or_default() +=
+                    vol.allocation_bytes.max(1).div_ceil(GIB);
+            }
             copies.push(DiskCopy {
                 source: path.clone(),
                 pool: pool.name.clone(),
@@ -310,6 +354,7 @@ pub fn clone(
             macs,
             disks: HashMap::new(),
             logs,
+            disk_format: linked.then(|| DiskFormat::Qcow2.as_str().to_string()),
         };
         store.insert_vm(&VmRow {
             name: name.to_string(),
@@ -324,7 +369,7 @@ pub fn clone(
     };
 
     let name = edits.name.clone();
-    match build_clone(hv, store, edits, &copies, &source_xml, req.start) {
+    match build_clone(hv, store, edits, &copies, &source_xml, req.start, how) {
         Ok(edits) => {
             store.finish_vm(&name)?;
             Ok(Cloned {
@@ -340,13 +385,13 @@ pub fn clone(
                 started: req.start,
             })
         }
-        Err((what, e)) => Err(undo_failed(
+        Err((what, reason)) => Err(undo_failed(
             hv,
             store,
             &name,
             &format!("{source} could not be cloned"),
             what,
-            &reason_in_plain_words(&e),
+            &reason,
         )),
     }
 }
@@ -358,30 +403,42 @@ fn build_clone(
     copies: &[DiskCopy],
     source_xml: &str,
     start: bool,
-) -> Result<CloneEdits, (&'static str, HypervisorError)> {
+    how: CloneHow<'_>,
+) -> Result<CloneEdits, (&'static str, String)> {
+    let plain = |what: &'static str| move |e: HypervisorError| (what, reason_in_plain_words(&e));
+    let mut made = Vec::new();
     for c in copies {
-        let vol_xml = xml::volume_copy_xml(&c.volume_name, c.capacity_bytes, c.format);
-        let path = hv
-            .clone_volume(&c.source, &vol_xml)
-            .map_err(|e| ("copying a disk volume", e))?;
+        let path = if how.mode == CloneMode::Linked {
+            let vol_xml = overlay_volume_xml(&c.volume_name, c.capacity_bytes, &c.source, c.format);
+            hv.create_volume(&c.pool, &vol_xml)
+                .map_err(plain("creating a linked disk (qcow2 overlay)"))?
+        } else {
+            let vol_xml = xml::volume_copy_xml(&c.volume_name, c.capacity_bytes, c.format);
+            hv.clone_volume(&c.source, &vol_xml)
+                .map_err(plain("copying a disk volume"))?
+        };
+        made.push((
+            path.clone(),
+            if how.mode == CloneMode::Linked {
+                DiskFormat::Qcow2
+            } else {
+                c.format
+            },
+        ));
         if let Err(e) = store.record_made(&edits.name, "volume", &path) {
             tracing::error!(error = %e, "could not record the copied volume");
         }
         edits.disks.insert(c.source.clone(), path);
     }
-    let new_xml = clone_domain_xml(source_xml, &edits).map_err(|e| {
-        (
-            "rewriting the definition",
-            HypervisorError::Call {
-                operation: "define the clone",
-                message: e.to_string(),
-            },
-        )
-    })?;
-    hv.define(&new_xml).map_err(|e| ("defining the clone", e))?;
+    let new_xml = clone_domain_xml(source_xml, &edits)
+        .map_err(|e| ("rewriting the definition", e.to_string()))?;
+    hv.define(&new_xml).map_err(plain("defining the clone"))?;
+    if let Some((what, prepare)) = how.prepare {
+        prepare(&edits.name, &made).map_err(|reason| (what, reason))?;
+    }
     if start {
         hv.act(&edits.name, VmAction::Start)
-            .map_err(|e| ("starting the clone", e))?;
+            .map_err(plain("starting the clone"))?;
     }
     Ok(edits)
 }

@@ -6,6 +6,7 @@ mod changes;
 pub mod jobs;
 pub mod list_cache;
 pub mod storage;
+pub mod templates;
 pub mod volumes;
 pub use changes::{
     clone, create_snapshot, delete_snapshot, resize, revert_snapshot, snapshots, CloneRequest,
@@ -1134,6 +1135,7 @@ pub fn delete(
         }
         Err(e) => return Err(e.into()),
     };
+    templates::check_delete(hv, store, name)?;
     let units = store
         .vm_rows()?
         .into_iter()
@@ -1144,6 +1146,7 @@ pub fn delete(
         message: format!("The VM could not be removed: {}", reason_in_plain_words(&e)),
     })?;
     store.delete_vm(name)?;
+    store.unmark_template(name)?;
     let mut deleted = Vec::new();
     if delete_volumes {
         for v in volumes {
@@ -1179,6 +1182,8 @@ pub struct VmView {
     /// Guest IP addresses libvirt knows of (running VMs on a libvirt network, or seen
     /// in the host's ARP table), as `address/prefix`.
     pub addresses: Vec<String>,
+    /// Marked as a template: never started, new VMs are made from it.
+    pub template: bool,
 }
 
 /// Every VM with its units, devices and guest addresses, and the units each holds.
@@ -1220,6 +1225,7 @@ fn views_and_claims(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResul
     let rows = store.vm_rows()?; // before the VMs: see `inventory`
     let vms = hv.list_vms()?;
     let claims = claims(&model, &vms, &rows);
+    let marked: HashSet<String> = store.templates()?.into_iter().map(|t| t.name).collect();
     let mut defs: HashMap<String, xml::ParsedDomain> = HashMap::new();
     for x in hv.all_domain_xml()? {
         if let Ok(d) = xml::parse_domain(&x) {
@@ -1247,6 +1253,7 @@ fn views_and_claims(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResul
                     .map(|d| d.nics.iter().filter_map(|n| n.mac.clone()).collect())
                     .unwrap_or_default(),
                 addresses: Vec::new(),
+                template: marked.contains(&v.name),
                 summary: v,
             }
         })

@@ -4,6 +4,7 @@
 
 pub mod jobs;
 mod migrations;
+pub mod templates;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;

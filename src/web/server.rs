@@ -386,6 +386,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(super::console::routes)
     // Before the /api/v1 scope: its `/pools/{name}/{action}` would take these POSTs.
     .configure(super::volumes::routes)
+    // Before the /api/v1 scope too: its `/vms/{name}/{action}` would take these POSTs.
+    .configure(pages::templates::routes)
     .service(
         web::scope("/api/v1")
             .route("/whoami", web::get().to(api::whoami))

@@ -22,6 +22,8 @@ pub enum Step {
     BuildPool,
     StartPool,
     PoolAutostart,
+    /// Fails creating a volume with a backing store (a linked clone's overlay) only.
+    CreateOverlay,
 }
 
 pub struct FailAt {
@@ -73,7 +75,9 @@ impl Hypervisor for FailAt {
         self.inner.all_domain_xml()
     }
     fn create_volume(&self, pool: &str, xml: &str) -> HvResult<String> {
-        if self.step == Step::CreateVolume {
+        if self.step == Step::CreateVolume
+            || (self.step == Step::CreateOverlay && xml.contains("<backingStore>"))
+        {
             return Err(injected("create the disk volume"));
         }
         self.inner.create_volume(pool, xml)
@@ -189,5 +193,8 @@ impl Hypervisor for FailAt {
     }
     fn pool_xml(&self, name: &str) -> HvResult<String> {
         self.inner.pool_xml(name)
+    }
+    fn volume_xml(&self, path: &str) -> HvResult<String> {
+        self.inner.volume_xml(path)
     }
 }

@@ -146,3 +146,10 @@ pub(super) fn upload(conn: &Connect, path: &str, length: u64, from: &mut dyn Rea
     }
     stream.finish().map_err(call(OP))
 }
+
+/// The volume's XML as libvirt describes it (format, backing store).
+pub(super) fn xml(conn: &Connect, path: &str) -> HvResult<String> {
+    lookup_volume(conn, path)?
+        .xml_desc(0)
+        .map_err(call("read the volume's description"))
+}

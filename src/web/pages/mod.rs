@@ -7,6 +7,7 @@ pub mod host;
 pub mod hostnet;
 pub mod libvirt_networks;
 pub mod storage;
+pub mod templates;
 pub mod vm_changes;
 pub mod vms;
 

@@ -690,7 +690,10 @@ pub async fn run_action(
         who,
         &format!("vm.{}", action.as_str()),
         name,
-        move |s| lifecycle::act(s.hv.as_ref(), &n, action),
+        move |s| {
+            lifecycle::templates::refuse_start(&s.store, &n, action)?;
+            lifecycle::act(s.hv.as_ref(), &n, action)
+        },
         |()| String::new(),
     )
     .await?

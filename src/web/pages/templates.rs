@@ -1,0 +1,450 @@
+//! Templates: the Templates page, the "New VM from template" form, the mark/unmark
+//! button of the VM page, and their API (`/api/v1/templates`, `/api/v1/vms/{name}/template`).
+//! Operators and admins mark, unmark and create from templates; everyone signed in sees them.
+
+use super::super::api::{answer, csrf_header};
+use super::super::errors::{html, AppError};
+use super::super::session::Authed;
+use super::super::{lc, now, AppState};
+use super::vm_changes::audited;
+use super::vms::{back_to, render_detail, FormState};
+use super::{format_time, Chrome};
+use crate::auth::Role;
+use crate::domain::storage::human_bytes;
+use crate::domain::templates::{CloneMode, SYSPREP_MISSING};
+use crate::lifecycle::templates::{
+    self as tpl, FromTemplate, FromTemplateRequest, Marked, TemplateView,
+};
+use crate::lifecycle::{FieldError, LcResult, LifecycleError};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::{Deserialize, Serialize};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/templates", web::get().to(templates_page))
+        .route("/templates/{name}/new", web::get().to(new_page))
+        .route("/templates/{name}/new", web::post().to(create_form))
+        .route("/vms/{name}/template", web::post().to(mark_form))
+        .route("/api/v1/templates", web::get().to(api_list))
+        .route("/api/v1/templates/{name}/vms", web::post().to(api_create))
+        .route("/api/v1/vms/{name}/template", web::post().to(api_mark))
+        .route("/api/v1/vms/{name}/template", web::delete().to(api_unmark));
+}
+
+// ---- audited operations, shared by the pages and the API ----
+
+async fn mark(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    name: &str,
+) -> Result<LcResult<Marked>, AppError> {
+    let (n, actor) = (name.to_string(), who.username.clone());
+    audited(
+        state,
+        who,
+        "vm.template.mark",
+        name,
+        move |s| tpl::mark(s.hv.as_ref(), &s.store, &n, &actor, now()),
+        |m| {
+            if m.autostart_turned_off {
+                "marked as a template; autostart turned off".into()
+            } else {
+                "marked as a template".into()
+            }
+        },
+    )
+    .await
+}
+
+async fn unmark(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    name: &str,
+) -> Result<LcResult<()>, AppError> {
+    let n = name.to_string();
+    audited(
+        state,
+        who,
+        "vm.template.unmark",
+        name,
+        move |s| tpl::unmark(s.hv.as_ref(), &s.store, &n),
+        |()| "no longer a template".into(),
+    )
+    .await
+}
+
+async fn create(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    template: &str,
+    req: FromTemplateRequest,
+) -> Result<LcResult<FromTemplate>, AppError> {
+    let (t, actor) = (template.to_string(), who.username.clone());
+    // Audited under the template's name; the new VM's history starts with its first action.
+    audited(
+        state,
+        who,
+        "vm.template.create",
+        template,
+        move |s| {
+            tpl::create_from(
+                s.hv.as_ref(),
+                &s.store,
+                &s.cfg,
+                &s.admission,
+                &t,
+                &req,
+                &actor,
+                now(),
+                crate::sysprep::find(),
+            )
+        },
+        |c| {
+            format!(
+                "made {} as a {} ({} units, volumes: {}{})",
+                c.vm.name,
+                c.mode.label().to_lowercase(),
+                c.vm.units,
+                c.vm.volumes.join(", "),
+                if c.identity_reset {
+                    ", identity reset"
+                } else {
+                    ""
+                }
+            )
+        },
+    )
+    .await
+}
+
+// ---- pages ----
+
+#[derive(Template)]
+#[template(path = "templates.html")]
+struct TemplatesPage {
+    chrome: Chrome,
+    templates: Vec<TemplateView>,
+    can_operate: bool,
+}
+
+impl TemplatesPage {
+    fn size(&self, t: &TemplateView) -> String {
+        human_bytes(t.capacity_bytes())
+    }
+    fn on_disk(&self, t: &TemplateView) -> String {
+        human_bytes(t.allocation_bytes())
+    }
+    fn when(&self, at: &i64) -> String {
+        format_time(*at)
+    }
+}
+
+async fn templates_page(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
+    let templates = lc(&state, |s| tpl::list(s.hv.as_ref(), &s.store))
+        .await
+        .map_err(|e| who.err(e.into()))?;
+    Ok(html(
+        StatusCode::OK,
+        &TemplatesPage {
+            chrome: Chrome::new(&who, "templates"),
+            can_operate: who.role.allows(Role::Operator),
+            templates,
+        },
+    ))
+}
+
+#[derive(Template)]
+#[template(path = "template_new.html")]
+struct NewPage {
+    chrome: Chrome,
+    template: TemplateView,
+    modes: [CloneMode; 2],
+    sysprep_available: bool,
+    sysprep_missing: &'static str,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+    name: String,
+    mode: CloneMode,
+    start: bool,
+    reset_identity: bool,
+}
+
+impl NewPage {
+    fn field_error(&self, field: &str) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|e| e.field == field)
+            .map(|e| e.message.as_str())
+    }
+    fn bytes(&self, b: &u64) -> String {
+        human_bytes(*b)
+    }
+}
+
+async fn render_new(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    name: String,
+    form: FromTemplateRequest,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+    status: StatusCode,
+) -> Result<HttpResponse, AppError> {
+    let n = name.clone();
+    let template = lc(state, move |s| tpl::list(s.hv.as_ref(), &s.store))
+        .await
+        .map_err(|e| who.err(e.into()))?
+        .into_iter()
+        .find(|t| t.name == n)
+        .ok_or_else(|| AppError::not_found(format!("There is no template named {name}.")))?;
+    Ok(html(
+        status,
+        &NewPage {
+            chrome: Chrome::new(who, "templates"),
+            template,
+            modes: [CloneMode::Full, CloneMode::Linked],
+            sysprep_available: crate::sysprep::find().is_some(),
+            sysprep_missing: SYSPREP_MISSING,
+            message,
+            errors,
+            name: form.name,
+            mode: form.mode,
+            start: form.start,
+            reset_identity: form.reset_identity,
+        },
+    ))
+}
+
+async fn new_page(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let name = path.into_inner();
+    who.require(&state, Role::Operator, "vm.template.create", &name)
+        .await?;
+    render_new(
+        &state,
+        &who,
+        name,
+        FromTemplateRequest::default(),
+        None,
+        vec![],
+        StatusCode::OK,
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+struct CreateForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    mode: String,
+    start: Option<String>,
+    reset_identity: Option<String>,
+}
+
+async fn create_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<CreateForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let template = path.into_inner();
+    let f = form.into_inner();
+    let mode = CloneMode::parse(&f.mode);
+    let req = FromTemplateRequest {
+        name: f.name.trim().to_string(),
+        mode: mode.unwrap_or_default(),
+        start: f.start.is_some(),
+        reset_identity: f.reset_identity.is_some(),
+    };
+    if mode.is_none() {
+        who.require(&state, Role::Operator, "vm.template.create", &template)
+            .await?;
+        let errors = vec![FieldError {
+            field: "mode",
+            message: "Choose a full or a linked clone.".into(),
+        }];
+        return render_new(
+            &state,
+            &who,
+            template,
+            req,
+            None,
+            errors,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
+    match create(&state, &who, &template, req.clone()).await? {
+        Ok(c) => Ok(back_to(
+            &c.vm.name,
+            &format!(
+                "Made from template {template} as a {}: {} units, {} disk{}{}{}.",
+                c.mode.label().to_lowercase(),
+                c.vm.units,
+                c.vm.volumes.len(),
+                if c.vm.volumes.len() == 1 { "" } else { "s" },
+                if c.identity_reset {
+                    ", identity reset"
+                } else {
+                    ""
+                },
+                if c.vm.started { ", started" } else { "" }
+            ),
+        )),
+        Err(LifecycleError::Invalid(errors)) => {
+            render_new(
+                &state,
+                &who,
+                template,
+                req,
+                None,
+                errors,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
+        Err(LifecycleError::NotFound(m)) => Err(AppError::not_found(m)),
+        Err(e @ (LifecycleError::Capacity(_) | LifecycleError::Conflict(_))) => {
+            render_new(
+                &state,
+                &who,
+                template,
+                req,
+                Some(e.to_string()),
+                vec![],
+                StatusCode::CONFLICT,
+            )
+            .await
+        }
+        Err(e) => {
+            render_new(
+                &state,
+                &who,
+                template,
+                req,
+                Some(e.to_string()),
+                vec![],
+                StatusCode::BAD_GATEWAY,
+            )
+            .await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct MarkForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    action: String,
+}
+
+async fn mark_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<MarkForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let name = path.into_inner();
+    let r = match form.action.as_str() {
+        "mark" => mark(&state, &who, &name).await?.map(|m| {
+            if m.autostart_turned_off {
+                format!("{name} is a template now; its autostart was turned off.")
+            } else {
+                format!("{name} is a template now.")
+            }
+        }),
+        "unmark" => unmark(&state, &who, &name)
+            .await?
+            .map(|()| format!("{name} is an ordinary VM again.")),
+        _ => return Err(AppError::not_found("There is no such template action.")),
+    };
+    match r {
+        Ok(m) => Ok(back_to(&name, &m)),
+        Err(LifecycleError::NotFound(m)) => Err(AppError::not_found(m)),
+        Err(e) => {
+            let form = FormState {
+                section: "template",
+                message: Some(e.to_string()),
+                ..Default::default()
+            };
+            render_detail(&state, &who, name, None, None, form, StatusCode::CONFLICT).await
+        }
+    }
+}
+
+// ---- API ----
+
+#[derive(Serialize)]
+struct TemplateList {
+    templates: Vec<TemplateView>,
+    /// Whether "reset_identity" can be asked for (virt-sysprep is installed).
+    sysprep_available: bool,
+}
+
+async fn api_list(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
+    let templates = lc(&state, |s| tpl::list(s.hv.as_ref(), &s.store))
+        .await
+        .map_err(|e| who.err(e.into()))?;
+    Ok(HttpResponse::Ok().json(TemplateList {
+        templates,
+        sysprep_available: crate::sysprep::find().is_some(),
+    }))
+}
+
+async fn api_mark(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let r = mark(&state, &who, &path.into_inner()).await?;
+    answer(&who, r, |m| HttpResponse::Ok().json(m))
+}
+
+#[derive(Serialize)]
+struct Unmarked {
+    name: String,
+    template: bool,
+}
+
+async fn api_unmark(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let name = path.into_inner();
+    let r = unmark(&state, &who, &name).await?;
+    answer(&who, r, |()| {
+        HttpResponse::Ok().json(Unmarked {
+            name,
+            template: false,
+        })
+    })
+}
+
+async fn api_create(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    body: web::Json<FromTemplateRequest>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let r = create(&state, &who, &path.into_inner(), body.into_inner()).await?;
+    answer(&who, r, |c| {
+        HttpResponse::Created()
+            .insert_header(("location", format!("/api/v1/vms/{}", c.vm.name)))
+            .json(c)
+    })
+}

@@ -1,0 +1,119 @@
+//! "Reset identity" when virt-sysprep is installed. libguestfs is too heavy to install in
+//! CI, so a stand-in `virt-sysprep` script is put first on PATH (this test binary holds
+//! only this test, so nothing else sees it): it records its arguments, and fails when
+//! told to. The real tool's absence is tested in tests/templates.rs.
+
+mod common;
+
+use common::api::Api;
+use common::spawn_app;
+use reqwest::StatusCode;
+use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+
+#[tokio::test]
+async fn the_identity_is_reset_with_virt_sysprep_and_a_failure_rolls_the_clone_back() {
+    let tools = tempfile::tempdir().unwrap();
+    let args_file = tools.path().join("args");
+    let fail_flag = tools.path().join("fail");
+    let script = tools.path().join("virt-sysprep");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\nif [ -e '{}' ]; then echo 'virt-sysprep: error: the disk is locked' >&2; exit 1; fi\n",
+            args_file.display(),
+            fail_flag.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![tools.path().to_path_buf()];
+    dirs.extend(std::env::split_paths(&path));
+    std::env::set_var("PATH", std::env::join_paths(dirs).unwrap());
+
+    let app = spawn_app().await;
+    let api = Api::new(&app).await;
+    let (s, _) = api
+        .post("/api/v1/vms/build-runner/force-off", json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = api
+        .post("/api/v1/vms/build-runner/template", json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        api.get("/api/v1/templates").await.1["sysprep_available"],
+        true
+    );
+
+    // The form offers the checkbox instead of the "not installed" sentence.
+    let (admin, _) = app.login("admin", common::ADMIN_PASSWORD).await;
+    let page = common::pages::text(&admin, &app.url("/templates/build-runner/new")).await;
+    assert!(
+        page.contains("name=\"reset_identity\"")
+            && page.contains("Reset identity (hostname, machine-id, SSH host keys)"),
+        "{page}"
+    );
+    assert!(!page.contains("sysprep-missing"));
+
+    // A linked clone with its identity reset: the tool got the clone's disk and name.
+    let (s, v) = api
+        .post(
+            "/api/v1/templates/build-runner/vms",
+            json!({"name": "runner-2", "mode": "linked", "reset_identity": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["identity_reset"], true);
+    let volume = v["volumes"][0].as_str().unwrap();
+    let args = std::fs::read_to_string(&args_file).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    assert_eq!(
+        args,
+        vec![
+            "--quiet",
+            "--operations",
+            "machine-id,ssh-hostkeys,net-hostname,customize",
+            "--hostname",
+            "runner-2",
+            "--format",
+            "qcow2",
+            "-a",
+            volume
+        ]
+    );
+
+    // When the tool fails, the clone is undone: no VM, no volume, no claim.
+    std::fs::write(&fail_flag, "").unwrap();
+    let before = (
+        api.fingerprint().await,
+        api.get("/api/v1/pools").await.1.to_string(),
+    );
+    let (s, v) = api
+        .post(
+            "/api/v1/templates/build-runner/vms",
+            json!({"name": "runner-3", "mode": "full", "reset_identity": true, "start": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(
+        m.contains("resetting the identity with virt-sysprep failed")
+            && m.contains("the disk is locked")
+            && m.contains("Nothing was left behind"),
+        "{m}"
+    );
+    assert!(std::fs::read_to_string(&args_file)
+        .unwrap()
+        .contains("runner-3"));
+    let after = (
+        api.fingerprint().await,
+        api.get("/api/v1/pools").await.1.to_string(),
+    );
+    assert_eq!(after, before);
+    assert_eq!(
+        api.get("/api/v1/vms/runner-3").await.0,
+        StatusCode::NOT_FOUND
+    );
+}
