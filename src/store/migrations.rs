@@ -17,6 +17,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0003_made_during_create.sql"),
     ),
     ("0007_jobs", include_str!("../../migrations/0007_jobs.sql")),
+    (
+        "0008_cloud_init",
+        include_str!("../../migrations/0008_cloud_init.sql"),
+    ),
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
