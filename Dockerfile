@@ -13,7 +13,7 @@ RUN scripts/vendor-assets.sh && cargo build --release --locked && strip target/r
 FROM debian:bookworm-slim
 RUN echo "deb http://deb.debian.org/debian bookworm-backports main" > /etc/apt/sources.list.d/backports.list \
  && apt-get update \
- && apt-get install -y --no-install-recommends -t bookworm-backports libvirt0 ca-certificates \
+ && apt-get install -y --no-install-recommends -t bookworm-backports libvirt0 ca-certificates genisoimage \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/virtdeck /usr/local/bin/virtdeck
 VOLUME /var/lib/virtdeck

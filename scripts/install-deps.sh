@@ -9,7 +9,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
 
-build_pkgs=(pkg-config libvirt-dev libvirt-daemon gcc make)
+build_pkgs=(pkg-config libvirt-dev libvirt-daemon gcc make genisoimage)
 backports_pkgs=(qemu-system-x86 libvirt-dev libvirt-daemon-system libvirt-daemon-driver-qemu
   libvirt-daemon-driver-storage libvirt-daemon-driver-network libvirt-clients)
 test_pkgs=(chromium chromium-driver busybox-static cpio xz-utils iproute2 websockify

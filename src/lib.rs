@@ -11,6 +11,7 @@ pub mod fetch;
 pub mod hostcfg;
 pub mod hypervisor;
 pub mod lifecycle;
+pub mod seed_iso;
 pub mod store;
 pub mod sysprep;
 pub mod usage;

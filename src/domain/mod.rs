@@ -2,6 +2,7 @@
 
 pub mod capacity;
 pub mod clone;
+pub mod cloudinit;
 pub mod host;
 pub mod host_export;
 pub mod hostnet;

@@ -3,6 +3,7 @@
 //! Every function here blocks: call it off the async runtime.
 
 mod changes;
+pub mod cloudinit;
 pub mod jobs;
 pub mod list_cache;
 pub mod storage;
@@ -63,6 +64,9 @@ pub struct CreateVmRequest {
     /// Start right after defining ("create and start").
     #[serde(default)]
     pub start: bool,
+    /// The seed for a `cloud_image` disk.
+    #[serde(default)]
+    pub cloud_init: Option<cloudinit::CloudInitRequest>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -76,6 +80,9 @@ pub enum DiskRequest {
     },
     /// An existing volume, by path.
     Existing { path: String },
+    /// A copy of a cloud image volume (by path), in its pool, grown to `size_gib`
+    /// (default: the units' share, at least the image's size); needs `cloud_init`.
+    CloudImage { base: String, size_gib: Option<u64> },
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -268,6 +275,7 @@ pub enum CreateStep {
     Define,
     Autostart,
     Start,
+    CloudInit,
 }
 
 fn random_uuid() -> String {
@@ -456,6 +464,8 @@ struct Plan {
     network_install: Option<(TreeUrl, String)>,
     /// Where downloaded installer files go.
     boot_dir: std::path::PathBuf,
+    /// A cloud image copy and its cloud-init seed.
+    cloud: Option<cloudinit::SeedPlan>,
 }
 
 fn plan(
@@ -501,6 +511,7 @@ fn plan(
     let mut disks = Vec::new();
     let mut new_volume = None;
     let mut disk_units = 0;
+    let mut cloud = None;
     let all_volumes = || {
         inv.pools
             .iter()
@@ -596,7 +607,29 @@ fn plan(
                 }
             }
         }
+        Some(DiskRequest::CloudImage { base, size_gib }) => {
+            if let Some((seed, disk, units)) = cloudinit::plan(
+                base,
+                *size_gib,
+                req.cloud_init.as_ref(),
+                &req.install,
+                name.as_ref(),
+                units,
+                inv,
+                &mut errors,
+            ) {
+                cloud = Some(seed);
+                disks.push(disk);
+                disk_units = units;
+            }
+        }
         None => {}
+    }
+    if req.cloud_init.is_some() && !matches!(req.disk, Some(DiskRequest::CloudImage { .. })) {
+        errors.push(field(
+            "disk_mode",
+            "Cloud-init settings go with a cloud image disk: choose \"Cloud image\".",
+        ));
     }
 
     // Install source.
@@ -789,6 +822,7 @@ fn plan(
         autostart: req.autostart,
         network_install,
         boot_dir: cfg.boot_dir.clone(),
+        cloud,
     })
 }
 
@@ -853,6 +887,7 @@ pub fn create(
                 CreateStep::Define => "defining the VM",
                 CreateStep::Autostart => "turning on autostart",
                 CreateStep::Start => "starting the VM",
+                CreateStep::CloudInit => "preparing the cloud image and its cloud-init seed",
             };
             Err(undo_failed(
                 hv,
@@ -875,6 +910,9 @@ fn build(
     let failed = |step: CreateStep| move |e: HypervisorError| (step, reason_in_plain_words(&e));
     let name = plan.spec.name.to_string();
     let mut disk_path = None;
+    if let Some(seed) = &plan.cloud {
+        cloudinit::make(hv, store, seed, &mut plan.spec).map_err(|e| (CreateStep::CloudInit, e))?;
+    }
     if let Some((pool, vol_xml)) = &plan.new_volume {
         let path = hv
             .create_volume(pool, vol_xml)
@@ -1142,12 +1180,23 @@ pub fn delete(
         .find(|r| r.name == name)
         .map(|r| r.units)
         .unwrap_or(0);
+    let seed = store.cloud_init(name)?.map(|c| c.seed_path);
     hv.undefine(name).map_err(|e| LifecycleError::Failed {
         message: format!("The VM could not be removed: {}", reason_in_plain_words(&e)),
     })?;
     store.delete_vm(name)?;
     store.unmark_template(name)?;
     let mut deleted = Vec::new();
+    // The cloud-init seed (which holds the password hash) never outlives its VM.
+    if let Some(seed) = seed {
+        match hv.delete_volume(&seed) {
+            Ok(()) => deleted.push(seed),
+            Err(HypervisorError::NotFound { .. }) => {}
+            Err(e) => {
+                tracing::error!(vm = name, seed, error = %e, "could not delete the cloud-init seed")
+            }
+        }
+    }
     if delete_volumes {
         for v in volumes {
             match hv.delete_volume(&v) {

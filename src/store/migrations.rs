@@ -21,6 +21,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0008_templates",
         include_str!("../../migrations/0008_templates.sql"),
     ),
+    (
+        "0009_cloud_init",
+        include_str!("../../migrations/0009_cloud_init.sql"),
+    ),
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

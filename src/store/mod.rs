@@ -2,6 +2,7 @@
 //!
 //! Calls are blocking: the web layer runs them through `web::block`.
 
+pub mod cloud_init;
 pub mod jobs;
 mod migrations;
 pub mod templates;

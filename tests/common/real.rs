@@ -36,7 +36,12 @@ pub struct TestPool {
 
 impl TestPool {
     pub fn new() -> TestPool {
-        let name = format!("vdtest-pool-{}", std::process::id());
+        TestPool::with_prefix("vdtest-pool")
+    }
+
+    /// A pool named `{prefix}-{pid}`, in `/var/tmp` under the same name.
+    pub fn with_prefix(prefix: &str) -> TestPool {
+        let name = format!("{prefix}-{}", std::process::id());
         let dir = PathBuf::from(format!("/var/tmp/{name}"));
         std::fs::create_dir_all(&dir).unwrap();
         {

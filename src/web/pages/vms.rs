@@ -148,6 +148,15 @@ pub struct CreateForm {
     pub clock: String,
     pub autostart: Option<String>,
     pub then: String,
+    /// Cloud image: the base volume's path and the disk size.
+    pub base: String,
+    pub cloud_size_gib: String,
+    /// Cloud-init; the password is never shown back.
+    pub ci_hostname: String,
+    pub ci_user: String,
+    pub ci_password: String,
+    pub ci_ssh_keys: String,
+    pub ci_user_data: String,
 }
 
 pub(super) fn number<T: std::str::FromStr>(
@@ -201,6 +210,15 @@ impl CreateForm {
                 path: self.volume.clone(),
             }),
             "none" => None,
+            "cloud" => Some(DiskRequest::CloudImage {
+                base: self.base.clone(),
+                size_gib: number(
+                    &self.cloud_size_gib,
+                    "size_gib",
+                    "the disk size",
+                    &mut errors,
+                ),
+            }),
             _ => Some(DiskRequest::New {
                 pool: self.pool.clone(),
                 size_gib: number(&self.size_gib, "size_gib", "the disk size", &mut errors),
@@ -222,6 +240,21 @@ impl CreateForm {
                 kernel_args: self.kernel_args.clone(),
             },
             _ => InstallRequest::Import,
+        };
+        // A cloud image boots its disk; the install choice does not apply.
+        let (install, cloud_init) = if self.disk_mode == "cloud" {
+            (
+                InstallRequest::Import,
+                Some(lifecycle::cloudinit::CloudInitRequest {
+                    hostname: self.ci_hostname.clone(),
+                    user: self.ci_user.clone(),
+                    password: self.ci_password.clone(),
+                    ssh_keys: self.ci_ssh_keys.lines().map(str::to_string).collect(),
+                    user_data: self.ci_user_data.clone(),
+                }),
+            )
+        } else {
+            (install, None)
         };
         let model = match self.nic_model.as_str() {
             "e1000" => Some(NicModel::E1000),
@@ -262,6 +295,7 @@ impl CreateForm {
             }),
             autostart: self.autostart.is_some(),
             start: self.then != "define",
+            cloud_init,
         })
     }
 }
@@ -330,10 +364,11 @@ async fn render_new(
     state: &web::Data<AppState>,
     who: &Authed,
     status: StatusCode,
-    form: CreateForm,
+    mut form: CreateForm,
     errors: Vec<FieldError>,
     general_error: Option<String>,
 ) -> Result<HttpResponse, AppError> {
+    form.ci_password.clear();
     let (flavors, pools, networks, capacity) = lc(state, |s| {
         Ok((
             s.store.flavors()?,
@@ -532,6 +567,8 @@ struct VmDetailPage {
     shutdown_requested_at: Option<i64>,
     force_off_offer_at: i64,
     usage: super::super::usage::Charts,
+    /// Set when the VM was provisioned from a cloud image with a cloud-init seed.
+    cloud_init: Option<crate::store::cloud_init::CloudInitRow>,
 }
 
 impl VmDetailPage {
@@ -614,7 +651,7 @@ pub(super) async fn render_detail(
     status: StatusCode,
 ) -> Result<HttpResponse, AppError> {
     let n = name.clone();
-    let (detail, snapshots, history, flavors) = lc(state, move |s| {
+    let (detail, snapshots, history, flavors, cloud_init) = lc(state, move |s| {
         let detail = lifecycle::detail(s.hv.as_ref(), &s.store, &s.cfg, &n)?;
         let snapshots = lifecycle::snapshots(s.hv.as_ref(), &n).unwrap_or_else(|e| {
             tracing::warn!(vm = %n, error = %e, "cannot list snapshots");
@@ -622,7 +659,8 @@ pub(super) async fn render_detail(
         });
         let history = s.store.audit_for_target(&n, 15)?;
         let flavors = s.store.flavors()?;
-        Ok((detail, snapshots, history, flavors))
+        let cloud_init = s.store.cloud_init(&n)?;
+        Ok((detail, snapshots, history, flavors, cloud_init))
     })
     .await?;
     let lifecycle::VmDetail {
@@ -650,6 +688,7 @@ pub(super) async fn render_detail(
             flavors,
             form,
             usage: super::super::usage::vm_charts(state, &name),
+            cloud_init,
         },
     ))
 }
