@@ -35,6 +35,10 @@ use std::time::{Duration, Instant};
 use virtdeck::hypervisor::Hypervisor;
 
 const VMS: usize = 1000;
+/// Rows on the VM list's first page (its default page size).
+const LIST_PAGE_ROWS: usize = 50;
+/// The memory figures' reference.
+const FLOOR: &str = "a program that only holds a libvirt connection to the same host";
 const CONNECTIONS: u32 = 64;
 const LOAD_SECONDS: u32 = 15;
 const SINGLE_CLIENT_SECONDS: u32 = 5;
@@ -52,6 +56,7 @@ const BROWSER: &str = "Browser";
 const MEMORY: &str = "Memory";
 const STARTUP: &str = "Start-up";
 const CONSOLE: &str = "Console proxy";
+const UPLOAD: &str = "Upload";
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -134,9 +139,10 @@ async fn run() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_idle = rss_mib(server.pid())?;
     let session = sign_in(&server.base).await?;
-    let page_bytes = check_lists(&server.base, &session, &token).await?;
+    let (page_bytes, page_gz_bytes) = check_lists(&server.base, &session, &token).await?;
     let rss_listed = rss_mib(server.pid())?;
     let virsh_rss = virsh_holding(&uri).await?;
+    let floor_rss = floor_holding(&uri).await?;
 
     // ---- the bare listing, in this process ----
     println!("reference: the bare libvirt listing, {BARE_LISTING_SECONDS} s");
@@ -145,7 +151,8 @@ async fn run() -> Result<()> {
     // ---- load ----
     let page_url = format!("{}/vms", server.base);
     let api_url = format!("{}/api/v1/vms", server.base);
-    let cookie_h = format!("Cookie: {session}");
+    // As a browser asks for the page: with its session and accepting gzip.
+    let cookie_h = format!("Cookie: {session}\nAccept-Encoding: gzip");
     let bearer_h = format!("Authorization: Bearer {token}");
     let mut requests = 2u64;
     println!("load: wrk, {CONNECTIONS} connections × {LOAD_SECONDS} s, and 1 × {SINGLE_CLIENT_SECONDS} s");
@@ -209,17 +216,26 @@ async fn run() -> Result<()> {
     figures.push(Figure::new(
         SCALE,
         "page_html_kib",
-        "VM list page HTML for 1,000 VMs (uncompressed)",
+        &format!("VM list page HTML, first {LIST_PAGE_ROWS} of 1,000 VMs (uncompressed)"),
         "KiB",
         page_bytes as f64 / 1024.0,
+    ));
+    figures.push(Figure::new(
+        SCALE,
+        "page_html_gzip_kib",
+        "the same page gzip'ed (as sent to browsers)",
+        "KiB",
+        page_gz_bytes as f64 / 1024.0,
     ));
     notes.push((
         SCALE.to_string(),
         format!(
             "Where a listing's time goes (in this process, through the same adapter, median of 5): {}. \
-             The page and the API both run the full VM list (listing, every VM's definition, \
-             guest addresses of each running VM) and the page also the capacity summary; \
-             requests share one libvirt connection, so they queue behind each other.",
+             The page and the API share one VM list (listing, every VM's definition, guest \
+             addresses of each running VM), read again only after a libvirt event or a change \
+             made through virtdeck, and at most 2 s old; under load most requests reuse it. The page \
+             adds the pools for the capacity summary and renders one page of rows; the API \
+             serializes all 1,000 VMs.",
             bare.breakdown
                 .iter()
                 .map(|(k, v)| format!("{k} {} ms", num(*v)))
@@ -286,6 +302,7 @@ async fn run() -> Result<()> {
             "MiB",
             rss_idle,
         )
+        .vs(FLOOR, floor_rss)
         .target(Target::Below(20.0)),
     );
     figures.push(
@@ -296,7 +313,7 @@ async fn run() -> Result<()> {
             "MiB",
             rss_listed,
         )
-        .vs("virsh holding the same host", virsh_rss)
+        .vs(FLOOR, floor_rss)
         .target(Target::Below(40.0)),
     );
     figures.push(
@@ -307,7 +324,7 @@ async fn run() -> Result<()> {
             "MiB",
             rss_after,
         )
-        .vs("virsh holding the same host", virsh_rss)
+        .vs(FLOOR, floor_rss)
         .target(Target::Below(40.0)),
     );
     figures.push(
@@ -318,7 +335,7 @@ async fn run() -> Result<()> {
             "MiB",
             rss_peak,
         )
-        .vs("virsh holding the same host", virsh_rss)
+        .vs(FLOOR, floor_rss)
         .target(Target::Below(40.0)),
     );
     figures.push(
@@ -333,6 +350,18 @@ async fn run() -> Result<()> {
         )
         .target(Target::Below(2.0)),
     );
+    notes.push((
+        MEMORY.to_string(),
+        format!(
+            "The reference is the floor: `examples/libvirt_floor`, a program that only opens a \
+             libvirt connection to the same host and lists its VMs once ({} MiB; virsh after \
+             `list --all` on the same host: {} MiB). With the test driver the 1,000 VMs live \
+             in the client's process, so the floor includes them; on a real host they live in \
+             libvirtd. Virtdeck's own share is its VmRSS minus the floor.",
+            num(floor_rss),
+            num(virsh_rss)
+        ),
+    ));
     if let Some(l) = libvirtd_rss() {
         notes.push((
             MEMORY.to_string(),
@@ -360,6 +389,8 @@ async fn run() -> Result<()> {
     let (demo, _) = Server::start(&bin, &demo_data, None, &log)?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_demo_idle = rss_mib(demo.pid())?;
+    let demo_host = root().join("demo/demo-host.xml").canonicalize()?;
+    let demo_floor_rss = floor_holding(&format!("test://{}", demo_host.display())).await?;
     figures.insert(
         figures
             .iter()
@@ -372,6 +403,7 @@ async fn run() -> Result<()> {
             "MiB",
             rss_demo_idle,
         )
+        .vs(FLOOR, demo_floor_rss)
         .target(Target::Below(20.0)),
     );
     let demo_session = sign_in(&demo.base).await?;
@@ -379,12 +411,12 @@ async fn run() -> Result<()> {
     drop(demo);
     let (server, _) = Server::start(&bin, &data, Some(&uri), &log)?;
     let session = sign_in(&server.base).await?;
-    let big_page = browse(&mut browser, &server.base, &session, VMS).await?;
+    let big_page = browse(&mut browser, &server.base, &session, LIST_PAGE_ROWS).await?;
     drop(server);
     browser.quit().await;
     for (host_label, key, p) in [
         ("demo host, 6 VMs", "demo", &demo_page),
-        ("1,000 VMs", "1000", &big_page),
+        ("1,000 VMs (first page of 50)", "1000", &big_page),
     ] {
         figures.push(
             Figure::new(
@@ -410,7 +442,7 @@ async fn run() -> Result<()> {
             BROWSER.to_string(),
             format!(
                 "{host_label}: {} requests; document {} KiB, stylesheets and scripts {} KiB, \
-                 VM screen thumbnails {} requests / {} KiB (the list asks for one per running or paused VM when the page loads, and again 1.5 s later).",
+                 VM screen thumbnails {} requests / {} KiB (one per running or paused VM whose row is on screen; asked again once 1.5 s later if the first answer had no picture yet).",
                 p.requests,
                 num(p.document_bytes as f64 / 1024.0),
                 num(p.asset_bytes as f64 / 1024.0),
@@ -422,6 +454,7 @@ async fn run() -> Result<()> {
 
     // ---- console proxy, from the same make bench run ----
     console_figures(&out, &mut figures, &mut notes);
+    upload_figures(&out, &mut figures, &mut notes);
 
     // ---- the report ----
     let report = Report {
@@ -611,6 +644,36 @@ fn libvirtd_rss() -> Option<f64> {
 
 /// VmRSS of an interactive virsh connected to the same test-driver host, after it
 /// listed every VM.
+/// VmRSS of `examples/libvirt_floor` holding a connection to `uri` after listing its VMs:
+/// what any program using libvirt pays before doing anything of its own.
+async fn floor_holding(uri: &str) -> Result<f64> {
+    use std::io::BufRead;
+    let bin = root().join("target/release/examples/libvirt_floor");
+    ensure!(
+        bin.exists(),
+        "{} is missing: `make bench` builds it (cargo build --release --example libvirt_floor)",
+        bin.display()
+    );
+    let mut child = Command::new(bin)
+        .arg(uri)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    ensure!(
+        line.starts_with("ready"),
+        "libvirt_floor did not start: {line:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = rss_mib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    rss
+}
+
 async fn virsh_holding(uri: &str) -> Result<f64> {
     let mut child = Command::new("virsh")
         .args(["-c", uri])
@@ -676,8 +739,9 @@ async fn sign_in(base: &str) -> Result<String> {
     Ok(session)
 }
 
-/// Checks that the page and the API list every VM; returns the page's size in bytes.
-async fn check_lists(base: &str, session: &str, token: &str) -> Result<usize> {
+/// Checks that the page shows the first page of the 1,000 VMs with the count, and the API
+/// lists every VM; returns the page's size in bytes, uncompressed and gzip'ed.
+async fn check_lists(base: &str, session: &str, token: &str) -> Result<(usize, usize)> {
     let c = http();
     let r = c
         .get(format!("{base}/vms"))
@@ -687,7 +751,27 @@ async fn check_lists(base: &str, session: &str, token: &str) -> Result<usize> {
     ensure!(r.status() == 200, "GET /vms answered {}", r.status());
     let page = r.text().await?;
     let rows = page.matches("<tr data-vm=").count();
-    ensure!(rows == VMS, "the VM list shows {rows} VMs, not {VMS}");
+    ensure!(
+        rows == LIST_PAGE_ROWS,
+        "the VM list's first page shows {rows} VMs, not {LIST_PAGE_ROWS}"
+    );
+    ensure!(
+        page.contains(&format!("{VMS} VMs, showing 1–{LIST_PAGE_ROWS}.")),
+        "the VM list does not say it has {VMS} VMs"
+    );
+    let gz = c
+        .get(format!("{base}/vms"))
+        .header("cookie", session)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await?;
+    ensure!(
+        gz.headers()
+            .get("content-encoding")
+            .is_some_and(|v| v == "gzip"),
+        "GET /vms is not gzip'ed for a browser"
+    );
+    let gz_len = gz.bytes().await?.len();
     let v: Value = c
         .get(format!("{base}/api/v1/vms"))
         .bearer_auth(token)
@@ -697,7 +781,7 @@ async fn check_lists(base: &str, session: &str, token: &str) -> Result<usize> {
         .await?;
     let n = v["vms"].as_array().map_or(0, |a| a.len());
     ensure!(n == VMS, "GET /api/v1/vms lists {n} VMs, not {VMS}");
-    Ok(page.len())
+    Ok((page.len(), gz_len))
 }
 
 // ---- load ----
@@ -709,11 +793,16 @@ fn wrk(
     seconds: u32,
     script: &Path,
 ) -> Result<WrkResult> {
-    let out = Command::new("wrk")
-        .arg(format!("-t{}", connections.min(2)))
+    let mut cmd = Command::new("wrk");
+    cmd.arg(format!("-t{}", connections.min(2)))
         .arg(format!("-c{connections}"))
         .arg(format!("-d{seconds}s"))
-        .args(["--timeout", "30s", "-H", header, "-s"])
+        .args(["--timeout", "30s"]);
+    for h in header.split('\n') {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
+        .arg("-s")
         .arg(script)
         .arg(url)
         .output()
@@ -964,6 +1053,7 @@ async fn capture(base: &str, session: &str, paths: &[String]) -> Result<HashMap<
         let r = c
             .get(format!("{base}{p}"))
             .header("cookie", session)
+            .header("accept-encoding", "gzip") // the same bytes the browser got
             .send()
             .await?;
         let status = r.status().as_u16();
@@ -1037,6 +1127,64 @@ async fn serve_static(pages: HashMap<String, Captured>) -> Result<String> {
         }
     });
     Ok(base)
+}
+
+// ---- upload figures from benches/upload.rs ----
+
+fn upload_figures(out: &Path, figures: &mut Vec<Figure>, notes: &mut Vec<(String, String)>) {
+    let Some(v) = std::fs::read_to_string(out.join("upload.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+    else {
+        notes.push((
+            UPLOAD.to_string(),
+            "Not measured in this run: `make bench` runs `cargo bench --bench upload` first \
+             (it needs libvirtd), which writes target/bench/upload.json."
+                .into(),
+        ));
+        return;
+    };
+    let f = |who: &str, k: &str| v[who][k].as_f64().unwrap_or(f64::NAN);
+    const VIRSH: &str = "`virsh vol-upload` of the same bytes from a file";
+    figures.push(
+        Figure::new(
+            UPLOAD,
+            "upload_rss_growth_mib",
+            "VmRSS growth during a 2 GiB upload into a directory pool (peak − before)",
+            "MiB",
+            f("virtdeck", "rss_growth_mib"),
+        )
+        .vs(VIRSH, f("virsh", "rss_growth_mib"))
+        .target(Target::Below(8.0)),
+    );
+    figures.push(
+        Figure::new(
+            UPLOAD,
+            "upload_rss_peak_mib",
+            "peak VmRSS during that upload",
+            "MiB",
+            f("virtdeck", "rss_peak_mib"),
+        )
+        .vs(VIRSH, f("virsh", "rss_peak_mib")),
+    );
+    figures.push(
+        Figure::new(
+            UPLOAD,
+            "upload_mib_s",
+            "upload throughput, HTTP client → libvirt volume",
+            "MiB/s",
+            f("virtdeck", "mib_s"),
+        )
+        .vs(VIRSH, f("virsh", "mib_s")),
+    );
+    notes.push((
+        UPLOAD.to_string(),
+        "virtdeck is a web server holding its pages and a libvirt connection; virsh is a \
+         command that starts, uploads and exits, so its peak is mostly the library it loads. \
+         The figure that matters is virtdeck's growth: the upload streams through a fixed-size \
+         buffer into libvirt's volume upload, so memory does not grow with the image's size."
+            .into(),
+    ));
 }
 
 // ---- console proxy figures from benches/console_proxy.rs ----

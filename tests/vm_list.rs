@@ -9,7 +9,7 @@ mod common;
 mod host;
 
 use common::api::Api;
-use common::{client, spawn_app_with, TestApp};
+use common::{spawn_app_with, TestApp};
 use reqwest::StatusCode;
 use std::io::Read;
 
@@ -139,7 +139,6 @@ async fn a_big_list_comes_in_pages_with_search_and_state_filter() {
 async fn the_list_shows_a_change_made_through_virtdeck_at_once() {
     let app = common::spawn_app().await;
     let api = Api::new(&app).await;
-    let viewer = client();
     let state_of = |page: &str, vm: &str| -> String {
         let row = page
             .split(&format!("<tr data-vm=\"{vm}\""))
@@ -175,7 +174,6 @@ async fn the_list_shows_a_change_made_through_virtdeck_at_once() {
         .unwrap()
         .clone();
     assert_eq!(listed["state"], "running", "{listed}");
-    drop(viewer);
 }
 
 #[tokio::test]
