@@ -158,13 +158,24 @@ impl Run {
 
 async fn through_virtdeck(pool: &Pool, out: &Path) -> Result<Run> {
     let bin = root().join("target/release/virtdeck");
-    ensure!(bin.exists(), "{} is missing: `make bench` builds it", bin.display());
+    ensure!(
+        bin.exists(),
+        "{} is missing: `make bench` builds it",
+        bin.display()
+    );
     let data = out.join("data-upload");
     let _ = std::fs::remove_dir_all(&data);
     cli(
         &bin,
         &data,
-        &["user", "add", "admin", "--role", "admin", "--password-stdin"],
+        &[
+            "user",
+            "add",
+            "admin",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
         "bench-password-1\n",
     )?;
     let token = cli(&bin, &data, &["token", "create", "--user", "admin"], "")?
@@ -173,7 +184,9 @@ async fn through_virtdeck(pool: &Pool, out: &Path) -> Result<Run> {
         .unwrap_or_default()
         .trim()
         .to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let server = Server(
         Command::new(&bin)
             .arg("--data-dir")
@@ -234,7 +247,10 @@ async fn through_virtdeck(pool: &Pool, out: &Path) -> Result<Run> {
 
 async fn through_virsh(pool: &Pool) -> Result<Run> {
     use std::io::Write;
-    let file = PathBuf::from(format!("/var/tmp/vdbench-upload-{}.img", std::process::id()));
+    let file = PathBuf::from(format!(
+        "/var/tmp/vdbench-upload-{}.img",
+        std::process::id()
+    ));
     {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&file)?);
         for i in 0..TOTAL / CHUNK as u64 {
@@ -243,7 +259,14 @@ async fn through_virsh(pool: &Pool) -> Result<Run> {
         f.flush()?;
     }
     let size = TOTAL.to_string();
-    virsh(&["vol-create-as", &pool.name, "ref.img", &size, "--format", "raw"])?;
+    virsh(&[
+        "vol-create-as",
+        &pool.name,
+        "ref.img",
+        &size,
+        "--format",
+        "raw",
+    ])?;
     let started = Instant::now();
     let mut child = Command::new("virsh")
         .args(["-c", URI, "vol-upload", "--pool", &pool.name, "ref.img"])
@@ -297,6 +320,9 @@ async fn run() -> Result<()> {
         "virtdeck": ours.json(),
         "virsh": reference.json(),
     });
-    std::fs::write(out.join("upload.json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(
+        out.join("upload.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
     Ok(())
 }
