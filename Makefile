@@ -39,7 +39,8 @@ test: test-deps assets lint
 # target/bench/report.md, report.json and the results in docs/benchmarks.md.
 bench: test-deps assets
 	scripts/install-deps.sh bench
-	$(CARGO) build --release --locked --bin virtdeck --example libvirt_floor
+	$(CARGO) build --release --locked
+	$(CARGO) build --release --locked --example libvirt_floor
 	rm -f target/bench/console_proxy.json
 	$(CARGO) bench --locked --bench console_proxy
 	rm -f target/bench/upload.json

@@ -606,3 +606,40 @@ async fn pages_show_state_field_errors_plan_and_countdown() {
     assert!(script.starts_with("#!/bin/sh\n"));
     assert!(script.contains("cat > '/etc/systemd/network/10-virtdeck-br0.netdev'"));
 }
+
+#[tokio::test]
+async fn the_demo_host_shows_plans_but_never_applies_them_to_this_machine() {
+    // `--demo` as a new admin tries it: no network namespace configured.
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path().to_path_buf();
+    let app = spawn_app_with(move |c| {
+        c.host.root = r;
+        c.host.netns = None;
+    })
+    .await;
+    let api = Api::new(&app).await;
+    let forward_before = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let (s, plan) = api
+        .post(
+            "/api/v1/host/sysctl/plan",
+            json!({"key": "net.ipv4.ip_forward", "value": if forward_before.trim() == "1" { "0" } else { "1" }}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{plan}");
+    assert!(plan["plan"]["id"].is_string(), "the plan is shown: {plan}");
+    let id = plan["plan"]["id"].as_str().unwrap();
+    let (s, refused) = api
+        .post(&format!("/api/v1/host/changes/{id}/apply"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{refused}");
+    let m = refused["error"]["message"].as_str().unwrap();
+    assert!(m.contains("demo host") && m.contains("not applied"), "{m}");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        forward_before,
+        "this machine's setting is untouched"
+    );
+    assert!(files(root.path()).is_empty(), "no file written");
+    let (_, pending) = api.get("/api/v1/host/changes/pending").await;
+    assert!(pending["pending"].is_null(), "{pending}");
+}

@@ -37,6 +37,9 @@ pub struct HostSettings {
     /// The network files' format; `None`: detected from the files under `root`.
     pub backend: Option<Backend>,
     pub confirm_seconds: u64,
+    /// Why plans may be shown but not applied here (the demo host without a network
+    /// namespace of its own: applying would change the real machine's network).
+    pub apply_refused: Option<String>,
 }
 
 /// What virtdeck manages on the host, as last confirmed.
@@ -453,6 +456,9 @@ impl Engine {
     /// Applies a plan: files, then live operations; on any failure everything already
     /// done is undone. On success the change waits for [`Engine::confirm`].
     pub fn apply(self: &Arc<Self>, plan_id: &str, actor: &str) -> Result<PendingView, ChangeError> {
+        if let Some(reason) = &self.settings.apply_refused {
+            return Err(ChangeError::Conflict(reason.clone()));
+        }
         let mut inner = self.lock();
         if let Some(p) = &inner.pending {
             return Err(ChangeError::Conflict(format!(

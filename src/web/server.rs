@@ -150,6 +150,12 @@ pub fn build_state(
             netns: cfg.host.netns.clone(),
             backend: cfg.host.backend(),
             confirm_seconds: cfg.host.confirm_seconds,
+            apply_refused: (cfg.demo && cfg.host.netns.is_none()).then(|| {
+                "This is the demo host: plans are shown but not applied, because applying \
+                 would change this machine's real network and kernel settings. Run virtdeck \
+                 without --demo on the host you want to set up."
+                    .to_string()
+            }),
         },
         cfg.data_dir.clone(),
         store.clone(),
