@@ -137,10 +137,10 @@ pub fn derived_base_url(
     }
 }
 
-/// The kickstart token in a VM's live definition when it is running its install boot
-/// (a running id, and a kernel command line with a `…=<base>/ks/<token>` argument).
-pub fn install_boot_token(live_xml: &str, vm: &str) -> Option<String> {
-    let (mut name, mut running, mut cmdline) = (String::new(), false, String::new());
+/// The kernel command line in a VM's live definition when it is running a kernel
+/// directly (a running id and an `<os><cmdline>`).
+pub fn running_cmdline(live_xml: &str, vm: &str) -> Option<String> {
+    let (mut name, mut running, mut cmdline) = (String::new(), false, None);
     walk(
         live_xml,
         |path, e| {
@@ -155,14 +155,17 @@ pub fn install_boot_token(live_xml: &str, vm: &str) -> Option<String> {
             if is(path, &["domain", "name"]) {
                 name = text.to_string();
             } else if is(path, &["domain", "os", "cmdline"]) {
-                cmdline = text.to_string();
+                cmdline = Some(text.to_string());
             }
         },
     );
-    if name != vm || !running {
-        return None;
-    }
-    cmdline
+    cmdline.filter(|_| name == vm && running)
+}
+
+/// The kickstart token in a VM's live definition when it is running its install boot
+/// (a kernel command line with an `inst.ks=`/`ks=` argument ending in `/ks/<token>`).
+pub fn install_boot_token(live_xml: &str, vm: &str) -> Option<String> {
+    running_cmdline(live_xml, vm)?
         .split_whitespace()
         .filter(|a| a.starts_with("inst.ks=") || a.starts_with("ks="))
         .find_map(|a| a.rsplit_once("/ks/").map(|(_, t)| t.to_string()))

@@ -81,13 +81,7 @@ fn checked(req: &KickstartRequest) -> LcResult<String> {
     }
 }
 
-/// Adds a new kickstart.
-pub fn create(
-    store: &Store,
-    req: &KickstartRequest,
-    actor: &str,
-    now: i64,
-) -> LcResult<KickstartRow> {
+fn checked_row(req: &KickstartRequest, actor: &str, now: i64) -> LcResult<(String, KickstartRow)> {
     let name = checked(req)?;
     let row = KickstartRow {
         name: name.clone(),
@@ -95,6 +89,17 @@ pub fn create(
         updated_at: now,
         updated_by: actor.to_string(),
     };
+    Ok((name, row))
+}
+
+/// Adds a new kickstart.
+pub fn create(
+    store: &Store,
+    req: &KickstartRequest,
+    actor: &str,
+    now: i64,
+) -> LcResult<KickstartRow> {
+    let (name, row) = checked_row(req, actor, now)?;
     match store.insert_kickstart(&row) {
         Ok(()) => Ok(row),
         Err(StoreError::Duplicate(_)) => Err(invalid(
@@ -112,13 +117,7 @@ pub fn update(
     actor: &str,
     now: i64,
 ) -> LcResult<KickstartRow> {
-    let name = checked(req)?;
-    let row = KickstartRow {
-        name: name.clone(),
-        content: req.content.clone(),
-        updated_at: now,
-        updated_by: actor.to_string(),
-    };
+    let (name, row) = checked_row(req, actor, now)?;
     if store.update_kickstart(&row)? {
         Ok(row)
     } else {
@@ -294,4 +293,34 @@ pub fn plan(
         cfg: cfg.clone(),
         now,
     }))
+}
+
+/// A VM's install with a kickstart, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallStatus {
+    pub vm: String,
+    pub kickstart: String,
+    pub expires_at: i64,
+    /// Whether the install boot runs and its kickstart URL works.
+    pub install_running: bool,
+    /// The running installer's kernel command line.
+    pub kernel_cmdline: Option<String>,
+}
+
+/// The kickstart of a VM's install, while its URL has not ended.
+pub fn status(hv: &dyn Hypervisor, store: &Store, vm: &str, now: i64) -> LcResult<InstallStatus> {
+    let none =
+        || LifecycleError::NotFound(format!("VM {vm} has no kickstart install in progress."));
+    let row = store.vm_kickstart(vm)?.ok_or_else(none)?;
+    let live = hv.all_domain_xml()?;
+    let kernel_cmdline = live.iter().find_map(|x| ks::running_cmdline(x, vm));
+    let install_running =
+        now < row.expires_at && live.iter().any(|x| ks::install_boot_token(x, vm).is_some());
+    Ok(InstallStatus {
+        vm: row.vm,
+        kickstart: row.kickstart,
+        expires_at: row.expires_at,
+        install_running,
+        kernel_cmdline,
+    })
 }

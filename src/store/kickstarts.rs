@@ -96,18 +96,25 @@ impl Store {
 
     /// The install a token belongs to, if any.
     pub fn vm_kickstart_by_token(&self, token_hash: &str) -> StoreResult<Option<VmKickstartRow>> {
+        self.vm_kickstart_where("token_hash", token_hash)
+    }
+
+    /// A VM's kickstart token row, if its install had a kickstart that has not ended.
+    pub fn vm_kickstart(&self, vm: &str) -> StoreResult<Option<VmKickstartRow>> {
+        self.vm_kickstart_where("vm", vm)
+    }
+
+    /// `column` is one of this module's fixed column names, never input.
+    fn vm_kickstart_where(&self, column: &str, value: &str) -> StoreResult<Option<VmKickstartRow>> {
+        let sql = format!("SELECT vm, kickstart, expires_at FROM vm_kickstart WHERE {column} = ?1");
         self.with(|c| {
-            c.query_row(
-                "SELECT vm, kickstart, expires_at FROM vm_kickstart WHERE token_hash = ?1",
-                [token_hash],
-                |r| {
-                    Ok(VmKickstartRow {
-                        vm: r.get(0)?,
-                        kickstart: r.get(1)?,
-                        expires_at: r.get(2)?,
-                    })
-                },
-            )
+            c.query_row(&sql, [value], |r| {
+                Ok(VmKickstartRow {
+                    vm: r.get(0)?,
+                    kickstart: r.get(1)?,
+                    expires_at: r.get(2)?,
+                })
+            })
             .optional()
         })
     }

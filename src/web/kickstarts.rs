@@ -4,7 +4,7 @@
 
 use super::api::{answer, csrf_header};
 use super::audit;
-use super::errors::{html, AppError};
+use super::errors::{html, AppError, ErrorKind};
 use super::pages::storage::{admin_change, see_other};
 use super::pages::{format_time, Chrome};
 use super::session::{remote_addr, Authed};
@@ -19,18 +19,73 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::{Deserialize, Serialize};
 
+/// Request bodies that carry a kickstart (up to 256 KiB, escaped in JSON or a form).
+const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+
+fn json_error(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as J;
+    match &err {
+        J::OverflowKnownLength { .. } | J::Overflow { .. } => AppError::new(
+            ErrorKind::PayloadTooLarge,
+            "The request body is larger than 1 MiB; a kickstart may have at most 256 KiB.",
+        ),
+        J::ContentType => AppError::bad_request("Send JSON with Content-Type: application/json."),
+        other => AppError::bad_request(format!("The request body is not valid JSON: {other}")),
+    }
+    .api()
+    .into()
+}
+
+fn form_error(err: actix_web::error::UrlencodedError, _req: &HttpRequest) -> actix_web::Error {
+    match &err {
+        actix_web::error::UrlencodedError::Overflow { .. } => AppError::new(
+            ErrorKind::PayloadTooLarge,
+            "The form is too large: a kickstart may have at most 256 KiB.",
+        ),
+        _ => AppError::bad_request("The form could not be read. Reload the page and try again."),
+    }
+    .into()
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/kickstarts", web::get().to(list_page))
-        .route("/kickstarts", web::post().to(create_form))
-        .route("/kickstarts/{name}", web::get().to(edit_page))
-        .route("/kickstarts/{name}", web::post().to(update_form))
-        .route("/kickstarts/{name}/delete", web::post().to(delete_form))
-        .route("/api/v1/kickstarts", web::get().to(api_list))
-        .route("/api/v1/kickstarts", web::post().to(api_create))
-        .route("/api/v1/kickstarts/{name}", web::get().to(api_get))
-        .route("/api/v1/kickstarts/{name}", web::put().to(api_update))
-        .route("/api/v1/kickstarts/{name}", web::delete().to(api_delete))
-        .route("/ks/{token}", web::get().to(serve));
+    let json = || {
+        web::JsonConfig::default()
+            .limit(BODY_LIMIT_BYTES)
+            .error_handler(json_error)
+    };
+    let form = || {
+        web::FormConfig::default()
+            .limit(BODY_LIMIT_BYTES)
+            .error_handler(form_error)
+    };
+    cfg.service(
+        web::resource("/kickstarts")
+            .app_data(form())
+            .route(web::get().to(list_page))
+            .route(web::post().to(create_form)),
+    )
+    .service(
+        web::resource("/kickstarts/{name}")
+            .app_data(form())
+            .route(web::get().to(edit_page))
+            .route(web::post().to(update_form)),
+    )
+    .route("/kickstarts/{name}/delete", web::post().to(delete_form))
+    .service(
+        web::resource("/api/v1/kickstarts")
+            .app_data(json())
+            .route(web::get().to(api_list))
+            .route(web::post().to(api_create)),
+    )
+    .service(
+        web::resource("/api/v1/kickstarts/{name}")
+            .app_data(json())
+            .route(web::get().to(api_get))
+            .route(web::put().to(api_update))
+            .route(web::delete().to(api_delete)),
+    )
+    .route("/api/v1/vms/{name}/kickstart", web::get().to(api_status))
+    .route("/ks/{token}", web::get().to(serve));
 }
 
 /// The base of kickstart URLs for a create arriving by `req`: the configured one, else
@@ -286,6 +341,19 @@ async fn api_delete(
     answer(&who, r, |()| HttpResponse::NoContent().finish())
 }
 
+async fn api_status(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let vm = path.into_inner();
+    let r = lc(&state, move |s| {
+        ks::status(s.hv.as_ref(), &s.store, &vm, now())
+    })
+    .await;
+    answer(&who, r, |st| HttpResponse::Ok().json(st))
+}
+
 // ---- pages ----
 
 #[derive(Deserialize)]
@@ -425,26 +493,33 @@ async fn create_form(
     }
 }
 
+/// What the edit page shows besides the stored kickstart.
+#[derive(Default)]
+struct EditShown {
+    message: Option<String>,
+    error: Option<String>,
+    errors: Vec<FieldError>,
+    /// The content as typed, when it was refused.
+    content: Option<String>,
+}
+
 async fn render_edit(
     state: &web::Data<AppState>,
     who: &Authed,
     status: StatusCode,
     name: &str,
-    message: Option<String>,
-    error: Option<String>,
-    errors: Vec<FieldError>,
-    content: Option<String>,
+    shown: EditShown,
 ) -> Result<HttpResponse, AppError> {
     let kickstart = one(state, who, name).await?;
     Ok(html(
         status,
         &EditPage {
             chrome: Chrome::new(who, "kickstarts"),
-            content: content.unwrap_or_else(|| kickstart.content.clone()),
+            content: shown.content.unwrap_or_else(|| kickstart.content.clone()),
             kickstart,
-            message,
-            error,
-            errors,
+            message: shown.message,
+            error: shown.error,
+            errors: shown.errors,
         },
     ))
 }
@@ -462,10 +537,10 @@ async fn edit_page(
         &who,
         StatusCode::OK,
         &name,
-        message,
-        None,
-        vec![],
-        None,
+        EditShown {
+            message,
+            ..Default::default()
+        },
     )
     .await
 }
@@ -494,10 +569,11 @@ async fn update_form(
                 &who,
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &name,
-                None,
-                None,
-                errors,
-                Some(content),
+                EditShown {
+                    errors,
+                    content: Some(content),
+                    ..Default::default()
+                },
             )
             .await
         }
@@ -529,10 +605,10 @@ async fn delete_form(
                 &who,
                 StatusCode::CONFLICT,
                 &name,
-                None,
-                Some(m),
-                vec![],
-                None,
+                EditShown {
+                    error: Some(m),
+                    ..Default::default()
+                },
             )
             .await
         }
