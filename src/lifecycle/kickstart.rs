@@ -324,3 +324,35 @@ pub fn status(hv: &dyn Hypervisor, store: &Store, vm: &str, now: i64) -> LcResul
         kernel_cmdline,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_settings_are_checked() {
+        assert_eq!(InstallConfig::default().problem(), None);
+        let zero = InstallConfig {
+            kickstart_max_lifetime_seconds: 0,
+            ..Default::default()
+        };
+        assert_eq!(
+            zero.problem().map(|p| p.0),
+            Some("install.kickstart_max_lifetime_seconds")
+        );
+        let bad_base = InstallConfig {
+            kickstart_base_url: Some("192.168.122.1:9443".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            bad_base.problem().map(|p| p.0),
+            Some("install.kickstart_base_url")
+        );
+        let ok: InstallConfig = toml::from_str(
+            "kickstart_base_url = \"http://192.168.122.1:9443\"\nkickstart_argument = \"ks\"",
+        )
+        .unwrap();
+        assert_eq!(ok.problem(), None);
+        assert_eq!(ok.kickstart_argument, KsArgument::Ks);
+    }
+}
