@@ -53,6 +53,8 @@ pub struct Config {
     pub host: HostConfig,
     /// Uploads and fetches of images into storage pools.
     pub images: crate::lifecycle::jobs::ImagesConfig,
+    /// Network installs: where installing guests fetch their kickstart.
+    pub install: crate::lifecycle::kickstart::InstallConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,6 +151,7 @@ impl Default for Config {
             usage: Default::default(),
             host: HostConfig::default(),
             images: Default::default(),
+            install: Default::default(),
         }
     }
 }
@@ -336,6 +339,9 @@ impl Config {
         }
         self.host.validate()?;
         if let Some((key, message)) = self.images.problem() {
+            return Err(ConfigError::Invalid { key, message });
+        }
+        if let Some((key, message)) = self.install.problem() {
             return Err(ConfigError::Invalid { key, message });
         }
         Ok(())

@@ -8,6 +8,7 @@ pub mod host_export;
 pub mod hostnet;
 pub mod install_tree;
 pub mod inventory;
+pub mod kickstart;
 pub mod listing;
 pub mod snapshot;
 pub mod storage;

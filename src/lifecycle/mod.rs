@@ -5,6 +5,7 @@
 mod changes;
 pub mod cloudinit;
 pub mod jobs;
+pub mod kickstart;
 pub mod list_cache;
 pub mod storage;
 pub mod templates;
@@ -67,6 +68,10 @@ pub struct CreateVmRequest {
     /// The seed for a `cloud_image` disk.
     #[serde(default)]
     pub cloud_init: Option<cloudinit::CloudInitRequest>,
+    /// Where installing guests fetch a kickstart when `[install] kickstart_base_url` is
+    /// unset: filled by the web layer from the address virtdeck serves on.
+    #[serde(skip)]
+    pub kickstart_base_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,6 +112,9 @@ pub enum InstallRequest {
         url: String,
         #[serde(default)]
         kernel_args: String,
+        /// A stored kickstart, served to the installer at a per-VM URL.
+        #[serde(default)]
+        kickstart: Option<String>,
     },
 }
 
@@ -276,6 +284,7 @@ pub enum CreateStep {
     Autostart,
     Start,
     CloudInit,
+    Kickstart,
 }
 
 fn random_uuid() -> String {
@@ -466,6 +475,8 @@ struct Plan {
     boot_dir: std::path::PathBuf,
     /// A cloud image copy and its cloud-init seed.
     cloud: Option<cloudinit::SeedPlan>,
+    /// A network install's kickstart.
+    kickstart: Option<kickstart::KickstartPlan>,
 }
 
 fn plan(
@@ -688,7 +699,9 @@ fn plan(
             }
             BootSpec::Network
         }
-        InstallRequest::Url { url, kernel_args } => {
+        InstallRequest::Url {
+            url, kernel_args, ..
+        } => {
             match TreeUrl::parse(url) {
                 Ok(t) => network_install = Some((t, kernel_args.trim().to_string())),
                 Err(e) => errors.push(field("url", e.to_string())),
@@ -823,6 +836,7 @@ fn plan(
         network_install,
         boot_dir: cfg.boot_dir.clone(),
         cloud,
+        kickstart: None,
     })
 }
 
@@ -851,7 +865,16 @@ pub fn create(
             .into_iter()
             .map(|f| (f.name, f.units))
             .collect();
-        let plan = plan(req, &inv, &flavors, cfg, virt_type)?;
+        let mut plan = plan(req, &inv, &flavors, cfg, virt_type)?;
+        if let InstallRequest::Url { kickstart: ks, .. } = &req.install {
+            plan.kickstart = kickstart::plan(
+                store,
+                &cfg.install,
+                ks.as_deref(),
+                req.kickstart_base_url.as_deref(),
+                now,
+            )?;
+        }
         let claims = claims(&inv.model, &inv.vms, &inv.rows);
         admit(&inv.model, &claims, plan.units, None)?;
         store.insert_vm(&VmRow {
@@ -888,6 +911,7 @@ pub fn create(
                 CreateStep::Autostart => "turning on autostart",
                 CreateStep::Start => "starting the VM",
                 CreateStep::CloudInit => "preparing the cloud image and its cloud-init seed",
+                CreateStep::Kickstart => "preparing the kickstart URL",
             };
             Err(undo_failed(
                 hv,
@@ -944,7 +968,13 @@ fn build(
         // definition, and define the VM to boot its disk from then on.
         let (kernel, initrd) = fetch_installer(store, &name, tree, &plan.boot_dir)
             .map_err(|e| (CreateStep::FetchInstaller, e))?;
-        let install = xml::install_domain_xml(&plan.spec, &kernel, &initrd, kernel_args);
+        let kernel_args = match &plan.kickstart {
+            Some(k) => k
+                .kernel_args(store, &name, kernel_args)
+                .map_err(|e| (CreateStep::Kickstart, e))?,
+            None => kernel_args.clone(),
+        };
+        let install = xml::install_domain_xml(&plan.spec, &kernel, &initrd, &kernel_args);
         hv.start_transient(&install)
             .map_err(failed(CreateStep::Start))?;
         hv.define(&xml::domain_xml(&plan.spec))

@@ -25,6 +25,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0009_cloud_init",
         include_str!("../../migrations/0009_cloud_init.sql"),
     ),
+    (
+        "0010_kickstarts",
+        include_str!("../../migrations/0010_kickstarts.sql"),
+    ),
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

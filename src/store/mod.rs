@@ -4,6 +4,7 @@
 
 pub mod cloud_init;
 pub mod jobs;
+pub mod kickstarts;
 mod migrations;
 pub mod templates;
 

@@ -114,7 +114,9 @@ pub async fn create_vm(
         body.name.trim(),
     )
     .await?;
-    match vm_ops::create(&state, &who, body.into_inner()).await {
+    let mut body = body.into_inner();
+    body.kickstart_base_url = Some(super::kickstarts::base_url(&req, &state));
+    match vm_ops::create(&state, &who, body).await {
         Ok(created) => Ok(HttpResponse::Created()
             .insert_header(("location", format!("/api/v1/vms/{}", created.name)))
             .json(created)),

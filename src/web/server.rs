@@ -394,6 +394,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(super::volumes::routes)
     // Before the /api/v1 scope too: its `/vms/{name}/{action}` would take these POSTs.
     .configure(pages::templates::routes)
+    // Before the /api/v1 scope, which would answer /api/v1/kickstarts with 404.
+    .configure(super::kickstarts::routes)
     .service(
         web::scope("/api/v1")
             .route("/whoami", web::get().to(api::whoami))

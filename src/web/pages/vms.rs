@@ -157,6 +157,8 @@ pub struct CreateForm {
     pub ci_password: String,
     pub ci_ssh_keys: String,
     pub ci_user_data: String,
+    /// Network install: a stored kickstart's name, or empty for none.
+    pub kickstart: String,
 }
 
 pub(super) fn number<T: std::str::FromStr>(
@@ -238,6 +240,7 @@ impl CreateForm {
             "url" => InstallRequest::Url {
                 url: self.url.clone(),
                 kernel_args: self.kernel_args.clone(),
+                kickstart: Some(self.kickstart.trim().to_string()).filter(|k| !k.is_empty()),
             },
             _ => InstallRequest::Import,
         };
@@ -296,6 +299,7 @@ impl CreateForm {
             autostart: self.autostart.is_some(),
             start: self.then != "define",
             cloud_init,
+            kickstart_base_url: None,
         })
     }
 }
@@ -312,6 +316,10 @@ struct NewVmPage {
     networks: Vec<NetworkInfo>,
     capacity: Capacity,
     boot_dir: String,
+    /// Stored kickstarts, for a network install.
+    kickstarts: Vec<String>,
+    /// Guests on other networks may not reach the derived kickstart URL.
+    kickstart_base_note: bool,
 }
 
 impl NewVmPage {
@@ -369,12 +377,13 @@ async fn render_new(
     general_error: Option<String>,
 ) -> Result<HttpResponse, AppError> {
     form.ci_password.clear();
-    let (flavors, pools, networks, capacity) = lc(state, |s| {
+    let (flavors, pools, networks, capacity, kickstarts) = lc(state, |s| {
         Ok((
             s.store.flavors()?,
             s.hv.pools()?,
             s.hv.networks()?,
             lifecycle::capacity(s.hv.as_ref(), &s.store, &s.cfg)?,
+            s.store.kickstarts()?,
         ))
     })
     .await?;
@@ -390,6 +399,8 @@ async fn render_new(
             networks,
             capacity,
             boot_dir: state.cfg.boot_dir.display().to_string(),
+            kickstarts: kickstarts.into_iter().map(|k| k.name).collect(),
+            kickstart_base_note: crate::web::kickstarts::base_url_may_be_unreachable(&state.cfg),
         },
     ))
 }
@@ -415,6 +426,7 @@ pub async fn new_vm_page(
 }
 
 pub async fn create_vm(
+    http: actix_web::HttpRequest,
     state: web::Data<AppState>,
     who: Authed,
     form: web::Form<CreateForm>,
@@ -424,7 +436,10 @@ pub async fn create_vm(
     who.require(&state, Role::Operator, "vm.create", form.name.trim())
         .await?;
     let req = match form.to_request() {
-        Ok(r) => r,
+        Ok(mut r) => {
+            r.kickstart_base_url = Some(crate::web::kickstarts::base_url(&http, &state));
+            r
+        }
         Err(errors) => {
             return render_new(
                 &state,

@@ -1,0 +1,617 @@
+//! Kickstarts: the Kickstarts pages and API (`/api/v1/kickstarts`), admins change them,
+//! everyone signed in reads them; and `/ks/{token}`, where an installing guest (which has
+//! no session) fetches its kickstart while its install boot runs.
+
+use super::api::{answer, csrf_header};
+use super::audit;
+use super::errors::{html, AppError, ErrorKind};
+use super::pages::storage::{admin_change, see_other};
+use super::pages::{format_time, Chrome};
+use super::session::{remote_addr, Authed};
+use super::{lc, now, AppState};
+use crate::config::Config;
+use crate::domain::kickstart::{check_base_url, derived_base_url};
+use crate::lifecycle::kickstart::{self as ks, Fetch, KickstartRequest};
+use crate::lifecycle::{FieldError, LcResult, LifecycleError};
+use crate::store::kickstarts::KickstartRow;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::{Deserialize, Serialize};
+
+/// Request bodies that carry a kickstart (up to 256 KiB, escaped in JSON or a form).
+const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+
+fn json_error(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as J;
+    match &err {
+        J::OverflowKnownLength { .. } | J::Overflow { .. } => AppError::new(
+            ErrorKind::PayloadTooLarge,
+            "The request body is larger than 1 MiB; a kickstart may have at most 256 KiB.",
+        ),
+        J::ContentType => AppError::bad_request("Send JSON with Content-Type: application/json."),
+        other => AppError::bad_request(format!("The request body is not valid JSON: {other}")),
+    }
+    .api()
+    .into()
+}
+
+fn form_error(err: actix_web::error::UrlencodedError, _req: &HttpRequest) -> actix_web::Error {
+    match &err {
+        actix_web::error::UrlencodedError::Overflow { .. } => AppError::new(
+            ErrorKind::PayloadTooLarge,
+            "The form is too large: a kickstart may have at most 256 KiB.",
+        ),
+        _ => AppError::bad_request("The form could not be read. Reload the page and try again."),
+    }
+    .into()
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    let json = || {
+        web::JsonConfig::default()
+            .limit(BODY_LIMIT_BYTES)
+            .error_handler(json_error)
+    };
+    let form = || {
+        web::FormConfig::default()
+            .limit(BODY_LIMIT_BYTES)
+            .error_handler(form_error)
+    };
+    cfg.service(
+        web::resource("/kickstarts")
+            .app_data(form())
+            .route(web::get().to(list_page))
+            .route(web::post().to(create_form)),
+    )
+    .service(
+        web::resource("/kickstarts/{name}")
+            .app_data(form())
+            .route(web::get().to(edit_page))
+            .route(web::post().to(update_form)),
+    )
+    .route("/kickstarts/{name}/delete", web::post().to(delete_form))
+    .service(
+        web::resource("/api/v1/kickstarts")
+            .app_data(json())
+            .route(web::get().to(api_list))
+            .route(web::post().to(api_create)),
+    )
+    .service(
+        web::resource("/api/v1/kickstarts/{name}")
+            .app_data(json())
+            .route(web::get().to(api_get))
+            .route(web::put().to(api_update))
+            .route(web::delete().to(api_delete)),
+    )
+    .route("/api/v1/vms/{name}/kickstart", web::get().to(api_status))
+    .route("/ks/{token}", web::get().to(serve));
+}
+
+/// The base of kickstart URLs for a create arriving by `req`: the configured one, else
+/// derived from the address virtdeck serves on (or the one the admin reached it by).
+pub fn base_url(req: &HttpRequest, state: &AppState) -> String {
+    if let Some(b) = &state.cfg.install.kickstart_base_url {
+        return b.trim_end_matches('/').to_string();
+    }
+    let scheme = if state.tls { "https" } else { "http" };
+    let host = req.connection_info().host().to_string();
+    let local = req.app_config().local_addr();
+    let (base, _) = derived_base_url(scheme, local, &host);
+    if check_base_url(&base).is_ok() {
+        base
+    } else {
+        derived_base_url(scheme, local, "").0
+    }
+}
+
+/// Whether the derived base URL may not be reachable from guests on other networks.
+pub fn base_url_may_be_unreachable(cfg: &Config) -> bool {
+    cfg.install.kickstart_base_url.is_none()
+        && cfg
+            .listen_addr()
+            .map(|a| a.ip().is_unspecified() || a.ip().is_loopback())
+            .unwrap_or(true)
+}
+
+// ---- audited changes, shared by the pages and the API ----
+
+async fn create(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    req: KickstartRequest,
+) -> Result<LcResult<KickstartRow>, AppError> {
+    let (target, actor) = (req.name.trim().to_string(), who.username.clone());
+    admin_change(
+        state,
+        who,
+        "kickstart.create",
+        &target,
+        move |s| ks::create(&s.store, &req, &actor, now()),
+        |k| format!("{} bytes", k.content.len()),
+    )
+    .await
+}
+
+async fn update(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    req: KickstartRequest,
+) -> Result<LcResult<KickstartRow>, AppError> {
+    let (target, actor) = (req.name.clone(), who.username.clone());
+    admin_change(
+        state,
+        who,
+        "kickstart.update",
+        &target,
+        move |s| ks::update(&s.store, &req, &actor, now()),
+        |k| format!("{} bytes", k.content.len()),
+    )
+    .await
+}
+
+async fn delete(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    name: String,
+) -> Result<LcResult<()>, AppError> {
+    let target = name.clone();
+    admin_change(
+        state,
+        who,
+        "kickstart.delete",
+        &target,
+        move |s| ks::delete(s.hv.as_ref(), &s.store, &name, now()),
+        |()| "deleted".into(),
+    )
+    .await
+}
+
+// ---- the installer's fetch ----
+
+async fn serve(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let token = path.into_inner();
+    let from = remote_addr(&req);
+    let r = lc(&state, move |s| {
+        ks::fetch(s.hv.as_ref(), &s.store, &token, now())
+    })
+    .await;
+    let (target, result, detail, response) = match r {
+        Ok(Fetch::Served {
+            vm,
+            kickstart,
+            content,
+        }) => (
+            vm,
+            "served",
+            format!("kickstart {kickstart}, {} bytes", content.len()),
+            HttpResponse::Ok()
+                .content_type("text/plain; charset=utf-8")
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .body(content),
+        ),
+        Ok(Fetch::Refused { vm, why }) => (
+            vm.unwrap_or_else(|| "-".into()),
+            "refused",
+            why,
+            HttpResponse::NotFound().finish(),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "a kickstart fetch failed");
+            (
+                "-".into(),
+                "refused",
+                format!("error: {e}"),
+                HttpResponse::NotFound().finish(),
+            )
+        }
+    };
+    audit::record(
+        &state,
+        "installer",
+        &from,
+        "kickstart.fetch",
+        &target,
+        result,
+        &detail,
+    )
+    .await;
+    Ok(response)
+}
+
+// ---- API ----
+
+#[derive(Serialize)]
+struct Summary {
+    name: String,
+    bytes: usize,
+    updated_at: i64,
+    updated_by: String,
+}
+
+impl From<KickstartRow> for Summary {
+    fn from(k: KickstartRow) -> Self {
+        Summary {
+            name: k.name,
+            bytes: k.content.len(),
+            updated_at: k.updated_at,
+            updated_by: k.updated_by,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct List {
+    kickstarts: Vec<Summary>,
+}
+
+async fn all(state: &web::Data<AppState>, who: &Authed) -> Result<Vec<KickstartRow>, AppError> {
+    lc(state, |s| Ok(s.store.kickstarts()?))
+        .await
+        .map_err(|e| who.err(e.into()))
+}
+
+async fn one(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    name: &str,
+) -> Result<KickstartRow, AppError> {
+    let n = name.to_string();
+    lc(state, move |s| {
+        s.store
+            .kickstart(&n)?
+            .ok_or_else(|| LifecycleError::NotFound(format!("There is no kickstart named {n}.")))
+    })
+    .await
+    .map_err(|e| who.err(e.into()))
+}
+
+async fn api_list(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
+    let kickstarts = all(&state, &who)
+        .await?
+        .into_iter()
+        .map(Summary::from)
+        .collect();
+    Ok(HttpResponse::Ok().json(List { kickstarts }))
+}
+
+async fn api_get(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let k = one(&state, &who, &path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(k))
+}
+
+async fn api_create(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    body: web::Json<KickstartRequest>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let r = create(&state, &who, body.into_inner()).await?;
+    answer(&who, r, |k| {
+        HttpResponse::Created()
+            .insert_header((header::LOCATION, format!("/api/v1/kickstarts/{}", k.name)))
+            .json(k)
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContentBody {
+    #[serde(default)]
+    content: String,
+}
+
+async fn api_update(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    body: web::Json<ContentBody>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let r = update(
+        &state,
+        &who,
+        KickstartRequest {
+            name: path.into_inner(),
+            content: body.into_inner().content,
+        },
+    )
+    .await?;
+    answer(&who, r, |k| HttpResponse::Ok().json(k))
+}
+
+async fn api_delete(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let r = delete(&state, &who, path.into_inner()).await?;
+    answer(&who, r, |()| HttpResponse::NoContent().finish())
+}
+
+async fn api_status(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let vm = path.into_inner();
+    let r = lc(&state, move |s| {
+        ks::status(s.hv.as_ref(), &s.store, &vm, now())
+    })
+    .await;
+    answer(&who, r, |st| HttpResponse::Ok().json(st))
+}
+
+// ---- pages ----
+
+#[derive(Deserialize)]
+struct MessageQuery {
+    message: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "kickstarts.html")]
+struct ListPage {
+    chrome: Chrome,
+    kickstarts: Vec<KickstartRow>,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+    /// The new-kickstart form as typed.
+    name: String,
+    content: String,
+}
+
+#[derive(Template)]
+#[template(path = "kickstart.html")]
+struct EditPage {
+    chrome: Chrome,
+    kickstart: KickstartRow,
+    message: Option<String>,
+    error: Option<String>,
+    errors: Vec<FieldError>,
+    content: String,
+}
+
+impl ListPage {
+    fn field_error(&self, field: &str) -> Option<&str> {
+        field_error(&self.errors, field)
+    }
+    fn when(&self, at: &i64) -> String {
+        format_time(*at)
+    }
+}
+
+impl EditPage {
+    fn field_error(&self, field: &str) -> Option<&str> {
+        field_error(&self.errors, field)
+    }
+    fn when(&self, at: &i64) -> String {
+        format_time(*at)
+    }
+}
+
+fn field_error<'a>(errors: &'a [FieldError], field: &str) -> Option<&'a str> {
+    errors
+        .iter()
+        .find(|e| e.field == field)
+        .map(|e| e.message.as_str())
+}
+
+/// A browser sends a textarea's lines ending in CR LF; kickstarts are stored with LF.
+fn from_textarea(s: &str) -> String {
+    s.replace("\r\n", "\n")
+}
+
+async fn render_list(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    status: StatusCode,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+    form: KickstartRequest,
+) -> Result<HttpResponse, AppError> {
+    let kickstarts = all(state, who).await?;
+    Ok(html(
+        status,
+        &ListPage {
+            chrome: Chrome::new(who, "kickstarts"),
+            kickstarts,
+            message,
+            errors,
+            name: form.name,
+            content: form.content,
+        },
+    ))
+}
+
+async fn list_page(
+    state: web::Data<AppState>,
+    who: Authed,
+    q: web::Query<MessageQuery>,
+) -> Result<HttpResponse, AppError> {
+    let message = q.into_inner().message;
+    render_list(
+        &state,
+        &who,
+        StatusCode::OK,
+        message,
+        vec![],
+        Default::default(),
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+struct KickstartForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    content: String,
+}
+
+async fn create_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    form: web::Form<KickstartForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let f = form.into_inner();
+    let req = KickstartRequest {
+        name: f.name,
+        content: from_textarea(&f.content),
+    };
+    match create(&state, &who, req.clone()).await? {
+        Ok(k) => Ok(see_other(
+            &format!("/kickstarts/{}", k.name),
+            &format!("Kickstart {} saved.", k.name),
+        )),
+        Err(LifecycleError::Invalid(errors)) => {
+            render_list(
+                &state,
+                &who,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                None,
+                errors,
+                req,
+            )
+            .await
+        }
+        Err(e) => Err(who.err(e.into())),
+    }
+}
+
+/// What the edit page shows besides the stored kickstart.
+#[derive(Default)]
+struct EditShown {
+    message: Option<String>,
+    error: Option<String>,
+    errors: Vec<FieldError>,
+    /// The content as typed, when it was refused.
+    content: Option<String>,
+}
+
+async fn render_edit(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    status: StatusCode,
+    name: &str,
+    shown: EditShown,
+) -> Result<HttpResponse, AppError> {
+    let kickstart = one(state, who, name).await?;
+    Ok(html(
+        status,
+        &EditPage {
+            chrome: Chrome::new(who, "kickstarts"),
+            content: shown.content.unwrap_or_else(|| kickstart.content.clone()),
+            kickstart,
+            message: shown.message,
+            error: shown.error,
+            errors: shown.errors,
+        },
+    ))
+}
+
+async fn edit_page(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    q: web::Query<MessageQuery>,
+) -> Result<HttpResponse, AppError> {
+    let name = path.into_inner();
+    let message = q.into_inner().message;
+    render_edit(
+        &state,
+        &who,
+        StatusCode::OK,
+        &name,
+        EditShown {
+            message,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+async fn update_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<KickstartForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let name = path.into_inner();
+    let content = from_textarea(&form.content);
+    let req = KickstartRequest {
+        name: name.clone(),
+        content: content.clone(),
+    };
+    match update(&state, &who, req).await? {
+        Ok(k) => Ok(see_other(
+            &format!("/kickstarts/{}", k.name),
+            &format!("Kickstart {} saved.", k.name),
+        )),
+        Err(LifecycleError::Invalid(errors)) => {
+            render_edit(
+                &state,
+                &who,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &name,
+                EditShown {
+                    errors,
+                    content: Some(content),
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+        Err(e) => Err(who.err(e.into())),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: Option<String>,
+}
+
+async fn delete_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let name = path.into_inner();
+    match delete(&state, &who, name.clone()).await? {
+        Ok(()) => Ok(see_other(
+            "/kickstarts",
+            &format!("Kickstart {name} deleted."),
+        )),
+        Err(LifecycleError::Conflict(m)) => {
+            render_edit(
+                &state,
+                &who,
+                StatusCode::CONFLICT,
+                &name,
+                EditShown {
+                    error: Some(m),
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+        Err(e) => Err(who.err(e.into())),
+    }
+}
