@@ -1143,7 +1143,9 @@ pub fn reconcile(hv: &dyn Hypervisor, store: &Store) -> LcResult<Vec<String>> {
 
 // ---- operate ----
 
-pub fn act(hv: &dyn Hypervisor, name: &str, action: VmAction) -> LcResult<()> {
+/// Runs a VM action if the VM's state allows it; a template is never started.
+pub fn act(hv: &dyn Hypervisor, store: &Store, name: &str, action: VmAction) -> LcResult<()> {
+    templates::refuse_start(store, name, action)?;
     let vm = hv
         .list_vms()?
         .into_iter()

@@ -161,7 +161,7 @@ pub fn unmark(hv: &dyn Hypervisor, store: &Store, name: &str) -> LcResult<()> {
 }
 
 /// Refuses to start a template.
-pub fn refuse_start(store: &Store, name: &str, action: VmAction) -> LcResult<()> {
+pub(super) fn refuse_start(store: &Store, name: &str, action: VmAction) -> LcResult<()> {
     if action == VmAction::Start && store.is_template(name)? {
         return Err(LifecycleError::Conflict(format!(
             "{name} is a template and is never started: create a VM from it, or unmark it first."

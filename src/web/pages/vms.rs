@@ -744,10 +744,7 @@ pub async fn run_action(
         who,
         &format!("vm.{}", action.as_str()),
         name,
-        move |s| {
-            lifecycle::templates::refuse_start(&s.store, &n, action)?;
-            lifecycle::act(s.hv.as_ref(), &n, action)
-        },
+        move |s| lifecycle::act(s.hv.as_ref(), &s.store, &n, action),
         |()| String::new(),
     )
     .await?
