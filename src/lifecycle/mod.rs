@@ -1349,6 +1349,9 @@ pub struct VmDetail {
     pub vm: VmView,
     pub devices: xml::ParsedDomain,
     pub xml: String,
+    /// What the VM was provisioned with from a cloud image (never the password).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_init: Option<crate::store::cloud_init::CloudInitRow>,
 }
 
 pub fn detail(hv: &dyn Hypervisor, store: &Store, cfg: &Config, name: &str) -> LcResult<VmDetail> {
@@ -1361,7 +1364,12 @@ pub fn detail(hv: &dyn Hypervisor, store: &Store, cfg: &Config, name: &str) -> L
     let devices = xml::parse_domain(&xml).map_err(|e| LifecycleError::Failed {
         message: format!("The VM's definition could not be read: {e}"),
     })?;
-    Ok(VmDetail { vm, devices, xml })
+    Ok(VmDetail {
+        vm,
+        devices,
+        xml,
+        cloud_init: store.cloud_init(name)?,
+    })
 }
 
 /// The pieces of a VM's state that must stay true after any create attempt, for tests

@@ -131,18 +131,12 @@ pub async fn vm(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let name = path.into_inner();
-    let (detail, cloud_init) = lc(&state, move |s| {
-        let d = lifecycle::detail(s.hv.as_ref(), &s.store, &s.cfg, &name)?;
-        Ok((d, s.store.cloud_init(&name)?))
+    let detail = lc(&state, move |s| {
+        lifecycle::detail(s.hv.as_ref(), &s.store, &s.cfg, &name)
     })
     .await
     .map_err(|e| api_err(&who, e))?;
-    let mut body = serde_json::to_value(&detail)
-        .map_err(|e| AppError::internal(anyhow::anyhow!("VM detail as JSON: {e}")))?;
-    if let (Some(ci), Some(obj)) = (cloud_init, body.as_object_mut()) {
-        obj.insert("cloud_init".into(), serde_json::json!(ci));
-    }
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(detail))
 }
 
 #[derive(Deserialize)]

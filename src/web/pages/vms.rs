@@ -666,7 +666,7 @@ pub(super) async fn render_detail(
     status: StatusCode,
 ) -> Result<HttpResponse, AppError> {
     let n = name.clone();
-    let (detail, snapshots, history, flavors, cloud_init) = lc(state, move |s| {
+    let (detail, snapshots, history, flavors) = lc(state, move |s| {
         let detail = lifecycle::detail(s.hv.as_ref(), &s.store, &s.cfg, &n)?;
         let snapshots = lifecycle::snapshots(s.hv.as_ref(), &n).unwrap_or_else(|e| {
             tracing::warn!(vm = %n, error = %e, "cannot list snapshots");
@@ -674,14 +674,14 @@ pub(super) async fn render_detail(
         });
         let history = s.store.audit_for_target(&n, 15)?;
         let flavors = s.store.flavors()?;
-        let cloud_init = s.store.cloud_init(&n)?;
-        Ok((detail, snapshots, history, flavors, cloud_init))
+        Ok((detail, snapshots, history, flavors))
     })
     .await?;
     let lifecycle::VmDetail {
         vm,
         devices: def,
         xml,
+        cloud_init,
     } = detail;
     let running = vm.summary.state == VmState::Running;
     let shutdown_requested_at = shutdown_at.filter(|_| running);
