@@ -864,6 +864,18 @@ impl Hypervisor for Libvirt {
     fn volume_xml(&self, path: &str) -> HvResult<String> {
         volumes::xml(&self.conn()?, path)
     }
+
+    fn live_domain_xml(&self, name: &str) -> HvResult<Option<String>> {
+        let conn = self.conn()?;
+        match lookup(&conn, name) {
+            Ok(d) => d
+                .xml_desc(0)
+                .map(Some)
+                .map_err(call("read a VM's live definition")),
+            Err(HypervisorError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl Libvirt {

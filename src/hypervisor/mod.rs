@@ -217,6 +217,16 @@ pub trait Hypervisor: Send + Sync {
         let _ = path;
         Err(storage_not_available("read the volume's description"))
     }
+
+    // ---- kickstarts ----
+    /// The live definition of one VM (a running install boot's kernel and arguments),
+    /// or `None` if there is no such VM.
+    fn live_domain_xml(&self, name: &str) -> HvResult<Option<String>> {
+        Ok(self
+            .all_domain_xml()?
+            .into_iter()
+            .find(|x| crate::domain::xml::parse_domain(x).is_ok_and(|d| d.name == name)))
+    }
 }
 
 impl ConsoleError {

@@ -136,11 +136,13 @@ pub fn delete(hv: &dyn Hypervisor, store: &Store, name: &str, now: i64) -> LcRes
     }
     let users = store.vm_kickstarts_using(name, now)?;
     if !users.is_empty() {
-        let live = hv.all_domain_xml()?;
-        let installing: Vec<String> = users
-            .into_iter()
-            .filter(|vm| live.iter().any(|x| ks::install_boot_token(x, vm).is_some()))
-            .collect();
+        let mut installing = Vec::new();
+        for vm in users {
+            let live = hv.live_domain_xml(&vm)?;
+            if live.is_some_and(|x| ks::install_boot_token(&x, &vm).is_some()) {
+                installing.push(vm);
+            }
+        }
         if !installing.is_empty() {
             return Err(LifecycleError::Conflict(format!(
                 "Kickstart {name} is in use by the running install of VM {}; delete it when the install has finished.",
@@ -211,11 +213,8 @@ pub fn fetch(hv: &dyn Hypervisor, store: &Store, token: &str, now: i64) -> LcRes
     if now >= row.expires_at {
         return refused("the kickstart URL has expired");
     }
-    let live = hv.all_domain_xml()?;
-    if !live
-        .iter()
-        .any(|x| ks::install_boot_running(x, &row.vm, token))
-    {
+    let live = hv.live_domain_xml(&row.vm)?;
+    if !live.is_some_and(|x| ks::install_boot_running(&x, &row.vm, token)) {
         return refused("the VM's install boot is not running");
     }
     match store.kickstart(&row.kickstart)? {
@@ -312,10 +311,12 @@ pub fn status(hv: &dyn Hypervisor, store: &Store, vm: &str, now: i64) -> LcResul
     let none =
         || LifecycleError::NotFound(format!("VM {vm} has no kickstart install in progress."));
     let row = store.vm_kickstart(vm)?.ok_or_else(none)?;
-    let live = hv.all_domain_xml()?;
-    let kernel_cmdline = live.iter().find_map(|x| ks::running_cmdline(x, vm));
-    let install_running =
-        now < row.expires_at && live.iter().any(|x| ks::install_boot_token(x, vm).is_some());
+    let live = hv.live_domain_xml(vm)?;
+    let kernel_cmdline = live.as_deref().and_then(|x| ks::running_cmdline(x, vm));
+    let install_running = now < row.expires_at
+        && live
+            .as_deref()
+            .is_some_and(|x| ks::install_boot_token(x, vm).is_some());
     Ok(InstallStatus {
         vm: row.vm,
         kickstart: row.kickstart,

@@ -197,4 +197,7 @@ impl Hypervisor for FailAt {
     fn volume_xml(&self, path: &str) -> HvResult<String> {
         self.inner.volume_xml(path)
     }
+    fn live_domain_xml(&self, name: &str) -> HvResult<Option<String>> {
+        self.inner.live_domain_xml(name)
+    }
 }
