@@ -15,7 +15,10 @@ impl Api {
         let admin = app.setup_admin("admin").await;
         let token = app.admin_token(&admin).await;
         Api {
-            c: Client::new(),
+            c: Client::builder()
+                .pool_idle_timeout(super::IDLE_REUSE)
+                .build()
+                .expect("client"),
             base: app.base.clone(),
             token,
         }

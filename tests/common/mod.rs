@@ -21,11 +21,17 @@ pub struct TestApp {
     pub handle: actix_web::dev::ServerHandle,
 }
 
+/// Test clients reuse a connection only if it idled less than this: virtdeck closes
+/// idle connections after 5 s (actix's keep-alive), and a request sent on a connection
+/// the server is closing at that moment fails with "incomplete message".
+pub const IDLE_REUSE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A browser-like client: keeps cookies, does not follow redirects (tests look at them).
 pub fn client() -> Client {
     Client::builder()
         .cookie_store(true)
         .redirect(Policy::none())
+        .pool_idle_timeout(IDLE_REUSE)
         .build()
         .expect("client")
 }

@@ -140,6 +140,7 @@ pub fn bearer_client(token: &str) -> reqwest::Client {
     h.insert("authorization", format!("Bearer {token}").parse().unwrap());
     reqwest::Client::builder()
         .default_headers(h)
+        .pool_idle_timeout(super::IDLE_REUSE)
         .build()
         .unwrap()
 }
