@@ -31,13 +31,17 @@ fn ssh_key() -> String {
 async fn with_image(app: &common::TestApp) -> Api {
     let api = Api::new(app).await;
     let (s, v) = api
-        .post(
+        .post_job(
             "/api/v1/pools/default/volumes",
             json!({"name": "cloud-base.qcow2", "size_gib": 2, "format": "qcow2"}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(v["path"], IMAGE);
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::ACCEPTED, Some("succeeded")),
+        "{v}"
+    );
+    assert_eq!(v["volume_path"], IMAGE);
     api
 }
 

@@ -306,13 +306,23 @@ async fn the_tiny_guest_is_created_through_the_api_and_operated_for_real() {
     assert_eq!(snap["vm_state"], "shutoff");
     let copy = format!("{name}-copy");
     let _copy_guard = VmGuard(copy.clone());
-    let (s, cloned) = post(
+    let (s, job) = post(
         format!("/api/v1/vms/{name}/clone"),
         serde_json::json!({"name": copy, "start": true}),
     )
     .await;
-    assert_eq!(s, StatusCode::CREATED, "{cloned}");
-    let copy_disk = cloned["volumes"][0].as_str().unwrap().to_string();
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let job = common::real::job_end(&api, &app.base, &job).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let cloned = api
+        .get(app.url(&format!("/api/v1/vms/{copy}")))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let copy_disk = cloned["disks"][0].as_str().unwrap().to_string();
     assert!(copy_disk.starts_with(pool.dir.to_str().unwrap()) && copy_disk != disk);
     assert!(Path::new(&copy_disk).exists(), "the copy is on disk");
     let copy_url = app.url(&format!("/api/v1/vms/{copy}"));

@@ -195,25 +195,45 @@ async fn full_and_linked_clones_are_made_and_linked_ones_hold_the_template() {
     let free = api.free_units().await;
 
     let (s, full) = api
-        .post(
+        .post_job(
             "/api/v1/templates/base01/vms",
             json!({"name": "app-full", "mode": "full"}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{full}");
     assert_eq!(
-        (full["mode"].clone(), full["units"].clone()),
-        (json!("full"), json!(1))
+        (s, full["state"].as_str()),
+        (StatusCode::ACCEPTED, Some("succeeded")),
+        "{full}"
     );
-    assert_eq!(full["identity_reset"], false);
+    assert_eq!(
+        (
+            full["kind"].as_str(),
+            full["source"].as_str(),
+            full["vm"].as_str()
+        ),
+        (Some("clone"), Some("base01"), Some("app-full"))
+    );
+    assert_eq!(
+        full["message"],
+        "Made app-full from template base01 as a full clone: 1 unit, 1 disk."
+    );
     let (s, linked) = api
-        .post(
+        .post_job(
             "/api/v1/templates/base01/vms",
             json!({"name": "app-linked", "mode": "linked", "start": true}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{linked}");
-    assert_eq!(linked["mode"], "linked");
+    assert_eq!(
+        (s, linked["state"].as_str()),
+        (StatusCode::ACCEPTED, Some("succeeded")),
+        "{linked}"
+    );
+    assert_eq!(
+        linked["message"],
+        "Made app-linked from template base01 as a linked clone: 1 unit, 1 disk, started."
+    );
+    // An overlay copies no bytes: a linked clone's job has no byte count.
+    assert_eq!(linked["bytes_total"], 0, "{linked}");
     assert_eq!(
         api.free_units().await,
         free - 2,
@@ -221,8 +241,9 @@ async fn full_and_linked_clones_are_made_and_linked_ones_hold_the_template() {
     );
 
     // The linked clone's disk is a qcow2 volume of its own, backed by the template's.
-    let overlay = linked["volumes"][0].as_str().unwrap();
-    assert!(overlay.ends_with("/app-linked.qcow2"), "{linked}");
+    let vm = api.get("/api/v1/vms/app-linked").await.1;
+    let overlay = vm["disks"][0].as_str().unwrap().to_string();
+    assert!(overlay.ends_with("/app-linked.qcow2"), "{vm}");
     let (_, vols) = api.get("/api/v1/pools/default/volumes").await;
     let vol = vols["volumes"]
         .as_array()
@@ -283,10 +304,13 @@ async fn full_and_linked_clones_are_made_and_linked_ones_hold_the_template() {
 
     let audit = app.audit_text(&session).await;
     assert!(
-        audit.contains("made app-linked as a linked clone"),
+        audit.contains("Made app-linked from template base01 as a linked clone"),
         "{audit}"
     );
-    assert!(audit.contains("made app-full as a full clone"), "{audit}");
+    assert!(
+        audit.contains("job 1 started: app-full as a full clone"),
+        "{audit}"
+    );
 }
 
 #[tokio::test]
@@ -389,7 +413,7 @@ async fn bad_requests_are_refused_at_their_field_and_touch_nothing() {
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let to = r.headers()["location"].to_str().unwrap().to_string();
     assert!(
-        to.starts_with("/vms/from-form?message=Made%20from%20template%20base01"),
+        to.starts_with("/vms/from-form?message=Made%20from-form%20from%20template%20base01"),
         "{to}"
     );
 }
@@ -446,13 +470,14 @@ async fn a_failing_step_leaves_no_volume_definition_or_claim_behind() {
         assert_eq!(s, StatusCode::OK, "{v}");
         let before = (api.fingerprint().await, volumes(&api).await);
         let (s, v) = api
-            .post(
+            .post_job(
                 "/api/v1/templates/build-runner/vms",
                 json!({"name": "doomed", "mode": mode, "start": start}),
             )
             .await;
-        assert_eq!(s, StatusCode::BAD_GATEWAY, "{step:?} {mode}: {v}");
-        let m = message(&v);
+        assert_eq!(s, StatusCode::ACCEPTED, "{step:?} {mode}: {v}");
+        assert_eq!(v["state"], "failed", "{step:?} {mode}: {v}");
+        let m = v["message"].as_str().unwrap();
         assert!(
             m.contains(what) && m.contains("Nothing was left behind"),
             "{step:?}: {m}"

@@ -168,14 +168,22 @@ async fn full_and_linked_clones_of_a_template_boot_the_tiny_guest_and_read_its_d
 
     // A full clone, then a linked clone (one at a time: the host has few units), started.
     for (name, mode) in [(&full, "full"), (&linked, "linked")] {
-        let (s, v) = api
-            .post(
+        let (s, job) = api
+            .post_job(
                 &format!("/api/v1/templates/{base}/vms"),
                 json!({"name": name, "mode": mode, "start": true}),
             )
             .await;
-        assert_eq!(s, StatusCode::CREATED, "{mode}: {v}");
-        let volume = v["volumes"][0].as_str().unwrap().to_string();
+        assert_eq!(s, StatusCode::ACCEPTED, "{mode}: {job}");
+        assert_eq!(job["state"], "succeeded", "{mode}: {job}");
+        if mode == "full" {
+            // The copy's bytes are counted: the template volume's allocation, all done.
+            let total = job["bytes_total"].as_u64().unwrap();
+            assert!(total > 0, "{job}");
+            assert_eq!(job["bytes_done"].as_u64(), Some(total), "{job}");
+        }
+        let v = api.get(&format!("/api/v1/vms/{name}")).await.1;
+        let volume = v["disks"][0].as_str().unwrap().to_string();
         assert!(
             volume.starts_with(pool_dir.path().to_str().unwrap()) && volume != disk,
             "{v}"

@@ -59,14 +59,22 @@ async fn the_identity_is_reset_with_virt_sysprep_and_a_failure_rolls_the_clone_b
 
     // A linked clone with its identity reset: the tool got the clone's disk and name.
     let (s, v) = api
-        .post(
+        .post_job(
             "/api/v1/templates/build-runner/vms",
             json!({"name": "runner-2", "mode": "linked", "reset_identity": true}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(v["identity_reset"], true);
-    let volume = v["volumes"][0].as_str().unwrap();
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::ACCEPTED, Some("succeeded")),
+        "{v}"
+    );
+    assert!(
+        v["message"].as_str().unwrap().contains(", identity reset"),
+        "{v}"
+    );
+    let vm = api.get("/api/v1/vms/runner-2").await.1;
+    let volume = vm["disks"][0].as_str().unwrap();
     let args = std::fs::read_to_string(&args_file).unwrap();
     let args: Vec<&str> = args.lines().collect();
     assert_eq!(
@@ -91,13 +99,17 @@ async fn the_identity_is_reset_with_virt_sysprep_and_a_failure_rolls_the_clone_b
         api.get("/api/v1/pools").await.1.to_string(),
     );
     let (s, v) = api
-        .post(
+        .post_job(
             "/api/v1/templates/build-runner/vms",
             json!({"name": "runner-3", "mode": "full", "reset_identity": true, "start": true}),
         )
         .await;
-    assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
-    let m = v["error"]["message"].as_str().unwrap();
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::ACCEPTED, Some("failed")),
+        "{v}"
+    );
+    let m = v["message"].as_str().unwrap();
     assert!(
         m.contains("resetting the identity with virt-sysprep failed")
             && m.contains("the disk is locked")

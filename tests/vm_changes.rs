@@ -140,11 +140,37 @@ async fn clone_copies_the_disks_with_a_new_identity() {
     let app = spawn_app().await;
     let api = Api::new(&app).await;
     let src = make_vm(&api, "app01").await;
-    let (s, c) = api
-        .post("/api/v1/vms/app01/clone", json!({"name": "app02"}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{c}");
-    assert_eq!(c["units"], 1);
+    // The clone runs as a job: 202 with the job, whose URL is in Location.
+    let r = api
+        .c
+        .post(format!("{}/api/v1/vms/app01/clone", api.base))
+        .bearer_auth(&api.token)
+        .json(&json!({"name": "app02"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let job: Value = r.json().await.unwrap();
+    assert_eq!(location, format!("/api/v1/jobs/{}", job["id"]));
+    assert_eq!(
+        (
+            job["kind"].as_str(),
+            job["source"].as_str(),
+            job["vm"].as_str()
+        ),
+        (Some("clone"), Some("app01"), Some("app02")),
+        "{job}"
+    );
+    let c = api.job_end(&job).await;
+    assert_eq!(c["state"], "succeeded", "{c}");
+    assert_eq!(
+        c["message"],
+        "Cloned from app01 to app02: 1 unit, 1 disk copied."
+    );
+    // Progress counts the bytes the copy read: all of them once it is done.
+    assert_eq!(c["percent"], 100, "{c}");
+    assert_eq!(c["bytes_done"], c["bytes_total"], "{c}");
     assert_eq!(api.free_units().await, 3);
     let copy = api.get("/api/v1/vms/app02").await.1;
     let orig = api.get("/api/v1/vms/app01").await.1;
@@ -184,9 +210,13 @@ async fn clone_copies_the_disks_with_a_new_identity() {
     // Not enough units: 3 free, each clone takes 1.
     for n in ["c1", "c2", "c3"] {
         let (s, v) = api
-            .post("/api/v1/vms/app01/clone", json!({"name": n}))
+            .post_job("/api/v1/vms/app01/clone", json!({"name": n}))
             .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(
+            (s, v["state"].as_str()),
+            (StatusCode::ACCEPTED, Some("succeeded")),
+            "{v}"
+        );
     }
     let (s, v) = api
         .post("/api/v1/vms/app01/clone", json!({"name": "c4"}))
@@ -199,12 +229,20 @@ async fn clone_copies_the_disks_with_a_new_identity() {
     let (s, _) = api.delete("/api/v1/vms/c3?delete_volumes=true").await;
     assert_eq!(s, StatusCode::OK);
     let (s, v) = api
-        .post(
+        .post_job(
             "/api/v1/vms/app01/clone",
             json!({"name": "c5", "start": true}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::ACCEPTED, Some("succeeded")),
+        "{v}"
+    );
+    assert!(
+        v["message"].as_str().unwrap().ends_with(", started."),
+        "{v}"
+    );
     assert_eq!(api.get("/api/v1/vms/c5").await.1["state"], "running");
 }
 
@@ -224,13 +262,14 @@ async fn a_failed_clone_leaves_no_volume_no_vm_and_no_claim() {
         assert_eq!(s, StatusCode::OK);
         let before = (api.fingerprint().await, volumes(&api).await);
         let (s, v) = api
-            .post(
+            .post_job(
                 "/api/v1/vms/build-runner/clone",
                 json!({"name": "doomed", "start": true}),
             )
             .await;
-        assert_eq!(s, StatusCode::BAD_GATEWAY, "{step:?}: {v}");
-        let msg = v["error"]["message"].as_str().unwrap();
+        assert_eq!(s, StatusCode::ACCEPTED, "{step:?}: {v}");
+        assert_eq!(v["state"], "failed", "{step:?}: {v}");
+        let msg = v["message"].as_str().unwrap();
         assert!(msg.contains("Nothing was left behind"), "{msg}");
         assert_eq!(
             (api.fingerprint().await, volumes(&api).await),

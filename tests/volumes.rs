@@ -72,26 +72,43 @@ async fn volumes_are_created_resized_and_deleted_with_refusals_at_the_field() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
 
-    // Create a raw and a qcow2 volume.
+    // Create a raw and a qcow2 volume: each a job, followed to its end.
     let (s, v) = api
         .post(
             "/api/v1/pools/default/volumes",
             json!({"name": "scratch.img", "size_gib": 2, "format": "raw"}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(v["capacity_bytes"], 2u64 << 30);
-    let (s, v) = api
-        .post(
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(
+        (v["kind"].as_str(), v["pool"].as_str(), v["volume"].as_str()),
+        (Some("create"), Some("default"), Some("scratch.img")),
+        "{v}"
+    );
+    let job = api.job_end(&v).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["bytes_total"], 2u64 << 30);
+    assert_eq!(job["percent"], 100);
+    assert_eq!(job["source"], "empty raw volume of 2 GiB");
+    assert!(job["finished_at"].as_i64().is_some(), "{job}");
+    let (s, job) = api
+        .post_job(
             "/api/v1/pools/default/volumes",
             json!({"name": "data.qcow2", "size_gib": 3}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(v["format"], "qcow2");
+    assert_eq!(
+        (s, job["state"].as_str()),
+        (StatusCode::ACCEPTED, Some("succeeded")),
+        "{job}"
+    );
+    assert_eq!(job["message"], "qcow2 volume of 3 GiB created.");
     let listed = volumes(&api, "default").await;
     let data = listed.iter().find(|v| v["name"] == "data.qcow2").unwrap();
     assert_eq!(data["capacity_bytes"], 3u64 << 30);
+    assert_eq!(data["format"], "qcow2");
+    let scratch = listed.iter().find(|v| v["name"] == "scratch.img").unwrap();
+    assert_eq!(scratch["capacity_bytes"], 2u64 << 30);
 
     // Resize: grow; shrinking a qcow2 or to the same size is refused at size_gib.
     let (s, v) = api
@@ -286,7 +303,6 @@ async fn only_admins_change_volumes_and_session_calls_need_the_csrf_header() {
         ("GET", "/api/v1/pools/default/volumes/web01.qcow2"),
         ("PUT", "/api/v1/pools/default/volumes/x.iso"),
         ("POST", "/api/v1/pools/default/fetch"),
-        ("GET", "/api/v1/jobs"),
     ] {
         let r = op
             .request(method.parse().unwrap(), app.url(path))
@@ -298,13 +314,28 @@ async fn only_admins_change_volumes_and_session_calls_need_the_csrf_header() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{method} {path}");
     }
-    let r = op
-        .get(app.url("/jobs"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Operators follow jobs (their clones run as jobs); viewers do not.
+    for path in ["/jobs", "/api/v1/jobs"] {
+        let r = op
+            .get(app.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+    }
+    app.add_user(&admin, "vera", "viewer", "viewer-password-1")
+        .await;
+    let viewer_token = app.token_for(&admin, "vera").await;
+    for path in ["/jobs", "/api/v1/jobs"] {
+        let r = op
+            .get(app.url(path))
+            .bearer_auth(&viewer_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+    }
     let audit = app.audit_text(&admin).await;
     assert!(audit.contains("volume.upload") && audit.contains("denied"));
 

@@ -261,6 +261,10 @@ pub enum JobKind {
     Upload,
     /// An image fetched from a URL into a new volume.
     Fetch,
+    /// A new VM copied from a VM or a template (its disks copied or overlaid).
+    Clone,
+    /// A new empty volume.
+    Create,
 }
 
 impl JobKind {
@@ -268,12 +272,16 @@ impl JobKind {
         match self {
             JobKind::Upload => "upload",
             JobKind::Fetch => "fetch",
+            JobKind::Clone => "clone",
+            JobKind::Create => "create",
         }
     }
     pub fn parse(s: &str) -> Option<JobKind> {
         match s {
             "upload" => Some(JobKind::Upload),
             "fetch" => Some(JobKind::Fetch),
+            "clone" => Some(JobKind::Clone),
+            "create" => Some(JobKind::Create),
             _ => None,
         }
     }

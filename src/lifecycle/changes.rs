@@ -139,12 +139,14 @@ pub struct Cloned {
     pub started: bool,
 }
 
-/// One disk to copy: source path, its pool, the copy's volume name, size, format.
+/// One disk to copy: source path, its pool, the copy's volume name, size, bytes on
+/// disk (what a full copy reads), format.
 struct DiskCopy {
     source: String,
     pool: String,
     volume_name: String,
     capacity_bytes: u64,
+    allocation_bytes: u64,
     format: DiskFormat,
 }
 
@@ -152,13 +154,62 @@ struct DiskCopy {
 pub(crate) type PrepareClone<'a> =
     &'a (dyn Fn(&str, &[(String, DiskFormat)]) -> Result<(), String> + Sync);
 
-/// How a clone's disks are made, and what runs on it before its first start.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct CloneHow<'a> {
+/// A step run on a defined clone before its first start, with what the job shows
+/// while it runs. An error here rolls the clone back like any failed step.
+pub(crate) type Prepare<'a> = Option<(&'static str, PrepareClone<'a>)>;
+
+/// A clone that passed every check, its units held by a "creating" row: what
+/// [`build_clone`] makes. Not built, it is undone by [`super::roll_back`] (or at
+/// start-up, like an interrupted create).
+pub struct ClonePlan {
+    pub source: String,
+    pub start: bool,
     pub mode: CloneMode,
-    /// An error here rolls the clone back like any failed step.
-    pub prepare: Option<(&'static str, PrepareClone<'a>)>,
+    edits: CloneEdits,
+    copies: Vec<DiskCopy>,
+    units: u32,
+    source_xml: String,
 }
+
+impl ClonePlan {
+    /// The new VM's name.
+    pub fn name(&self) -> &str {
+        &self.edits.name
+    }
+
+    /// Bytes the disk copies read (the source volumes' allocation); an overlay copies none.
+    pub fn bytes_to_copy(&self) -> u64 {
+        if self.mode == CloneMode::Linked {
+            return 0;
+        }
+        self.copies.iter().map(|c| c.allocation_bytes).sum()
+    }
+}
+
+/// What a running clone reports, and how it is asked to stop.
+pub trait CloneWatch: Sync {
+    /// The clone moves on to `step`; `making` is the volume (pool, name) this step
+    /// makes, so an interruption can remove it.
+    fn step(&self, step: &str, making: Option<(&str, &str)>, bytes_done: u64);
+    /// Bytes copied so far, a few times a second while a disk copy runs.
+    fn copied(&self, bytes_done: u64);
+    /// The clone stops (and is rolled back) before its next step once this is true.
+    fn cancelled(&self) -> bool;
+}
+
+/// A clone nobody watches or cancels.
+pub struct Unwatched;
+
+impl CloneWatch for Unwatched {
+    fn step(&self, _: &str, _: Option<(&str, &str)>, _: u64) {}
+    fn copied(&self, _: u64) {}
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// Why a clone stopped before it was done, as a build step's error.
+pub const CLONE_CANCELLED: &str = "the clone was cancelled";
 
 /// The copy's volume name: the clone's name with the source volume's extension.
 fn copy_name(clone: &str, source_volume: &str, index: usize) -> String {
@@ -175,7 +226,9 @@ fn copy_name(clone: &str, source_volume: &str, index: usize) -> String {
     }
 }
 
-/// Copies a shut-off VM: every disk volume copied in full, a new name, UUID and MACs.
+/// Copies a shut-off VM in one go: every disk volume copied in full, a new name, UUID
+/// and MACs. (virtdeck's pages and API run a clone as a job: [`plan_clone`], then
+/// [`build_clone`] on a thread of its own.)
 #[allow(clippy::too_many_arguments)] // the same collaborators as create
 pub fn clone(
     hv: &dyn Hypervisor,
@@ -187,13 +240,24 @@ pub fn clone(
     actor: &str,
     now: i64,
 ) -> LcResult<Cloned> {
-    let how = CloneHow::default();
-    clone_with(hv, store, cfg, lock, source, req, actor, now, how)
+    let plan = plan_clone(
+        hv,
+        store,
+        cfg,
+        lock,
+        source,
+        req,
+        actor,
+        now,
+        CloneMode::Full,
+    )?;
+    build_clone(hv, store, plan, None, &Unwatched)
 }
 
-/// A clone made the way `how` says: full copies or linked overlays, then `prepare`.
+/// Checks a clone (name, state, disks, units, disk space) and holds its units with a
+/// "creating" row. Nothing is copied yet: that is [`build_clone`].
 #[allow(clippy::too_many_arguments)] // the same collaborators as create
-pub(crate) fn clone_with(
+pub fn plan_clone(
     hv: &dyn Hypervisor,
     store: &Store,
     cfg: &Config,
@@ -202,10 +266,10 @@ pub(crate) fn clone_with(
     req: &CloneRequest,
     actor: &str,
     now: i64,
-    how: CloneHow<'_>,
-) -> LcResult<Cloned> {
-    let linked = how.mode == CloneMode::Linked;
-    let (edits, copies, units, source_xml) = {
+    mode: CloneMode,
+) -> LcResult<ClonePlan> {
+    let linked = mode == CloneMode::Linked;
+    {
         let _guard = locked(lock)?;
         let inv = inventory(hv, store, cfg)?;
         let vm = find_vm(&inv.vms, source)?;
@@ -291,6 +355,7 @@ pub(crate) fn clone_with(
                 pool: pool.name.clone(),
                 volume_name,
                 capacity_bytes: vol.capacity_bytes,
+                allocation_bytes: vol.allocation_bytes,
                 format,
             });
         }
@@ -365,25 +430,75 @@ pub(crate) fn clone_with(
             created_by: actor.to_string(),
             created_at: now,
         })?;
-        (edits, copies, units, source_xml)
-    };
+        Ok(ClonePlan {
+            source: source.to_string(),
+            start: req.start,
+            mode,
+            edits,
+            copies,
+            units,
+            source_xml,
+        })
+    }
+}
 
+/// Makes a planned clone: disks copied (or overlaid), definition, `prepare`, start.
+/// Any failure, or a cancel seen between steps, removes everything it made and
+/// releases the units.
+pub fn build_clone(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    plan: ClonePlan,
+    prepare: Prepare<'_>,
+    watch: &dyn CloneWatch,
+) -> LcResult<Cloned> {
+    let ClonePlan {
+        source,
+        start,
+        mode,
+        mut edits,
+        copies,
+        units,
+        source_xml,
+    } = plan;
     let name = edits.name.clone();
-    match build_clone(hv, store, edits, &copies, &source_xml, req.start, how) {
-        Ok(edits) => {
+    let built = build_steps(
+        hv,
+        store,
+        &mut edits,
+        &copies,
+        &source_xml,
+        (start, mode),
+        prepare,
+        watch,
+    );
+    match built {
+        Ok(()) => {
             store.finish_vm(&name)?;
             Ok(Cloned {
                 name,
                 uuid: edits.uuid.clone(),
-                source: source.to_string(),
+                source,
                 units,
                 volumes: copies
                     .iter()
                     .filter_map(|c| edits.disks.get(&c.source).cloned())
                     .collect(),
                 macs: edits.macs.values().cloned().collect(),
-                started: req.start,
+                started: start,
             })
+        }
+        Err(("cancel", _)) => {
+            let undone = super::roll_back(hv, store, &name);
+            tracing::info!(vm = %name, undone = ?undone, "clone cancelled; rolled back");
+            Err(LifecycleError::Conflict(format!(
+                "The clone of {source} to {name} was cancelled. Nothing was left behind{}.",
+                if undone.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", undone.join(", "))
+                }
+            )))
         }
         Err((what, reason)) => Err(undo_failed(
             hv,
@@ -396,51 +511,126 @@ pub(crate) fn clone_with(
     }
 }
 
-fn build_clone(
+#[allow(clippy::too_many_arguments)] // the plan's parts, taken apart by build_clone
+fn build_steps(
     hv: &dyn Hypervisor,
     store: &Store,
-    mut edits: CloneEdits,
+    edits: &mut CloneEdits,
     copies: &[DiskCopy],
     source_xml: &str,
-    start: bool,
-    how: CloneHow<'_>,
-) -> Result<CloneEdits, (&'static str, String)> {
+    (start, mode): (bool, CloneMode),
+    prepare: Prepare<'_>,
+    watch: &dyn CloneWatch,
+) -> Result<(), (&'static str, String)> {
     let plain = |what: &'static str| move |e: HypervisorError| (what, reason_in_plain_words(&e));
+    let go_on = || {
+        if watch.cancelled() {
+            Err(("cancel", CLONE_CANCELLED.to_string()))
+        } else {
+            Ok(())
+        }
+    };
+    let linked = mode == CloneMode::Linked;
     let mut made = Vec::new();
-    for c in copies {
-        let path = if how.mode == CloneMode::Linked {
+    let mut copied_bytes = 0u64;
+    for (i, c) in copies.iter().enumerate() {
+        go_on()?;
+        let what = if linked {
+            "making linked disk"
+        } else {
+            "copying disk"
+        };
+        watch.step(
+            &format!(
+                "{what} {} of {}: {}/{}",
+                i + 1,
+                copies.len(),
+                c.pool,
+                c.volume_name
+            ),
+            Some((&c.pool, &c.volume_name)),
+            copied_bytes,
+        );
+        let path = if linked {
             let vol_xml = overlay_volume_xml(&c.volume_name, c.capacity_bytes, &c.source, c.format);
             hv.create_volume(&c.pool, &vol_xml)
                 .map_err(plain("creating a linked disk (qcow2 overlay)"))?
         } else {
-            let vol_xml = xml::volume_copy_xml(&c.volume_name, c.capacity_bytes, c.format);
-            hv.clone_volume(&c.source, &vol_xml)
-                .map_err(plain("copying a disk volume"))?
+            copy_watched(hv, c, copied_bytes, watch).map_err(plain("copying a disk volume"))?
         };
+        if !linked {
+            copied_bytes += c.allocation_bytes;
+        }
         made.push((
             path.clone(),
-            if how.mode == CloneMode::Linked {
-                DiskFormat::Qcow2
-            } else {
-                c.format
-            },
+            if linked { DiskFormat::Qcow2 } else { c.format },
         ));
         if let Err(e) = store.record_made(&edits.name, "volume", &path) {
             tracing::error!(error = %e, "could not record the copied volume");
         }
         edits.disks.insert(c.source.clone(), path);
+        // The copy is recorded with the VM now; the job no longer needs to name it.
+        watch.step(
+            &format!("{what} {} of {} done", i + 1, copies.len()),
+            None,
+            copied_bytes,
+        );
     }
-    let new_xml = clone_domain_xml(source_xml, &edits)
+    go_on()?;
+    watch.step("defining the clone", None, copied_bytes);
+    let new_xml = clone_domain_xml(source_xml, edits)
         .map_err(|e| ("rewriting the definition", e.to_string()))?;
     hv.define(&new_xml).map_err(plain("defining the clone"))?;
-    if let Some((what, prepare)) = how.prepare {
+    if let Some((what, prepare)) = prepare {
+        go_on()?;
+        watch.step(what, None, copied_bytes);
         prepare(&edits.name, &made).map_err(|reason| (what, reason))?;
     }
     if start {
+        go_on()?;
+        watch.step("starting the clone", None, copied_bytes);
         hv.act(&edits.name, VmAction::Start)
             .map_err(plain("starting the clone"))?;
     }
-    Ok(edits)
+    Ok(())
+}
+
+/// Copies one disk with libvirt, reporting the copy's growing allocation while it runs
+/// (libvirt's copy itself reports nothing and cannot be interrupted).
+fn copy_watched(
+    hv: &dyn Hypervisor,
+    c: &DiskCopy,
+    copied_before: u64,
+    watch: &dyn CloneWatch,
+) -> Result<String, HypervisorError> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut asked = Instant::now();
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                if asked.elapsed() < Duration::from_millis(500) {
+                    continue;
+                }
+                asked = Instant::now();
+                let copy = hv
+                    .pool_volumes(&c.pool)
+                    .ok()
+                    .and_then(|vs| vs.into_iter().find(|v| v.name == c.volume_name));
+                if let Some(v) = copy {
+                    if !done.load(Ordering::Relaxed) {
+                        watch.copied(copied_before + v.allocation_bytes.min(c.allocation_bytes));
+                    }
+                }
+            }
+        });
+        let vol_xml = xml::volume_copy_xml(&c.volume_name, c.capacity_bytes, c.format);
+        let r = hv.clone_volume(&c.source, &vol_xml);
+        done.store(true, Ordering::Relaxed);
+        r
+    })
 }
 
 // ---- snapshots ----

@@ -3,12 +3,15 @@
 //! recorded while bytes flow, and a failure, a cancel or a restart removes the partial
 //! volume. Knows no HTTP; every function blocks.
 
+use super::changes::{ClonePlan, CloneWatch};
 use super::volumes::{check_name_free, invalid, running_pool};
 use super::{LcResult, LifecycleError};
 use crate::domain::storage::PoolStatus;
 use crate::domain::vmspec::DiskFormat;
-use crate::domain::volumes::{check_length, FetchRequest, JobKind, JobState, VolumeFieldError};
-use crate::domain::xml::volume_copy_xml;
+use crate::domain::volumes::{
+    check_length, FetchRequest, JobKind, JobState, NewVolume, NewVolumeRequest, VolumeFieldError,
+};
+use crate::domain::xml::{volume_copy_xml, volume_xml};
 use crate::hypervisor::Hypervisor;
 use crate::store::jobs::{JobRow, NewJob};
 use crate::store::{AuditEntry, Store};
@@ -89,7 +92,7 @@ impl Jobs {
             .unwrap_or_default()
     }
 
-    fn forget(&self, id: i64) {
+    pub fn forget(&self, id: i64) {
         if let Ok(mut m) = self.running.lock() {
             m.remove(&id);
         }
@@ -235,7 +238,16 @@ fn check_target(
     Ok(p)
 }
 
-fn new_job(
+fn new_job(store: &Store, job: &NewJob<'_>) -> LcResult<JobRow> {
+    let id = store.insert_job(job)?;
+    store
+        .job(id)?
+        .ok_or_else(|| LifecycleError::NotFound(format!("Job {id} vanished.")))
+}
+
+/// A volume job's row: `total` bytes (0 when not known yet) into `pool`/`volume`.
+#[allow(clippy::too_many_arguments)]
+fn volume_job(
     store: &Store,
     kind: JobKind,
     pool: &str,
@@ -244,18 +256,19 @@ fn new_job(
     total: u64,
     actor: &Actor,
 ) -> LcResult<JobRow> {
-    let id = store.insert_job(&NewJob {
-        kind: kind.as_str(),
-        pool,
-        volume,
-        source,
-        bytes_total: total,
-        created_by: &actor.username,
-        created_at: now(),
-    })?;
-    store
-        .job(id)?
-        .ok_or_else(|| LifecycleError::NotFound(format!("Job {id} vanished.")))
+    new_job(
+        store,
+        &NewJob {
+            kind: kind.as_str(),
+            pool,
+            volume,
+            source,
+            vm: "",
+            bytes_total: total,
+            created_by: &actor.username,
+            created_at: now(),
+        },
+    )
 }
 
 /// Starts an upload of `length` bytes into a new volume `name` of `pool`: checks, the
@@ -274,7 +287,7 @@ pub fn begin_upload(
 ) -> LcResult<Transfer> {
     crate::domain::volumes::check_volume_name(name).map_err(|m| job_error("name", m))?;
     check_target(hv, cfg, pool, name, Some(length))?;
-    let job = new_job(store, JobKind::Upload, pool, name, source, length, &actor)?;
+    let job = volume_job(store, JobKind::Upload, pool, name, source, length, &actor)?;
     let cancel = jobs.register(job.id);
     make_volume(hv, store, jobs, &job, length, cancel, actor)
 }
@@ -401,7 +414,7 @@ pub fn begin_fetch(
 ) -> LcResult<(JobRow, CancellationToken)> {
     let fetch = req.validate().map_err(invalid)?;
     check_target(hv, cfg, pool, &fetch.name, None)?;
-    let job = new_job(
+    let job = volume_job(
         store,
         JobKind::Fetch,
         pool,
@@ -541,6 +554,218 @@ impl Read for CancellableReceiver {
     }
 }
 
+// ---- volume create ----
+
+/// Checks a new empty volume and records its job; the volume is made in [`run_create`].
+pub fn begin_create(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    jobs: &Jobs,
+    pool: &str,
+    req: &NewVolumeRequest,
+    actor: &Actor,
+) -> LcResult<(JobRow, NewVolume, CancellationToken)> {
+    let spec = req.validate().map_err(invalid)?;
+    running_pool(hv, pool)?;
+    check_name_free(hv, pool, &spec.name)?;
+    let job = volume_job(
+        store,
+        JobKind::Create,
+        pool,
+        &spec.name,
+        &format!(
+            "empty {} volume of {} GiB",
+            spec.format.as_str(),
+            spec.size_gib
+        ),
+        spec.size_gib.saturating_mul(1 << 30),
+        actor,
+    )?;
+    let cancel = jobs.register(job.id);
+    Ok((job, spec, cancel))
+}
+
+/// Makes the job's empty volume. A failure ends the job with nothing made; a cancel
+/// that arrives while libvirt makes it deletes it again.
+pub fn run_create(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    jobs: &Jobs,
+    job: &JobRow,
+    spec: &NewVolume,
+    cancel: CancellationToken,
+    actor: &Actor,
+) {
+    let target = format!("{}/{}", job.pool, job.volume);
+    let total = job.bytes_total;
+    let end = |state: JobState, done: u64, message: String| {
+        let _ = store.finish_job(job.id, state.as_str(), done, &message, now());
+        actor.audit(store, "volume.create", &target, state.as_str(), &message);
+        jobs.forget(job.id);
+    };
+    if cancel.is_cancelled() {
+        return end(
+            JobState::Cancelled,
+            0,
+            "Cancelled before the volume was made.".into(),
+        );
+    }
+    if let Err(e) = store.job_making_volume(job.id, total) {
+        return end(
+            JobState::Failed,
+            0,
+            format!("The job could not be recorded: {e}."),
+        );
+    }
+    let path = match hv.create_volume(
+        &job.pool,
+        &volume_xml(&spec.name, spec.size_gib, spec.format),
+    ) {
+        Ok(path) => path,
+        Err(e) => {
+            return end(
+                JobState::Failed,
+                0,
+                format!(
+                    "Volume {} could not be created: {}",
+                    spec.name,
+                    e.user_message()
+                ),
+            )
+        }
+    };
+    let _ = store.job_volume_path(job.id, &path);
+    if cancel.is_cancelled() {
+        let undone = match hv.delete_volume(&path) {
+            Ok(()) => "it was deleted again".to_string(),
+            Err(e) => format!("it could not be deleted ({})", e.user_message()),
+        };
+        return end(
+            JobState::Cancelled,
+            0,
+            format!("Cancelled while the volume was made; {undone}."),
+        );
+    }
+    let message = format!(
+        "{} volume of {} GiB created.",
+        spec.format.as_str(),
+        spec.size_gib
+    );
+    let _ = store.finish_job(job.id, JobState::Succeeded.as_str(), total, &message, now());
+    actor.audit(store, "volume.create", &target, "ok", &message);
+    jobs.forget(job.id);
+}
+
+// ---- clone ----
+
+/// Records the job of a planned clone; if that fails, the plan is rolled back.
+pub fn begin_clone(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    jobs: &Jobs,
+    plan: &ClonePlan,
+    actor: &Actor,
+) -> LcResult<(JobRow, CancellationToken)> {
+    let recorded = new_job(
+        store,
+        &NewJob {
+            kind: JobKind::Clone.as_str(),
+            pool: "",
+            volume: "",
+            source: &plan.source,
+            vm: plan.name(),
+            bytes_total: plan.bytes_to_copy(),
+            created_by: &actor.username,
+            created_at: now(),
+        },
+    );
+    match recorded {
+        Ok(job) => {
+            let cancel = jobs.register(job.id);
+            Ok((job, cancel))
+        }
+        Err(e) => {
+            super::roll_back(hv, store, plan.name());
+            Err(e)
+        }
+    }
+}
+
+/// Writes a clone's steps and bytes into its job row (bytes at most a few times a second).
+struct JobWatch<'a> {
+    store: &'a Store,
+    id: i64,
+    live: Arc<AtomicU64>,
+    saved_at: Mutex<Instant>,
+    cancel: &'a CancellationToken,
+}
+
+impl CloneWatch for JobWatch<'_> {
+    fn step(&self, step: &str, making: Option<(&str, &str)>, bytes_done: u64) {
+        self.live.store(bytes_done, Ordering::Relaxed);
+        if let Err(e) = self.store.job_step(self.id, step, making, bytes_done) {
+            tracing::error!(job = self.id, error = %e, "could not record the clone's step");
+        }
+    }
+
+    fn copied(&self, bytes_done: u64) {
+        self.live.store(bytes_done, Ordering::Relaxed);
+        if let Ok(mut at) = self.saved_at.lock() {
+            if at.elapsed() >= Duration::from_millis(250) {
+                *at = Instant::now();
+                let _ = self.store.job_progress(self.id, bytes_done);
+            }
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+/// Runs a planned clone (`build`) as its job: steps and bytes recorded, outcome in
+/// the job row and the audit log (`action` on the source VM, `describe` on success).
+#[allow(clippy::too_many_arguments)]
+pub fn run_clone<T>(
+    store: &Store,
+    jobs: &Jobs,
+    job: &JobRow,
+    cancel: CancellationToken,
+    actor: &Actor,
+    action: &str,
+    build: impl FnOnce(&dyn CloneWatch) -> LcResult<T>,
+    describe: impl FnOnce(&T) -> String,
+) {
+    let watch = JobWatch {
+        store,
+        id: job.id,
+        live: jobs.counter(job.id),
+        saved_at: Mutex::new(Instant::now()),
+        cancel: &cancel,
+    };
+    let (state, done, message) = match build(&watch) {
+        Ok(made) => (JobState::Succeeded, job.bytes_total, describe(&made)),
+        Err(e) => {
+            let state = if cancel.is_cancelled() && matches!(e, LifecycleError::Conflict(_)) {
+                JobState::Cancelled
+            } else {
+                JobState::Failed
+            };
+            (state, watch.live.load(Ordering::Relaxed), e.to_string())
+        }
+    };
+    if let Err(e) = store.finish_job(job.id, state.as_str(), done, &message, now()) {
+        tracing::error!(job = job.id, error = %e, "could not record the clone's outcome");
+    }
+    let result = if state == JobState::Succeeded {
+        "ok"
+    } else {
+        state.as_str()
+    };
+    actor.audit(store, action, &job.source, result, &message);
+    jobs.forget(job.id);
+}
+
 // ---- cancel, list, restart ----
 
 /// Asks a running job to stop. Its volume is removed by the job itself.
@@ -592,10 +817,35 @@ pub fn reconcile(hv: &dyn Hypervisor, store: &Store) -> LcResult<Vec<String>> {
                 None => "its volume had not been made".into(),
             };
         }
-        let message = format!(
-            "virtdeck stopped while this {} ran ({} of {} bytes); {undone}.",
-            job.kind, job.bytes_done, job.bytes_total
-        );
+        let clone_made = job.kind == JobKind::Clone.as_str()
+            && store
+                .vm_rows()?
+                .iter()
+                .any(|r| r.name == job.vm && r.state != "creating");
+        let message = if clone_made {
+            format!(
+                "virtdeck stopped just as this clone ended; VM {} was made and is kept.",
+                job.vm
+            )
+        } else if job.kind == JobKind::Clone.as_str() {
+            // The half-made VM itself (copied disks, definition, units) was rolled back
+            // with the interrupted creates, before the jobs.
+            let copy = if job.volume_made {
+                format!("; the disk copy in progress: {undone}")
+            } else {
+                String::new()
+            };
+            format!(
+                "virtdeck stopped while this clone ran ({}); the partial VM {} was removed with its copied disks and its units released{copy}.",
+                if job.step.is_empty() { "starting" } else { &job.step },
+                job.vm
+            )
+        } else {
+            format!(
+                "virtdeck stopped while this {} ran ({} of {} bytes); {undone}.",
+                job.kind, job.bytes_done, job.bytes_total
+            )
+        };
         store.finish_job(
             job.id,
             JobState::Interrupted.as_str(),

@@ -2,7 +2,7 @@
 //! delete, and start-up reconciliation. Uses the hypervisor and the store; knows no HTTP.
 //! Every function here blocks: call it off the async runtime.
 
-mod changes;
+pub mod changes;
 pub mod cloudinit;
 pub mod jobs;
 pub mod kickstart;

@@ -1,7 +1,7 @@
 //! Templates: marking shut-off VMs, listing them with their disks, and making new VMs
 //! from them as full or linked clones (optionally with their identity reset).
 
-use super::changes::{clone_with, CloneHow, PrepareClone};
+use super::changes::{build_clone, plan_clone, ClonePlan, CloneWatch, PrepareClone};
 use super::{CloneRequest, Cloned, FieldError, LcResult, LifecycleError};
 use crate::config::Config;
 use crate::domain::templates::{backing_path, sysprep_args, CloneMode, SYSPREP_MISSING};
@@ -258,9 +258,17 @@ pub struct FromTemplate {
     pub identity_reset: bool,
 }
 
-/// Makes a VM from a template. `sysprep` is where virt-sysprep is, if it is installed.
+/// A checked "new VM from template", its units held: the clone's plan and, when the
+/// identity is to be reset, where virt-sysprep is. [`FromTemplatePlan::build`] makes it.
+pub struct FromTemplatePlan {
+    pub plan: ClonePlan,
+    pub template: String,
+    sysprep: Option<PathBuf>,
+}
+
+/// Checks a new VM from a template. `sysprep` is where virt-sysprep is, if installed.
 #[allow(clippy::too_many_arguments)] // the same collaborators as clone
-pub fn create_from(
+pub fn plan_from(
     hv: &dyn Hypervisor,
     store: &Store,
     cfg: &Config,
@@ -270,7 +278,7 @@ pub fn create_from(
     actor: &str,
     now: i64,
     sysprep: Option<PathBuf>,
-) -> LcResult<FromTemplate> {
+) -> LcResult<FromTemplatePlan> {
     if !store.is_template(template)? {
         find_vm(hv, template)?;
         return Err(LifecycleError::Conflict(format!(
@@ -287,28 +295,54 @@ pub fn create_from(
             }]))
         }
     };
-    let reset = |name: &str, disks: &[(String, DiskFormat)]| -> Result<(), String> {
-        match &program {
-            Some(p) => crate::sysprep::run(p, &sysprep_args(name, disks)),
-            None => Ok(()),
-        }
-    };
-    let prepare: PrepareClone<'_> = &reset;
-    let how = CloneHow {
-        mode: req.mode,
-        prepare: req
-            .reset_identity
-            .then_some(("resetting the identity with virt-sysprep", prepare)),
-    };
     let clone_req = CloneRequest {
         name: req.name.clone(),
         start: req.start,
     };
-    let vm = clone_with(hv, store, cfg, lock, template, &clone_req, actor, now, how)?;
-    Ok(FromTemplate {
-        vm,
+    let plan = plan_clone(
+        hv, store, cfg, lock, template, &clone_req, actor, now, req.mode,
+    )?;
+    Ok(FromTemplatePlan {
+        plan,
         template: template.to_string(),
-        mode: req.mode,
-        identity_reset: req.reset_identity,
+        sysprep: program,
     })
+}
+
+impl FromTemplatePlan {
+    /// Makes the VM: disks copied or overlaid, identity reset if asked, started if asked.
+    pub fn build(
+        self,
+        hv: &dyn Hypervisor,
+        store: &Store,
+        watch: &dyn CloneWatch,
+    ) -> LcResult<FromTemplate> {
+        let FromTemplatePlan {
+            plan,
+            template,
+            sysprep,
+        } = self;
+        let mode = plan.mode;
+        let identity_reset = sysprep.is_some();
+        let reset = |name: &str, disks: &[(String, DiskFormat)]| -> Result<(), String> {
+            match &sysprep {
+                Some(p) => crate::sysprep::run(p, &sysprep_args(name, disks)),
+                None => Ok(()),
+            }
+        };
+        let prepare: PrepareClone<'_> = &reset;
+        let vm = build_clone(
+            hv,
+            store,
+            plan,
+            identity_reset.then_some(("resetting the identity with virt-sysprep", prepare)),
+            watch,
+        )?;
+        Ok(FromTemplate {
+            vm,
+            template,
+            mode,
+            identity_reset,
+        })
+    }
 }

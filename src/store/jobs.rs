@@ -8,14 +8,18 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JobRow {
     pub id: i64,
-    /// upload or fetch.
+    /// upload, fetch, clone or create.
     pub kind: String,
     /// running, succeeded, failed, cancelled or interrupted.
     pub state: String,
     pub pool: String,
     pub volume: String,
-    /// The URL of a fetch, or the file name an upload came from.
+    /// The URL of a fetch, the file name an upload came from, or the VM a clone copies.
     pub source: String,
+    /// The VM a clone makes (empty for volume jobs).
+    pub vm: String,
+    /// What the job is doing now, e.g. "copying disk 1 of 2".
+    pub step: String,
     /// The job has made (or is about to make) its volume, which a failure removes.
     #[serde(skip)]
     pub volume_made: bool,
@@ -34,13 +38,15 @@ pub struct NewJob<'a> {
     pub pool: &'a str,
     pub volume: &'a str,
     pub source: &'a str,
+    pub vm: &'a str,
     pub bytes_total: u64,
     pub created_by: &'a str,
     pub created_at: i64,
 }
 
 const COLUMNS: &str = "id, kind, state, pool, volume, source, volume_made, volume_path, \
-                       bytes_done, bytes_total, message, created_by, created_at, finished_at";
+                       bytes_done, bytes_total, message, created_by, created_at, finished_at, \
+                       vm, step";
 
 fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
@@ -58,6 +64,8 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         created_by: r.get(11)?,
         created_at: r.get(12)?,
         finished_at: r.get(13)?,
+        vm: r.get(14)?,
+        step: r.get(15)?,
     })
 }
 
@@ -66,13 +74,14 @@ impl Store {
     pub fn insert_job(&self, j: &NewJob<'_>) -> StoreResult<i64> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO jobs (kind, state, pool, volume, source, bytes_total, created_by, created_at)
-                 VALUES (?1, 'running', ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO jobs (kind, state, pool, volume, source, vm, bytes_total, created_by, created_at)
+                 VALUES (?1, 'running', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     j.kind,
                     j.pool,
                     j.volume,
                     j.source,
+                    j.vm,
                     j.bytes_total as i64,
                     j.created_by,
                     j.created_at
@@ -99,6 +108,28 @@ impl Store {
             c.execute(
                 "UPDATE jobs SET volume_path = ?2 WHERE id = ?1",
                 params![id, path],
+            )
+            .map(drop)
+        })
+    }
+
+    /// A clone's next step: what it does now, and the disk copy in progress (made by
+    /// this step, so a restart removes it) or none.
+    pub fn job_step(
+        &self,
+        id: i64,
+        step: &str,
+        copying: Option<(&str, &str)>,
+        bytes_done: u64,
+    ) -> StoreResult<()> {
+        let (pool, volume) = copying.unwrap_or(("", ""));
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET step = ?2, pool = CASE WHEN ?5 THEN ?3 ELSE pool END,
+                        volume = CASE WHEN ?5 THEN ?4 ELSE volume END,
+                        volume_made = ?5, volume_path = NULL, bytes_done = ?6
+                 WHERE id = ?1 AND state = 'running'",
+                params![id, step, pool, volume, copying.is_some(), bytes_done as i64],
             )
             .map(drop)
         })
@@ -182,6 +213,7 @@ mod tests {
                 pool: "default",
                 volume: "a.iso",
                 source: "a.iso",
+                vm: "",
                 bytes_total: 0,
                 created_by: "admin",
                 created_at: 10,
@@ -219,6 +251,7 @@ mod tests {
                     pool: "p",
                     volume: "v",
                     source: "",
+                    vm: "",
                     bytes_total: 0,
                     created_by: "a",
                     created_at: 0

@@ -29,6 +29,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0010_kickstarts",
         include_str!("../../migrations/0010_kickstarts.sql"),
     ),
+    (
+        "0011_clone_and_create_jobs",
+        include_str!("../../migrations/0011_clone_and_create_jobs.sql"),
+    ),
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

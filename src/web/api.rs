@@ -274,11 +274,7 @@ pub async fn clone_vm(
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
     let r = vm_changes::clone(&state, &who, &path.into_inner(), body.into_inner()).await?;
-    answer(&who, r, |c| {
-        HttpResponse::Created()
-            .insert_header(("location", format!("/api/v1/vms/{}", c.name)))
-            .json(c)
-    })
+    answer(&who, r, super::jobs::accepted)
 }
 
 #[derive(Serialize)]

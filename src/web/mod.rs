@@ -8,6 +8,7 @@ pub mod audit;
 pub mod console;
 pub mod errors;
 pub mod hostnet_api;
+pub mod jobs;
 pub mod kickstarts;
 pub mod live;
 pub mod metrics;

@@ -120,7 +120,7 @@ pub fn build_state(
         }
         Err(e) => tracing::error!(error = %e, "start-up reconciliation failed"),
     }
-    super::volumes::reconcile_jobs(hv.as_ref(), &store);
+    super::jobs::reconcile_jobs(hv.as_ref(), &store);
     let virt_type = resolve_virt_type(cfg.virt_type, &kvm).map_err(|e| e.to_string());
     if let Err(e) = &virt_type {
         tracing::warn!(error = %e, "virt_type setting cannot be honoured");
@@ -392,6 +392,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(super::console::routes)
     // Before the /api/v1 scope: its `/pools/{name}/{action}` would take these POSTs.
     .configure(super::volumes::routes)
+    .configure(super::jobs::routes)
     // Before the /api/v1 scope too: its `/vms/{name}/{action}` would take these POSTs.
     .configure(pages::templates::routes)
     // Before the /api/v1 scope, which would answer /api/v1/kickstarts with 404.

@@ -5,14 +5,15 @@
 
 use super::api::{answer, csrf_header};
 use super::errors::{html, AppError, ErrorKind};
+use super::jobs::{accepted, actor, JobView};
 use super::pages::storage::{admin_change, see_other};
-use super::pages::{format_time, Chrome};
+use super::pages::Chrome;
 use super::session::Authed;
-use super::{db, lc, AppState};
+use super::{lc, AppState};
 use crate::auth::Role;
 use crate::domain::storage::{human_bytes, PoolStatus};
-use crate::domain::volumes::{percent, FetchRequest, NewVolumeRequest};
-use crate::lifecycle::jobs::{self, Actor, Transfer};
+use crate::domain::volumes::{FetchRequest, NewVolumeRequest};
+use crate::lifecycle::jobs::{self, Transfer};
 use crate::lifecycle::volumes::{self as vols, VolumeResized, VolumeView};
 use crate::lifecycle::{FieldError, LcResult, LifecycleError};
 use crate::store::jobs::JobRow;
@@ -22,7 +23,7 @@ use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::io;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -33,9 +34,7 @@ use tokio_util::sync::CancellationToken;
 const CHANNEL_CHUNKS: usize = 8;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/jobs", web::get().to(jobs_page))
-        .route("/jobs/{id}/cancel", web::post().to(cancel_form))
-        .route("/host/storage/{pool}/volumes", web::post().to(create_form))
+    cfg.route("/host/storage/{pool}/volumes", web::post().to(create_form))
         .route(
             "/host/storage/{pool}/volumes/{name}/resize",
             web::post().to(resize_form),
@@ -49,9 +48,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(download_page),
         )
         .route("/host/storage/{pool}/fetch", web::post().to(fetch_form))
-        .route("/api/v1/jobs", web::get().to(api_jobs))
-        .route("/api/v1/jobs/{id}", web::get().to(api_job))
-        .route("/api/v1/jobs/{id}/cancel", web::post().to(api_cancel))
         .route("/api/v1/pools/{pool}/volumes", web::post().to(api_create))
         .route("/api/v1/pools/{pool}/fetch", web::post().to(api_fetch))
         .route(
@@ -72,58 +68,40 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
-/// At start-up: running jobs were interrupted; their partial volumes are removed.
-pub fn reconcile_jobs(hv: &dyn crate::hypervisor::Hypervisor, store: &crate::store::Store) {
-    match jobs::reconcile(hv, store) {
-        Ok(notes) => {
-            let actor = Actor {
-                username: "virtdeck".into(),
-                remote_addr: "local".into(),
-            };
-            for note in notes {
-                tracing::warn!(%note, "start-up reconciliation");
-                actor.audit(store, "job.interrupted", "", "ok", &note);
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "reconciling interrupted jobs failed"),
-    }
-}
-
-fn actor(who: &Authed) -> Actor {
-    Actor {
-        username: who.username.clone(),
-        remote_addr: who.remote_addr.clone(),
-    }
-}
-
 fn target(pool: &str, name: &str) -> String {
     format!("{pool}/{name}")
 }
 
 // ---- audited operations, shared by pages and API ----
 
+/// Checks and records a volume create, then makes the volume on a thread of its own.
 async fn create(
     state: &web::Data<AppState>,
     who: &Authed,
     pool: &str,
     req: NewVolumeRequest,
-) -> Result<LcResult<crate::domain::storage::PoolVolume>, AppError> {
+) -> Result<LcResult<JobRow>, AppError> {
     let p = pool.to_string();
-    admin_change(
+    let a = actor(who);
+    let r = admin_change(
         state,
         who,
         "volume.create",
         &target(pool, req.name.trim()),
-        move |s| vols::create_volume(s.hv.as_ref(), &p, &req),
-        |v| {
-            format!(
-                "{} {}",
-                v.format.as_deref().unwrap_or("volume"),
-                human_bytes(v.capacity_bytes)
-            )
-        },
+        move |s| jobs::begin_create(s.hv.as_ref(), &s.store, &s.jobs, &p, &req, &a),
+        |(job, _, _)| format!("job {} started: {}", job.id, job.source),
     )
-    .await
+    .await?;
+    Ok(r.and_then(|(job, spec, cancel)| {
+        let (j, a) = (job.clone(), actor(who));
+        super::jobs::spawn(
+            state,
+            &job,
+            move |s| jobs::run_create(s.hv.as_ref(), &s.store, &s.jobs, &j, &spec, cancel, &a),
+            |s| s.jobs.forget(job.id),
+        )?;
+        Ok(job)
+    }))
 }
 
 async fn resize(
@@ -197,48 +175,26 @@ async fn fetch(
         |(job, _)| format!("job {} started: {}", job.id, job.source),
     )
     .await?;
-    Ok(match r {
-        Ok((job, cancel)) => {
-            let st = state.clone();
-            let (j, a) = (job.clone(), actor(who));
-            let spawned = std::thread::Builder::new()
-                .name(format!("fetch-job-{}", job.id))
-                .spawn(move || {
-                    jobs::run_fetch(
-                        st.hv.as_ref(),
-                        &st.store,
-                        &st.jobs,
-                        &st.cfg.images,
-                        &j,
-                        cancel,
-                        a,
-                    )
-                });
-            match spawned {
-                Ok(_) => Ok(job),
-                Err(e) => Err(LifecycleError::Failed {
-                    message: format!("the fetch could not be started: {e}"),
-                }),
-            }
-        }
-        Err(e) => Err(e),
-    })
-}
-
-async fn cancel(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    id: i64,
-) -> Result<LcResult<JobRow>, AppError> {
-    admin_change(
-        state,
-        who,
-        "job.cancel",
-        &format!("job {id}"),
-        move |s| jobs::cancel(&s.store, &s.jobs, id),
-        |j| format!("{} {}/{}", j.kind, j.pool, j.volume),
-    )
-    .await
+    Ok(r.and_then(|(job, cancel)| {
+        let (j, a) = (job.clone(), actor(who));
+        super::jobs::spawn(
+            state,
+            &job,
+            move |s| {
+                jobs::run_fetch(
+                    s.hv.as_ref(),
+                    &s.store,
+                    &s.jobs,
+                    &s.cfg.images,
+                    &j,
+                    cancel,
+                    a,
+                )
+            },
+            |s| s.jobs.forget(job.id),
+        )?;
+        Ok(job)
+    }))
 }
 
 // ---- the pool page ----
@@ -355,11 +311,6 @@ struct CsrfForm {
     csrf: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct MessageQuery {
-    message: Option<String>,
-}
-
 #[derive(Deserialize, Default, Clone)]
 #[serde(default)]
 pub struct CreateForm {
@@ -405,13 +356,22 @@ async fn create_form(
         size_gib,
         format: Some(form.format.clone()),
     };
-    match create(&state, &who, &pool, req).await? {
-        Ok(v) => Ok(see_other(
+    let started = create(&state, &who, &pool, req).await?;
+    let outcome = match super::jobs::form_outcome(&state, started, |j| {
+        format!("Creating volume {}", j.volume)
+    })
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(to_jobs_page) => return Ok(to_jobs_page),
+    };
+    match outcome {
+        Ok(j) => Ok(see_other(
             &pool_url(&pool),
             &format!(
                 "Volume {} created ({}).",
-                v.name,
-                human_bytes(v.capacity_bytes)
+                j.volume,
+                human_bytes(j.bytes_total)
             ),
         )),
         Err(e) => pool_failure(&state, &who, pool, e, forms, "create".into()).await,
@@ -644,22 +604,6 @@ struct UploadQuery {
     source: Option<String>,
 }
 
-#[derive(Serialize)]
-struct JobView {
-    #[serde(flatten)]
-    job: JobRow,
-    percent: u64,
-}
-
-impl JobView {
-    fn of(job: JobRow) -> JobView {
-        JobView {
-            percent: percent(job.bytes_done, job.bytes_total),
-            job,
-        }
-    }
-}
-
 fn declared_length(req: &HttpRequest) -> Option<u64> {
     req.headers()
         .get(header::CONTENT_LENGTH)?
@@ -777,7 +721,7 @@ async fn api_create(
     let r = create(&state, &who, &path.into_inner(), body.into_inner())
         .await
         .map_err(|e| who.err(e))?;
-    answer(&who, r, |v| HttpResponse::Created().json(v))
+    answer(&who, r, accepted)
 }
 
 #[derive(Deserialize)]
@@ -826,144 +770,5 @@ async fn api_fetch(
     let r = fetch(&state, &who, &path.into_inner(), body.into_inner())
         .await
         .map_err(|e| who.err(e))?;
-    answer(&who, r, |job| {
-        HttpResponse::Accepted()
-            .insert_header((header::LOCATION, format!("/api/v1/jobs/{}", job.id)))
-            .json(JobView::of(job))
-    })
-}
-
-// ---- jobs ----
-
-/// Jobs shown on the page and in the list.
-const JOBS_SHOWN: u64 = 100;
-
-#[derive(Serialize)]
-struct JobList {
-    jobs: Vec<JobView>,
-}
-
-async fn api_jobs(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
-    who.require(&state, Role::Admin, "jobs.view", "").await?;
-    let jobs = db(&state, |s| s.jobs(JOBS_SHOWN))
-        .await
-        .map_err(|e| who.err(e))?
-        .into_iter()
-        .map(|j| state.jobs.live(j))
-        .collect::<Vec<_>>();
-    Ok(HttpResponse::Ok().json(JobList {
-        jobs: jobs.into_iter().map(JobView::of).collect(),
-    }))
-}
-
-async fn api_job(
-    state: web::Data<AppState>,
-    who: Authed,
-    path: web::Path<i64>,
-) -> Result<HttpResponse, AppError> {
-    let id = path.into_inner();
-    who.require(&state, Role::Admin, "jobs.view", "").await?;
-    match db(&state, move |s| s.job(id))
-        .await
-        .map_err(|e| who.err(e))?
-    {
-        Some(job) => Ok(HttpResponse::Ok().json(JobView::of(state.jobs.live(job)))),
-        None => Err(who.err(AppError::not_found(format!("There is no job {id}.")))),
-    }
-}
-
-async fn api_cancel(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    who: Authed,
-    path: web::Path<i64>,
-) -> Result<HttpResponse, AppError> {
-    csrf_header(&req, &who)?;
-    let r = cancel(&state, &who, path.into_inner())
-        .await
-        .map_err(|e| who.err(e))?;
-    answer(&who, r, |job| {
-        HttpResponse::Accepted().json(JobView::of(job))
-    })
-}
-
-struct JobLine {
-    job: JobRow,
-    percent: u64,
-    created: String,
-}
-
-#[derive(Template)]
-#[template(path = "jobs.html")]
-struct JobsPage {
-    chrome: Chrome,
-    jobs: Vec<JobLine>,
-    message: Option<String>,
-    any_running: bool,
-}
-
-impl JobsPage {
-    fn bytes(&self, b: &u64) -> String {
-        human_bytes(*b)
-    }
-}
-
-async fn render_jobs(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    status: StatusCode,
-    message: Option<String>,
-) -> Result<HttpResponse, AppError> {
-    let jobs: Vec<JobRow> = db(state, |s| s.jobs(JOBS_SHOWN))
-        .await?
-        .into_iter()
-        .map(|j| state.jobs.live(j))
-        .collect();
-    let any_running = jobs.iter().any(|j| j.state == "running");
-    Ok(html(
-        status,
-        &JobsPage {
-            chrome: Chrome::new(who, "jobs"),
-            jobs: jobs
-                .into_iter()
-                .map(|job| JobLine {
-                    percent: percent(job.bytes_done, job.bytes_total),
-                    created: format_time(job.created_at),
-                    job,
-                })
-                .collect(),
-            message,
-            any_running,
-        },
-    ))
-}
-
-async fn jobs_page(
-    state: web::Data<AppState>,
-    who: Authed,
-    q: web::Query<MessageQuery>,
-) -> Result<HttpResponse, AppError> {
-    who.require(&state, Role::Admin, "jobs.view", "").await?;
-    render_jobs(&state, &who, StatusCode::OK, q.into_inner().message).await
-}
-
-async fn cancel_form(
-    state: web::Data<AppState>,
-    who: Authed,
-    path: web::Path<i64>,
-    form: web::Form<CsrfForm>,
-) -> Result<HttpResponse, AppError> {
-    who.check_csrf(form.csrf.as_deref())?;
-    let id = path.into_inner();
-    match cancel(&state, &who, id).await? {
-        Ok(job) => Ok(see_other(
-            "/jobs",
-            &format!(
-                "Cancelling job {id}; the partial volume {} is removed.",
-                job.volume
-            ),
-        )),
-        Err(LifecycleError::NotFound(m)) => Err(AppError::not_found(m)),
-        Err(e) => render_jobs(&state, &who, StatusCode::CONFLICT, Some(e.to_string())).await,
-    }
+    answer(&who, r, accepted)
 }

@@ -46,6 +46,37 @@ impl Api {
         let s = r.status();
         (s, r.json().await.unwrap_or(Value::Null))
     }
+    /// Posts a request that starts a job (clone, template VM, volume create). When it is
+    /// accepted (202, with the job's URL in Location), follows the job until it ends and
+    /// answers the ended job; otherwise the refusal as sent.
+    pub async fn post_job(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let (s, v) = self.post(path, body).await;
+        if s != StatusCode::ACCEPTED {
+            return (s, v);
+        }
+        (s, self.job_end(&v).await)
+    }
+
+    /// The job once it has ended (polled every 50 ms, for at most two minutes).
+    pub async fn job_end(&self, job: &Value) -> Value {
+        let id = job["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("not a job: {job}"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let (s, j) = self.get(&format!("/api/v1/jobs/{id}")).await;
+            assert_eq!(s, StatusCode::OK, "{j}");
+            if j["state"] != "running" {
+                return j;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {id} still runs: {j}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
         let r = self
             .c

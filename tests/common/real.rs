@@ -144,3 +144,31 @@ pub fn bearer_client(token: &str) -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// A job the API accepted, once it has ended (polled every 100 ms, for at most five
+/// minutes), with a client that carries its own credentials.
+pub async fn job_end(
+    api: &reqwest::Client,
+    base: &str,
+    job: &serde_json::Value,
+) -> serde_json::Value {
+    let id = job["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("not a job: {job}"));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let j: serde_json::Value = api
+            .get(format!("{base}/api/v1/jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if j["state"] != "running" {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "job {id} still runs: {j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

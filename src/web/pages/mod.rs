@@ -35,6 +35,11 @@ impl Chrome {
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
+
+    /// Operators and admins: they change VMs and see the jobs doing it.
+    pub fn can_operate(&self) -> bool {
+        self.role.allows(Role::Operator)
+    }
 }
 
 /// Formats unix seconds as UTC, e.g. `2026-11-21 21:17:09 UTC`.

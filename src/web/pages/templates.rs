@@ -4,6 +4,7 @@
 
 use super::super::api::{answer, csrf_header};
 use super::super::errors::{html, AppError};
+use super::super::jobs as web_jobs;
 use super::super::session::Authed;
 use super::super::{lc, now, AppState};
 use super::vm_changes::audited;
@@ -12,10 +13,9 @@ use super::{format_time, Chrome};
 use crate::auth::Role;
 use crate::domain::storage::human_bytes;
 use crate::domain::templates::{CloneMode, SYSPREP_MISSING};
-use crate::lifecycle::templates::{
-    self as tpl, FromTemplate, FromTemplateRequest, Marked, TemplateView,
-};
-use crate::lifecycle::{FieldError, LcResult, LifecycleError};
+use crate::lifecycle::templates::{self as tpl, FromTemplateRequest, Marked, TemplateView};
+use crate::lifecycle::{jobs, FieldError, LcResult, LifecycleError};
+use crate::store::jobs::JobRow;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
@@ -74,21 +74,26 @@ async fn unmark(
     .await
 }
 
+/// Checks a new VM from a template and holds its units, then makes it as a job.
 async fn create(
     state: &web::Data<AppState>,
     who: &Authed,
     template: &str,
     req: FromTemplateRequest,
-) -> Result<LcResult<FromTemplate>, AppError> {
-    let (t, actor) = (template.to_string(), who.username.clone());
+) -> Result<LcResult<JobRow>, AppError> {
+    let (t, actor, job_actor) = (
+        template.to_string(),
+        who.username.clone(),
+        web_jobs::actor(who),
+    );
     // Audited under the template's name; the new VM's history starts with its first action.
-    audited(
+    let r = audited(
         state,
         who,
         "vm.template.create",
         template,
         move |s| {
-            tpl::create_from(
+            let plan = tpl::plan_from(
                 s.hv.as_ref(),
                 &s.store,
                 &s.cfg,
@@ -98,24 +103,50 @@ async fn create(
                 &actor,
                 now(),
                 crate::sysprep::find(),
-            )
+            )?;
+            let (job, cancel) =
+                jobs::begin_clone(s.hv.as_ref(), &s.store, &s.jobs, &plan.plan, &job_actor)?;
+            Ok((job, cancel, plan))
         },
-        |c| {
+        |(job, _, plan)| {
             format!(
-                "made {} as a {} ({} units, volumes: {}{})",
-                c.vm.name,
-                c.mode.label().to_lowercase(),
-                c.vm.units,
-                c.vm.volumes.join(", "),
-                if c.identity_reset {
-                    ", identity reset"
-                } else {
-                    ""
-                }
+                "job {} started: {} as a {}",
+                job.id,
+                job.vm,
+                plan.plan.mode.label().to_lowercase()
             )
         },
     )
-    .await
+    .await?;
+    Ok(r.and_then(|(job, cancel, plan)| {
+        web_jobs::spawn_clone(
+            state,
+            who,
+            &job,
+            cancel,
+            "vm.template.create",
+            move |s, watch| plan.build(s.hv.as_ref(), &s.store, watch),
+            |c| {
+                format!(
+                    "Made {} from template {} as a {}: {} unit{}, {} disk{}{}{}.",
+                    c.vm.name,
+                    c.template,
+                    c.mode.label().to_lowercase(),
+                    c.vm.units,
+                    if c.vm.units == 1 { "" } else { "s" },
+                    c.vm.volumes.len(),
+                    if c.vm.volumes.len() == 1 { "" } else { "s" },
+                    if c.identity_reset {
+                        ", identity reset"
+                    } else {
+                        ""
+                    },
+                    if c.vm.started { ", started" } else { "" }
+                )
+            },
+        )?;
+        Ok(job)
+    }))
 }
 
 // ---- pages ----
@@ -281,23 +312,17 @@ async fn create_form(
         )
         .await;
     }
-    match create(&state, &who, &template, req.clone()).await? {
-        Ok(c) => Ok(back_to(
-            &c.vm.name,
-            &format!(
-                "Made from template {template} as a {}: {} units, {} disk{}{}{}.",
-                c.mode.label().to_lowercase(),
-                c.vm.units,
-                c.vm.volumes.len(),
-                if c.vm.volumes.len() == 1 { "" } else { "s" },
-                if c.identity_reset {
-                    ", identity reset"
-                } else {
-                    ""
-                },
-                if c.vm.started { ", started" } else { "" }
-            ),
-        )),
+    let started = create(&state, &who, &template, req.clone()).await?;
+    let outcome = match web_jobs::form_outcome(&state, started, |j| {
+        format!("Making {} from template {template}", j.vm)
+    })
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(to_jobs_page) => return Ok(to_jobs_page),
+    };
+    match outcome {
+        Ok(job) => Ok(back_to(&job.vm, &job.message)),
         Err(LifecycleError::Invalid(errors)) => {
             render_new(
                 &state,
@@ -442,9 +467,5 @@ async fn api_create(
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
     let r = create(&state, &who, &path.into_inner(), body.into_inner()).await?;
-    answer(&who, r, |c| {
-        HttpResponse::Created()
-            .insert_header(("location", format!("/api/v1/vms/{}", c.vm.name)))
-            .json(c)
-    })
+    answer(&who, r, web_jobs::accepted)
 }

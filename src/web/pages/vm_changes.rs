@@ -2,15 +2,18 @@
 //! operations here are shared with the API.
 
 use super::super::errors::AppError;
+use super::super::jobs as web_jobs;
 use super::super::session::Authed;
 use super::super::{audit, lc, now, AppState};
 use super::vms::{back_to, number, render_detail, FormState};
 use crate::auth::Role;
 use crate::domain::snapshot::SnapshotInfo;
+use crate::domain::templates::CloneMode;
 use crate::lifecycle::{
-    self, CloneRequest, Cloned, FieldError, LcResult, LifecycleError, Resized, SizeRequest,
+    self, changes, jobs, CloneRequest, FieldError, LcResult, LifecycleError, Resized, SizeRequest,
     SnapshotRequest,
 };
+use crate::store::jobs::JobRow;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -84,22 +87,23 @@ pub async fn resize(
     .await
 }
 
+/// Checks a clone and holds its units, then copies on a thread of its own as a job.
 pub async fn clone(
     state: &web::Data<AppState>,
     who: &Authed,
     source: &str,
     req: CloneRequest,
-) -> Result<LcResult<Cloned>, AppError> {
+) -> Result<LcResult<JobRow>, AppError> {
     let src = source.to_string();
-    let actor = who.username.clone();
+    let (actor, job_actor) = (who.username.clone(), web_jobs::actor(who));
     // Audited under the source's name; the clone's own history starts with its create.
-    audited(
+    let r = audited(
         state,
         who,
         "vm.clone",
         source,
         move |s| {
-            lifecycle::clone(
+            let plan = changes::plan_clone(
                 s.hv.as_ref(),
                 &s.store,
                 &s.cfg,
@@ -108,18 +112,38 @@ pub async fn clone(
                 &req,
                 &actor,
                 now(),
-            )
+                CloneMode::Full,
+            )?;
+            let (job, cancel) =
+                jobs::begin_clone(s.hv.as_ref(), &s.store, &s.jobs, &plan, &job_actor)?;
+            Ok((job, cancel, plan))
         },
-        |c| {
-            format!(
-                "cloned to {} ({} units, volumes: {})",
-                c.name,
-                c.units,
-                c.volumes.join(", ")
-            )
-        },
+        |(job, _, _)| format!("job {} started: cloning to {}", job.id, job.vm),
     )
-    .await
+    .await?;
+    Ok(r.and_then(|(job, cancel, plan)| {
+        web_jobs::spawn_clone(
+            state,
+            who,
+            &job,
+            cancel,
+            "vm.clone",
+            move |s, watch| changes::build_clone(s.hv.as_ref(), &s.store, plan, None, watch),
+            |c| {
+                format!(
+                    "Cloned from {} to {}: {} unit{}, {} disk{} copied{}.",
+                    c.source,
+                    c.name,
+                    c.units,
+                    if c.units == 1 { "" } else { "s" },
+                    c.volumes.len(),
+                    if c.volumes.len() == 1 { "" } else { "s" },
+                    if c.started { ", started" } else { "" }
+                )
+            },
+        )?;
+        Ok(job)
+    }))
 }
 
 pub async fn create_snapshot(
@@ -300,17 +324,16 @@ pub async fn clone_form(
         name: f.clone_name.trim().to_string(),
         start: f.start.is_some(),
     };
-    match clone(&state, &who, &name, req).await? {
-        Ok(c) => Ok(back_to(
-            &c.name,
-            &format!(
-                "Cloned from {name}: {} units, {} disk{} copied{}.",
-                c.units,
-                c.volumes.len(),
-                if c.volumes.len() == 1 { "" } else { "s" },
-                if c.started { ", started" } else { "" }
-            ),
-        )),
+    let started = clone(&state, &who, &name, req).await?;
+    let outcome =
+        match web_jobs::form_outcome(&state, started, |j| format!("Cloning {name} to {}", j.vm))
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(to_jobs_page) => return Ok(to_jobs_page),
+        };
+    match outcome {
+        Ok(job) => Ok(back_to(&job.vm, &job.message)),
         Err(LifecycleError::Invalid(errs)) => {
             // The form calls the name field clone_name.
             let errs = errs
