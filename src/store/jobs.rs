@@ -240,8 +240,47 @@ mod tests {
         assert_eq!(j.finished_at, Some(20));
         assert!(!j.volume_made);
         assert!(s.running_jobs().unwrap().is_empty());
-        assert_eq!(s.jobs(10).unwrap(), vec![j]);
+        assert_eq!(s.jobs(10).unwrap(), vec![j.clone()]);
         assert_eq!(s.job(id + 1).unwrap(), None);
+        // A clone's steps: the copy in progress is named (and removed by a restart);
+        // once recorded with its VM, the job no longer claims it.
+        let clone = s
+            .insert_job(&NewJob {
+                kind: "clone",
+                pool: "",
+                volume: "",
+                source: "base",
+                vm: "copy",
+                bytes_total: 300,
+                created_by: "admin",
+                created_at: 40,
+            })
+            .unwrap();
+        s.job_step(
+            clone,
+            "copying disk 1 of 2",
+            Some(("default", "copy.qcow2")),
+            0,
+        )
+        .unwrap();
+        let j = s.job(clone).unwrap().unwrap();
+        assert_eq!(
+            (
+                j.pool.as_str(),
+                j.volume.as_str(),
+                j.volume_made,
+                j.step.as_str()
+            ),
+            ("default", "copy.qcow2", true, "copying disk 1 of 2")
+        );
+        s.job_step(clone, "copying disk 1 of 2 done", None, 120)
+            .unwrap();
+        let j = s.job(clone).unwrap().unwrap();
+        assert!(!j.volume_made);
+        assert_eq!(
+            (j.volume.as_str(), j.bytes_done, j.vm.as_str()),
+            ("copy.qcow2", 120, "copy")
+        );
         // The CHECK constraint refuses unknown states.
         assert!(s
             .insert_job(&NewJob {

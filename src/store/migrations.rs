@@ -61,3 +61,71 @@ pub(super) fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_recorded_before_clone_jobs_existed_are_kept() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let (last, earlier) = MIGRATIONS.split_last().unwrap();
+        assert_eq!(last.0, "0011_clone_and_create_jobs");
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .unwrap();
+        for (version, sql) in earlier {
+            conn.execute_batch(sql).unwrap();
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?1, 0)",
+                params![version],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO jobs (kind, state, pool, volume, source, volume_made, bytes_done,
+                               bytes_total, message, created_by, created_at, finished_at)
+             VALUES ('fetch', 'succeeded', 'isos', 'a.iso', 'http://x/a.iso', 0, 10, 10,
+                     '', 'admin', 5, 6)",
+            [],
+        )
+        .unwrap();
+        apply(&mut conn).unwrap();
+        let row: (i64, String, String, String, String, i64) = conn
+            .query_row(
+                "SELECT id, kind, volume, vm, step, bytes_done FROM jobs",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            row,
+            (
+                1,
+                "fetch".into(),
+                "a.iso".into(),
+                String::new(),
+                String::new(),
+                10
+            )
+        );
+        // New jobs continue the numbering, and the new kinds are accepted.
+        conn.execute(
+            "INSERT INTO jobs (kind, state, pool, volume, created_by, created_at)
+             VALUES ('clone', 'running', '', '', 'admin', 7)",
+            [],
+        )
+        .unwrap();
+        assert_eq!(conn.last_insert_rowid(), 2);
+    }
+}

@@ -72,7 +72,11 @@ pub fn spawn(
     let st = state.clone();
     let spawned = std::thread::Builder::new()
         .name(format!("{}-job-{}", job.kind, job.id))
-        .spawn(move || work(&st));
+        .spawn(move || {
+            work(&st);
+            // What the job made or removed shows in the VM list at once.
+            st.vm_list.invalidate();
+        });
     if let Err(e) = spawned {
         undo(state);
         let message = format!("The job could not be started: {e}.");

@@ -24,20 +24,56 @@ pub enum Step {
     PoolAutostart,
     /// Fails creating a volume with a backing store (a linked clone's overlay) only.
     CreateOverlay,
+    /// Holds every volume copy at the gate until the test opens it (fails nothing).
+    HoldCloneVolume,
+    /// Holds every volume create at the gate until the test opens it (fails nothing).
+    HoldCreateVolume,
+}
+
+/// Where a held step waits until the test opens it; counts the calls that arrived.
+#[derive(Default)]
+pub struct Gate {
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+    pub arrived: std::sync::atomic::AtomicUsize,
+}
+
+impl Gate {
+    pub fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+
+    fn pass(&self) {
+        self.arrived
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.opened.wait(open).unwrap();
+        }
+    }
 }
 
 pub struct FailAt {
     pub inner: Arc<dyn Hypervisor>,
     pub step: Step,
     pub clones: std::sync::atomic::AtomicUsize,
+    /// Where the `Hold…` steps wait.
+    pub gate: Arc<Gate>,
 }
 
 impl FailAt {
     pub fn new(inner: Arc<dyn Hypervisor>, step: Step) -> FailAt {
+        FailAt::holding(inner, step, Arc::default())
+    }
+
+    /// A hypervisor whose `step` (one of the `Hold…` steps) waits at `gate`.
+    pub fn holding(inner: Arc<dyn Hypervisor>, step: Step, gate: Arc<Gate>) -> FailAt {
         FailAt {
             inner,
             step,
             clones: std::sync::atomic::AtomicUsize::new(0),
+            gate,
         }
     }
 }
@@ -80,6 +116,9 @@ impl Hypervisor for FailAt {
         {
             return Err(injected("create the disk volume"));
         }
+        if self.step == Step::HoldCreateVolume {
+            self.gate.pass();
+        }
         self.inner.create_volume(pool, xml)
     }
     fn delete_volume(&self, path: &str) -> HvResult<()> {
@@ -118,6 +157,9 @@ impl Hypervisor for FailAt {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if self.step == Step::CloneVolume || (self.step == Step::SecondCloneVolume && n == 1) {
             return Err(injected("copy the disk volume"));
+        }
+        if self.step == Step::HoldCloneVolume {
+            self.gate.pass();
         }
         self.inner.clone_volume(source_path, xml)
     }

@@ -51,9 +51,25 @@ pub async fn spawn_app_wrapped(
     wrap: Option<virtdeck::web::server::HypervisorWrap>,
 ) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
+    let (base, setup_url, handle) = spawn_app_on(data_dir.path(), tweak, wrap).await;
+    TestApp {
+        base,
+        setup_url,
+        data_dir,
+        handle,
+    }
+}
+
+/// The app on an existing data dir (a restart of virtdeck, once the first app is
+/// stopped): its base URL, setup link (none after set-up) and handle.
+pub async fn spawn_app_on(
+    data_dir: &std::path::Path,
+    tweak: impl FnOnce(&mut Config),
+    wrap: Option<virtdeck::web::server::HypervisorWrap>,
+) -> (String, Option<String>, actix_web::dev::ServerHandle) {
     let mut cfg = Config {
         listen: "127.0.0.1:0".into(),
-        data_dir: data_dir.path().to_path_buf(),
+        data_dir: data_dir.to_path_buf(),
         demo: true,
         ..Default::default()
     };
@@ -64,12 +80,7 @@ pub async fn spawn_app_wrapped(
     let base = running.base_url();
     let setup_url = running.setup_url.clone();
     tokio::spawn(running.server);
-    TestApp {
-        base,
-        setup_url,
-        data_dir,
-        handle,
-    }
+    (base, setup_url, handle)
 }
 
 /// The value of the first `name="csrf"` hidden field in a page.
