@@ -192,6 +192,22 @@ async fn a_vm_from_a_cloud_image_gets_a_grown_copy_and_a_readable_cidata_seed() 
     assert!(page.contains("<dt>User</dt><dd>ops (sudo; password and 1 SSH key)</dd>"));
     assert!(!page.contains(PASSWORD) && !page.contains(&hash));
 
+    // The delete page says the seed goes with the VM whatever is chosen for the disks.
+    let page = admin
+        .get(app.url(&format!("/vms/{name}/delete")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!(
+            "Its cloud-init seed <code>{seed}</code> is deleted too, whatever you choose below"
+        )),
+        "{page}"
+    );
+
     // Deleting the VM (keeping its disk) deletes the seed.
     let r = api.delete(vm_url.clone()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);

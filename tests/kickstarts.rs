@@ -399,6 +399,20 @@ async fn a_network_install_fetches_its_kickstart_only_while_it_runs() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let url = ks_url(&api, "ks01").await;
+    // The VM page says which kickstart the install uses and that its URL is served,
+    // without showing the URL (its token is the installer's credential).
+    let page = common::pages::text(&session, &app.url("/vms/ks01")).await;
+    let at = page
+        .find("id=\"kickstart-install\"")
+        .expect("the install section");
+    let section = &page[at..at + page[at..].find("</dl>").unwrap()];
+    assert!(
+        section.contains("<a href=\"/kickstarts/fedora.ks\">fedora.ks</a>")
+            && section.contains("served to the installer until"),
+        "{section}"
+    );
+    let token = url.rsplit('/').next().unwrap();
+    assert!(!page.contains(token), "the token stays off the page");
     let port = app.base.rsplit(':').next().unwrap();
     assert!(
         url.starts_with(&format!("http://127.0.0.1:{port}/ks/")),
@@ -444,6 +458,8 @@ async fn a_network_install_fetches_its_kickstart_only_while_it_runs() {
         api.get("/api/v1/vms/ks01/kickstart").await.0,
         StatusCode::NOT_FOUND
     );
+    let page = common::pages::text(&session, &app.url("/vms/ks01")).await;
+    assert!(!page.contains("kickstart-install"), "the install is over");
     // Now the file is free to go.
     assert_eq!(
         api.delete("/api/v1/kickstarts/fedora.ks").await.0,

@@ -584,6 +584,16 @@ struct VmDetailPage {
     usage: super::super::usage::Charts,
     /// Set when the VM was provisioned from a cloud image with a cloud-init seed.
     cloud_init: Option<crate::store::cloud_init::CloudInitRow>,
+    /// Set while the VM has a kickstart install whose URL has not ended.
+    install: Option<KickstartInstall>,
+}
+
+/// A network install with a stored kickstart, as the VM page shows it (never its URL:
+/// the token in it is the installer's credential).
+struct KickstartInstall {
+    kickstart: String,
+    until: String,
+    serving: bool,
 }
 
 impl VmDetailPage {
@@ -666,7 +676,7 @@ pub(super) async fn render_detail(
     status: StatusCode,
 ) -> Result<HttpResponse, AppError> {
     let n = name.clone();
-    let (detail, snapshots, history, flavors) = lc(state, move |s| {
+    let (detail, snapshots, history, flavors, install) = lc(state, move |s| {
         let detail = lifecycle::detail(s.hv.as_ref(), &s.store, &s.cfg, &n)?;
         let snapshots = lifecycle::snapshots(s.hv.as_ref(), &n).unwrap_or_else(|e| {
             tracing::warn!(vm = %n, error = %e, "cannot list snapshots");
@@ -674,7 +684,9 @@ pub(super) async fn render_detail(
         });
         let history = s.store.audit_for_target(&n, 15)?;
         let flavors = s.store.flavors()?;
-        Ok((detail, snapshots, history, flavors))
+        // Only a VM with a kickstart install in progress has a status.
+        let install = crate::lifecycle::kickstart::status(s.hv.as_ref(), &s.store, &n, now()).ok();
+        Ok((detail, snapshots, history, flavors, install))
     })
     .await?;
     let lifecycle::VmDetail {
@@ -704,6 +716,11 @@ pub(super) async fn render_detail(
             form,
             usage: super::super::usage::vm_charts(state, &name),
             cloud_init,
+            install: install.map(|i| KickstartInstall {
+                until: super::format_time(i.expires_at),
+                kickstart: i.kickstart,
+                serving: i.install_running,
+            }),
         },
     ))
 }
@@ -841,6 +858,8 @@ struct DeletePage {
     name: String,
     state: VmState,
     volumes: Vec<String>,
+    /// The cloud-init seed volume, which is always deleted with the VM.
+    seed: Option<String>,
 }
 
 pub async fn delete_page(
@@ -852,13 +871,18 @@ pub async fn delete_page(
     who.require(&state, Role::Operator, "vm.delete", &name)
         .await?;
     let n = name.clone();
-    let (vm_state, volumes) = lc(&state, move |s| {
+    let (vm_state, volumes, seed) = lc(&state, move |s| {
         let vm =
             s.hv.list_vms()?
                 .into_iter()
                 .find(|v| v.name == n)
                 .ok_or_else(|| LifecycleError::NotFound(format!("There is no VM named {n}.")))?;
-        Ok((vm.state, lifecycle::deletable_volumes(s.hv.as_ref(), &n)?))
+        let seed = s.store.cloud_init(&n)?.map(|c| c.seed_path);
+        Ok((
+            vm.state,
+            lifecycle::deletable_volumes(s.hv.as_ref(), &n)?,
+            seed,
+        ))
     })
     .await?;
     Ok(html(
@@ -868,6 +892,7 @@ pub async fn delete_page(
             name,
             state: vm_state,
             volumes,
+            seed,
         },
     ))
 }
