@@ -192,6 +192,36 @@ async fn a_vm_from_a_cloud_image_gets_a_grown_copy_and_a_readable_cidata_seed() 
     assert!(page.contains("<dt>User</dt><dd>ops (sudo; password and 1 SSH key)</dd>"));
     assert!(!page.contains(PASSWORD) && !page.contains(&hash));
 
+    // A clone copies the disk but not the seed (it holds this VM's identity and password
+    // hash, and goes with this VM): the clone's CD-ROM drive is empty.
+    let copy = format!("{name}-c");
+    let _copy_guard = VmGuard(copy.clone());
+    let r = api
+        .post(app.url(&format!("/api/v1/vms/{name}/clone")))
+        .json(&json!({"name": copy}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let job = common::real::job_end(&api, &app.base, &r.json().await.unwrap()).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let copy_url = app.url(&format!("/api/v1/vms/{copy}"));
+    let copy_vm: Value = api
+        .get(&copy_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let copy_xml = copy_vm["xml"].as_str().unwrap();
+    assert!(!copy_xml.contains(&seed), "{copy_xml}");
+    assert!(
+        copy_xml.contains("device=\"cdrom\"") || copy_xml.contains("device='cdrom'"),
+        "{copy_xml}"
+    );
+    assert!(copy_vm["cloud_init"].is_null(), "{copy_vm}");
+
     // The delete page says the seed goes with the VM whatever is chosen for the disks.
     let page = admin
         .get(app.url(&format!("/vms/{name}/delete")))
@@ -216,6 +246,13 @@ async fn a_vm_from_a_cloud_image_gets_a_grown_copy_and_a_readable_cidata_seed() 
     assert!(!Path::new(&seed).exists());
     assert!(Path::new(&disk).exists(), "the disk was kept as asked");
     assert!(Path::new(&image).exists(), "the image stays");
+    // The clone is untouched by the source's delete, and can go too.
+    let r = api
+        .delete(format!("{copy_url}?delete_volumes=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
     let audit = app.audit_text(&admin).await;
     assert!(!audit.contains(PASSWORD));
 }

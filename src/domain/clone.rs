@@ -20,6 +20,9 @@ pub struct CloneEdits {
     /// The format every disk (not CD-ROM) of the clone has, when it differs from the
     /// source's: a linked clone's disks are qcow2 overlays whatever the template's are.
     pub disk_format: Option<String>,
+    /// Media the clone must not share (a cloud-init seed belongs to its VM alone): a
+    /// drive with one of these sources stays in the clone, empty.
+    pub ejected: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +56,7 @@ pub fn clone_domain_xml(source: &str, edits: &CloneEdits) -> Result<String, Clon
                 if skip_depth.is_some() {
                     continue;
                 }
-                if dropped(&path) {
+                if dropped(&path) || ejected(&e, &path, edits) {
                     skip_depth = Some(path.len());
                     continue;
                 }
@@ -66,7 +69,7 @@ pub fn clone_domain_xml(source: &str, edits: &CloneEdits) -> Result<String, Clon
             Event::Empty(e) => {
                 let name = e.name().as_ref().to_string();
                 path.push(name);
-                if skip_depth.is_none() && !dropped(&path) {
+                if skip_depth.is_none() && !dropped(&path) && !ejected(&e, &path, edits) {
                     let e = rewrite_attrs(&e, &path, edits, in_data_disk)?;
                     w.write_event(Event::Empty(e)).map_err(err)?;
                 }
@@ -117,6 +120,18 @@ fn dropped(path: &[String]) -> bool {
         p.as_slice(),
         ["domain", "os", "nvram"] | ["domain", "devices", "interface", "target"]
     )
+}
+
+/// A drive's `<source>` naming one of the media the clone leaves out.
+fn ejected(e: &BytesStart<'_>, path: &[String], edits: &CloneEdits) -> bool {
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    p.as_slice() == ["domain", "devices", "disk", "source"]
+        && e.attributes().flatten().any(|a| {
+            let key: &str = a.key.as_ref();
+            key == "file"
+                && a.unescape_value()
+                    .is_ok_and(|v| edits.ejected.iter().any(|x| x.as_str() == v))
+        })
 }
 
 fn is_disk(path: &[String]) -> bool {
@@ -227,6 +242,7 @@ mod tests {
             )]
             .into(),
             disk_format: None,
+            ejected: Vec::new(),
         }
     }
 
@@ -269,6 +285,24 @@ mod tests {
         // Without the edit, formats stay as they were.
         let d = parse_domain(&clone_domain_xml(&raw, &edits()).unwrap()).unwrap();
         assert_eq!(d.disks[0].format.as_deref(), Some("raw"));
+    }
+
+    #[test]
+    fn an_ejected_medium_leaves_its_drive_empty() {
+        let mut e = edits();
+        e.ejected = vec!["/isos/debian & co.iso".into()];
+        let xml = clone_domain_xml(SOURCE, &e).unwrap();
+        let d = parse_domain(&xml).unwrap();
+        assert_eq!(d.disks.len(), 2, "the drive stays: {xml}");
+        assert_eq!(d.disks[1].device, "cdrom");
+        assert_eq!(d.disks[1].source, None, "{xml}");
+        assert!(!xml.contains("debian"), "{xml}");
+        assert!(xml.contains("<target dev=\"hda\""), "{xml}");
+        // The disk itself is still copied.
+        assert_eq!(
+            d.disks[0].source.as_deref(),
+            Some("/var/lib/libvirt/images/web02.qcow2")
+        );
     }
 
     #[test]

@@ -420,6 +420,12 @@ pub fn plan_clone(
             disks: HashMap::new(),
             logs,
             disk_format: linked.then(|| DiskFormat::Qcow2.as_str().to_string()),
+            // A cloud-init seed holds its VM's password hash and identity and is deleted
+            // with it: the clone's CD-ROM drive is left empty instead of sharing it.
+            ejected: store
+                .cloud_init(source)?
+                .map(|c| vec![c.seed_path])
+                .unwrap_or_default(),
         };
         store.insert_vm(&VmRow {
             name: name.to_string(),
