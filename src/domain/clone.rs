@@ -129,7 +129,7 @@ fn ejected(e: &BytesStart<'_>, path: &[String], edits: &CloneEdits) -> bool {
         && e.attributes().flatten().any(|a| {
             let key: &str = a.key.as_ref();
             key == "file"
-                && a.unescape_value()
+                && a.normalized_value(XmlVersion::Implicit1_0)
                     .is_ok_and(|v| edits.ejected.iter().any(|x| x.as_str() == v))
         })
 }
