@@ -385,7 +385,7 @@ pub async fn form_outcome(
 /// thread can be started, the clone's reservation is rolled back.
 pub fn spawn_clone<T: 'static>(
     state: &web::Data<AppState>,
-    who: &Authed,
+    actor: Actor,
     job: &JobRow,
     cancel: tokio_util::sync::CancellationToken,
     action: &'static str,
@@ -394,7 +394,7 @@ pub fn spawn_clone<T: 'static>(
         + 'static,
     describe: impl FnOnce(&T) -> String + Send + 'static,
 ) -> LcResult<()> {
-    let (j, a) = (job.clone(), actor(who));
+    let (j, a) = (job.clone(), actor);
     let (id, vm) = (job.id, job.vm.clone());
     spawn(
         state,

@@ -74,34 +74,36 @@ fn target(pool: &str, name: &str) -> String {
 
 // ---- audited operations, shared by pages and API ----
 
-/// Checks and records a volume create, then makes the volume on a thread of its own.
+/// Checks and records a volume create, then makes the volume on a thread of its own
+/// (started inside the checked step, so a client that goes away early leaves no job
+/// without its thread).
 async fn create(
     state: &web::Data<AppState>,
     who: &Authed,
     pool: &str,
     req: NewVolumeRequest,
 ) -> Result<LcResult<JobRow>, AppError> {
-    let p = pool.to_string();
-    let a = actor(who);
-    let r = admin_change(
+    let (p, a, st) = (pool.to_string(), actor(who), state.clone());
+    admin_change(
         state,
         who,
         "volume.create",
         &target(pool, req.name.trim()),
-        move |s| jobs::begin_create(s.hv.as_ref(), &s.store, &s.jobs, &p, &req, &a),
-        |(job, _, _)| format!("job {} started: {}", job.id, job.source),
+        move |s| {
+            let (job, spec, cancel) =
+                jobs::begin_create(s.hv.as_ref(), &s.store, &s.jobs, &p, &req, &a)?;
+            let j = job.clone();
+            super::jobs::spawn(
+                &st,
+                &job,
+                move |s| jobs::run_create(s.hv.as_ref(), &s.store, &s.jobs, &j, &spec, cancel, &a),
+                |s| s.jobs.forget(job.id),
+            )?;
+            Ok(job)
+        },
+        |job| format!("job {} started: {}", job.id, job.source),
     )
-    .await?;
-    Ok(r.and_then(|(job, spec, cancel)| {
-        let (j, a) = (job.clone(), actor(who));
-        super::jobs::spawn(
-            state,
-            &job,
-            move |s| jobs::run_create(s.hv.as_ref(), &s.store, &s.jobs, &j, &spec, cancel, &a),
-            |s| s.jobs.forget(job.id),
-        )?;
-        Ok(job)
-    }))
+    .await
 }
 
 async fn resize(
@@ -147,22 +149,22 @@ async fn delete(
     .await
 }
 
-/// Checks and records a fetch, then runs it on its own thread.
+/// Checks and records a fetch, then runs it on its own thread (started inside the
+/// checked step, like a volume create's).
 async fn fetch(
     state: &web::Data<AppState>,
     who: &Authed,
     pool: &str,
     req: FetchRequest,
 ) -> Result<LcResult<JobRow>, AppError> {
-    let p = pool.to_string();
-    let a = actor(who);
-    let r = admin_change(
+    let (p, a, st) = (pool.to_string(), actor(who), state.clone());
+    admin_change(
         state,
         who,
         "volume.fetch",
         &target(pool, req.name.trim()),
         move |s| {
-            jobs::begin_fetch(
+            let (job, cancel) = jobs::begin_fetch(
                 s.hv.as_ref(),
                 &s.store,
                 &s.jobs,
@@ -170,31 +172,29 @@ async fn fetch(
                 &p,
                 &req,
                 &a,
-            )
+            )?;
+            let j = job.clone();
+            super::jobs::spawn(
+                &st,
+                &job,
+                move |s| {
+                    jobs::run_fetch(
+                        s.hv.as_ref(),
+                        &s.store,
+                        &s.jobs,
+                        &s.cfg.images,
+                        &j,
+                        cancel,
+                        a,
+                    )
+                },
+                |s| s.jobs.forget(job.id),
+            )?;
+            Ok(job)
         },
-        |(job, _)| format!("job {} started: {}", job.id, job.source),
+        |job| format!("job {} started: {}", job.id, job.source),
     )
-    .await?;
-    Ok(r.and_then(|(job, cancel)| {
-        let (j, a) = (job.clone(), actor(who));
-        super::jobs::spawn(
-            state,
-            &job,
-            move |s| {
-                jobs::run_fetch(
-                    s.hv.as_ref(),
-                    &s.store,
-                    &s.jobs,
-                    &s.cfg.images,
-                    &j,
-                    cancel,
-                    a,
-                )
-            },
-            |s| s.jobs.forget(job.id),
-        )?;
-        Ok(job)
-    }))
+    .await
 }
 
 // ---- the pool page ----

@@ -81,13 +81,14 @@ async fn create(
     template: &str,
     req: FromTemplateRequest,
 ) -> Result<LcResult<JobRow>, AppError> {
-    let (t, actor, job_actor) = (
+    let (t, actor, job_actor, st) = (
         template.to_string(),
         who.username.clone(),
         web_jobs::actor(who),
+        state.clone(),
     );
     // Audited under the template's name; the new VM's history starts with its first action.
-    let r = audited(
+    audited(
         state,
         who,
         "vm.template.create",
@@ -106,47 +107,39 @@ async fn create(
             )?;
             let (job, cancel) =
                 jobs::begin_clone(s.hv.as_ref(), &s.store, &s.jobs, &plan.plan, &job_actor)?;
-            Ok((job, cancel, plan))
+            let mode = plan.plan.mode.label().to_lowercase();
+            web_jobs::spawn_clone(
+                &st,
+                job_actor,
+                &job,
+                cancel,
+                "vm.template.create",
+                move |s, watch| plan.build(s.hv.as_ref(), &s.store, watch),
+                |c| {
+                    format!(
+                        "Made {} from template {} as a {}: {} unit{}, {} disk{}{}{}.",
+                        c.vm.name,
+                        c.template,
+                        c.mode.label().to_lowercase(),
+                        c.vm.units,
+                        if c.vm.units == 1 { "" } else { "s" },
+                        c.vm.volumes.len(),
+                        if c.vm.volumes.len() == 1 { "" } else { "s" },
+                        if c.identity_reset {
+                            ", identity reset"
+                        } else {
+                            ""
+                        },
+                        if c.vm.started { ", started" } else { "" }
+                    )
+                },
+            )?;
+            Ok((job, mode))
         },
-        |(job, _, plan)| {
-            format!(
-                "job {} started: {} as a {}",
-                job.id,
-                job.vm,
-                plan.plan.mode.label().to_lowercase()
-            )
-        },
+        |(job, mode)| format!("job {} started: {} as a {mode}", job.id, job.vm),
     )
-    .await?;
-    Ok(r.and_then(|(job, cancel, plan)| {
-        web_jobs::spawn_clone(
-            state,
-            who,
-            &job,
-            cancel,
-            "vm.template.create",
-            move |s, watch| plan.build(s.hv.as_ref(), &s.store, watch),
-            |c| {
-                format!(
-                    "Made {} from template {} as a {}: {} unit{}, {} disk{}{}{}.",
-                    c.vm.name,
-                    c.template,
-                    c.mode.label().to_lowercase(),
-                    c.vm.units,
-                    if c.vm.units == 1 { "" } else { "s" },
-                    c.vm.volumes.len(),
-                    if c.vm.volumes.len() == 1 { "" } else { "s" },
-                    if c.identity_reset {
-                        ", identity reset"
-                    } else {
-                        ""
-                    },
-                    if c.vm.started { ", started" } else { "" }
-                )
-            },
-        )?;
-        Ok(job)
-    }))
+    .await
+    .map(|r| r.map(|(job, _)| job))
 }
 
 // ---- pages ----

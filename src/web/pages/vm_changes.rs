@@ -88,6 +88,8 @@ pub async fn resize(
 }
 
 /// Checks a clone and holds its units, then copies on a thread of its own as a job.
+/// The thread is started inside the checked step, so a client that goes away early
+/// never leaves a checked clone without its job.
 pub async fn clone(
     state: &web::Data<AppState>,
     who: &Authed,
@@ -95,9 +97,9 @@ pub async fn clone(
     req: CloneRequest,
 ) -> Result<LcResult<JobRow>, AppError> {
     let src = source.to_string();
-    let (actor, job_actor) = (who.username.clone(), web_jobs::actor(who));
+    let (actor, job_actor, st) = (who.username.clone(), web_jobs::actor(who), state.clone());
     // Audited under the source's name; the clone's own history starts with its create.
-    let r = audited(
+    audited(
         state,
         who,
         "vm.clone",
@@ -116,34 +118,31 @@ pub async fn clone(
             )?;
             let (job, cancel) =
                 jobs::begin_clone(s.hv.as_ref(), &s.store, &s.jobs, &plan, &job_actor)?;
-            Ok((job, cancel, plan))
+            web_jobs::spawn_clone(
+                &st,
+                job_actor,
+                &job,
+                cancel,
+                "vm.clone",
+                move |s, watch| changes::build_clone(s.hv.as_ref(), &s.store, plan, None, watch),
+                |c| {
+                    format!(
+                        "Cloned from {} to {}: {} unit{}, {} disk{} copied{}.",
+                        c.source,
+                        c.name,
+                        c.units,
+                        if c.units == 1 { "" } else { "s" },
+                        c.volumes.len(),
+                        if c.volumes.len() == 1 { "" } else { "s" },
+                        if c.started { ", started" } else { "" }
+                    )
+                },
+            )?;
+            Ok(job)
         },
-        |(job, _, _)| format!("job {} started: cloning to {}", job.id, job.vm),
+        |job| format!("job {} started: cloning to {}", job.id, job.vm),
     )
-    .await?;
-    Ok(r.and_then(|(job, cancel, plan)| {
-        web_jobs::spawn_clone(
-            state,
-            who,
-            &job,
-            cancel,
-            "vm.clone",
-            move |s, watch| changes::build_clone(s.hv.as_ref(), &s.store, plan, None, watch),
-            |c| {
-                format!(
-                    "Cloned from {} to {}: {} unit{}, {} disk{} copied{}.",
-                    c.source,
-                    c.name,
-                    c.units,
-                    if c.units == 1 { "" } else { "s" },
-                    c.volumes.len(),
-                    if c.volumes.len() == 1 { "" } else { "s" },
-                    if c.started { ", started" } else { "" }
-                )
-            },
-        )?;
-        Ok(job)
-    }))
+    .await
 }
 
 pub async fn create_snapshot(
