@@ -246,7 +246,6 @@ fn new_job(store: &Store, job: &NewJob<'_>) -> LcResult<JobRow> {
 }
 
 /// A volume job's row: `total` bytes (0 when not known yet) into `pool`/`volume`.
-#[allow(clippy::too_many_arguments)]
 fn volume_job(
     store: &Store,
     kind: JobKind,

@@ -145,8 +145,8 @@ impl Store {
         })
     }
 
-    /// Ends a running job. `volume_kept`: the volume it made stays (success); otherwise
-    /// the job's volume has been removed (or was never made).
+    /// Ends a running job. Its volume is no longer the job's to remove: kept on success,
+    /// already removed (or never made) otherwise.
     pub fn finish_job(
         &self,
         id: i64,

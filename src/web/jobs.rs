@@ -8,7 +8,7 @@ use super::errors::{html, AppError};
 use super::pages::storage::see_other;
 use super::pages::{format_time, Chrome};
 use super::session::Authed;
-use super::{audit, db, lc, AppState};
+use super::{db, AppState};
 use crate::auth::Role;
 use crate::domain::storage::human_bytes;
 use crate::domain::volumes::{percent, JobKind, JobState};
@@ -61,9 +61,19 @@ pub fn actor(who: &Authed) -> Actor {
     }
 }
 
-/// Runs `work` for `job` on a thread of its own. If no thread can be started, `undo`
-/// removes what the job's checks reserved and the job ends failed.
+/// Runs `work` for `job` on a thread of its own. If no thread can be started, the job
+/// ends failed and its cancel handle is dropped.
 pub fn spawn(
+    state: &web::Data<AppState>,
+    job: &JobRow,
+    work: impl FnOnce(&AppState) + Send + 'static,
+) -> LcResult<()> {
+    spawn_or_undo(state, job, work, |_| {})
+}
+
+/// [`spawn`], with `undo` removing what the job's checks reserved when no thread can
+/// be started.
+fn spawn_or_undo(
     state: &web::Data<AppState>,
     job: &JobRow,
     work: impl FnOnce(&AppState) + Send + 'static,
@@ -79,6 +89,7 @@ pub fn spawn(
         });
     if let Err(e) = spawned {
         undo(state);
+        state.jobs.forget(job.id);
         let message = format!("The job could not be started: {e}.");
         let _ = state.store.finish_job(
             job.id,
@@ -163,22 +174,16 @@ async fn cancel(
         .ok_or_else(|| AppError::not_found(format!("There is no job {id}.")))?;
     who.require(state, role_to_cancel(&job), "job.cancel", &target)
         .await?;
-    let r = lc(state, move |s| jobs::cancel(&s.store, &s.jobs, id)).await;
-    let (result, detail) = match &r {
-        Ok(j) => ("ok", describe(j)),
-        Err(e) => ("failed", e.to_string()),
-    };
-    audit::record(
+    // The same audited path as every change (the role was checked for this job's kind).
+    super::pages::vm_changes::audited(
         state,
-        &who.username,
-        &who.remote_addr,
+        who,
         "job.cancel",
         &target,
-        result,
-        &detail,
+        move |s| jobs::cancel(&s.store, &s.jobs, id),
+        describe,
     )
-    .await;
-    Ok(r)
+    .await
 }
 
 /// What a job works on, in a few words.
@@ -395,8 +400,8 @@ pub fn spawn_clone<T: 'static>(
     describe: impl FnOnce(&T) -> String + Send + 'static,
 ) -> LcResult<()> {
     let (j, a) = (job.clone(), actor);
-    let (id, vm) = (job.id, job.vm.clone());
-    spawn(
+    let vm = job.vm.clone();
+    spawn_or_undo(
         state,
         job,
         move |s| {
@@ -413,7 +418,6 @@ pub fn spawn_clone<T: 'static>(
         },
         move |s| {
             crate::lifecycle::roll_back(s.hv.as_ref(), &s.store, &vm);
-            s.jobs.forget(id);
         },
     )
 }

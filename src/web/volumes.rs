@@ -93,12 +93,9 @@ async fn create(
             let (job, spec, cancel) =
                 jobs::begin_create(s.hv.as_ref(), &s.store, &s.jobs, &p, &req, &a)?;
             let j = job.clone();
-            super::jobs::spawn(
-                &st,
-                &job,
-                move |s| jobs::run_create(s.hv.as_ref(), &s.store, &s.jobs, &j, &spec, cancel, &a),
-                |s| s.jobs.forget(job.id),
-            )?;
+            super::jobs::spawn(&st, &job, move |s| {
+                jobs::run_create(s.hv.as_ref(), &s.store, &s.jobs, &j, &spec, cancel, &a)
+            })?;
             Ok(job)
         },
         |job| format!("job {} started: {}", job.id, job.source),
@@ -174,22 +171,17 @@ async fn fetch(
                 &a,
             )?;
             let j = job.clone();
-            super::jobs::spawn(
-                &st,
-                &job,
-                move |s| {
-                    jobs::run_fetch(
-                        s.hv.as_ref(),
-                        &s.store,
-                        &s.jobs,
-                        &s.cfg.images,
-                        &j,
-                        cancel,
-                        a,
-                    )
-                },
-                |s| s.jobs.forget(job.id),
-            )?;
+            super::jobs::spawn(&st, &job, move |s| {
+                jobs::run_fetch(
+                    s.hv.as_ref(),
+                    &s.store,
+                    &s.jobs,
+                    &s.cfg.images,
+                    &j,
+                    cancel,
+                    a,
+                )
+            })?;
             Ok(job)
         },
         |job| format!("job {} started: {}", job.id, job.source),
