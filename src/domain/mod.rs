@@ -1,6 +1,7 @@
 //! The pure core: plain values and rules, no I/O, no actix, no libvirt.
 
 pub mod capacity;
+pub mod cidr;
 pub mod clone;
 pub mod cloudinit;
 pub mod host;

@@ -56,9 +56,19 @@ pub fn format_time(at: i64) -> String {
 }
 
 /// A `next=` target is only followed if it is a path on this site.
+/// Where to go after signing in: only a path on this site. It must start with one `/`,
+/// and may hold no backslash, no control character (browsers drop tabs and newlines,
+/// so `/\t/evil.example` would become `//evil.example`) and no `//` anywhere.
 pub fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        Some(n)
+            if n.starts_with('/')
+                && !n.contains("//")
+                && !n.contains('\\')
+                && !n.chars().any(|c| c.is_control()) =>
+        {
+            n
+        }
         _ => "/host",
     }
 }
@@ -74,6 +84,12 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example")), "/host");
         assert_eq!(safe_next(Some("/\\evil")), "/host");
         assert_eq!(safe_next(None), "/host");
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/host");
+        assert_eq!(safe_next(Some("/\n/evil.example")), "/host");
+        assert_eq!(safe_next(Some("/vms//x")), "/host");
+        assert_eq!(safe_next(Some("/vms/\u{0}")), "/host");
+        assert_eq!(safe_next(Some("vms")), "/host");
+        assert_eq!(safe_next(Some("/vms?page=2")), "/vms?page=2");
     }
 
     #[test]
