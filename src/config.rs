@@ -55,6 +55,8 @@ pub struct Config {
     pub images: crate::lifecycle::jobs::ImagesConfig,
     /// Network installs: where installing guests fetch their kickstart.
     pub install: crate::lifecycle::kickstart::InstallConfig,
+    /// Outbound requests (install trees, image fetches): where they may go, timeouts.
+    pub fetch: crate::fetch::FetchConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,6 +154,7 @@ impl Default for Config {
             host: HostConfig::default(),
             images: Default::default(),
             install: Default::default(),
+            fetch: Default::default(),
         }
     }
 }
@@ -342,6 +345,9 @@ impl Config {
             return Err(ConfigError::Invalid { key, message });
         }
         if let Some((key, message)) = self.install.problem() {
+            return Err(ConfigError::Invalid { key, message });
+        }
+        if let Some((key, message)) = self.fetch.problem() {
             return Err(ConfigError::Invalid { key, message });
         }
         Ok(())

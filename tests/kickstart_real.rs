@@ -28,6 +28,7 @@ async fn the_installing_guest_gets_its_kickstart_url_until_its_install_boot_ends
         c.demo = false;
         c.libvirt_uri = URI.into();
         c.boot_dir = boot_dir;
+        c.fetch.allow = vec!["127.0.0.0/8".into()]; // the install tree is on loopback
     })
     .await;
     let admin = app.setup_admin("admin").await;

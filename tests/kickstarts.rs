@@ -375,7 +375,11 @@ async fn admins_keep_kickstarts_others_read_them() {
 async fn a_network_install_fetches_its_kickstart_only_while_it_runs() {
     let boot = tempfile::tempdir().unwrap();
     let boot_dir = boot.path().to_path_buf();
-    let app = spawn_app_with(move |c| c.boot_dir = boot_dir).await;
+    let app = spawn_app_with(move |c| {
+        c.boot_dir = boot_dir;
+        c.fetch.allow = vec!["127.0.0.0/8".into()]; // the install tree is on loopback
+    })
+    .await;
     let (session, api) = admin_api(&app).await;
     let t = tree();
     let server = serve_dir(t.path(), None);
@@ -504,6 +508,7 @@ async fn a_kickstart_url_ends_after_its_maximum_lifetime() {
     let boot_dir = boot.path().to_path_buf();
     let app = spawn_app_with(move |c| {
         c.boot_dir = boot_dir;
+        c.fetch.allow = vec!["127.0.0.0/8".into()]; // the install tree is on loopback
         c.install.kickstart_max_lifetime_seconds = 2;
         c.install.kickstart_argument = virtdeck::domain::kickstart::KsArgument::Ks;
     })

@@ -45,7 +45,11 @@ fn files_in(dir: &Path) -> Vec<String> {
 async fn a_vm_installs_from_a_tree_url_then_boots_its_disk() {
     let boot = tempfile::tempdir().unwrap();
     let boot_dir = boot.path().to_path_buf();
-    let app = spawn_app_with(move |c| c.boot_dir = boot_dir).await;
+    let app = spawn_app_with(move |c| {
+        c.boot_dir = boot_dir;
+        c.fetch.allow = vec!["127.0.0.0/8".into()]; // the install tree is on loopback
+    })
+    .await;
     let api = Api::new(&app).await;
 
     // A Fedora-style tree: images/pxeboot/.
@@ -95,7 +99,11 @@ async fn a_vm_installs_from_a_tree_url_then_boots_its_disk() {
 async fn bad_or_empty_trees_are_refused_and_leave_nothing() {
     let boot = tempfile::tempdir().unwrap();
     let boot_dir = boot.path().to_path_buf();
-    let app = spawn_app_with(move |c| c.boot_dir = boot_dir).await;
+    let app = spawn_app_with(move |c| {
+        c.boot_dir = boot_dir;
+        c.fetch.allow = vec!["127.0.0.0/8".into()]; // the install tree is on loopback
+    })
+    .await;
     let api = Api::new(&app).await;
     let before = (api.fingerprint().await, api.get("/api/v1/pools").await.1);
 

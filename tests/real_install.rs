@@ -41,6 +41,7 @@ async fn the_tiny_guest_installs_from_a_tree_url_with_kernel_arguments() {
         c.demo = false;
         c.libvirt_uri = URI.into();
         c.boot_dir = boot_dir;
+        c.fetch.allow = vec!["127.0.0.0/8".into()]; // the install tree is on loopback
     })
     .await;
     let admin = app.setup_admin("admin").await;
@@ -145,7 +146,8 @@ async fn a_restart_in_the_middle_of_a_create_leaves_a_consistent_host() {
     std::fs::write(
         &config,
         format!(
-            "libvirt_uri = \"{URI}\"\nboot_dir = \"{}\"\n",
+            // The install tree is on loopback.
+            "libvirt_uri = \"{URI}\"\nboot_dir = \"{}\"\n[fetch]\nallow = [\"127.0.0.0/8\"]\n",
             boot.path().display()
         ),
     )

@@ -426,24 +426,15 @@ pub fn begin_fetch(
     Ok((job, cancel))
 }
 
-fn agent(cfg: &ImagesConfig) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(10)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
-        .timeout_global(Some(Duration::from_secs(cfg.fetch_timeout_seconds)))
-        .http_status_as_error(false)
-        .user_agent(concat!("virtdeck/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into()
-}
-
 /// Downloads the job's URL into a new volume. Every failure ends the job (audited)
 /// with nothing left in the pool.
+#[allow(clippy::too_many_arguments)] // each is a distinct collaborator; a struct would only rename them
 pub fn run_fetch(
     hv: &dyn Hypervisor,
     store: &Store,
     jobs: &Jobs,
     cfg: &ImagesConfig,
+    fetch: &crate::fetch::FetchConfig,
     job: &JobRow,
     cancel: CancellationToken,
     actor: Actor,
@@ -455,13 +446,14 @@ pub fn run_fetch(
         jobs.forget(job.id);
     };
     let url = job.source.as_str();
-    let answer = match agent(cfg).get(url).call() {
-        Ok(r) => r,
-        Err(e) => return fail(format!("{url} could not be fetched: {e}.")),
+    // The whole fetch is limited by [images]; each wait for bytes by [fetch].
+    let client =
+        crate::fetch::Client::new(fetch, Some(Duration::from_secs(cfg.fetch_timeout_seconds)));
+    let answer = match client.get(url) {
+        Ok(a) if a.status() == 200 => a.response,
+        Ok(a) => return fail(format!("{url} answered HTTP {}.", a.response.status())),
+        Err(e) => return fail(format!("{e}")),
     };
-    if answer.status().as_u16() != 200 {
-        return fail(format!("{url} answered HTTP {}.", answer.status()));
-    }
     let Some(length) = answer.body().content_length() else {
         return fail(format!(
             "{url} did not say how large the file is (no Content-Length); virtdeck needs the size to make the volume."
@@ -485,7 +477,7 @@ pub fn run_fetch(
         }
     };
     // The body is read on a thread of its own, so a cancel takes effect at once even
-    // while the server sends nothing (that thread ends with the fetch timeout).
+    // while the server sends nothing (that thread ends with [fetch] read_timeout_seconds).
     let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(8);
     let reading = std::thread::Builder::new()
         .name(format!("fetch-body-{}", job.id))

@@ -473,6 +473,8 @@ struct Plan {
     network_install: Option<(TreeUrl, String)>,
     /// Where downloaded installer files go.
     boot_dir: std::path::PathBuf,
+    /// `[fetch]`: where the installer may be downloaded from.
+    fetch: crate::fetch::FetchConfig,
     /// A cloud image copy and its cloud-init seed.
     cloud: Option<cloudinit::SeedPlan>,
     /// A network install's kickstart.
@@ -835,6 +837,7 @@ fn plan(
         autostart: req.autostart,
         network_install,
         boot_dir: cfg.boot_dir.clone(),
+        fetch: cfg.fetch.clone(),
         cloud,
         kickstart: None,
     })
@@ -966,7 +969,7 @@ fn build(
     if let Some((tree, kernel_args)) = &plan.network_install {
         // Like virt-install --location: boot the installer once from a transient
         // definition, and define the VM to boot its disk from then on.
-        let (kernel, initrd) = fetch_installer(store, &name, tree, &plan.boot_dir)
+        let (kernel, initrd) = fetch_installer(store, &name, tree, &plan.boot_dir, &plan.fetch)
             .map_err(|e| (CreateStep::FetchInstaller, e))?;
         let kernel_args = match &plan.kickstart {
             Some(k) => k
@@ -1011,8 +1014,9 @@ fn fetch_installer(
     name: &str,
     tree: &TreeUrl,
     boot_dir: &Path,
+    fetch: &crate::fetch::FetchConfig,
 ) -> Result<(String, String), String> {
-    let (kernel_url, initrd_url) = crate::fetch::locate(tree).map_err(|e| e.to_string())?;
+    let (kernel_url, initrd_url) = crate::fetch::locate(fetch, tree).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(boot_dir)
         .map_err(|e| format!("{} could not be created: {e}", boot_dir.display()))?;
     let mut paths = Vec::new();
@@ -1022,7 +1026,7 @@ fn fetch_installer(
         store
             .record_made(name, "boot_file", &shown)
             .map_err(|e| format!("the download could not be recorded: {e}"))?;
-        let bytes = crate::fetch::download(url, &path).map_err(|e| e.to_string())?;
+        let bytes = crate::fetch::download(fetch, url, &path).map_err(|e| e.to_string())?;
         tracing::info!(vm = name, url = %url, file = %shown, bytes, "installer file downloaded");
         paths.push(shown);
     }

@@ -177,6 +177,7 @@ async fn fetch(
                     &s.store,
                     &s.jobs,
                     &s.cfg.images,
+                    &s.cfg.fetch,
                     &j,
                     cancel,
                     a,
