@@ -152,7 +152,10 @@ pub fn check_user_data(text: &str) -> Result<String, String> {
         if l.starts_with('\t') || l.trim_start_matches(' ').starts_with('\t') {
             return Err(format!("Line {n}: YAML is indented with spaces, not tabs."));
         }
-        if l.chars().any(|c| c.is_control() && c != '\t') {
+        // U+2028/U+2029 end a line for YAML 1.1 readers (cloud-init's), not for `lines()`.
+        if l.chars()
+            .any(|c| (c.is_control() && c != '\t') || matches!(c, '\u{2028}' | '\u{2029}'))
+        {
             return Err(format!("Line {n} contains a control character."));
         }
         if l.starts_with("---") || l.starts_with("...") {
@@ -160,7 +163,13 @@ pub fn check_user_data(text: &str) -> Result<String, String> {
                 "Line {n}: give one YAML document (no '---' or '...')."
             ));
         }
-        if let Some(key) = top_level_key(l) {
+        let Ok(key) = top_level_key(l) else {
+            return Err(format!(
+                "Line {n}: write a top-level key as a plain name and ':' (no '?', '<<', \
+                 anchors, tags, aliases or escapes)."
+            ));
+        };
+        if let Some(key) = key {
             if RESERVED_KEYS.contains(&key) {
                 return Err(format!(
                     "Line {n}: virtdeck sets '{key}' from the fields above; remove it here."
@@ -175,13 +184,35 @@ pub fn check_user_data(text: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// The mapping key a line starts at column 0, if any (`key:` or `"key":`).
-fn top_level_key(line: &str) -> Option<&str> {
+/// The mapping key a line starts at column 0, if any (`key:` or `"key":`). `Err` for a
+/// line at column 0 that could name a key some other way YAML has (`? key`, `&anchor key:`,
+/// `!!str key:`, `*alias :`, `<<:` merges, escapes in a quoted key), which would let a
+/// reserved key through unseen.
+fn top_level_key(line: &str) -> Result<Option<&str>, ()> {
     if line.is_empty() || line.starts_with([' ', '#', '-']) {
-        return None;
+        return Ok(None);
     }
-    let (key, _) = line.split_once(':')?;
-    Some(key.trim().trim_matches(|c| c == '"' || c == '\''))
+    if line.starts_with('?') {
+        return Err(());
+    }
+    let Some((key, _)) = line.split_once(':') else {
+        return Ok(None);
+    };
+    let key = key.trim_end_matches([' ', '\t']);
+    let plain = |k: &str| {
+        k.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
+    };
+    let inner = ['"', '\'']
+        .iter()
+        .find_map(|q| key.strip_prefix(*q).and_then(|k| k.strip_suffix(*q)))
+        .unwrap_or(key);
+    if plain(inner) {
+        Ok(Some(inner))
+    } else {
+        Err(())
+    }
 }
 
 /// What a cloud-init seed says, validated; the password only as its crypt hash.
@@ -292,7 +323,14 @@ pub fn yaml_quote(s: &str) -> String {
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' || c == '\u{feff}' => {
+            // Also the line/paragraph separators and BOM (breaks or markers to YAML
+            // 1.1 readers) and U+FFFE/U+FFFF, which YAML readers refuse outright.
+            c if c.is_control()
+                || matches!(
+                    c,
+                    '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+                ) =>
+            {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -449,6 +487,23 @@ mod tests {
             .unwrap_err()
             .contains("tabs"));
         assert!(check_user_data("#cloud-config\n---\nx: 1").is_err());
+        // Every other way YAML has to name a top-level key is refused, not read past.
+        for sneaky in [
+            "? users\n: []",
+            "&a users: []",
+            "!!str users: []",
+            "\"u\\x73ers\": []",
+            "<<: {chpasswd: {expire: false}}",
+            "x: &k users\n*k : []",
+            "ntp: {}\u{2028}users: []",
+        ] {
+            let text = format!("#cloud-config\n{sneaky}");
+            assert!(check_user_data(&text).is_err(), "{sneaky:?}");
+        }
+        assert!(
+            check_user_data("#cloud-config\n'write_files' :\n- path: /x\nruncmd: [\n  ls,\n]")
+                .is_ok()
+        );
         let big = format!(
             "#cloud-config\n{}",
             "a: 1\n".repeat(MAX_USER_DATA_BYTES / 5)
@@ -504,6 +559,8 @@ mod tests {
             "\"a\\\"\\nusers: evil\\\\\""
         );
         assert_eq!(yaml_quote("\u{7}"), "\"\\u0007\"");
+        // Non-characters that YAML readers refuse as raw input are escaped too.
+        assert_eq!(yaml_quote("\u{fffe}\u{ffff}"), "\"\\ufffe\\uffff\"");
         // A comment in a key line stays inside the quotes, on one line.
         let mut s = seed();
         s.ssh_keys = vec![format!("{} \"x\" # y", ed25519_line("c"))];
