@@ -8,6 +8,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::{Reader, Writer, XmlVersion};
 use serde::{Deserialize, Serialize};
 use std::io::{self, Write};
+use std::path::{Component, Path, PathBuf};
 
 /// The pool types virtdeck defines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,8 +212,80 @@ pub fn check_absolute_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Directories that may hold neither a pool nor anything inside them: the system's
+/// configuration and programs, root's home, and virtdeck's own data (its database, keys
+/// and certificates). The data dir in use is added by [`PoolRequest::validate_for`].
+pub const PROTECTED_TREES: &[&str] = &[
+    "/etc",
+    "/usr",
+    "/boot",
+    "/root",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/var/lib/virtdeck",
+];
+
+/// `path` with `.` and `..` resolved by its components (no file system access), or
+/// `None` when it is not absolute. `..` above `/` stays at `/`.
+pub fn normalize_path(path: &str) -> Option<PathBuf> {
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        return None;
+    }
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+        }
+    }
+    Some(out)
+}
+
+/// The system tree `path` lies in (itself or below it), if any: `/` only exactly, the
+/// [`PROTECTED_TREES`] and `extra` (the data dir) with everything inside them. Compared
+/// by path components after resolving `.` and `..`, so `/etc2` is not `/etc` and
+/// `/tmp/../etc/x` is.
+pub fn protected_tree(path: &str, extra: &[&Path]) -> Option<PathBuf> {
+    let p = normalize_path(path)?;
+    if p == Path::new("/") {
+        return Some(p);
+    }
+    PROTECTED_TREES
+        .iter()
+        .map(Path::new)
+        .chain(extra.iter().copied())
+        .filter_map(|t| normalize_path(&t.to_string_lossy()))
+        .filter(|t| t != Path::new("/"))
+        .find(|t| p.starts_with(t))
+}
+
 /// A pool's directory or mount point: normalized, and not a system directory.
-fn check_target(path: &str) -> Result<(), String> {
+fn check_target(path: &str, protected: &[&Path]) -> Result<(), String> {
+    if let Some(tree) = protected_tree(path, protected) {
+        let shown = normalize_path(path).unwrap_or_else(|| tree.clone());
+        let what = if shown.as_os_str() == path {
+            path.to_string()
+        } else {
+            format!("{path} (normalized: {})", shown.display())
+        };
+        return Err(if shown == tree {
+            format!(
+                "{what} is a system directory; use a directory of its own, e.g. /srv/pools/NAME."
+            )
+        } else {
+            format!(
+                "{what} is inside the system directory {}; use a directory of its own, e.g. /srv/pools/NAME.",
+                tree.display()
+            )
+        });
+    }
     check_absolute_path(path)?;
     if SYSTEM_DIRS.contains(&path) {
         return Err(format!(
@@ -284,6 +357,12 @@ pub fn check_host(host: &str) -> Result<(), String> {
 impl PoolRequest {
     /// The typed spec, or every field that is wrong.
     pub fn validate(&self) -> Result<PoolSpec, Vec<PoolFieldError>> {
+        self.validate_for(&[])
+    }
+
+    /// [`PoolRequest::validate`], refusing also a target inside `protected` (virtdeck's
+    /// data dir).
+    pub fn validate_for(&self, protected: &[&Path]) -> Result<PoolSpec, Vec<PoolFieldError>> {
         let mut errors = Vec::new();
         let name = match VmName::parse(&self.name) {
             Ok(n) => n.as_str().to_string(),
@@ -298,7 +377,7 @@ impl PoolRequest {
         }
         let target = self.target_path.trim().to_string();
         let target_ok = |errors: &mut Vec<PoolFieldError>| {
-            if let Err(e) = check_target(&target) {
+            if let Err(e) = check_target(&target, protected) {
                 errors.push(err("target_path", e));
             }
         };
@@ -899,6 +978,57 @@ mod tests {
             ..base.clone()
         };
         assert_eq!(fields(wrong.validate()), ["confirm_wipe"]);
+    }
+
+    #[test]
+    fn system_trees_are_refused_with_their_children() {
+        let data_dir = Path::new("/srv/virtdeck-data");
+        let target = |t: &str| {
+            PoolRequest {
+                target_path: t.into(),
+                ..req("dir")
+            }
+            .validate_for(&[data_dir])
+        };
+        for bad in [
+            "/",
+            "/etc",
+            "/etc/libvirt-x",
+            "/usr/x",
+            "/usr/local/pools",
+            "/boot/efi",
+            "/root/vms",
+            "/var/lib/virtdeck",
+            "/var/lib/virtdeck/x",
+            "/tmp/../etc",
+            "/tmp/../etc/x",
+            "/srv/virtdeck-data/pool",
+            "/srv/a/../../etc/ssh",
+        ] {
+            let r = target(bad);
+            assert_eq!(fields(r), ["target_path"], "{bad:?}");
+        }
+        let msg = target("/tmp/../etc/x").unwrap_err()[0].message.clone();
+        assert!(
+            msg.contains("/tmp/../etc/x (normalized: /etc/x) is inside the system directory /etc"),
+            "{msg}"
+        );
+        for ok in [
+            "/var/lib/libvirt/images",
+            "/var/lib/libvirt/images/x",
+            "/etc2",
+            "/srv/pools/a",
+            "/var/lib/virtdeck2",
+        ] {
+            assert!(target(ok).is_ok(), "{ok:?}");
+        }
+        assert_eq!(
+            protected_tree("/a/./b/../../usr/bin", &[]),
+            Some(PathBuf::from("/usr"))
+        );
+        assert_eq!(protected_tree("/srv/x", &[]), None);
+        assert_eq!(normalize_path("/../.."), Some(PathBuf::from("/")));
+        assert_eq!(normalize_path("relative"), None);
     }
 
     #[test]

@@ -357,10 +357,485 @@ pub fn check_length(length: u64, max_bytes: u64, available_bytes: u64) -> Result
     Ok(())
 }
 
+// ---- which volumes a VM may take, and what an image's header says ----
+
+/// What the store and the host's VMs say about one volume, for [`existing_disk_refusal`]
+/// and [`cdrom_refusal`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeUse {
+    /// The volume's name in its pool.
+    pub name: String,
+    /// libvirt's `<target><format type=…>` for it, if any.
+    pub format: Option<String>,
+    /// VMs with it as a disk (templates included).
+    pub disk_of: Vec<String>,
+    /// VMs with it as a CD-ROM.
+    pub cdrom_of: Vec<String>,
+    /// A VM's cloud-init seed (holds its password hash and identity).
+    pub seed: bool,
+    /// An unfinished create, clone or job is making it.
+    pub being_made: bool,
+}
+
+impl VolumeUse {
+    /// An installer image: libvirt calls it `iso`, or its name ends in `.iso`.
+    pub fn is_iso(&self) -> bool {
+        self.format.as_deref() == Some("iso") || self.name.to_ascii_lowercase().ends_with(".iso")
+    }
+}
+
+/// Why a volume cannot be a new VM's writable disk, or `None` when it may: no VM may use
+/// it (as disk or CD-ROM, templates included), and it is no seed, no ISO image and not
+/// being made.
+pub fn existing_disk_refusal(v: &VolumeUse) -> Option<String> {
+    let name = &v.name;
+    if let Some(user) = v.disk_of.first() {
+        return Some(format!(
+            "Volume {name} is in use by VM {user}; choose a volume no VM uses, or a new disk."
+        ));
+    }
+    if let Some(user) = v.cdrom_of.first() {
+        return Some(format!(
+            "Volume {name} is in use by VM {user} as its CD-ROM; choose a volume no VM uses, or a new disk."
+        ));
+    }
+    if v.seed {
+        return Some(format!(
+            "Volume {name} is a VM's cloud-init seed; it belongs to that VM only. Choose another volume."
+        ));
+    }
+    if v.is_iso() {
+        return Some(format!(
+            "Volume {name} is an ISO image; attach it as the CD-ROM (install source) instead, and choose a disk volume here."
+        ));
+    }
+    if v.being_made {
+        return Some(format!(
+            "Volume {name} is still being made; wait for its job to finish, then choose it."
+        ));
+    }
+    None
+}
+
+/// Why a volume cannot be a new VM's (read-only) CD-ROM, or `None` when it may: only an
+/// ISO image no VM uses as a writable disk, and no VM's cloud-init seed.
+pub fn cdrom_refusal(v: &VolumeUse) -> Option<String> {
+    let name = &v.name;
+    if v.seed {
+        return Some(format!(
+            "Volume {name} is a VM's cloud-init seed; it belongs to that VM only. Choose an installer ISO."
+        ));
+    }
+    if let Some(user) = v.disk_of.first() {
+        return Some(format!(
+            "Volume {name} is in use by VM {user} as its disk; choose an installer ISO."
+        ));
+    }
+    if !v.is_iso() {
+        return Some(format!(
+            "Volume {name} is not an ISO image; a CD-ROM takes an installer ISO (name ending in .iso)."
+        ));
+    }
+    if v.being_made {
+        return Some(format!(
+            "Volume {name} is still being made; wait for its job to finish, then choose it."
+        ));
+    }
+    None
+}
+
+/// Why a disk volume of a VM being deleted with "delete volumes" is kept, or `None` when
+/// it is deleted. `v` lists the *other* VMs using it; `made_for_vm` says virtdeck made it
+/// for this VM (recorded); `may_delete_any` is an admin's wider reach. Never deleted:
+/// ISO images and volumes another VM uses; by an operator, volumes virtdeck did not make
+/// for this VM.
+pub fn delete_keep_reason(
+    v: &VolumeUse,
+    made_for_vm: bool,
+    may_delete_any: bool,
+) -> Option<String> {
+    if let Some(user) = v.disk_of.first().or(v.cdrom_of.first()) {
+        return Some(format!("VM {user} uses it too."));
+    }
+    if v.is_iso() {
+        return Some("It is an ISO image (installer media), not this VM's data.".into());
+    }
+    if v.seed && !made_for_vm {
+        return Some("It is another VM's cloud-init seed.".into());
+    }
+    if !made_for_vm && !may_delete_any {
+        return Some(
+            "virtdeck did not make it for this VM (it was attached as an existing volume, or made before virtdeck recorded volumes); an admin can delete it."
+                .into(),
+        );
+    }
+    None
+}
+
+/// The first bytes of a disk image as they would be read: whether they start with a
+/// qcow2 header, and which host files that header names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageHeader {
+    pub qcow2: bool,
+    /// The backing file the qcow2 header names (QEMU opens it and reads through to it).
+    pub backing_file: Option<String>,
+    /// The external data file a qcow2 header extension names (QEMU reads data there).
+    pub data_file: Option<String>,
+}
+
+/// How many bytes of an image [`read_image_header`] wants.
+pub const IMAGE_HEADER_BYTES: usize = 64 * 1024;
+
+const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
+const QCOW2_EXT_DATA_FILE: u32 = 0x4441_5441;
+
+fn be_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn be_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Reads a qcow2 header (magic `QFI\xfb`, backing file name, header extensions) from
+/// an image's first bytes. A name that lies beyond the bytes given is reported as
+/// "(beyond the first 64 KiB)", so it is refused all the same.
+pub fn read_image_header(bytes: &[u8]) -> ImageHeader {
+    if bytes.get(0..4) != Some(&QCOW2_MAGIC[..]) {
+        return ImageHeader::default();
+    }
+    let beyond = || "(a name beyond the first 64 KiB)".to_string();
+    let text_at = |offset: u64, len: u64| -> Option<String> {
+        let start = usize::try_from(offset).ok()?;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        Some(String::from_utf8_lossy(bytes.get(start..end)?).into_owned())
+    };
+    let version = be_u32(bytes, 4).unwrap_or(0);
+    let backing_offset = be_u64(bytes, 8).unwrap_or(0);
+    let backing_size = be_u32(bytes, 16).unwrap_or(0);
+    let backing_file = (backing_offset != 0 && backing_size != 0)
+        .then(|| text_at(backing_offset, u64::from(backing_size)).unwrap_or_else(beyond));
+    // Header extensions follow the header: 72 bytes in version 2, `header_length` in 3+.
+    let mut at = if version >= 3 {
+        be_u32(bytes, 100).unwrap_or(104) as usize
+    } else {
+        72
+    };
+    let mut data_file = None;
+    while let (Some(kind), Some(len)) = (be_u32(bytes, at), be_u32(bytes, at + 4)) {
+        if kind == 0 {
+            break;
+        }
+        if kind == QCOW2_EXT_DATA_FILE {
+            data_file = Some(text_at(at as u64 + 8, u64::from(len)).unwrap_or_else(beyond));
+        }
+        let Some(next) = (at + 8).checked_add((len as usize).div_ceil(8) * 8) else {
+            break;
+        };
+        at = next;
+    }
+    ImageHeader {
+        qcow2: true,
+        backing_file,
+        data_file,
+    }
+}
+
+/// What is known about an image before virtdeck attaches or copies it.
+#[derive(Debug, Clone, Default)]
+pub struct ImageFacts<'a> {
+    pub name: &'a str,
+    /// The format virtdeck made it in (recorded), or the format its VM used.
+    pub expected: Option<DiskFormat>,
+    /// The backing file virtdeck gave it (a linked clone's overlay).
+    pub made_backing: Option<&'a str>,
+    /// libvirt's `<target><format>`: what a copy by libvirt reads it as.
+    pub libvirt_format: Option<&'a str>,
+    /// libvirt's `<backingStore><path>`.
+    pub libvirt_backing: Option<&'a str>,
+    /// Its first bytes, when virtdeck could read them.
+    pub header: Option<&'a ImageHeader>,
+}
+
+/// The format to read an image in, or why it must not be used: a backing file or data
+/// file virtdeck did not make (a guest can write a qcow2 header naming /etc/shadow into
+/// its raw disk; read as qcow2, the image would hand that host file to whoever copies or
+/// boots it), or a format other than the one virtdeck made it in.
+pub fn check_image(f: &ImageFacts<'_>) -> Result<DiskFormat, String> {
+    let name = f.name;
+    let header_backing = f.header.and_then(|h| h.backing_file.as_deref());
+    for backing in [header_backing, f.libvirt_backing].into_iter().flatten() {
+        if f.made_backing != Some(backing) {
+            return Err(format!(
+                "Volume {name} names a backing file ({backing}) that virtdeck did not make; it is not used, because reading it would read that file. Choose another volume, or ask an admin to check it."
+            ));
+        }
+    }
+    if let Some(data) = f.header.and_then(|h| h.data_file.as_deref()) {
+        return Err(format!(
+            "Volume {name} names an external data file ({data}); it is not used, because reading it would read that file. Choose another volume."
+        ));
+    }
+    let seen = match f.libvirt_format {
+        None | Some("") | Some("raw") | Some("none") => DiskFormat::Raw,
+        Some("qcow2") => DiskFormat::Qcow2,
+        Some("iso") => DiskFormat::Raw,
+        Some(other) => {
+            return Err(format!(
+                "Volume {name} is in {other} format; virtdeck attaches and copies qcow2 and raw images only."
+            ))
+        }
+    };
+    let header_qcow2 = f.header.map(|h| h.qcow2);
+    if header_qcow2 == Some(true) && seen == DiskFormat::Raw && f.libvirt_format == Some("iso") {
+        return Err(format!(
+            "Volume {name} starts with a qcow2 header but is listed as an ISO; refresh its pool and check it."
+        ));
+    }
+    if let Some(expected) = f.expected {
+        let found = match header_qcow2 {
+            Some(true) => DiskFormat::Qcow2,
+            Some(false) if expected == DiskFormat::Qcow2 => DiskFormat::Raw,
+            _ => seen,
+        };
+        if found != expected || seen != expected {
+            return Err(format!(
+                "Volume {name} was made as {} but now reads as {} (its contents changed, e.g. a guest wrote a disk header into it); it is not used. Choose another volume.",
+                expected.as_str(),
+                if found != expected { found } else { seen }.as_str()
+            ));
+        }
+        return Ok(expected);
+    }
+    if header_qcow2 == Some(true) && seen == DiskFormat::Raw {
+        // libvirt reads it raw (what a copy does); the bytes start like qcow2.
+        return Err(format!(
+            "Volume {name} starts with a qcow2 header, but libvirt lists it as raw; refresh its pool, then choose it again."
+        ));
+    }
+    if header_qcow2 == Some(false) && seen == DiskFormat::Qcow2 {
+        return Err(format!(
+            "libvirt lists volume {name} as qcow2, but it does not start with a qcow2 header; refresh its pool, then choose it again."
+        ));
+    }
+    Ok(seen)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::xml::parse_domain;
+
+    fn qcow2_header(backing: &str) -> Vec<u8> {
+        let mut b = vec![0u8; 4096];
+        b[0..4].copy_from_slice(b"QFI\xfb");
+        b[4..8].copy_from_slice(&3u32.to_be_bytes());
+        b[100..104].copy_from_slice(&104u32.to_be_bytes());
+        if !backing.is_empty() {
+            b[8..16].copy_from_slice(&512u64.to_be_bytes());
+            b[16..20].copy_from_slice(&(backing.len() as u32).to_be_bytes());
+            b[512..512 + backing.len()].copy_from_slice(backing.as_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn a_raw_disk_with_a_guest_written_qcow2_header_is_refused() {
+        // A guest wrote a qcow2 header naming /etc/shadow into its raw disk.
+        let header = read_image_header(&qcow2_header("/etc/shadow"));
+        assert!(header.qcow2);
+        assert_eq!(header.backing_file.as_deref(), Some("/etc/shadow"));
+        let raw_made = ImageFacts {
+            name: "old.img",
+            expected: Some(DiskFormat::Raw),
+            libvirt_format: Some("raw"),
+            header: Some(&header),
+            ..Default::default()
+        };
+        assert!(check_image(&raw_made).unwrap_err().contains("/etc/shadow"));
+        // After a pool refresh libvirt says qcow2 with that backing file: refused too.
+        let refreshed = ImageFacts {
+            libvirt_format: Some("qcow2"),
+            libvirt_backing: Some("/etc/shadow"),
+            header: None,
+            ..raw_made.clone()
+        };
+        assert!(check_image(&refreshed).unwrap_err().contains("/etc/shadow"));
+        // Unrecorded (uploaded) images are refused the same way.
+        let unknown = ImageFacts {
+            expected: None,
+            ..refreshed
+        };
+        assert!(check_image(&unknown).unwrap_err().contains("did not make"));
+        // A qcow2 header without a backing file, in a volume virtdeck made raw.
+        let plain = read_image_header(&qcow2_header(""));
+        let err = check_image(&ImageFacts {
+            name: "old.img",
+            expected: Some(DiskFormat::Raw),
+            libvirt_format: Some("raw"),
+            header: Some(&plain),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.contains("made as raw but now reads as qcow2"), "{err}");
+    }
+
+    #[test]
+    fn images_virtdeck_made_pass_with_their_format() {
+        let plain = read_image_header(&qcow2_header(""));
+        let ok = |f: ImageFacts<'_>| check_image(&f);
+        assert_eq!(
+            ok(ImageFacts {
+                name: "a.qcow2",
+                expected: Some(DiskFormat::Qcow2),
+                libvirt_format: Some("qcow2"),
+                header: Some(&plain),
+                ..Default::default()
+            }),
+            Ok(DiskFormat::Qcow2)
+        );
+        // A linked clone's overlay names the template's disk, as virtdeck made it.
+        let overlay = read_image_header(&qcow2_header("/p/tpl.qcow2"));
+        assert_eq!(
+            ok(ImageFacts {
+                name: "c.qcow2",
+                expected: Some(DiskFormat::Qcow2),
+                made_backing: Some("/p/tpl.qcow2"),
+                libvirt_format: Some("qcow2"),
+                libvirt_backing: Some("/p/tpl.qcow2"),
+                header: Some(&overlay),
+            }),
+            Ok(DiskFormat::Qcow2)
+        );
+        // Raw bytes, header unreadable (test driver) or not qcow2.
+        let raw = read_image_header(&[0u8; 512]);
+        assert!(!raw.qcow2);
+        assert_eq!(
+            ok(ImageFacts {
+                name: "d",
+                libvirt_format: None,
+                header: Some(&raw),
+                ..Default::default()
+            }),
+            Ok(DiskFormat::Raw)
+        );
+        assert_eq!(
+            ok(ImageFacts {
+                name: "cloud.qcow2",
+                libvirt_format: Some("qcow2"),
+                ..Default::default()
+            }),
+            Ok(DiskFormat::Qcow2)
+        );
+        assert!(ok(ImageFacts {
+            name: "x.vmdk",
+            libvirt_format: Some("vmdk"),
+            ..Default::default()
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn a_data_file_extension_is_refused() {
+        let mut b = qcow2_header("");
+        let name = b"/etc/shadow";
+        b[104..108].copy_from_slice(&0x4441_5441u32.to_be_bytes());
+        b[108..112].copy_from_slice(&(name.len() as u32).to_be_bytes());
+        b[112..112 + name.len()].copy_from_slice(name);
+        let h = read_image_header(&b);
+        assert_eq!(h.data_file.as_deref(), Some("/etc/shadow"));
+        assert!(check_image(&ImageFacts {
+            name: "x",
+            libvirt_format: Some("qcow2"),
+            header: Some(&h),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .contains("data file"));
+        // A name past the bytes read is still refused.
+        let mut far = qcow2_header("");
+        far[8..16].copy_from_slice(&(1u64 << 40).to_be_bytes());
+        far[16..20].copy_from_slice(&8u32.to_be_bytes());
+        assert!(read_image_header(&far).backing_file.is_some());
+    }
+
+    #[test]
+    fn what_a_delete_with_volumes_keeps() {
+        let own = VolumeUse {
+            name: "app.qcow2".into(),
+            format: Some("qcow2".into()),
+            ..Default::default()
+        };
+        assert_eq!(delete_keep_reason(&own, true, false), None);
+        assert!(delete_keep_reason(&own, false, false)
+            .unwrap()
+            .contains("did not make it"));
+        assert_eq!(delete_keep_reason(&own, false, true), None, "admins may");
+        let iso = VolumeUse {
+            name: "debian.iso".into(),
+            ..Default::default()
+        };
+        assert!(delete_keep_reason(&iso, false, true)
+            .unwrap()
+            .contains("ISO"));
+        let shared = VolumeUse {
+            disk_of: vec!["web01".into()],
+            ..own
+        };
+        assert!(delete_keep_reason(&shared, true, true)
+            .unwrap()
+            .contains("VM web01 uses it too"));
+    }
+
+    #[test]
+    fn which_volumes_a_new_vm_may_take() {
+        let free = VolumeUse {
+            name: "data.qcow2".into(),
+            format: Some("qcow2".into()),
+            ..Default::default()
+        };
+        assert_eq!(existing_disk_refusal(&free), None);
+        assert!(cdrom_refusal(&free).unwrap().contains("not an ISO"));
+        let iso = VolumeUse {
+            name: "debian-12.8.0-amd64-netinst.iso".into(),
+            format: Some("iso".into()),
+            cdrom_of: vec!["build-runner".into()],
+            ..Default::default()
+        };
+        assert!(existing_disk_refusal(&iso)
+            .unwrap()
+            .contains("build-runner"));
+        assert_eq!(cdrom_refusal(&iso), None, "an ISO is shared read-only");
+        let lone_iso = VolumeUse {
+            cdrom_of: vec![],
+            ..iso.clone()
+        };
+        assert!(existing_disk_refusal(&lone_iso)
+            .unwrap()
+            .contains("ISO image"));
+        let disk = VolumeUse {
+            disk_of: vec!["web01".into()],
+            ..free.clone()
+        };
+        assert!(existing_disk_refusal(&disk)
+            .unwrap()
+            .contains("in use by VM web01"));
+        assert!(cdrom_refusal(&disk).unwrap().contains("web01"));
+        let seed = VolumeUse {
+            name: "a-seed.iso".into(),
+            seed: true,
+            ..Default::default()
+        };
+        assert!(existing_disk_refusal(&seed).unwrap().contains("seed"));
+        assert!(cdrom_refusal(&seed).unwrap().contains("seed"));
+        let making = VolumeUse {
+            being_made: true,
+            ..free
+        };
+        assert!(existing_disk_refusal(&making)
+            .unwrap()
+            .contains("being made"));
+    }
 
     #[test]
     fn volume_names() {

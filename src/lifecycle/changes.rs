@@ -345,6 +345,18 @@ pub fn plan_clone(
                 Some("qcow2") => DiskFormat::Qcow2,
                 _ => DiskFormat::Raw,
             };
+            // libvirt's copy reads the volume in the format it lists for it: that must be
+            // the format the VM used, with no backing file virtdeck did not make (a guest
+            // can write a qcow2 header naming a host file into its raw disk).
+            if !linked {
+                if let Err(why) =
+                    super::images::inspect(hv, store, &vol.name, path, Some(format)).checked
+                {
+                    return Err(LifecycleError::Conflict(format!(
+                        "{source}'s disk cannot be copied: {why}"
+                    )));
+                }
+            }
             // An overlay starts empty and grows with what the clone writes.
             if !linked {
                 *needed_gib.entry(pool.name.clone()).or_default() +=
@@ -571,9 +583,13 @@ fn build_steps(
             path.clone(),
             if linked { DiskFormat::Qcow2 } else { c.format },
         ));
-        if let Err(e) = store.record_made(&edits.name, "volume", &path) {
-            tracing::error!(error = %e, "could not record the copied volume");
-        }
+        super::record_volume(
+            store,
+            &edits.name,
+            &path,
+            if linked { DiskFormat::Qcow2 } else { c.format },
+            linked.then_some(c.source.as_str()),
+        );
         edits.disks.insert(c.source.clone(), path);
         // The copy is recorded with the VM now; the job no longer needs to name it.
         watch.step(

@@ -57,6 +57,12 @@ impl std::fmt::Debug for CloudInitRequest {
 pub(super) struct SeedPlan {
     pool: String,
     base_path: String,
+    base_name: String,
+    /// The format the image was checked in (header, libvirt's view, virtdeck's record);
+    /// checked again right before the copy, which libvirt reads in that format.
+    base_format: DiskFormat,
+    /// The copy's format.
+    disk_format: DiskFormat,
     disk_volume_xml: String,
     /// The disk's final size, when bigger than the image.
     grow_to_bytes: Option<u64>,
@@ -157,6 +163,31 @@ pub(super) fn plan(
             ),
         ));
     }
+    if inv.being_made.contains(&image.path) {
+        errors.push(field(
+            "base",
+            format!(
+                "{} is still being made; wait for its job to finish.",
+                image.name
+            ),
+        ));
+    }
+    // The image's real format: a guest may have written a qcow2 header naming a host
+    // file into a raw disk that was kept when its VM was deleted.
+    let base_format = match inv.inspected.get(&image.path).map(|i| &i.checked) {
+        Some(Ok(f)) => Some(*f),
+        Some(Err(why)) => {
+            errors.push(field("base", why.clone()));
+            None
+        }
+        None => {
+            errors.push(field(
+                "base",
+                format!("{} could not be looked at; try again.", image.name),
+            ));
+            None
+        }
+    };
     let image_gib = image.capacity_gib().max(1);
     let gib = size_gib.unwrap_or_else(|| {
         units
@@ -208,11 +239,15 @@ pub(super) fn plan(
         }
     }
     let checked = checked?;
+    let base_format = base_format?;
     let disk_bytes = gib * GIB;
     Some((
         SeedPlan {
             pool: pool.name.clone(),
             base_path: image.path.clone(),
+            base_name: image.name.clone(),
+            base_format,
+            disk_format: format,
             disk_volume_xml: xml::volume_copy_xml(&disk_volume, image.capacity_bytes, format),
             grow_to_bytes: (disk_bytes > image.capacity_bytes).then_some(disk_bytes),
             seed_volume,
@@ -246,15 +281,19 @@ pub(super) fn make(
     spec: &mut VmSpec,
 ) -> Result<(), String> {
     let name = spec.name.to_string();
-    let record = |path: &str| {
-        if let Err(e) = store.record_made(&name, "volume", path) {
-            tracing::error!(error = %e, "could not record a new volume");
-        }
-    };
+    // Checked again right before libvirt reads it: nothing may have changed it since.
+    super::images::inspect(
+        hv,
+        store,
+        &plan.base_name,
+        &plan.base_path,
+        Some(plan.base_format),
+    )
+    .checked?;
     let disk = hv
         .clone_volume(&plan.base_path, &plan.disk_volume_xml)
         .map_err(|e| format!("copying the image: {}", super::reason_in_plain_words(&e)))?;
-    record(&disk);
+    super::record_volume(store, &name, &disk, plan.disk_format, None);
     if let Some(bytes) = plan.grow_to_bytes {
         hv.resize_volume(&disk, bytes, false).map_err(|e| {
             format!(
@@ -286,7 +325,7 @@ pub(super) fn make(
             super::reason_in_plain_words(&e)
         )
     })?;
-    record(&seed_path);
+    super::record_volume(store, &name, &seed_path, DiskFormat::Raw, None);
     hv.upload_volume(&seed_path, iso.len() as u64, &mut &iso[..])
         .map_err(|e| format!("writing the seed: {}", super::reason_in_plain_words(&e)))?;
     if let Some(d) = spec

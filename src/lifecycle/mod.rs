@@ -4,6 +4,7 @@
 
 pub mod changes;
 pub mod cloudinit;
+pub mod images;
 pub mod jobs;
 pub mod kickstart;
 pub mod list_cache;
@@ -24,6 +25,7 @@ use crate::domain::vm::{VmAction, VmSummary};
 use crate::domain::vmspec::{
     BootSpec, Clock, DiskFormat, DiskSpec, Mac, NicModel, NicSource, NicSpec, VmName, VmSpec,
 };
+use crate::domain::volumes::{cdrom_refusal, delete_keep_reason, existing_disk_refusal, VolumeUse};
 use crate::domain::xml;
 use crate::hypervisor::{HvResult, Hypervisor, HypervisorError};
 use crate::store::{Store, StoreError, VmRow};
@@ -348,6 +350,14 @@ struct Inventory {
     networks: Vec<NetworkInfo>,
     macs_in_use: HashSet<String>,
     disks_in_use: HashMap<String, String>,
+    /// Volumes attached as a CD-ROM, and (one of) the VMs using them.
+    cdroms_in_use: HashMap<String, String>,
+    /// Every VM's cloud-init seed volume.
+    seeds: HashSet<String>,
+    /// Volumes an unfinished create, clone or job is making.
+    being_made: HashSet<String>,
+    /// The volumes the request names, looked at before the plan (see `images`).
+    inspected: HashMap<String, images::Inspected>,
 }
 
 fn inventory(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Inventory> {
@@ -357,6 +367,7 @@ fn inventory(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Inven
     let rows = store.vm_rows()?;
     let mut macs_in_use = HashSet::new();
     let mut disks_in_use = HashMap::new();
+    let mut cdroms_in_use = HashMap::new();
     for x in hv.all_domain_xml()? {
         if let Ok(d) = xml::parse_domain(&x) {
             for n in &d.nics {
@@ -364,10 +375,12 @@ fn inventory(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Inven
                     macs_in_use.insert(m.to_ascii_lowercase());
                 }
             }
-            for disk in d.disks.iter().filter(|d| d.device == "disk") {
-                if let Some(src) = &disk.source {
-                    disks_in_use.insert(src.clone(), d.name.clone());
-                }
+            for disk in &d.disks {
+                let Some(src) = &disk.source else { continue };
+                match disk.device.as_str() {
+                    "disk" => disks_in_use.insert(src.clone(), d.name.clone()),
+                    _ => cdroms_in_use.insert(src.clone(), d.name.clone()),
+                };
             }
         }
     }
@@ -379,7 +392,38 @@ fn inventory(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Inven
         networks: hv.networks()?,
         macs_in_use,
         disks_in_use,
+        cdroms_in_use,
+        seeds: store.seed_paths()?,
+        being_made: store.volumes_being_made()?,
+        inspected: HashMap::new(),
     })
+}
+
+impl Inventory {
+    /// Who uses the volume `v` and what it is, for the rules of `domain::volumes`.
+    fn volume_use(&self, v: &crate::domain::inventory::VolumeInfo) -> VolumeUse {
+        VolumeUse {
+            name: v.name.clone(),
+            format: self
+                .inspected
+                .get(&v.path)
+                .and_then(|i| i.libvirt_format.clone()),
+            disk_of: self
+                .disks_in_use
+                .get(&v.path)
+                .cloned()
+                .into_iter()
+                .collect(),
+            cdrom_of: self
+                .cdroms_in_use
+                .get(&v.path)
+                .cloned()
+                .into_iter()
+                .collect(),
+            seed: self.seeds.contains(&v.path),
+            being_made: self.being_made.contains(&v.path),
+        }
+    }
 }
 
 /// A size as asked for: a named size, units, or explicit vCPUs and memory.
@@ -600,16 +644,27 @@ fn plan(
             match all_volumes().find(|(_, v)| &v.path == path) {
                 None => errors.push(field("volume", "Choose a volume from a storage pool.")),
                 Some((p, v)) => {
-                    if let Some(user) = inv.disks_in_use.get(&v.path) {
-                        errors.push(field(
-                            "volume",
-                            format!("Volume {} is in use by VM {user}.", v.name),
-                        ));
-                    }
-                    let format = if v.name.ends_with(".qcow2") {
-                        DiskFormat::Qcow2
-                    } else {
-                        DiskFormat::Raw
+                    // Only a volume nobody else has, read in the format checked from
+                    // its header and libvirt's view (never guessed from its name).
+                    let format = match existing_disk_refusal(&inv.volume_use(v)) {
+                        Some(why) => {
+                            errors.push(field("volume", why));
+                            DiskFormat::Raw
+                        }
+                        None => match inv.inspected.get(&v.path).map(|i| &i.checked) {
+                            Some(Ok(f)) => *f,
+                            Some(Err(why)) => {
+                                errors.push(field("volume", why.clone()));
+                                DiskFormat::Raw
+                            }
+                            None => {
+                                errors.push(field(
+                                    "volume",
+                                    format!("Volume {} could not be looked at; try again.", v.name),
+                                ));
+                                DiskFormat::Raw
+                            }
+                        },
                     };
                     disks.push(DiskSpec {
                         path: v.path.clone(),
@@ -660,12 +715,17 @@ fn plan(
         InstallRequest::Cdrom { volume } => {
             match all_volumes().find(|(_, v)| &v.path == volume) {
                 None => errors.push(field("iso", "Choose an ISO volume from a storage pool.")),
-                Some((p, v)) => disks.push(DiskSpec {
-                    path: v.path.clone(),
-                    block: p.is_block(),
-                    format: DiskFormat::Raw,
-                    cdrom: true,
-                }),
+                Some((p, v)) => {
+                    if let Some(why) = cdrom_refusal(&inv.volume_use(v)) {
+                        errors.push(field("iso", why));
+                    }
+                    disks.push(DiskSpec {
+                        path: v.path.clone(),
+                        block: p.is_block(),
+                        format: DiskFormat::Raw,
+                        cdrom: true,
+                    })
+                }
             }
             BootSpec::Cdrom
         }
@@ -862,7 +922,8 @@ pub fn create(
             message: "The admission lock is broken after an earlier failure; restart virtdeck."
                 .into(),
         })?;
-        let inv = inventory(hv, store, cfg)?;
+        let mut inv = inventory(hv, store, cfg)?;
+        inspect_named(hv, store, req, &mut inv);
         let flavors: Vec<(String, u32)> = store
             .flavors()?
             .into_iter()
@@ -928,6 +989,50 @@ pub fn create(
     }
 }
 
+/// Looks at the volumes a create request names (existing disk, CD-ROM, cloud image)
+/// before the plan checks them.
+fn inspect_named(hv: &dyn Hypervisor, store: &Store, req: &CreateVmRequest, inv: &mut Inventory) {
+    let mut paths = Vec::new();
+    match &req.disk {
+        Some(DiskRequest::Existing { path }) => paths.push(path),
+        Some(DiskRequest::CloudImage { base, .. }) => paths.push(base),
+        _ => {}
+    }
+    if let InstallRequest::Cdrom { volume } = &req.install {
+        paths.push(volume);
+    }
+    for path in paths {
+        let name = inv
+            .pools
+            .iter()
+            .flat_map(|p| p.volumes.iter())
+            .find(|v| &v.path == path)
+            .map(|v| v.name.clone());
+        if let Some(name) = name {
+            let found = images::inspect(hv, store, &name, path, None);
+            inv.inspected.insert(path.clone(), found);
+        }
+    }
+}
+
+/// Records a volume virtdeck just made for VM `vm`: in `vm_made` (undone if the create
+/// fails) and in `vm_volumes` (its VM's own, deleted with it on request), with the
+/// format it was made in and the backing file it names.
+pub(crate) fn record_volume(
+    store: &Store,
+    vm: &str,
+    path: &str,
+    format: DiskFormat,
+    backing: Option<&str>,
+) {
+    if let Err(e) = store.record_made(vm, "volume", path) {
+        tracing::error!(vm, path, error = %e, "could not record a new volume");
+    }
+    if let Err(e) = store.record_vm_volume(vm, path, format.as_str(), backing) {
+        tracing::error!(vm, path, error = %e, "could not record a new volume as the VM's");
+    }
+}
+
 /// Performs the steps; the store row records what exists so far.
 fn build(
     hv: &dyn Hypervisor,
@@ -945,9 +1050,14 @@ fn build(
             .create_volume(pool, vol_xml)
             .map_err(failed(CreateStep::CreateVolume))?;
         // Record it before anything else can fail, so a crash here is reconciled too.
-        if let Err(e) = store.record_made(&name, "volume", &path) {
-            tracing::error!(error = %e, "could not record the new volume");
-        }
+        let format = plan
+            .spec
+            .disks
+            .iter()
+            .find(|d| !d.cdrom && d.path.is_empty())
+            .map(|d| d.format)
+            .unwrap_or(DiskFormat::Raw);
+        record_volume(store, &name, &path, format, None);
         if let Some(d) = plan
             .spec
             .disks
@@ -1077,6 +1187,9 @@ pub(crate) fn roll_back(hv: &dyn Hypervisor, store: &Store, name: &str) -> Vec<S
             }
         }
     }
+    if let Err(e) = store.forget_vm_volumes(name) {
+        tracing::error!(vm = name, error = %e, "rollback: could not forget the VM's volumes");
+    }
     match store.delete_vm(name) {
         Ok(()) => undone.push("units released".to_string()),
         Err(e) => tracing::error!(vm = name, error = %e, "rollback: could not release the units"),
@@ -1136,6 +1249,7 @@ pub fn reconcile(hv: &dyn Hypervisor, store: &Store) -> LcResult<Vec<String>> {
             ));
         } else if !existing.contains(&row.name) {
             store.delete_vm(&row.name)?;
+            store.release_vm_volumes(&row.name)?;
             notes.push(format!(
                 "{} was removed outside virtdeck; its {} units are free",
                 row.name, row.units
@@ -1172,7 +1286,27 @@ pub fn act(hv: &dyn Hypervisor, store: &Store, name: &str, action: VmAction) -> 
 pub struct Deleted {
     pub name: String,
     pub volumes_deleted: Vec<String>,
+    /// Disk volumes left in their pool, each with why.
+    pub volumes_kept: Vec<KeptVolume>,
     pub units_released: u32,
+}
+
+/// A disk volume a delete leaves in its pool, and why.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct KeptVolume {
+    pub path: String,
+    pub reason: String,
+}
+
+/// What "delete its volumes" would do for a VM: the disk volumes deleted, those kept
+/// (with why), and the cloud-init seed (deleted whatever is chosen).
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumesOnDelete {
+    pub deleted: Vec<String>,
+    pub kept: Vec<KeptVolume>,
+    pub seed: Option<String>,
+    /// The caller may delete volumes virtdeck did not make for this VM (admins).
+    pub may_delete_any: bool,
 }
 
 /// Disks (not CD-ROMs) of a VM that are volumes in a pool, and may be deleted with it.
@@ -1194,14 +1328,83 @@ pub fn deletable_volumes(hv: &dyn Hypervisor, name: &str) -> LcResult<Vec<String
         .collect())
 }
 
+/// Which of VM `name`'s disk volumes a delete with "delete volumes" removes: an
+/// operator's only those virtdeck made for it (recorded); an admin's (`may_delete_any`)
+/// every disk volume. Never ISO images or volumes another VM uses.
+pub fn volumes_on_delete(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    name: &str,
+    may_delete_any: bool,
+) -> LcResult<VolumesOnDelete> {
+    let disks = deletable_volumes(hv, name)?;
+    let mine: HashSet<String> = store
+        .vm_volumes(name)?
+        .into_iter()
+        .map(|m| m.path)
+        .collect();
+    let seeds = store.seed_paths()?;
+    let mut disk_of: HashMap<String, Vec<String>> = HashMap::new();
+    let mut cdrom_of: HashMap<String, Vec<String>> = HashMap::new();
+    for x in hv.all_domain_xml()? {
+        let Ok(d) = xml::parse_domain(&x) else {
+            continue;
+        };
+        if d.name == name {
+            continue;
+        }
+        for disk in &d.disks {
+            let Some(src) = &disk.source else { continue };
+            let users = if disk.device == "disk" {
+                &mut disk_of
+            } else {
+                &mut cdrom_of
+            };
+            users.entry(src.clone()).or_default().push(d.name.clone());
+        }
+    }
+    let names: HashMap<String, String> = hv
+        .pools()?
+        .into_iter()
+        .flat_map(|p| p.volumes.into_iter().map(|v| (v.path, v.name)))
+        .collect();
+    let mut out = VolumesOnDelete {
+        deleted: Vec::new(),
+        kept: Vec::new(),
+        seed: store.cloud_init(name)?.map(|c| c.seed_path),
+        may_delete_any,
+    };
+    for path in disks {
+        let usage = VolumeUse {
+            name: names.get(&path).cloned().unwrap_or_else(|| path.clone()),
+            format: hv
+                .volume_xml(&path)
+                .ok()
+                .and_then(|x| crate::domain::storage::parse_volume_format(&x)),
+            disk_of: disk_of.remove(&path).unwrap_or_default(),
+            cdrom_of: cdrom_of.remove(&path).unwrap_or_default(),
+            seed: seeds.contains(&path),
+            being_made: false,
+        };
+        match delete_keep_reason(&usage, mine.contains(&path), may_delete_any) {
+            None => out.deleted.push(path),
+            Some(reason) => out.kept.push(KeptVolume { path, reason }),
+        }
+    }
+    Ok(out)
+}
+
+/// Removes VM `name`; with `delete_volumes`, also the disk volumes
+/// [`volumes_on_delete`] names for the caller (`may_delete_any`: an admin).
 pub fn delete(
     hv: &dyn Hypervisor,
     store: &Store,
     name: &str,
     delete_volumes: bool,
+    may_delete_any: bool,
 ) -> LcResult<Deleted> {
-    let volumes = match hv.domain_xml(name) {
-        Ok(_) => deletable_volumes(hv, name)?,
+    let on_delete = match hv.domain_xml(name) {
+        Ok(_) => volumes_on_delete(hv, store, name, may_delete_any)?,
         Err(HypervisorError::NotFound { .. }) => {
             return Err(LifecycleError::NotFound(format!(
                 "There is no VM named {name}."
@@ -1216,18 +1419,31 @@ pub fn delete(
         .find(|r| r.name == name)
         .map(|r| r.units)
         .unwrap_or(0);
-    let seed = store.cloud_init(name)?.map(|c| c.seed_path);
+    let VolumesOnDelete {
+        deleted: volumes,
+        mut kept,
+        seed,
+        ..
+    } = on_delete;
     hv.undefine(name).map_err(|e| LifecycleError::Failed {
         message: format!("The VM could not be removed: {}", reason_in_plain_words(&e)),
     })?;
     store.delete_vm(name)?;
     store.unmark_template(name)?;
     let mut deleted = Vec::new();
+    let forget = |path: &str| {
+        if let Err(e) = store.forget_made_volume(path) {
+            tracing::error!(vm = name, path, error = %e, "could not forget a deleted volume");
+        }
+    };
     // The cloud-init seed (which holds the password hash) never outlives its VM.
     if let Some(seed) = seed {
         match hv.delete_volume(&seed) {
-            Ok(()) => deleted.push(seed),
-            Err(HypervisorError::NotFound { .. }) => {}
+            Ok(()) => {
+                forget(&seed);
+                deleted.push(seed)
+            }
+            Err(HypervisorError::NotFound { .. }) => forget(&seed),
             Err(e) => {
                 tracing::error!(vm = name, seed, error = %e, "could not delete the cloud-init seed")
             }
@@ -1236,21 +1452,36 @@ pub fn delete(
     if delete_volumes {
         for v in volumes {
             match hv.delete_volume(&v) {
-                Ok(()) => deleted.push(v),
+                Ok(()) => {
+                    forget(&v);
+                    deleted.push(v)
+                }
                 Err(e) => {
+                    // What is kept stays recorded with no VM (its format is still known).
+                    if let Err(e) = store.release_vm_volumes(name) {
+                        tracing::error!(vm = name, error = %e, "could not release the VM's volumes");
+                    }
                     return Err(LifecycleError::Failed {
                         message: format!(
                             "{name} was removed, but its volume {v} could not be deleted: {}. Delete it from the pool.",
                             reason_in_plain_words(&e)
                         ),
-                    })
+                    });
                 }
             }
         }
+    } else {
+        let asked = volumes.into_iter().map(|path| KeptVolume {
+            path,
+            reason: "Kept, as asked.".into(),
+        });
+        kept = asked.chain(kept).collect();
     }
+    store.release_vm_volumes(name)?;
     Ok(Deleted {
         name: name.to_string(),
         volumes_deleted: deleted,
+        volumes_kept: kept,
         units_released: units,
     })
 }

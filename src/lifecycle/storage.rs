@@ -70,8 +70,14 @@ struct Done {
 /// Defines, builds (directory, mount point or volume group), starts and (optionally)
 /// marks a pool autostart. A failure at any step after the define undoes the earlier
 /// steps, so no half-made pool is left.
-pub fn define_pool(hv: &dyn Hypervisor, req: &PoolRequest) -> LcResult<PoolDefined> {
-    let spec = req.validate().map_err(invalid)?;
+/// A target inside `data_dir` (virtdeck's database and keys) is refused like a system
+/// directory.
+pub fn define_pool(
+    hv: &dyn Hypervisor,
+    req: &PoolRequest,
+    data_dir: &std::path::Path,
+) -> LcResult<PoolDefined> {
+    let spec = req.validate_for(&[data_dir]).map_err(invalid)?;
     check_conflicts(hv, &spec)?;
     let name = spec.name.clone();
     hv.define_pool(&pool_xml(&spec)).map_err(|e| {

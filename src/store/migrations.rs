@@ -33,6 +33,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0011_clone_and_create_jobs",
         include_str!("../../migrations/0011_clone_and_create_jobs.sql"),
     ),
+    (
+        "0012_vm_volumes",
+        include_str!("../../migrations/0012_vm_volumes.sql"),
+    ),
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod kickstarts;
 mod migrations;
 pub mod templates;
+pub mod vm_volumes;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;

@@ -61,7 +61,7 @@ pub async fn define(
         who,
         "pool.define",
         &target,
-        move |s| pools::define_pool(s.hv.as_ref(), &req),
+        move |s| pools::define_pool(s.hv.as_ref(), &req, &s.cfg.data_dir),
         |d| {
             let mut out = format!("{} pool at {}", d.kind, d.target_path);
             if !d.wiped_devices.is_empty() {

@@ -857,9 +857,9 @@ struct DeletePage {
     chrome: Chrome,
     name: String,
     state: VmState,
-    volumes: Vec<String>,
-    /// The cloud-init seed volume, which is always deleted with the VM.
-    seed: Option<String>,
+    /// What "delete its volumes" deletes and keeps for this user; the seed is deleted
+    /// whatever is chosen.
+    volumes: lifecycle::VolumesOnDelete,
 }
 
 pub async fn delete_page(
@@ -871,17 +871,16 @@ pub async fn delete_page(
     who.require(&state, Role::Operator, "vm.delete", &name)
         .await?;
     let n = name.clone();
-    let (vm_state, volumes, seed) = lc(&state, move |s| {
+    let may_delete_any = who.role.allows(Role::Admin);
+    let (vm_state, volumes) = lc(&state, move |s| {
         let vm =
             s.hv.list_vms()?
                 .into_iter()
                 .find(|v| v.name == n)
                 .ok_or_else(|| LifecycleError::NotFound(format!("There is no VM named {n}.")))?;
-        let seed = s.store.cloud_init(&n)?.map(|c| c.seed_path);
         Ok((
             vm.state,
-            lifecycle::deletable_volumes(s.hv.as_ref(), &n)?,
-            seed,
+            lifecycle::volumes_on_delete(s.hv.as_ref(), &s.store, &n, may_delete_any)?,
         ))
     })
     .await?;
@@ -892,7 +891,6 @@ pub async fn delete_page(
             name,
             state: vm_state,
             volumes,
-            seed,
         },
     ))
 }
@@ -911,20 +909,28 @@ pub async fn delete(
     delete_volumes: bool,
 ) -> Result<lifecycle::Deleted, AppError> {
     let n = name.to_string();
+    // Operators delete only the volumes virtdeck made for the VM; admins any disk volume.
+    let may_delete_any = who.role.allows(Role::Admin);
     super::vm_changes::audited(
         state,
         who,
         "vm.delete",
         name,
-        move |s| lifecycle::delete(s.hv.as_ref(), &s.store, &n, delete_volumes),
+        move |s| lifecycle::delete(s.hv.as_ref(), &s.store, &n, delete_volumes, may_delete_any),
         |d| {
+            let kept: Vec<&str> = d.volumes_kept.iter().map(|k| k.path.as_str()).collect();
             format!(
-                "{} units released{}",
+                "{} units released{}{}",
                 d.units_released,
                 if d.volumes_deleted.is_empty() {
                     String::new()
                 } else {
                     format!(", volumes deleted: {}", d.volumes_deleted.join(", "))
+                },
+                if kept.is_empty() {
+                    String::new()
+                } else {
+                    format!(", volumes kept: {}", kept.join(", "))
                 }
             )
         },
