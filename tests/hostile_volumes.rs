@@ -366,7 +366,7 @@ async fn an_image_naming_a_host_file_as_backing_is_neither_copied_nor_attached()
                 "/api/v1/vms",
                 json!({"name": "copycat", "flavor": "small",
                        "disk": {"type": "cloud_image", "base": base, "size_gib": 2},
-                       "cloud_init": {"user": "debian"}}),
+                       "cloud_init": {"user": "debian", "password": "Guest-Secret-Pa55"}}),
             )
             .await;
         let msg = refusal_at(s, &e, "base");
