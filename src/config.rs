@@ -46,6 +46,8 @@ pub struct Config {
     pub session: SessionConfig,
     pub login: LoginConfig,
     pub log: LogConfig,
+    /// The audit log: how long entries are kept.
+    pub audit: AuditConfig,
     pub console: ConsoleConfig,
     /// Usage sampling for charts and `/metrics`.
     pub usage: crate::usage::UsageConfig,
@@ -107,6 +109,35 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+/// `[audit]`: how long the audit log keeps entries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Entries older than this many days are deleted (at start-up, then daily).
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention_days: 400,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// The first setting out of range, and why.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        if self.retention_days == 0 {
+            return Some((
+                "audit.retention_days",
+                "must be at least 1 (days); to keep entries for years, set e.g. 3650".into(),
+            ));
+        }
+        None
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsoleConfig {
@@ -149,6 +180,7 @@ impl Default for Config {
             session: SessionConfig::default(),
             login: LoginConfig::default(),
             log: LogConfig::default(),
+            audit: AuditConfig::default(),
             console: ConsoleConfig::default(),
             usage: Default::default(),
             host: HostConfig::default(),
@@ -323,6 +355,9 @@ impl Config {
                 key: "log.format",
                 message: format!("must be \"text\" or \"json\", not {:?}", self.log.format),
             });
+        }
+        if let Some((key, message)) = self.audit.problem() {
+            return Err(ConfigError::Invalid { key, message });
         }
         if !(1..=30).contains(&self.console.ticket_lifetime_seconds) {
             return Err(ConfigError::Invalid {

@@ -302,7 +302,8 @@ pub struct InstallStatus {
     pub expires_at: i64,
     /// Whether the install boot runs and its kickstart URL works.
     pub install_running: bool,
-    /// The running installer's kernel command line.
+    /// The running installer's kernel command line. Its kickstart URL carries the
+    /// installer's token: the web layer shows it to admins only.
     pub kernel_cmdline: Option<String>,
 }
 

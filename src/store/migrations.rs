@@ -37,6 +37,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0012_vm_volumes",
         include_str!("../../migrations/0012_vm_volumes.sql"),
     ),
+    (
+        "0013_audit_fold",
+        include_str!("../../migrations/0013_audit_fold.sql"),
+    ),
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -73,8 +77,12 @@ mod tests {
     #[test]
     fn jobs_recorded_before_clone_jobs_existed_are_kept() {
         let mut conn = Connection::open_in_memory().unwrap();
-        let (last, earlier) = MIGRATIONS.split_last().unwrap();
-        assert_eq!(last.0, "0011_clone_and_create_jobs");
+        // Every migration before 0011, as a database made before it had them.
+        let at = MIGRATIONS
+            .iter()
+            .position(|m| m.0 == "0011_clone_and_create_jobs")
+            .unwrap();
+        let earlier = &MIGRATIONS[..at];
         conn.execute_batch(
             "CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)",
         )

@@ -2,6 +2,7 @@
 //!
 //! Calls are blocking: the web layer runs them through `web::block`.
 
+pub mod audit;
 pub mod cloud_init;
 pub mod jobs;
 pub mod kickstarts;
@@ -574,8 +575,8 @@ impl Store {
     pub fn append_audit(&self, e: &AuditEntry) -> StoreResult<()> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO audit_log (at, actor, remote_addr, action, target, result, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO audit_log (at, actor, remote_addr, action, target, result, detail, last_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?1)",
                 params![
                     e.at,
                     e.actor,
@@ -587,21 +588,6 @@ impl Store {
                 ],
             )
             .map(|_| ())
-        })
-    }
-
-    /// A page of the audit log, newest first, and the total number of entries.
-    pub fn audit_page(&self, offset: u64, limit: u64) -> StoreResult<(Vec<AuditEntry>, u64)> {
-        self.with(|c| {
-            let total: i64 = c.query_row("SELECT count(*) FROM audit_log", [], |r| r.get(0))?;
-            let mut st = c.prepare(
-                "SELECT at, actor, remote_addr, action, target, result, detail FROM audit_log
-                 ORDER BY id DESC LIMIT ?1 OFFSET ?2",
-            )?;
-            let rows = st
-                .query_map(params![limit as i64, offset as i64], audit_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((rows, total.max(0) as u64))
         })
     }
 
@@ -675,29 +661,6 @@ mod tests {
         assert!(s.delete_user("carol").unwrap());
         assert!(s.find_session("sess").unwrap().is_none());
         assert!(s.use_api_token("tok", 2).unwrap().is_none());
-    }
-
-    #[test]
-    fn audit_pages_newest_first() {
-        let s = Store::open_in_memory().unwrap();
-        for i in 0..5 {
-            s.append_audit(&AuditEntry {
-                at: i,
-                actor: "a".into(),
-                remote_addr: "-".into(),
-                action: format!("act{i}"),
-                target: String::new(),
-                result: "ok".into(),
-                detail: String::new(),
-            })
-            .unwrap();
-        }
-        let (rows, total) = s.audit_page(0, 2).unwrap();
-        assert_eq!(total, 5);
-        assert_eq!(rows[0].action, "act4");
-        let (rows, _) = s.audit_page(4, 2).unwrap();
-        assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].action, "act0");
     }
 
     #[test]

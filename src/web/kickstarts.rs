@@ -1,6 +1,8 @@
-//! Kickstarts: the Kickstarts pages and API (`/api/v1/kickstarts`), admins change them,
-//! everyone signed in reads them; and `/ks/{token}`, where an installing guest (which has
-//! no session) fetches its kickstart while its install boot runs.
+//! Kickstarts: the Kickstarts pages and API (`/api/v1/kickstarts`). Admins change and
+//! read them; everyone else signed in sees their names, sizes and who changed them, never
+//! their content (kickstarts hold root passwords) nor an install's kernel command line
+//! (it carries the installer's token). And `/ks/{token}`, where an installing guest
+//! (which has no session) fetches its kickstart while its install boot runs.
 
 use super::api::{answer, csrf_header};
 use super::audit;
@@ -9,6 +11,7 @@ use super::pages::storage::{admin_change, see_other};
 use super::pages::{format_time, Chrome};
 use super::session::{remote_addr, Authed};
 use super::{lc, now, AppState};
+use crate::auth::Role;
 use crate::config::Config;
 use crate::domain::kickstart::{check_base_url, derived_base_url};
 use crate::lifecycle::kickstart::{self as ks, Fetch, KickstartRequest};
@@ -225,6 +228,7 @@ async fn serve(
 
 // ---- API ----
 
+/// What everyone signed in may know about a kickstart: never its content.
 #[derive(Serialize)]
 struct Summary {
     name: String,
@@ -240,6 +244,55 @@ impl From<KickstartRow> for Summary {
             bytes: k.content.len(),
             updated_at: k.updated_at,
             updated_by: k.updated_by,
+        }
+    }
+}
+
+/// A kickstart as `GET /api/v1/kickstarts/{name}` answers it: the content only for
+/// admins (for others the field is absent).
+#[derive(Serialize)]
+struct Detail {
+    #[serde(flatten)]
+    summary: Summary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<String>,
+}
+
+/// Whether `who` may read kickstart contents and installers' kernel command lines.
+fn reads_secrets(who: &Authed) -> bool {
+    who.role.allows(Role::Admin)
+}
+
+impl Detail {
+    fn for_reader(k: KickstartRow, who: &Authed) -> Detail {
+        let content = reads_secrets(who).then(|| k.content.clone());
+        Detail {
+            summary: Summary::from(k),
+            content,
+        }
+    }
+}
+
+/// A VM's kickstart install as the API answers it: the kernel command line (with the
+/// installer's token in its URL) only for admins (for others the field is absent).
+#[derive(Serialize)]
+struct StatusBody {
+    vm: String,
+    kickstart: String,
+    expires_at: i64,
+    install_running: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernel_cmdline: Option<Option<String>>,
+}
+
+impl StatusBody {
+    fn for_reader(st: ks::InstallStatus, who: &Authed) -> StatusBody {
+        StatusBody {
+            vm: st.vm,
+            kickstart: st.kickstart,
+            expires_at: st.expires_at,
+            install_running: st.install_running,
+            kernel_cmdline: reads_secrets(who).then_some(st.kernel_cmdline),
         }
     }
 }
@@ -285,7 +338,7 @@ async fn api_get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let k = one(&state, &who, &path.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(k))
+    Ok(HttpResponse::Ok().json(Detail::for_reader(k, &who)))
 }
 
 async fn api_create(
@@ -351,7 +404,9 @@ async fn api_status(
         ks::status(s.hv.as_ref(), &s.store, &vm, now())
     })
     .await;
-    answer(&who, r, |st| HttpResponse::Ok().json(st))
+    answer(&who, r, |st| {
+        HttpResponse::Ok().json(StatusBody::for_reader(st, &who))
+    })
 }
 
 // ---- pages ----
@@ -365,7 +420,7 @@ struct MessageQuery {
 #[template(path = "kickstarts.html")]
 struct ListPage {
     chrome: Chrome,
-    kickstarts: Vec<KickstartRow>,
+    kickstarts: Vec<Summary>,
     message: Option<String>,
     errors: Vec<FieldError>,
     /// The new-kickstart form as typed.
@@ -377,10 +432,12 @@ struct ListPage {
 #[template(path = "kickstart.html")]
 struct EditPage {
     chrome: Chrome,
-    kickstart: KickstartRow,
+    /// Name, size, who changed it and when: shown to everyone.
+    kickstart: Summary,
     message: Option<String>,
     error: Option<String>,
     errors: Vec<FieldError>,
+    /// The content (as stored, or as typed when refused): only ever filled for admins.
     content: String,
 }
 
@@ -422,7 +479,11 @@ async fn render_list(
     errors: Vec<FieldError>,
     form: KickstartRequest,
 ) -> Result<HttpResponse, AppError> {
-    let kickstarts = all(state, who).await?;
+    let kickstarts = all(state, who)
+        .await?
+        .into_iter()
+        .map(Summary::from)
+        .collect();
     Ok(html(
         status,
         &ListPage {
@@ -511,12 +572,17 @@ async fn render_edit(
     shown: EditShown,
 ) -> Result<HttpResponse, AppError> {
     let kickstart = one(state, who, name).await?;
+    let content = if reads_secrets(who) {
+        shown.content.unwrap_or_else(|| kickstart.content.clone())
+    } else {
+        String::new()
+    };
     Ok(html(
         status,
         &EditPage {
             chrome: Chrome::new(who, "kickstarts"),
-            content: shown.content.unwrap_or_else(|| kickstart.content.clone()),
-            kickstart,
+            content,
+            kickstart: Summary::from(kickstart),
             message: shown.message,
             error: shown.error,
             errors: shown.errors,

@@ -13,6 +13,7 @@ pub mod kickstarts;
 pub mod live;
 pub mod metrics;
 pub mod pages;
+pub mod privacy;
 pub mod server;
 pub mod session;
 pub mod usage;

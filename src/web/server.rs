@@ -495,8 +495,9 @@ pub fn start_with(cfg: Config, wrap: Option<HypervisorWrap>) -> anyhow::Result<R
             .wrap(actix_web::middleware::from_fn(super::metrics::track))
             .wrap(actix_web::middleware::from_fn(vm_list_follows_changes))
             .wrap(security_headers(tls))
+            .wrap(actix_web::middleware::from_fn(super::privacy::no_store))
             .wrap(NormalizePath::new(TrailingSlash::Trim))
-            .wrap(tracing_actix_web::TracingLogger::default())
+            .wrap(super::privacy::RequestLogger::new())
             .configure(configure)
             .default_service(web::to(not_found))
     })
@@ -510,6 +511,7 @@ pub fn start_with(cfg: Config, wrap: Option<HypervisorWrap>) -> anyhow::Result<R
     };
     let server = http.run();
     spawn_housekeeping(state.clone());
+    super::audit::spawn_retention(state.clone());
     crate::usage::spawn_sampler(&state.usage, state.hv.clone());
     Ok(Running {
         addr,

@@ -7,53 +7,174 @@ use super::{format_time, Chrome};
 use crate::auth::password::hash_password;
 use crate::auth::secret::{new_api_token, sha256_hex};
 use crate::auth::{validate_new_password, validate_username, Role};
-use crate::store::{AuditEntry, StoreError, TokenRow, UserRow};
+use crate::store::audit::{AuditFilter, AuditRow};
+use crate::store::{StoreError, TokenRow, UserRow};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
-pub const AUDIT_PAGE_SIZE: u64 = 50;
+/// Audit rows per page.
+pub const AUDIT_PAGE_SIZE: u64 = 100;
 
 #[derive(Template)]
 #[template(path = "audit.html")]
 struct AuditPage {
     chrome: Chrome,
-    entries: Vec<AuditEntry>,
+    rows: Vec<AuditRow>,
     page: u64,
     pages: u64,
     total: u64,
+    /// The filter as typed (kept in the form and in the page links).
+    q: AuditQuery,
+    /// Whether any filter is set.
+    filtered: bool,
+    /// A filter that could not be read, and what to enter instead.
+    error: Option<String>,
 }
 
 impl AuditPage {
-    fn when(&self, e: &AuditEntry) -> String {
-        format_time(e.at)
+    fn when(&self, r: &AuditRow) -> String {
+        format_time(r.entry.at)
+    }
+
+    fn last(&self, r: &AuditRow) -> String {
+        format_time(r.last_at)
+    }
+
+    /// The link to page `page` of the same filter.
+    fn page_link(&self, page: u64) -> String {
+        let mut q = self.q.clone();
+        q.page = Some(page);
+        format!("/audit?{}", q.to_query())
     }
 }
 
-#[derive(Deserialize)]
-pub struct PageQuery {
+/// The audit page's address: the page, and the filter (every field optional).
+#[derive(Deserialize, Clone, Default)]
+pub struct AuditQuery {
     page: Option<u64>,
+    /// Who, exactly.
+    #[serde(default)]
+    user: String,
+    /// The action, or a group of actions (`kickstart`).
+    #[serde(default)]
+    action: String,
+    /// The result, exactly.
+    #[serde(default)]
+    outcome: String,
+    /// Text in the target.
+    #[serde(default)]
+    target: String,
+    /// First day (YYYY-MM-DD, UTC), included.
+    #[serde(default)]
+    from: String,
+    /// Last day (YYYY-MM-DD, UTC), included.
+    #[serde(default)]
+    to: String,
+}
+
+impl AuditQuery {
+    fn is_filtered(&self) -> bool {
+        [
+            &self.user,
+            &self.action,
+            &self.outcome,
+            &self.target,
+            &self.from,
+            &self.to,
+        ]
+        .iter()
+        .any(|v| !v.trim().is_empty())
+    }
+
+    /// The set fields as a query string (page last), for links.
+    fn to_query(&self) -> String {
+        let mut pairs: Vec<(&str, String)> = [
+            ("user", &self.user),
+            ("action", &self.action),
+            ("outcome", &self.outcome),
+            ("target", &self.target),
+            ("from", &self.from),
+            ("to", &self.to),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.trim().is_empty())
+        .map(|(k, v)| (k, v.trim().to_string()))
+        .collect();
+        if let Some(p) = self.page {
+            pairs.push(("page", p.to_string()));
+        }
+        serde_urlencoded::to_string(pairs).unwrap_or_default()
+    }
+
+    /// The store's filter, or a sentence saying which field to correct.
+    fn filter(&self) -> Result<AuditFilter, String> {
+        let text = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+        let from_at = day_start("from", &self.from)?;
+        let before_at = day_start("to", &self.to)?.map(|d| d.saturating_add(86_400));
+        Ok(AuditFilter {
+            actor: text(&self.user),
+            action: text(&self.action),
+            result: text(&self.outcome),
+            target_contains: text(&self.target),
+            from_at,
+            before_at,
+        })
+    }
+}
+
+/// The start (UTC, seconds since the epoch) of a day typed as YYYY-MM-DD; `None` if empty.
+fn day_start(field: &str, typed: &str) -> Result<Option<i64>, String> {
+    let typed = typed.trim();
+    if typed.is_empty() {
+        return Ok(None);
+    }
+    let bad = || format!("Enter the {field} date as YYYY-MM-DD, for example 2025-03-01.");
+    let mut parts = typed.splitn(3, '-');
+    let (Some(y), Some(m), Some(d)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let year: i32 = y.parse().map_err(|_| bad())?;
+    let month: u8 = m.parse().map_err(|_| bad())?;
+    let day: u8 = d.parse().map_err(|_| bad())?;
+    let month = time::Month::try_from(month).map_err(|_| bad())?;
+    let date = time::Date::from_calendar_date(year, month, day).map_err(|_| bad())?;
+    Ok(Some(date.midnight().assume_utc().unix_timestamp()))
 }
 
 pub async fn audit_page(
     state: web::Data<AppState>,
     who: Authed,
-    q: web::Query<PageQuery>,
+    q: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, AppError> {
     who.require(&state, Role::Admin, "audit.view", "").await?;
+    let q = q.into_inner();
     let page = q.page.unwrap_or(1).max(1);
-    let offset = (page - 1).saturating_mul(AUDIT_PAGE_SIZE);
-    let (entries, total) = db(&state, move |s| s.audit_page(offset, AUDIT_PAGE_SIZE)).await?;
+    let filtered = q.is_filtered();
+    let (status, rows, total, error) = match q.filter() {
+        Ok(filter) => {
+            let offset = (page - 1).saturating_mul(AUDIT_PAGE_SIZE);
+            let (rows, total) = db(&state, move |s| {
+                s.audit_rows(&filter, offset, AUDIT_PAGE_SIZE)
+            })
+            .await?;
+            (StatusCode::OK, rows, total, None)
+        }
+        Err(message) => (StatusCode::BAD_REQUEST, Vec::new(), 0, Some(message)),
+    };
     let pages = total.div_ceil(AUDIT_PAGE_SIZE).max(1);
     Ok(html(
-        StatusCode::OK,
+        status,
         &AuditPage {
             chrome: Chrome::new(&who, "audit"),
-            entries,
+            rows,
             page,
             pages,
             total,
+            q,
+            filtered,
+            error,
         },
     ))
 }
