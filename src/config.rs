@@ -143,10 +143,20 @@ impl AuditConfig {
 pub struct ConsoleConfig {
     /// How long a console ticket may wait for its websocket (at most 30).
     pub ticket_lifetime_seconds: u64,
-    /// Console sessions (VNC and serial together) open at once on one VM.
+    /// Console sessions with input (VNC and serial together) open at once on one VM.
     pub max_sessions_per_vm: usize,
+    /// View-only VNC sessions (viewers) open at once on one VM; counted apart, so
+    /// viewers never take an operator's place.
+    pub max_viewers_per_vm: usize,
     /// A console without keyboard, mouse or serial input for this long is closed.
     pub idle_timeout_seconds: u64,
+    /// An open console re-checks this often that its sign-in session or API token is
+    /// still valid and the user's role still allows it (covers changes made with the
+    /// shell tools).
+    pub credential_check_seconds: u64,
+    /// A console whose browser takes no output (or whose VM takes no input) for this
+    /// long is closed.
+    pub stalled_seconds: u64,
     /// Users with the viewer role may watch VNC consoles, without input.
     pub viewers_may_watch: bool,
     /// Extra `Origin`s allowed to open console websockets (e.g. the public address of a
@@ -159,7 +169,10 @@ impl Default for ConsoleConfig {
         ConsoleConfig {
             ticket_lifetime_seconds: 30,
             max_sessions_per_vm: 4,
+            max_viewers_per_vm: 4,
             idle_timeout_seconds: 30 * 60,
+            credential_check_seconds: 60,
+            stalled_seconds: 20,
             viewers_may_watch: false,
             allowed_origins: Vec::new(),
         }
@@ -370,6 +383,18 @@ impl Config {
                 key: "console",
                 message: "max_sessions_per_vm and idle_timeout_seconds must be greater than zero"
                     .into(),
+            });
+        }
+        if !(1..=3600).contains(&self.console.credential_check_seconds) {
+            return Err(ConfigError::Invalid {
+                key: "console.credential_check_seconds",
+                message: "must be between 1 and 3600 seconds".into(),
+            });
+        }
+        if !(1..=600).contains(&self.console.stalled_seconds) {
+            return Err(ConfigError::Invalid {
+                key: "console.stalled_seconds",
+                message: "must be between 1 and 600 seconds".into(),
             });
         }
         if let Some((key, message)) = self.usage.problem() {

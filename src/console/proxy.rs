@@ -38,7 +38,14 @@ pub mod codes {
     pub const IDLE: u16 = 4003;
     /// The client broke the protocol, or a view-only rule.
     pub const REFUSED: u16 = 4004;
+    /// The user's access ended (signed out, account deleted, token revoked, role
+    /// lowered) or the browser stopped reading: the pages show the reason and do not
+    /// reconnect, as for [`REFUSED`].
+    pub const ACCESS_ENDED: u16 = REFUSED;
 }
+
+/// How long the close frame may wait for a browser that is not reading.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 async fn close(ws: Session, code: u16, reason: &str) {
     // A close reason must fit in a control frame (123 bytes).
@@ -46,16 +53,39 @@ async fn close(ws: Session, code: u16, reason: &str) {
     while description.len() > 123 {
         description.pop();
     }
-    let _ = ws
-        .close(Some(CloseReason {
-            code: CloseCode::Other(code),
-            description: Some(description),
-        }))
-        .await;
+    let closing = ws.close(Some(CloseReason {
+        code: CloseCode::Other(code),
+        description: Some(description),
+    }));
+    let _ = tokio::time::timeout(CLOSE_WAIT, closing).await;
 }
 
 pub struct Limits {
+    /// No keyboard, mouse or serial input for this long closes the session.
     pub idle: Duration,
+    /// A send to the browser (or to the VM) that cannot complete for this long closes
+    /// the session.
+    pub stall: Duration,
+}
+
+fn idle_reason(limits: &Limits, what: &str) -> (u16, String) {
+    (
+        codes::IDLE,
+        format!(
+            "Closed after {} s without {what} (console.idle_timeout_seconds).",
+            limits.idle.as_secs()
+        ),
+    )
+}
+
+fn stalled_browser(limits: &Limits) -> (u16, String) {
+    (
+        codes::ACCESS_ENDED,
+        format!(
+            "The browser stopped reading the console for {} s; it was closed. Reopen it.",
+            limits.stall.as_secs()
+        ),
+    )
 }
 
 /// What the VNC pump and the response body that carries the VM's bytes share.
@@ -231,20 +261,33 @@ async fn vnc_from_browser<W: AsyncWrite + Unpin>(
                         Ok(f) => f,
                         Err(e) => break (codes::REFUSED, e.to_string()),
                     };
-                    if f.input {
+                    // Input a view-only session drops is no activity.
+                    if f.input && !view_only {
                         idle.as_mut().reset(tokio::time::Instant::now() + limits.idle);
                     }
                     if !f.forward.is_empty() {
-                        if wr.write_all(&f.forward).await.is_err() {
-                            break (codes::VM_GONE, VM_GONE.into());
+                        let wrote = tokio::select! {
+                            w = tokio::time::timeout(limits.stall, wr.write_all(&f.forward)) => w,
+                            _ = &mut idle => break idle_reason(&limits, "keyboard or mouse input"),
+                            r = kill.fired() => break r,
+                        };
+                        match wrote {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => break (codes::VM_GONE, VM_GONE.into()),
+                            Err(_) => break (codes::VM_GONE, format!(
+                                "The VNC server did not take input for {} s; the console was closed.",
+                                limits.stall.as_secs()
+                            )),
                         }
                         to_vm += f.forward.len() as u64;
                         stats.bytes_to_vm.fetch_add(f.forward.len() as u64, Ordering::Relaxed);
                     }
                 }
                 Some(Ok(AggregatedMessage::Ping(p))) => {
-                    if ws.pong(&p).await.is_err() {
-                        break (1000, "The browser went away.".into());
+                    match tokio::time::timeout(limits.stall, ws.pong(&p)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break (1000, "The browser went away.".into()),
+                        Err(_) => break stalled_browser(&limits),
                     }
                 }
                 Some(Ok(AggregatedMessage::Pong(_))) => {}
@@ -259,11 +302,8 @@ async fn vnc_from_browser<W: AsyncWrite + Unpin>(
                 // The response body was dropped: the connection to the browser is gone.
                 Err(_) => break (1000, "The browser went away.".into()),
             },
-            _ = &mut idle => break (codes::IDLE, format!(
-                "Closed after {} s without keyboard or mouse input (console.idle_timeout_seconds).",
-                limits.idle.as_secs()
-            )),
-            r = kill.fired() => break (codes::TAKEN_OVER, r),
+            _ = &mut idle => break idle_reason(&limits, "keyboard or mouse input"),
+            r = kill.fired() => break r,
         }
     };
     shared.closing.store(true, Ordering::SeqCst);
@@ -296,8 +336,10 @@ pub async fn serial(
                     Some(Ok(AggregatedMessage::Binary(d))) => d.to_vec(),
                     Some(Ok(AggregatedMessage::Text(t))) => t.as_bytes().to_vec(),
                     Some(Ok(AggregatedMessage::Ping(p))) => {
-                        if ws.pong(&p).await.is_err() {
-                            break (1000, "The browser went away.".into());
+                        match tokio::time::timeout(limits.stall, ws.pong(&p)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => break (1000, "The browser went away.".into()),
+                            Err(_) => break stalled_browser(&limits),
                         }
                         continue;
                     }
@@ -320,20 +362,28 @@ pub async fn serial(
             },
             out = output.recv() => match out {
                 Some(data) => {
+                    // Room again: a reader paused on a full channel may go on.
+                    input.output_taken();
                     let n = data.len() as u64;
-                    if ws.binary(data).await.is_err() {
-                        break (1000, "The browser went away.".into());
+                    // A browser that does not read must not hold up the idle timeout,
+                    // a take-over or a close: wait for the send beside them, bounded.
+                    let sent = tokio::select! {
+                        sent = tokio::time::timeout(limits.stall, ws.binary(data)) => sent,
+                        _ = &mut idle => break idle_reason(&limits, "input"),
+                        r = kill.fired() => break r,
+                    };
+                    match sent {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break (1000, "The browser went away.".into()),
+                        Err(_) => break stalled_browser(&limits),
                     }
                     from_vm += n;
                     stats.bytes_from_vm.fetch_add(n, Ordering::Relaxed);
                 }
                 None => break (codes::VM_GONE, "The serial console closed: the VM stopped or restarted, or someone took the console over.".into()),
             },
-            _ = &mut idle => break (codes::IDLE, format!(
-                "Closed after {} s without input (console.idle_timeout_seconds).",
-                limits.idle.as_secs()
-            )),
-            r = kill.fired() => break (codes::TAKEN_OVER, r),
+            _ = &mut idle => break idle_reason(&limits, "input"),
+            r = kill.fired() => break r,
         }
     };
     // Detach from libvirt (a blocking call) before telling the browser.

@@ -1,6 +1,7 @@
 //! Live console sessions: the per-VM limit, who holds a serial console, take-over, and
 //! counters (sessions opened, bytes each way) for tests and benchmarks.
 
+use super::proxy::codes;
 use super::ConsoleKind;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,25 +34,43 @@ impl Stats {
 #[derive(Default)]
 pub struct Kill {
     notify: tokio::sync::Notify,
-    reason: Mutex<Option<String>>,
+    /// The websocket close code and the reason.
+    reason: Mutex<Option<(u16, String)>>,
 }
 
 impl Kill {
-    pub fn fire(&self, reason: String) {
-        if let Ok(mut r) = self.reason.lock() {
-            r.get_or_insert(reason);
-        }
-        self.notify.notify_one();
+    /// Another user took the console over.
+    pub fn fire(&self, reason: String) -> bool {
+        self.fire_with(codes::TAKEN_OVER, reason)
     }
 
-    /// Waits until fired; returns the reason.
-    pub async fn fired(&self) -> String {
+    /// Tells the proxy to end with `code` and `reason`; false if it had been told
+    /// already (the first reason stands).
+    pub fn fire_with(&self, code: u16, reason: String) -> bool {
+        let first = match self.reason.lock() {
+            Ok(mut r) if r.is_none() => {
+                *r = Some((code, reason));
+                true
+            }
+            _ => false,
+        };
+        self.notify.notify_one();
+        first
+    }
+
+    /// Waits until fired; returns the close code and the reason.
+    pub async fn fired(&self) -> (u16, String) {
         self.notify.notified().await;
         self.reason
             .lock()
             .ok()
             .and_then(|r| r.clone())
-            .unwrap_or_else(|| "The console was closed by virtdeck.".into())
+            .unwrap_or_else(|| {
+                (
+                    codes::TAKEN_OVER,
+                    "The console was closed by virtdeck.".into(),
+                )
+            })
     }
 }
 
@@ -65,6 +84,24 @@ pub struct SessionInfo {
     /// Unix seconds.
     pub started_at: i64,
     pub view_only: bool,
+    /// The account that opened it.
+    #[serde(skip)]
+    pub user_id: i64,
+    /// SHA-256 of the session cookie or API token that opened it.
+    #[serde(skip)]
+    pub credential_sha256: String,
+    /// Opened with an API token (else with a sign-in session).
+    #[serde(skip)]
+    pub api_token: bool,
+}
+
+/// Who opens a session, and with which credential.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub user_id: i64,
+    pub username: String,
+    pub credential_sha256: String,
+    pub api_token: bool,
 }
 
 struct Entry {
@@ -105,12 +142,60 @@ impl Drop for Slot {
     }
 }
 
-/// The VM already has as many console sessions as allowed.
+/// The VM already has as many console sessions of this sort as allowed.
 #[derive(Debug, thiserror::Error)]
-#[error("VM {vm} already has {open} console sessions open, the most allowed (console.max_sessions_per_vm); close one and try again")]
+#[error("VM {vm} already has {open} {sort} open, the most allowed ({setting} = {max}); close one and try again")]
 pub struct Full {
     pub vm: String,
     pub open: usize,
+    pub max: usize,
+    /// "console sessions" or "view-only console sessions".
+    pub sort: &'static str,
+    pub setting: &'static str,
+}
+
+/// How many sessions of each sort one VM may have: viewers have their own places, so
+/// they never take an operator's.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// Sessions with keyboard, mouse or serial input (`console.max_sessions_per_vm`).
+    pub full: usize,
+    /// View-only sessions (`console.max_viewers_per_vm`).
+    pub view_only: usize,
+}
+
+impl Caps {
+    /// Whether a new session of this sort fits beside `open`.
+    pub fn check<'a>(
+        &self,
+        vm: &str,
+        view_only: bool,
+        open: impl IntoIterator<Item = &'a SessionInfo>,
+    ) -> Result<(), Full> {
+        let n = open
+            .into_iter()
+            .filter(|s| s.vm == vm && s.view_only == view_only)
+            .count();
+        let (max, sort, setting) = if view_only {
+            (
+                self.view_only,
+                "view-only console sessions",
+                "console.max_viewers_per_vm",
+            )
+        } else {
+            (self.full, "console sessions", "console.max_sessions_per_vm")
+        };
+        if n >= max {
+            return Err(Full {
+                vm: vm.to_string(),
+                open: n,
+                max,
+                sort,
+                setting,
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Registry {
@@ -118,23 +203,17 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reserves a place for a new session on `vm`, unless it has `max` already.
+    /// Reserves a place for a new session on `vm`, unless its sort is full there.
     pub fn reserve(
         &self,
         vm: &str,
         kind: ConsoleKind,
-        username: &str,
+        holder: &Holder,
         view_only: bool,
-        max: usize,
+        caps: Caps,
     ) -> Result<Slot, Full> {
         let mut i = self.lock();
-        let open = i.sessions.values().filter(|e| e.info.vm == vm).count();
-        if open >= max {
-            return Err(Full {
-                vm: vm.to_string(),
-                open,
-            });
-        }
+        caps.check(vm, view_only, i.sessions.values().map(|e| &e.info))?;
         i.next_id += 1;
         let id = i.next_id;
         let kill = Arc::new(Kill::default());
@@ -145,9 +224,12 @@ impl Registry {
                     id,
                     vm: vm.to_string(),
                     kind: kind.as_str(),
-                    username: username.to_string(),
+                    username: holder.username.clone(),
                     started_at: unix_now(),
                     view_only,
+                    user_id: holder.user_id,
+                    credential_sha256: holder.credential_sha256.clone(),
+                    api_token: holder.api_token,
                 },
                 kill: kill.clone(),
             },
@@ -161,11 +243,20 @@ impl Registry {
 
     /// Open sessions on `vm` (all kinds), oldest first.
     pub fn on_vm(&self, vm: &str) -> Vec<SessionInfo> {
+        self.matching(|s| s.vm == vm)
+    }
+
+    /// Every open session, oldest first.
+    pub fn all(&self) -> Vec<SessionInfo> {
+        self.matching(|_| true)
+    }
+
+    fn matching(&self, keep: impl Fn(&SessionInfo) -> bool) -> Vec<SessionInfo> {
         let mut v: Vec<_> = self
             .lock()
             .sessions
             .values()
-            .filter(|e| e.info.vm == vm)
+            .filter(|e| keep(&e.info))
             .map(|e| e.info.clone())
             .collect();
         v.sort_by_key(|s| s.id);
@@ -174,15 +265,51 @@ impl Registry {
 
     /// Ends every session of `kind` on `vm` except `keep`, telling its user why.
     pub fn kick(&self, vm: &str, kind: ConsoleKind, keep: u64, reason: &str) -> usize {
+        self.close_where(
+            |s| s.vm == vm && s.kind == kind.as_str() && s.id != keep,
+            codes::TAKEN_OVER,
+            reason,
+        )
+        .len()
+    }
+
+    /// Ends every session `user_id` holds (account deleted, password or role changed),
+    /// telling them why; returns the sessions closed by this call (not those already
+    /// told to end).
+    pub fn close_user(&self, user_id: i64, reason: &str) -> Vec<SessionInfo> {
+        self.close_where(|s| s.user_id == user_id, codes::ACCESS_ENDED, reason)
+    }
+
+    /// Ends every session opened with this credential (signed out, token revoked).
+    pub fn close_credential(&self, credential_sha256: &str, reason: &str) -> Vec<SessionInfo> {
+        self.close_where(
+            |s| s.credential_sha256 == credential_sha256,
+            codes::ACCESS_ENDED,
+            reason,
+        )
+    }
+
+    /// Ends one session; returns it unless it had already ended.
+    pub fn close(&self, id: u64, reason: &str) -> Option<SessionInfo> {
+        self.close_where(|s| s.id == id, codes::ACCESS_ENDED, reason)
+            .pop()
+    }
+
+    fn close_where(
+        &self,
+        which: impl Fn(&SessionInfo) -> bool,
+        code: u16,
+        reason: &str,
+    ) -> Vec<SessionInfo> {
         let i = self.lock();
-        let mut n = 0;
+        let mut closed = Vec::new();
         for e in i.sessions.values() {
-            if e.info.vm == vm && e.info.kind == kind.as_str() && e.info.id != keep {
-                e.kill.fire(reason.to_string());
-                n += 1;
+            if which(&e.info) && e.kill.fire_with(code, reason.to_string()) {
+                closed.push(e.info.clone());
             }
         }
-        n
+        closed.sort_by_key(|s| s.id);
+        closed
     }
 
     pub fn len(&self) -> usize {
@@ -198,18 +325,85 @@ impl Registry {
 mod tests {
     use super::*;
 
+    fn holder(user_id: i64, credential: &str) -> Holder {
+        Holder {
+            user_id,
+            username: format!("user{user_id}"),
+            credential_sha256: credential.into(),
+            api_token: false,
+        }
+    }
+
+    const CAPS: Caps = Caps {
+        full: 2,
+        view_only: 1,
+    };
+
     #[test]
     fn the_per_vm_limit_counts_open_sessions_and_frees_on_drop() {
         let r = Registry::default();
-        let a = r.reserve("web01", ConsoleKind::Vnc, "a", false, 2).unwrap();
-        let _b = r
-            .reserve("web01", ConsoleKind::Serial, "b", false, 2)
+        let a = r
+            .reserve("web01", ConsoleKind::Vnc, &holder(1, "a"), false, CAPS)
             .unwrap();
-        assert!(r.reserve("web01", ConsoleKind::Vnc, "c", false, 2).is_err());
-        r.reserve("db01", ConsoleKind::Vnc, "c", false, 2)
+        let _b = r
+            .reserve("web01", ConsoleKind::Serial, &holder(2, "b"), false, CAPS)
+            .unwrap();
+        assert!(r
+            .reserve("web01", ConsoleKind::Vnc, &holder(3, "c"), false, CAPS)
+            .is_err());
+        r.reserve("db01", ConsoleKind::Vnc, &holder(3, "c"), false, CAPS)
             .expect("other VMs are counted apart");
         drop(a);
-        r.reserve("web01", ConsoleKind::Vnc, "c", false, 2)
+        r.reserve("web01", ConsoleKind::Vnc, &holder(3, "c"), false, CAPS)
             .expect("a place was freed");
+    }
+
+    #[test]
+    fn viewers_never_take_an_operators_place() {
+        let r = Registry::default();
+        let _v = r
+            .reserve("web01", ConsoleKind::Vnc, &holder(1, "v"), true, CAPS)
+            .unwrap();
+        let e = r
+            .reserve("web01", ConsoleKind::Vnc, &holder(2, "v2"), true, CAPS)
+            .err()
+            .expect("viewers have their own limit");
+        assert!(e.to_string().contains("console.max_viewers_per_vm"), "{e}");
+        let _a = r
+            .reserve("web01", ConsoleKind::Vnc, &holder(3, "a"), false, CAPS)
+            .expect("an operator still gets a place");
+        let _b = r
+            .reserve("web01", ConsoleKind::Serial, &holder(4, "b"), false, CAPS)
+            .expect("and another");
+    }
+
+    #[tokio::test]
+    async fn sessions_close_by_user_and_by_credential_with_a_reason() {
+        let r = Registry::default();
+        let a1 = r
+            .reserve("web01", ConsoleKind::Vnc, &holder(1, "s1"), false, CAPS)
+            .unwrap();
+        let a2 = r
+            .reserve("db01", ConsoleKind::Serial, &holder(1, "s2"), false, CAPS)
+            .unwrap();
+        let _b = r
+            .reserve("web01", ConsoleKind::Serial, &holder(2, "s3"), false, CAPS)
+            .unwrap();
+        let closed = r.close_credential("s2", "You signed out.");
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].id, a2.id);
+        assert_eq!(a2.kill.fired().await.1, "You signed out.");
+        let closed = r.close_user(1, "Your account was deleted.");
+        assert_eq!(
+            closed.len(),
+            1,
+            "the one already closing is not closed twice"
+        );
+        assert_eq!(closed[0].id, a1.id);
+        assert_eq!(
+            a1.kill.fired().await,
+            (codes::ACCESS_ENDED, "Your account was deleted.".to_string())
+        );
+        assert!(r.close_user(3, "nobody").is_empty());
     }
 }

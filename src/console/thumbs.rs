@@ -2,7 +2,7 @@
 //! libvirt: they get the last picture (if any) and start a refresh in the background
 //! when it is older than [`FRESH_FOR`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -12,45 +12,98 @@ pub const FRESH_FOR: Duration = Duration::from_secs(10);
 pub const MAX_WIDTH_PX: u32 = 320;
 pub const MAX_HEIGHT_PX: u32 = 240;
 
+/// Pictures kept at most (one per VM); the oldest goes first beyond this.
+pub const MAX_ENTRIES: usize = 4096;
+/// Refreshes running at once; a request finding this many waits for the next one.
+pub const MAX_REFRESHING: usize = 16;
+
 struct Entry {
     png: Option<Vec<u8>>,
     taken: Instant,
-    refreshing: bool,
 }
 
 #[derive(Default)]
+struct Inner {
+    cache: HashMap<String, Entry>,
+    refreshing: HashSet<String>,
+}
+
+/// What a refresh found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Shot {
+    /// A new picture.
+    Picture(Vec<u8>),
+    /// The VM exists but has no screen to show now.
+    NoScreen,
+    /// There is no such VM: nothing is kept under its name.
+    NoSuchVm,
+}
+
+/// Only VMs that exist get an entry: a request for any other name starts a refresh
+/// (one at a time per name, [`MAX_REFRESHING`] in all) that finds no VM and keeps nothing.
+#[derive(Default)]
 pub struct Thumbs {
-    cache: Mutex<HashMap<String, Entry>>,
+    inner: Mutex<Inner>,
 }
 
 impl Thumbs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The cached picture of `vm`, and whether a refresh should be started (in which case
     /// the caller must call [`Thumbs::store`] when done).
     pub fn get(&self, vm: &str) -> (Option<Vec<u8>>, bool) {
-        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let e = c.entry(vm.to_string()).or_insert_with(|| Entry {
-            png: None,
-            taken: Instant::now() - FRESH_FOR * 2,
-            refreshing: false,
-        });
-        let refresh = !e.refreshing && e.taken.elapsed() >= FRESH_FOR;
+        let mut i = self.lock();
+        let (png, stale) = match i.cache.get(vm) {
+            Some(e) => (e.png.clone(), e.taken.elapsed() >= FRESH_FOR),
+            None => (None, true),
+        };
+        let refresh = stale && !i.refreshing.contains(vm) && i.refreshing.len() < MAX_REFRESHING;
         if refresh {
-            e.refreshing = true;
+            i.refreshing.insert(vm.to_string());
         }
-        (e.png.clone(), refresh)
+        (png, refresh)
     }
 
-    /// Stores a new picture (or `None`: the VM has no screen now).
-    pub fn store(&self, vm: &str, png: Option<Vec<u8>>) {
-        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        c.insert(
+    /// Stores what a refresh found.
+    pub fn store(&self, vm: &str, shot: Shot) {
+        let mut i = self.lock();
+        i.refreshing.remove(vm);
+        let png = match shot {
+            Shot::NoSuchVm => {
+                i.cache.remove(vm);
+                return;
+            }
+            Shot::Picture(png) => Some(png),
+            Shot::NoScreen => None,
+        };
+        if !i.cache.contains_key(vm) && i.cache.len() >= MAX_ENTRIES {
+            let oldest = i
+                .cache
+                .iter()
+                .min_by_key(|(_, e)| e.taken)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                i.cache.remove(&k);
+            }
+        }
+        i.cache.insert(
             vm.to_string(),
             Entry {
                 png,
                 taken: Instant::now(),
-                refreshing: false,
             },
         );
+    }
+
+    /// VMs with an entry.
+    pub fn len(&self) -> usize {
+        self.lock().cache.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -89,7 +142,23 @@ mod tests {
         let t = Thumbs::default();
         assert_eq!(t.get("a"), (None, true));
         assert_eq!(t.get("a"), (None, false), "already refreshing");
-        t.store("a", Some(vec![1]));
+        t.store("a", Shot::Picture(vec![1]));
         assert_eq!(t.get("a"), (Some(vec![1]), false), "fresh");
+    }
+
+    #[test]
+    fn names_of_no_vm_keep_nothing_and_refreshes_are_bounded() {
+        let t = Thumbs::default();
+        for n in 0..MAX_REFRESHING * 2 {
+            let (_, refresh) = t.get(&format!("nope{n}"));
+            assert_eq!(refresh, n < MAX_REFRESHING);
+        }
+        for n in 0..MAX_REFRESHING {
+            t.store(&format!("nope{n}"), Shot::NoSuchVm);
+        }
+        assert!(t.is_empty());
+        assert_eq!(t.get("web01"), (None, true), "room to refresh again");
+        t.store("web01", Shot::NoScreen);
+        assert_eq!(t.len(), 1);
     }
 }

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 /// Tickets waiting at once, across all users; more are refused until some expire.
 pub const MAX_PENDING_TICKETS: usize = 10_000;
+/// Tickets one user may have waiting at once, so that no one user can fill the table.
+pub const MAX_PENDING_TICKETS_PER_USER: usize = 20;
 
 /// What a ticket allows, and to whom.
 #[derive(Debug, Clone)]
@@ -37,6 +39,9 @@ pub enum TicketError {
     /// Too many tickets are waiting.
     #[error("too many console tickets are waiting; try again in a few seconds")]
     TooMany,
+    /// This user has too many tickets waiting.
+    #[error("you already have {MAX_PENDING_TICKETS_PER_USER} console tickets waiting, the most one user may have; open the consoles you asked for, or wait until their tickets expire (at most 30 seconds), then try again")]
+    TooManyForUser,
 }
 
 #[derive(Default)]
@@ -51,6 +56,13 @@ impl Tickets {
         let now = Instant::now();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         pending.retain(|_, (_, expires)| *expires > now);
+        let mine = pending
+            .values()
+            .filter(|(g, _)| g.user_id == grant.user_id)
+            .count();
+        if mine >= MAX_PENDING_TICKETS_PER_USER {
+            return Err(TicketError::TooManyForUser);
+        }
         if pending.len() >= MAX_PENDING_TICKETS {
             return Err(TicketError::TooMany);
         }
@@ -100,6 +112,26 @@ mod tests {
         assert_eq!(t.redeem(&ticket).unwrap().vm, "web01");
         assert_eq!(t.redeem(&ticket).unwrap_err(), TicketError::Unknown);
         assert_eq!(t.redeem("made-up").unwrap_err(), TicketError::Unknown);
+    }
+
+    #[test]
+    fn one_user_cannot_fill_the_table() {
+        let t = Tickets::default();
+        for _ in 0..MAX_PENDING_TICKETS_PER_USER {
+            t.mint(grant(), Duration::from_secs(30)).unwrap();
+        }
+        assert_eq!(
+            t.mint(grant(), Duration::from_secs(30)).unwrap_err(),
+            TicketError::TooManyForUser
+        );
+        let bob = Grant {
+            user_id: 2,
+            ..grant()
+        };
+        let ticket = t
+            .mint(bob, Duration::from_secs(30))
+            .expect("others still may");
+        t.redeem(&ticket).unwrap();
     }
 
     #[test]

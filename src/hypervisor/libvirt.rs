@@ -2,7 +2,7 @@
 
 use super::{
     ConsoleError, EventSink, HvResult, Hypervisor, HypervisorError, Screenshot, SerialConsole,
-    SerialInput, VncEndpoint,
+    SerialInput, VncEndpoint, SERIAL_CHUNK_MAX_BYTES, SERIAL_OUTPUT_CHUNKS,
 };
 use crate::domain::host::{HostFacts, KvmStatus, Version};
 use crate::domain::inventory::{NetworkInfo, PoolInfo, VolumeInfo};
@@ -10,7 +10,8 @@ use crate::domain::snapshot::{parse_snapshot, SnapshotInfo};
 use crate::domain::storage::{NetworkStatus, PoolStatus, PoolVolume};
 use crate::domain::vm::{GuestAddress, VmAction, VmEvent, VmState, VmSummary};
 use std::ffi::CString;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState};
 use virt::storage_pool::StoragePool;
@@ -622,33 +623,39 @@ impl Hypervisor for Libvirt {
         let writer = stream.clone();
         // The callback keeps a raw pointer to the stream: it must stay boxed in place.
         let mut reader = Box::new(stream);
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        // Bounded: a browser that stops reading never makes virtdeck hold more than
+        // SERIAL_OUTPUT_CHUNKS chunks. When the channel is full the callback stops asking
+        // for READABLE (it must never block the event loop) and the guest's output waits
+        // in QEMU; `output_taken` asks for it again once the proxy has made room.
+        let (tx, rx) = tokio::sync::mpsc::channel(SERIAL_OUTPUT_CHUNKS);
+        let flow = Arc::new(SerialFlow {
+            paused: AtomicBool::new(false),
+            tx: tx.downgrade(),
+        });
+        let cb_flow = flow.clone();
         let mut tx = Some(tx);
-        let events = virt::sys::VIR_STREAM_EVENT_READABLE
-            | virt::sys::VIR_STREAM_EVENT_HANGUP
-            | virt::sys::VIR_STREAM_EVENT_ERROR;
         reader
-            .event_add_callback(events, move |st: &Stream, ev| {
+            .event_add_callback(SERIAL_EVENTS_ALL, move |st: &Stream, ev| {
                 let mut open = tx.is_some();
                 if open && ev & virt::sys::VIR_STREAM_EVENT_READABLE != 0 {
-                    let mut buf = [0u8; 8192];
-                    loop {
-                        match st.recv(&mut buf) {
-                            Ok(-2) => break,
-                            Ok(n) if n > 0 => {
-                                let n = n as usize;
-                                let sent = tx.as_ref().map(|t| t.send(buf[..n].to_vec()).is_ok());
-                                if sent != Some(true) {
-                                    open = false;
-                                    break;
-                                }
-                            }
-                            // 0: end of stream; other values and errors: the stream is gone.
-                            _ => {
-                                open = false;
-                                break;
-                            }
-                        }
+                    if let Some(t) = tx.as_ref() {
+                        open = read_serial(
+                            t,
+                            &cb_flow,
+                            |buf| match st.recv(buf) {
+                                Ok(-2) => SerialRead::Again,
+                                Ok(n) if n > 0 => SerialRead::Data((n as usize).min(buf.len())),
+                                // 0: end of stream; other values and errors: the stream is gone.
+                                _ => SerialRead::End,
+                            },
+                            |readable| {
+                                let _ = st.event_update_callback(if readable {
+                                    SERIAL_EVENTS_ALL
+                                } else {
+                                    SERIAL_EVENTS_PAUSED
+                                });
+                            },
+                        );
                     }
                 }
                 if ev & (virt::sys::VIR_STREAM_EVENT_HANGUP | virt::sys::VIR_STREAM_EVENT_ERROR)
@@ -668,6 +675,7 @@ impl Hypervisor for Libvirt {
             input: Box::new(LibvirtSerialInput {
                 writer: Some(writer),
                 reader: Some(reader),
+                flow,
             }),
         })
     }
@@ -898,10 +906,88 @@ impl Libvirt {
     }
 }
 
+/// Everything the serial stream's callback asks for.
+const SERIAL_EVENTS_ALL: virt::sys::virStreamEventType = virt::sys::VIR_STREAM_EVENT_READABLE
+    | virt::sys::VIR_STREAM_EVENT_HANGUP
+    | virt::sys::VIR_STREAM_EVENT_ERROR;
+/// What it asks for while the channel to the proxy is full (no READABLE).
+const SERIAL_EVENTS_PAUSED: virt::sys::virStreamEventType =
+    virt::sys::VIR_STREAM_EVENT_HANGUP | virt::sys::VIR_STREAM_EVENT_ERROR;
+/// A paused serial reader resumes once this many chunks of room are free.
+const SERIAL_RESUME_AT_CHUNKS: usize = SERIAL_OUTPUT_CHUNKS / 2;
+
+/// Shared by a serial stream's callback (event-loop thread) and its proxy.
+struct SerialFlow {
+    /// The callback stopped reading because the channel was full.
+    paused: AtomicBool,
+    /// Room left in the channel, without keeping it open.
+    tx: tokio::sync::mpsc::WeakSender<Vec<u8>>,
+}
+
+/// One read from a non-blocking serial stream.
+enum SerialRead {
+    Data(usize),
+    /// Nothing more for now (EAGAIN).
+    Again,
+    /// End of stream, or the stream failed.
+    End,
+}
+
+/// What the serial stream's callback does when the stream is readable: reads chunks into
+/// `tx` until the stream has nothing more or `tx` is full. When full, it stops asking for
+/// READABLE (`interest(false)`; the callback must never block the event loop) and marks
+/// the flow paused: [`resume_serial`] asks again once the proxy has made room. Returns
+/// false when the stream ended or the proxy is gone.
+fn read_serial(
+    tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
+    flow: &SerialFlow,
+    mut recv: impl FnMut(&mut [u8]) -> SerialRead,
+    mut interest: impl FnMut(bool),
+) -> bool {
+    let mut buf = [0u8; SERIAL_CHUNK_MAX_BYTES];
+    loop {
+        if tx.capacity() == 0 {
+            interest(false);
+            flow.paused.store(true, Ordering::SeqCst);
+            // The proxy may have made room before it could see the pause.
+            if tx.capacity() >= SERIAL_RESUME_AT_CHUNKS && flow.paused.swap(false, Ordering::SeqCst)
+            {
+                interest(true);
+                continue;
+            }
+            return true;
+        }
+        match recv(&mut buf) {
+            SerialRead::Again => return true,
+            // Room was checked above and only this callback sends: this fails only when
+            // the proxy is gone.
+            SerialRead::Data(n) => {
+                if tx.try_send(buf[..n].to_vec()).is_err() {
+                    return false;
+                }
+            }
+            SerialRead::End => return false,
+        }
+    }
+}
+
+/// After the proxy took output: asks for READABLE again if the reader paused and there
+/// is room for half the channel.
+fn resume_serial(flow: &SerialFlow, interest: impl FnOnce(bool)) {
+    if !flow.paused.load(Ordering::SeqCst) {
+        return;
+    }
+    let room = flow.tx.upgrade().map_or(0, |t| t.capacity());
+    if room >= SERIAL_RESUME_AT_CHUNKS && flow.paused.swap(false, Ordering::SeqCst) {
+        interest(true);
+    }
+}
+
 /// Input side of an attached serial console; dropping it detaches from libvirt.
 struct LibvirtSerialInput {
     writer: Option<virt::stream::Stream>,
     reader: Option<Box<virt::stream::Stream>>,
+    flow: Arc<SerialFlow>,
 }
 
 impl SerialInput for LibvirtSerialInput {
@@ -928,6 +1014,16 @@ impl SerialInput for LibvirtSerialInput {
             }
         }
         Ok(())
+    }
+
+    fn output_taken(&self) {
+        resume_serial(&self.flow, |_| {
+            if let Some(w) = &self.writer {
+                // The same libvirt stream as the reader's (a clone is a reference):
+                // libvirt guards its event state with the stream's own lock.
+                let _ = w.event_update_callback(SERIAL_EVENTS_ALL);
+            }
+        });
     }
 }
 
@@ -1136,3 +1232,52 @@ fn interface_addresses(dom: &Domain, source: u32) -> Vec<GuestAddress> {
     found
 }
 mod volumes;
+
+#[cfg(test)]
+mod serial_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn serial_output_is_bounded_and_reading_resumes_when_drained() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(SERIAL_OUTPUT_CHUNKS);
+        let flow = SerialFlow {
+            paused: AtomicBool::new(false),
+            tx: tx.downgrade(),
+        };
+        // A guest that never stops printing (`yes`).
+        let mut reads = 0usize;
+        let mut readable = Vec::new();
+        let open = read_serial(
+            &tx,
+            &flow,
+            |buf| {
+                reads += 1;
+                buf[..4].copy_from_slice(b"y\r\ny");
+                SerialRead::Data(SERIAL_CHUNK_MAX_BYTES)
+            },
+            |r| readable.push(r),
+        );
+        assert!(open);
+        assert_eq!(
+            reads, SERIAL_OUTPUT_CHUNKS,
+            "stops reading when the channel is full"
+        );
+        assert_eq!(readable, [false], "and stops asking libvirt for READABLE");
+        assert!(flow.paused.load(Ordering::SeqCst));
+        // The proxy takes a few chunks: not enough room yet.
+        let mut resumed = false;
+        for _ in 0..SERIAL_RESUME_AT_CHUNKS - 1 {
+            rx.recv().await.unwrap();
+            resume_serial(&flow, |_| resumed = true);
+        }
+        assert!(!resumed);
+        rx.recv().await.unwrap();
+        resume_serial(&flow, |r| resumed = r);
+        assert!(resumed, "half the channel free: reading resumes");
+        assert!(!flow.paused.load(Ordering::SeqCst));
+        resume_serial(&flow, |_| panic!("resumed twice"));
+        // A proxy that went away ends the reader.
+        drop(rx);
+        assert!(!read_serial(&tx, &flow, |_| SerialRead::Data(1), |_| {}));
+    }
+}

@@ -266,13 +266,24 @@ pub enum VncEndpoint {
 /// An attached serial console. Output arrives on `output` (closed on hang-up or EOF);
 /// input is written with `input`. Dropping it detaches from libvirt.
 pub struct SerialConsole {
-    pub output: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    /// The guest's output, at most [`SERIAL_OUTPUT_CHUNKS`] chunks of at most
+    /// [`SERIAL_CHUNK_MAX_BYTES`] waiting: when it is full, the hypervisor stops reading
+    /// the console (the guest waits) until [`SerialInput::output_taken`] says there is room.
+    pub output: tokio::sync::mpsc::Receiver<Vec<u8>>,
     pub input: Box<dyn SerialInput>,
 }
+
+/// Chunks of guest output a serial console holds for a browser that is slow to read.
+pub const SERIAL_OUTPUT_CHUNKS: usize = 256;
+/// The largest chunk of serial output (so at most 2 MiB wait per console).
+pub const SERIAL_CHUNK_MAX_BYTES: usize = 8 * 1024;
 
 /// Writes keystrokes to a serial console. Blocking (briefly): call it off the runtime.
 pub trait SerialInput: Send + Sync {
     fn write_all(&self, data: &[u8]) -> Result<(), ConsoleError>;
+    /// Called after output was taken from [`SerialConsole::output`]: lets a reader that
+    /// paused on a full channel resume. Cheap; never blocks.
+    fn output_taken(&self) {}
 }
 
 /// A screenshot as libvirt returned it.

@@ -13,10 +13,12 @@ use super::{audit, now, AppState};
 use crate::auth::secret::{secrets_equal, sha256_hex};
 use crate::auth::Role;
 use crate::console::proxy::{self, Limits};
+use crate::console::sessions::{Caps, Holder, SessionInfo};
+use crate::console::thumbs::Shot;
 use crate::console::tickets::Grant;
 use crate::console::ConsoleKind;
 use crate::domain::vm::VmState;
-use crate::hypervisor::{ConsoleError, VncEndpoint};
+use crate::hypervisor::{ConsoleError, HypervisorError, VncEndpoint};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
@@ -287,19 +289,11 @@ async fn mint(
         }
     }
     let open = state.consoles.sessions.on_vm(&vm);
-    let max = state.cfg.console.max_sessions_per_vm;
-    if open.len() >= max {
-        return Err(AppError::new(
-            ErrorKind::Conflict,
-            format!(
-                "VM {vm} already has {} console sessions open, the most allowed \
-                 (console.max_sessions_per_vm = {max}). Close one and try again.",
-                open.len()
-            ),
-        ));
-    }
+    caps(state)
+        .check(&vm, view_only, &open)
+        .map_err(|e| AppError::new(ErrorKind::Conflict, sentence(&e)))?;
     if kind == ConsoleKind::Serial && !request.force {
-        if let Some(holder) = open.iter().find(|s| s.kind == "serial") {
+        if let Some(holder) = open.iter().find(|s| s.kind == "serial" && !s.view_only) {
             return Err(AppError::new(
                 ErrorKind::Conflict,
                 format!(
@@ -349,9 +343,9 @@ async fn mint(
 
 // ---- websocket ----
 
-/// Whether `origin` (`scheme://host[:port]`) is this server as the browser reached it,
-/// or one of the configured extra origins.
-pub fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {
+/// Whether `origin` (`scheme://host[:port]`) is this server as the browser reached it
+/// (same scheme, host and port), or one of the configured extra origins.
+pub fn origin_allowed(origin: &str, scheme: &str, host: Option<&str>, allowed: &[String]) -> bool {
     let origin = origin.trim().trim_end_matches('/');
     if allowed
         .iter()
@@ -359,15 +353,38 @@ pub fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> b
     {
         return true;
     }
-    let Some((scheme, authority)) = origin.split_once("://") else {
+    let Some((origin_scheme, authority)) = origin.split_once("://") else {
         return false;
     };
-    if !(scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http")) {
+    if !origin_scheme.eq_ignore_ascii_case(scheme) {
         return false;
     }
+    let default_port = if scheme.eq_ignore_ascii_case("https") {
+        "443"
+    } else {
+        "80"
+    };
+    // `https://vh1` and `https://vh1:443` are the same origin.
+    let normal = |a: &str| {
+        let a = a.trim().to_ascii_lowercase();
+        match a.rsplit_once(':') {
+            Some((h, p)) if p == default_port && !h.ends_with(':') => h.to_string(),
+            _ => a,
+        }
+    };
     match host {
-        Some(h) => !authority.is_empty() && authority.eq_ignore_ascii_case(h.trim()),
+        Some(h) => !authority.is_empty() && normal(authority) == normal(h),
         None => false,
+    }
+}
+
+/// The scheme the browser used: https when virtdeck serves TLS itself (a request's
+/// `Forwarded` headers are not believed).
+fn browser_scheme(state: &AppState, _req: &HttpRequest) -> &'static str {
+    if state.tls {
+        "https"
+    } else {
+        "http"
     }
 }
 
@@ -424,11 +441,19 @@ async fn start(
         .or_else(|| req.uri().authority().map(|a| a.to_string()));
     match req.headers().get(header::ORIGIN).map(|o| o.to_str()) {
         Some(Ok(origin)) => {
-            if !origin_allowed(origin, host.as_deref(), &state.cfg.console.allowed_origins) {
+            let scheme = browser_scheme(state, req);
+            if !origin_allowed(
+                origin,
+                scheme,
+                host.as_deref(),
+                &state.cfg.console.allowed_origins,
+            ) {
                 return Err(AppError::forbidden(format!(
-                    "This console was opened from {origin}, which is not this server. Behind a \
-                     reverse proxy that changes the Host header, add its address to \
-                     console.allowed_origins."
+                    "This console was opened from {origin}, which is not this server \
+                     ({scheme}://{}). Behind a reverse proxy, add the proxy's address to \
+                     http.trusted_proxies (it then says which scheme the browser used) or \
+                     the public origin to console.allowed_origins.",
+                    host.as_deref().unwrap_or("?")
                 )));
             }
         }
@@ -474,16 +499,16 @@ async fn start(
         _ => return Err(deny_role(state, who, vm, kind).await),
     }
     // 4. A place among the VM's console sessions.
+    let holder = Holder {
+        user_id: who.user_id,
+        username: who.username.clone(),
+        credential_sha256: grant.credential_sha256.clone(),
+        api_token: matches!(who.credential, Credential::ApiToken),
+    };
     let slot = state
         .consoles
         .sessions
-        .reserve(
-            vm,
-            kind,
-            &who.username,
-            grant.view_only,
-            state.cfg.console.max_sessions_per_vm,
-        )
+        .reserve(vm, kind, &holder, grant.view_only, caps(state))
         .map_err(|e| AppError::new(ErrorKind::Conflict, sentence(&e)))?;
     // 5. The websocket handshake itself (nothing is sent until we answer).
     let (response, session, msgs) = actix_ws::handle_with_protocols(req, body, &["binary"])
@@ -494,6 +519,7 @@ async fn start(
         .max_continuation_size(proxy::MAX_MESSAGE_BYTES);
     let limits = Limits {
         idle: Duration::from_secs(state.cfg.console.idle_timeout_seconds),
+        stall: Duration::from_secs(state.cfg.console.stalled_seconds),
     };
     let started_at = now();
     let started = std::time::Instant::now();
@@ -594,8 +620,15 @@ async fn start(
         who.remote_addr.clone(),
         vm.to_string(),
     );
+    let watched = slot.id;
     actix_web::rt::spawn(async move {
-        let ended = pump.await;
+        // Every console.credential_check_seconds: is the credential still good and does
+        // the role still allow this console? (Covers changes made outside this process.)
+        let mut pump = pump;
+        let ended = tokio::select! {
+            ended = &mut pump => ended,
+            () = watch_access(&st, watched) => pump.await,
+        };
         drop(slot);
         audit::record(
             &st,
@@ -619,6 +652,183 @@ async fn start(
     Ok(response)
 }
 
+// ---- access that ends while a console is open ----
+
+fn caps(state: &AppState) -> Caps {
+    Caps {
+        full: state.cfg.console.max_sessions_per_vm,
+        view_only: state.cfg.console.max_viewers_per_vm,
+    }
+}
+
+/// Why an open console may no longer stay open, if so: its sign-in session or API token
+/// is gone or expired, or the user's role no longer allows it. A console in use keeps
+/// its sign-in session in use. Blocking (store).
+fn verdict(
+    store: &crate::store::Store,
+    cfg: &crate::config::Config,
+    s: &SessionInfo,
+    now: i64,
+) -> crate::store::StoreResult<Option<String>> {
+    const SESSION_ENDED: &str = "Your sign-in session ended (signed out, password changed or \
+        account removed); the console was closed. Sign in again to reopen it.";
+    let user = if s.api_token {
+        match store.use_api_token(&s.credential_sha256, now)? {
+            Some(u) => u,
+            None => {
+                return Ok(Some(
+                    "The API token that opened this console was revoked (or its account \
+                     removed); the console was closed."
+                        .into(),
+                ))
+            }
+        }
+    } else {
+        match store.find_session(&s.credential_sha256)? {
+            None => return Ok(Some(SESSION_ENDED.into())),
+            Some(row) if now - row.created_at >= cfg.session.absolute_timeout_seconds as i64 => {
+                return Ok(Some(
+                    "Your sign-in session reached its time limit; the console was closed. \
+                     Sign in again to reopen it."
+                        .into(),
+                ))
+            }
+            Some(row) => {
+                store.touch_session(&s.credential_sha256, now)?;
+                row.user
+            }
+        }
+    };
+    if user.id != s.user_id {
+        return Ok(Some(SESSION_ENDED.into()));
+    }
+    let role: Role = user.role.parse().unwrap_or(Role::Viewer);
+    let allowed = role.allows(Role::Operator)
+        || (s.view_only && s.kind == ConsoleKind::Vnc.as_str() && cfg.console.viewers_may_watch);
+    Ok((!allowed).then(|| {
+        format!(
+            "Your role is now {role}, which may not use this console; it was closed. Ask an \
+             admin if you need it."
+        )
+    }))
+}
+
+/// Audits sessions virtdeck closed because access ended: one `console.close` row each.
+async fn audit_closed(
+    state: &AppState,
+    actor: &str,
+    remote_addr: &str,
+    closed: &[SessionInfo],
+    why: &str,
+) {
+    for s in closed {
+        audit::record(
+            state,
+            actor,
+            remote_addr,
+            "console.close",
+            &s.vm,
+            "ok",
+            &format!("{} console of {} closed: {why}", s.kind, s.username),
+        )
+        .await;
+    }
+}
+
+/// Re-checks one open console every `console.credential_check_seconds`; returns once it
+/// was told to close (audited).
+async fn watch_access(state: &AppState, id: u64) {
+    let every = Duration::from_secs(state.cfg.console.credential_check_seconds);
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(s) = state
+            .consoles
+            .sessions
+            .all()
+            .into_iter()
+            .find(|s| s.id == id)
+        else {
+            return;
+        };
+        let cfg = state.cfg.clone();
+        let found = super::db(state, move |store| verdict(store, &cfg, &s, now())).await;
+        match found {
+            Ok(None) => {}
+            Ok(Some(reason)) => {
+                if let Some(s) = state.consoles.sessions.close(id, &reason) {
+                    audit_closed(state, "virtdeck", "-", &[s], &reason).await;
+                }
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e.message, "cannot re-check a console's credential"),
+        }
+    }
+}
+
+/// Closes every console `user_id` has open (account deleted, password changed, role
+/// lowered), telling them `reason`; audited as done by `by`. Returns how many.
+pub async fn close_user_consoles(
+    state: &AppState,
+    by: &Authed,
+    user_id: i64,
+    reason: &str,
+) -> usize {
+    let closed = state.consoles.sessions.close_user(user_id, reason);
+    audit_closed(state, &by.username, &by.remote_addr, &closed, reason).await;
+    closed.len()
+}
+
+/// Closes the consoles opened with one credential (its SHA-256): signing out.
+pub async fn close_credential_consoles(
+    state: &AppState,
+    by: &Authed,
+    credential_sha256: &str,
+    reason: &str,
+) -> usize {
+    let closed = state
+        .consoles
+        .sessions
+        .close_credential(credential_sha256, reason);
+    audit_closed(state, &by.username, &by.remote_addr, &closed, reason).await;
+    closed.len()
+}
+
+/// Re-checks every open console now (after revoking an API token, or any change to who
+/// may do what) and closes those whose access ended; audited as done by `by`.
+pub async fn recheck_consoles(state: &AppState, by: &Authed) -> usize {
+    let open = state.consoles.sessions.all();
+    if open.is_empty() {
+        return 0;
+    }
+    let cfg = state.cfg.clone();
+    let found = super::db(state, move |store| {
+        let now = now();
+        let mut out = Vec::new();
+        for s in open {
+            if let Some(reason) = verdict(store, &cfg, &s, now)? {
+                out.push((s.id, reason));
+            }
+        }
+        Ok(out)
+    })
+    .await;
+    let ending = match found {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e.message, "cannot re-check the open consoles");
+            return 0;
+        }
+    };
+    let mut n = 0;
+    for (id, reason) in ending {
+        if let Some(s) = state.consoles.sessions.close(id, &reason) {
+            audit_closed(state, &by.username, &by.remote_addr, &[s], &reason).await;
+            n += 1;
+        }
+    }
+    n
+}
+
 // ---- thumbnails ----
 
 /// A small picture of the VM's screen, from a cache refreshed in the background: the
@@ -640,23 +850,27 @@ pub async fn screenshot(
         let name = vm.clone();
         actix_web::rt::spawn(async move {
             let n = name.clone();
-            let taken = web::block(move || {
-                let shot = hv.screenshot(&n).map_err(|e| e.to_string())?;
-                crate::console::thumbs::thumbnail(&shot.bytes)
+            let taken = web::block(move || match hv.screenshot(&n) {
+                Ok(shot) => crate::console::thumbs::thumbnail(&shot.bytes).map(Shot::Picture),
+                // Only VMs that exist keep an entry (any name can be asked for).
+                Err(e) => match hv.domain_xml(&n) {
+                    Err(HypervisorError::NotFound { .. }) => Ok(Shot::NoSuchVm),
+                    _ => Err(e.to_string()),
+                },
             })
             .await;
-            let png = match taken {
-                Ok(Ok(png)) => Some(png),
+            let shot = match taken {
+                Ok(Ok(shot)) => shot,
                 Ok(Err(e)) => {
                     tracing::debug!(vm = %name, error = %e, "no screenshot");
-                    None
+                    Shot::NoScreen
                 }
                 Err(e) => {
                     tracing::warn!(vm = %name, error = %e, "screenshot task failed");
-                    None
+                    Shot::NoSuchVm
                 }
             };
-            thumbs.store(&name, png);
+            thumbs.store(&name, shot);
         });
     }
     Ok(match png {
@@ -678,19 +892,25 @@ mod tests {
     #[test]
     fn origins() {
         let none: Vec<String> = vec![];
-        assert!(origin_allowed("https://vh1:9443", Some("vh1:9443"), &none));
-        assert!(origin_allowed("https://VH1:9443", Some("vh1:9443"), &none));
-        assert!(!origin_allowed(
-            "https://evil:9443",
-            Some("vh1:9443"),
-            &none
-        ));
-        assert!(!origin_allowed("https://vh1:9444", Some("vh1:9443"), &none));
-        assert!(!origin_allowed("null", Some("vh1:9443"), &none));
-        assert!(!origin_allowed("https://vh1:9443", None, &none));
+        let ok = |o: &str, scheme: &str, host: Option<&str>| origin_allowed(o, scheme, host, &none);
+        assert!(ok("https://vh1:9443", "https", Some("vh1:9443")));
+        assert!(ok("https://VH1:9443", "https", Some("vh1:9443")));
+        assert!(!ok("https://evil:9443", "https", Some("vh1:9443")));
+        assert!(!ok("https://vh1:9444", "https", Some("vh1:9443")));
+        assert!(!ok("null", "https", Some("vh1:9443")));
+        assert!(!ok("https://vh1:9443", "https", None));
+        // The scheme counts: a page on http:// is another origin than https://.
+        assert!(!ok("http://vh1:9443", "https", Some("vh1:9443")));
+        assert!(!ok("https://vh1:9443", "http", Some("vh1:9443")));
+        assert!(ok("http://vh1:9443", "http", Some("vh1:9443")));
+        // Default ports may be written or not.
+        assert!(ok("https://vh1", "https", Some("vh1:443")));
+        assert!(ok("https://vh1:443", "https", Some("vh1")));
+        assert!(!ok("http://vh1", "https", Some("vh1:443")));
         let proxy = vec!["https://console.example.com".to_string()];
         assert!(origin_allowed(
             "https://console.example.com",
+            "http",
             Some("127.0.0.1:9443"),
             &proxy
         ));

@@ -244,6 +244,15 @@ pub async fn logout(
         "",
     )
     .await;
+    if let Credential::Session { token_sha256, .. } = &who.credential {
+        crate::web::console::close_credential_consoles(
+            &state,
+            &who,
+            token_sha256,
+            "You signed out; the console was closed. Sign in again to reopen it.",
+        )
+        .await;
+    }
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/login?signed_out=1"))
         .cookie(expired_cookie(SESSION_COOKIE, state.tls))

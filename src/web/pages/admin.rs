@@ -371,12 +371,16 @@ pub async fn delete_user(
         .await;
     }
     let u = username.clone();
-    let deleted = db(&state, move |s| s.delete_user(&u)).await?;
-    if !deleted {
+    let deleted = db(&state, move |s| {
+        let id = s.find_user(&u)?.map(|row| row.id);
+        Ok(if s.delete_user(&u)? { id } else { None })
+    })
+    .await?;
+    let Some(user_id) = deleted else {
         return Err(AppError::not_found(format!(
             "There is no user named {username}."
         )));
-    }
+    };
     audit::record(
         &state,
         &who.username,
@@ -385,6 +389,16 @@ pub async fn delete_user(
         &username,
         "ok",
         "sessions and API tokens revoked",
+    )
+    .await;
+    crate::web::console::close_user_consoles(
+        &state,
+        &who,
+        user_id,
+        &format!(
+            "Your account was deleted by {}; the console was closed.",
+            who.username
+        ),
     )
     .await;
     Ok(HttpResponse::SeeOther()
@@ -477,6 +491,8 @@ pub async fn delete_token(
         "",
     )
     .await;
+    // Consoles opened with the revoked token close now (found by re-checking them all).
+    crate::web::console::recheck_consoles(&state, &who).await;
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/users"))
         .finish())
