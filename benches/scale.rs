@@ -57,6 +57,9 @@ const MEMORY: &str = "Memory";
 const STARTUP: &str = "Start-up";
 const CONSOLE: &str = "Console proxy";
 const UPLOAD: &str = "Upload";
+const SIGN_IN: &str = "Sign-in flood";
+/// Parallel sign-ins in the flood.
+const FLOOD: usize = 500;
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -452,6 +455,9 @@ async fn run() -> Result<()> {
         ));
     }
 
+    // ---- a flood of sign-ins ----
+    sign_in_flood(&bin, &out, &log, &mut figures, &mut notes).await?;
+
     // ---- console proxy, from the same make bench run ----
     console_figures(&out, &mut figures, &mut notes);
     upload_figures(&out, &mut figures, &mut notes);
@@ -700,6 +706,110 @@ fn http() -> reqwest::Client {
         .timeout(Duration::from_secs(60))
         .build()
         .expect("http client")
+}
+
+/// Peak memory above idle while `FLOOD` wrong sign-ins (each for another account, all at
+/// once, the per-address lock set out of reach as for a botnet) hit a demo-host server
+/// with `max_parallel_password_checks` = `checks`. Returns MiB above idle and the answers
+/// by status.
+async fn flood_peak(
+    bin: &Path,
+    out: &Path,
+    log: &Path,
+    checks: usize,
+) -> Result<(f64, HashMap<u16, usize>)> {
+    let data = out.join(format!("data-flood-{checks}"));
+    let _ = std::fs::remove_dir_all(&data);
+    create_admin(bin, &data)?;
+    let config = out.join(format!("flood-{checks}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[login]\nmax_parallel_password_checks = {checks}\nlock_after_failures = 100000\n\
+             address_lock_after_failures = 100000\nslow_after_failures = 100000\n\
+             [http]\nmax_connections_per_address = 100000\n"
+        ),
+    )?;
+    std::env::set_var("VIRTDECK_CONFIG", &config);
+    let started = Server::start(bin, &data, None, log);
+    std::env::remove_var("VIRTDECK_CONFIG");
+    let (server, _) = started?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = rss_mib(server.pid())?;
+    // Every client first fetches the form (its CSRF cookie), then all post at once.
+    let gate = Arc::new(tokio::sync::Barrier::new(FLOOD));
+    let tasks: Vec<_> = (0..FLOOD)
+        .map(|i| {
+            let (base, gate) = (server.base.clone(), gate.clone());
+            tokio::spawn(async move {
+                let c = reqwest::Client::builder()
+                    .cookie_store(true)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .timeout(Duration::from_secs(300))
+                    .build()?;
+                let page = c.get(format!("{base}/login")).send().await?.text().await?;
+                let marker = "name=\"csrf\" value=\"";
+                let at = page.find(marker).ok_or_else(|| anyhow!("no csrf"))? + marker.len();
+                let csrf = page[at..at + page[at..].find('"').unwrap_or(0)].to_string();
+                gate.wait().await;
+                let user = format!("guess{i}");
+                let r = c
+                    .post(format!("{base}/login"))
+                    .form(&[
+                        ("username", user.as_str()),
+                        ("password", "not-it-at-all"),
+                        ("csrf", &csrf),
+                    ])
+                    .send()
+                    .await?;
+                Ok::<u16, anyhow::Error>(r.status().as_u16())
+            })
+        })
+        .collect();
+    let mut answers: HashMap<u16, usize> = HashMap::new();
+    for t in tasks {
+        *answers.entry(t.await??).or_default() += 1;
+    }
+    let peak = peak_rss_mib(server.pid())?;
+    Ok((peak - idle, answers))
+}
+
+async fn sign_in_flood(
+    bin: &Path,
+    out: &Path,
+    log: &Path,
+    figures: &mut Vec<Figure>,
+    notes: &mut Vec<(String, String)>,
+) -> Result<()> {
+    println!("sign-in flood: {FLOOD} parallel wrong passwords, default cap and the most allowed");
+    let (capped, capped_answers) = flood_peak(bin, out, log, 2).await?;
+    let (wide, wide_answers) = flood_peak(bin, out, log, 64).await?;
+    figures.push(
+        Figure::new(
+            SIGN_IN,
+            "sign_in_flood_peak_mib",
+            &format!("peak memory above idle, {FLOOD} parallel sign-ins (default: 2 password checks at once)"),
+            "MiB",
+            capped,
+        )
+        .vs("the same flood with 64 checks at once (the most allowed)", wide)
+        .target(Target::Below(100.0)),
+    );
+    let show = |a: &HashMap<u16, usize>| {
+        let mut v: Vec<_> = a.iter().map(|(k, n)| format!("{n}× {k}")).collect();
+        v.sort();
+        v.join(", ")
+    };
+    notes.push((
+        "Sign-in flood answers".into(),
+        format!(
+            "default cap: {}; 64 at once: {} (401 = checked and wrong, 503 = refused at once \
+             with Retry-After because every check place was taken)",
+            show(&capped_answers),
+            show(&wide_answers)
+        ),
+    ));
+    Ok(())
 }
 
 /// Signs in through the login form; returns the `Cookie` header value of the session.

@@ -88,6 +88,14 @@ pub enum UserCommand {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+    /// Lift a sign-in lock: forget the account's failed sign-ins (and, with --address,
+    /// those from that client address too).
+    Unlock {
+        name: String,
+        /// Also forget the failed sign-ins from this address (an address lock).
+        #[arg(long)]
+        address: Option<std::net::IpAddr>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -221,6 +229,18 @@ pub fn run_tool(cli: &Cli, cfg: &Config) -> anyhow::Result<()> {
             }
             cli_audit(&store, "user.delete", name, "")?;
             println!("deleted user {name}");
+            Ok(())
+        }
+        Command::User(UserCommand::Unlock { name, address }) => {
+            let store = open_store(cfg)?;
+            let for_user = store.clear_login_failures(name)?;
+            let mut detail = format!("{for_user} failed sign-ins of the account forgotten");
+            if let Some(addr) = address {
+                let for_address = store.clear_login_failures_from(&addr.to_string())?;
+                detail.push_str(&format!(", {for_address} from {addr}"));
+            }
+            cli_audit(&store, "user.unlock", name, &detail)?;
+            println!("{name}: sign-in unlocked ({detail})");
             Ok(())
         }
         Command::User(UserCommand::Passwd { name, .. }) => {

@@ -45,6 +45,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub session: SessionConfig,
     pub login: LoginConfig,
+    /// Connections, slow clients and reverse proxies.
+    pub http: HttpConfig,
     pub log: LogConfig,
     /// The audit log: how long entries are kept.
     pub audit: AuditConfig,
@@ -98,6 +100,76 @@ pub struct LoginConfig {
     pub address_lock_after_failures: u32,
     /// How long a lockout lasts.
     pub lock_seconds: u64,
+    /// Password checks (Argon2id, ≈ 19 MiB of memory each) running at once; sign-ins
+    /// beyond this are answered 503 with Retry-After at once instead of queueing.
+    pub max_parallel_password_checks: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Reverse proxies (CIDRs) whose `X-Forwarded-For`/`Forwarded` and `X-Forwarded-Proto`
+    /// headers are believed, for throttling, the audit log and `Secure` cookies. From any
+    /// other peer those headers are ignored.
+    pub trusted_proxies: Vec<String>,
+    /// A request whose headers have not all arrived after this long is closed.
+    pub header_timeout_seconds: u64,
+    /// A request body that makes no progress for this long is answered 408 and closed
+    /// (uploads keep their own idle rule, `[images] upload_idle_seconds`).
+    pub body_idle_timeout_seconds: u64,
+    /// A request body (other than an upload) must have arrived completely within this.
+    pub body_timeout_seconds: u64,
+    /// An idle kept-alive connection is closed after this long.
+    pub keep_alive_seconds: u64,
+    /// Connections open at once from one client address (trusted proxies are not
+    /// counted); more are closed as soon as they are accepted.
+    pub max_connections_per_address: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            trusted_proxies: Vec::new(),
+            header_timeout_seconds: 5,
+            body_idle_timeout_seconds: 10,
+            body_timeout_seconds: 60,
+            keep_alive_seconds: 5,
+            max_connections_per_address: 64,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The trusted proxies, parsed.
+    pub fn trusted_proxy_ranges(&self) -> Result<Vec<crate::domain::cidr::Cidr>, ConfigError> {
+        crate::domain::cidr::parse_list(&self.trusted_proxies).map_err(|e| ConfigError::Invalid {
+            key: "http.trusted_proxies",
+            message: e.to_string(),
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.trusted_proxy_ranges()?;
+        let timeouts = [
+            self.header_timeout_seconds,
+            self.body_idle_timeout_seconds,
+            self.body_timeout_seconds,
+            self.keep_alive_seconds,
+        ];
+        if timeouts.iter().any(|t| !(1..=3600).contains(t)) {
+            return Err(ConfigError::Invalid {
+                key: "http",
+                message: "timeouts must be between 1 and 3600 seconds".into(),
+            });
+        }
+        if self.max_connections_per_address == 0 {
+            return Err(ConfigError::Invalid {
+                key: "http.max_connections_per_address",
+                message: "must be greater than zero".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -192,6 +264,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             session: SessionConfig::default(),
             login: LoginConfig::default(),
+            http: HttpConfig::default(),
             log: LogConfig::default(),
             audit: AuditConfig::default(),
             console: ConsoleConfig::default(),
@@ -233,6 +306,7 @@ impl Default for LoginConfig {
             lock_after_failures: 5,
             address_lock_after_failures: 20,
             lock_seconds: 15 * 60,
+            max_parallel_password_checks: 2,
         }
     }
 }
@@ -363,6 +437,13 @@ impl Config {
                 message: "lockout thresholds must be greater than zero".into(),
             });
         }
+        if !(1..=64).contains(&self.login.max_parallel_password_checks) {
+            return Err(ConfigError::Invalid {
+                key: "login.max_parallel_password_checks",
+                message: "must be between 1 and 64".into(),
+            });
+        }
+        self.http.validate()?;
         if self.log.format != "text" && self.log.format != "json" {
             return Err(ConfigError::Invalid {
                 key: "log.format",

@@ -287,6 +287,33 @@ async fn bridge_is_created_confirmed_and_an_unconfirmed_edit_is_rolled_back() {
         .unwrap()
         .contains("waiting for confirmation"));
 
+    // Another sign-in of an admin cannot confirm it by accident: only the sign-in whose
+    // network path the change must keep may, unless the admin says so explicitly.
+    let (other, _) = h.app.login("admin", common::ADMIN_PASSWORD).await;
+    let csrf = h.app.csrf(&other, "/host/changes/pending").await;
+    let pending_page = other
+        .get(h.app.url("/host/changes/pending"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        pending_page.contains("applied from another sign-in"),
+        "{pending_page}"
+    );
+    let r = other
+        .post(h.app.url("/host/changes/confirm"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(r.text().await.unwrap().contains("from another sign-in"));
+    let (_, still) = h.api.get("/api/v1/host/changes/pending").await;
+    assert!(!still["pending"].is_null(), "still waiting: {still}");
+
     let (s, confirmed) = h.api.post("/api/v1/host/changes/confirm", json!({})).await;
     assert_eq!(s, StatusCode::OK, "{confirmed}");
     // Past the deadline the confirmed change stays.

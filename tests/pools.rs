@@ -844,7 +844,8 @@ async fn the_host_plan_export_recreates_pools_and_removes_the_default_network() 
     for needle in [
         "# Storage pool fast (dir)",
         "<path>/srv/pools/fast</path>",
-        "virsh -q pool-list --all --name | grep -qxF 'fast' || virsh pool-define '/tmp/virtdeck-pool-fast.xml'",
+        "pool_xml=$(mktemp /tmp/virtdeck-pool.XXXXXXXXXX)",
+        "virsh -q pool-list --all --name | grep -qxF 'fast' || virsh pool-define \"$pool_xml\"",
         "virsh pool-build 'fast'",
         "virsh pool-start 'fast'",
         "virsh pool-autostart 'fast'",
@@ -853,6 +854,10 @@ async fn the_host_plan_export_recreates_pools_and_removes_the_default_network() 
         assert!(script.contains(needle), "missing {needle:?} in:\n{script}");
     }
     assert!(!script.contains("<uuid>"), "no UUID of this host: {script}");
+    assert!(
+        !script.contains("/tmp/virtdeck-pool-"),
+        "no predictable file name in /tmp: {script}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plan.sh");
     std::fs::write(&path, &script).unwrap();

@@ -59,6 +59,7 @@ mod tests {
             lock_after_failures: 5,
             address_lock_after_failures: 20,
             lock_seconds: 600,
+            max_parallel_password_checks: 2,
         }
     }
 

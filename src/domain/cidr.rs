@@ -140,7 +140,16 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_range() {
-        for bad in ["", "10.0.0.0/33", "10.0.0/8", "fd00::/129", "x/8", "10.0.0.0/", "1.2.3.4/-1", "1.2.3.4/+8"] {
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "fd00::/129",
+            "x/8",
+            "10.0.0.0/",
+            "1.2.3.4/-1",
+            "1.2.3.4/+8",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
         let e = parse_list(&["10.0.0.0/8".into(), "nope".into()]).unwrap_err();

@@ -106,8 +106,11 @@ pub fn libvirt_sections(pools: &[ExportPool], default_network_present: bool) -> 
             .map(|l| format!("{l}\n"))
             .collect();
         let d = delimiter(&xml);
-        let file = quote(&format!("/tmp/virtdeck-pool-{}.xml", p.name));
+        // A fresh private file (mktemp): a predictable name in /tmp could be a link
+        // planted by another user, which this script (run as root) would write through.
+        let file = "\"$pool_xml\"";
         let mut c = String::new();
+        c.push_str("pool_xml=$(mktemp /tmp/virtdeck-pool.XXXXXXXXXX)\n");
         c.push_str(&format!("cat > {file} <<'{d}'\n{xml}{d}\n"));
         c.push_str(&format!(
             "virsh -q pool-list --all --name | grep -qxF {name} || virsh pool-define {file}\n"

@@ -122,6 +122,10 @@ struct Journal {
     kind: ChangeKind,
     title: String,
     applied_by: String,
+    /// SHA-256 of the sign-in (session or API token) that applied the change: its
+    /// confirmation proves that this sign-in's network path still works.
+    #[serde(default)]
+    applied_from: String,
     applied_at: i64,
     deadline: i64,
     backups: Vec<Backup>,
@@ -264,6 +268,14 @@ impl Engine {
 
     pub fn pending(&self) -> Option<PendingView> {
         self.lock().pending.as_ref().map(view)
+    }
+
+    /// Whether the waiting change was applied from another sign-in than `credential_sha256`.
+    pub fn pending_from_other_sign_in(&self, credential_sha256: &str) -> bool {
+        self.lock().pending.as_ref().is_some_and(|j| {
+            !j.applied_from.is_empty()
+                && !crate::auth::secret::secrets_equal(&j.applied_from, credential_sha256)
+        })
     }
 
     pub fn last_outcome(&self) -> Option<Outcome> {
@@ -455,7 +467,12 @@ impl Engine {
 
     /// Applies a plan: files, then live operations; on any failure everything already
     /// done is undone. On success the change waits for [`Engine::confirm`].
-    pub fn apply(self: &Arc<Self>, plan_id: &str, actor: &str) -> Result<PendingView, ChangeError> {
+    pub fn apply(
+        self: &Arc<Self>,
+        plan_id: &str,
+        actor: &str,
+        applied_from: &str,
+    ) -> Result<PendingView, ChangeError> {
         if let Some(reason) = &self.settings.apply_refused {
             return Err(ChangeError::Conflict(reason.clone()));
         }
@@ -493,6 +510,7 @@ impl Engine {
             kind: plan.kind,
             title: plan.title.clone(),
             applied_by: actor.to_string(),
+            applied_from: applied_from.to_string(),
             applied_at: now(),
             deadline,
             backups: Vec::new(),
@@ -600,12 +618,31 @@ impl Engine {
         problems
     }
 
-    /// Keeps the applied change: it becomes what virtdeck manages.
-    pub fn confirm(&self, actor: &str) -> Result<Outcome, ChangeError> {
+    /// Keeps the applied change: it becomes what virtdeck manages. Only the sign-in that
+    /// applied it may confirm it (its requests arriving proves the new network carries
+    /// them), unless `for_other_sign_in` says the admin means to confirm someone else's.
+    pub fn confirm(
+        &self,
+        actor: &str,
+        confirmed_from: &str,
+        for_other_sign_in: bool,
+    ) -> Result<Outcome, ChangeError> {
         let mut inner = self.lock();
         let Some(j) = inner.pending.take() else {
             return Err(self.nothing_pending(&inner));
         };
+        let same_sign_in = crate::auth::secret::secrets_equal(&j.applied_from, confirmed_from);
+        if !j.applied_from.is_empty() && !same_sign_in && !for_other_sign_in {
+            let msg = format!(
+                "This change was applied by {} from another sign-in; a confirmation from there \
+                 proves that its network path still works. Confirm from that browser, or tick \
+                 “Confirm a change applied from another sign-in” if you mean to.",
+                j.applied_by
+            );
+            inner.pending = Some(j);
+            return Err(ChangeError::Conflict(msg));
+        }
+        let other = !same_sign_in && !j.applied_from.is_empty();
         let text =
             serde_json::to_vec_pretty(&j.next).map_err(|e| ChangeError::Io(e.to_string()))?;
         if let Err(e) = files::write_atomic(&self.managed_path(), &text, 0o600) {
@@ -617,7 +654,14 @@ impl Engine {
             at: now(),
             title: j.title.clone(),
             result: "confirmed".into(),
-            detail: format!("confirmed by {actor}"),
+            detail: if other {
+                format!(
+                    "confirmed by {actor} for another sign-in (applied by {})",
+                    j.applied_by
+                )
+            } else {
+                format!("confirmed by {actor}")
+            },
         };
         inner.last = Some(outcome.clone());
         Ok(outcome)

@@ -406,6 +406,56 @@ impl Store {
         })
     }
 
+    /// Counts the failures of the account and of the address since `since` and, if
+    /// `decide` says the attempt may go ahead, records it as a failure in the same step
+    /// (under the connection's lock): parallel attempts each see the ones before them,
+    /// so no more than the lock threshold are ever checked. A successful sign-in clears
+    /// the account's failures, its own reservation included; [`Store::release_login_attempt`]
+    /// takes back one that was never checked. Returns the decision and the reservation.
+    pub fn reserve_login_attempt<T>(
+        &self,
+        username: &str,
+        remote_addr: &str,
+        since: i64,
+        now: i64,
+        decide: impl FnOnce(crate::auth::throttle::Failures) -> (T, bool),
+    ) -> StoreResult<(T, Option<i64>)> {
+        self.with(|c| {
+            let (user_count, user_latest) = c.query_row(
+                "SELECT count(*), max(at) FROM login_failures WHERE username = ?1 AND at >= ?2",
+                params![username, since],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let (address_count, address_latest) = c.query_row(
+                "SELECT count(*), max(at) FROM login_failures WHERE remote_addr = ?1 AND at >= ?2",
+                params![remote_addr, since],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let (decision, reserve) = decide(crate::auth::throttle::Failures {
+                user_count,
+                user_latest,
+                address_count,
+                address_latest,
+            });
+            if !reserve {
+                return Ok((decision, None));
+            }
+            c.execute(
+                "INSERT INTO login_failures (username, remote_addr, at) VALUES (?1, ?2, ?3)",
+                params![username, remote_addr, now],
+            )?;
+            Ok((decision, Some(c.last_insert_rowid())))
+        })
+    }
+
+    /// Takes back a reserved attempt that was never checked.
+    pub fn release_login_attempt(&self, id: i64) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM login_failures WHERE rowid = ?1", [id])
+                .map(|_| ())
+        })
+    }
+
     /// (count, latest) of failures for the account since `since`.
     pub fn failures_for_user(&self, username: &str, since: i64) -> StoreResult<(u32, Option<i64>)> {
         self.with(|c| {
@@ -432,10 +482,18 @@ impl Store {
         })
     }
 
-    pub fn clear_login_failures(&self, username: &str) -> StoreResult<()> {
+    /// Forgets the account's failures; returns how many there were.
+    pub fn clear_login_failures(&self, username: &str) -> StoreResult<usize> {
+        self.with(|c| c.execute("DELETE FROM login_failures WHERE username = ?1", [username]))
+    }
+
+    /// Forgets the failures from one client address; returns how many there were.
+    pub fn clear_login_failures_from(&self, remote_addr: &str) -> StoreResult<usize> {
         self.with(|c| {
-            c.execute("DELETE FROM login_failures WHERE username = ?1", [username])
-                .map(|_| ())
+            c.execute(
+                "DELETE FROM login_failures WHERE remote_addr = ?1",
+                [remote_addr],
+            )
         })
     }
 

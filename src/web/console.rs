@@ -19,6 +19,7 @@ use crate::console::tickets::Grant;
 use crate::console::ConsoleKind;
 use crate::domain::vm::VmState;
 use crate::hypervisor::{ConsoleError, HypervisorError, VncEndpoint};
+use crate::web::routes::RouteExt;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
@@ -27,17 +28,11 @@ use std::time::Duration;
 
 /// Routes; registered before `/api/v1` so that the API console path is found first.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/vms/{name}/console/{kind}", web::get().to(console_page))
-        .route(
-            "/vms/{name}/console/{kind}/ticket",
-            web::post().to(mint_ticket),
-        )
-        .route("/vms/{name}/console/{kind}/ws", web::get().to(upgrade))
-        .route("/vms/{name}/screenshot", web::get().to(screenshot))
-        .route(
-            "/api/v1/vms/{name}/console/{kind}",
-            web::post().to(mint_ticket),
-        );
+    cfg.get("/vms/{name}/console/{kind}", console_page)
+        .post("/vms/{name}/console/{kind}/ticket", mint_ticket)
+        .get("/vms/{name}/console/{kind}/ws", upgrade)
+        .get("/vms/{name}/screenshot", screenshot)
+        .post("/api/v1/vms/{name}/console/{kind}", mint_ticket);
 }
 
 fn kind_from(s: &str) -> Result<ConsoleKind, AppError> {
@@ -378,10 +373,11 @@ pub fn origin_allowed(origin: &str, scheme: &str, host: Option<&str>, allowed: &
     }
 }
 
-/// The scheme the browser used: https when virtdeck serves TLS itself (a request's
-/// `Forwarded` headers are not believed).
-fn browser_scheme(state: &AppState, _req: &HttpRequest) -> &'static str {
-    if state.tls {
+/// The scheme the browser used: https when virtdeck serves TLS itself or a trusted
+/// reverse proxy (`[http] trusted_proxies`) says so; the request's own `Forwarded`
+/// headers from anyone else are ignored.
+fn browser_scheme(state: &AppState, req: &HttpRequest) -> &'static str {
+    if state.secure_cookies(req) {
         "https"
     } else {
         "http"

@@ -21,6 +21,8 @@ pub enum ErrorKind {
     HypervisorFailed,
     PayloadTooLarge,
     TooManyRequests,
+    /// The request body stopped arriving.
+    RequestTimeout,
     Unavailable,
     Internal,
 }
@@ -37,6 +39,7 @@ impl ErrorKind {
             ErrorKind::HypervisorFailed => StatusCode::BAD_GATEWAY,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -53,6 +56,7 @@ impl ErrorKind {
             ErrorKind::HypervisorFailed => "hypervisor_failed",
             ErrorKind::PayloadTooLarge => "payload_too_large",
             ErrorKind::TooManyRequests => "too_many_requests",
+            ErrorKind::RequestTimeout => "request_timeout",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
         }

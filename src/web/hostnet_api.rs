@@ -10,6 +10,7 @@ use crate::auth::Role;
 use crate::domain::hostnet::form::NetForm;
 use crate::domain::sysctl::SysctlForm;
 use crate::hostcfg::{ChangeError, Plan};
+use crate::web::routes::RouteExt;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
@@ -112,13 +113,21 @@ pub async fn pending(state: web::Data<AppState>, who: Authed) -> Result<HttpResp
     })))
 }
 
+#[derive(serde::Deserialize)]
+pub struct ConfirmQuery {
+    /// Confirm a change applied from another sign-in (session or API token).
+    #[serde(default)]
+    other_sign_in: bool,
+}
+
 pub async fn confirm(
     req: HttpRequest,
     state: web::Data<AppState>,
     who: Authed,
+    q: web::Query<ConfirmQuery>,
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
-    Ok(match ops::confirm(&state, &who).await? {
+    Ok(match ops::confirm(&state, &who, q.other_sign_in).await? {
         Ok(o) => HttpResponse::Ok().json(json!({ "outcome": o })),
         Err(e) => api_error(&who, e),
     })
@@ -138,12 +147,12 @@ pub async fn rollback(
 
 /// The `/api/v1/host/…` routes, inside the `/api/v1` scope.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/host/network", web::get().to(network))
-        .route("/host/network/plan", web::post().to(network_plan))
-        .route("/host/sysctl", web::get().to(sysctl))
-        .route("/host/sysctl/plan", web::post().to(sysctl_plan))
-        .route("/host/changes/pending", web::get().to(pending))
-        .route("/host/changes/confirm", web::post().to(confirm))
-        .route("/host/changes/rollback", web::post().to(rollback))
-        .route("/host/changes/{id}/apply", web::post().to(apply));
+    cfg.get("/host/network", network)
+        .post("/host/network/plan", network_plan)
+        .get("/host/sysctl", sysctl)
+        .post("/host/sysctl/plan", sysctl_plan)
+        .get("/host/changes/pending", pending)
+        .post("/host/changes/confirm", confirm)
+        .post("/host/changes/rollback", rollback)
+        .post("/host/changes/{id}/apply", apply);
 }

@@ -15,6 +15,7 @@ use crate::domain::volumes::{percent, JobKind, JobState};
 use crate::lifecycle::jobs::{self, Actor};
 use crate::lifecycle::{LcResult, LifecycleError};
 use crate::store::jobs::JobRow;
+use crate::web::routes::RouteExt;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
@@ -29,11 +30,11 @@ const JOBS_SHOWN: u64 = 100;
 pub const FORM_WAIT: Duration = Duration::from_millis(1500);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/jobs", web::get().to(jobs_page))
-        .route("/jobs/{id}/cancel", web::post().to(cancel_form))
-        .route("/api/v1/jobs", web::get().to(api_jobs))
-        .route("/api/v1/jobs/{id}", web::get().to(api_job))
-        .route("/api/v1/jobs/{id}/cancel", web::post().to(api_cancel));
+    cfg.get("/jobs", jobs_page)
+        .post("/jobs/{id}/cancel", cancel_form)
+        .get("/api/v1/jobs", api_jobs)
+        .get("/api/v1/jobs/{id}", api_job)
+        .post("/api/v1/jobs/{id}/cancel", api_cancel);
 }
 
 /// At start-up (after interrupted creates and clones were rolled back): running jobs

@@ -17,6 +17,8 @@ use crate::domain::kickstart::{check_base_url, derived_base_url};
 use crate::lifecycle::kickstart::{self as ks, Fetch, KickstartRequest};
 use crate::lifecycle::{FieldError, LcResult, LifecycleError};
 use crate::store::kickstarts::KickstartRow;
+use crate::web::routes::RouteExt;
+use actix_web::http::Method;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
@@ -61,34 +63,34 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .limit(BODY_LIMIT_BYTES)
             .error_handler(form_error)
     };
-    cfg.service(
-        web::resource("/kickstarts")
-            .app_data(form())
+    cfg.resource("/kickstarts", &[Method::GET, Method::POST], |r| {
+        r.app_data(form())
             .route(web::get().to(list_page))
-            .route(web::post().to(create_form)),
-    )
-    .service(
-        web::resource("/kickstarts/{name}")
-            .app_data(form())
+            .route(web::post().to(create_form))
+    })
+    .resource("/kickstarts/{name}", &[Method::GET, Method::POST], |r| {
+        r.app_data(form())
             .route(web::get().to(edit_page))
-            .route(web::post().to(update_form)),
-    )
-    .route("/kickstarts/{name}/delete", web::post().to(delete_form))
-    .service(
-        web::resource("/api/v1/kickstarts")
-            .app_data(json())
+            .route(web::post().to(update_form))
+    })
+    .post("/kickstarts/{name}/delete", delete_form)
+    .resource("/api/v1/kickstarts", &[Method::GET, Method::POST], |r| {
+        r.app_data(json())
             .route(web::get().to(api_list))
-            .route(web::post().to(api_create)),
+            .route(web::post().to(api_create))
+    })
+    .resource(
+        "/api/v1/kickstarts/{name}",
+        &[Method::GET, Method::PUT, Method::DELETE],
+        |r| {
+            r.app_data(json())
+                .route(web::get().to(api_get))
+                .route(web::put().to(api_update))
+                .route(web::delete().to(api_delete))
+        },
     )
-    .service(
-        web::resource("/api/v1/kickstarts/{name}")
-            .app_data(json())
-            .route(web::get().to(api_get))
-            .route(web::put().to(api_update))
-            .route(web::delete().to(api_delete)),
-    )
-    .route("/api/v1/vms/{name}/kickstart", web::get().to(api_status))
-    .route("/ks/{token}", web::get().to(serve));
+    .get("/api/v1/vms/{name}/kickstart", api_status)
+    .get("/ks/{token}", serve);
 }
 
 /// The base of kickstart URLs for a create arriving by `req`: the configured one, else

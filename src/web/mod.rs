@@ -5,6 +5,7 @@ pub mod api;
 pub mod api_storage;
 pub mod assets;
 pub mod audit;
+pub mod client_addr;
 pub mod console;
 pub mod errors;
 pub mod hostnet_api;
@@ -13,9 +14,12 @@ pub mod kickstarts;
 pub mod live;
 pub mod metrics;
 pub mod pages;
+pub mod password_gate;
 pub mod privacy;
+pub mod routes;
 pub mod server;
 pub mod session;
+pub mod slow_clients;
 pub mod usage;
 pub mod volumes;
 
@@ -53,6 +57,29 @@ pub struct AppState {
     pub jobs: Arc<crate::lifecycle::jobs::Jobs>,
     /// The VM list shared by the list page, the API and the capacity summary.
     pub vm_list: Arc<crate::lifecycle::list_cache::ListCache>,
+    /// `[http] trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<crate::domain::cidr::Cidr>,
+    /// Caps the Argon2 password checks running at once.
+    pub password_gate: password_gate::PasswordGate,
+}
+
+impl AppState {
+    /// Whether cookies for this request get `Secure`: served over TLS, or a trusted
+    /// reverse proxy says the browser used HTTPS.
+    pub fn secure_cookies(&self, req: &actix_web::HttpRequest) -> bool {
+        self.tls || self.forwarded_https(req)
+    }
+
+    /// A trusted reverse proxy says the browser used HTTPS.
+    pub fn forwarded_https(&self, req: &actix_web::HttpRequest) -> bool {
+        let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        client_addr::forwarded_https(
+            req.peer_addr().map(|a| a.ip()),
+            h("forwarded"),
+            h("x-forwarded-proto"),
+            &self.trusted_proxies,
+        )
+    }
 }
 
 /// Seconds since the Unix epoch.

@@ -1,6 +1,7 @@
 //! Building and starting the HTTP(S) server.
 
 use super::errors::{AppError, ErrorKind};
+use super::routes::RouteExt;
 use super::{api, assets, pages, AppState};
 use crate::auth::secret::random_token;
 use crate::config::Config;
@@ -47,14 +48,59 @@ impl Running {
     }
 }
 
+/// Directories that are never a data dir of their own (they hold other programs' files).
+const SHARED_DIRS: &[&str] = &[
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc", "/root",
+    "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/tmp", "/var/log",
+    "/var/run",
+];
+
+/// Why `dir` (canonical, existing) may not be made virtdeck's private data dir, given its
+/// owner, its mode and the uid virtdeck runs as.
+fn data_dir_problem(dir: &Path, owner_uid: u32, mode: u32, our_uid: u32) -> Option<String> {
+    let shown = dir.display();
+    if SHARED_DIRS.iter().any(|s| Path::new(s) == dir) {
+        return Some(format!(
+            "data dir {shown} is a system directory; give virtdeck a directory of its own, e.g. /var/lib/virtdeck"
+        ));
+    }
+    if owner_uid != our_uid {
+        return Some(format!(
+            "data dir {shown} belongs to another user (uid {owner_uid}); give virtdeck a directory of its own"
+        ));
+    }
+    // Sticky or writable by others: a shared directory like /tmp.
+    if mode & 0o1000 != 0 || mode & 0o002 != 0 {
+        return Some(format!(
+            "data dir {shown} is shared (writable by others); give virtdeck a directory of its own"
+        ));
+    }
+    None
+}
+
+/// Creates the data dir (mode 0700), or checks that an existing one is virtdeck's own
+/// before restricting it to 0700: a shared directory such as /tmp is refused, never chmod'ed.
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    }
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot restrict data dir {}", dir.display()))?;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let real = std::fs::canonicalize(dir)
+            .with_context(|| format!("cannot resolve data dir {}", dir.display()))?;
+        let meta = std::fs::metadata(&real)
+            .with_context(|| format!("cannot read data dir {}", real.display()))?;
+        // SAFETY: geteuid has no preconditions.
+        let our_uid = unsafe { libc::geteuid() };
+        if let Some(problem) = data_dir_problem(&real, meta.uid(), meta.mode(), our_uid) {
+            anyhow::bail!(problem);
+        }
+        if meta.mode() & 0o077 != 0 {
+            std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot restrict data dir {}", real.display()))?;
+        }
     }
     Ok(())
 }
@@ -161,7 +207,12 @@ pub fn build_state(
         store.clone(),
     );
     host.recover();
+    let trusted_proxies = cfg.http.trusted_proxy_ranges()?;
+    let password_gate =
+        super::password_gate::PasswordGate::new(cfg.login.max_parallel_password_checks);
     Ok(AppState {
+        trusted_proxies,
+        password_gate,
         vm_list,
         cfg,
         store,
@@ -241,9 +292,17 @@ fn json_error(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> ac
             format!("The request body is larger than {JSON_LIMIT_BYTES} bytes."),
         ),
         J::ContentType => AppError::bad_request("Send JSON with Content-Type: application/json."),
+        J::Payload(p) if super::slow_clients::is_body_timeout(p) => body_timed_out(),
         other => AppError::bad_request(format!("The request body is not valid JSON: {other}")),
     };
     e.api().into()
+}
+
+fn body_timed_out() -> AppError {
+    AppError::new(
+        ErrorKind::RequestTimeout,
+        "The request did not arrive in time. Send it again.",
+    )
 }
 
 fn form_error(err: actix_web::error::UrlencodedError, _req: &HttpRequest) -> actix_web::Error {
@@ -253,6 +312,7 @@ fn form_error(err: actix_web::error::UrlencodedError, _req: &HttpRequest) -> act
             ErrorKind::PayloadTooLarge,
             "The form is too large. Shorten what you entered and send it again.",
         ),
+        U::Payload(p) if super::slow_clients::is_body_timeout(p) => body_timed_out(),
         _ => AppError::bad_request("The form could not be read. Reload the page and try again."),
     };
     e.into()
@@ -313,81 +373,60 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .app_data(web::PayloadConfig::new(JSON_LIMIT_BYTES))
     .app_data(web::QueryConfig::default().error_handler(query_error))
     .app_data(web::PathConfig::default().error_handler(path_error))
-    .route("/", web::get().to(index))
-    .route("/healthz", web::get().to(healthz))
-    .route("/static/{path:.*}", web::get().to(assets::serve))
-    .route("/login", web::get().to(account::login_page))
-    .route("/login", web::post().to(account::login))
-    .route("/logout", web::post().to(account::logout))
-    .route("/setup", web::get().to(account::setup_page))
-    .route("/setup", web::post().to(account::setup))
-    .route("/host", web::get().to(host::host_page))
-    .route("/events", web::get().to(super::live::events))
-    .route("/vms", web::get().to(vms::vms_page))
-    .route("/vms", web::post().to(vms::create_vm))
-    .route("/vms/new", web::get().to(vms::new_vm_page))
-    .route("/vms/{name}", web::get().to(vms::vm_page))
-    .route(
-        "/vms/{name}/action/{action}",
-        web::post().to(vms::vm_action),
-    )
-    .route("/vms/{name}/autostart", web::post().to(vms::vm_autostart))
-    .route(
-        "/vms/{name}/resize",
-        web::post().to(vm_changes::resize_form),
-    )
-    .route("/vms/{name}/clone", web::post().to(vm_changes::clone_form))
-    .route(
-        "/vms/{name}/snapshots",
-        web::post().to(vm_changes::snapshot_form),
-    )
-    .route(
+    .get("/", index)
+    .get("/healthz", healthz)
+    .get("/static/{path:.*}", assets::serve)
+    .get("/login", account::login_page)
+    .post("/login", account::login)
+    .post("/logout", account::logout)
+    .get("/setup", account::setup_page)
+    .post("/setup", account::setup)
+    .get("/host", host::host_page)
+    .get("/events", super::live::events)
+    .get("/vms", vms::vms_page)
+    .post("/vms", vms::create_vm)
+    .get("/vms/new", vms::new_vm_page)
+    .get("/vms/{name}", vms::vm_page)
+    .post("/vms/{name}/action/{action}", vms::vm_action)
+    .post("/vms/{name}/autostart", vms::vm_autostart)
+    .post("/vms/{name}/resize", vm_changes::resize_form)
+    .post("/vms/{name}/clone", vm_changes::clone_form)
+    .post("/vms/{name}/snapshots", vm_changes::snapshot_form)
+    .post(
         "/vms/{name}/snapshots/{snapshot}/{action}",
-        web::post().to(vm_changes::snapshot_action),
+        vm_changes::snapshot_action,
     )
-    .route("/vms/{name}/delete", web::get().to(vms::delete_page))
-    .route("/vms/{name}/delete", web::post().to(vms::delete_vm))
-    .route("/audit", web::get().to(admin::audit_page))
-    .route("/users", web::get().to(admin::users_page))
-    .route("/users", web::post().to(admin::create_user))
-    .route("/users/{name}/delete", web::post().to(admin::delete_user))
-    .route("/flavors", web::get().to(admin::flavors_page))
-    .route("/flavors", web::post().to(admin::set_flavor))
-    .route(
-        "/flavors/{name}/delete",
-        web::post().to(admin::delete_flavor),
-    )
-    .route("/tokens", web::post().to(admin::create_token))
-    .route("/tokens/{id}/delete", web::post().to(admin::delete_token))
-    .route("/host/storage", web::get().to(pages::storage::storage_page))
-    .route("/host/storage", web::post().to(pages::storage::define_form))
-    .route(
-        "/host/storage/{name}",
-        web::get().to(pages::storage::pool_page),
-    )
-    .route(
+    .get("/vms/{name}/delete", vms::delete_page)
+    .post("/vms/{name}/delete", vms::delete_vm)
+    .get("/audit", admin::audit_page)
+    .get("/users", admin::users_page)
+    .post("/users", admin::create_user)
+    .post("/users/{name}/delete", admin::delete_user)
+    .get("/flavors", admin::flavors_page)
+    .post("/flavors", admin::set_flavor)
+    .post("/flavors/{name}/delete", admin::delete_flavor)
+    .post("/tokens", admin::create_token)
+    .post("/tokens/{id}/delete", admin::delete_token)
+    .get("/host/storage", pages::storage::storage_page)
+    .post("/host/storage", pages::storage::define_form)
+    .get("/host/storage/{name}", pages::storage::pool_page)
+    .post(
         "/host/storage/{name}/action/{action}",
-        web::post().to(pages::storage::action_form),
+        pages::storage::action_form,
     )
-    .route(
-        "/host/storage/{name}/delete",
-        web::get().to(pages::storage::delete_page),
-    )
-    .route(
-        "/host/storage/{name}/delete",
-        web::post().to(pages::storage::delete_form),
-    )
-    .route(
+    .get("/host/storage/{name}/delete", pages::storage::delete_page)
+    .post("/host/storage/{name}/delete", pages::storage::delete_form)
+    .get(
         "/host/libvirt-networks",
-        web::get().to(pages::libvirt_networks::networks_page),
+        pages::libvirt_networks::networks_page,
     )
-    .route(
+    .get(
         "/host/libvirt-networks/{name}/remove",
-        web::get().to(pages::libvirt_networks::remove_page),
+        pages::libvirt_networks::remove_page,
     )
-    .route(
+    .post(
         "/host/libvirt-networks/{name}/remove",
-        web::post().to(pages::libvirt_networks::remove_form),
+        pages::libvirt_networks::remove_form,
     )
     .configure(super::console::routes)
     // Before the /api/v1 scope: its `/pools/{name}/{action}` would take these POSTs.
@@ -397,51 +436,32 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(pages::templates::routes)
     // Before the /api/v1 scope, which would answer /api/v1/kickstarts with 404.
     .configure(super::kickstarts::routes)
-    .service(
-        web::scope("/api/v1")
-            .route("/whoami", web::get().to(api::whoami))
-            .route("/host", web::get().to(api::host))
-            .route("/pools", web::get().to(api::pools))
-            .route("/vms", web::get().to(api::vms))
-            .route("/vms", web::post().to(api::create_vm))
-            .route("/vms/{name}", web::get().to(api::vm))
-            .route("/vms/{name}", web::patch().to(api::patch_vm))
-            .route("/vms/{name}", web::delete().to(api::delete_vm))
-            .route("/vms/{name}/clone", web::post().to(api::clone_vm))
-            .route("/vms/{name}/snapshots", web::get().to(api::snapshots))
-            .route(
-                "/vms/{name}/snapshots",
-                web::post().to(api::create_snapshot),
-            )
-            .route(
+    .scoped("/api/v1", |cfg| {
+        cfg.get("/whoami", api::whoami)
+            .get("/host", api::host)
+            .get("/pools", api::pools)
+            .get("/vms", api::vms)
+            .post("/vms", api::create_vm)
+            .get("/vms/{name}", api::vm)
+            .patch("/vms/{name}", api::patch_vm)
+            .delete("/vms/{name}", api::delete_vm)
+            .post("/vms/{name}/clone", api::clone_vm)
+            .get("/vms/{name}/snapshots", api::snapshots)
+            .post("/vms/{name}/snapshots", api::create_snapshot)
+            .post(
                 "/vms/{name}/snapshots/{snapshot}/revert",
-                web::post().to(api::revert_snapshot),
+                api::revert_snapshot,
             )
-            .route(
-                "/vms/{name}/snapshots/{snapshot}",
-                web::delete().to(api::delete_snapshot),
-            )
-            .route("/vms/{name}/{action}", web::post().to(api::vm_action))
-            .route("/pools", web::post().to(super::api_storage::define_pool))
-            .route(
-                "/pools/{name}/volumes",
-                web::get().to(super::api_storage::pool_volumes),
-            )
-            .route(
-                "/pools/{name}/{action}",
-                web::post().to(super::api_storage::pool_action),
-            )
-            .route(
-                "/pools/{name}",
-                web::delete().to(super::api_storage::delete_pool),
-            )
-            .route("/networks", web::get().to(super::api_storage::networks))
-            .route(
-                "/networks/{name}",
-                web::delete().to(super::api_storage::remove_network),
-            )
-            .configure(super::hostnet_api::routes),
-    )
+            .delete("/vms/{name}/snapshots/{snapshot}", api::delete_snapshot)
+            .post("/vms/{name}/{action}", api::vm_action)
+            .post("/pools", super::api_storage::define_pool)
+            .get("/pools/{name}/volumes", super::api_storage::pool_volumes)
+            .post("/pools/{name}/{action}", super::api_storage::pool_action)
+            .delete("/pools/{name}", super::api_storage::delete_pool)
+            .get("/networks", super::api_storage::networks)
+            .delete("/networks/{name}", super::api_storage::remove_network)
+            .configure(super::hostnet_api::routes);
+    })
     .configure(super::usage::routes)
     .configure(pages::hostnet::routes);
 }
@@ -487,6 +507,12 @@ pub fn start_with(cfg: Config, wrap: Option<HypervisorWrap>) -> anyhow::Result<R
         .map(|t| format!("{scheme}://{}/setup?token={t}", display_host(addr)));
 
     let data = state.clone();
+    let conn_limits = super::slow_clients::ConnLimits::new(
+        state.cfg.http.max_connections_per_address,
+        state.trusted_proxies.clone(),
+    );
+    let header_timeout = Duration::from_secs(state.cfg.http.header_timeout_seconds);
+    let keep_alive = Duration::from_secs(state.cfg.http.keep_alive_seconds);
     let http = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
@@ -494,8 +520,12 @@ pub fn start_with(cfg: Config, wrap: Option<HypervisorWrap>) -> anyhow::Result<R
             .wrap(actix_web::middleware::Compress::default())
             .wrap(actix_web::middleware::from_fn(super::metrics::track))
             .wrap(actix_web::middleware::from_fn(vm_list_follows_changes))
+            .wrap(actix_web::middleware::from_fn(hsts_behind_proxy))
             .wrap(security_headers(tls))
             .wrap(actix_web::middleware::from_fn(super::privacy::no_store))
+            .wrap(actix_web::middleware::from_fn(
+                super::slow_clients::body_deadlines,
+            ))
             .wrap(NormalizePath::new(TrailingSlash::Trim))
             .wrap(super::privacy::RequestLogger::new())
             .configure(configure)
@@ -504,6 +534,9 @@ pub fn start_with(cfg: Config, wrap: Option<HypervisorWrap>) -> anyhow::Result<R
     // Pages go out as headers then a gzip'ed body: without this, Nagle's algorithm holds
     // the body until the client's delayed ACK (≈ 40 ms per page on an idle connection).
     .tcp_nodelay(true)
+    .client_request_timeout(header_timeout)
+    .keep_alive(keep_alive)
+    .on_connect(move |conn, ext| conn_limits.on_connect(conn, ext))
     .shutdown_timeout(5);
     let http = match tls_cfg {
         Some(c) => http.listen_rustls_0_23(listener, c)?,
@@ -520,6 +553,25 @@ pub fn start_with(cfg: Config, wrap: Option<HypervisorWrap>) -> anyhow::Result<R
         server,
         state,
     })
+}
+
+/// Behind a TLS reverse proxy (trusted, saying `X-Forwarded-Proto: https`) virtdeck may
+/// serve plain HTTP; browsers must still be told to keep to HTTPS.
+async fn hsts_behind_proxy(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let https = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|s| !s.tls && s.forwarded_https(req.request()));
+    let mut res = next.call(req).await?;
+    if https {
+        res.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            header::HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    Ok(res)
 }
 
 /// Pages, JSON, scripts and styles go out gzip'ed when the browser accepts it; streamed
@@ -598,4 +650,21 @@ fn spawn_housekeeping(state: web::Data<AppState>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod data_dir_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_directory_of_its_own() {
+        let own = |p: &str, mode| data_dir_problem(Path::new(p), 1000, mode, 1000);
+        assert!(own("/var/lib/virtdeck", 0o40755).is_none());
+        assert!(own("/tmp", 0o41777).unwrap().contains("system directory"));
+        assert!(own("/etc", 0o40755).is_some());
+        assert!(own("/srv/shared", 0o41777).unwrap().contains("shared"));
+        assert!(own("/srv/open", 0o40777).unwrap().contains("shared"));
+        let other = data_dir_problem(Path::new("/home/bob/vd"), 1001, 0o40700, 1000);
+        assert!(other.unwrap().contains("another user"));
+    }
 }

@@ -34,6 +34,8 @@ pub struct Authed {
     pub remote_addr: String,
     /// Whether the request was for `/api/…` (errors answer in JSON).
     pub api: bool,
+    /// SHA-256 of the session cookie or API token this request came with.
+    pub credential_sha256: String,
 }
 
 impl Authed {
@@ -97,10 +99,22 @@ impl Authed {
     }
 }
 
+/// The client's address for throttling and the audit log: the TCP peer, or the address
+/// a trusted reverse proxy (`[http] trusted_proxies`) forwarded for.
 pub fn remote_addr(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "-".into())
+    let trusted = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.trusted_proxies.as_slice())
+        .unwrap_or(&[]);
+    let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    super::client_addr::client_ip(
+        req.peer_addr().map(|a| a.ip()),
+        h("forwarded"),
+        h("x-forwarded-for"),
+        trusted,
+    )
+    .map(|ip| ip.to_string())
+    .unwrap_or_else(|| "-".into())
 }
 
 pub fn bearer(req: &HttpRequest) -> Option<String> {
@@ -158,6 +172,7 @@ async fn authenticate(req: HttpRequest) -> Result<Authed, AppError> {
             credential: Credential::ApiToken,
             remote_addr,
             api,
+            credential_sha256: sha256_hex(&token),
         });
     }
 
@@ -190,11 +205,12 @@ async fn authenticate(req: HttpRequest) -> Result<Authed, AppError> {
         username: session.user.username,
         role: session.user.role.parse().unwrap_or(Role::Viewer),
         credential: Credential::Session {
-            token_sha256,
+            token_sha256: token_sha256.clone(),
             csrf_token: session.csrf_token,
         },
         remote_addr,
         api,
+        credential_sha256: token_sha256,
     })
 }
 

@@ -9,6 +9,7 @@ use crate::domain::usage::chart::{self, Chart, Line, Unit};
 use crate::domain::usage::history::Point;
 use crate::domain::usage::rates;
 use crate::usage::Window;
+use crate::web::routes::RouteExt;
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use std::collections::{BTreeMap, HashMap};
@@ -318,10 +319,10 @@ pub async fn host_parts(
 
 /// The usage routes and `GET /metrics`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/usage/vms", web::get().to(vm_list_parts))
-        .route("/vms/{name}/usage", web::get().to(vm_parts))
-        .route("/host/usage", web::get().to(host_parts))
-        .route("/metrics", web::get().to(super::metrics::metrics));
+    cfg.get("/usage/vms", vm_list_parts)
+        .get("/vms/{name}/usage", vm_parts)
+        .get("/host/usage", host_parts)
+        .get("/metrics", super::metrics::metrics);
 }
 
 #[cfg(test)]

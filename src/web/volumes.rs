@@ -17,6 +17,7 @@ use crate::lifecycle::jobs::{self, Transfer};
 use crate::lifecycle::volumes::{self as vols, VolumeResized, VolumeView};
 use crate::lifecycle::{FieldError, LcResult, LifecycleError};
 use crate::store::jobs::JobRow;
+use crate::web::routes::RouteExt;
 use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType};
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
@@ -34,38 +35,20 @@ use tokio_util::sync::CancellationToken;
 const CHANNEL_CHUNKS: usize = 8;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/host/storage/{pool}/volumes", web::post().to(create_form))
-        .route(
-            "/host/storage/{pool}/volumes/{name}/resize",
-            web::post().to(resize_form),
-        )
-        .route(
-            "/host/storage/{pool}/volumes/{name}/delete",
-            web::post().to(delete_form),
-        )
-        .route(
+    cfg.post("/host/storage/{pool}/volumes", create_form)
+        .post("/host/storage/{pool}/volumes/{name}/resize", resize_form)
+        .post("/host/storage/{pool}/volumes/{name}/delete", delete_form)
+        .get(
             "/host/storage/{pool}/volumes/{name}/download",
-            web::get().to(download_page),
+            download_page,
         )
-        .route("/host/storage/{pool}/fetch", web::post().to(fetch_form))
-        .route("/api/v1/pools/{pool}/volumes", web::post().to(api_create))
-        .route("/api/v1/pools/{pool}/fetch", web::post().to(api_fetch))
-        .route(
-            "/api/v1/pools/{pool}/volumes/{name}",
-            web::put().to(api_upload),
-        )
-        .route(
-            "/api/v1/pools/{pool}/volumes/{name}",
-            web::get().to(api_download),
-        )
-        .route(
-            "/api/v1/pools/{pool}/volumes/{name}",
-            web::patch().to(api_resize),
-        )
-        .route(
-            "/api/v1/pools/{pool}/volumes/{name}",
-            web::delete().to(api_delete),
-        );
+        .post("/host/storage/{pool}/fetch", fetch_form)
+        .post("/api/v1/pools/{pool}/volumes", api_create)
+        .post("/api/v1/pools/{pool}/fetch", api_fetch)
+        .put("/api/v1/pools/{pool}/volumes/{name}", api_upload)
+        .get("/api/v1/pools/{pool}/volumes/{name}", api_download)
+        .patch("/api/v1/pools/{pool}/volumes/{name}", api_resize)
+        .delete("/api/v1/pools/{pool}/volumes/{name}", api_delete);
 }
 
 fn target(pool: &str, name: &str) -> String {

@@ -1,6 +1,6 @@
 //! Signing in and out, and creating the first admin with the setup link.
 
-use super::super::errors::{html, AppError};
+use super::super::errors::{html, AppError, ErrorKind};
 use super::super::session::{
     expired_cookie, remote_addr, session_cookie, Authed, Credential, LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -9,7 +9,7 @@ use super::super::{audit, db, now, AppState};
 use super::safe_next;
 use crate::auth::password::{hash_password, verify_password};
 use crate::auth::secret::{random_token, secrets_equal, sha256_hex};
-use crate::auth::throttle::{decide, Failures, Throttle};
+use crate::auth::throttle::{decide, Throttle};
 use crate::auth::{validate_new_password, validate_username};
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::{header, StatusCode};
@@ -54,6 +54,7 @@ fn setup_pending(state: &AppState) -> bool {
 /// Renders the login form with a fresh double-submit CSRF cookie.
 fn login_form(
     state: &AppState,
+    req: &HttpRequest,
     status: StatusCode,
     username: &str,
     next: &str,
@@ -70,14 +71,19 @@ fn login_form(
         setup_pending: setup_pending(state),
     };
     let mut resp = html(status, &page);
-    let _ = resp.add_cookie(&login_csrf_cookie(&csrf, state.tls));
+    let _ = resp.add_cookie(&login_csrf_cookie(&csrf, state.secure_cookies(req)));
     resp
 }
 
-pub async fn login_page(state: web::Data<AppState>, q: web::Query<LoginQuery>) -> HttpResponse {
+pub async fn login_page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    q: web::Query<LoginQuery>,
+) -> HttpResponse {
     let notice = q.signed_out.map(|_| "You have signed out.");
     login_form(
         &state,
+        &req,
         StatusCode::OK,
         "",
         safe_next(q.next.as_deref()),
@@ -109,6 +115,7 @@ pub async fn login(
     if !cookie_ok {
         return Ok(login_form(
             &state,
+            &req,
             StatusCode::FORBIDDEN,
             &username,
             &next,
@@ -118,19 +125,17 @@ pub async fn login(
     }
     let now = now();
     let since = now - state.cfg.login.window_seconds as i64;
-    let (u, a) = (username.clone(), addr.clone());
-    let failures = db(&state, move |s| {
-        let (user_count, user_latest) = s.failures_for_user(&u, since)?;
-        let (address_count, address_latest) = s.failures_for_address(&a, since)?;
-        Ok(Failures {
-            user_count,
-            user_latest,
-            address_count,
-            address_latest,
+    // The attempt is counted before the password is checked, in one step with reading
+    // the counts: parallel attempts cannot all slip under the lock.
+    let (u, a, login_cfg) = (username.clone(), addr.clone(), state.cfg.login.clone());
+    let (throttle, reservation) = db(&state, move |s| {
+        s.reserve_login_attempt(&u, &a, since, now, |failures| {
+            let t = decide(&login_cfg, failures, now);
+            (t, !matches!(t, Throttle::Locked { .. }))
         })
     })
     .await?;
-    match decide(&state.cfg.login, failures, now) {
+    match throttle {
         Throttle::Locked { until } => {
             audit::record(
                 &state,
@@ -143,8 +148,9 @@ pub async fn login(
             )
             .await;
             let minutes = ((until - now) + 59) / 60;
-            return Ok(login_form(
+            let mut resp = login_form(
                 &state,
+                &req,
                 StatusCode::TOO_MANY_REQUESTS,
                 &username,
                 &next,
@@ -154,7 +160,11 @@ pub async fn login(
                     if minutes == 1 { "" } else { "s" }
                 )),
                 None,
-            ));
+            );
+            if let Ok(v) = header::HeaderValue::from_str(&(until - now).max(1).to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return Ok(resp);
         }
         Throttle::Slow { delay_ms } => {
             tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
@@ -166,13 +176,53 @@ pub async fn login(
     let user = db(&state, move |s| s.find_user(&u)).await?;
     let phc = user.as_ref().map(|u| u.password_phc.clone());
     let password = form.password;
-    let ok = web::block(move || verify_password(&password, phc.as_deref()))
-        .await
-        .map_err(|e| AppError::internal(anyhow::anyhow!("password check failed: {e}")))?;
+    let checked = state
+        .password_gate
+        .run(move || verify_password(&password, phc.as_deref()))
+        .await;
+    let ok = match checked {
+        Ok(Ok(ok)) => ok,
+        Ok(Err(e)) => {
+            return Err(AppError::internal(anyhow::anyhow!(
+                "password check failed: {e}"
+            )))
+        }
+        Err(_busy) => {
+            // Never checked: the attempt does not count against the account.
+            if let Some(id) = reservation {
+                db(&state, move |s| s.release_login_attempt(id)).await?;
+            }
+            audit::record(
+                &state,
+                &username,
+                &addr,
+                "login",
+                &username,
+                "busy",
+                "too many sign-ins being checked at once",
+            )
+            .await;
+            let mut resp = login_form(
+                &state,
+                &req,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &username,
+                &next,
+                Some(
+                    "Many sign-ins are being checked right now. Try again in a few seconds.".into(),
+                ),
+                None,
+            );
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(super::super::password_gate::RETRY_AFTER_SECONDS),
+            );
+            return Ok(resp);
+        }
+    };
 
     let Some(user) = user.filter(|_| ok) else {
-        let (u, a) = (username.clone(), addr.clone());
-        db(&state, move |s| s.record_login_failure(&u, &a, now)).await?;
+        // The reservation made above stays as this failure.
         audit::record(
             &state,
             &username,
@@ -185,6 +235,7 @@ pub async fn login(
         .await;
         return Ok(login_form(
             &state,
+            &req,
             StatusCode::UNAUTHORIZED,
             &username,
             &next,
@@ -214,8 +265,11 @@ pub async fn login(
     .await;
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, next))
-        .cookie(session_cookie(token, state.tls))
-        .cookie(expired_cookie(LOGIN_CSRF_COOKIE, state.tls))
+        .cookie(session_cookie(token, state.secure_cookies(&req)))
+        .cookie(expired_cookie(
+            LOGIN_CSRF_COOKIE,
+            state.secure_cookies(&req),
+        ))
         .finish())
 }
 
@@ -360,8 +414,16 @@ pub async fn setup(
         return Ok(invalid("password", e.to_string()));
     }
     let password = form.password.clone();
-    let phc = web::block(move || hash_password(&password))
+    let phc = state
+        .password_gate
+        .run(move || hash_password(&password))
         .await
+        .map_err(|_busy| {
+            AppError::new(
+                ErrorKind::Unavailable,
+                "Many passwords are being checked right now. Send the form again in a few seconds.",
+            )
+        })?
         .map_err(|e| AppError::internal(anyhow::anyhow!("hashing failed: {e}")))?
         .map_err(|e| AppError::internal(e.into()))?;
     let now = now();
@@ -407,6 +469,6 @@ pub async fn setup(
     .await?;
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/host"))
-        .cookie(session_cookie(token, state.tls))
+        .cookie(session_cookie(token, state.secure_cookies(&req)))
         .finish())
 }

@@ -301,8 +301,16 @@ pub async fn create_user(
         return render_users(&state, &who, invalid("password", e.to_string(), form)).await;
     }
     let password = form.password.clone();
-    let phc = web::block(move || hash_password(&password))
+    let phc = state
+        .password_gate
+        .run(move || hash_password(&password))
         .await
+        .map_err(|_busy| {
+            AppError::new(
+                super::super::errors::ErrorKind::Unavailable,
+                "Many passwords are being checked right now. Send the form again in a few seconds.",
+            )
+        })?
         .map_err(|e| AppError::internal(anyhow::anyhow!("hashing failed: {e}")))?
         .map_err(|e| AppError::internal(e.into()))?;
     let u = username.clone();

@@ -13,6 +13,7 @@ use crate::domain::hostnet::{Backend, BondMode, FieldError, NetConfig};
 use crate::domain::sysctl::SysctlForm;
 use crate::hostcfg::sysctl::SettingView;
 use crate::hostcfg::{ChangeError, Engine, Outcome, PendingView, Plan};
+use crate::web::routes::RouteExt;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpResponse};
 use askama::Template;
@@ -161,7 +162,8 @@ pub async fn apply(
         .host
         .plan(&plan_id)
         .map(|p| format!("{} {}", p.kind.as_str(), p.title));
-    let r = engine(state, move |e| e.apply(&id, &actor)).await;
+    let from = who.credential_sha256.clone();
+    let r = engine(state, move |e| e.apply(&id, &actor, &from)).await;
     let detail = r.as_ref().map(|p| {
         format!(
             "plan {plan_id} applied; waiting for confirmation until {}",
@@ -176,15 +178,18 @@ pub async fn apply(
     Ok(r)
 }
 
-/// Confirms the pending change (admins only), audited.
+/// Confirms the pending change (admins only), audited. Only from the sign-in that applied
+/// it, unless `for_other_sign_in`.
 pub async fn confirm(
     state: &web::Data<AppState>,
     who: &Authed,
+    for_other_sign_in: bool,
 ) -> Result<Result<Outcome, ChangeError>, AppError> {
     who.require(state, Role::Admin, "host.change.confirm", "")
         .await?;
     let actor = who.username.clone();
-    let r = engine(state, move |e| e.confirm(&actor)).await;
+    let from = who.credential_sha256.clone();
+    let r = engine(state, move |e| e.confirm(&actor, &from, for_other_sign_in)).await;
     let target = r.as_ref().map(|o| o.title.clone()).unwrap_or_default();
     record(
         state,
@@ -567,6 +572,8 @@ struct PendingPage {
     chrome: Chrome,
     tab: &'static str,
     pending: Option<PendingView>,
+    /// The change was applied from another sign-in than this page's.
+    other_sign_in: bool,
     last: Option<Outcome>,
     message: Option<String>,
 }
@@ -583,6 +590,9 @@ async fn render_pending(
             chrome: Chrome::new(who, "hostsetup"),
             tab: "pending",
             pending: state.host.pending(),
+            other_sign_in: state
+                .host
+                .pending_from_other_sign_in(&who.credential_sha256),
             last: state.host.last_outcome(),
             message,
         },
@@ -598,13 +608,19 @@ pub async fn pending_page(
     Ok(render_pending(&state, &who, None, StatusCode::OK).await)
 }
 
+#[derive(Deserialize)]
+pub struct ConfirmForm {
+    csrf: Option<String>,
+    other_sign_in: Option<String>,
+}
+
 pub async fn confirm_form(
     state: web::Data<AppState>,
     who: Authed,
-    form: web::Form<CsrfForm>,
+    form: web::Form<ConfirmForm>,
 ) -> Result<HttpResponse, AppError> {
     who.check_csrf(form.csrf.as_deref())?;
-    match confirm(&state, &who).await? {
+    match confirm(&state, &who, form.other_sign_in.is_some()).await? {
         Ok(_) => Ok(see_other("/host/changes/pending")),
         Err(e) => Ok(render_pending(&state, &who, Some(e.to_string()), StatusCode::CONFLICT).await),
     }
@@ -770,13 +786,13 @@ pub async fn export_script(
 
 /// Routes of the host setup pages and their API, added to the app by `web::server`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/host/network", web::get().to(network_page))
-        .route("/host/network/plan", web::post().to(network_plan_form))
-        .route("/host/sysctl", web::get().to(sysctl_page))
-        .route("/host/sysctl/plan", web::post().to(sysctl_plan_form))
-        .route("/host/changes/apply", web::post().to(apply_form))
-        .route("/host/changes/pending", web::get().to(pending_page))
-        .route("/host/changes/confirm", web::post().to(confirm_form))
-        .route("/host/changes/rollback", web::post().to(rollback_form))
-        .route("/host/export.sh", web::get().to(export_script));
+    cfg.get("/host/network", network_page)
+        .post("/host/network/plan", network_plan_form)
+        .get("/host/sysctl", sysctl_page)
+        .post("/host/sysctl/plan", sysctl_plan_form)
+        .post("/host/changes/apply", apply_form)
+        .get("/host/changes/pending", pending_page)
+        .post("/host/changes/confirm", confirm_form)
+        .post("/host/changes/rollback", rollback_form)
+        .get("/host/export.sh", export_script);
 }

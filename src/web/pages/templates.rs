@@ -16,20 +16,21 @@ use crate::domain::templates::{CloneMode, SYSPREP_MISSING};
 use crate::lifecycle::templates::{self as tpl, FromTemplateRequest, Marked, TemplateView};
 use crate::lifecycle::{jobs, FieldError, LcResult, LifecycleError};
 use crate::store::jobs::JobRow;
+use crate::web::routes::RouteExt;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::{Deserialize, Serialize};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/templates", web::get().to(templates_page))
-        .route("/templates/{name}/new", web::get().to(new_page))
-        .route("/templates/{name}/new", web::post().to(create_form))
-        .route("/vms/{name}/template", web::post().to(mark_form))
-        .route("/api/v1/templates", web::get().to(api_list))
-        .route("/api/v1/templates/{name}/vms", web::post().to(api_create))
-        .route("/api/v1/vms/{name}/template", web::post().to(api_mark))
-        .route("/api/v1/vms/{name}/template", web::delete().to(api_unmark));
+    cfg.get("/templates", templates_page)
+        .get("/templates/{name}/new", new_page)
+        .post("/templates/{name}/new", create_form)
+        .post("/vms/{name}/template", mark_form)
+        .get("/api/v1/templates", api_list)
+        .post("/api/v1/templates/{name}/vms", api_create)
+        .post("/api/v1/vms/{name}/template", api_mark)
+        .delete("/api/v1/vms/{name}/template", api_unmark);
 }
 
 // ---- audited operations, shared by the pages and the API ----
