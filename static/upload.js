@@ -3,7 +3,8 @@
 // progress bar and a Cancel button that aborts the request; virtdeck then removes the
 // partial volume.
 const form = document.getElementById('upload-form');
-if (form) {
+// On a host that cannot take uploads the page says why and the form stays disabled.
+if (form && !form.dataset.unavailable) {
   const progress = document.getElementById('upload-progress');
   const status = document.getElementById('upload-status');
   const start = document.getElementById('upload-start');
@@ -26,6 +27,8 @@ if (form) {
       el.hidden = false;
     } else {
       status.textContent = message;
+      status.classList.add('error');
+      status.setAttribute('role', 'alert');
     }
   };
   const clearErrors = () => {
@@ -34,6 +37,8 @@ if (form) {
       el.textContent = '';
     }
     status.textContent = '';
+    status.classList.remove('error');
+    status.setAttribute('role', 'status');
   };
   const idle = () => {
     xhr = null;
@@ -85,7 +90,7 @@ if (form) {
     xhr.addEventListener('error', () => {
       idle();
       progress.hidden = true;
-      status.textContent = 'The connection was lost; nothing was stored. Try again.';
+      showError('', 'The connection was lost; nothing was stored. Try again.');
     });
     xhr.addEventListener('abort', () => {
       idle();

@@ -281,8 +281,11 @@ async fn private_answers_are_never_stored_by_caches() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = admin.get(app.url("/users")).send().await.unwrap();
+    assert!(r.status() == StatusCode::OK);
     assert!(no_store(&r), "new token page: {:?}", r.headers());
+    assert!(r.text().await.unwrap().contains("id=\"new-token\""));
     let token = app.admin_token(&admin).await;
     // Signed-in pages, errors included, and JSON by session or token.
     for path in [

@@ -292,7 +292,7 @@ async fn sessions_expire_when_idle() {
     tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     let r = admin.get(app.url("/host")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert_eq!(r.headers()["location"], "/login");
+    assert_eq!(r.headers()["location"], "/login?next=%2Fhost");
 }
 
 #[tokio::test]
@@ -324,7 +324,7 @@ async fn api_tokens_authenticate_and_carry_the_users_role() {
     app.add_user(&admin, "bot", "viewer", "bot-password-1")
         .await;
     let csrf = app.csrf(&admin, "/users").await;
-    let page = admin
+    let r = admin
         .post(app.url("/tokens"))
         .form(&[
             ("csrf", csrf.as_str()),
@@ -333,10 +333,9 @@ async fn api_tokens_authenticate_and_carry_the_users_role() {
         ])
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = app.get_text(&admin, "/users").await;
     let marker = "id=\"new-token\" class=\"secret\">";
     let start = page.find(marker).expect("token shown once") + marker.len();
     let token = &page[start..start + page[start..].find('<').unwrap()];

@@ -143,6 +143,38 @@ pub fn check_resize(
     Ok((new_bytes, Resize::Shrink))
 }
 
+/// An installer image: libvirt calls its format `iso`, or its name ends in `.iso`.
+pub fn is_iso_image(name: &str, format: Option<&str>) -> bool {
+    format == Some("iso") || name.to_ascii_lowercase().ends_with(".iso")
+}
+
+/// Why a volume is not resized, before any size is looked at: an ISO image is an
+/// installer's fixed contents, not a disk that grows.
+pub fn resize_refusal(name: &str, format: Option<&str>) -> Option<String> {
+    is_iso_image(name, format).then(|| {
+        format!("Volume {name} is an ISO image (installer media); its size is fixed by its contents and it cannot be resized.")
+    })
+}
+
+/// A warning for a thin (qcow2) volume larger than the pool's free space: it is made,
+/// but the pool fills up before the volume does.
+pub fn overcommit_warning(
+    name: &str,
+    size_gib: u64,
+    format: DiskFormat,
+    available_bytes: u64,
+) -> Option<String> {
+    let size_bytes = size_gib.saturating_mul(GIB);
+    (format == DiskFormat::Qcow2 && size_bytes > available_bytes).then(|| {
+        format!(
+            "Warning: {name} may grow to {size_gib} GiB but the pool has only {:.1} GiB free; \
+             it is thin, so it was made, but the VM using it stops with I/O errors when the \
+             pool is full. Free space in the pool or make the volume smaller.",
+            available_bytes as f64 / GIB as f64
+        )
+    })
+}
+
 /// Names of the VMs with a disk (or CD-ROM) whose source is the volume: its `path`, or
 /// `<source pool=… volume=…>` naming it.
 pub fn volume_users(domains: &[ParsedDomain], pool: &str, volume: &str, path: &str) -> Vec<String> {
@@ -380,7 +412,7 @@ pub struct VolumeUse {
 impl VolumeUse {
     /// An installer image: libvirt calls it `iso`, or its name ends in `.iso`.
     pub fn is_iso(&self) -> bool {
-        self.format.as_deref() == Some("iso") || self.name.to_ascii_lowercase().ends_with(".iso")
+        is_iso_image(&self.name, self.format.as_deref())
     }
 }
 
@@ -771,6 +803,23 @@ mod tests {
             .unwrap()
             .contains("did not make it"));
         assert_eq!(delete_keep_reason(&own, false, true), None, "admins may");
+        assert!(resize_refusal("debian.ISO", None).is_some());
+        assert!(resize_refusal("x", Some("iso")).is_some());
+        assert_eq!(resize_refusal("data.qcow2", Some("qcow2")), None);
+        let free = 379 * GIB / 10;
+        assert!(
+            overcommit_warning("big.qcow2", 5000, DiskFormat::Qcow2, free)
+                .unwrap()
+                .contains("37.9 GiB free")
+        );
+        assert_eq!(
+            overcommit_warning("ok.qcow2", 30, DiskFormat::Qcow2, free),
+            None
+        );
+        assert_eq!(
+            overcommit_warning("big.img", 5000, DiskFormat::Raw, free),
+            None
+        );
         let iso = VolumeUse {
             name: "debian.iso".into(),
             ..Default::default()

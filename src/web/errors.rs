@@ -70,6 +70,8 @@ pub struct AppError {
     pub message: String,
     pub field: Option<&'static str>,
     pub api: bool,
+    /// For a sign-in redirect: the page (path and query) to come back to after sign-in.
+    pub next: Option<String>,
 }
 
 impl AppError {
@@ -79,6 +81,7 @@ impl AppError {
             message: message.into(),
             field: None,
             api: false,
+            next: None,
         }
     }
 
@@ -107,6 +110,25 @@ impl AppError {
 
     pub fn login_required() -> Self {
         Self::new(ErrorKind::Unauthorized, "Sign in first.")
+    }
+
+    /// Sign in first, then come back to `next` (a path with its query on this site).
+    pub fn login_required_for(next: Option<String>) -> Self {
+        let mut e = Self::login_required();
+        e.next = next;
+        e
+    }
+
+    /// Where the sign-in redirect sends the browser: `/login`, with `next` when the
+    /// request asked for a page that is safe to come back to.
+    pub fn login_location(&self) -> String {
+        match self.next.as_deref() {
+            Some(n) if n != "/" && crate::web::pages::safe_next(Some(n)) == n => {
+                let query = serde_urlencoded::to_string([("next", n)]).unwrap_or_default();
+                format!("/login?{query}")
+            }
+            _ => "/login".to_string(),
+        }
     }
 
     /// Logs the cause chain; the user gets a generic sentence.
@@ -194,7 +216,7 @@ impl ResponseError for AppError {
         }
         if self.kind == ErrorKind::Unauthorized {
             return HttpResponse::SeeOther()
-                .insert_header((header::LOCATION, "/login"))
+                .insert_header((header::LOCATION, self.login_location()))
                 .finish();
         }
         let page = ErrorPage {

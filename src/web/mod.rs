@@ -8,6 +8,7 @@ pub mod audit;
 pub mod client_addr;
 pub mod console;
 pub mod errors;
+pub mod flash;
 pub mod hostnet_api;
 pub mod jobs;
 pub mod kickstarts;

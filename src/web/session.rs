@@ -147,9 +147,21 @@ pub fn session_alive(
         && now - created_at < cfg.absolute_timeout_seconds as i64
 }
 
+/// The page a signed-out browser asked for, to come back to after sign-in: only for
+/// page reads (GET), never for a form's action.
+fn page_to_return_to(req: &HttpRequest) -> Option<String> {
+    (req.method() == actix_web::http::Method::GET).then(|| {
+        let uri = req.uri();
+        uri.path_and_query()
+            .map(|pq| pq.as_str().to_string())
+            .unwrap_or_else(|| uri.path().to_string())
+    })
+}
+
 async fn authenticate(req: HttpRequest) -> Result<Authed, AppError> {
     let api = req.path().starts_with("/api/");
     let shape = |e: AppError| if api { e.api() } else { e };
+    let login_required = || AppError::login_required_for(page_to_return_to(&req));
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| AppError::internal(anyhow::anyhow!("application state missing")))?
@@ -177,12 +189,12 @@ async fn authenticate(req: HttpRequest) -> Result<Authed, AppError> {
     }
 
     let Some(cookie) = req.cookie(SESSION_COOKIE) else {
-        return Err(shape(AppError::login_required()));
+        return Err(shape(login_required()));
     };
     let token_sha256 = sha256_hex(cookie.value());
     let lookup = token_sha256.clone();
     let Some(session) = db(&state, move |s| s.find_session(&lookup)).await? else {
-        return Err(shape(AppError::login_required()));
+        return Err(shape(login_required()));
     };
     if !session_alive(
         &state.cfg.session,
@@ -192,7 +204,7 @@ async fn authenticate(req: HttpRequest) -> Result<Authed, AppError> {
     ) {
         let gone = token_sha256.clone();
         db(&state, move |s| s.delete_session(&gone)).await?;
-        return Err(shape(AppError::login_required()));
+        return Err(shape(login_required()));
     }
     // Record activity, but not on every request: at most every quarter idle period.
     let touch_every = (state.cfg.session.idle_timeout_seconds as i64 / 4).clamp(0, 60);

@@ -12,7 +12,9 @@ use super::session::Authed;
 use super::{lc, AppState};
 use crate::auth::Role;
 use crate::domain::storage::{human_bytes, PoolStatus};
-use crate::domain::volumes::{FetchRequest, NewVolumeRequest};
+use crate::domain::volumes::{
+    is_iso_image, overcommit_warning, resize_refusal, FetchRequest, NewVolumeRequest,
+};
 use crate::lifecycle::jobs::{self, Transfer};
 use crate::lifecycle::volumes::{self as vols, VolumeResized, VolumeView};
 use crate::lifecycle::{FieldError, LcResult, LifecycleError};
@@ -99,7 +101,16 @@ async fn resize(
         who,
         "volume.resize",
         &target(pool, name),
-        move |s| vols::resize_volume(s.hv.as_ref(), &p, &n, size_gib),
+        move |s| {
+            let v = vols::volume(s.hv.as_ref(), &p, &n)?;
+            if let Some(m) = resize_refusal(&n, v.volume.format.as_deref()) {
+                return Err(LifecycleError::Invalid(vec![FieldError {
+                    field: "size_gib",
+                    message: m,
+                }]));
+            }
+            vols::resize_volume(s.hv.as_ref(), &p, &n, size_gib)
+        },
         |r| {
             format!(
                 "{} → {}",
@@ -195,6 +206,17 @@ struct PoolPage {
     message: Option<String>,
     forms: VolumeForms,
     max_upload_bytes: u64,
+    /// Why this host cannot take an upload (said before one starts).
+    upload_unavailable: Option<&'static str>,
+}
+
+/// Said before an upload starts when the host cannot take one.
+const UPLOAD_UNAVAILABLE_ON_DEMO: &str = "Uploads are not available on the demo host: \
+     libvirt's test driver cannot store a file's bytes in a volume. Run virtdeck on a real \
+     host (qemu:///system) to upload images; creating empty volumes works here.";
+
+fn upload_unavailable(state: &AppState) -> Option<&'static str> {
+    crate::hypervisor::libvirt::is_test_uri(state.hv.uri()).then_some(UPLOAD_UNAVAILABLE_ON_DEMO)
 }
 
 impl PoolPage {
@@ -213,6 +235,10 @@ impl PoolPage {
     }
     fn resize_error(&self, volume: &str) -> Option<&str> {
         self.error_for(&format!("resize:{volume}"), "size_gib")
+    }
+    /// ISO images offer no Resize.
+    fn resizable(&self, v: &VolumeView) -> bool {
+        !is_iso_image(&v.volume.name, v.volume.format.as_deref())
     }
     fn gib(&self, b: &u64) -> u64 {
         b.div_ceil(crate::domain::volumes::GIB)
@@ -248,6 +274,7 @@ pub async fn render_pool(
             message,
             forms,
             max_upload_bytes: state.cfg.images.max_bytes,
+            upload_unavailable: upload_unavailable(state),
         },
     ))
 }
@@ -332,6 +359,21 @@ async fn create_form(
         size_gib,
         format: Some(form.format.clone()),
     };
+    // A thin volume larger than the pool's free space is made, with a warning.
+    let warning = match req.validate() {
+        Ok(v) => {
+            let p = pool.clone();
+            lc(&state, move |s| {
+                crate::lifecycle::storage::pool(s.hv.as_ref(), &p)
+            })
+            .await
+            .ok()
+            .and_then(|status| {
+                overcommit_warning(&v.name, v.size_gib, v.format, status.available_bytes)
+            })
+        }
+        Err(_) => None,
+    };
     let started = create(&state, &who, &pool, req).await?;
     let outcome = match super::jobs::form_outcome(&state, started, |j| {
         format!("Creating volume {}", j.volume)
@@ -345,9 +387,10 @@ async fn create_form(
         Ok(j) => Ok(see_other(
             &pool_url(&pool),
             &format!(
-                "Volume {} created ({}).",
+                "Volume {} created ({}).{}",
                 j.volume,
-                human_bytes(j.bytes_total)
+                human_bytes(j.bytes_total),
+                warning.map(|w| format!(" {w}")).unwrap_or_default()
             ),
         )),
         Err(e) => pool_failure(&state, &who, pool, e, forms, "create".into()).await,

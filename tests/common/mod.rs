@@ -193,7 +193,10 @@ impl TestApp {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "user {name} created");
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "user {name} created");
+        // The Users page takes the one-time notice.
+        let page = self.get_text(admin, "/users").await;
+        assert!(page.contains(&format!("Created {name} ")), "{page}");
     }
 
     /// Signs in the first admin and returns an API token for it.
@@ -204,7 +207,7 @@ impl TestApp {
     /// An API token for `user`, made by an admin on the Users page.
     pub async fn token_for(&self, admin: &Client, user: &str) -> String {
         let csrf = self.csrf(admin, "/users").await;
-        let page = admin
+        let r = admin
             .post(self.url("/tokens"))
             .form(&[
                 ("csrf", csrf.as_str()),
@@ -213,13 +216,24 @@ impl TestApp {
             ])
             .send()
             .await
-            .unwrap()
-            .text()
-            .await
             .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "token for {user}");
+        assert_eq!(r.headers()["location"], "/users");
+        let page = self.get_text(admin, "/users").await;
         let marker = "id=\"new-token\" class=\"secret\">";
         let start = page.find(marker).expect("token shown") + marker.len();
         page[start..start + page[start..].find('<').unwrap()].to_string()
+    }
+
+    /// A page's text, read with `c`.
+    pub async fn get_text(&self, c: &Client, path: &str) -> String {
+        c.get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// The audit log's first page as text, for assertions.

@@ -1,6 +1,7 @@
 //! Admin pages: users, API tokens, audit log.
 
 use super::super::errors::{html, AppError};
+use super::super::flash::{self, Flash};
 use super::super::session::Authed;
 use super::super::{audit, db, now, AppState};
 use super::{format_time, Chrome};
@@ -9,7 +10,7 @@ use crate::auth::secret::{new_api_token, sha256_hex};
 use crate::auth::{validate_new_password, validate_username, Role};
 use crate::store::audit::{AuditFilter, AuditRow};
 use crate::store::{StoreError, TokenRow, UserRow};
-use actix_web::http::{header, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
@@ -270,7 +271,17 @@ async fn render_users(
 
 pub async fn users_page(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
     who.require(&state, Role::Admin, "users.view", "").await?;
-    render_users(&state, &who, Outcome::default()).await
+    let shown = flash::take(&who).unwrap_or_default();
+    render_users(
+        &state,
+        &who,
+        Outcome {
+            notice: Some(shown.notice).filter(|n| !n.is_empty()),
+            new_token: shown.secret,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 pub async fn create_user(
@@ -333,15 +344,11 @@ pub async fn create_user(
                 &format!("role {role}"),
             )
             .await;
-            render_users(
-                &state,
+            Ok(flash::redirect(
                 &who,
-                Outcome {
-                    notice: Some(format!("Created {username} ({role}).")),
-                    ..Default::default()
-                },
-            )
-            .await
+                "/users",
+                Flash::notice(format!("Created {username} ({role}).")),
+            ))
         }
         Err(StoreError::Duplicate(_)) => {
             let msg = format!("A user named {username} exists already. Pick another name.");
@@ -409,9 +416,13 @@ pub async fn delete_user(
         ),
     )
     .await;
-    Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, "/users"))
-        .finish())
+    Ok(flash::redirect(
+        &who,
+        "/users",
+        Flash::notice(format!(
+            "Deleted {username}; their sessions and API tokens no longer work."
+        )),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -461,19 +472,19 @@ pub async fn create_token(
         &label,
     )
     .await;
-    render_users(
-        &state,
+    // Shown once, on the page after the redirect (never in a URL).
+    Ok(flash::redirect(
         &who,
-        Outcome {
-            notice: Some(format!(
+        "/users",
+        Flash {
+            notice: format!(
                 "API token for {} created. Copy it now: it is not shown again.",
                 user.username
-            )),
-            new_token: Some(token),
+            ),
+            secret: Some(token),
             ..Default::default()
         },
-    )
-    .await
+    ))
 }
 
 pub async fn delete_token(
@@ -501,9 +512,11 @@ pub async fn delete_token(
     .await;
     // Consoles opened with the revoked token close now (found by re-checking them all).
     crate::web::console::recheck_consoles(&state, &who).await;
-    Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, "/users"))
-        .finish())
+    Ok(flash::redirect(
+        &who,
+        "/users",
+        Flash::notice("API token revoked: it no longer works."),
+    ))
 }
 
 // ---- named sizes ----
@@ -514,6 +527,7 @@ struct FlavorsPage {
     chrome: Chrome,
     flavors: Vec<crate::store::FlavorRow>,
     error: Option<String>,
+    notice: Option<String>,
 }
 
 async fn render_flavors(
@@ -528,6 +542,11 @@ async fn render_flavors(
         &FlavorsPage {
             chrome: Chrome::new(who, "flavors"),
             flavors,
+            notice: if error.is_none() {
+                flash::take(who).map(|f| f.notice)
+            } else {
+                None
+            },
             error,
         },
     ))
@@ -576,12 +595,14 @@ pub async fn set_flavor(
         "flavor.set",
         &name,
         "ok",
-        &format!("{units} units"),
+        &super::units_text(units),
     )
     .await;
-    Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, "/flavors"))
-        .finish())
+    Ok(flash::redirect(
+        &who,
+        "/flavors",
+        Flash::notice(format!("Saved size {name}: {units} units.")),
+    ))
 }
 
 pub async fn delete_flavor(
@@ -610,7 +631,9 @@ pub async fn delete_flavor(
         "",
     )
     .await;
-    Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, "/flavors"))
-        .finish())
+    Ok(flash::redirect(
+        &who,
+        "/flavors",
+        Flash::notice(format!("Deleted size {name}.")),
+    ))
 }

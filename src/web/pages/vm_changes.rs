@@ -387,7 +387,11 @@ pub async fn snapshot_form(
         description: f.description,
     };
     match create_snapshot(&state, &who, &name, req).await? {
-        Ok(s) => Ok(back_to(&name, &format!("Snapshot {} taken.", s.name))),
+        Ok(s) => Ok(snapshot_done(
+            &who,
+            &name,
+            format!("Snapshot {} taken.", s.name),
+        )),
         Err(e) => form_failed(&state, &who, name, "snapshot", values, e).await,
     }
 }
@@ -415,7 +419,16 @@ pub async fn snapshot_action(
         _ => return Err(AppError::not_found("There is no such snapshot action.")),
     };
     match r {
-        Ok(m) => Ok(back_to(&name, &m)),
+        Ok(m) => Ok(snapshot_done(&who, &name, m)),
         Err(e) => form_failed(&state, &who, name, "snapshot", vec![], e).await,
     }
+}
+
+/// Back to the VM page, with a notice shown once (a reload does not repeat it).
+fn snapshot_done(who: &Authed, name: &str, notice: String) -> HttpResponse {
+    crate::web::flash::redirect(
+        who,
+        &format!("/vms/{name}"),
+        crate::web::flash::Flash::notice(notice),
+    )
 }

@@ -653,11 +653,15 @@ pub async fn vm_page(
     q: web::Query<DetailQuery>,
 ) -> Result<HttpResponse, AppError> {
     let q = q.into_inner();
+    // A one-time notice left by a form (post/redirect/get) comes first.
+    let message = super::super::flash::take(&who)
+        .map(|f| f.notice)
+        .or(q.message);
     render_detail(
         &state,
         &who,
         path.into_inner(),
-        q.message,
+        message,
         q.shutdown_at,
         FormState::default(),
         StatusCode::OK,
