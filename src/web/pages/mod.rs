@@ -42,6 +42,15 @@ impl Chrome {
     }
 }
 
+/// "1 unit", "2 units": a count of compute units in a sentence.
+pub fn units_text(n: u32) -> String {
+    if n == 1 {
+        "1 unit".to_string()
+    } else {
+        format!("{n} units")
+    }
+}
+
 /// Formats unix seconds as UTC, e.g. `2026-11-21 21:17:09 UTC`.
 pub fn format_time(at: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(at)

@@ -79,8 +79,11 @@ pub async fn resize(
         move |s| lifecycle::resize(s.hv.as_ref(), &s.store, &s.cfg, &s.admission, &n, &req),
         |r| {
             format!(
-                "{} → {} units, {} vCPUs, {} MiB",
-                r.previous_units, r.units, r.vcpus, r.memory_mib
+                "{} → {}, {} vCPUs, {} MiB",
+                r.previous_units,
+                super::units_text(r.units),
+                r.vcpus,
+                r.memory_mib
             )
         },
     )
@@ -293,8 +296,10 @@ pub async fn resize_form(
         Ok(r) => Ok(back_to(
             &name,
             &format!(
-                "Size changed to {} units ({} vCPUs, {} MiB); it applies from the next start.",
-                r.units, r.vcpus, r.memory_mib
+                "Size changed to {} ({} vCPUs, {} MiB); it applies from the next start.",
+                super::units_text(r.units),
+                r.vcpus,
+                r.memory_mib
             ),
         )),
         Err(e) => form_failed(&state, &who, name, "resize", values, e).await,

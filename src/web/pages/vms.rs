@@ -507,8 +507,8 @@ pub async fn create(
     match &r {
         Ok(c) => {
             let detail = format!(
-                "{} units, {} vCPUs, {} MiB{}{}",
-                c.units,
+                "{}, {} vCPUs, {} MiB{}{}",
+                super::units_text(c.units),
                 c.vcpus,
                 c.memory_mib,
                 c.disk_path
