@@ -296,3 +296,164 @@ async fn isos_offer_no_resize_and_thin_overcommit_is_warned() {
     assert!(page.contains("Volume small.qcow2 created"), "{page}");
     assert!(!page.contains("may grow to"), "{page}");
 }
+
+#[tokio::test]
+async fn demo_usage_charts_say_why_they_stay_empty_and_never_show_minus_zero() {
+    let app = spawn_app_with(|c| c.usage.interval_seconds = 1).await;
+    let admin = app.setup_admin("admin").await;
+    // Let the sampler run a few times.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    for path in ["/vms/web01", "/host"] {
+        let page = app.get_text(&admin, path).await;
+        let at = page
+            .find("id=\"usage-note\"")
+            .unwrap_or_else(|| panic!("{path}: no note"));
+        assert!(
+            page[at..at + 300].contains("no CPU, disk or network counters"),
+            "{path}"
+        );
+        assert!(
+            !page.contains("-0 B/s") && !page.contains("-0.0"),
+            "{path}: {page}"
+        );
+    }
+}
+
+const ISO: &str = "/var/lib/libvirt/images/debian-12.8.0-amd64-netinst.iso";
+
+/// The New VM form as typed; `extra` replaces or adds fields.
+fn vm_form(csrf: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut f: Vec<(String, String)> = [
+        ("csrf", csrf),
+        ("name", "pf01"),
+        ("size_mode", "flavor"),
+        ("flavor", "small"),
+        ("disk_mode", "new"),
+        ("pool", "default"),
+        ("size_gib", ""),
+        ("format", ""),
+        ("install", "cdrom"),
+        ("iso", ISO),
+        ("nic_mode", "network"),
+        ("network", "default"),
+        ("nic_model", "virtio"),
+        ("mac", ""),
+        ("clock", "utc"),
+        ("then", "define"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        f.retain(|(key, _)| key != k);
+        f.push((k.to_string(), v.to_string()));
+    }
+    f
+}
+
+/// The text of the field error shown at `field`, if any.
+fn field_error<'a>(page: &'a str, field: &str) -> Option<&'a str> {
+    let marker = format!("data-field=\"{field}\">");
+    let at = page.find(&marker)? + marker.len();
+    Some(&page[at..at + page[at..].find('<').unwrap()])
+}
+
+#[tokio::test]
+async fn the_new_vm_form_shows_every_error_in_one_round_at_its_field() {
+    let app = spawn_app().await;
+    let admin = app.setup_admin("admin").await;
+    let page = app.get_text(&admin, "/vms/new").await;
+    let csrf = csrf_in(&page);
+    // Too many units (5 of 12 are free on the demo host), a bad name and a bad MAC at
+    // once: all three at their fields.
+    let r = admin
+        .post(app.url("/vms"))
+        .form(&vm_form(
+            &csrf,
+            &[
+                ("name", "bad name!"),
+                ("size_mode", "units"),
+                ("units", "6"),
+                ("mac", "not-a-mac"),
+            ],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = r.text().await.unwrap();
+    assert!(field_error(&body, "name").is_some(), "name: {body}");
+    assert!(field_error(&body, "mac").is_some(), "mac: {body}");
+    let units = field_error(&body, "units").expect("units error at the size");
+    assert!(
+        units.contains("needs 6 units but only 5 of 12 are free"),
+        "{units}"
+    );
+    assert!(
+        !body.contains(&format!("id=\"form-error\">{units}")),
+        "not at the top"
+    );
+
+    // A number that cannot be read and a taken name, together.
+    let r = admin
+        .post(app.url("/vms"))
+        .form(&vm_form(
+            &csrf,
+            &[
+                ("name", "web01"),
+                ("size_mode", "custom"),
+                ("vcpus", "two"),
+                ("memory_mib", "1024"),
+            ],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = r.text().await.unwrap();
+    assert!(field_error(&body, "vcpus").is_some(), "{body}");
+    assert!(field_error(&body, "name")
+        .unwrap()
+        .contains("exists already"));
+}
+
+#[tokio::test]
+async fn the_new_vm_form_offers_only_usable_volumes_and_notices_create_and_delete() {
+    let app = spawn_app().await;
+    let admin = app.setup_admin("admin").await;
+    let page = app.get_text(&admin, "/vms/new").await;
+    let at = page.find("<select name=\"volume\">").expect("volume list");
+    let volumes = &page[at..at + page[at..].find("</select>").unwrap()];
+    assert!(
+        !volumes.contains("web01.qcow2"),
+        "in use by web01: {volumes}"
+    );
+    assert!(!volumes.contains(".iso"), "{volumes}");
+    let csrf = csrf_in(&page);
+
+    let r = admin
+        .post(app.url("/vms"))
+        .form(&vm_form(&csrf, &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/vms/pf01");
+    let detail = app.get_text(&admin, "/vms/pf01").await;
+    assert_eq!(count(&detail, "Created VM pf01:"), 1, "{detail}");
+    let detail = app.get_text(&admin, "/vms/pf01").await;
+    assert_eq!(count(&detail, "Created VM pf01:"), 0, "once");
+
+    let r = admin
+        .post(app.url("/vms/pf01/delete"))
+        .form(&[("csrf", csrf.as_str()), ("delete_volumes", "on")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/vms");
+    let list = app.get_text(&admin, "/vms").await;
+    assert_eq!(count(&list, "Deleted VM pf01;"), 1, "{list}");
+    let list = app.get_text(&admin, "/vms").await;
+    assert_eq!(count(&list, "Deleted VM pf01;"), 0, "once");
+}

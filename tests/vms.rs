@@ -437,14 +437,9 @@ async fn the_create_page_shows_errors_at_their_field_and_creates_with_the_form()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let list = admin
-        .get(app.url("/vms"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = app.get_text(&admin, "/vms").await;
+    assert!(list.contains("Deleted VM formvm;"), "a notice, once");
+    let list = app.get_text(&admin, "/vms").await;
     assert!(!list.contains("formvm"));
     let audit = app.audit_text(&admin).await;
     assert!(audit.contains("vm.create") && audit.contains("vm.delete"));

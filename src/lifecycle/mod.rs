@@ -903,6 +903,80 @@ fn plan(
     })
 }
 
+/// The volumes a new VM may take: paths allowed as its existing disk, and as its CD-ROM
+/// (by the rules of `domain::volumes`, as [`create`] checks them), for the form's lists.
+pub struct VolumeChoices {
+    pub disks: HashSet<String>,
+    pub isos: HashSet<String>,
+}
+
+pub fn volume_choices(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<VolumeChoices> {
+    let inv = inventory(hv, store, cfg)?;
+    let mut choices = VolumeChoices {
+        disks: HashSet::new(),
+        isos: HashSet::new(),
+    };
+    for v in inv.pools.iter().flat_map(|p| p.volumes.iter()) {
+        let usage = inv.volume_use(v);
+        if existing_disk_refusal(&usage).is_none() {
+            choices.disks.insert(v.path.clone());
+        }
+        if cdrom_refusal(&usage).is_none() {
+            choices.isos.insert(v.path.clone());
+        }
+    }
+    Ok(choices)
+}
+
+/// Every problem [`create`] would find with `req` at its fields, without making
+/// anything: the field checks and, when they pass, whether the free units admit it
+/// (reported at the `units` field). The New VM form shows them all in one round.
+pub fn check_create(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    cfg: &Config,
+    virt_type: Result<VirtType, String>,
+    req: &CreateVmRequest,
+) -> LcResult<Vec<FieldError>> {
+    let Ok(virt_type) = virt_type else {
+        return Ok(Vec::new());
+    };
+    let mut inv = inventory(hv, store, cfg)?;
+    inspect_named(hv, store, req, &mut inv);
+    let flavors: Vec<(String, u32)> = store
+        .flavors()?
+        .into_iter()
+        .map(|f| (f.name, f.units))
+        .collect();
+    let claims = claims(&inv.model, &inv.vms, &inv.rows);
+    let admission = |units: u32| admit(&inv.model, &claims, units, None).err();
+    match plan(req, &inv, &flavors, cfg, virt_type) {
+        Ok(plan) => Ok(admission(plan.units)
+            .map(|e| vec![field("units", e.to_string())])
+            .unwrap_or_default()),
+        Err(LifecycleError::Invalid(mut errors)) => {
+            // The size's own units (without the disk's share) may already be too many.
+            let size_fields = ["flavor", "units", "vcpus", "memory_mib"];
+            if !errors.iter().any(|e| size_fields.contains(&e.field)) {
+                let mut scratch = Vec::new();
+                let size = SizeRequest {
+                    flavor: req.flavor.clone(),
+                    units: req.units,
+                    vcpus: req.vcpus,
+                    memory_mib: req.memory_mib,
+                };
+                if let (Some(u), _) = resolve_size(&inv.model, &flavors, &size, &mut scratch) {
+                    if let Some(e) = admission(u) {
+                        errors.push(field("units", e.to_string()));
+                    }
+                }
+            }
+            Ok(errors)
+        }
+        Err(other) => Err(other),
+    }
+}
+
 /// Validates, admits against free units, then makes the volume, the definition and
 /// (optionally) starts it. A failure at any step undoes the earlier ones.
 #[allow(clippy::too_many_arguments)] // each is a distinct collaborator; a struct would only rename them

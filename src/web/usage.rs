@@ -45,7 +45,14 @@ pub struct Charts {
     pub long: Vec<ChartView>,
     pub recent_label: String,
     pub long_label: String,
+    /// Why the charts stay empty on this host, said above them.
+    pub note: Option<&'static str>,
 }
+
+/// Said on the demo host, whose charts never fill.
+const DEMO_NOTE: &str = "The demo host is simulated: libvirt's test driver keeps no CPU, \
+     disk or network counters, so these charts stay empty here. On a real host \
+     (qemu:///system) they fill within a minute of a VM running.";
 
 fn unix_now() -> u32 {
     super::now().clamp(0, i64::from(u32::MAX)) as u32
@@ -200,6 +207,7 @@ fn section(
         long,
         recent_label: fr.window,
         long_label: fl.window,
+        note: crate::hypervisor::libvirt::is_test_uri(state.hv.uri()).then_some(DEMO_NOTE),
     }
 }
 

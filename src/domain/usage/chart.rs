@@ -17,6 +17,9 @@ pub fn format_value(v: f64, unit: Unit) -> String {
     if !v.is_finite() {
         return "–".into();
     }
+    // Usage is never below zero: a rounding or counter-reset artefact (and -0.0 itself)
+    // shows as 0, never as "-0 B/s".
+    let v = if v > 0.0 { v } else { 0.0 };
     match unit {
         Unit::Percent => format!("{v:.1} %"),
         Unit::Mib if v >= 1024.0 => format!("{:.1} GiB", v / 1024.0),
@@ -285,6 +288,9 @@ mod tests {
         assert_eq!(format_value(812.0, Unit::Mib), "812 MiB");
         assert_eq!(format_value(1536.0, Unit::Mib), "1.5 GiB");
         assert_eq!(format_value(100.0, Unit::BytesPerSecond), "100 B/s");
+        assert_eq!(format_value(-0.0, Unit::BytesPerSecond), "0 B/s");
+        assert_eq!(format_value(-0.4, Unit::BytesPerSecond), "0 B/s");
+        assert_eq!(format_value(-0.01, Unit::Percent), "0.0 %");
         assert_eq!(
             format_value(3.5 * 1024.0, Unit::BytesPerSecond),
             "3.5 KiB/s"

@@ -184,8 +184,9 @@ pub(super) fn number<T: std::str::FromStr>(
 }
 
 impl CreateForm {
-    /// The request the form describes, or the fields that could not even be read.
-    fn to_request(&self) -> Result<CreateVmRequest, Vec<FieldError>> {
+    /// The request the form describes (unreadable numbers left out), and the fields that
+    /// could not even be read.
+    fn to_request(&self) -> (CreateVmRequest, Vec<FieldError>) {
         let mut errors = Vec::new();
         let (flavor, units, vcpus, memory_mib) = match self.size_mode.as_str() {
             "units" => (
@@ -279,10 +280,7 @@ impl CreateForm {
                 mac,
             }),
         };
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        Ok(CreateVmRequest {
+        let req = CreateVmRequest {
             name: self.name.clone(),
             flavor,
             units,
@@ -300,7 +298,17 @@ impl CreateForm {
             start: self.then != "define",
             cloud_init,
             kickstart_base_url: None,
-        })
+        };
+        (req, errors)
+    }
+
+    /// The size field the form is using, where a units or admission problem is shown.
+    fn size_field(&self) -> &'static str {
+        match self.size_mode.as_str() {
+            "units" => "units",
+            "custom" => "vcpus",
+            _ => "flavor",
+        }
     }
 }
 
@@ -320,6 +328,8 @@ struct NewVmPage {
     kickstarts: Vec<String>,
     /// Guests on other networks may not reach the derived kickstart URL.
     kickstart_base_note: bool,
+    /// Which volumes a new VM may take (as its disk, as its CD-ROM).
+    choices: lifecycle::VolumeChoices,
 }
 
 impl NewVmPage {
@@ -348,9 +358,17 @@ impl NewVmPage {
             .flat_map(|p| {
                 p.volumes
                     .iter()
-                    .filter(|v| v.is_iso())
+                    .filter(|v| v.is_iso() && self.choices.isos.contains(&v.path))
                     .map(move |v| (v.path.clone(), format!("{} / {}", p.name, v.name)))
             })
+            .collect()
+    }
+    /// Existing volumes a new VM may take as its disk: none another VM uses, no seed,
+    /// no ISO, none being made.
+    fn usable_disks(&self) -> Vec<(String, String)> {
+        self.disks()
+            .into_iter()
+            .filter(|(path, _)| self.choices.disks.contains(path))
             .collect()
     }
     fn disks(&self) -> Vec<(String, String)> {
@@ -377,13 +395,14 @@ async fn render_new(
     general_error: Option<String>,
 ) -> Result<HttpResponse, AppError> {
     form.ci_password.clear();
-    let (flavors, pools, networks, capacity, kickstarts) = lc(state, |s| {
+    let (flavors, pools, networks, capacity, kickstarts, choices) = lc(state, |s| {
         Ok((
             s.store.flavors()?,
             s.hv.pools()?,
             s.hv.networks()?,
             lifecycle::capacity(s.hv.as_ref(), &s.store, &s.cfg)?,
             s.store.kickstarts()?,
+            lifecycle::volume_choices(s.hv.as_ref(), &s.store, &s.cfg)?,
         ))
     })
     .await?;
@@ -401,6 +420,7 @@ async fn render_new(
             boot_dir: state.cfg.boot_dir.display().to_string(),
             kickstarts: kickstarts.into_iter().map(|k| k.name).collect(),
             kickstart_base_note: crate::web::kickstarts::base_url_may_be_unreachable(&state.cfg),
+            choices,
         },
     ))
 }
@@ -435,28 +455,58 @@ pub async fn create_vm(
     who.check_csrf(Some(&form.csrf))?;
     who.require(&state, Role::Operator, "vm.create", form.name.trim())
         .await?;
-    let req = match form.to_request() {
-        Ok(mut r) => {
-            r.kickstart_base_url = Some(crate::web::kickstarts::base_url(&http, &state));
-            r
+    let (mut req, mut errors) = form.to_request();
+    req.kickstart_base_url = Some(crate::web::kickstarts::base_url(&http, &state));
+    // Every field's problem in one round: what could not be read, what the create would
+    // refuse, and whether the free units admit the size (at the size field).
+    let checked = req.clone();
+    let more = lc(&state, move |s| {
+        lifecycle::check_create(
+            s.hv.as_ref(),
+            &s.store,
+            &s.cfg,
+            s.virt_type.clone(),
+            &checked,
+        )
+    })
+    .await?;
+    for e in more {
+        if !errors.iter().any(|have| have.field == e.field) {
+            errors.push(e);
         }
-        Err(errors) => {
-            return render_new(
-                &state,
-                &who,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                form,
-                errors,
-                None,
-            )
-            .await
-        }
-    };
+    }
+    if !errors.is_empty() {
+        let errors = at_size_field(&form, errors);
+        return render_new(
+            &state,
+            &who,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            form,
+            errors,
+            None,
+        )
+        .await;
+    }
     match create(&state, &who, req).await {
-        Ok(created) => Ok(HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, format!("/vms/{}", created.name)))
-            .finish()),
+        Ok(created) => Ok(super::super::flash::redirect(
+            &who,
+            &format!("/vms/{}", created.name),
+            super::super::flash::Flash::notice(created_notice(&created)),
+        )),
+        Err(LifecycleError::Capacity(c)) => {
+            // Admission is checked again when the VM is made (another create may have
+            // taken the units meanwhile): shown at the size field too.
+            let errors = at_size_field(
+                &form,
+                vec![FieldError {
+                    field: "units",
+                    message: c.to_string(),
+                }],
+            );
+            render_new(&state, &who, StatusCode::CONFLICT, form, errors, None).await
+        }
         Err(LifecycleError::Invalid(errors)) => {
+            let errors = at_size_field(&form, errors);
             render_new(
                 &state,
                 &who,
@@ -467,12 +517,8 @@ pub async fn create_vm(
             )
             .await
         }
-        Err(e @ (LifecycleError::Capacity(_) | LifecycleError::Failed { .. })) => {
-            let status = if matches!(e, LifecycleError::Capacity(_)) {
-                StatusCode::CONFLICT
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
+        Err(e @ LifecycleError::Failed { .. }) => {
+            let status = StatusCode::BAD_GATEWAY;
             render_new(&state, &who, status, form, Vec::new(), Some(e.to_string())).await
         }
         Err(e) => Err(e.into()),
@@ -951,8 +997,59 @@ pub async fn delete_vm(
 ) -> Result<HttpResponse, AppError> {
     who.check_csrf(form.csrf.as_deref())?;
     let name = path.into_inner();
-    delete(&state, &who, &name, form.delete_volumes.is_some()).await?;
-    Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, "/vms"))
-        .finish())
+    let d = delete(&state, &who, &name, form.delete_volumes.is_some()).await?;
+    Ok(super::super::flash::redirect(
+        &who,
+        "/vms",
+        super::super::flash::Flash::notice(deleted_notice(&name, &d)),
+    ))
+}
+
+/// What the VM list says once after a delete.
+fn deleted_notice(name: &str, d: &lifecycle::Deleted) -> String {
+    let mut s = format!(
+        "Deleted VM {name}; {} released.",
+        super::units_text(d.units_released)
+    );
+    if !d.volumes_deleted.is_empty() {
+        s.push_str(&format!(
+            " Volumes deleted: {}.",
+            d.volumes_deleted.join(", ")
+        ));
+    }
+    if !d.volumes_kept.is_empty() {
+        let kept: Vec<&str> = d.volumes_kept.iter().map(|k| k.path.as_str()).collect();
+        s.push_str(&format!(" Volumes kept: {}.", kept.join(", ")));
+    }
+    s
+}
+
+/// What the VM page says once after a create.
+fn created_notice(c: &lifecycle::Created) -> String {
+    format!(
+        "Created VM {}: {}, {} vCPUs, {} MiB memory{}.",
+        c.name,
+        super::units_text(c.units),
+        c.vcpus,
+        c.memory_mib,
+        if c.started {
+            "; it is starting"
+        } else {
+            "; it is defined, not started"
+        }
+    )
+}
+
+/// Units and admission problems are shown at the size field the form uses.
+fn at_size_field(form: &CreateForm, errors: Vec<FieldError>) -> Vec<FieldError> {
+    let size_field = form.size_field();
+    errors
+        .into_iter()
+        .map(|mut e| {
+            if e.field == "units" {
+                e.field = size_field;
+            }
+            e
+        })
+        .collect()
 }
