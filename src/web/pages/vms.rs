@@ -36,6 +36,8 @@ struct VmsPage<'a> {
     capacity: Capacity,
     can_operate: bool,
     sparks: super::super::usage::Sparks,
+    /// What the last action from this list did.
+    message: Option<String>,
 }
 
 impl VmsPage<'_> {
@@ -50,6 +52,11 @@ impl VmsPage<'_> {
 
     fn per_page_choices(&self) -> [usize; 4] {
         PER_PAGE_CHOICES
+    }
+
+    /// Where a row's Start / Shut down button comes back to: this page of the list.
+    fn back_href(&self) -> String {
+        list_href(&self.query, self.page.number)
     }
 }
 
@@ -111,6 +118,8 @@ pub async fn vms_page(
             page,
             capacity,
             sparks,
+            // A one-time notice left by a form (e.g. a VM deleted) comes first.
+            message: super::super::flash::take(&who).map(|f| f.notice),
         },
     ))
 }
@@ -778,6 +787,23 @@ pub(super) async fn render_detail(
 #[derive(Deserialize)]
 pub struct ActionForm {
     csrf: Option<String>,
+    /// Set by the VM list's per-row buttons: the list page to come back to.
+    back: Option<String>,
+}
+
+/// The VM list page an action from the list returns to, with its notice shown once; only
+/// a page of the list itself is taken (never another site or page).
+fn back_to_list(who: &Authed, back: &str, message: String) -> Option<HttpResponse> {
+    let rest = back.strip_prefix("/vms")?;
+    // A path of the list, in plain characters (no spaces, line breaks or other sites).
+    if !(rest.is_empty() || rest.starts_with('?')) || !back.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    Some(super::super::flash::redirect(
+        who,
+        back,
+        super::super::flash::Flash::notice(message),
+    ))
 }
 
 pub(super) fn back_to(name: &str, message: &str) -> HttpResponse {
@@ -828,7 +854,28 @@ pub async fn vm_action(
     let (name, action) = path.into_inner();
     let action =
         VmAction::parse(&action).ok_or_else(|| AppError::not_found("There is no such action."))?;
-    match run_action(&state, &who, &name, action).await {
+    let result = run_action(&state, &who, &name, action).await;
+    if let Some(back) = form.back.as_deref() {
+        let message = match &result {
+            Ok(()) if action == VmAction::Shutdown => {
+                format!("Shutdown of {name} requested: the guest decides when to stop.")
+            }
+            Ok(()) => format!("{}: done for {name}.", action.label()),
+            Err(e)
+                if e.kind != super::super::errors::ErrorKind::Forbidden
+                    && e.kind != super::super::errors::ErrorKind::NotFound =>
+            {
+                format!("{name}: {}", e.message)
+            }
+            Err(_) => String::new(),
+        };
+        if !message.is_empty() {
+            if let Some(r) = back_to_list(&who, back, message) {
+                return Ok(r);
+            }
+        }
+    }
+    match result {
         Ok(()) if action == VmAction::Shutdown => Ok(HttpResponse::SeeOther()
             .insert_header((
                 header::LOCATION,
