@@ -457,3 +457,30 @@ async fn the_new_vm_form_offers_only_usable_volumes_and_notices_create_and_delet
     let list = app.get_text(&admin, "/vms").await;
     assert_eq!(count(&list, "Deleted VM pf01;"), 0, "once");
 }
+
+#[tokio::test]
+async fn the_new_vm_form_says_what_the_units_give_and_what_is_charged() {
+    let app = spawn_app().await;
+    let admin = app.setup_admin("admin").await;
+    let page = app.get_text(&admin, "/vms/new").await;
+    let at = page.find("id=\"units-charge\"").expect("a charge hint");
+    let hint = &page[at..at + page[at..].find("</p>").unwrap()];
+    assert!(hint.contains("1 unit: 5 vCPUs"), "{hint}");
+    assert!(hint.contains("The VM is charged 1 unit."), "{hint}");
+    // A disk bigger than the units' share decides the charge; the form says so.
+    let csrf = csrf_in(&page);
+    let r = admin
+        .post(app.url("/vms"))
+        .form(&vm_form(
+            &csrf,
+            &[("name", "bad name!"), ("size_gib", "1000")],
+        ))
+        .send()
+        .await
+        .unwrap();
+    let body = r.text().await.unwrap();
+    let at = body.find("id=\"units-charge\"").expect("a charge hint");
+    let hint = &body[at..at + body[at..].find("</p>").unwrap()];
+    assert!(hint.contains("the 1000 GiB disk needs"), "{hint}");
+    assert!(hint.contains("so the VM is charged"), "{hint}");
+}

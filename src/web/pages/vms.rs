@@ -372,6 +372,73 @@ impl NewVmPage {
             })
             .collect()
     }
+    /// What the size as typed gives and what the VM is charged, and which resource
+    /// decides it: "2 units: 10 vCPUs, 10.3 GiB memory; the 300 GiB disk needs 4 units,
+    /// so the VM is charged 4 units." `None` while the size cannot be read.
+    fn charge_text(&self) -> Option<String> {
+        let model = &self.capacity.model;
+        let f = &self.form;
+        let read = |s: &str| s.trim().parse::<u64>().ok().filter(|n| *n > 0);
+        let units = match f.size_mode.as_str() {
+            "units" => read(&f.units).map(|u| u.min(u64::from(u32::MAX)) as u32),
+            "custom" => match (read(&f.vcpus), read(&f.memory_mib)) {
+                (Some(v), Some(m)) => Some(model.units_for(Size {
+                    vcpus: v.min(u64::from(u32::MAX)) as u32,
+                    memory_mib: m,
+                })),
+                _ => None,
+            },
+            _ => self
+                .flavors
+                .iter()
+                .find(|fl| fl.name == f.flavor)
+                .map(|fl| fl.units),
+        }?;
+        let size = model.size_of(units);
+        let memory = if size.memory_mib >= 1024 {
+            format!("{:.1} GiB", size.memory_mib as f64 / 1024.0)
+        } else {
+            format!("{} MiB", size.memory_mib)
+        };
+        let gives = format!(
+            "{}: {} vCPU{}, {memory} memory",
+            super::units_text(units),
+            size.vcpus,
+            if size.vcpus == 1 { "" } else { "s" }
+        );
+        let pool = self.pools.iter().find(|p| p.name == f.pool);
+        let disk = match (f.disk_mode.as_str(), pool) {
+            ("new" | "", Some(p)) if p.capacity_gib() > 0 => Some(p),
+            _ => None,
+        };
+        let Some(p) = disk else {
+            return Some(format!(
+                "{gives}; the VM is charged {}.",
+                super::units_text(units)
+            ));
+        };
+        let Some(gib) = read(&f.size_gib) else {
+            return Some(format!(
+                "{gives}; its new disk gets the units' share of pool {}, {} GiB. The VM is charged {}.",
+                p.name,
+                model.disk_gib_of(units, p.capacity_gib()).max(1),
+                super::units_text(units)
+            ));
+        };
+        let disk_units = model.units_for_disk(gib, p.capacity_gib());
+        Some(if disk_units > units {
+            format!(
+                "{gives}; the {gib} GiB disk needs {}, so the VM is charged {}.",
+                super::units_text(disk_units),
+                super::units_text(disk_units)
+            )
+        } else {
+            format!(
+                "{gives}; the {gib} GiB disk fits in them. The VM is charged {}.",
+                super::units_text(units)
+            )
+        })
+    }
     /// Existing volumes a new VM may take as its disk: none another VM uses, no seed,
     /// no ISO, none being made.
     fn usable_disks(&self) -> Vec<(String, String)> {
