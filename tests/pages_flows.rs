@@ -484,3 +484,36 @@ async fn the_new_vm_form_says_what_the_units_give_and_what_is_charged() {
     assert!(hint.contains("the 1000 GiB disk needs"), "{hint}");
     assert!(hint.contains("so the VM is charged"), "{hint}");
 }
+
+#[tokio::test]
+async fn the_demo_host_says_before_apply_that_it_will_be_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path().to_path_buf();
+    let app = spawn_app_with(move |c| {
+        c.host.root = r;
+        c.host.netns = None;
+    })
+    .await;
+    let admin = app.setup_admin("admin").await;
+    let csrf = app.csrf(&admin, "/host/sysctl").await;
+    let r = admin
+        .post(app.url("/host/sysctl/plan"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("action", "set"),
+            ("key", "net.ipv4.ip_forward"),
+            ("value", "1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let page = r.text().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Plan:"), "a plan page: {page}");
+    let at = page
+        .find("id=\"apply-refused\"")
+        .expect("said before Apply");
+    assert!(page[at..at + 300].contains("demo host"), "{page}");
+    assert!(!page.contains("id=\"apply-form\""), "no live Apply button");
+}

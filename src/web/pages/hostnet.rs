@@ -463,6 +463,8 @@ struct PlanPage {
     root: String,
     confirm_seconds: u64,
     back: &'static str,
+    /// Why Apply will be refused here (the demo host), said before it is pressed.
+    apply_refused: Option<String>,
 }
 
 fn plan_page(state: &AppState, who: &Authed, plan: Plan, back: &'static str) -> HttpResponse {
@@ -478,6 +480,7 @@ fn plan_page(state: &AppState, who: &Authed, plan: Plan, back: &'static str) -> 
             root: root_display(state),
             confirm_seconds: state.cfg.host.confirm_seconds,
             back,
+            apply_refused: state.host.settings.apply_refused.clone(),
         },
     )
 }
