@@ -45,14 +45,16 @@ const KNOWN: &[(&str, &str, &str)] = &[
     (
         "/vms at ",
         "/screenshot?t=",
-        "the VM list asks for thumbnails the demo host has none of: GET /vms/NAME/screenshot \
-         answers 404 and the console logs it (VM list thumbnails, being fixed in vms.html/live.js)",
+        "the VM list asks for each running VM's thumbnail; on the demo host there is none, \
+         GET /vms/NAME/screenshot answers 404 (the page then shows 'No screen yet', as meant) \
+         and Chromium logs each 404 as SEVERE. Owner: VM list (static/console/thumbs.js and \
+         the screenshot route); an answer the browser does not log (e.g. 204) would end it",
     ),
     (
         "/vms at 400 px",
         "horizontal scroll: scrollWidth",
-        "table#vm-list is not in a scrolling wrapper, so the VM list is ~940 px wide on a phone \
-         (templates/vms.html, being fixed by the VM list's engineer)",
+        "table#vm-list is not in a scrolling wrapper (.table-wrap/.table-scroll), so the VM \
+         list is ~940 px wide on a 400 px screen. Owner: VM list (templates/vms.html)",
     ),
 ];
 
