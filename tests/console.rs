@@ -512,7 +512,7 @@ async fn the_demo_host_says_consoles_are_not_available() {
     tokio::spawn(running.server);
     let admin = app.setup_admin().await;
     let (s, v) = app.mint(&admin, "web01", "vnc", false).await;
-    assert_eq!(s, Http::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(s, Http::CONFLICT, "{v}");
     assert!(
         v["error"]["message"]
             .as_str()

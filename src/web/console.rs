@@ -133,8 +133,10 @@ async fn vm_state(state: &AppState, vm: &str) -> Result<VmState, AppError> {
 
 fn not_available_here(state: &AppState) -> Option<AppError> {
     crate::hypervisor::libvirt::is_test_uri(state.hv.uri()).then(|| {
+        // Not a server fault: this host cannot have consoles (409, like other refusals
+        // that depend on what the host is).
         AppError::new(
-            ErrorKind::Unavailable,
+            ErrorKind::Conflict,
             "Consoles are not available on the demo host: libvirt's test driver has no real \
              VNC or serial consoles. Run virtdeck on a real host (qemu:///system).",
         )
