@@ -41,22 +41,7 @@ fn skipped(path: &str) -> bool {
 /// width —, a marker in its text, why). A problem is excused only if it starts with the
 /// first and contains the second; everything else fails the test. Remove an entry once
 /// its problem is fixed (the test prints entries that no longer match anything).
-const KNOWN: &[(&str, &str, &str)] = &[
-    (
-        "/vms at ",
-        "/screenshot?t=",
-        "the VM list asks for each running VM's thumbnail; on the demo host there is none, \
-         GET /vms/NAME/screenshot answers 404 (the page then shows 'No screen yet', as meant) \
-         and Chromium logs each 404 as SEVERE. Owner: VM list (static/console/thumbs.js and \
-         the screenshot route); an answer the browser does not log (e.g. 204) would end it",
-    ),
-    (
-        "/vms at 400 px",
-        "horizontal scroll: scrollWidth",
-        "table#vm-list is not in a scrolling wrapper (.table-wrap/.table-scroll), so the VM \
-         list is ~940 px wide on a 400 px screen. Owner: VM list (templates/vms.html)",
-    ),
-];
+const KNOWN: &[(&str, &str, &str)] = &[];
 
 /// The checks, run in the page; returns a list of problem strings.
 const CHECKS: &str = r#"

@@ -876,10 +876,11 @@ pub async fn screenshot(
             .insert_header((header::CONTENT_TYPE, "image/png"))
             .insert_header((header::CACHE_CONTROL, "private, no-store"))
             .body(png),
-        None => HttpResponse::NotFound()
+        // No picture (yet, or none on this host): 204, which the list shows as "No screen
+        // yet" and browsers do not report as a failed load.
+        None => HttpResponse::NoContent()
             .insert_header((header::CACHE_CONTROL, "no-store"))
-            .content_type("text/plain; charset=utf-8")
-            .body("No picture of this VM's screen yet."),
+            .finish(),
     })
 }
 

@@ -552,6 +552,23 @@ pub async fn create_vm(
         }
     }
     if !errors.is_empty() {
+        // Refused before anything was made: audited like a refused create.
+        let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
+        let admission = errors.iter().any(|e| e.field == "units");
+        audit::record(
+            &state,
+            &who.username,
+            &who.remote_addr,
+            "vm.create",
+            form.name.trim(),
+            if admission && fields.len() == 1 {
+                "refused"
+            } else {
+                "invalid"
+            },
+            &format!("problems at: {}", fields.join(", ")),
+        )
+        .await;
         let errors = at_size_field(&form, errors);
         return render_new(
             &state,
