@@ -517,3 +517,43 @@ async fn the_demo_host_says_before_apply_that_it_will_be_refused() {
     assert!(page[at..at + 300].contains("demo host"), "{page}");
     assert!(!page.contains("id=\"apply-form\""), "no live Apply button");
 }
+
+/// A host running more vCPUs than it has CPUs: the Host page says what that means
+/// instead of a bare "18 of 16 CPUs".
+#[tokio::test]
+async fn the_host_page_explains_cpu_overcommit() {
+    let app = spawn_app().await;
+    let api = common::api::Api::new(&app).await;
+    let (admin, _) = app.login("admin", ADMIN_PASSWORD).await;
+    let host_page = || async {
+        admin
+            .get(app.url("/host"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let page = host_page().await;
+    assert!(page.contains("13 vCPUs on 16 CPUs"), "{page}");
+    assert!(!page.contains("id=\"cpu-overcommit\""), "no overcommit yet");
+    let (s, created) = api
+        .post(
+            "/api/v1/vms",
+            serde_json::json!({
+                "name": "app01", "flavor": "small",
+                "disk": {"type": "new", "pool": "default", "size_gib": 2},
+                "install": {"type": "cdrom", "volume": "/var/lib/libvirt/images/debian-12.8.0-amd64-netinst.iso"},
+                "nic": {"bridge": "br0"}, "start": true
+            }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let page = host_page().await;
+    assert!(page.contains("18 vCPUs on 16 CPUs"), "{page}");
+    assert!(
+        page.contains("id=\"cpu-overcommit\"") && page.contains("cpu_allocation_ratio"),
+        "{page}"
+    );
+}

@@ -20,6 +20,8 @@ struct HostPage {
     kvm_text: String,
     virt_type: Result<&'static str, String>,
     counts: VmCounts,
+    /// What the vCPU figure means when it passes the CPU count.
+    overcommit: Option<String>,
     capacity: Result<Capacity, String>,
     usage: super::super::usage::Charts,
 }
@@ -32,7 +34,17 @@ pub async fn host_page(state: web::Data<AppState>, who: Authed) -> Result<HttpRe
     .await
     .map_err(|e| e.to_string());
     let kvm = state.hv.kvm_status();
+    let counts = VmCounts::of(&vms);
+    let overcommit = (counts.vcpus_active > u64::from(facts.cpu_count)).then(|| {
+        format!(
+            "Overcommitted: running VMs have more vCPUs than the host has CPUs, so they share \
+             them. That is allowed up to {} vCPUs per usable CPU ([capacity] \
+             cpu_allocation_ratio); memory is never overcommitted.",
+            state.cfg.capacity.cpu_allocation_ratio
+        )
+    });
     let page = HostPage {
+        overcommit,
         chrome: Chrome::new(&who, "host"),
         kvm_ok: matches!(kvm, KvmStatus::Usable),
         kvm_text: kvm.describe(),
@@ -41,7 +53,7 @@ pub async fn host_page(state: web::Data<AppState>, who: Authed) -> Result<HttpRe
             .as_ref()
             .map(|v| v.as_str())
             .map_err(Clone::clone),
-        counts: VmCounts::of(&vms),
+        counts,
         capacity,
         facts,
         usage: super::super::usage::host_charts(&state),
