@@ -243,7 +243,11 @@ impl App {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), reqwest::StatusCode::OK, "user {name} created");
+        assert_eq!(
+            r.status(),
+            reqwest::StatusCode::SEE_OTHER,
+            "user {name} created (the form answers with a redirect)"
+        );
         let (http, jar) = jar_client();
         let body = http
             .get(self.url("/login"))
@@ -274,7 +278,7 @@ impl App {
 
     /// An API token for the admin.
     pub async fn admin_token(&self, admin: &User) -> String {
-        let page = admin
+        let r = admin
             .http
             .post(self.url("/tokens"))
             .form(&[
@@ -282,6 +286,14 @@ impl App {
                 ("username", "admin"),
                 ("label", "console-tests"),
             ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::SEE_OTHER, "token made");
+        // Shown once, on the page the form redirects to.
+        let page = admin
+            .http
+            .get(self.url("/users"))
             .send()
             .await
             .unwrap()
