@@ -387,3 +387,57 @@ async fn an_image_naming_a_host_file_as_backing_is_neither_copied_nor_attached()
     let after = (admin.fingerprint().await, volume_paths(&admin).await);
     assert_eq!(before, after);
 }
+
+/// Whether virtdeck still has a record of having made the volume at `path`.
+async fn recorded(app: &TestApp, path: &str) -> bool {
+    let db = app.data_dir.path().join("virtdeck.db");
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || {
+        let c = rusqlite::Connection::open(db).unwrap();
+        let n: i64 = c
+            .query_row(
+                "SELECT count(*) FROM vm_volumes WHERE path = ?1",
+                [path],
+                |r| r.get(0),
+            )
+            .unwrap();
+        n > 0
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn deleting_a_kept_volume_forgets_its_record() {
+    // A volume virtdeck made for a VM, kept when the VM went, then deleted from its pool:
+    // a later volume at the same path must not inherit the old record (its format or
+    // backing file).
+    let app = spawn_app().await;
+    let (admin, _session, _op) = admin_and_operator(&app).await;
+    let (s, v) = admin
+        .post(
+            "/api/v1/vms",
+            vm(
+                "keep",
+                json!({"type": "new", "pool": "default", "size_gib": 1}),
+                json!({"type": "import"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let disk = v["disk_path"].as_str().expect("a disk").to_string();
+    assert!(recorded(&app, &disk).await, "the new disk is recorded");
+    let (s, d) = admin.delete("/api/v1/vms/keep").await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    assert!(recorded(&app, &disk).await, "a kept volume stays recorded");
+    let name = disk.rsplit('/').next().unwrap().to_string();
+    let (s, d) = admin
+        .delete(&format!("/api/v1/pools/default/volumes/{name}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    assert!(!volume_paths(&admin).await.contains(&disk));
+    assert!(
+        !recorded(&app, &disk).await,
+        "the record went with the volume"
+    );
+}

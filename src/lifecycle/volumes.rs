@@ -159,7 +159,14 @@ pub fn resize_volume(
 }
 
 /// Deletes a volume no VM uses.
-pub fn delete_volume(hv: &dyn Hypervisor, pool: &str, name: &str) -> LcResult<PoolVolume> {
+/// Deletes a volume no VM uses, and virtdeck's record of having made it (a later volume
+/// at the same path must not inherit that record's format or backing file).
+pub fn delete_volume(
+    hv: &dyn Hypervisor,
+    store: &crate::store::Store,
+    pool: &str,
+    name: &str,
+) -> LcResult<PoolVolume> {
     let v = volume(hv, pool, name)?;
     if !v.used_by.is_empty() {
         return Err(LifecycleError::Conflict(in_use_message(name, &v.used_by)));
@@ -168,5 +175,8 @@ pub fn delete_volume(hv: &dyn Hypervisor, pool: &str, name: &str) -> LcResult<Po
         .map_err(|e| LifecycleError::Failed {
             message: format!("Volume {name} could not be deleted: {}", e.user_message()),
         })?;
+    if let Err(e) = store.forget_made_volume(&v.volume.path) {
+        tracing::warn!(path = %v.volume.path, error = %e, "the deleted volume's record stays");
+    }
     Ok(v.volume)
 }

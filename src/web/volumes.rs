@@ -134,7 +134,7 @@ async fn delete(
         who,
         "volume.delete",
         &target(pool, name),
-        move |s| vols::delete_volume(s.hv.as_ref(), &p, &n),
+        move |s| vols::delete_volume(s.hv.as_ref(), &s.store, &p, &n),
         |v| format!("{} deleted", v.path),
     )
     .await
