@@ -10,7 +10,7 @@ use super::errors::{html, AppError, ErrorKind};
 use super::pages::Chrome;
 use super::session::{Authed, Credential};
 use super::{audit, now, AppState};
-use crate::auth::secret::{secrets_equal, sha256_hex};
+use crate::auth::secret::secrets_equal;
 use crate::auth::Role;
 use crate::console::proxy::{self, Limits};
 use crate::console::sessions::{Caps, Holder, SessionInfo};
@@ -94,20 +94,6 @@ async fn deny_role(state: &AppState, who: &Authed, vm: &str, kind: ConsoleKind) 
         who.role,
         kind.label()
     ))
-}
-
-/// The digest of the credential this request came with (session cookie or API token).
-fn credential_sha256(req: &HttpRequest, who: &Authed) -> Option<String> {
-    match &who.credential {
-        Credential::Session { token_sha256, .. } => Some(token_sha256.clone()),
-        Credential::ApiToken => {
-            let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-            let (scheme, token) = value.split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| sha256_hex(token.trim()))
-        }
-    }
 }
 
 fn path_escape(s: &str) -> String {
@@ -303,8 +289,7 @@ async fn mint(
             .field("force"));
         }
     }
-    let credential_sha256 = credential_sha256(req, who)
-        .ok_or_else(|| AppError::forbidden("This request carries no usable credential."))?;
+    let credential_sha256 = who.credential_sha256.clone();
     let lifetime = state.cfg.console.ticket_lifetime_seconds;
     let ticket = state
         .consoles
@@ -475,8 +460,7 @@ async fn start(
         .tickets
         .redeem(&ticket)
         .map_err(|e| AppError::forbidden(sentence(&e)))?;
-    let same_credential = credential_sha256(req, who)
-        .is_some_and(|c| secrets_equal(&c, &grant.credential_sha256))
+    let same_credential = secrets_equal(&who.credential_sha256, &grant.credential_sha256)
         && grant.user_id == who.user_id;
     if !same_credential {
         return Err(AppError::forbidden(
