@@ -670,3 +670,165 @@ async fn the_demo_host_shows_plans_but_never_applies_them_to_this_machine() {
     let (_, pending) = api.get("/api/v1/host/changes/pending").await;
     assert!(pending["pending"].is_null(), "{pending}");
 }
+
+/// The recipe form's IPv6 fields on the network page: (mode, address, gateway).
+fn recipe_ipv6(page: &str) -> (String, String, String) {
+    let start = page.find(r#"id="form-recipe""#).expect("recipe form");
+    let form = &page[start..start + page[start..].find("</form>").unwrap()];
+    let select = &form[form.find(r#"name="ipv6">"#).unwrap()..];
+    let select = &select[..select.find("</select>").unwrap()];
+    let mode = select
+        .split("<option")
+        .find(|o| o.starts_with(" selected>"))
+        .map(|o| {
+            o.trim_start_matches(" selected>")
+                .trim_end_matches("</option>")
+        })
+        .unwrap_or("")
+        .to_string();
+    let value = |name: &str| {
+        let marker = format!(r#"name="{name}" value=""#);
+        let at = form.find(&marker).unwrap() + marker.len();
+        form[at..at + form[at..].find('"').unwrap()].to_string()
+    };
+    (mode, value("ipv6_address"), value("ipv6_gateway"))
+}
+
+#[tokio::test]
+async fn recipe_carries_the_hosts_ipv6_and_the_plan_warns_before_losing_it() {
+    let h = host().await;
+    // vd0 is dual-stack: an address set by hand and the IPv6 default route (inside the
+    // test's namespace, so this machine's own addresses play no part).
+    let ns = h.ns.name.as_str();
+    h.ns.exec(&["sysctl", "-qw", "net.ipv6.conf.vd0.disable_ipv6=0"]);
+    ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        "2001:db8::10/64",
+        "dev",
+        "vd0",
+        "nodad",
+    ]);
+    ip(&[
+        "-n",
+        ns,
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        "2001:db8::1",
+        "dev",
+        "vd0",
+    ]);
+    let c = h.app.login("admin", ADMIN_PASSWORD).await.0;
+    let network = || async {
+        c.get(h.app.url("/host/network"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let page = network().await;
+    assert_eq!(
+        recipe_ipv6(&page),
+        (
+            "static".to_string(),
+            "2001:db8::10/64".to_string(),
+            "2001:db8::1".to_string()
+        ),
+        "the recipe carries the host's IPv6 over to the bridge"
+    );
+
+    // The recipe as offered keeps IPv6: no warning.
+    let recipe = |ipv6: &str| {
+        json!({
+            "kind": "recipe", "members": "vd0", "name": "br0", "forward_delay_s": "0",
+            "ipv4": "static", "ipv4_address": "192.0.2.10/24", "ipv4_gateway": "192.0.2.1",
+            "ipv6": ipv6, "ipv6_address": "2001:db8::10/64", "ipv6_gateway": "2001:db8::1",
+        })
+    };
+    let (s, plan) = h.plan(recipe("static")).await;
+    assert_eq!(s, StatusCode::OK, "{plan}");
+    assert_eq!(plan["plan"]["warnings"], json!([]), "{plan}");
+    // IPv6 off: the plan names what is lost, in the API and above Apply on the page.
+    let (s, plan) = h.plan(recipe("off")).await;
+    assert_eq!(s, StatusCode::OK, "{plan}");
+    let warnings: Vec<&str> = plan["plan"]["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w.as_str())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("IPv6 address 2001:db8::10/64 on vd0 will be lost")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("IPv6 default route via 2001:db8::1 on vd0 will be lost")),
+        "{warnings:?}"
+    );
+    let csrf = common::csrf_in(&page);
+    let r = c
+        .post(h.app.url("/host/network/plan"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("kind", "recipe"),
+            ("members", "vd0"),
+            ("name", "br0"),
+            ("forward_delay_s", "0"),
+            ("ipv4", "static"),
+            ("ipv4_address", "192.0.2.10/24"),
+            ("ipv4_gateway", "192.0.2.1"),
+            ("ipv6", "off"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let shown = r.text().await.unwrap();
+    let warned = shown.find(r#"id="plan-warnings""#).expect("warnings shown");
+    let apply = shown.find(r#"id="apply-form""#).expect("apply form");
+    assert!(warned < apply, "the warning comes before Apply");
+    assert!(shown[warned..apply].contains("IPv6 address 2001:db8::10/64 on vd0 will be lost"));
+    assert!(shown.contains(r#"<section class="warning" role="alert" id="plan-warnings">"#));
+
+    // An address from router advertisements (a lifetime, no `permanent` flag): auto.
+    ip(&[
+        "-n",
+        ns,
+        "-6",
+        "route",
+        "del",
+        "default",
+        "via",
+        "2001:db8::1",
+        "dev",
+        "vd0",
+    ]);
+    ip(&["-n", ns, "addr", "del", "2001:db8::10/64", "dev", "vd0"]);
+    ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        "2001:db8::5054:ff:fe00:1/64",
+        "dev",
+        "vd0",
+        "nodad",
+        "valid_lft",
+        "3600",
+        "preferred_lft",
+        "1800",
+    ]);
+    let (mode, address, _) = recipe_ipv6(&network().await);
+    assert_eq!((mode.as_str(), address.as_str()), ("auto", ""));
+}

@@ -15,7 +15,7 @@ pub mod sysctl_io;
 
 use crate::auth::secret::random_token;
 use crate::domain::hostnet::form::NetForm;
-use crate::domain::hostnet::plan::{live_ops, FileChange, LiveNet, LiveOp};
+use crate::domain::hostnet::plan::{ipv6_losses, live_ops, FileChange, LiveNet, LiveOp};
 use crate::domain::hostnet::render::{self, RenderedFile};
 use crate::domain::hostnet::{field_error, Backend, FieldError, NetConfig};
 use crate::store::{AuditEntry, Store};
@@ -79,6 +79,9 @@ pub struct Plan {
     pub ops: Vec<LiveOp>,
     /// Things the admin should know (e.g. DHCP happens at the next start of the service).
     pub notes: Vec<String>,
+    /// What applying takes away from the host without giving it back (e.g. its IPv6
+    /// address or default route), shown loudly above Apply.
+    pub warnings: Vec<String>,
     pub backend: Option<Backend>,
     #[serde(skip)]
     pub fingerprint: String,
@@ -394,6 +397,7 @@ impl Engine {
         }
         let file_changes = self.file_changes(&old_all, &new_files)?;
         let ops = live_ops(&managed.network, &next_cfg, &live);
+        let warnings = ipv6_losses(&next_cfg, &live, &ops);
         if file_changes.is_empty() && ops.is_empty() {
             return Err(ChangeError::Invalid(vec![field_error(
                 "kind",
@@ -434,6 +438,7 @@ impl Engine {
             files: file_changes,
             ops,
             notes,
+            warnings,
             backend: Some(backend),
             fingerprint,
             next: Managed {
@@ -457,6 +462,7 @@ impl Engine {
             files: parts.files,
             ops: parts.ops,
             notes: parts.notes,
+            warnings: Vec::new(),
             backend: None,
             fingerprint,
             next: parts.next,

@@ -8,7 +8,9 @@ use crate::domain::hostnet::plan::{
 };
 use crate::domain::hostnet::Cidr;
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressMessage, AddressProtocol,
+};
 use rtnetlink::packet_route::link::{
     BondLacpRate, BondMode, BridgeStpState, InfoBond, InfoBridge, InfoData, InfoKind, InfoVlan,
     LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
@@ -450,7 +452,31 @@ fn addr_state(m: &AddressMessage, name_of: &dyn Fn(u32) -> Option<String>) -> Op
             prefix: m.header.prefix_len,
         },
         link_local,
+        dynamic: is_dynamic(m),
     })
+}
+
+/// Whether the kernel holds the address for a while only (what `ip address` prints as
+/// `dynamic` or `mngtmpaddr`): made from a router advertisement, or given a lifetime by a
+/// DHCP client. IFA_FLAGS holds all flags; older kernels send only the header's byte.
+fn is_dynamic(m: &AddressMessage) -> bool {
+    let flags = m
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            AddressAttribute::Flags(f) => Some(*f),
+            _ => None,
+        })
+        .unwrap_or_else(|| AddressFlags::from_bits_retain(u32::from(m.header.flags.bits())));
+    let from_ra = m.attributes.iter().any(|a| {
+        matches!(
+            a,
+            AddressAttribute::Protocol(AddressProtocol::RouterAnnouncement)
+        )
+    });
+    !flags.contains(AddressFlags::Permanent)
+        || flags.contains(AddressFlags::Managetempaddr)
+        || from_ra
 }
 
 fn route_state(m: &RouteMessage, name_of: &dyn Fn(u32) -> Option<String>) -> Option<RouteState> {
@@ -499,4 +525,61 @@ fn route_state(m: &RouteMessage, name_of: &dyn Fn(u32) -> Option<String>) -> Opt
         }
     }
     Some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtnetlink::packet_route::address::AddressHeaderFlags;
+
+    fn message(flags: Option<AddressFlags>, header: AddressHeaderFlags) -> AddressMessage {
+        let mut m = AddressMessage::default();
+        m.header.index = 2;
+        m.header.prefix_len = 64;
+        m.header.flags = header;
+        m.attributes
+            .push(AddressAttribute::Address("2001:db8::10".parse().unwrap()));
+        if let Some(f) = flags {
+            m.attributes.push(AddressAttribute::Flags(f));
+        }
+        m
+    }
+
+    fn read(m: &AddressMessage) -> AddrState {
+        addr_state(m, &|i: u32| (i == 2).then(|| "eth0".to_string())).unwrap()
+    }
+
+    #[test]
+    fn addresses_set_by_hand_are_permanent_and_slaac_ones_dynamic() {
+        let fixed = read(&message(
+            Some(AddressFlags::Permanent),
+            AddressHeaderFlags::Permanent,
+        ));
+        assert_eq!(fixed.address.to_string(), "2001:db8::10/64");
+        assert!(!fixed.dynamic && !fixed.link_local);
+        // SLAAC: no permanent flag (a lifetime), often mngtmpaddr.
+        assert!(
+            read(&message(
+                Some(AddressFlags::Managetempaddr),
+                AddressHeaderFlags::empty()
+            ))
+            .dynamic
+        );
+        assert!(
+            read(&message(
+                Some(AddressFlags::Permanent | AddressFlags::Managetempaddr),
+                AddressHeaderFlags::Permanent
+            ))
+            .dynamic
+        );
+        // Only the header's byte (no IFA_FLAGS).
+        assert!(!read(&message(None, AddressHeaderFlags::Permanent)).dynamic);
+        assert!(read(&message(None, AddressHeaderFlags::empty())).dynamic);
+        // Made by the kernel from a router advertisement.
+        let mut ra = message(Some(AddressFlags::Permanent), AddressHeaderFlags::Permanent);
+        ra.attributes.push(AddressAttribute::Protocol(
+            AddressProtocol::RouterAnnouncement,
+        ));
+        assert!(read(&ra).dynamic);
+    }
 }

@@ -1,6 +1,7 @@
 //! The host network forms (and the API's plan request): plain strings as typed, turned
 //! into a [`NetChange`] or field errors.
 
+use super::plan::LiveNet;
 use super::{
     field_error, BondMode, BondSpec, BridgeSpec, Cidr, FieldError, IfName, IpSpec, LacpRate,
     NetChange, NetConfig, VlanSpec, V4, V6,
@@ -404,14 +405,17 @@ impl NetForm {
         })
     }
 
-    /// The classic recipe, prefilled: the network cards, and the address and gateway the
-    /// first of them carries now (the host's IP moves to the bridge).
-    pub fn recipe_from(nics: &[String], address: Option<Cidr>, gateway: Option<IpAddr>) -> NetForm {
+    /// The classic recipe, prefilled from the host: its network cards (the one with the
+    /// default route first), the IPv4 address and gateway the first of them carries now,
+    /// and the IPv6 the cards carry (see [`LiveNet::carried_v6`]): the host's addresses
+    /// move to the bridge, so applying the recipe as offered keeps the host reachable.
+    pub fn recipe_from(nics: &[String], live: &LiveNet) -> NetForm {
+        let members: Vec<&str> = nics.iter().take(2).map(|n| n.as_str()).collect();
         let mut f = NetForm {
             kind: "recipe".into(),
             name: "br0".into(),
             bond_name: "bond0".into(),
-            members: nics.iter().take(2).cloned().collect::<Vec<_>>().join(" "),
+            members: members.join(" "),
             mode: "active-backup".into(),
             miimon_ms: "100".into(),
             primary: nics.first().cloned().unwrap_or_default(),
@@ -421,13 +425,29 @@ impl NetForm {
             ipv6: "off".into(),
             ..Default::default()
         };
-        if let Some(a) = address.filter(|a| a.addr.is_ipv4()) {
+        let first = members.first().copied().unwrap_or_default();
+        if let Some(a) = live
+            .addresses_of(first)
+            .into_iter()
+            .find(|a| a.addr.is_ipv4())
+        {
             f.ipv4 = "static".into();
             f.ipv4_address = a.to_string();
-            f.ipv4_gateway = gateway
-                .filter(|g| g.is_ipv4())
+            f.ipv4_gateway = live
+                .default_routes_on(first)
+                .into_iter()
+                .find(|g| g.is_ipv4())
                 .map(|g| g.to_string())
                 .unwrap_or_default();
+        }
+        match live.carried_v6(&members) {
+            V6::Off => {}
+            V6::Auto => f.ipv6 = "auto".into(),
+            V6::Static { address, gateway } => {
+                f.ipv6 = "static".into();
+                f.ipv6_address = address.to_string();
+                f.ipv6_gateway = gateway.map(|g| g.to_string()).unwrap_or_default();
+            }
         }
         f
     }
@@ -435,15 +455,65 @@ impl NetForm {
 
 #[cfg(test)]
 mod tests {
+    use super::super::plan::tests::{dual_stack, fresh_host};
+    use super::super::plan::AddrState;
     use super::super::tests::{classic, live};
     use super::*;
 
+    fn nics() -> Vec<String> {
+        vec!["eth0".into(), "eth1".into()]
+    }
+
     fn recipe() -> NetForm {
-        NetForm::recipe_from(
-            &["eth0".into(), "eth1".into()],
-            Some(Cidr::parse("192.0.2.10/24").unwrap()),
-            Some("192.0.2.1".parse().unwrap()),
-        )
+        NetForm::recipe_from(&nics(), &fresh_host())
+    }
+
+    #[test]
+    fn recipe_carries_static_ipv6_and_its_gateway() {
+        let f = NetForm::recipe_from(&nics(), &dual_stack("2001:db8::10/64", false));
+        assert_eq!(
+            (
+                f.ipv6.as_str(),
+                f.ipv6_address.as_str(),
+                f.ipv6_gateway.as_str()
+            ),
+            ("static", "2001:db8::10/64", "fe80::1")
+        );
+        assert_eq!(f.ipv4_address, "192.0.2.10/24", "IPv4 still carried");
+        match f.to_change().unwrap() {
+            NetChange::Recipe { bridge, .. } => assert_eq!(
+                bridge.ip.v6,
+                V6::Static {
+                    address: Cidr::parse("2001:db8::10/64").unwrap(),
+                    gateway: Some("fe80::1".parse().unwrap()),
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn recipe_on_a_slaac_host_takes_ipv6_automatically() {
+        let f = NetForm::recipe_from(&nics(), &dual_stack("2001:db8::5054:ff:fe00:1/64", true));
+        assert_eq!(f.ipv6, "auto");
+        assert_eq!((f.ipv6_address.as_str(), f.ipv6_gateway.as_str()), ("", ""));
+        // Only the default route learned from the router, no global address yet.
+        let mut h = dual_stack("2001:db8::1/64", true);
+        h.addresses
+            .retain(|a| !a.address.addr.is_ipv6() || a.link_local);
+        assert_eq!(NetForm::recipe_from(&nics(), &h).ipv6, "auto");
+    }
+
+    #[test]
+    fn recipe_on_a_link_local_only_host_has_ipv6_off() {
+        let h = fresh_host();
+        assert!(h
+            .addresses
+            .iter()
+            .any(|a: &AddrState| a.link_local && a.address.addr.is_ipv6()));
+        let f = NetForm::recipe_from(&nics(), &h);
+        assert_eq!(f.ipv6, "off");
+        assert_eq!(f.ipv6_address, "");
     }
 
     #[test]

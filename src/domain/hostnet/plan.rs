@@ -302,6 +302,12 @@ pub struct AddrState {
     pub address: Cidr,
     /// Link-local (fe80::/10, 169.254/16): made by the kernel, never planned.
     pub link_local: bool,
+    /// Handed out for a while rather than set by hand: the kernel's SLAAC and privacy
+    /// addresses (made from router advertisements, flagged `mngtmpaddr`) and DHCP leases
+    /// (no `permanent` flag, i.e. a finite lifetime). Such an address comes back by
+    /// itself where the network offers it again (IPv6 `auto`, IPv4 `dhcp`).
+    #[serde(default)]
+    pub dynamic: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -344,6 +350,40 @@ impl LiveNet {
             .filter(|r| r.destination.is_none() && r.link.as_deref() == Some(link))
             .filter_map(|r| r.gateway)
             .collect()
+    }
+
+    /// `link`'s global IPv6 addresses (everything but fe80::/10), as read.
+    pub fn global_v6_of(&self, link: &str) -> Vec<&AddrState> {
+        self.addresses
+            .iter()
+            .filter(|a| a.link == link && !a.link_local && a.address.addr.is_ipv6())
+            .collect()
+    }
+
+    /// The IPv6 a new interface over `links` (the cards a recipe enslaves, the first
+    /// preferred) must have for the host to keep the IPv6 they carry now: their first
+    /// address set by hand, with their IPv6 default gateway, as `static`; `auto` when
+    /// all they have came from router advertisements or DHCPv6 (or there is only a
+    /// default route); `off` when they have nothing but link-local addresses.
+    pub fn carried_v6(&self, links: &[&str]) -> V6 {
+        let addresses: Vec<&AddrState> = links.iter().flat_map(|l| self.global_v6_of(l)).collect();
+        let gateway = links
+            .iter()
+            .flat_map(|l| self.default_routes_on(l))
+            .find_map(|g| match g {
+                IpAddr::V6(g) => Some(g),
+                IpAddr::V4(_) => None,
+            });
+        if let Some(a) = addresses.iter().find(|a| !a.dynamic) {
+            V6::Static {
+                address: a.address,
+                gateway,
+            }
+        } else if !addresses.is_empty() || gateway.is_some() {
+            V6::Auto
+        } else {
+            V6::Off
+        }
     }
 
     pub fn default_routes(&self) -> Vec<(&str, IpAddr)> {
@@ -742,8 +782,120 @@ fn strip(ops: &mut Vec<LiveOp>, live: &LiveNet, link: &str) {
     }
 }
 
+/// The interface that carries `link`'s addresses in `new`: the top of the bond/bridge
+/// stack it joins, or itself while it stays a managed interface; `None` when nothing
+/// virtdeck manages takes them over.
+fn carrier<'a>(new: &'a NetConfig, link: &'a str) -> Option<&'a str> {
+    let mut at = link;
+    for _ in 0..16 {
+        match new.master_of(at) {
+            Some(m) => at = m.as_str(),
+            None => break,
+        }
+    }
+    (at != link || new.kind_of(link).is_some()).then_some(at)
+}
+
+fn v6_of<'a>(new: &'a NetConfig, name: &str) -> Option<&'a V6> {
+    new.all_ip()
+        .into_iter()
+        .find(|(n, _, _)| n.as_str() == name)
+        .map(|(_, _, ip)| &ip.v6)
+}
+
+/// What a change takes from the host's IPv6 without giving it back, one sentence per
+/// global address or IPv6 default route, naming it: `ops` remove it, do not add it again,
+/// and the interface that takes over does not get it back by itself either (IPv6 `auto`
+/// gets back what router advertisements or DHCPv6 handed out, and the default route).
+/// Link-local addresses are never planned, so they never count.
+pub fn ipv6_losses(new: &NetConfig, live: &LiveNet, ops: &[LiveOp]) -> Vec<String> {
+    let added_route = ops.iter().find_map(|o| match o {
+        LiveOp::AddDefaultRoute {
+            link,
+            gateway: g @ IpAddr::V6(_),
+        } => Some((link.as_str(), *g)),
+        _ => None,
+    });
+    let mut out = Vec::new();
+    for op in ops {
+        match op {
+            LiveOp::DelAddress { link, address } if address.addr.is_ipv6() => {
+                let re_added = ops
+                    .iter()
+                    .any(|o| matches!(o, LiveOp::AddAddress { address: a, .. } if a == address));
+                if re_added {
+                    continue;
+                }
+                let dynamic = live
+                    .addresses
+                    .iter()
+                    .any(|a| a.link == *link && a.address == *address && a.dynamic);
+                let to = carrier(new, link);
+                let v6 = to.and_then(|c| v6_of(new, c));
+                if dynamic && v6 == Some(&V6::Auto) {
+                    continue;
+                }
+                let why = match (to, v6) {
+                    (None, _) => "no interface takes it over".to_string(),
+                    (Some(c), Some(V6::Auto)) => format!(
+                        "{c} will take IPv6 from router advertisements, which do not hand out \
+                         an address set by hand"
+                    ),
+                    (Some(c), Some(V6::Static { address: other, .. })) => {
+                        format!("{c} will have {other} instead")
+                    }
+                    (Some(c), _) => format!("{c} will have IPv6 off"),
+                };
+                let keep = match to {
+                    Some(c) if dynamic => format!(" To keep IPv6, set IPv6 on {c} to auto."),
+                    Some(c) => format!(" To keep it, set IPv6 on {c} to static {address}."),
+                    None => String::new(),
+                };
+                out.push(format!(
+                    "IPv6 address {address} on {link} will be lost: {why}.{keep}"
+                ));
+            }
+            LiveOp::DelDefaultRoute {
+                link,
+                gateway: gateway @ IpAddr::V6(_),
+            } => {
+                let re_added = ops.iter().any(
+                    |o| matches!(o, LiveOp::AddDefaultRoute { gateway: g, .. } if g == gateway),
+                );
+                let to = carrier(new, link);
+                let v6 = to.and_then(|c| v6_of(new, c));
+                if re_added || v6 == Some(&V6::Auto) {
+                    continue;
+                }
+                let why = match (added_route, to, v6) {
+                    (Some((l, g)), _, _) => {
+                        format!("it is replaced by the default route via {g} on {l}")
+                    }
+                    (None, None, _) => "no interface takes it over".to_string(),
+                    (None, Some(c), Some(V6::Static { .. })) => {
+                        format!("{c} will have no IPv6 gateway")
+                    }
+                    (None, Some(c), _) => format!("{c} will have IPv6 off"),
+                };
+                let keep = match to {
+                    Some(c) => format!(
+                        " To keep it, give {c} the IPv6 gateway {gateway} (IPv6 static), or set \
+                         IPv6 on {c} to auto if the router advertises it."
+                    ),
+                    None => String::new(),
+                };
+                out.push(format!(
+                    "IPv6 default route via {gateway} on {link} will be lost: {why}.{keep}"
+                ));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::tests::{classic, n};
     use super::super::*;
     use super::*;
@@ -766,7 +918,7 @@ mod tests {
     }
 
     /// A host with eth0 carrying 192.0.2.10/24 and the default route, and eth1 idle.
-    fn fresh_host() -> LiveNet {
+    pub(crate) fn fresh_host() -> LiveNet {
         let mut eth1 = nic(3, "eth1");
         eth1.up = false;
         LiveNet {
@@ -776,11 +928,13 @@ mod tests {
                     link: "eth0".into(),
                     address: Cidr::parse("192.0.2.10/24").unwrap(),
                     link_local: false,
+                    dynamic: false,
                 },
                 AddrState {
                     link: "eth0".into(),
                     address: Cidr::parse("fe80::1/64").unwrap(),
                     link_local: true,
+                    dynamic: false,
                 },
             ],
             routes: vec![RouteState {
@@ -861,6 +1015,7 @@ mod tests {
             link: "br0".into(),
             address: Cidr::parse("192.0.2.10/24").unwrap(),
             link_local: false,
+            dynamic: false,
         }];
         h.routes[0].link = Some("br0".into());
         h
@@ -945,6 +1100,191 @@ mod tests {
             "{ops:?}"
         );
         assert!(ops.contains(&"add bond0 to br0".to_string()), "{ops:?}");
+    }
+
+    /// `fresh_host` with IPv6 on eth0 as well: `address` (set by hand, or `dynamic`: from
+    /// router advertisements) and the IPv6 default route via the router's fe80::1.
+    pub(crate) fn dual_stack(address: &str, dynamic: bool) -> LiveNet {
+        let mut h = fresh_host();
+        h.addresses.push(AddrState {
+            link: "eth0".into(),
+            address: Cidr::parse(address).unwrap(),
+            link_local: false,
+            dynamic,
+        });
+        h.routes.push(RouteState {
+            destination: None,
+            gateway: Some("fe80::1".parse().unwrap()),
+            link: Some("eth0".into()),
+        });
+        h
+    }
+
+    /// The classic recipe (eth0+eth1 → bond0 → br0) with `v6` on br0.
+    fn classic_v6(v6: V6) -> NetConfig {
+        let mut c = classic();
+        c.bridges[0].ip.v6 = v6;
+        c
+    }
+
+    fn static_v6(address: &str, gateway: Option<&str>) -> V6 {
+        V6::Static {
+            address: Cidr::parse(address).unwrap(),
+            gateway: gateway.map(|g| g.parse().unwrap()),
+        }
+    }
+
+    /// The warnings of the plan that takes `host` (nothing managed yet) to `next`.
+    fn losses(host: &LiveNet, next: &NetConfig) -> Vec<String> {
+        ipv6_losses(next, host, &live_ops(&NetConfig::default(), next, host))
+    }
+
+    #[test]
+    fn carried_v6_reads_what_the_cards_have() {
+        let cards = ["eth0", "eth1"];
+        assert_eq!(
+            dual_stack("2001:db8::10/64", false).carried_v6(&cards),
+            static_v6("2001:db8::10/64", Some("fe80::1"))
+        );
+        assert_eq!(
+            dual_stack("2001:db8::10/64", true).carried_v6(&cards),
+            V6::Auto
+        );
+        // Link-local only: nothing to carry.
+        assert_eq!(fresh_host().carried_v6(&cards), V6::Off);
+        // A hand-set address wins over SLAAC ones next to it.
+        let mut h = dual_stack("2001:db8::abcd/64", true);
+        h.addresses.push(AddrState {
+            link: "eth1".into(),
+            address: Cidr::parse("2001:db8:1::10/64").unwrap(),
+            link_local: false,
+            dynamic: false,
+        });
+        assert_eq!(
+            h.carried_v6(&cards),
+            static_v6("2001:db8:1::10/64", Some("fe80::1"))
+        );
+        // Only cards that are taken count.
+        assert_eq!(h.carried_v6(&["eth2"]), V6::Off);
+    }
+
+    #[test]
+    fn ipv6_off_on_a_dual_stack_host_warns_naming_the_address_and_route() {
+        let w = losses(&dual_stack("2001:db8::10/64", false), &classic());
+        assert_eq!(w.len(), 2, "{w:?}");
+        let addr = w.iter().find(|m| m.contains("address")).unwrap();
+        assert!(
+            addr.starts_with(
+                "IPv6 address 2001:db8::10/64 on eth0 will be lost: br0 will have IPv6 off."
+            ),
+            "{addr}"
+        );
+        assert!(
+            addr.contains("set IPv6 on br0 to static 2001:db8::10/64"),
+            "{addr}"
+        );
+        let route = w.iter().find(|m| m.contains("default route")).unwrap();
+        assert!(
+            route.starts_with(
+                "IPv6 default route via fe80::1 on eth0 will be lost: br0 will have IPv6 off."
+            ),
+            "{route}"
+        );
+    }
+
+    #[test]
+    fn carried_ipv6_gives_no_warning() {
+        let host = dual_stack("2001:db8::10/64", false);
+        let next = classic_v6(static_v6("2001:db8::10/64", Some("fe80::1")));
+        let ops = described(&live_ops(&NetConfig::default(), &next, &host));
+        assert!(
+            ops.contains(&"add address 2001:db8::10/64 to br0".to_string()),
+            "{ops:?}"
+        );
+        assert!(
+            ops.contains(&"add default route via fe80::1 on br0".to_string()),
+            "{ops:?}"
+        );
+        assert_eq!(losses(&host, &next), Vec::<String>::new());
+        // SLAAC addresses and the RA route come back by themselves with auto.
+        let slaac = dual_stack("2001:db8::5054:ff:fe00:1/64", true);
+        assert_eq!(losses(&slaac, &classic_v6(V6::Auto)), Vec::<String>::new());
+        // Link-local only: nothing to lose.
+        assert_eq!(losses(&fresh_host(), &classic()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn other_ipv6_than_the_host_has_warns() {
+        let host = dual_stack("2001:db8::10/64", false);
+        // Another static address, same gateway: the address is lost, the route is not.
+        let w = losses(
+            &host,
+            &classic_v6(static_v6("2001:db8::11/64", Some("fe80::1"))),
+        );
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with(
+                "IPv6 address 2001:db8::10/64 on eth0 will be lost: br0 will have 2001:db8::11/64 instead."
+            ),
+            "{w:?}"
+        );
+        // The same address without its gateway: the route is lost.
+        let w = losses(&host, &classic_v6(static_v6("2001:db8::10/64", None)));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains(
+                "default route via fe80::1 on eth0 will be lost: br0 will have no IPv6 gateway"
+            ),
+            "{w:?}"
+        );
+        // Auto does not hand back an address set by hand (the route comes from RAs).
+        let w = losses(&host, &classic_v6(V6::Auto));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("2001:db8::10/64 on eth0 will be lost: br0 will take IPv6 from router advertisements"),
+            "{w:?}"
+        );
+        // SLAAC host, IPv6 off: advice is auto.
+        let w = losses(&dual_stack("2001:db8::abcd/64", true), &classic());
+        let addr = w.iter().find(|m| m.contains("2001:db8::abcd/64")).unwrap();
+        assert!(addr.contains("set IPv6 on br0 to auto"), "{addr}");
+    }
+
+    #[test]
+    fn turning_ipv6_off_on_a_managed_bridge_warns() {
+        let before = classic_v6(static_v6("2001:db8::10/64", Some("fe80::1")));
+        let mut host = after_classic();
+        host.addresses.push(AddrState {
+            link: "br0".into(),
+            address: Cidr::parse("2001:db8::10/64").unwrap(),
+            link_local: false,
+            dynamic: false,
+        });
+        host.routes.push(RouteState {
+            destination: None,
+            gateway: Some("fe80::1".parse().unwrap()),
+            link: Some("br0".into()),
+        });
+        assert!(live_ops(&before, &before, &host).is_empty());
+        let next = classic();
+        let w = ipv6_losses(&next, &host, &live_ops(&before, &next, &host));
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w.iter().any(|m| m.starts_with(
+            "IPv6 address 2001:db8::10/64 on br0 will be lost: br0 will have IPv6 off."
+        )));
+        // Deleting the bridge: nothing takes its IPv6 over.
+        let gone = before
+            .with_change(
+                &NetChange::Delete { name: n("br0") },
+                &super::super::tests::live(),
+            )
+            .unwrap();
+        let w = ipv6_losses(&gone, &host, &live_ops(&before, &gone, &host));
+        assert!(
+            w.iter().any(|m| m
+                == "IPv6 address 2001:db8::10/64 on br0 will be lost: no interface takes it over."),
+            "{w:?}"
+        );
     }
 
     #[test]

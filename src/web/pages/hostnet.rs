@@ -353,20 +353,8 @@ async fn render_network(
         let n = nics.remove(pos);
         nics.insert(0, n);
     }
-    let first = nics.first().cloned().unwrap_or_default();
-    let address = live
-        .addresses_of(&first)
-        .into_iter()
-        .find(|a| a.addr.is_ipv4());
-    let gateway = live
-        .default_routes_on(&first)
-        .into_iter()
-        .find(|g| g.is_ipv4());
     let mut forms: Vec<(String, NetForm)> = vec![
-        (
-            "recipe".into(),
-            NetForm::recipe_from(&nics, address, gateway),
-        ),
+        ("recipe".into(), NetForm::recipe_from(&nics, &live)),
         (
             "bridge".into(),
             NetForm {
