@@ -107,6 +107,24 @@ impl Hypervisor for BenchHv {
     fn watch_events(&self, sink: EventSink) -> HvResult<()> {
         self.inner.watch_events(sink)
     }
+    fn network_xml(&self, name: &str) -> HvResult<String> {
+        self.inner.network_xml(name)
+    }
+    fn define_network(&self, xml: &str) -> HvResult<()> {
+        self.inner.define_network(xml)
+    }
+    fn start_network(&self, name: &str) -> HvResult<()> {
+        self.inner.start_network(name)
+    }
+    fn stop_network(&self, name: &str) -> HvResult<()> {
+        self.inner.stop_network(name)
+    }
+    fn set_network_autostart(&self, name: &str, on: bool) -> HvResult<()> {
+        self.inner.set_network_autostart(name, on)
+    }
+    fn undefine_network(&self, name: &str) -> HvResult<()> {
+        self.inner.undefine_network(name)
+    }
     fn vnc_endpoint(&self, _name: &str) -> Result<VncEndpoint, ConsoleError> {
         Ok(VncEndpoint::Tcp(self.source))
     }

@@ -35,6 +35,13 @@ fn fill(pattern: &str) -> String {
             "name" => "web01",
             "pool" => "default",
             "snapshot" => "before-upgrade",
+            // A network action that would really change the demo host.
+            "action"
+                if before.starts_with("/host/libvirt-networks/")
+                    || before.starts_with("/api/v1/networks/") =>
+            {
+                "stop"
+            }
             "action" => "force-off",
             "id" => "1",
             "token" => "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",

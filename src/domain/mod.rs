@@ -10,6 +10,7 @@ pub mod hostnet;
 pub mod install_tree;
 pub mod inventory;
 pub mod kickstart;
+pub mod libvirt_network;
 pub mod listing;
 pub mod snapshot;
 pub mod storage;

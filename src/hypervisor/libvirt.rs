@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState};
+use virt::network::Network;
 use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 
@@ -832,6 +833,37 @@ impl Hypervisor for Libvirt {
         Ok(())
     }
 
+    fn network_xml(&self, name: &str) -> HvResult<String> {
+        lookup_network(&self.conn()?, name)?
+            .xml_desc(0)
+            .map_err(call("read the network's definition"))
+    }
+
+    fn define_network(&self, network_xml: &str) -> HvResult<()> {
+        self.conn()?
+            .define_network_xml(network_xml)
+            .map(drop)
+            .map_err(call("define the network"))
+    }
+
+    fn start_network(&self, name: &str) -> HvResult<()> {
+        self.on_network(name, "start the network", |n| n.create())
+    }
+
+    fn stop_network(&self, name: &str) -> HvResult<()> {
+        self.on_network(name, "stop the network", |n| n.destroy())
+    }
+
+    fn set_network_autostart(&self, name: &str, on: bool) -> HvResult<()> {
+        self.on_network(name, "change the network's autostart", |n| {
+            n.set_autostart(on)
+        })
+    }
+
+    fn undefine_network(&self, name: &str) -> HvResult<()> {
+        self.on_network(name, "remove the network's definition", |n| n.undefine())
+    }
+
     fn pool_xml(&self, name: &str) -> HvResult<String> {
         lookup_pool(&self.conn()?, name)?
             .xml_desc(0)
@@ -1172,6 +1204,18 @@ fn pool_status(pool: &StoragePool) -> HvResult<PoolStatus> {
     })
 }
 
+fn lookup_network(conn: &Connect, name: &str) -> HvResult<Network> {
+    conn.lookup_network_by_name(name).map_err(|e| {
+        if e.code().is(virt::error::ErrorNumber::NoNetwork) {
+            HypervisorError::NotFound {
+                what: format!("network {name}"),
+            }
+        } else {
+            call("look up a network")(e)
+        }
+    })
+}
+
 impl Libvirt {
     /// Runs one call on the named pool.
     fn on_pool(
@@ -1181,6 +1225,16 @@ impl Libvirt {
         f: impl FnOnce(&StoragePool) -> Result<(), virt::error::Error>,
     ) -> HvResult<()> {
         f(&lookup_pool(&self.conn()?, name)?).map_err(call(operation))
+    }
+
+    /// Runs one call on the named network.
+    fn on_network(
+        &self,
+        name: &str,
+        operation: &'static str,
+        f: impl FnOnce(&Network) -> Result<(), virt::error::Error>,
+    ) -> HvResult<()> {
+        f(&lookup_network(&self.conn()?, name)?).map_err(call(operation))
     }
 }
 

@@ -92,6 +92,20 @@ pub trait Hypervisor: Send + Sync {
     /// Sends every VM lifecycle event to `sink` from now on.
     fn watch_events(&self, sink: EventSink) -> HvResult<()>;
 
+    // ---- libvirt networks: creating and running them (no defaults: every hypervisor
+    // says what it does) ----
+    /// A network's definition as libvirt keeps it (its `<ip>` subnets, DHCP ranges).
+    fn network_xml(&self, name: &str) -> HvResult<String>;
+    /// Defines (persistently, not started) a network from network XML.
+    fn define_network(&self, network_xml: &str) -> HvResult<()>;
+    /// Starts a defined network (its bridge, NAT rules, dnsmasq).
+    fn start_network(&self, name: &str) -> HvResult<()>;
+    /// Stops a running network (libvirt's destroy); its definition stays.
+    fn stop_network(&self, name: &str) -> HvResult<()>;
+    fn set_network_autostart(&self, name: &str, on: bool) -> HvResult<()>;
+    /// Removes a stopped network's definition.
+    fn undefine_network(&self, name: &str) -> HvResult<()>;
+
     // ---- consoles (keep at the end; the defaults are for hypervisors without them) ----
     /// Where the running VM's VNC server listens (from its live definition).
     fn vnc_endpoint(&self, name: &str) -> Result<VncEndpoint, ConsoleError> {

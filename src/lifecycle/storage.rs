@@ -1,8 +1,12 @@
 //! Host storage pools and libvirt networks: defining a pool (rolled back when a step
-//! fails), starting, stopping, refreshing and deleting pools, and removing a NAT
-//! network. Uses only the hypervisor; knows no HTTP. Every function blocks.
+//! fails), starting, stopping, refreshing and deleting pools; creating a NAT or isolated
+//! network (rolled back the same way), starting, stopping, autostart, and removing one.
+//! Uses only the hypervisor; knows no HTTP. Every function blocks.
 
 use super::{field, FieldError, LcResult, LifecycleError};
+use crate::domain::libvirt_network::{
+    network_xml, parse_network_addressing, NetworkFieldError, NetworkRequest, TakenSubnet,
+};
 use crate::domain::storage::{
     pool_xml, vm_disks_in_pool, vms_on_network, NetworkStatus, PoolFieldError, PoolRequest,
     PoolSpec, PoolStatus, PoolVolume,
@@ -370,18 +374,67 @@ pub struct NetworkView {
     #[serde(flatten)]
     pub network: NetworkStatus,
     pub vms: Vec<String>,
+    /// Its IPv4 addresses with prefix (`192.168.122.1/24`), empty for none.
+    pub ipv4: String,
+    /// Its DHCP ranges (`192.168.122.2–192.168.122.254`), empty for none.
+    pub dhcp: String,
+    /// Offered for removal: NAT and isolated networks (libvirt's own, not a host bridge's).
+    pub removable: bool,
+}
+
+/// NAT and isolated networks may be removed; bridge (and other forwarding) networks front
+/// the host's own devices.
+fn removable(n: &NetworkStatus) -> bool {
+    n.removable() || n.forward_mode == "isolated"
+}
+
+/// A network's definition, or `None` when it vanished meanwhile.
+fn network_definition(hv: &dyn Hypervisor, name: &str) -> LcResult<Option<String>> {
+    match hv.network_xml(name) {
+        Ok(x) => Ok(Some(x)),
+        Err(HypervisorError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn network_view(
+    hv: &dyn Hypervisor,
+    domains: &[ParsedDomain],
+    n: NetworkStatus,
+) -> LcResult<NetworkView> {
+    let addressing =
+        parse_network_addressing(&network_definition(hv, &n.name)?.unwrap_or_default());
+    Ok(NetworkView {
+        vms: vms_on_network(domains, &n.name),
+        ipv4: addressing.summary(),
+        dhcp: addressing.dhcp_summary(),
+        removable: removable(&n),
+        network: n,
+    })
 }
 
 pub fn networks(hv: &dyn Hypervisor) -> LcResult<Vec<NetworkView>> {
     let domains = parsed_domains(hv)?;
-    Ok(hv
-        .network_statuses()?
+    hv.network_statuses()?
         .into_iter()
-        .map(|n| NetworkView {
-            vms: vms_on_network(&domains, &n.name),
-            network: n,
+        .map(|n| network_view(hv, &domains, n))
+        .collect()
+}
+
+/// A network's status by name, or `NotFound`.
+fn network_status(hv: &dyn Hypervisor, name: &str) -> LcResult<NetworkStatus> {
+    hv.network_statuses()?
+        .into_iter()
+        .find(|n| n.name == name)
+        .ok_or_else(|| {
+            LifecycleError::NotFound(format!("There is no libvirt network named {name}."))
         })
-        .collect())
+}
+
+/// One network as the list shows it, or `NotFound`.
+pub fn network(hv: &dyn Hypervisor, name: &str) -> LcResult<NetworkView> {
+    let n = network_status(hv, name)?;
+    network_view(hv, &parsed_domains(hv)?, n)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -390,7 +443,7 @@ pub struct VmUse {
     pub state: VmState,
 }
 
-/// What removing a network would cut off, for the confirm page.
+/// What removing or stopping a network would cut off, for the confirm page.
 #[derive(Debug, Clone, Serialize)]
 pub struct NetworkRemovePlan {
     pub network: NetworkStatus,
@@ -398,20 +451,32 @@ pub struct NetworkRemovePlan {
 }
 
 pub fn network_remove_plan(hv: &dyn Hypervisor, name: &str) -> LcResult<NetworkRemovePlan> {
-    let network = hv
-        .network_statuses()?
-        .into_iter()
-        .find(|n| n.name == name)
-        .ok_or_else(|| {
-            LifecycleError::NotFound(format!("There is no libvirt network named {name}."))
-        })?;
-    if !network.removable() {
+    let network = network_status(hv, name)?;
+    if !removable(&network) {
         return Err(LifecycleError::Conflict(format!(
-            "Network {name} forwards in {} mode; virtdeck only removes NAT networks such as libvirt's default.",
+            "Network {name} forwards in {} mode; virtdeck only removes NAT and isolated networks such as libvirt's default.",
             network.forward_mode
         )));
     }
-    let users = vms_on_network(&parsed_domains(hv)?, name);
+    network_users(hv, network)
+}
+
+/// What stopping a network would cut off, for the confirm page: refused when it is not
+/// running.
+pub fn network_stop_plan(hv: &dyn Hypervisor, name: &str) -> LcResult<NetworkRemovePlan> {
+    let network = network_status(hv, name)?;
+    if !network.active {
+        return Err(LifecycleError::Conflict(format!(
+            "Network {name} is already stopped."
+        )));
+    }
+    network_users(hv, network)
+}
+
+/// The VMs with a NIC on `network`, with their states.
+fn network_users(hv: &dyn Hypervisor, network: NetworkStatus) -> LcResult<NetworkRemovePlan> {
+    let name = network.name.clone();
+    let users = vms_on_network(&parsed_domains(hv)?, &name);
     let states = hv.list_vms()?;
     let vms = users
         .into_iter()
@@ -446,5 +511,231 @@ pub fn remove_network(hv: &dyn Hypervisor, name: &str) -> LcResult<NetworkRemove
     Ok(NetworkRemoved {
         name: name.to_string(),
         vms_affected: plan.vms.into_iter().map(|v| v.name).collect(),
+    })
+}
+
+// ---- creating and running networks ----
+
+/// What a successful create made.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkCreated {
+    pub name: String,
+    /// `nat` or `isolated`.
+    pub mode: &'static str,
+    /// The gateway with its prefix, e.g. `192.168.100.1/24`.
+    pub address: String,
+    pub subnet: String,
+    /// `start–end`, or none.
+    pub dhcp: Option<String>,
+    pub autostart: bool,
+}
+
+fn invalid_network(errors: Vec<NetworkFieldError>) -> LifecycleError {
+    LifecycleError::Invalid(
+        errors
+            .into_iter()
+            .map(|e| FieldError {
+                field: e.field,
+                message: e.message,
+            })
+            .collect(),
+    )
+}
+
+/// Checks the request against the rules and the existing networks (name, overlapping
+/// subnets), then defines, starts and (optionally) marks the network autostart. A
+/// failure after the define undoes the earlier steps (stop, undefine), so no half-made
+/// network is left.
+pub fn create_network(hv: &dyn Hypervisor, req: &NetworkRequest) -> LcResult<NetworkCreated> {
+    let existing = hv.network_statuses()?;
+    let mut taken = Vec::new();
+    for n in &existing {
+        let Some(xml) = network_definition(hv, &n.name)? else {
+            continue;
+        };
+        taken.extend(
+            parse_network_addressing(&xml)
+                .subnets()
+                .map(|subnet| TakenSubnet {
+                    network: n.name.clone(),
+                    subnet,
+                }),
+        );
+    }
+    let name = req.name.trim();
+    let name_taken = existing.iter().any(|n| n.name == name);
+    let spec = match req.validate(&taken) {
+        Ok(spec) if !name_taken => spec,
+        r => {
+            let mut errors = r.err().unwrap_or_default();
+            if name_taken {
+                errors.insert(
+                    0,
+                    NetworkFieldError {
+                        field: "name",
+                        message: format!(
+                            "A libvirt network named {name} already exists; pick another name."
+                        ),
+                    },
+                );
+            }
+            return Err(invalid_network(errors));
+        }
+    };
+    let name = spec.name.clone();
+    hv.define_network(&network_xml(&spec)).map_err(|e| {
+        failed(format!(
+            "Network {name} could not be defined: {} Nothing was changed.",
+            e.user_message()
+        ))
+    })?;
+    let mut started = false;
+    let steps = (|| -> Result<(), HypervisorError> {
+        hv.start_network(&name)?;
+        started = true;
+        if spec.autostart {
+            hv.set_network_autostart(&name, true)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = steps {
+        let undone = undo_network(hv, &name, started);
+        return Err(failed(format!(
+            "Network {name} could not be started: {} {undone}",
+            e.user_message()
+        )));
+    }
+    Ok(NetworkCreated {
+        mode: spec.mode.as_str(),
+        address: format!("{}/{}", spec.gateway, spec.prefix),
+        subnet: spec.subnet().to_string(),
+        dhcp: spec.dhcp.map(|r| format!("{}–{}", r.start, r.end)),
+        autostart: spec.autostart,
+        name,
+    })
+}
+
+/// Undoes a create: stop (when started), undefine. Says what was undone and what not.
+fn undo_network(hv: &dyn Hypervisor, name: &str, started: bool) -> String {
+    let mut undone = Vec::new();
+    let mut left = Vec::new();
+    if started {
+        match hv.stop_network(name) {
+            Ok(()) => undone.push("stopped it".to_string()),
+            Err(e) => left.push(format!("stopping it failed ({})", e.user_message())),
+        }
+    }
+    match hv.undefine_network(name) {
+        Ok(()) => undone.push("removed its definition".to_string()),
+        Err(e) => left.push(format!(
+            "its definition could not be removed ({}); remove it with `virsh net-undefine {name}`",
+            e.user_message()
+        )),
+    }
+    let mut out = String::new();
+    if !undone.is_empty() {
+        out.push_str(&format!("Undone: {}.", undone.join(", ")));
+    }
+    if !left.is_empty() {
+        out.push_str(&format!(" Not undone: {}.", left.join("; ")));
+    }
+    out.trim().to_string()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkAction {
+    Start,
+    Stop,
+    Autostart(bool),
+}
+
+impl NetworkAction {
+    pub fn parse(s: &str) -> Option<NetworkAction> {
+        match s {
+            "start" => Some(NetworkAction::Start),
+            "stop" => Some(NetworkAction::Stop),
+            "autostart" => Some(NetworkAction::Autostart(true)),
+            "no-autostart" => Some(NetworkAction::Autostart(false)),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkAction::Start => "start",
+            NetworkAction::Stop => "stop",
+            NetworkAction::Autostart(true) => "autostart",
+            NetworkAction::Autostart(false) => "no-autostart",
+        }
+    }
+
+    /// What the admin sees after it worked.
+    pub fn done(self, network: &str) -> String {
+        match self {
+            NetworkAction::Start => format!("Network {network} started."),
+            NetworkAction::Stop => format!("Network {network} stopped."),
+            NetworkAction::Autostart(true) => {
+                format!("Network {network} now starts with the host.")
+            }
+            NetworkAction::Autostart(false) => {
+                format!("Network {network} no longer starts with the host.")
+            }
+        }
+    }
+}
+
+/// What a network action did.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkChanged {
+    pub name: String,
+    pub action: &'static str,
+    /// For a stop: the VMs with a NIC on it (running ones lost that connection).
+    pub vms_affected: Vec<String>,
+}
+
+pub fn start_network(hv: &dyn Hypervisor, name: &str) -> LcResult<NetworkChanged> {
+    network_action(hv, name, NetworkAction::Start)
+}
+
+pub fn stop_network(hv: &dyn Hypervisor, name: &str) -> LcResult<NetworkChanged> {
+    network_action(hv, name, NetworkAction::Stop)
+}
+
+pub fn set_network_autostart(
+    hv: &dyn Hypervisor,
+    name: &str,
+    on: bool,
+) -> LcResult<NetworkChanged> {
+    network_action(hv, name, NetworkAction::Autostart(on))
+}
+
+/// Starts or stops a network or turns its autostart on or off; refused (`Conflict`) when
+/// a start or stop would change nothing, or for autostart of a transient network.
+pub fn network_action(
+    hv: &dyn Hypervisor,
+    name: &str,
+    action: NetworkAction,
+) -> LcResult<NetworkChanged> {
+    let n = network_status(hv, name)?;
+    let conflict = |m: &str| Err(LifecycleError::Conflict(format!("Network {name} {m}")));
+    let mut vms_affected = Vec::new();
+    let r = match action {
+        NetworkAction::Start if n.active => return conflict("is already running."),
+        NetworkAction::Stop if !n.active => return conflict("is already stopped."),
+        NetworkAction::Autostart(_) if !n.persistent => {
+            return conflict("is transient (not defined), so it cannot start with the host.")
+        }
+        NetworkAction::Start => hv.start_network(name),
+        NetworkAction::Stop => {
+            vms_affected = vms_on_network(&parsed_domains(hv)?, name);
+            hv.stop_network(name)
+        }
+        NetworkAction::Autostart(on) => hv.set_network_autostart(name, on),
+    };
+    r.map_err(|e| failed(e.user_message()))?;
+    Ok(NetworkChanged {
+        name: name.to_string(),
+        action: action.as_str(),
+        vms_affected,
     })
 }

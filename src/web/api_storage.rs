@@ -1,5 +1,6 @@
-//! `/api/v1/pools` changes and `/api/v1/networks`: the same admin-only, audited
-//! operations as the Storage and Libvirt networks pages.
+//! `/api/v1/pools` changes and `/api/v1/networks` (list, create, start/stop/autostart,
+//! remove): the same admin-only, audited operations as the Storage and Libvirt networks
+//! pages.
 
 use super::api::{answer, csrf_header};
 use super::errors::AppError;
@@ -7,8 +8,9 @@ use super::pages::{libvirt_networks, storage};
 use super::session::Authed;
 use super::{lc, AppState};
 use crate::auth::Role;
+use crate::domain::libvirt_network::NetworkRequest;
 use crate::domain::storage::PoolRequest;
-use crate::lifecycle::storage::{self as host, PoolAction};
+use crate::lifecycle::storage::{self as host, NetworkAction, PoolAction};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
@@ -141,4 +143,75 @@ pub async fn remove_network(
         .await
         .map_err(|e| who.err(e))?;
     answer(&who, r, |d| HttpResponse::Ok().json(d))
+}
+
+/// One network as the list shows it.
+async fn network_answer(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    name: String,
+    created: bool,
+) -> Result<HttpResponse, AppError> {
+    let network = lc(state, move |s| host::network(s.hv.as_ref(), &name))
+        .await
+        .map_err(|e| who.err(e.into()))?;
+    Ok(if created {
+        HttpResponse::Created()
+            .insert_header((
+                "location",
+                format!("/api/v1/networks/{}", network.network.name),
+            ))
+            .json(network)
+    } else {
+        HttpResponse::Ok().json(network)
+    })
+}
+
+pub async fn network(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let name = path.into_inner();
+    who.require(&state, Role::Admin, "networks.view", &name)
+        .await?;
+    network_answer(&state, &who, name, false).await
+}
+
+pub async fn create_network(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    body: web::Json<NetworkRequest>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let r = libvirt_networks::create(&state, &who, body.into_inner())
+        .await
+        .map_err(|e| who.err(e))?;
+    match r {
+        Ok(c) => network_answer(&state, &who, c.name, true).await,
+        Err(e) => answer::<()>(&who, Err(e), |_| HttpResponse::Ok().finish()),
+    }
+}
+
+pub async fn network_action(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let (name, action) = path.into_inner();
+    let action = NetworkAction::parse(&action).ok_or_else(|| {
+        who.err(AppError::not_found(
+            "There is no such network action: use start, stop, autostart or no-autostart.",
+        ))
+    })?;
+    let r = libvirt_networks::act(&state, &who, &name, action)
+        .await
+        .map_err(|e| who.err(e))?;
+    if let Err(e) = r {
+        return answer::<()>(&who, Err(e), |_| HttpResponse::Ok().finish());
+    }
+    network_answer(&state, &who, name, false).await
 }

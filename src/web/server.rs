@@ -420,6 +420,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/host/libvirt-networks",
         pages::libvirt_networks::networks_page,
     )
+    .post(
+        "/host/libvirt-networks",
+        pages::libvirt_networks::create_form,
+    )
+    .post(
+        "/host/libvirt-networks/{name}/action/{action}",
+        pages::libvirt_networks::action_form,
+    )
+    .get(
+        "/host/libvirt-networks/{name}/stop",
+        pages::libvirt_networks::stop_page,
+    )
     .get(
         "/host/libvirt-networks/{name}/remove",
         pages::libvirt_networks::remove_page,
@@ -459,6 +471,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .post("/pools/{name}/{action}", super::api_storage::pool_action)
             .delete("/pools/{name}", super::api_storage::delete_pool)
             .get("/networks", super::api_storage::networks)
+            .post("/networks", super::api_storage::create_network)
+            .get("/networks/{name}", super::api_storage::network)
+            .post(
+                "/networks/{name}/{action}",
+                super::api_storage::network_action,
+            )
             .delete("/networks/{name}", super::api_storage::remove_network)
             .configure(super::hostnet_api::routes);
     })

@@ -28,6 +28,10 @@ pub enum Step {
     HoldCloneVolume,
     /// Holds every volume create at the gate until the test opens it (fails nothing).
     HoldCreateVolume,
+    /// Fails starting a libvirt network (after its define).
+    StartNetwork,
+    /// Fails turning a libvirt network's autostart on or off.
+    NetworkAutostart,
 }
 
 /// Where a held step waits until the test opens it; counts the calls that arrived.
@@ -235,6 +239,30 @@ impl Hypervisor for FailAt {
     }
     fn pool_xml(&self, name: &str) -> HvResult<String> {
         self.inner.pool_xml(name)
+    }
+    fn network_xml(&self, name: &str) -> HvResult<String> {
+        self.inner.network_xml(name)
+    }
+    fn define_network(&self, xml: &str) -> HvResult<()> {
+        self.inner.define_network(xml)
+    }
+    fn start_network(&self, name: &str) -> HvResult<()> {
+        if self.step == Step::StartNetwork {
+            return Err(injected("start the network"));
+        }
+        self.inner.start_network(name)
+    }
+    fn stop_network(&self, name: &str) -> HvResult<()> {
+        self.inner.stop_network(name)
+    }
+    fn set_network_autostart(&self, name: &str, on: bool) -> HvResult<()> {
+        if self.step == Step::NetworkAutostart {
+            return Err(injected("change the network's autostart"));
+        }
+        self.inner.set_network_autostart(name, on)
+    }
+    fn undefine_network(&self, name: &str) -> HvResult<()> {
+        self.inner.undefine_network(name)
     }
     fn volume_xml(&self, path: &str) -> HvResult<String> {
         self.inner.volume_xml(path)
