@@ -12,6 +12,7 @@ pub mod hostcfg;
 pub mod hypervisor;
 pub mod lifecycle;
 pub mod seed_iso;
+pub mod service;
 pub mod store;
 pub mod sysprep;
 pub mod usage;

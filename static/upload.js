@@ -79,8 +79,8 @@ if (form && !form.dataset.unavailable) {
       try { body = JSON.parse(xhr.responseText); } catch (_) { body = null; }
       idle();
       if (ok) {
-        const msg = `Volume ${name} uploaded (${mib(file.size)}).`;
-        window.location.assign(`/host/storage/${encodeURIComponent(pool)}?message=${encodeURIComponent(msg)}`);
+        // The pool page shows the server's one-time notice of the upload.
+        window.location.assign(`/host/storage/${encodeURIComponent(pool)}`);
         return;
       }
       progress.hidden = true;

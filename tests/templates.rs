@@ -412,10 +412,15 @@ async fn bad_requests_are_refused_at_their_field_and_touch_nothing() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let to = r.headers()["location"].to_str().unwrap().to_string();
+    // The notice waits for the next page, not in the address: shown once, not on refresh.
+    assert_eq!(to, "/vms/from-form");
+    let page = common::pages::text(&session, &app.url(&to)).await;
     assert!(
-        to.starts_with("/vms/from-form?message=Made%20from-form%20from%20template%20base01"),
-        "{to}"
+        page.contains("Made from-form from template base01"),
+        "{page}"
     );
+    let again = common::pages::text(&session, &app.url(&to)).await;
+    assert!(!again.contains("Made from-form from template base01"));
 }
 
 #[tokio::test]

@@ -326,3 +326,49 @@ async fn the_vm_page_and_list_are_usable_and_ask_before_harm_in_chromium() {
 
     b.quit().await;
 }
+
+/// The New VM form says, as the admin types and before anything is sent, what the size
+/// gives and what the VM is charged, and that a large disk is what decides the charge.
+#[tokio::test]
+async fn the_new_vm_form_explains_the_charge_live_as_the_admin_types() {
+    let app = spawn_app().await;
+    let _api = Api::new(&app).await;
+    let b = Browser::start().await;
+    b.goto(&app.url("/login")).await;
+    b.type_into("input[name=username]", "admin").await;
+    b.type_into("input[name=password]", ADMIN_PASSWORD).await;
+    let submit = b.find("form button[type=submit]").await;
+    b.click(&submit).await;
+    b.wait_for_path("/host").await;
+
+    b.goto(&app.url("/vms/new")).await;
+    let charge = |want: &'static str| {
+        format!(
+            "const p = document.getElementById('units-charge'); \
+             return !!p && !p.hidden && p.textContent.includes({want:?});"
+        )
+    };
+    // The default named size is explained from the start.
+    b.wait_until(&charge("the VM is charged"), WAIT, "a first explanation")
+        .await;
+    let units_radio = b.find("input[name=size_mode][value=units]").await;
+    b.click(&units_radio).await;
+    b.type_into("input[name=units]", "1").await;
+    b.type_into("input[name=size_gib]", "99999").await;
+    b.wait_until(
+        &charge("the 99999 GiB disk needs"),
+        WAIT,
+        "the disk named as what decides the charge",
+    )
+    .await;
+    b.type_into("input[name=units]", "2").await;
+    b.type_into("input[name=size_gib]", "1").await;
+    b.wait_until(&charge("2 units: "), WAIT, "two units and what they give")
+        .await;
+    b.wait_until(&charge("disk fits in them"), WAIT, "a small disk fits")
+        .await;
+    // Nothing was created by typing.
+    assert_eq!(b.path().await, "/vms/new");
+    b.screenshot("vm-new-live-charge").await;
+    b.quit().await;
+}

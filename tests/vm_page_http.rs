@@ -128,3 +128,56 @@ async fn the_list_has_start_and_shut_down_per_row_for_operators_only_and_comes_b
     let to = r.headers()[header::LOCATION].to_str().unwrap();
     assert!(to.starts_with("/vms/web01?"), "{to}");
 }
+
+/// A notice after a form comes from the server once, never from the address: a link
+/// such as `/vms/db01?message=…` that someone sends an admin shows nothing of its text
+/// (it would read as virtdeck speaking), and a refresh after an action shows no stale
+/// notice.
+#[tokio::test]
+async fn notices_come_once_from_the_server_never_from_the_address() {
+    let app = spawn_app().await;
+    let admin = app.setup_admin("admin").await;
+    let planted = "Your host is compromised, call 555-0100";
+    for path in [
+        "/vms/db01",
+        "/host/storage",
+        "/host/storage/default",
+        "/jobs",
+        "/kickstarts",
+        "/host/libvirt-networks",
+    ] {
+        let html = page(
+            &admin,
+            app.url(&format!(
+                "{path}?message=Your%20host%20is%20compromised%2C%20call%20555-0100"
+            )),
+        )
+        .await;
+        assert!(
+            !html.contains(planted),
+            "{path} shows text from its address"
+        );
+    }
+
+    // An action from the VM page: a 303 to the plain page, whose notice shows once.
+    let html = page(&admin, app.url("/vms/db01")).await;
+    let csrf = common::csrf_in(&html);
+    let r = admin
+        .post(app.url("/vms/db01/action/pause"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[header::LOCATION], "/vms/db01");
+    let first = page(&admin, app.url("/vms/db01")).await;
+    assert!(
+        first.contains("Pause: done."),
+        "the notice after the action"
+    );
+    let again = page(&admin, app.url("/vms/db01")).await;
+    assert!(
+        !again.contains("Pause: done."),
+        "a refresh shows it no more"
+    );
+}

@@ -540,3 +540,42 @@ async fn host_page_shows_the_demo_host() {
     assert!(vms.contains("shut off"));
     assert!(vms.contains("paused"));
 }
+
+/// Every error under `/api/` answers in JSON, also one raised by an extractor before any
+/// handler ran (a job id that is not a number), so API clients can always read it.
+#[tokio::test]
+async fn api_errors_are_json_whoever_raised_them() {
+    let app = spawn_app().await;
+    let admin = app.setup_admin("admin").await;
+    let token = app.admin_token(&admin).await;
+    let c = client();
+    for path in [
+        "/api/v1/jobs/not-a-number",
+        "/api/v1/jobs/999999",
+        "/api/v1/nothing-here",
+    ] {
+        let r = c
+            .get(app.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::NOT_FOUND, "{path}");
+        let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.starts_with("application/json"), "{path}: {ct}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "not_found", "{path}: {v}");
+        assert!(v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    // Signed in with a session, a forbidden or refused API call is JSON too.
+    let r = admin
+        .post(app.url("/api/v1/vms/db01/start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::FORBIDDEN);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "forbidden", "{v}");
+}

@@ -216,6 +216,15 @@ pub fn admit(
     Ok(())
 }
 
+/// "1 unit", "3 units".
+pub fn units_text(n: u32) -> String {
+    if n == 1 {
+        "1 unit".to_string()
+    } else {
+        format!("{n} units")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 
 pub mod capacity;
 pub mod cidr;
+pub mod clock;
 pub mod clone;
 pub mod cloudinit;
 pub mod host;

@@ -1,16 +1,16 @@
 //! `/api/v1`: JSON over the same port, same authentication, roles and audit.
 
 use super::errors::{AppError, ErrorKind};
-use super::pages::vm_changes;
-use super::pages::vms as vm_ops;
+use super::kit::{answer, csrf_header, invalid};
 use super::session::Authed;
 use super::{hv, lc, AppState};
 use crate::domain::host::{HostFacts, KvmStatus};
 use crate::domain::vm::{VmAction, VmCounts};
 use crate::lifecycle::{
-    self, Capacity, CloneRequest, CreateVmRequest, FieldError, LifecycleError, SizeRequest,
-    SnapshotRequest, VmView,
+    self, Capacity, CloneRequest, CreateVmRequest, LifecycleError, SizeRequest, SnapshotRequest,
+    VmView,
 };
+use crate::service;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
@@ -43,10 +43,8 @@ struct HostBody {
     capacity: Option<Capacity>,
 }
 
-pub async fn host(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
-    let (facts, vms) = hv(&state, |h| Ok((h.host_facts()?, h.list_vms()?)))
-        .await
-        .map_err(|e| who.err(e))?;
+pub async fn host(state: web::Data<AppState>, _who: Authed) -> Result<HttpResponse, AppError> {
+    let (facts, vms) = hv(&state, |h| Ok((h.host_facts()?, h.list_vms()?))).await?;
     let capacity = lc(&state, |s| {
         lifecycle::capacity(s.hv.as_ref(), &s.store, &s.cfg)
     })
@@ -67,39 +65,12 @@ struct VmList<'a> {
     vms: &'a [VmView],
 }
 
-fn api_err(who: &Authed, e: LifecycleError) -> AppError {
-    who.err(e.into())
-}
-
-pub async fn vms(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
-    let list = lc(&state, |s| s.vm_list.get(s.hv.as_ref(), &s.store, &s.cfg))
-        .await
-        .map_err(|e| api_err(&who, e))?;
+pub async fn vms(state: web::Data<AppState>, _who: Authed) -> Result<HttpResponse, AppError> {
+    let list = lc(&state, |s| s.vm_list.get(s.hv.as_ref(), &s.store, &s.cfg)).await?;
     Ok(HttpResponse::Ok().json(VmList { vms: &list.vms }))
 }
 
 /// The session's CSRF token must come in `X-CSRF-Token` for state-changing calls.
-pub(super) fn csrf_header(req: &HttpRequest, who: &Authed) -> Result<(), AppError> {
-    let presented = req
-        .headers()
-        .get("x-csrf-token")
-        .and_then(|v| v.to_str().ok());
-    who.check_csrf(presented)
-}
-
-#[derive(Serialize)]
-struct ValidationBody<'a> {
-    error: ValidationError<'a>,
-}
-
-#[derive(Serialize)]
-struct ValidationError<'a> {
-    code: &'static str,
-    message: &'a str,
-    field: &'a str,
-    errors: &'a [FieldError],
-}
-
 pub async fn create_vm(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -107,35 +78,27 @@ pub async fn create_vm(
     body: web::Json<CreateVmRequest>,
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
-    who.require(
-        &state,
-        crate::auth::Role::Operator,
-        "vm.create",
-        body.name.trim(),
-    )
-    .await?;
     let mut body = body.into_inner();
     body.kickstart_base_url = Some(super::kickstarts::base_url(&req, &state));
-    match vm_ops::create(&state, &who, body).await {
+    match service::vms::create(&state.svc, &who.caller(), body).await? {
         Ok(created) => Ok(HttpResponse::Created()
             .insert_header(("location", format!("/api/v1/vms/{}", created.name)))
             .json(created)),
         Err(LifecycleError::Invalid(errors)) => Ok(invalid(&errors)),
-        Err(e) => Err(api_err(&who, e)),
+        Err(e) => Err(e.into()),
     }
 }
 
 pub async fn vm(
     state: web::Data<AppState>,
-    who: Authed,
+    _who: Authed,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let name = path.into_inner();
     let detail = lc(&state, move |s| {
         lifecycle::detail(s.hv.as_ref(), &s.store, &s.cfg, &name)
     })
-    .await
-    .map_err(|e| api_err(&who, e))?;
+    .await?;
     Ok(HttpResponse::Ok().json(detail))
 }
 
@@ -148,35 +111,6 @@ pub struct PatchVm {
     units: Option<u32>,
     vcpus: Option<u32>,
     memory_mib: Option<u64>,
-}
-
-/// 422 with every field error, like a create.
-fn invalid(errors: &[FieldError]) -> HttpResponse {
-    let first = errors.first().cloned().unwrap_or(FieldError {
-        field: "name",
-        message: "Check the request.".into(),
-    });
-    HttpResponse::UnprocessableEntity().json(ValidationBody {
-        error: ValidationError {
-            code: "invalid",
-            message: &first.message,
-            field: first.field,
-            errors,
-        },
-    })
-}
-
-/// The JSON answer for a change's outcome.
-pub(super) fn answer<T: Serialize>(
-    who: &Authed,
-    r: Result<T, LifecycleError>,
-    ok: impl FnOnce(T) -> HttpResponse,
-) -> Result<HttpResponse, AppError> {
-    match r {
-        Ok(v) => Ok(ok(v)),
-        Err(LifecycleError::Invalid(errors)) => Ok(invalid(&errors)),
-        Err(e) => Err(api_err(who, e)),
-    }
 }
 
 pub async fn patch_vm(
@@ -194,13 +128,13 @@ pub async fn patch_vm(
         || body.vcpus.is_some()
         || body.memory_mib.is_some();
     if body.autostart.is_none() && !resize {
-        return Err(who.err(
+        return Err(
             AppError::new(
                 ErrorKind::Unprocessable,
                 "Nothing to change: send \"autostart\", or a size (\"flavor\", \"units\", \"vcpus\", \"memory_mib\").",
             )
             .field("autostart"),
-        ));
+        );
     }
     if resize {
         let req = SizeRequest {
@@ -209,13 +143,13 @@ pub async fn patch_vm(
             vcpus: body.vcpus,
             memory_mib: body.memory_mib,
         };
-        let r = vm_changes::resize(&state, &who, &name, req).await?;
+        let r = service::vms::resize(&state.svc, &who.caller(), &name, req).await?;
         if let Err(e) = r {
-            return answer::<()>(&who, Err(e), |_| HttpResponse::Ok().finish());
+            return answer::<()>(Err(e), |_| HttpResponse::Ok().finish());
         }
     }
     if let Some(on) = body.autostart {
-        vm_ops::set_autostart(&state, &who, &name, on).await?;
+        service::vms::set_autostart(&state.svc, &who.caller(), &name, on).await??;
     }
     vm(state, who, web::Path::from(name)).await
 }
@@ -234,7 +168,13 @@ pub async fn delete_vm(
     q: web::Query<DeleteQuery>,
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
-    let deleted = vm_ops::delete(&state, &who, &path.into_inner(), q.delete_volumes).await?;
+    let deleted = service::vms::delete(
+        &state.svc,
+        &who.caller(),
+        &path.into_inner(),
+        q.delete_volumes,
+    )
+    .await??;
     Ok(HttpResponse::Ok().json(deleted))
 }
 
@@ -247,11 +187,11 @@ pub async fn vm_action(
     csrf_header(&req, &who)?;
     let (name, action) = path.into_inner();
     let action = VmAction::parse(&action).ok_or_else(|| {
-        who.err(AppError::not_found(
+        AppError::not_found(
             "There is no such action: use start, shutdown, reboot, force-off, pause or resume.",
-        ))
+        )
     })?;
-    vm_ops::run_action(&state, &who, &name, action).await?;
+    service::vms::act(&state.svc, &who.caller(), &name, action).await??;
     vm(state, who, web::Path::from(name)).await
 }
 
@@ -260,8 +200,8 @@ struct PoolList {
     pools: Vec<crate::domain::inventory::PoolInfo>,
 }
 
-pub async fn pools(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
-    let pools = hv(&state, |h| h.pools()).await.map_err(|e| who.err(e))?;
+pub async fn pools(state: web::Data<AppState>, _who: Authed) -> Result<HttpResponse, AppError> {
+    let pools = hv(&state, |h| h.pools()).await?;
     Ok(HttpResponse::Ok().json(PoolList { pools }))
 }
 
@@ -273,8 +213,14 @@ pub async fn clone_vm(
     body: web::Json<CloneRequest>,
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
-    let r = vm_changes::clone(&state, &who, &path.into_inner(), body.into_inner()).await?;
-    answer(&who, r, super::jobs::accepted)
+    let r = service::vms::clone(
+        &state.svc,
+        &who.caller(),
+        &path.into_inner(),
+        body.into_inner(),
+    )
+    .await?;
+    answer(r, super::kit::accepted)
 }
 
 #[derive(Serialize)]
@@ -284,13 +230,11 @@ struct SnapshotList {
 
 pub async fn snapshots(
     state: web::Data<AppState>,
-    who: Authed,
+    _who: Authed,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let name = path.into_inner();
-    let snapshots = lc(&state, move |s| lifecycle::snapshots(s.hv.as_ref(), &name))
-        .await
-        .map_err(|e| api_err(&who, e))?;
+    let snapshots = lc(&state, move |s| lifecycle::snapshots(s.hv.as_ref(), &name)).await?;
     Ok(HttpResponse::Ok().json(SnapshotList { snapshots }))
 }
 
@@ -303,8 +247,9 @@ pub async fn create_snapshot(
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
     let name = path.into_inner();
-    let r = vm_changes::create_snapshot(&state, &who, &name, body.into_inner()).await?;
-    answer(&who, r, |s| {
+    let r =
+        service::vms::create_snapshot(&state.svc, &who.caller(), &name, body.into_inner()).await?;
+    answer(r, |s| {
         HttpResponse::Created()
             .insert_header((
                 "location",
@@ -322,9 +267,9 @@ pub async fn revert_snapshot(
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
     let (name, snapshot) = path.into_inner();
-    let r = vm_changes::revert_snapshot(&state, &who, &name, &snapshot).await?;
+    let r = service::vms::revert_snapshot(&state.svc, &who.caller(), &name, &snapshot).await?;
     if let Err(e) = r {
-        return Err(api_err(&who, e));
+        return Err(e.into());
     }
     vm(state, who, web::Path::from(name)).await
 }
@@ -337,6 +282,6 @@ pub async fn delete_snapshot(
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
     let (name, snapshot) = path.into_inner();
-    let r = vm_changes::delete_snapshot(&state, &who, &name, &snapshot).await?;
-    answer(&who, r, |()| HttpResponse::NoContent().finish())
+    let r = service::vms::delete_snapshot(&state.svc, &who.caller(), &name, &snapshot).await?;
+    answer(r, |()| HttpResponse::NoContent().finish())
 }

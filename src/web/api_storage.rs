@@ -2,28 +2,25 @@
 //! remove): the same admin-only, audited operations as the Storage and Libvirt networks
 //! pages.
 
-use super::api::{answer, csrf_header};
 use super::errors::AppError;
-use super::pages::{libvirt_networks, storage};
+use super::kit::{answer, csrf_header};
 use super::session::Authed;
 use super::{lc, AppState};
 use crate::auth::Role;
 use crate::domain::libvirt_network::NetworkRequest;
 use crate::domain::storage::PoolRequest;
 use crate::lifecycle::storage::{self as host, NetworkAction, PoolAction};
+use crate::service;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 /// One pool with its state, autostart and capacity.
 async fn pool_answer(
     state: &web::Data<AppState>,
-    who: &Authed,
     name: String,
     created: bool,
 ) -> Result<HttpResponse, AppError> {
-    let pool = lc(state, move |s| host::pool(s.hv.as_ref(), &name))
-        .await
-        .map_err(|e| who.err(e.into()))?;
+    let pool = lc(state, move |s| host::pool(s.hv.as_ref(), &name)).await?;
     Ok(if created {
         HttpResponse::Created()
             .insert_header(("location", format!("/api/v1/pools/{}", pool.name)))
@@ -40,12 +37,10 @@ pub async fn define_pool(
     body: web::Json<PoolRequest>,
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
-    let r = storage::define(&state, &who, body.into_inner())
-        .await
-        .map_err(|e| who.err(e))?;
+    let r = service::storage::define_pool(&state.svc, &who.caller(), body.into_inner()).await?;
     match r {
-        Ok(d) => pool_answer(&state, &who, d.name, true).await,
-        Err(e) => answer::<()>(&who, Err(e), |_| HttpResponse::Ok().finish()),
+        Ok(d) => pool_answer(&state, d.name, true).await,
+        Err(e) => answer::<()>(Err(e), |_| HttpResponse::Ok().finish()),
     }
 }
 
@@ -58,17 +53,15 @@ pub async fn pool_action(
     csrf_header(&req, &who)?;
     let (name, action) = path.into_inner();
     let action = PoolAction::parse(&action).ok_or_else(|| {
-        who.err(AppError::not_found(
+        AppError::not_found(
             "There is no such pool action: use start, stop, refresh, autostart or no-autostart.",
-        ))
+        )
     })?;
-    let r = storage::act(&state, &who, &name, action)
-        .await
-        .map_err(|e| who.err(e))?;
+    let r = service::storage::pool_action(&state.svc, &who.caller(), &name, action).await?;
     if let Err(e) = r {
-        return answer::<()>(&who, Err(e), |_| HttpResponse::Ok().finish());
+        return answer::<()>(Err(e), |_| HttpResponse::Ok().finish());
     }
-    pool_answer(&state, &who, name, false).await
+    pool_answer(&state, name, false).await
 }
 
 #[derive(Deserialize)]
@@ -85,10 +78,14 @@ pub async fn delete_pool(
     q: web::Query<DeletePoolQuery>,
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
-    let r = storage::delete(&state, &who, &path.into_inner(), q.delete_contents)
-        .await
-        .map_err(|e| who.err(e))?;
-    answer(&who, r, |d| HttpResponse::Ok().json(d))
+    let r = service::storage::delete_pool(
+        &state.svc,
+        &who.caller(),
+        &path.into_inner(),
+        q.delete_contents,
+    )
+    .await?;
+    answer(r, |d| HttpResponse::Ok().json(d))
 }
 
 #[derive(Serialize)]
@@ -110,8 +107,7 @@ pub async fn pool_volumes(
         host::pool(s.hv.as_ref(), &n)?;
         Ok(s.hv.pool_volumes(&n)?)
     })
-    .await
-    .map_err(|e| who.err(e.into()))?;
+    .await?;
     Ok(HttpResponse::Ok().json(VolumeList {
         pool: name,
         volumes,
@@ -126,9 +122,7 @@ struct NetworkList {
 pub async fn networks(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
     who.require(&state, Role::Admin, "networks.view", "")
         .await?;
-    let networks = lc(&state, |s| host::networks(s.hv.as_ref()))
-        .await
-        .map_err(|e| who.err(e.into()))?;
+    let networks = lc(&state, |s| host::networks(s.hv.as_ref())).await?;
     Ok(HttpResponse::Ok().json(NetworkList { networks }))
 }
 
@@ -139,22 +133,17 @@ pub async fn remove_network(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
-    let r = libvirt_networks::remove(&state, &who, &path.into_inner())
-        .await
-        .map_err(|e| who.err(e))?;
-    answer(&who, r, |d| HttpResponse::Ok().json(d))
+    let r = service::storage::remove_network(&state.svc, &who.caller(), &path.into_inner()).await?;
+    answer(r, |d| HttpResponse::Ok().json(d))
 }
 
 /// One network as the list shows it.
 async fn network_answer(
     state: &web::Data<AppState>,
-    who: &Authed,
     name: String,
     created: bool,
 ) -> Result<HttpResponse, AppError> {
-    let network = lc(state, move |s| host::network(s.hv.as_ref(), &name))
-        .await
-        .map_err(|e| who.err(e.into()))?;
+    let network = lc(state, move |s| host::network(s.hv.as_ref(), &name)).await?;
     Ok(if created {
         HttpResponse::Created()
             .insert_header((
@@ -175,7 +164,7 @@ pub async fn network(
     let name = path.into_inner();
     who.require(&state, Role::Admin, "networks.view", &name)
         .await?;
-    network_answer(&state, &who, name, false).await
+    network_answer(&state, name, false).await
 }
 
 pub async fn create_network(
@@ -185,12 +174,10 @@ pub async fn create_network(
     body: web::Json<NetworkRequest>,
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
-    let r = libvirt_networks::create(&state, &who, body.into_inner())
-        .await
-        .map_err(|e| who.err(e))?;
+    let r = service::storage::create_network(&state.svc, &who.caller(), body.into_inner()).await?;
     match r {
-        Ok(c) => network_answer(&state, &who, c.name, true).await,
-        Err(e) => answer::<()>(&who, Err(e), |_| HttpResponse::Ok().finish()),
+        Ok(c) => network_answer(&state, c.name, true).await,
+        Err(e) => answer::<()>(Err(e), |_| HttpResponse::Ok().finish()),
     }
 }
 
@@ -203,15 +190,13 @@ pub async fn network_action(
     csrf_header(&req, &who)?;
     let (name, action) = path.into_inner();
     let action = NetworkAction::parse(&action).ok_or_else(|| {
-        who.err(AppError::not_found(
+        AppError::not_found(
             "There is no such network action: use start, stop, autostart or no-autostart.",
-        ))
+        )
     })?;
-    let r = libvirt_networks::act(&state, &who, &name, action)
-        .await
-        .map_err(|e| who.err(e))?;
+    let r = service::storage::network_action(&state.svc, &who.caller(), &name, action).await?;
     if let Err(e) = r {
-        return answer::<()>(&who, Err(e), |_| HttpResponse::Ok().finish());
+        return answer::<()>(Err(e), |_| HttpResponse::Ok().finish());
     }
-    network_answer(&state, &who, name, false).await
+    network_answer(&state, name, false).await
 }

@@ -1,42 +1,15 @@
-//! Appending to the audit log from handlers, folding repeated refusals of
-//! unauthenticated requests, and pruning entries past `[audit] retention_days`.
+//! Appending to the audit log from handlers (through the service layer's one writer),
+//! and pruning entries past `[audit] retention_days`.
 
 use super::AppState;
 use crate::store::{AuditEntry, Store, StoreResult};
 use std::time::Duration;
 
-/// Results that refuse a request.
-/// A wrong password ("failed") is not among them: each is kept with the name tried, and
-/// the sign-in throttle already bounds them (`[login] address_lock_after_failures`).
-const REFUSALS: &[&str] = &[
-    "denied",
-    "locked",
-    "refused",
-    "invalid",
-    "not-found",
-    "throttled",
-    "rejected",
-];
+pub use crate::service::audit::is_unauthenticated_refusal;
 
-/// Actions a request with no session and no API token can cause: signing in, creating
-/// the first admin, an installer fetching its kickstart.
-const UNAUTHENTICATED_ACTIONS: &[&str] = &["login", "setup.first_admin", "kickstart.fetch"];
-
-/// Actors that stand for nobody signed in.
-const UNAUTHENTICATED_ACTORS: &[&str] = &["", "-", "installer", "anonymous"];
-
-/// Whether an entry is a refusal of a request nobody signed in made. Anyone who can reach
-/// the port can cause these as often as they like, so they are folded: one row per
-/// address, action and result and clock minute, with a count.
-pub fn is_unauthenticated_refusal(actor: &str, action: &str, result: &str) -> bool {
-    REFUSALS.contains(&result)
-        && (UNAUTHENTICATED_ACTORS.contains(&actor) || UNAUTHENTICATED_ACTIONS.contains(&action))
-}
-
-/// Writes one audit entry; an unauthenticated refusal is counted in the row of the same
-/// address, action and result of the same minute instead of adding one
-/// ([`is_unauthenticated_refusal`]). A failure to write is logged loudly; it does not undo
-/// the action it describes (which has already happened).
+/// Writes one audit entry through the log's one writer ([`crate::service::audit::append`]):
+/// sign-ins, refusals and other events of the web layer. Changes are audited by
+/// [`crate::service::execute`].
 pub async fn record(
     state: &AppState,
     actor: &str,
@@ -55,31 +28,11 @@ pub async fn record(
         result: result.to_string(),
         detail: detail.to_string(),
     };
-    if is_unauthenticated_refusal(actor, action, result) {
-        record_refusal(state, entry).await;
-        return;
-    }
-    tracing::info!(
-        actor = %entry.actor, remote_addr = %entry.remote_addr, action = %entry.action,
-        target = %entry.target, result = %entry.result, detail = %entry.detail, "audit"
-    );
-    if let Err(e) = super::db(state, move |s| s.append_audit(&entry)).await {
+    let store = state.store.clone();
+    if let Err(e) =
+        actix_web::web::block(move || crate::service::audit::append(&store, entry)).await
+    {
         tracing::error!(error = %e, "could not write the audit log");
-    }
-}
-
-/// Writes an unauthenticated refusal, folded into its minute's row. The log gets the
-/// first of a row and then the 2nd, 4th, 8th… so a flood cannot flood the log either.
-async fn record_refusal(state: &AppState, entry: AuditEntry) {
-    let shown = entry.clone();
-    match super::db(state, move |s| s.append_audit_folded(&entry)).await {
-        Ok(count) if count.is_power_of_two() => tracing::info!(
-            actor = %shown.actor, remote_addr = %shown.remote_addr, action = %shown.action,
-            target = %shown.target, result = %shown.result, detail = %shown.detail,
-            count, "audit"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::error!(error = %e, "could not write the audit log"),
     }
 }
 
@@ -130,32 +83,6 @@ pub fn spawn_retention(state: actix_web::web::Data<AppState>) {
 mod tests {
     use super::*;
     use crate::store::audit::AuditFilter;
-
-    #[test]
-    fn only_refusals_of_unauthenticated_requests_fold() {
-        assert!(is_unauthenticated_refusal(
-            "installer",
-            "kickstart.fetch",
-            "refused"
-        ));
-        assert!(is_unauthenticated_refusal("mallory", "login", "locked"));
-        assert!(is_unauthenticated_refusal(
-            "-",
-            "setup.first_admin",
-            "denied"
-        ));
-        assert!(is_unauthenticated_refusal("-", "anything.else", "denied"));
-        // Served fetches, good sign-ins and a signed-in user's refusals stay one row each.
-        assert!(!is_unauthenticated_refusal(
-            "installer",
-            "kickstart.fetch",
-            "served"
-        ));
-        assert!(!is_unauthenticated_refusal("jo", "login", "ok"));
-        assert!(!is_unauthenticated_refusal("jo", "login", "failed"));
-        assert!(!is_unauthenticated_refusal("vera", "vm.start", "denied"));
-        assert!(!is_unauthenticated_refusal("olga", "vm.create", "failed"));
-    }
 
     #[test]
     fn pruning_deletes_old_entries_and_says_so_once() {

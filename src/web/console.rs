@@ -223,10 +223,11 @@ pub async fn mint_ticket(
 ) -> Result<HttpResponse, AppError> {
     // The pages call this with fetch(): answer in JSON either way.
     let (vm, kind) = path.into_inner();
-    let kind = kind_from(&kind).map_err(AppError::api)?;
-    mint(&state, &req, &who, vm, kind, &body)
-        .await
-        .map_err(AppError::api)
+    let minted = match kind_from(&kind) {
+        Ok(kind) => mint(&state, &req, &who, vm, kind, &body).await,
+        Err(e) => Err(e),
+    };
+    Ok(minted.unwrap_or_else(|e| e.json_response()))
 }
 
 async fn mint(

@@ -63,13 +63,12 @@ impl ErrorKind {
     }
 }
 
-/// An error answer. `api` selects JSON instead of HTML.
+/// An error answer: an HTML page, or JSON under `/api/` ([`api_errors_as_json`]).
 #[derive(Debug)]
 pub struct AppError {
     pub kind: ErrorKind,
     pub message: String,
     pub field: Option<&'static str>,
-    pub api: bool,
     /// For a sign-in redirect: the page (path and query) to come back to after sign-in.
     pub next: Option<String>,
 }
@@ -80,15 +79,8 @@ impl AppError {
             kind,
             message: message.into(),
             field: None,
-            api: false,
             next: None,
         }
-    }
-
-    /// Answer in JSON.
-    pub fn api(mut self) -> Self {
-        self.api = true;
-        self
     }
 
     pub fn field(mut self, field: &'static str) -> Self {
@@ -146,21 +138,43 @@ impl AppError {
     }
 }
 
+impl AppError {
+    /// 422 with the first of a change's field errors (its message, at its field).
+    fn at_first_field(mut errors: impl Iterator<Item = (&'static str, String)>) -> Self {
+        match errors.next() {
+            Some((field, message)) => AppError::new(ErrorKind::Unprocessable, message).field(field),
+            None => AppError::new(ErrorKind::Unprocessable, String::new()),
+        }
+    }
+}
+
+impl From<crate::hostcfg::ChangeError> for AppError {
+    fn from(e: crate::hostcfg::ChangeError) -> Self {
+        use crate::hostcfg::ChangeError as C;
+        match e {
+            C::Invalid(errors) => {
+                AppError::at_first_field(errors.into_iter().map(|f| (f.field, f.message)))
+            }
+            C::NotFound(m) => AppError::not_found(m),
+            C::Conflict(m) | C::Stale(m) => AppError::new(ErrorKind::Conflict, m),
+            C::Failed { message } => AppError::new(ErrorKind::HypervisorFailed, message),
+            C::Io(m) => AppError::internal(anyhow::anyhow!(m)),
+        }
+    }
+}
+
+impl From<crate::service::Denied> for AppError {
+    fn from(d: crate::service::Denied) -> Self {
+        AppError::forbidden(d.to_string())
+    }
+}
+
 impl From<crate::lifecycle::LifecycleError> for AppError {
     fn from(e: crate::lifecycle::LifecycleError) -> Self {
         use crate::lifecycle::LifecycleError as L;
         match e {
             L::Invalid(errors) => {
-                let first = errors.first().cloned();
-                let mut a = AppError::new(
-                    ErrorKind::Unprocessable,
-                    first
-                        .as_ref()
-                        .map(|f| f.message.clone())
-                        .unwrap_or_default(),
-                );
-                a.field = first.map(|f| f.field);
-                a
+                AppError::at_first_field(errors.into_iter().map(|f| (f.field, f.message)))
             }
             L::Capacity(c) => AppError::new(ErrorKind::Conflict, c.to_string()),
             L::Failed { message } => AppError::new(ErrorKind::HypervisorFailed, message),
@@ -198,6 +212,66 @@ struct ErrorPage<'a> {
     message: &'a str,
 }
 
+impl AppError {
+    /// The error as `/api/v1` answers it: `{"error": {"code", "message", "field"}}`.
+    pub fn json_response(&self) -> HttpResponse {
+        HttpResponse::build(self.kind.status()).json(JsonErrorBody {
+            error: JsonError {
+                code: self.kind.code(),
+                message: &self.message,
+                field: self.field,
+            },
+        })
+    }
+}
+
+/// Middleware: every error answer under `/api/` is JSON, whichever handler or extractor
+/// raised it (by scope, not by each handler remembering to ask for JSON).
+pub async fn api_errors_as_json(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let api = req.path().starts_with("/api/");
+    let res = next.call(req).await?;
+    if !api {
+        return Ok(res.map_into_boxed_body());
+    }
+    let json = res
+        .response()
+        .error()
+        .map(|e| match e.as_error::<AppError>() {
+            Some(app) => app.json_response(),
+            // An extractor's own error (a path segment that is not a number, a body that is
+            // not JSON): the same shape, with the status it chose.
+            None => {
+                let status = res.status();
+                let kind = match status {
+                    StatusCode::NOT_FOUND => ErrorKind::NotFound,
+                    StatusCode::PAYLOAD_TOO_LARGE => ErrorKind::PayloadTooLarge,
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::BAD_REQUEST => {
+                        ErrorKind::BadRequest
+                    }
+                    s if s.is_client_error() => ErrorKind::BadRequest,
+                    _ => ErrorKind::Internal,
+                };
+                let message = if kind == ErrorKind::Internal {
+                    tracing::error!(error = %e, "internal error");
+                    "Something went wrong inside virtdeck; the server log has the details."
+                        .to_string()
+                } else {
+                    e.to_string()
+                };
+                let mut answer = AppError::new(kind, message).json_response();
+                *answer.status_mut() = status;
+                answer
+            }
+        });
+    Ok(match json {
+        Some(answer) => res.into_response(answer).map_into_boxed_body(),
+        None => res.map_into_boxed_body(),
+    })
+}
+
 impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
         self.kind.status()
@@ -205,15 +279,6 @@ impl ResponseError for AppError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.kind.status();
-        if self.api {
-            return HttpResponse::build(status).json(JsonErrorBody {
-                error: JsonError {
-                    code: self.kind.code(),
-                    message: &self.message,
-                    field: self.field,
-                },
-            });
-        }
         if self.kind == ErrorKind::Unauthorized {
             return HttpResponse::SeeOther()
                 .insert_header((header::LOCATION, self.login_location()))

@@ -103,7 +103,6 @@ mod tests {
             role: Role::Admin,
             credential: Credential::ApiToken,
             remote_addr: "-".into(),
-            api: false,
             credential_sha256: hash.into(),
         }
     }

@@ -1,21 +1,22 @@
 //! `/api/v1/host/…`: host network and kernel settings plans, apply, confirm, roll back.
 //! Same roles (admin), audit entries and rules as the pages.
 
-use super::api::csrf_header;
 use super::errors::AppError;
-use super::pages::hostnet::{self as ops, change_error, engine};
+use super::kit::csrf_header;
+use super::kit::{change_error, engine};
 use super::session::Authed;
 use super::AppState;
 use crate::auth::Role;
 use crate::domain::hostnet::form::NetForm;
 use crate::domain::sysctl::SysctlForm;
 use crate::hostcfg::{ChangeError, Plan};
+use crate::service;
 use crate::web::routes::RouteExt;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 /// A change error in JSON; field errors list every field.
-fn api_error(who: &Authed, e: ChangeError) -> HttpResponse {
+fn api_error(e: ChangeError) -> HttpResponse {
     if let ChangeError::Invalid(errs) = &e {
         let first = errs.first();
         return HttpResponse::UnprocessableEntity().json(json!({
@@ -27,7 +28,7 @@ fn api_error(who: &Authed, e: ChangeError) -> HttpResponse {
             }
         }));
     }
-    actix_web::ResponseError::error_response(&who.err(change_error(e)).api())
+    change_error(e).json_response()
 }
 
 fn plan_json(p: &Plan) -> serde_json::Value {
@@ -48,7 +49,7 @@ pub async fn network(state: web::Data<AppState>, who: Authed) -> Result<HttpResp
             "backend": backend,
             "pending": state.host.pending(),
         }))),
-        Err(e) => Ok(api_error(&who, e)),
+        Err(e) => Ok(api_error(e)),
     }
 }
 
@@ -60,9 +61,9 @@ pub async fn network_plan(
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
     Ok(
-        match ops::plan_network(&state, &who, body.into_inner()).await? {
+        match service::host::plan_network(&state.svc, &who.caller(), body.into_inner()).await? {
             Ok(p) => HttpResponse::Ok().json(plan_json(&p)),
-            Err(e) => api_error(&who, e),
+            Err(e) => api_error(e),
         },
     )
 }
@@ -72,7 +73,7 @@ pub async fn sysctl(state: web::Data<AppState>, who: Authed) -> Result<HttpRespo
         .await?;
     Ok(match engine(&state, |e| e.sysctl_view()).await {
         Ok(s) => HttpResponse::Ok().json(json!({ "settings": s })),
-        Err(e) => api_error(&who, e),
+        Err(e) => api_error(e),
     })
 }
 
@@ -84,9 +85,9 @@ pub async fn sysctl_plan(
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
     Ok(
-        match ops::plan_sysctl(&state, &who, body.into_inner()).await? {
+        match service::host::plan_sysctl(&state.svc, &who.caller(), body.into_inner()).await? {
             Ok(p) => HttpResponse::Ok().json(plan_json(&p)),
-            Err(e) => api_error(&who, e),
+            Err(e) => api_error(e),
         },
     )
 }
@@ -98,10 +99,19 @@ pub async fn apply(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
-    Ok(match ops::apply(&state, &who, path.into_inner()).await? {
-        Ok(p) => HttpResponse::Ok().json(json!({ "pending": p })),
-        Err(e) => api_error(&who, e),
-    })
+    Ok(
+        match service::host::apply(
+            &state.svc,
+            &who.caller(),
+            path.into_inner(),
+            who.credential_sha256.clone(),
+        )
+        .await?
+        {
+            Ok(p) => HttpResponse::Ok().json(json!({ "pending": p })),
+            Err(e) => api_error(e),
+        },
+    )
 }
 
 pub async fn pending(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
@@ -127,10 +137,19 @@ pub async fn confirm(
     q: web::Query<ConfirmQuery>,
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
-    Ok(match ops::confirm(&state, &who, q.other_sign_in).await? {
-        Ok(o) => HttpResponse::Ok().json(json!({ "outcome": o })),
-        Err(e) => api_error(&who, e),
-    })
+    Ok(
+        match service::host::confirm(
+            &state.svc,
+            &who.caller(),
+            who.credential_sha256.clone(),
+            q.other_sign_in,
+        )
+        .await?
+        {
+            Ok(o) => HttpResponse::Ok().json(json!({ "outcome": o })),
+            Err(e) => api_error(e),
+        },
+    )
 }
 
 pub async fn rollback(
@@ -139,10 +158,12 @@ pub async fn rollback(
     who: Authed,
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
-    Ok(match ops::rollback(&state, &who).await? {
-        Ok(o) => HttpResponse::Ok().json(json!({ "outcome": o })),
-        Err(e) => api_error(&who, e),
-    })
+    Ok(
+        match service::host::rollback(&state.svc, &who.caller()).await? {
+            Ok(o) => HttpResponse::Ok().json(json!({ "outcome": o })),
+            Err(e) => api_error(e),
+        },
+    )
 }
 
 /// The `/api/v1/host/…` routes, inside the `/api/v1` scope.

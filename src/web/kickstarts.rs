@@ -4,10 +4,9 @@
 //! (it carries the installer's token). And `/ks/{token}`, where an installing guest
 //! (which has no session) fetches its kickstart while its install boot runs.
 
-use super::api::{answer, csrf_header};
 use super::audit;
 use super::errors::{html, AppError, ErrorKind};
-use super::pages::storage::{admin_change, see_other};
+use super::kit::{answer, csrf_header, notice_for, see_other};
 use super::pages::{format_time, Chrome};
 use super::session::{remote_addr, Authed};
 use super::{lc, now, AppState};
@@ -15,7 +14,8 @@ use crate::auth::Role;
 use crate::config::Config;
 use crate::domain::kickstart::{check_base_url, derived_base_url};
 use crate::lifecycle::kickstart::{self as ks, Fetch, KickstartRequest};
-use crate::lifecycle::{FieldError, LcResult, LifecycleError};
+use crate::lifecycle::{FieldError, LifecycleError};
+use crate::service;
 use crate::store::kickstarts::KickstartRow;
 use crate::web::routes::RouteExt;
 use actix_web::http::Method;
@@ -37,7 +37,6 @@ fn json_error(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> ac
         J::ContentType => AppError::bad_request("Send JSON with Content-Type: application/json."),
         other => AppError::bad_request(format!("The request body is not valid JSON: {other}")),
     }
-    .api()
     .into()
 }
 
@@ -117,59 +116,6 @@ pub fn base_url_may_be_unreachable(cfg: &Config) -> bool {
             .listen_addr()
             .map(|a| a.ip().is_unspecified() || a.ip().is_loopback())
             .unwrap_or(true)
-}
-
-// ---- audited changes, shared by the pages and the API ----
-
-async fn create(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    req: KickstartRequest,
-) -> Result<LcResult<KickstartRow>, AppError> {
-    let (target, actor) = (req.name.trim().to_string(), who.username.clone());
-    admin_change(
-        state,
-        who,
-        "kickstart.create",
-        &target,
-        move |s| ks::create(&s.store, &req, &actor, now()),
-        |k| format!("{} bytes", k.content.len()),
-    )
-    .await
-}
-
-async fn update(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    req: KickstartRequest,
-) -> Result<LcResult<KickstartRow>, AppError> {
-    let (target, actor) = (req.name.clone(), who.username.clone());
-    admin_change(
-        state,
-        who,
-        "kickstart.update",
-        &target,
-        move |s| ks::update(&s.store, &req, &actor, now()),
-        |k| format!("{} bytes", k.content.len()),
-    )
-    .await
-}
-
-async fn delete(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    name: String,
-) -> Result<LcResult<()>, AppError> {
-    let target = name.clone();
-    admin_change(
-        state,
-        who,
-        "kickstart.delete",
-        &target,
-        move |s| ks::delete(s.hv.as_ref(), &s.store, &name, now()),
-        |()| "deleted".into(),
-    )
-    .await
 }
 
 // ---- the installer's fetch ----
@@ -304,17 +250,13 @@ struct List {
     kickstarts: Vec<Summary>,
 }
 
-async fn all(state: &web::Data<AppState>, who: &Authed) -> Result<Vec<KickstartRow>, AppError> {
+async fn all(state: &web::Data<AppState>) -> Result<Vec<KickstartRow>, AppError> {
     lc(state, |s| Ok(s.store.kickstarts()?))
         .await
-        .map_err(|e| who.err(e.into()))
+        .map_err(AppError::from)
 }
 
-async fn one(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    name: &str,
-) -> Result<KickstartRow, AppError> {
+async fn one(state: &web::Data<AppState>, name: &str) -> Result<KickstartRow, AppError> {
     let n = name.to_string();
     lc(state, move |s| {
         s.store
@@ -322,15 +264,11 @@ async fn one(
             .ok_or_else(|| LifecycleError::NotFound(format!("There is no kickstart named {n}.")))
     })
     .await
-    .map_err(|e| who.err(e.into()))
+    .map_err(AppError::from)
 }
 
-async fn api_list(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
-    let kickstarts = all(&state, &who)
-        .await?
-        .into_iter()
-        .map(Summary::from)
-        .collect();
+async fn api_list(state: web::Data<AppState>, _who: Authed) -> Result<HttpResponse, AppError> {
+    let kickstarts = all(&state).await?.into_iter().map(Summary::from).collect();
     Ok(HttpResponse::Ok().json(List { kickstarts }))
 }
 
@@ -339,7 +277,7 @@ async fn api_get(
     who: Authed,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let k = one(&state, &who, &path.into_inner()).await?;
+    let k = one(&state, &path.into_inner()).await?;
     Ok(HttpResponse::Ok().json(Detail::for_reader(k, &who)))
 }
 
@@ -350,8 +288,8 @@ async fn api_create(
     body: web::Json<KickstartRequest>,
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
-    let r = create(&state, &who, body.into_inner()).await?;
-    answer(&who, r, |k| {
+    let r = service::kickstarts::create(&state.svc, &who.caller(), body.into_inner()).await?;
+    answer(r, |k| {
         HttpResponse::Created()
             .insert_header((header::LOCATION, format!("/api/v1/kickstarts/{}", k.name)))
             .json(k)
@@ -373,16 +311,16 @@ async fn api_update(
     body: web::Json<ContentBody>,
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
-    let r = update(
-        &state,
-        &who,
+    let r = service::kickstarts::update(
+        &state.svc,
+        &who.caller(),
         KickstartRequest {
             name: path.into_inner(),
             content: body.into_inner().content,
         },
     )
     .await?;
-    answer(&who, r, |k| HttpResponse::Ok().json(k))
+    answer(r, |k| HttpResponse::Ok().json(k))
 }
 
 async fn api_delete(
@@ -392,8 +330,8 @@ async fn api_delete(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
-    let r = delete(&state, &who, path.into_inner()).await?;
-    answer(&who, r, |()| HttpResponse::NoContent().finish())
+    let r = service::kickstarts::delete(&state.svc, &who.caller(), path.into_inner()).await?;
+    answer(r, |()| HttpResponse::NoContent().finish())
 }
 
 async fn api_status(
@@ -406,17 +344,12 @@ async fn api_status(
         ks::status(s.hv.as_ref(), &s.store, &vm, now())
     })
     .await;
-    answer(&who, r, |st| {
+    answer(r, |st| {
         HttpResponse::Ok().json(StatusBody::for_reader(st, &who))
     })
 }
 
 // ---- pages ----
-
-#[derive(Deserialize)]
-struct MessageQuery {
-    message: Option<String>,
-}
 
 #[derive(Template)]
 #[template(path = "kickstarts.html")]
@@ -481,11 +414,7 @@ async fn render_list(
     errors: Vec<FieldError>,
     form: KickstartRequest,
 ) -> Result<HttpResponse, AppError> {
-    let kickstarts = all(state, who)
-        .await?
-        .into_iter()
-        .map(Summary::from)
-        .collect();
+    let kickstarts = all(state).await?.into_iter().map(Summary::from).collect();
     Ok(html(
         status,
         &ListPage {
@@ -499,12 +428,8 @@ async fn render_list(
     ))
 }
 
-async fn list_page(
-    state: web::Data<AppState>,
-    who: Authed,
-    q: web::Query<MessageQuery>,
-) -> Result<HttpResponse, AppError> {
-    let message = q.into_inner().message;
+async fn list_page(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
+    let message = notice_for(&who);
     render_list(
         &state,
         &who,
@@ -536,8 +461,9 @@ async fn create_form(
         name: f.name,
         content: from_textarea(&f.content),
     };
-    match create(&state, &who, req.clone()).await? {
+    match service::kickstarts::create(&state.svc, &who.caller(), req.clone()).await? {
         Ok(k) => Ok(see_other(
+            &who,
             &format!("/kickstarts/{}", k.name),
             &format!("Kickstart {} saved.", k.name),
         )),
@@ -552,7 +478,7 @@ async fn create_form(
             )
             .await
         }
-        Err(e) => Err(who.err(e.into())),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -573,7 +499,7 @@ async fn render_edit(
     name: &str,
     shown: EditShown,
 ) -> Result<HttpResponse, AppError> {
-    let kickstart = one(state, who, name).await?;
+    let kickstart = one(state, name).await?;
     let content = if reads_secrets(who) {
         shown.content.unwrap_or_else(|| kickstart.content.clone())
     } else {
@@ -596,10 +522,9 @@ async fn edit_page(
     state: web::Data<AppState>,
     who: Authed,
     path: web::Path<String>,
-    q: web::Query<MessageQuery>,
 ) -> Result<HttpResponse, AppError> {
     let name = path.into_inner();
-    let message = q.into_inner().message;
+    let message = notice_for(&who);
     render_edit(
         &state,
         &who,
@@ -626,8 +551,9 @@ async fn update_form(
         name: name.clone(),
         content: content.clone(),
     };
-    match update(&state, &who, req).await? {
+    match service::kickstarts::update(&state.svc, &who.caller(), req).await? {
         Ok(k) => Ok(see_other(
+            &who,
             &format!("/kickstarts/{}", k.name),
             &format!("Kickstart {} saved.", k.name),
         )),
@@ -645,7 +571,7 @@ async fn update_form(
             )
             .await
         }
-        Err(e) => Err(who.err(e.into())),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -662,8 +588,9 @@ async fn delete_form(
 ) -> Result<HttpResponse, AppError> {
     who.check_csrf(form.csrf.as_deref())?;
     let name = path.into_inner();
-    match delete(&state, &who, name.clone()).await? {
+    match service::kickstarts::delete(&state.svc, &who.caller(), name.clone()).await? {
         Ok(()) => Ok(see_other(
+            &who,
             "/kickstarts",
             &format!("Kickstart {name} deleted."),
         )),
@@ -680,6 +607,6 @@ async fn delete_form(
             )
             .await
         }
-        Err(e) => Err(who.err(e.into())),
+        Err(e) => Err(e.into()),
     }
 }

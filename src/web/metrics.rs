@@ -3,7 +3,7 @@
 //! text format (Bearer token of any role).
 
 use super::{lc, AppState};
-use crate::domain::usage::prometheus::{Exposition, Histogram, Kind, CONTENT_TYPE};
+use crate::domain::usage::prometheus::{Exposition, Kind, CONTENT_TYPE};
 use crate::lifecycle;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -14,12 +14,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
-
-/// Upper bounds (seconds) of the job duration buckets: VM changes take from a fraction
-/// of a second (start) to many minutes (a clone copying large disks).
-pub const JOB_BUCKETS: [f64; 12] = [
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0,
-];
 
 /// Distinct request label sets kept at most (routes are patterns, so this is a guard).
 const MAX_REQUEST_SERIES: usize = 4096;
@@ -37,7 +31,6 @@ pub struct Metrics {
     requests: Mutex<HashMap<RequestKey, u64>>,
     login_wrong_password: AtomicU64,
     login_locked: AtomicU64,
-    jobs: Mutex<HashMap<(String, &'static str), Histogram>>,
 }
 
 fn method_label(m: &Method) -> &'static str {
@@ -50,27 +43,6 @@ fn method_label(m: &Method) -> &'static str {
         Method::DELETE => "DELETE",
         Method::OPTIONS => "OPTIONS",
         _ => "other",
-    }
-}
-
-/// A lifecycle call's outcome, as the audit log words it.
-pub fn outcome<T>(r: &crate::lifecycle::LcResult<T>) -> &'static str {
-    use crate::lifecycle::LifecycleError;
-    match r {
-        Ok(_) => "ok",
-        Err(LifecycleError::Invalid(_)) => "invalid",
-        Err(LifecycleError::Capacity(_)) => "refused",
-        Err(_) => "failed",
-    }
-}
-
-/// A lifecycle outcome as a bounded label value.
-pub fn result_label(result: &str) -> &'static str {
-    match result {
-        "ok" => "ok",
-        "invalid" => "invalid",
-        "refused" => "refused",
-        _ => "failed",
     }
 }
 
@@ -98,15 +70,7 @@ impl Metrics {
         }
     }
 
-    /// Records how long a VM change (`vm.create`, `vm.clone`, …) took.
-    pub fn job(&self, job: &str, result: &str, seconds: f64) {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        jobs.entry((job.to_string(), result_label(result)))
-            .or_insert_with(|| Histogram::new(&JOB_BUCKETS))
-            .observe(seconds);
-    }
-
-    fn write(&self, e: &mut Exposition) {
+    fn write(&self, ops: &crate::service::OpMetrics, e: &mut Exposition) {
         e.family(
             "virtdeck_http_requests_total",
             "HTTP requests answered, by method, route pattern and status.",
@@ -148,15 +112,8 @@ impl Metrics {
             "How long VM changes took (create, clone, resize, snapshots, actions, delete).",
             Kind::Histogram,
         );
-        let jobs: BTreeMap<(String, &'static str), Histogram> = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for ((job, result), h) in &jobs {
-            e.histogram(&[("job", job), ("result", result)], h);
+        for ((job, result), h) in ops.snapshot() {
+            e.histogram(&[("job", job), ("result", result)], &h);
         }
     }
 }
@@ -438,7 +395,7 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
     }
     write_usage(&state, &mut e);
     write_consoles(&state, &mut e);
-    state.metrics.write(&mut e);
+    state.metrics.write(&state.ops, &mut e);
     e.family(
         "virtdeck_metrics_render_seconds",
         "How long writing this page took (after reading capacity).",
@@ -464,10 +421,11 @@ mod tests {
         m.request(&Method::POST, "/login", 429);
         m.request(&Method::POST, "/login", 303);
         m.request(&Method::from_bytes(b"BREW").unwrap(), "unmatched", 404);
-        m.job("vm.create", "ok", 1.5);
-        m.job("vm.create", "something else", 0.05);
+        let ops = crate::service::OpMetrics::default();
+        ops.observe(crate::service::Action::VmCreate, "ok", 1.5);
+        ops.observe(crate::service::Action::VmCreate, "failed", 0.05);
         let mut e = Exposition::new();
-        m.write(&mut e);
+        m.write(&ops, &mut e);
         let text = e.finish();
         for line in [
             "virtdeck_http_requests_total{method=\"GET\",route=\"/vms/{name}\",status=\"200\"} 2",

@@ -12,6 +12,7 @@ pub mod flash;
 pub mod hostnet_api;
 pub mod jobs;
 pub mod kickstarts;
+pub mod kit;
 pub mod live;
 pub mod metrics;
 pub mod pages;
@@ -24,26 +25,21 @@ pub mod slow_clients;
 pub mod usage;
 pub mod volumes;
 
-use crate::config::Config;
-use crate::domain::host::VirtType;
 use crate::hypervisor::Hypervisor;
+use crate::service::Services;
 use crate::store::{Store, StoreResult};
 use errors::AppError;
 use std::sync::{Arc, Mutex};
 
-/// Shared by every request.
+/// Shared by every request: the service layer's [`Services`] (settings, store, libvirt,
+/// changes in progress; reached through `Deref`, so `state.hv` is `state.svc.hv`) and
+/// what only the web layer needs.
 pub struct AppState {
-    pub cfg: Config,
-    pub store: Arc<Store>,
-    pub hv: Arc<dyn Hypervisor>,
-    /// The guest type, or why the configured one cannot be used.
-    pub virt_type: Result<VirtType, String>,
+    pub svc: Arc<Services>,
     /// One-time token for creating the first admin; `None` once used or when accounts exist.
     pub setup_token: Mutex<Option<String>>,
     /// Whether cookies get `Secure` (served over TLS).
     pub tls: bool,
-    /// Serializes admission of new VMs against free units.
-    pub admission: crate::lifecycle::AdmissionLock,
     /// VM events from libvirt, for live pages and the VM pages' recent events.
     pub live: Arc<live::LiveEvents>,
     /// Console tickets and live console sessions.
@@ -52,16 +48,17 @@ pub struct AppState {
     pub usage: Arc<crate::usage::Usage>,
     /// virtdeck's own counters for `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
-    /// Host changes (network, kernel settings): plans, the one waiting for confirmation.
-    pub host: Arc<crate::hostcfg::Engine>,
-    /// Cancel handles of the running upload and fetch jobs.
-    pub jobs: Arc<crate::lifecycle::jobs::Jobs>,
-    /// The VM list shared by the list page, the API and the capacity summary.
-    pub vm_list: Arc<crate::lifecycle::list_cache::ListCache>,
     /// `[http] trusted_proxies`, parsed.
     pub trusted_proxies: Vec<crate::domain::cidr::Cidr>,
     /// Caps the Argon2 password checks running at once.
     pub password_gate: password_gate::PasswordGate,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.svc
+    }
 }
 
 impl AppState {
@@ -83,13 +80,7 @@ impl AppState {
     }
 }
 
-/// Seconds since the Unix epoch.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use crate::service::now;
 
 /// Runs a store call off the async runtime.
 pub async fn db<T, F>(state: &AppState, f: F) -> Result<T, AppError>

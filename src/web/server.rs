@@ -153,20 +153,23 @@ pub fn build_state(
         Ok(notes) => {
             for note in notes {
                 tracing::warn!(%note, "start-up reconciliation");
-                let _ = store.append_audit(&crate::store::AuditEntry {
-                    at: super::now(),
-                    actor: "virtdeck".into(),
-                    remote_addr: "local".into(),
-                    action: "vm.reconcile".into(),
-                    target: String::new(),
-                    result: "ok".into(),
-                    detail: note,
-                });
+                crate::service::audit::append(
+                    &store,
+                    crate::store::AuditEntry {
+                        at: super::now(),
+                        actor: "virtdeck".into(),
+                        remote_addr: "local".into(),
+                        action: "vm.reconcile".into(),
+                        target: String::new(),
+                        result: "ok".into(),
+                        detail: note,
+                    },
+                );
             }
         }
         Err(e) => tracing::error!(error = %e, "start-up reconciliation failed"),
     }
-    super::jobs::reconcile_jobs(hv.as_ref(), &store);
+    crate::service::runner::reconcile_jobs(hv.as_ref(), &store);
     let virt_type = resolve_virt_type(cfg.virt_type, &kvm).map_err(|e| e.to_string());
     if let Err(e) = &virt_type {
         tracing::warn!(error = %e, "virt_type setting cannot be honoured");
@@ -210,23 +213,27 @@ pub fn build_state(
     let trusted_proxies = cfg.http.trusted_proxy_ranges()?;
     let password_gate =
         super::password_gate::PasswordGate::new(cfg.login.max_parallel_password_checks);
-    Ok(AppState {
-        trusted_proxies,
-        password_gate,
-        vm_list,
+    let svc = Arc::new(crate::service::Services {
         cfg,
         store,
         hv,
         virt_type,
+        admission: Default::default(),
+        jobs: Default::default(),
+        vm_list,
+        host,
+        ops: Default::default(),
+    });
+    Ok(AppState {
+        svc,
+        trusted_proxies,
+        password_gate,
         setup_token: Mutex::new(setup_token),
         tls,
-        admission: Default::default(),
         live,
         consoles: Default::default(),
         usage,
         metrics: Default::default(),
-        host,
-        jobs: Default::default(),
     })
 }
 
@@ -295,7 +302,7 @@ fn json_error(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> ac
         J::Payload(p) if super::slow_clients::is_body_timeout(p) => body_timed_out(),
         other => AppError::bad_request(format!("The request body is not valid JSON: {other}")),
     };
-    e.api().into()
+    e.into()
 }
 
 fn body_timed_out() -> AppError {
@@ -318,31 +325,16 @@ fn form_error(err: actix_web::error::UrlencodedError, _req: &HttpRequest) -> act
     e.into()
 }
 
-fn query_error(_err: actix_web::error::QueryPayloadError, req: &HttpRequest) -> actix_web::Error {
-    let e = AppError::bad_request("The address has an invalid query string.");
-    if req.path().starts_with("/api/") {
-        e.api().into()
-    } else {
-        e.into()
-    }
+fn query_error(_err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    AppError::bad_request("The address has an invalid query string.").into()
 }
 
-fn path_error(_err: actix_web::error::PathError, req: &HttpRequest) -> actix_web::Error {
-    let e = AppError::not_found("There is no such page.");
-    if req.path().starts_with("/api/") {
-        e.api().into()
-    } else {
-        e.into()
-    }
+fn path_error(_err: actix_web::error::PathError, _req: &HttpRequest) -> actix_web::Error {
+    AppError::not_found("There is no such page.").into()
 }
 
-async fn not_found(req: HttpRequest) -> Result<HttpResponse, AppError> {
-    let e = AppError::not_found("There is no such page.");
-    Err(if req.path().starts_with("/api/") {
-        e.api()
-    } else {
-        e
-    })
+async fn not_found() -> Result<HttpResponse, AppError> {
+    Err(AppError::not_found("There is no such page."))
 }
 
 async fn healthz() -> HttpResponse {
@@ -386,6 +378,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .get("/vms", vms::vms_page)
     .post("/vms", vms::create_vm)
     .get("/vms/new", vms::new_vm_page)
+    .get("/vms/new/charge", vms::charge_explained)
     .get("/vms/{name}", vms::vm_page)
     .post("/vms/{name}/action/{action}", vms::vm_action)
     .post("/vms/{name}/autostart", vms::vm_autostart)
@@ -534,6 +527,9 @@ pub fn start_with(cfg: Config, wrap: Option<HypervisorWrap>) -> anyhow::Result<R
     let http = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .wrap(actix_web::middleware::from_fn(
+                super::errors::api_errors_as_json,
+            ))
             .wrap(actix_web::middleware::from_fn(streams_uncompressed))
             .wrap(actix_web::middleware::Compress::default())
             .wrap(actix_web::middleware::from_fn(super::metrics::track))

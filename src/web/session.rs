@@ -32,13 +32,20 @@ pub struct Authed {
     pub role: Role,
     pub credential: Credential,
     pub remote_addr: String,
-    /// Whether the request was for `/api/…` (errors answer in JSON).
-    pub api: bool,
     /// SHA-256 of the session cookie or API token this request came with.
     pub credential_sha256: String,
 }
 
 impl Authed {
+    /// Who asks, as the service layer and the audit log see them.
+    pub fn caller(&self) -> crate::service::Caller {
+        crate::service::Caller {
+            username: self.username.clone(),
+            remote_addr: self.remote_addr.clone(),
+            role: self.role,
+        }
+    }
+
     /// The CSRF token to embed in forms (empty for API tokens).
     pub fn csrf(&self) -> &str {
         match &self.credential {
@@ -55,19 +62,10 @@ impl Authed {
             Credential::ApiToken => Ok(()),
             Credential::Session { csrf_token, .. } => match presented {
                 Some(p) if secrets_equal(p, csrf_token) => Ok(()),
-                _ => Err(self.err(AppError::forbidden(
+                _ => Err(AppError::forbidden(
                     "This form has expired or did not come from virtdeck. Reload the page and try again.",
-                ))),
+                )),
             },
-        }
-    }
-
-    /// Shapes an error for this request's kind (JSON for the API).
-    pub fn err(&self, e: AppError) -> AppError {
-        if self.api {
-            e.api()
-        } else {
-            e
         }
     }
 
@@ -92,10 +90,10 @@ impl Authed {
             &format!("role {} needs {}", self.role, needed),
         )
         .await;
-        Err(self.err(AppError::forbidden(format!(
+        Err(AppError::forbidden(format!(
             "Your role ({}) may not do this; it needs {}. Ask an admin.",
             self.role, needed
-        ))))
+        )))
     }
 }
 
@@ -159,8 +157,6 @@ fn page_to_return_to(req: &HttpRequest) -> Option<String> {
 }
 
 async fn authenticate(req: HttpRequest) -> Result<Authed, AppError> {
-    let api = req.path().starts_with("/api/");
-    let shape = |e: AppError| if api { e.api() } else { e };
     let login_required = || AppError::login_required_for(page_to_return_to(&req));
     let state = req
         .app_data::<web::Data<AppState>>()
@@ -171,10 +167,10 @@ async fn authenticate(req: HttpRequest) -> Result<Authed, AppError> {
 
     if let Some(token) = bearer(&req) {
         let Some(user) = api_token_user(&state, &token, now).await? else {
-            return Err(shape(AppError::new(
+            return Err(AppError::new(
                 super::errors::ErrorKind::Unauthorized,
                 "The API token is not valid. Create one with `virtdeck token create --user NAME`.",
-            )));
+            ));
         };
         let role = user.role.parse().unwrap_or(Role::Viewer);
         return Ok(Authed {
@@ -183,18 +179,17 @@ async fn authenticate(req: HttpRequest) -> Result<Authed, AppError> {
             role,
             credential: Credential::ApiToken,
             remote_addr,
-            api,
             credential_sha256: sha256_hex(&token),
         });
     }
 
     let Some(cookie) = req.cookie(SESSION_COOKIE) else {
-        return Err(shape(login_required()));
+        return Err(login_required());
     };
     let token_sha256 = sha256_hex(cookie.value());
     let lookup = token_sha256.clone();
     let Some(session) = db(&state, move |s| s.find_session(&lookup)).await? else {
-        return Err(shape(login_required()));
+        return Err(login_required());
     };
     if !session_alive(
         &state.cfg.session,
@@ -204,7 +199,7 @@ async fn authenticate(req: HttpRequest) -> Result<Authed, AppError> {
     ) {
         let gone = token_sha256.clone();
         db(&state, move |s| s.delete_session(&gone)).await?;
-        return Err(shape(login_required()));
+        return Err(login_required());
     }
     // Record activity, but not on every request: at most every quarter idle period.
     let touch_every = (state.cfg.session.idle_timeout_seconds as i64 / 4).clamp(0, 60);
@@ -221,7 +216,6 @@ async fn authenticate(req: HttpRequest) -> Result<Authed, AppError> {
             csrf_token: session.csrf_token,
         },
         remote_addr,
-        api,
         credential_sha256: token_sha256,
     })
 }

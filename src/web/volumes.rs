@@ -3,22 +3,18 @@
 //! every change is audited. Bytes are streamed in both directions through bounded
 //! channels between the connection and a blocking libvirt stream, never held whole.
 
-use super::api::{answer, csrf_header};
 use super::errors::{html, AppError, ErrorKind};
-use super::jobs::{accepted, actor, JobView};
-use super::pages::storage::{admin_change, see_other};
+use super::kit::{accepted, answer, csrf_header, see_other, JobView};
 use super::pages::Chrome;
-use super::session::Authed;
+use super::session::{Authed, Credential};
 use super::{lc, AppState};
 use crate::auth::Role;
 use crate::domain::storage::{human_bytes, PoolStatus};
-use crate::domain::volumes::{
-    is_iso_image, overcommit_warning, resize_refusal, FetchRequest, NewVolumeRequest,
-};
-use crate::lifecycle::jobs::{self, Transfer};
-use crate::lifecycle::volumes::{self as vols, VolumeResized, VolumeView};
-use crate::lifecycle::{FieldError, LcResult, LifecycleError};
-use crate::store::jobs::JobRow;
+use crate::domain::volumes::{is_iso_image, overcommit_warning, FetchRequest, NewVolumeRequest};
+use crate::lifecycle::jobs::{self};
+use crate::lifecycle::volumes::{self as vols, VolumeView};
+use crate::lifecycle::{FieldError, LifecycleError};
+use crate::service;
 use crate::web::routes::RouteExt;
 use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType};
 use actix_web::http::StatusCode;
@@ -51,137 +47,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .get("/api/v1/pools/{pool}/volumes/{name}", api_download)
         .patch("/api/v1/pools/{pool}/volumes/{name}", api_resize)
         .delete("/api/v1/pools/{pool}/volumes/{name}", api_delete);
-}
-
-fn target(pool: &str, name: &str) -> String {
-    format!("{pool}/{name}")
-}
-
-// ---- audited operations, shared by pages and API ----
-
-/// Checks and records a volume create, then makes the volume on a thread of its own
-/// (started inside the checked step, so a client that goes away early leaves no job
-/// without its thread).
-async fn create(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    pool: &str,
-    req: NewVolumeRequest,
-) -> Result<LcResult<JobRow>, AppError> {
-    let (p, a, st) = (pool.to_string(), actor(who), state.clone());
-    admin_change(
-        state,
-        who,
-        "volume.create",
-        &target(pool, req.name.trim()),
-        move |s| {
-            let (job, spec, cancel) =
-                jobs::begin_create(s.hv.as_ref(), &s.store, &s.jobs, &p, &req, &a)?;
-            let j = job.clone();
-            super::jobs::spawn(&st, &job, move |s| {
-                jobs::run_create(s.hv.as_ref(), &s.store, &s.jobs, &j, &spec, cancel, &a)
-            })?;
-            Ok(job)
-        },
-        |job| format!("job {} started: {}", job.id, job.source),
-    )
-    .await
-}
-
-async fn resize(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    pool: &str,
-    name: &str,
-    size_gib: Option<u64>,
-) -> Result<LcResult<VolumeResized>, AppError> {
-    let (p, n) = (pool.to_string(), name.to_string());
-    admin_change(
-        state,
-        who,
-        "volume.resize",
-        &target(pool, name),
-        move |s| {
-            let v = vols::volume(s.hv.as_ref(), &p, &n)?;
-            if let Some(m) = resize_refusal(&n, v.volume.format.as_deref()) {
-                return Err(LifecycleError::Invalid(vec![FieldError {
-                    field: "size_gib",
-                    message: m,
-                }]));
-            }
-            vols::resize_volume(s.hv.as_ref(), &p, &n, size_gib)
-        },
-        |r| {
-            format!(
-                "{} → {}",
-                human_bytes(r.previous_bytes),
-                human_bytes(r.capacity_bytes)
-            )
-        },
-    )
-    .await
-}
-
-async fn delete(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    pool: &str,
-    name: &str,
-) -> Result<LcResult<crate::domain::storage::PoolVolume>, AppError> {
-    let (p, n) = (pool.to_string(), name.to_string());
-    admin_change(
-        state,
-        who,
-        "volume.delete",
-        &target(pool, name),
-        move |s| vols::delete_volume(s.hv.as_ref(), &s.store, &p, &n),
-        |v| format!("{} deleted", v.path),
-    )
-    .await
-}
-
-/// Checks and records a fetch, then runs it on its own thread (started inside the
-/// checked step, like a volume create's).
-async fn fetch(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    pool: &str,
-    req: FetchRequest,
-) -> Result<LcResult<JobRow>, AppError> {
-    let (p, a, st) = (pool.to_string(), actor(who), state.clone());
-    admin_change(
-        state,
-        who,
-        "volume.fetch",
-        &target(pool, req.name.trim()),
-        move |s| {
-            let (job, cancel) = jobs::begin_fetch(
-                s.hv.as_ref(),
-                &s.store,
-                &s.jobs,
-                &s.cfg.images,
-                &p,
-                &req,
-                &a,
-            )?;
-            let j = job.clone();
-            super::jobs::spawn(&st, &job, move |s| {
-                jobs::run_fetch(
-                    s.hv.as_ref(),
-                    &s.store,
-                    &s.jobs,
-                    &s.cfg.images,
-                    &s.cfg.fetch,
-                    &j,
-                    cancel,
-                    a,
-                )
-            })?;
-            Ok(job)
-        },
-        |job| format!("job {} started: {}", job.id, job.source),
-    )
-    .await
 }
 
 // ---- the pool page ----
@@ -360,22 +225,9 @@ async fn create_form(
         format: Some(form.format.clone()),
     };
     // A thin volume larger than the pool's free space is made, with a warning.
-    let warning = match req.validate() {
-        Ok(v) => {
-            let p = pool.clone();
-            lc(&state, move |s| {
-                crate::lifecycle::storage::pool(s.hv.as_ref(), &p)
-            })
-            .await
-            .ok()
-            .and_then(|status| {
-                overcommit_warning(&v.name, v.size_gib, v.format, status.available_bytes)
-            })
-        }
-        Err(_) => None,
-    };
-    let started = create(&state, &who, &pool, req).await?;
-    let outcome = match super::jobs::form_outcome(&state, started, |j| {
+    let warning = thin_overcommit_warning(&state, &pool, &req).await;
+    let started = service::storage::create_volume(&state.svc, &who.caller(), &pool, req).await?;
+    let outcome = match super::kit::form_outcome(&state, &who, started, |j| {
         format!("Creating volume {}", j.volume)
     })
     .await
@@ -385,6 +237,7 @@ async fn create_form(
     };
     match outcome {
         Ok(j) => Ok(see_other(
+            &who,
             &pool_url(&pool),
             &format!(
                 "Volume {} created ({}).{}",
@@ -414,11 +267,14 @@ async fn resize_form(
     let (pool, name) = path.into_inner();
     let which = format!("resize:{name}");
     let r = match number_field(&form.size_gib, "size_gib") {
-        Ok(size) => resize(&state, &who, &pool, &name, size).await?,
+        Ok(size) => {
+            service::storage::resize_volume(&state.svc, &who.caller(), &pool, &name, size).await?
+        }
         Err(e) => Err(e),
     };
     match r {
         Ok(r) => Ok(see_other(
+            &who,
             &pool_url(&pool),
             &format!(
                 "Volume {name} resized from {} to {}.",
@@ -438,8 +294,9 @@ async fn delete_form(
 ) -> Result<HttpResponse, AppError> {
     who.check_csrf(form.csrf.as_deref())?;
     let (pool, name) = path.into_inner();
-    match delete(&state, &who, &pool, &name).await? {
+    match service::storage::delete_volume(&state.svc, &who.caller(), &pool, &name).await? {
         Ok(_) => Ok(see_other(
+            &who,
             &pool_url(&pool),
             &format!("Volume {name} deleted."),
         )),
@@ -468,8 +325,9 @@ async fn fetch_form(
         url: form.url.clone(),
         name: form.name.clone(),
     };
-    match fetch(&state, &who, &pool, req).await? {
+    match service::storage::fetch_volume(&state.svc, &who.caller(), &pool, req).await? {
         Ok(job) => Ok(see_other(
+            &who,
             "/jobs",
             &format!(
                 "Fetching {} into {}/{} (job {}).",
@@ -511,7 +369,7 @@ async fn download(
     pool: String,
     name: String,
 ) -> Result<HttpResponse, AppError> {
-    let target = target(&pool, &name);
+    let target = service::storage::volume_target(&pool, &name);
     who.require(&state, Role::Admin, "volume.download", &target)
         .await?;
     let (p, n) = (pool.clone(), name.clone());
@@ -520,11 +378,10 @@ async fn download(
         let length = s.hv.volume_download_bytes(&v.volume.path)?;
         Ok((v.volume.path, length))
     })
-    .await
-    .map_err(|e| who.err(e.into()))?;
+    .await?;
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, io::Error>>(CHANNEL_CHUNKS);
     let st = state.clone();
-    let a = actor(&who);
+    let a = who.caller().actor();
     actix_web::rt::task::spawn_blocking(move || {
         let mut w = ChannelWriter { tx };
         match st.hv.download_volume(&path, length, &mut w) {
@@ -546,7 +403,7 @@ async fn download(
     // than a cut-off body.
     let first = rx.recv().await;
     if let Some(Err(e)) = first {
-        return Err(who.err(AppError::new(ErrorKind::HypervisorFailed, e.to_string())));
+        return Err(AppError::new(ErrorKind::HypervisorFailed, e.to_string()));
     }
     let body = futures_util::stream::iter(first)
         .chain(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
@@ -648,13 +505,11 @@ async fn api_upload(
     csrf_header(&req, &who)?;
     let (pool, name) = path.into_inner();
     let Some(length) = declared_length(&req) else {
-        return Err(who.err(
-            AppError::new(
-                ErrorKind::BadRequest,
-                "Send the file's size in Content-Length (chunked uploads are not accepted).",
-            )
-            .field("file"),
-        ));
+        return Err(AppError::new(
+            ErrorKind::BadRequest,
+            "Send the file's size in Content-Length (chunked uploads are not accepted).",
+        )
+        .field("file"));
     };
     let source: String = q
         .into_inner()
@@ -664,32 +519,12 @@ async fn api_upload(
         .filter(|c| !c.is_control())
         .take(255)
         .collect();
-    let (p, n, a) = (pool.clone(), name.clone(), actor(&who));
-    let begun = admin_change(
-        &state,
-        &who,
-        "volume.upload",
-        &target(&pool, &name),
-        move |s| {
-            jobs::begin_upload(
-                s.hv.as_ref(),
-                &s.store,
-                &s.jobs,
-                &s.cfg.images,
-                &p,
-                &n,
-                length,
-                &source,
-                a,
-            )
-        },
-        |t: &Transfer| format!("job {} started: {length} bytes", t.job_id),
-    )
-    .await
-    .map_err(|e| who.err(e))?;
+    let begun =
+        service::storage::begin_upload(&state.svc, &who.caller(), &pool, &name, length, source)
+            .await?;
     let t = match begun {
         Ok(t) => t,
-        Err(e) => return answer::<()>(&who, Err(e), |_| HttpResponse::Ok().finish()),
+        Err(e) => return answer::<()>(Err(e), |_| HttpResponse::Ok().finish()),
     };
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
     let reader = ChannelReader {
@@ -722,9 +557,36 @@ async fn api_upload(
     let r = job
         .await
         .map_err(|e| AppError::internal(anyhow::anyhow!("upload task failed: {e}")))?;
-    answer(&who, r, |job| {
-        HttpResponse::Created().json(JobView::of(job))
+    if let (Ok(job), Credential::Session { .. }) = (&r, &who.credential) {
+        // The upload page sends the browser to the pool page, which shows this once.
+        super::flash::put(
+            &who,
+            super::flash::Flash::notice(format!(
+                "Volume {} uploaded ({}).",
+                job.volume,
+                human_bytes(job.bytes_total)
+            )),
+        );
+    }
+    answer(r, |job| HttpResponse::Created().json(JobView::of(job)))
+}
+
+/// The warning for a new thin volume larger than its pool's free space (it is made all
+/// the same); `None` when it fits, or when the request or pool is not valid (the create
+/// itself then says why).
+async fn thin_overcommit_warning(
+    state: &web::Data<AppState>,
+    pool: &str,
+    req: &NewVolumeRequest,
+) -> Option<String> {
+    let v = req.validate().ok()?;
+    let p = pool.to_string();
+    let status = lc(state, move |s| {
+        crate::lifecycle::storage::pool(s.hv.as_ref(), &p)
     })
+    .await
+    .ok()?;
+    overcommit_warning(&v.name, v.size_gib, v.format, status.available_bytes)
 }
 
 // ---- API: create, resize, delete, fetch ----
@@ -737,10 +599,27 @@ async fn api_create(
     body: web::Json<NewVolumeRequest>,
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
-    let r = create(&state, &who, &path.into_inner(), body.into_inner())
-        .await
-        .map_err(|e| who.err(e))?;
-    answer(&who, r, accepted)
+    let pool = path.into_inner();
+    let body = body.into_inner();
+    let warning = thin_overcommit_warning(&state, &pool, &body).await;
+    let r = service::storage::create_volume(&state.svc, &who.caller(), &pool, body).await?;
+    // The answer is the job, plus `warnings` (sentences; empty when none) such as a thin
+    // volume larger than the pool's free space.
+    answer(r, |job| {
+        HttpResponse::Accepted()
+            .insert_header(("location", format!("/api/v1/jobs/{}", job.id)))
+            .json(CreatedVolume {
+                job: JobView::of(job),
+                warnings: warning.into_iter().collect(),
+            })
+    })
+}
+
+#[derive(serde::Serialize)]
+struct CreatedVolume {
+    #[serde(flatten)]
+    job: JobView,
+    warnings: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -758,10 +637,9 @@ async fn api_resize(
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
     let (pool, name) = path.into_inner();
-    let r = resize(&state, &who, &pool, &name, body.size_gib)
-        .await
-        .map_err(|e| who.err(e))?;
-    answer(&who, r, |v| HttpResponse::Ok().json(v))
+    let r = service::storage::resize_volume(&state.svc, &who.caller(), &pool, &name, body.size_gib)
+        .await?;
+    answer(r, |v| HttpResponse::Ok().json(v))
 }
 
 async fn api_delete(
@@ -772,10 +650,8 @@ async fn api_delete(
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
     let (pool, name) = path.into_inner();
-    let r = delete(&state, &who, &pool, &name)
-        .await
-        .map_err(|e| who.err(e))?;
-    answer(&who, r, |v| HttpResponse::Ok().json(v))
+    let r = service::storage::delete_volume(&state.svc, &who.caller(), &pool, &name).await?;
+    answer(r, |v| HttpResponse::Ok().json(v))
 }
 
 async fn api_fetch(
@@ -786,8 +662,12 @@ async fn api_fetch(
     body: web::Json<FetchRequest>,
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
-    let r = fetch(&state, &who, &path.into_inner(), body.into_inner())
-        .await
-        .map_err(|e| who.err(e))?;
-    answer(&who, r, accepted)
+    let r = service::storage::fetch_volume(
+        &state.svc,
+        &who.caller(),
+        &path.into_inner(),
+        body.into_inner(),
+    )
+    .await?;
+    answer(r, accepted)
 }

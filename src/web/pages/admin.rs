@@ -3,13 +3,15 @@
 use super::super::errors::{html, AppError};
 use super::super::flash::{self, Flash};
 use super::super::session::Authed;
-use super::super::{audit, db, now, AppState};
+use super::super::{db, AppState};
 use super::{format_time, Chrome};
 use crate::auth::password::hash_password;
 use crate::auth::secret::{new_api_token, sha256_hex};
 use crate::auth::{validate_new_password, validate_username, Role};
+use crate::lifecycle::LifecycleError;
+use crate::service;
 use crate::store::audit::{AuditFilter, AuditRow};
-use crate::store::{StoreError, TokenRow, UserRow};
+use crate::store::{TokenRow, UserRow};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
@@ -324,37 +326,21 @@ pub async fn create_user(
         })?
         .map_err(|e| AppError::internal(anyhow::anyhow!("hashing failed: {e}")))?
         .map_err(|e| AppError::internal(e.into()))?;
-    let u = username.clone();
-    let now = now();
-    let created = web::block({
-        let store = state.store.clone();
-        move || store.create_user(&u, role.as_str(), &phc, now)
-    })
-    .await
-    .map_err(|e| AppError::internal(anyhow::anyhow!("blocking task failed: {e}")))?;
-    match created {
-        Ok(_) => {
-            audit::record(
-                &state,
-                &who.username,
-                &who.remote_addr,
-                "user.create",
-                &username,
-                "ok",
-                &format!("role {role}"),
-            )
-            .await;
-            Ok(flash::redirect(
-                &who,
-                "/users",
-                Flash::notice(format!("Created {username} ({role}).")),
-            ))
-        }
-        Err(StoreError::Duplicate(_)) => {
-            let msg = format!("A user named {username} exists already. Pick another name.");
+    match service::admin::create_user(&state.svc, &who.caller(), &username, role, phc).await? {
+        Ok(()) => Ok(flash::redirect(
+            &who,
+            "/users",
+            Flash::notice(format!("Created {username} ({role}).")),
+        )),
+        Err(LifecycleError::Invalid(errors)) => {
+            let msg = errors
+                .into_iter()
+                .next()
+                .map(|e| e.message)
+                .unwrap_or_default();
             render_users(&state, &who, invalid("username", msg, form)).await
         }
-        Err(e) => Err(AppError::internal(e.into())),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -385,27 +371,7 @@ pub async fn delete_user(
         )
         .await;
     }
-    let u = username.clone();
-    let deleted = db(&state, move |s| {
-        let id = s.find_user(&u)?.map(|row| row.id);
-        Ok(if s.delete_user(&u)? { id } else { None })
-    })
-    .await?;
-    let Some(user_id) = deleted else {
-        return Err(AppError::not_found(format!(
-            "There is no user named {username}."
-        )));
-    };
-    audit::record(
-        &state,
-        &who.username,
-        &who.remote_addr,
-        "user.delete",
-        &username,
-        "ok",
-        "sessions and API tokens revoked",
-    )
-    .await;
+    let user_id = service::admin::delete_user(&state.svc, &who.caller(), &username).await??;
     crate::web::console::close_user_consoles(
         &state,
         &who,
@@ -443,35 +409,32 @@ pub async fn create_token(
     who.require(&state, Role::Admin, "token.create", &form.username)
         .await?;
     let label = form.label.trim().chars().take(100).collect::<String>();
-    let u = form.username.clone();
-    let Some(user) = db(&state, move |s| s.find_user(&u)).await? else {
-        return render_users(
-            &state,
-            &who,
-            Outcome {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                error: Some(format!("There is no user named {}.", form.username)),
-                error_field: "token_user",
-                ..Default::default()
-            },
-        )
-        .await;
-    };
     let token = new_api_token();
-    let hash = sha256_hex(&token);
-    let now = now();
-    let l = label.clone();
-    db(&state, move |s| s.create_api_token(user.id, &hash, &l, now)).await?;
-    audit::record(
-        &state,
-        &who.username,
-        &who.remote_addr,
-        "token.create",
-        &user.username,
-        "ok",
-        &label,
+    let user = match service::admin::create_token(
+        &state.svc,
+        &who.caller(),
+        &form.username,
+        label,
+        sha256_hex(&token),
     )
-    .await;
+    .await?
+    {
+        Ok(user) => user,
+        Err(LifecycleError::Invalid(errors)) => {
+            return render_users(
+                &state,
+                &who,
+                Outcome {
+                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    error: errors.into_iter().next().map(|e| e.message),
+                    error_field: "token_user",
+                    ..Default::default()
+                },
+            )
+            .await;
+        }
+        Err(e) => return Err(e.into()),
+    };
     // Shown once, on the page after the redirect (never in a URL).
     Ok(flash::redirect(
         &who,
@@ -497,19 +460,7 @@ pub async fn delete_token(
     let id = path.into_inner();
     who.require(&state, Role::Admin, "token.delete", &id.to_string())
         .await?;
-    if !db(&state, move |s| s.delete_api_token(id)).await? {
-        return Err(AppError::not_found("There is no such API token."));
-    }
-    audit::record(
-        &state,
-        &who.username,
-        &who.remote_addr,
-        "token.delete",
-        &id.to_string(),
-        "ok",
-        "",
-    )
-    .await;
+    service::admin::delete_token(&state.svc, &who.caller(), id).await??;
     // Consoles opened with the revoked token close now (found by re-checking them all).
     crate::web::console::recheck_consoles(&state, &who).await;
     Ok(flash::redirect(
@@ -586,18 +537,7 @@ pub async fn set_flavor(
             return render_flavors(&state, &who, StatusCode::UNPROCESSABLE_ENTITY, Some(msg)).await;
         }
     };
-    let n = name.clone();
-    db(&state, move |s| s.set_flavor(&n, units)).await?;
-    audit::record(
-        &state,
-        &who.username,
-        &who.remote_addr,
-        "flavor.set",
-        &name,
-        "ok",
-        &super::units_text(units),
-    )
-    .await;
+    service::admin::set_flavor(&state.svc, &who.caller(), &name, units).await??;
     Ok(flash::redirect(
         &who,
         "/flavors",
@@ -615,22 +555,7 @@ pub async fn delete_flavor(
     let name = path.into_inner();
     who.require(&state, Role::Admin, "flavor.delete", &name)
         .await?;
-    let n = name.clone();
-    if !db(&state, move |s| s.delete_flavor(&n)).await? {
-        return Err(AppError::not_found(format!(
-            "There is no size named {name}."
-        )));
-    }
-    audit::record(
-        &state,
-        &who.username,
-        &who.remote_addr,
-        "flavor.delete",
-        &name,
-        "ok",
-        "",
-    )
-    .await;
+    service::admin::delete_flavor(&state.svc, &who.caller(), &name).await??;
     Ok(flash::redirect(
         &who,
         "/flavors",

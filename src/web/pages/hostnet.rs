@@ -3,6 +3,7 @@
 //! API (`web::hostnet_api`).
 
 use super::super::errors::{html, AppError, ErrorKind};
+use super::super::kit::{change_error, engine};
 use super::super::session::Authed;
 use super::super::{audit, AppState};
 use super::Chrome;
@@ -12,216 +13,13 @@ use crate::domain::hostnet::plan::LiveNet;
 use crate::domain::hostnet::{Backend, BondMode, FieldError, NetConfig};
 use crate::domain::sysctl::SysctlForm;
 use crate::hostcfg::sysctl::SettingView;
-use crate::hostcfg::{ChangeError, Engine, Outcome, PendingView, Plan};
+use crate::hostcfg::{ChangeError, Outcome, PendingView, Plan};
+use crate::service;
 use crate::web::routes::RouteExt;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
-use std::sync::Arc;
-
-/// Runs a blocking engine call off the async runtime.
-pub async fn engine<T, F>(state: &AppState, f: F) -> Result<T, ChangeError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Arc<Engine>) -> Result<T, ChangeError> + Send + 'static,
-{
-    let e = state.host.clone();
-    web::block(move || f(&e))
-        .await
-        .map_err(|e| ChangeError::Io(format!("internal error: {e}")))?
-}
-
-/// A host change error as an HTTP error.
-pub fn change_error(e: ChangeError) -> AppError {
-    match e {
-        ChangeError::Invalid(errs) => {
-            let first = errs.first().cloned();
-            let mut a = AppError::new(
-                ErrorKind::Unprocessable,
-                first
-                    .as_ref()
-                    .map(|f| f.message.clone())
-                    .unwrap_or_default(),
-            );
-            a.field = first.map(|f| f.field);
-            a
-        }
-        ChangeError::NotFound(m) => AppError::not_found(m),
-        ChangeError::Conflict(m) | ChangeError::Stale(m) => AppError::new(ErrorKind::Conflict, m),
-        ChangeError::Failed { message } => AppError::new(ErrorKind::HypervisorFailed, message),
-        ChangeError::Io(m) => AppError::internal(anyhow::anyhow!(m)),
-    }
-}
-
-fn result_of(e: &ChangeError) -> &'static str {
-    match e {
-        ChangeError::Invalid(_) => "invalid",
-        ChangeError::Conflict(_) | ChangeError::Stale(_) | ChangeError::NotFound(_) => "refused",
-        _ => "failed",
-    }
-}
-
-fn describe_invalid(e: &ChangeError) -> String {
-    match e {
-        ChangeError::Invalid(errs) => errs
-            .iter()
-            .map(|e| format!("{}: {}", e.field, e.message))
-            .collect::<Vec<_>>()
-            .join("; "),
-        other => other.to_string(),
-    }
-}
-
-async fn record(
-    state: &AppState,
-    who: &Authed,
-    action: &str,
-    target: &str,
-    r: Result<String, &ChangeError>,
-) {
-    let (result, detail) = match r {
-        Ok(d) => ("ok", d),
-        Err(e) => (result_of(e), describe_invalid(e)),
-    };
-    audit::record(
-        state,
-        &who.username,
-        &who.remote_addr,
-        action,
-        target,
-        result,
-        &detail,
-    )
-    .await;
-}
-
-/// Builds a plan for an admin, audited under `action`.
-async fn planned<F>(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    action: &'static str,
-    target: String,
-    build: F,
-) -> Result<Result<Plan, ChangeError>, AppError>
-where
-    F: FnOnce(&Arc<Engine>, &str) -> Result<Plan, ChangeError> + Send + 'static,
-{
-    who.require(state, Role::Admin, action, &target).await?;
-    let actor = who.username.clone();
-    let r = engine(state, move |e| build(e, &actor)).await;
-    let detail = r.as_ref().map(|p| {
-        format!(
-            "plan {}: {} file(s), {} live step(s)",
-            p.id,
-            p.files.len(),
-            p.ops.len()
-        )
-    });
-    record(state, who, action, &target, detail).await;
-    Ok(r)
-}
-
-/// Plans a network change (admins only), audited.
-pub async fn plan_network(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    form: NetForm,
-) -> Result<Result<Plan, ChangeError>, AppError> {
-    let target = form.name.clone();
-    planned(state, who, "host.network.plan", target, move |e, actor| {
-        e.plan_network(&form, actor)
-    })
-    .await
-}
-
-/// Plans a kernel settings change (admins only), audited.
-pub async fn plan_sysctl(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    form: SysctlForm,
-) -> Result<Result<Plan, ChangeError>, AppError> {
-    let target = form.key.clone();
-    planned(state, who, "host.sysctl.plan", target, move |e, actor| {
-        e.plan_sysctl(&form, actor)
-    })
-    .await
-}
-
-/// Applies a plan (admins only), audited.
-pub async fn apply(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    plan_id: String,
-) -> Result<Result<PendingView, ChangeError>, AppError> {
-    who.require(state, Role::Admin, "host.change.apply", &plan_id)
-        .await?;
-    let actor = who.username.clone();
-    let id = plan_id.clone();
-    let title = state
-        .host
-        .plan(&plan_id)
-        .map(|p| format!("{} {}", p.kind.as_str(), p.title));
-    let from = who.credential_sha256.clone();
-    let r = engine(state, move |e| e.apply(&id, &actor, &from)).await;
-    let detail = r.as_ref().map(|p| {
-        format!(
-            "plan {plan_id} applied; waiting for confirmation until {}",
-            super::format_time(p.deadline)
-        )
-    });
-    let target = match &r {
-        Ok(p) => format!("{} {}", p.kind.as_str(), p.title),
-        Err(_) => title.unwrap_or(plan_id.clone()),
-    };
-    record(state, who, "host.change.apply", &target, detail).await;
-    Ok(r)
-}
-
-/// Confirms the pending change (admins only), audited. Only from the sign-in that applied
-/// it, unless `for_other_sign_in`.
-pub async fn confirm(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    for_other_sign_in: bool,
-) -> Result<Result<Outcome, ChangeError>, AppError> {
-    who.require(state, Role::Admin, "host.change.confirm", "")
-        .await?;
-    let actor = who.username.clone();
-    let from = who.credential_sha256.clone();
-    let r = engine(state, move |e| e.confirm(&actor, &from, for_other_sign_in)).await;
-    let target = r.as_ref().map(|o| o.title.clone()).unwrap_or_default();
-    record(
-        state,
-        who,
-        "host.change.confirm",
-        &target,
-        r.as_ref().map(|o| o.detail.clone()),
-    )
-    .await;
-    Ok(r)
-}
-
-/// Rolls back the pending change now (admins only), audited.
-pub async fn rollback(
-    state: &web::Data<AppState>,
-    who: &Authed,
-) -> Result<Result<Outcome, ChangeError>, AppError> {
-    who.require(state, Role::Admin, "host.change.rollback", "")
-        .await?;
-    let reason = format!("rolled back by {}", who.username);
-    let r = engine(state, move |e| e.rollback(&reason)).await;
-    let target = r.as_ref().map(|o| o.title.clone()).unwrap_or_default();
-    record(
-        state,
-        who,
-        "host.change.rollback",
-        &target,
-        r.as_ref().map(|o| o.detail.clone()),
-    )
-    .await;
-    Ok(r)
-}
 
 /// A form posted from a page: its CSRF token and the other fields as a JSON object, so
 /// the typed form can refuse unknown fields.
@@ -481,7 +279,7 @@ pub async fn network_plan_form(
     let (csrf, fields) = split_form(form.into_inner());
     who.check_csrf(csrf.as_deref())?;
     let f: NetForm = typed(fields)?;
-    match plan_network(&state, &who, f.clone()).await? {
+    match service::host::plan_network(&state.svc, &who.caller(), f.clone()).await? {
         Ok(plan) => Ok(plan_page(&state, &who, plan, "/host/network")),
         Err(ChangeError::Invalid(errs)) => {
             render_network(
@@ -543,7 +341,14 @@ pub async fn apply_form(
 ) -> Result<HttpResponse, AppError> {
     who.check_csrf(form.csrf.as_deref())?;
     let kind = state.host.plan(&form.plan_id).map(|p| p.kind);
-    match apply(&state, &who, form.plan_id.clone()).await? {
+    match service::host::apply(
+        &state.svc,
+        &who.caller(),
+        form.plan_id.clone(),
+        who.credential_sha256.clone(),
+    )
+    .await?
+    {
         Ok(_) => Ok(see_other("/host/changes/pending")),
         Err(e) => {
             let status = status_of(change_error(e.clone()).kind);
@@ -611,7 +416,14 @@ pub async fn confirm_form(
     form: web::Form<ConfirmForm>,
 ) -> Result<HttpResponse, AppError> {
     who.check_csrf(form.csrf.as_deref())?;
-    match confirm(&state, &who, form.other_sign_in.is_some()).await? {
+    match service::host::confirm(
+        &state.svc,
+        &who.caller(),
+        who.credential_sha256.clone(),
+        form.other_sign_in.is_some(),
+    )
+    .await?
+    {
         Ok(_) => Ok(see_other("/host/changes/pending")),
         Err(e) => Ok(render_pending(&state, &who, Some(e.to_string()), StatusCode::CONFLICT).await),
     }
@@ -623,7 +435,7 @@ pub async fn rollback_form(
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, AppError> {
     who.check_csrf(form.csrf.as_deref())?;
-    match rollback(&state, &who).await? {
+    match service::host::rollback(&state.svc, &who.caller()).await? {
         Ok(_) => Ok(see_other("/host/changes/pending")),
         Err(e) => Ok(render_pending(&state, &who, Some(e.to_string()), StatusCode::CONFLICT).await),
     }
@@ -698,7 +510,7 @@ pub async fn sysctl_plan_form(
     let (csrf, fields) = split_form(form.into_inner());
     who.check_csrf(csrf.as_deref())?;
     let f: SysctlForm = typed(fields)?;
-    match plan_sysctl(&state, &who, f.clone()).await? {
+    match service::host::plan_sysctl(&state.svc, &who.caller(), f.clone()).await? {
         Ok(plan) => Ok(plan_page(&state, &who, plan, "/host/sysctl")),
         Err(ChangeError::Invalid(errs)) => {
             render_sysctl(

@@ -7,15 +7,13 @@ use super::super::errors::{html, AppError};
 use super::super::flash::{self, Flash};
 use super::super::session::Authed;
 use super::super::{lc, AppState};
-use super::storage::{admin_change, CsrfForm};
+use super::storage::CsrfForm;
 use super::Chrome;
 use crate::auth::Role;
 use crate::domain::libvirt_network::NetworkRequest;
-use crate::lifecycle::storage::{
-    self as host, NetworkAction, NetworkChanged, NetworkCreated, NetworkRemovePlan, NetworkRemoved,
-    NetworkView,
-};
-use crate::lifecycle::{FieldError, LcResult, LifecycleError};
+use crate::lifecycle::storage::{self as host, NetworkAction, NetworkRemovePlan, NetworkView};
+use crate::lifecycle::{FieldError, LifecycleError};
+use crate::service;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
@@ -23,92 +21,6 @@ use serde::Deserialize;
 
 /// The list page, where every change of this module answers.
 const PAGE: &str = "/host/libvirt-networks";
-
-// ---- audited operations, shared with the API ----
-
-pub async fn remove(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    name: &str,
-) -> Result<LcResult<NetworkRemoved>, AppError> {
-    let n = name.to_string();
-    admin_change(
-        state,
-        who,
-        "network.remove",
-        name,
-        move |s| host::remove_network(s.hv.as_ref(), &n),
-        |r| {
-            if r.vms_affected.is_empty() {
-                "stopped and undefined; no VM used it".into()
-            } else {
-                format!(
-                    "stopped and undefined; VMs that used it: {}",
-                    r.vms_affected.join(", ")
-                )
-            }
-        },
-    )
-    .await
-}
-
-pub async fn create(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    req: NetworkRequest,
-) -> Result<LcResult<NetworkCreated>, AppError> {
-    let target = req.name.trim().to_string();
-    admin_change(
-        state,
-        who,
-        "network.create",
-        &target,
-        move |s| host::create_network(s.hv.as_ref(), &req),
-        |c| {
-            let mut out = format!("{} network {} (subnet {})", c.mode, c.address, c.subnet);
-            match &c.dhcp {
-                Some(r) => out.push_str(&format!(", DHCP {r}")),
-                None => out.push_str(", no DHCP"),
-            }
-            if c.autostart {
-                out.push_str(", autostart on");
-            }
-            out
-        },
-    )
-    .await
-}
-
-pub async fn act(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    name: &str,
-    action: NetworkAction,
-) -> Result<LcResult<NetworkChanged>, AppError> {
-    let n = name.to_string();
-    admin_change(
-        state,
-        who,
-        // One audit action for autostart on and off; the detail says which.
-        match action {
-            NetworkAction::Start => "network.start",
-            NetworkAction::Stop => "network.stop",
-            NetworkAction::Autostart(_) => "network.autostart",
-        },
-        name,
-        move |s| host::network_action(s.hv.as_ref(), &n, action),
-        move |c| match action {
-            NetworkAction::Stop if c.vms_affected.is_empty() => "stopped; no VM used it".into(),
-            NetworkAction::Stop => {
-                format!("stopped; VMs that use it: {}", c.vms_affected.join(", "))
-            }
-            NetworkAction::Start => "started".into(),
-            NetworkAction::Autostart(true) => "autostart on".into(),
-            NetworkAction::Autostart(false) => "autostart off".into(),
-        },
-    )
-    .await
-}
 
 // ---- the list and the create form ----
 
@@ -227,29 +139,33 @@ pub async fn create_form(
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
     who.check_csrf(Some(&form.csrf))?;
-    let (status, errors, form_error) = match create(&state, &who, form.to_request()).await? {
-        Ok(c) => {
-            let mut m = format!(
-                "Network {} created and started: {} on {}",
-                c.name,
-                if c.mode == "nat" { "NAT" } else { "isolated" },
-                c.address
-            );
-            match &c.dhcp {
-                Some(r) => m.push_str(&format!(", DHCP {r}")),
-                None => m.push_str(", no DHCP"),
+    let (status, errors, form_error) =
+        match service::storage::create_network(&state.svc, &who.caller(), form.to_request()).await?
+        {
+            Ok(c) => {
+                let mut m = format!(
+                    "Network {} created and started: {} on {}",
+                    c.name,
+                    if c.mode == "nat" { "NAT" } else { "isolated" },
+                    c.address
+                );
+                match &c.dhcp {
+                    Some(r) => m.push_str(&format!(", DHCP {r}")),
+                    None => m.push_str(", no DHCP"),
+                }
+                if c.autostart {
+                    m.push_str("; it starts with the host");
+                }
+                m.push('.');
+                return Ok(flash::redirect(&who, PAGE, Flash::notice(m)));
             }
-            if c.autostart {
-                m.push_str("; it starts with the host");
+            Err(LifecycleError::Invalid(errors)) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, errors, None)
             }
-            m.push('.');
-            return Ok(flash::redirect(&who, PAGE, Flash::notice(m)));
-        }
-        Err(LifecycleError::Invalid(errors)) => (StatusCode::UNPROCESSABLE_ENTITY, errors, None),
-        Err(LifecycleError::NotFound(m)) => return Err(AppError::not_found(m)),
-        Err(LifecycleError::Conflict(m)) => (StatusCode::CONFLICT, Vec::new(), Some(m)),
-        Err(e) => (StatusCode::BAD_GATEWAY, Vec::new(), Some(e.to_string())),
-    };
+            Err(LifecycleError::NotFound(m)) => return Err(AppError::not_found(m)),
+            Err(LifecycleError::Conflict(m)) => (StatusCode::CONFLICT, Vec::new(), Some(m)),
+            Err(e) => (StatusCode::BAD_GATEWAY, Vec::new(), Some(e.to_string())),
+        };
     let parts = PageParts {
         form,
         errors,
@@ -271,21 +187,22 @@ pub async fn action_form(
     let (name, action) = path.into_inner();
     let action = NetworkAction::parse(&action)
         .ok_or_else(|| AppError::not_found("There is no such network action."))?;
-    let (status, message) = match act(&state, &who, &name, action).await? {
-        Ok(c) => {
-            let mut m = action.done(&c.name);
-            if !c.vms_affected.is_empty() {
-                m.push_str(&format!(
-                    " VMs with a NIC on it: {}.",
-                    c.vms_affected.join(", ")
-                ));
+    let (status, message) =
+        match service::storage::network_action(&state.svc, &who.caller(), &name, action).await? {
+            Ok(c) => {
+                let mut m = action.done(&c.name);
+                if !c.vms_affected.is_empty() {
+                    m.push_str(&format!(
+                        " VMs with a NIC on it: {}.",
+                        c.vms_affected.join(", ")
+                    ));
+                }
+                return Ok(flash::redirect(&who, PAGE, Flash::notice(m)));
             }
-            return Ok(flash::redirect(&who, PAGE, Flash::notice(m)));
-        }
-        Err(LifecycleError::NotFound(m)) => return Err(AppError::not_found(m)),
-        Err(LifecycleError::Conflict(m)) => (StatusCode::CONFLICT, m),
-        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()),
-    };
+            Err(LifecycleError::NotFound(m)) => return Err(AppError::not_found(m)),
+            Err(LifecycleError::Conflict(m)) => (StatusCode::CONFLICT, m),
+            Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()),
+        };
     let parts = PageParts {
         action_error: Some(message),
         form: NetworkForm::fresh(),
@@ -363,7 +280,7 @@ pub async fn remove_form(
 ) -> Result<HttpResponse, AppError> {
     who.check_csrf(form.csrf.as_deref())?;
     let name = path.into_inner();
-    match remove(&state, &who, &name).await? {
+    match service::storage::remove_network(&state.svc, &who.caller(), &name).await? {
         Ok(r) => Ok(flash::redirect(
             &who,
             PAGE,

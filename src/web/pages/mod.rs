@@ -43,26 +43,9 @@ impl Chrome {
 }
 
 /// "1 unit", "2 units": a count of compute units in a sentence.
-pub fn units_text(n: u32) -> String {
-    if n == 1 {
-        "1 unit".to_string()
-    } else {
-        format!("{n} units")
-    }
-}
+pub use crate::domain::capacity::units_text;
 
-/// Formats unix seconds as UTC, e.g. `2026-11-21 21:17:09 UTC`.
-pub fn format_time(at: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(at)
-        .ok()
-        .and_then(|t| {
-            t.format(time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
-            ))
-            .ok()
-        })
-        .unwrap_or_else(|| at.to_string())
-}
+pub use crate::domain::clock::format_time;
 
 /// A `next=` target is only followed if it is a path on this site.
 /// Where to go after signing in: only a path on this site. It must start with one `/`,

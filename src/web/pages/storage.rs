@@ -5,134 +5,18 @@
 use super::super::errors::{html, AppError};
 use super::super::session::Authed;
 use super::super::{lc, AppState};
-use super::vm_changes::audited;
-use super::vms::url_escape;
 use super::Chrome;
 use crate::auth::Role;
 use crate::domain::storage::{human_bytes, PoolRequest, PoolStatus};
-use crate::lifecycle::storage::{
-    self as pools, PoolAction, PoolDefined, PoolDeletePlan, PoolDeleted,
-};
-use crate::lifecycle::{FieldError, LcResult, LifecycleError};
-use actix_web::http::{header, StatusCode};
+use crate::lifecycle::storage::{self as pools, PoolAction, PoolDeletePlan};
+use crate::lifecycle::{FieldError, LifecycleError};
+use crate::service;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
-/// A host change only admins may make: the admin check (audited when refused), then the
-/// same audited path as every VM change.
-pub async fn admin_change<T, F, D>(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    action: &str,
-    target: &str,
-    change: F,
-    describe: D,
-) -> Result<LcResult<T>, AppError>
-where
-    T: Send + 'static,
-    F: FnOnce(&AppState) -> LcResult<T> + Send + 'static,
-    D: FnOnce(&T) -> String,
-{
-    who.require(state, Role::Admin, action, target).await?;
-    audited(state, who, action, target, change, describe).await
-}
-
-/// A redirect to `path` that shows `message` there.
-pub fn see_other(path: &str, message: &str) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((
-            header::LOCATION,
-            format!("{path}?message={}", url_escape(message)),
-        ))
-        .finish()
-}
-
-// ---- audited operations, shared with the API ----
-
-pub async fn define(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    req: PoolRequest,
-) -> Result<LcResult<PoolDefined>, AppError> {
-    let target = req.name.trim().to_string();
-    admin_change(
-        state,
-        who,
-        "pool.define",
-        &target,
-        move |s| pools::define_pool(s.hv.as_ref(), &req, &s.cfg.data_dir),
-        |d| {
-            let mut out = format!("{} pool at {}", d.kind, d.target_path);
-            if !d.wiped_devices.is_empty() {
-                out.push_str(&format!(
-                    ", volume group built on {} (wiped)",
-                    d.wiped_devices.join(", ")
-                ));
-            }
-            if d.autostart {
-                out.push_str(", autostart on");
-            }
-            out
-        },
-    )
-    .await
-}
-
-pub async fn act(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    name: &str,
-    action: PoolAction,
-) -> Result<LcResult<()>, AppError> {
-    let n = name.to_string();
-    admin_change(
-        state,
-        who,
-        &format!("pool.{}", action.as_str()),
-        name,
-        move |s| pools::pool_action(s.hv.as_ref(), &n, action),
-        |()| String::new(),
-    )
-    .await
-}
-
-pub async fn delete(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    name: &str,
-    delete_contents: bool,
-) -> Result<LcResult<PoolDeleted>, AppError> {
-    let n = name.to_string();
-    admin_change(
-        state,
-        who,
-        "pool.delete",
-        name,
-        move |s| pools::delete_pool(s.hv.as_ref(), &n, delete_contents),
-        |d| {
-            if d.storage_deleted {
-                format!(
-                    "contents deleted ({} volume{}{})",
-                    d.volumes_deleted.len(),
-                    if d.volumes_deleted.len() == 1 {
-                        ""
-                    } else {
-                        "s"
-                    },
-                    if d.volumes_deleted.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", d.volumes_deleted.join(", "))
-                    }
-                )
-            } else {
-                "definition removed, contents kept".into()
-            }
-        },
-    )
-    .await
-}
+pub use super::super::kit::{notice_for, see_other};
 
 // ---- list and define ----
 
@@ -220,11 +104,6 @@ impl StoragePage {
     }
 }
 
-#[derive(Deserialize)]
-pub struct MessageQuery {
-    pub(super) message: Option<String>,
-}
-
 async fn render_storage(
     state: &web::Data<AppState>,
     who: &Authed,
@@ -251,10 +130,9 @@ async fn render_storage(
 pub async fn storage_page(
     state: web::Data<AppState>,
     who: Authed,
-    q: web::Query<MessageQuery>,
 ) -> Result<HttpResponse, AppError> {
     who.require(&state, Role::Admin, "storage.view", "").await?;
-    let message = q.into_inner().message;
+    let message = notice_for(&who);
     render_storage(
         &state,
         &who,
@@ -284,14 +162,14 @@ pub async fn define_form(
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
     who.check_csrf(Some(&form.csrf))?;
-    match define(&state, &who, form.to_request()).await? {
+    match service::storage::define_pool(&state.svc, &who.caller(), form.to_request()).await? {
         Ok(d) => {
             let mut m = format!("Pool {} defined and started", d.name);
             if d.autostart {
                 m.push_str("; it starts with the host");
             }
             m.push('.');
-            Ok(see_other(&format!("/host/storage/{}", d.name), &m))
+            Ok(see_other(&who, &format!("/host/storage/{}", d.name), &m))
         }
         Err(e) => {
             let (status, errors, form_error) = failure(e)?;
@@ -306,18 +184,18 @@ pub async fn pool_page(
     state: web::Data<AppState>,
     who: Authed,
     path: web::Path<String>,
-    q: web::Query<MessageQuery>,
 ) -> Result<HttpResponse, AppError> {
     let name = path.into_inner();
     who.require(&state, Role::Admin, "storage.view", &name)
         .await?;
+    let message = notice_for(&who);
     // The page with its volumes, who uses them and the volume forms.
     super::super::volumes::render_pool(
         &state,
         &who,
         name,
         StatusCode::OK,
-        q.into_inner().message,
+        message,
         Default::default(),
     )
     .await
@@ -339,10 +217,10 @@ pub async fn action_form(
     let action = PoolAction::parse(&action)
         .ok_or_else(|| AppError::not_found("There is no such pool action."))?;
     let back = format!("/host/storage/{name}");
-    match act(&state, &who, &name, action).await? {
-        Ok(()) => Ok(see_other(&back, &action.done(&name))),
+    match service::storage::pool_action(&state.svc, &who.caller(), &name, action).await? {
+        Ok(()) => Ok(see_other(&who, &back, &action.done(&name))),
         Err(LifecycleError::NotFound(m)) => Err(AppError::not_found(m)),
-        Err(e) => Ok(see_other(&back, &e.to_string())),
+        Err(e) => Ok(see_other(&who, &back, &e.to_string())),
     }
 }
 
@@ -408,7 +286,14 @@ pub async fn delete_form(
 ) -> Result<HttpResponse, AppError> {
     who.check_csrf(form.csrf.as_deref())?;
     let name = path.into_inner();
-    match delete(&state, &who, &name, form.delete_contents.is_some()).await? {
+    match service::storage::delete_pool(
+        &state.svc,
+        &who.caller(),
+        &name,
+        form.delete_contents.is_some(),
+    )
+    .await?
+    {
         Ok(d) => {
             let m = if d.storage_deleted {
                 format!(
@@ -423,7 +308,7 @@ pub async fn delete_form(
             } else {
                 format!("Pool {name} removed; its contents were kept.")
             };
-            Ok(see_other("/host/storage", &m))
+            Ok(see_other(&who, "/host/storage", &m))
         }
         Err(e) => {
             let (status, _, message) = failure(e)?;

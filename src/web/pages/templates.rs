@@ -2,20 +2,18 @@
 //! button of the VM page, and their API (`/api/v1/templates`, `/api/v1/vms/{name}/template`).
 //! Operators and admins mark, unmark and create from templates; everyone signed in sees them.
 
-use super::super::api::{answer, csrf_header};
 use super::super::errors::{html, AppError};
-use super::super::jobs as web_jobs;
+use super::super::kit::{self, answer, csrf_header};
 use super::super::session::Authed;
-use super::super::{lc, now, AppState};
-use super::vm_changes::audited;
+use super::super::{lc, AppState};
 use super::vms::{back_to, render_detail, FormState};
 use super::{format_time, Chrome};
 use crate::auth::Role;
 use crate::domain::storage::human_bytes;
 use crate::domain::templates::{CloneMode, SYSPREP_MISSING};
-use crate::lifecycle::templates::{self as tpl, FromTemplateRequest, Marked, TemplateView};
-use crate::lifecycle::{jobs, FieldError, LcResult, LifecycleError};
-use crate::store::jobs::JobRow;
+use crate::lifecycle::templates::{self as tpl, FromTemplateRequest, TemplateView};
+use crate::lifecycle::{FieldError, LifecycleError};
+use crate::service;
 use crate::web::routes::RouteExt;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -31,116 +29,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .post("/api/v1/templates/{name}/vms", api_create)
         .post("/api/v1/vms/{name}/template", api_mark)
         .delete("/api/v1/vms/{name}/template", api_unmark);
-}
-
-// ---- audited operations, shared by the pages and the API ----
-
-async fn mark(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    name: &str,
-) -> Result<LcResult<Marked>, AppError> {
-    let (n, actor) = (name.to_string(), who.username.clone());
-    audited(
-        state,
-        who,
-        "vm.template.mark",
-        name,
-        move |s| tpl::mark(s.hv.as_ref(), &s.store, &n, &actor, now()),
-        |m| {
-            if m.autostart_turned_off {
-                "marked as a template; autostart turned off".into()
-            } else {
-                "marked as a template".into()
-            }
-        },
-    )
-    .await
-}
-
-async fn unmark(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    name: &str,
-) -> Result<LcResult<()>, AppError> {
-    let n = name.to_string();
-    audited(
-        state,
-        who,
-        "vm.template.unmark",
-        name,
-        move |s| tpl::unmark(s.hv.as_ref(), &s.store, &n),
-        |()| "no longer a template".into(),
-    )
-    .await
-}
-
-/// Checks a new VM from a template and holds its units, then makes it as a job.
-async fn create(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    template: &str,
-    req: FromTemplateRequest,
-) -> Result<LcResult<JobRow>, AppError> {
-    let (t, actor, job_actor, st) = (
-        template.to_string(),
-        who.username.clone(),
-        web_jobs::actor(who),
-        state.clone(),
-    );
-    // Audited under the template's name; the new VM's history starts with its first action.
-    audited(
-        state,
-        who,
-        "vm.template.create",
-        template,
-        move |s| {
-            let plan = tpl::plan_from(
-                s.hv.as_ref(),
-                &s.store,
-                &s.cfg,
-                &s.admission,
-                &t,
-                &req,
-                &actor,
-                now(),
-                crate::sysprep::find(),
-            )?;
-            let (job, cancel) =
-                jobs::begin_clone(s.hv.as_ref(), &s.store, &s.jobs, &plan.plan, &job_actor)?;
-            let mode = plan.plan.mode.label().to_lowercase();
-            web_jobs::spawn_clone(
-                &st,
-                job_actor,
-                &job,
-                cancel,
-                "vm.template.create",
-                move |s, watch| plan.build(s.hv.as_ref(), &s.store, watch),
-                |c| {
-                    format!(
-                        "Made {} from template {} as a {}: {} unit{}, {} disk{}{}{}.",
-                        c.vm.name,
-                        c.template,
-                        c.mode.label().to_lowercase(),
-                        c.vm.units,
-                        if c.vm.units == 1 { "" } else { "s" },
-                        c.vm.volumes.len(),
-                        if c.vm.volumes.len() == 1 { "" } else { "s" },
-                        if c.identity_reset {
-                            ", identity reset"
-                        } else {
-                            ""
-                        },
-                        if c.vm.started { ", started" } else { "" }
-                    )
-                },
-            )?;
-            Ok((job, mode))
-        },
-        |(job, mode)| format!("job {} started: {} as a {mode}", job.id, job.vm),
-    )
-    .await
-    .map(|r| r.map(|(job, _)| job))
 }
 
 // ---- pages ----
@@ -166,9 +54,7 @@ impl TemplatesPage {
 }
 
 async fn templates_page(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
-    let templates = lc(&state, |s| tpl::list(s.hv.as_ref(), &s.store))
-        .await
-        .map_err(|e| who.err(e.into()))?;
+    let templates = lc(&state, |s| tpl::list(s.hv.as_ref(), &s.store)).await?;
     Ok(html(
         StatusCode::OK,
         &TemplatesPage {
@@ -218,8 +104,7 @@ async fn render_new(
 ) -> Result<HttpResponse, AppError> {
     let n = name.clone();
     let template = lc(state, move |s| tpl::list(s.hv.as_ref(), &s.store))
-        .await
-        .map_err(|e| who.err(e.into()))?
+        .await?
         .into_iter()
         .find(|t| t.name == n)
         .ok_or_else(|| AppError::not_found(format!("There is no template named {name}.")))?;
@@ -306,8 +191,9 @@ async fn create_form(
         )
         .await;
     }
-    let started = create(&state, &who, &template, req.clone()).await?;
-    let outcome = match web_jobs::form_outcome(&state, started, |j| {
+    let started =
+        service::templates::create_vm(&state.svc, &who.caller(), &template, req.clone()).await?;
+    let outcome = match kit::form_outcome(&state, &who, started, |j| {
         format!("Making {} from template {template}", j.vm)
     })
     .await
@@ -316,7 +202,7 @@ async fn create_form(
         Err(to_jobs_page) => return Ok(to_jobs_page),
     };
     match outcome {
-        Ok(job) => Ok(back_to(&job.vm, &job.message)),
+        Ok(job) => Ok(back_to(&who, &job.vm, &job.message)),
         Err(LifecycleError::Invalid(errors)) => {
             render_new(
                 &state,
@@ -373,20 +259,22 @@ async fn mark_form(
     who.check_csrf(form.csrf.as_deref())?;
     let name = path.into_inner();
     let r = match form.action.as_str() {
-        "mark" => mark(&state, &who, &name).await?.map(|m| {
-            if m.autostart_turned_off {
-                format!("{name} is a template now; its autostart was turned off.")
-            } else {
-                format!("{name} is a template now.")
-            }
-        }),
-        "unmark" => unmark(&state, &who, &name)
+        "mark" => service::templates::mark(&state.svc, &who.caller(), &name)
+            .await?
+            .map(|m| {
+                if m.autostart_turned_off {
+                    format!("{name} is a template now; its autostart was turned off.")
+                } else {
+                    format!("{name} is a template now.")
+                }
+            }),
+        "unmark" => service::templates::unmark(&state.svc, &who.caller(), &name)
             .await?
             .map(|()| format!("{name} is an ordinary VM again.")),
         _ => return Err(AppError::not_found("There is no such template action.")),
     };
     match r {
-        Ok(m) => Ok(back_to(&name, &m)),
+        Ok(m) => Ok(back_to(&who, &name, &m)),
         Err(LifecycleError::NotFound(m)) => Err(AppError::not_found(m)),
         Err(e) => {
             let form = FormState {
@@ -408,10 +296,8 @@ struct TemplateList {
     sysprep_available: bool,
 }
 
-async fn api_list(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
-    let templates = lc(&state, |s| tpl::list(s.hv.as_ref(), &s.store))
-        .await
-        .map_err(|e| who.err(e.into()))?;
+async fn api_list(state: web::Data<AppState>, _who: Authed) -> Result<HttpResponse, AppError> {
+    let templates = lc(&state, |s| tpl::list(s.hv.as_ref(), &s.store)).await?;
     Ok(HttpResponse::Ok().json(TemplateList {
         templates,
         sysprep_available: crate::sysprep::find().is_some(),
@@ -425,8 +311,8 @@ async fn api_mark(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
-    let r = mark(&state, &who, &path.into_inner()).await?;
-    answer(&who, r, |m| HttpResponse::Ok().json(m))
+    let r = service::templates::mark(&state.svc, &who.caller(), &path.into_inner()).await?;
+    answer(r, |m| HttpResponse::Ok().json(m))
 }
 
 #[derive(Serialize)]
@@ -443,8 +329,8 @@ async fn api_unmark(
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
     let name = path.into_inner();
-    let r = unmark(&state, &who, &name).await?;
-    answer(&who, r, |()| {
+    let r = service::templates::unmark(&state.svc, &who.caller(), &name).await?;
+    answer(r, |()| {
         HttpResponse::Ok().json(Unmarked {
             name,
             template: false,
@@ -460,6 +346,12 @@ async fn api_create(
     body: web::Json<FromTemplateRequest>,
 ) -> Result<HttpResponse, AppError> {
     csrf_header(&req, &who)?;
-    let r = create(&state, &who, &path.into_inner(), body.into_inner()).await?;
-    answer(&who, r, web_jobs::accepted)
+    let r = service::templates::create_vm(
+        &state.svc,
+        &who.caller(),
+        &path.into_inner(),
+        body.into_inner(),
+    )
+    .await?;
+    answer(r, kit::accepted)
 }

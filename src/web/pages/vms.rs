@@ -2,10 +2,10 @@
 
 use super::super::errors::{html, AppError};
 use super::super::session::Authed;
-use super::super::{audit, lc, now, AppState};
+use super::super::{lc, now, AppState};
 use super::Chrome;
 use crate::auth::Role;
-use crate::domain::capacity::Size;
+use crate::domain::capacity::{Size, UnitModel};
 use crate::domain::inventory::{NetworkInfo, PoolInfo};
 use crate::domain::listing::{
     self, ListQuery, Page, StateFilter, DEFAULT_PER_PAGE, PER_PAGE_CHOICES,
@@ -18,8 +18,9 @@ use crate::lifecycle::{
     self, Capacity, CreateVmRequest, DiskRequest, FieldError, InstallRequest, LifecycleError,
     NicRequest, VmView,
 };
+use crate::service;
 use crate::store::{AuditEntry, FlavorRow};
-use actix_web::http::{header, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
@@ -372,72 +373,8 @@ impl NewVmPage {
             })
             .collect()
     }
-    /// What the size as typed gives and what the VM is charged, and which resource
-    /// decides it: "2 units: 10 vCPUs, 10.3 GiB memory; the 300 GiB disk needs 4 units,
-    /// so the VM is charged 4 units." `None` while the size cannot be read.
     fn charge_text(&self) -> Option<String> {
-        let model = &self.capacity.model;
-        let f = &self.form;
-        let read = |s: &str| s.trim().parse::<u64>().ok().filter(|n| *n > 0);
-        let units = match f.size_mode.as_str() {
-            "units" => read(&f.units).map(|u| u.min(u64::from(u32::MAX)) as u32),
-            "custom" => match (read(&f.vcpus), read(&f.memory_mib)) {
-                (Some(v), Some(m)) => Some(model.units_for(Size {
-                    vcpus: v.min(u64::from(u32::MAX)) as u32,
-                    memory_mib: m,
-                })),
-                _ => None,
-            },
-            _ => self
-                .flavors
-                .iter()
-                .find(|fl| fl.name == f.flavor)
-                .map(|fl| fl.units),
-        }?;
-        let size = model.size_of(units);
-        let memory = if size.memory_mib >= 1024 {
-            format!("{:.1} GiB", size.memory_mib as f64 / 1024.0)
-        } else {
-            format!("{} MiB", size.memory_mib)
-        };
-        let gives = format!(
-            "{}: {} vCPU{}, {memory} memory",
-            super::units_text(units),
-            size.vcpus,
-            if size.vcpus == 1 { "" } else { "s" }
-        );
-        let pool = self.pools.iter().find(|p| p.name == f.pool);
-        let disk = match (f.disk_mode.as_str(), pool) {
-            ("new" | "", Some(p)) if p.capacity_gib() > 0 => Some(p),
-            _ => None,
-        };
-        let Some(p) = disk else {
-            return Some(format!(
-                "{gives}; the VM is charged {}.",
-                super::units_text(units)
-            ));
-        };
-        let Some(gib) = read(&f.size_gib) else {
-            return Some(format!(
-                "{gives}; its new disk gets the units' share of pool {}, {} GiB. The VM is charged {}.",
-                p.name,
-                model.disk_gib_of(units, p.capacity_gib()).max(1),
-                super::units_text(units)
-            ));
-        };
-        let disk_units = model.units_for_disk(gib, p.capacity_gib());
-        Some(if disk_units > units {
-            format!(
-                "{gives}; the {gib} GiB disk needs {}, so the VM is charged {}.",
-                super::units_text(disk_units),
-                super::units_text(disk_units)
-            )
-        } else {
-            format!(
-                "{gives}; the {gib} GiB disk fits in them. The VM is charged {}.",
-                super::units_text(units)
-            )
-        })
+        charge_text(&self.capacity.model, &self.flavors, &self.pools, &self.form)
     }
     /// Existing volumes a new VM may take as its disk: none another VM uses, no seed,
     /// no ISO, none being made.
@@ -460,6 +397,126 @@ impl NewVmPage {
             })
             .collect()
     }
+}
+
+/// What the size as typed gives and what the VM is charged, and which resource
+/// decides it: "2 units: 10 vCPUs, 10.3 GiB memory; the 300 GiB disk needs 4 units,
+/// so the VM is charged 4 units." `None` while the size cannot be read.
+fn charge_text(
+    model: &UnitModel,
+    flavors: &[FlavorRow],
+    pools: &[PoolInfo],
+    f: &CreateForm,
+) -> Option<String> {
+    let read = |s: &str| s.trim().parse::<u64>().ok().filter(|n| *n > 0);
+    let units = match f.size_mode.as_str() {
+        "units" => read(&f.units).map(|u| u.min(u64::from(u32::MAX)) as u32),
+        "custom" => match (read(&f.vcpus), read(&f.memory_mib)) {
+            (Some(v), Some(m)) => Some(model.units_for(Size {
+                vcpus: v.min(u64::from(u32::MAX)) as u32,
+                memory_mib: m,
+            })),
+            _ => None,
+        },
+        _ => flavors
+            .iter()
+            .find(|fl| fl.name == f.flavor)
+            .map(|fl| fl.units),
+    }?;
+    let size = model.size_of(units);
+    let memory = if size.memory_mib >= 1024 {
+        format!("{:.1} GiB", size.memory_mib as f64 / 1024.0)
+    } else {
+        format!("{} MiB", size.memory_mib)
+    };
+    let gives = format!(
+        "{}: {} vCPU{}, {memory} memory",
+        super::units_text(units),
+        size.vcpus,
+        if size.vcpus == 1 { "" } else { "s" }
+    );
+    let pool = pools.iter().find(|p| p.name == f.pool);
+    let disk = match (f.disk_mode.as_str(), pool) {
+        ("new" | "", Some(p)) if p.capacity_gib() > 0 => Some(p),
+        _ => None,
+    };
+    let Some(p) = disk else {
+        return Some(format!(
+            "{gives}; the VM is charged {}.",
+            super::units_text(units)
+        ));
+    };
+    let Some(gib) = read(&f.size_gib) else {
+        return Some(format!(
+            "{gives}; its new disk gets the units' share of pool {}, {} GiB. The VM is charged {}.",
+            p.name,
+            model.disk_gib_of(units, p.capacity_gib()).max(1),
+            super::units_text(units)
+        ));
+    };
+    let disk_units = model.units_for_disk(gib, p.capacity_gib());
+    Some(if disk_units > units {
+        format!(
+            "{gives}; the {gib} GiB disk needs {}, so the VM is charged {}.",
+            super::units_text(disk_units),
+            super::units_text(disk_units)
+        )
+    } else {
+        format!(
+            "{gives}; the {gib} GiB disk fits in them. The VM is charged {}.",
+            super::units_text(units)
+        )
+    })
+}
+
+/// Which of the New VM form's fields decide the size and charge (the only ones the live
+/// explanation reads; nothing else of the form, such as a password, is sent for it).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct ChargeQuery {
+    size_mode: String,
+    flavor: String,
+    units: String,
+    vcpus: String,
+    memory_mib: String,
+    disk_mode: String,
+    pool: String,
+    size_gib: String,
+}
+
+/// `GET /vms/new/charge`: the New VM form's size explanation for the values as typed
+/// (plain text, empty while they cannot be read), so the form can say live what the VM
+/// gets and is charged, from the same rule the server applies on create.
+pub async fn charge_explained(
+    state: web::Data<AppState>,
+    who: Authed,
+    q: web::Query<ChargeQuery>,
+) -> Result<HttpResponse, AppError> {
+    who.require(&state, Role::Operator, "vm.create", "").await?;
+    let q = q.into_inner();
+    let form = CreateForm {
+        size_mode: q.size_mode,
+        flavor: q.flavor,
+        units: q.units,
+        vcpus: q.vcpus,
+        memory_mib: q.memory_mib,
+        disk_mode: q.disk_mode,
+        pool: q.pool,
+        size_gib: q.size_gib,
+        ..Default::default()
+    };
+    let (flavors, pools, capacity) = lc(&state, |s| {
+        Ok((
+            s.store.flavors()?,
+            s.hv.pools()?,
+            lifecycle::capacity(s.hv.as_ref(), &s.store, &s.cfg)?,
+        ))
+    })
+    .await?;
+    let text = charge_text(&capacity.model, &flavors, &pools, &form).unwrap_or_default();
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(text))
 }
 
 async fn render_new(
@@ -553,22 +610,13 @@ pub async fn create_vm(
     }
     if !errors.is_empty() {
         // Refused before anything was made: audited like a refused create.
-        let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
-        let admission = errors.iter().any(|e| e.field == "units");
-        audit::record(
-            &state,
-            &who.username,
-            &who.remote_addr,
-            "vm.create",
+        let _ = service::vms::refuse_create(
+            &state.svc,
+            &who.caller(),
             form.name.trim(),
-            if admission && fields.len() == 1 {
-                "refused"
-            } else {
-                "invalid"
-            },
-            &format!("problems at: {}", fields.join(", ")),
+            errors.clone(),
         )
-        .await;
+        .await?;
         let errors = at_size_field(&form, errors);
         return render_new(
             &state,
@@ -580,7 +628,7 @@ pub async fn create_vm(
         )
         .await;
     }
-    match create(&state, &who, req).await {
+    match service::vms::create(&state.svc, &who.caller(), req).await? {
         Ok(created) => Ok(super::super::flash::redirect(
             &who,
             &format!("/vms/{}", created.name),
@@ -616,76 +664,6 @@ pub async fn create_vm(
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// Creates a VM and audits the outcome; shared by the page and the API.
-pub async fn create(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    req: CreateVmRequest,
-) -> Result<lifecycle::Created, LifecycleError> {
-    let actor = who.username.clone();
-    let name = req.name.trim().to_string();
-    let started = std::time::Instant::now();
-    let r = lc(state, move |s| {
-        lifecycle::create(
-            s.hv.as_ref(),
-            &s.store,
-            &s.cfg,
-            &s.admission,
-            s.virt_type.clone(),
-            &req,
-            &actor,
-            now(),
-        )
-    })
-    .await;
-    let took = started.elapsed().as_secs_f64();
-    let outcome = super::super::metrics::outcome(&r);
-    state.metrics.job("vm.create", outcome, took);
-    match &r {
-        Ok(c) => {
-            let detail = format!(
-                "{}, {} vCPUs, {} MiB{}{}",
-                super::units_text(c.units),
-                c.vcpus,
-                c.memory_mib,
-                c.disk_path
-                    .as_deref()
-                    .map(|d| format!(", disk {d}"))
-                    .unwrap_or_default(),
-                if c.started { ", started" } else { "" }
-            );
-            audit::record(
-                state,
-                &who.username,
-                &who.remote_addr,
-                "vm.create",
-                &c.name,
-                "ok",
-                &detail,
-            )
-            .await;
-        }
-        Err(e) => {
-            let result = match e {
-                LifecycleError::Invalid(_) => "invalid",
-                LifecycleError::Capacity(_) => "refused",
-                _ => "failed",
-            };
-            audit::record(
-                state,
-                &who.username,
-                &who.remote_addr,
-                "vm.create",
-                &name,
-                result,
-                &e.to_string(),
-            )
-            .await;
-        }
-    }
-    r
 }
 
 // ---- detail ----
@@ -781,7 +759,6 @@ impl VmDetailPage {
 
 #[derive(Deserialize)]
 pub struct DetailQuery {
-    message: Option<String>,
     shutdown_at: Option<i64>,
 }
 
@@ -793,9 +770,7 @@ pub async fn vm_page(
 ) -> Result<HttpResponse, AppError> {
     let q = q.into_inner();
     // A one-time notice left by a form (post/redirect/get) comes first.
-    let message = super::super::flash::take(&who)
-        .map(|f| f.notice)
-        .or(q.message);
+    let message = super::storage::notice_for(&who);
     render_detail(
         &state,
         &who,
@@ -890,42 +865,9 @@ fn back_to_list(who: &Authed, back: &str, message: String) -> Option<HttpRespons
     ))
 }
 
-pub(super) fn back_to(name: &str, message: &str) -> HttpResponse {
-    let q: String = url_escape(message);
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, format!("/vms/{name}?message={q}")))
-        .finish()
-}
-
-pub(super) fn url_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// Runs an action and audits it; shared by the page and the API.
-pub async fn run_action(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    name: &str,
-    action: VmAction,
-) -> Result<(), AppError> {
-    let n = name.to_string();
-    super::vm_changes::audited(
-        state,
-        who,
-        &format!("vm.{}", action.as_str()),
-        name,
-        move |s| lifecycle::act(s.hv.as_ref(), &s.store, &n, action),
-        |()| String::new(),
-    )
-    .await?
-    .map_err(|e| who.err(e.into()))
+/// A redirect to the VM page of `name` that shows `message` there once.
+pub(super) fn back_to(who: &Authed, name: &str, message: &str) -> HttpResponse {
+    super::storage::see_other(who, &format!("/vms/{name}"), message)
 }
 
 pub async fn vm_action(
@@ -938,7 +880,9 @@ pub async fn vm_action(
     let (name, action) = path.into_inner();
     let action =
         VmAction::parse(&action).ok_or_else(|| AppError::not_found("There is no such action."))?;
-    let result = run_action(&state, &who, &name, action).await;
+    let result = service::vms::act(&state.svc, &who.caller(), &name, action)
+        .await?
+        .map_err(AppError::from);
     if let Some(back) = form.back.as_deref() {
         let message = match &result {
             Ok(()) if action == VmAction::Shutdown => {
@@ -960,22 +904,17 @@ pub async fn vm_action(
         }
     }
     match result {
-        Ok(()) if action == VmAction::Shutdown => Ok(HttpResponse::SeeOther()
-            .insert_header((
-                header::LOCATION,
-                format!(
-                    "/vms/{name}?shutdown_at={}&message={}",
-                    now(),
-                    url_escape("Shutdown requested: the guest decides when to stop.")
-                ),
-            ))
-            .finish()),
-        Ok(()) => Ok(back_to(&name, &format!("{}: done.", action.label()))),
+        Ok(()) if action == VmAction::Shutdown => Ok(super::storage::see_other(
+            &who,
+            &format!("/vms/{name}?shutdown_at={}", now()),
+            "Shutdown requested: the guest decides when to stop.",
+        )),
+        Ok(()) => Ok(back_to(&who, &name, &format!("{}: done.", action.label()))),
         Err(e)
             if e.kind != super::super::errors::ErrorKind::Forbidden
                 && e.kind != super::super::errors::ErrorKind::NotFound =>
         {
-            Ok(back_to(&name, &e.message))
+            Ok(back_to(&who, &name, &e.message))
         }
         Err(e) => Err(e),
     }
@@ -987,29 +926,6 @@ pub struct AutostartForm {
     on: Option<String>,
 }
 
-pub async fn set_autostart(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    name: &str,
-    on: bool,
-) -> Result<(), AppError> {
-    who.require(state, Role::Operator, "vm.autostart", name)
-        .await?;
-    let n = name.to_string();
-    let r = lc(state, move |s| Ok(s.hv.set_autostart(&n, on)?)).await;
-    audit::record(
-        state,
-        &who.username,
-        &who.remote_addr,
-        "vm.autostart",
-        name,
-        if r.is_ok() { "ok" } else { "failed" },
-        if on { "on" } else { "off" },
-    )
-    .await;
-    r.map_err(|e| who.err(e.into()))
-}
-
 pub async fn vm_autostart(
     state: web::Data<AppState>,
     who: Authed,
@@ -1019,8 +935,9 @@ pub async fn vm_autostart(
     who.check_csrf(form.csrf.as_deref())?;
     let name = path.into_inner();
     let on = form.on.as_deref() == Some("1");
-    set_autostart(&state, &who, &name, on).await?;
+    service::vms::set_autostart(&state.svc, &who.caller(), &name, on).await??;
     Ok(back_to(
+        &who,
         &name,
         if on {
             "Autostart is on."
@@ -1083,43 +1000,6 @@ pub struct DeleteForm {
 }
 
 /// Deletes and audits; shared by the page and the API.
-pub async fn delete(
-    state: &web::Data<AppState>,
-    who: &Authed,
-    name: &str,
-    delete_volumes: bool,
-) -> Result<lifecycle::Deleted, AppError> {
-    let n = name.to_string();
-    // Operators delete only the volumes virtdeck made for the VM; admins any disk volume.
-    let may_delete_any = who.role.allows(Role::Admin);
-    super::vm_changes::audited(
-        state,
-        who,
-        "vm.delete",
-        name,
-        move |s| lifecycle::delete(s.hv.as_ref(), &s.store, &n, delete_volumes, may_delete_any),
-        |d| {
-            let kept: Vec<&str> = d.volumes_kept.iter().map(|k| k.path.as_str()).collect();
-            format!(
-                "{} units released{}{}",
-                d.units_released,
-                if d.volumes_deleted.is_empty() {
-                    String::new()
-                } else {
-                    format!(", volumes deleted: {}", d.volumes_deleted.join(", "))
-                },
-                if kept.is_empty() {
-                    String::new()
-                } else {
-                    format!(", volumes kept: {}", kept.join(", "))
-                }
-            )
-        },
-    )
-    .await?
-    .map_err(|e| who.err(e.into()))
-}
-
 pub async fn delete_vm(
     state: web::Data<AppState>,
     who: Authed,
@@ -1128,7 +1008,13 @@ pub async fn delete_vm(
 ) -> Result<HttpResponse, AppError> {
     who.check_csrf(form.csrf.as_deref())?;
     let name = path.into_inner();
-    let d = delete(&state, &who, &name, form.delete_volumes.is_some()).await?;
+    let d = service::vms::delete(
+        &state.svc,
+        &who.caller(),
+        &name,
+        form.delete_volumes.is_some(),
+    )
+    .await??;
     Ok(super::super::flash::redirect(
         &who,
         "/vms",

@@ -1,0 +1,318 @@
+//! VM operations: create, power actions, autostart, resize, clone, snapshots, delete.
+//! Operators (and admins) make them; each runs through [`execute`].
+
+use super::{execute, runner, Action, Caller, Denied, Op, Services};
+use crate::auth::Role;
+use crate::domain::capacity::units_text;
+use crate::domain::snapshot::SnapshotInfo;
+use crate::domain::templates::CloneMode;
+use crate::domain::vm::VmAction;
+use crate::lifecycle::{
+    self, changes, jobs, CloneRequest, CreateVmRequest, Created, Deleted, LcResult, Resized,
+    SizeRequest, SnapshotRequest,
+};
+use crate::store::jobs::JobRow;
+use std::sync::Arc;
+
+type Done<T> = Result<LcResult<T>, Denied>;
+
+/// Creates a VM (admission, volumes, define, start), rolled back on any failure.
+pub async fn create(svc: &Arc<Services>, caller: &Caller, req: CreateVmRequest) -> Done<Created> {
+    let actor = caller.username.clone();
+    let name = req.name.trim().to_string();
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::VmCreate,
+            name,
+            move |s| {
+                lifecycle::create(
+                    s.hv.as_ref(),
+                    &s.store,
+                    &s.cfg,
+                    &s.admission,
+                    s.virt_type.clone(),
+                    &req,
+                    &actor,
+                    super::now(),
+                )
+            },
+            |c: &Created| {
+                format!(
+                    "{}, {} vCPUs, {} MiB{}{}",
+                    units_text(c.units),
+                    c.vcpus,
+                    c.memory_mib,
+                    c.disk_path
+                        .as_deref()
+                        .map(|d| format!(", disk {d}"))
+                        .unwrap_or_default(),
+                    if c.started { ", started" } else { "" }
+                )
+            },
+        ),
+    )
+    .await
+}
+
+/// Start, shut down, reboot, force off, pause or resume.
+pub async fn act(svc: &Arc<Services>, caller: &Caller, name: &str, action: VmAction) -> Done<()> {
+    let n = name.to_string();
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::Vm(action),
+            name,
+            move |s| lifecycle::act(s.hv.as_ref(), &s.store, &n, action),
+            |()| String::new(),
+        ),
+    )
+    .await
+}
+
+/// Turns the VM's start with the host on or off.
+pub async fn set_autostart(svc: &Arc<Services>, caller: &Caller, name: &str, on: bool) -> Done<()> {
+    let n = name.to_string();
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::VmAutostart,
+            name,
+            move |s| Ok(s.hv.set_autostart(&n, on)?),
+            move |()| if on { "on" } else { "off" }.to_string(),
+        ),
+    )
+    .await
+}
+
+/// Deletes a VM. Operators delete only the volumes virtdeck made for it; admins any of
+/// its disk volumes.
+pub async fn delete(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    delete_volumes: bool,
+) -> Done<Deleted> {
+    let n = name.to_string();
+    let may_delete_any = caller.role.allows(Role::Admin);
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::VmDelete,
+            name,
+            move |s| lifecycle::delete(s.hv.as_ref(), &s.store, &n, delete_volumes, may_delete_any),
+            |d: &Deleted| {
+                let kept: Vec<&str> = d.volumes_kept.iter().map(|k| k.path.as_str()).collect();
+                format!(
+                    "{} units released{}{}",
+                    d.units_released,
+                    if d.volumes_deleted.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", volumes deleted: {}", d.volumes_deleted.join(", "))
+                    },
+                    if kept.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", volumes kept: {}", kept.join(", "))
+                    }
+                )
+            },
+        ),
+    )
+    .await
+}
+
+/// Changes the VM's size (from its next start), within the free units.
+pub async fn resize(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    req: SizeRequest,
+) -> Done<Resized> {
+    let n = name.to_string();
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::VmResize,
+            name,
+            move |s| lifecycle::resize(s.hv.as_ref(), &s.store, &s.cfg, &s.admission, &n, &req),
+            |r: &Resized| {
+                format!(
+                    "{} → {}, {} vCPUs, {} MiB",
+                    r.previous_units,
+                    units_text(r.units),
+                    r.vcpus,
+                    r.memory_mib
+                )
+            },
+        ),
+    )
+    .await
+}
+
+/// Checks a clone and holds its units, then copies on a thread of its own as a job.
+/// The thread is started inside the checked step, so a caller that goes away early
+/// never leaves a checked clone without its job. Audited under the source's name; the
+/// clone's own history starts with its create.
+pub async fn clone(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    source: &str,
+    req: CloneRequest,
+) -> Done<JobRow> {
+    let src = source.to_string();
+    let (actor, job_actor, runner_svc) = (caller.username.clone(), caller.actor(), svc.clone());
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::VmClone,
+            source,
+            move |s| {
+                let plan = changes::plan_clone(
+                    s.hv.as_ref(),
+                    &s.store,
+                    &s.cfg,
+                    &s.admission,
+                    &src,
+                    &req,
+                    &actor,
+                    super::now(),
+                    CloneMode::Full,
+                )?;
+                let (job, cancel) =
+                    jobs::begin_clone(s.hv.as_ref(), &s.store, &s.jobs, &plan, &job_actor)?;
+                runner::spawn_clone(
+                    &runner_svc,
+                    job_actor,
+                    &job,
+                    cancel,
+                    Action::VmClone.as_str(),
+                    move |s, watch| {
+                        changes::build_clone(s.hv.as_ref(), &s.store, plan, None, watch)
+                    },
+                    |c| {
+                        format!(
+                            "Cloned from {} to {}: {} unit{}, {} disk{} copied{}.",
+                            c.source,
+                            c.name,
+                            c.units,
+                            if c.units == 1 { "" } else { "s" },
+                            c.volumes.len(),
+                            if c.volumes.len() == 1 { "" } else { "s" },
+                            if c.started { ", started" } else { "" }
+                        )
+                    },
+                )?;
+                Ok(job)
+            },
+            |job: &JobRow| format!("job {} started: cloning to {}", job.id, job.vm),
+        ),
+    )
+    .await
+}
+
+pub async fn create_snapshot(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    req: SnapshotRequest,
+) -> Done<SnapshotInfo> {
+    let n = name.to_string();
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::SnapshotCreate,
+            name,
+            move |s| lifecycle::create_snapshot(s.hv.as_ref(), &n, &req),
+            |s: &SnapshotInfo| format!("snapshot {}", s.name),
+        ),
+    )
+    .await
+}
+
+pub async fn revert_snapshot(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    snapshot: &str,
+) -> Done<()> {
+    on_snapshot(
+        svc,
+        caller,
+        Action::SnapshotRevert,
+        name,
+        snapshot,
+        lifecycle::revert_snapshot,
+    )
+    .await
+}
+
+pub async fn delete_snapshot(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    snapshot: &str,
+) -> Done<()> {
+    on_snapshot(
+        svc,
+        caller,
+        Action::SnapshotDelete,
+        name,
+        snapshot,
+        lifecycle::delete_snapshot,
+    )
+    .await
+}
+
+/// Reverts to or deletes one snapshot of VM `name`, audited under the VM's name.
+async fn on_snapshot(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    action: Action,
+    name: &str,
+    snapshot: &str,
+    change: fn(&dyn crate::hypervisor::Hypervisor, &str, &str) -> LcResult<()>,
+) -> Done<()> {
+    let (n, sn) = (name.to_string(), snapshot.to_string());
+    let detail = format!("snapshot {snapshot}");
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            action,
+            name,
+            move |s| change(s.hv.as_ref(), &n, &sn),
+            move |_| detail,
+        ),
+    )
+    .await
+}
+
+/// A create its checks refused before anything was made (the form shows every error at
+/// its field at once): audited like any refused change.
+pub async fn refuse_create(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    errors: Vec<crate::lifecycle::FieldError>,
+) -> Done<()> {
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::VmCreate,
+            name,
+            move |_| Err(crate::lifecycle::LifecycleError::Invalid(errors)),
+            |()| String::new(),
+        ),
+    )
+    .await
+}
