@@ -128,6 +128,85 @@ impl Hypervisor for BenchHv {
     fn vnc_endpoint(&self, _name: &str) -> Result<VncEndpoint, ConsoleError> {
         Ok(VncEndpoint::Tcp(self.source))
     }
+    // The rest is what the bench child has always measured with (once the trait's
+    // defaults): no serial console, screenshots, storage or usage statistics, and the
+    // kickstart lookup composed from `all_domain_xml`.
+    fn open_serial(&self, _name: &str, _force: bool) -> Result<SerialConsole, ConsoleError> {
+        Err(consoles_not_available())
+    }
+    fn screenshot(&self, _name: &str) -> Result<Screenshot, ConsoleError> {
+        Err(consoles_not_available())
+    }
+    fn pool_statuses(&self) -> HvResult<Vec<virtdeck::domain::storage::PoolStatus>> {
+        Err(storage_not_available("list the storage pools"))
+    }
+    fn pool_volumes(&self, _pool: &str) -> HvResult<Vec<virtdeck::domain::storage::PoolVolume>> {
+        Err(storage_not_available("list a pool's volumes"))
+    }
+    fn define_pool(&self, _xml: &str) -> HvResult<()> {
+        Err(storage_not_available("define the pool"))
+    }
+    fn build_pool(&self, _name: &str) -> HvResult<()> {
+        Err(storage_not_available("build the pool"))
+    }
+    fn start_pool(&self, _name: &str) -> HvResult<()> {
+        Err(storage_not_available("start the pool"))
+    }
+    fn stop_pool(&self, _name: &str) -> HvResult<()> {
+        Err(storage_not_available("stop the pool"))
+    }
+    fn refresh_pool(&self, _name: &str) -> HvResult<()> {
+        Err(storage_not_available("refresh the pool"))
+    }
+    fn set_pool_autostart(&self, _name: &str, _on: bool) -> HvResult<()> {
+        Err(storage_not_available("change the pool's autostart"))
+    }
+    fn delete_pool_storage(&self, _name: &str) -> HvResult<()> {
+        Err(storage_not_available("delete the pool's storage"))
+    }
+    fn undefine_pool(&self, _name: &str) -> HvResult<()> {
+        Err(storage_not_available("remove the pool's definition"))
+    }
+    fn network_statuses(&self) -> HvResult<Vec<virtdeck::domain::storage::NetworkStatus>> {
+        Err(storage_not_available("list the networks"))
+    }
+    fn remove_network(&self, _name: &str) -> HvResult<()> {
+        Err(storage_not_available("remove the network"))
+    }
+    fn pool_xml(&self, _name: &str) -> HvResult<String> {
+        Err(storage_not_available("read the pool's definition"))
+    }
+    fn usage_sample(&self) -> HvResult<virtdeck::domain::usage::UsageSample> {
+        Err(usage_not_available())
+    }
+    fn resize_volume(&self, _path: &str, _capacity_bytes: u64, _shrink: bool) -> HvResult<()> {
+        Err(storage_not_available("resize the volume"))
+    }
+    fn volume_download_bytes(&self, _path: &str) -> HvResult<u64> {
+        Err(storage_not_available("read the volume's size"))
+    }
+    fn download_volume(
+        &self,
+        _path: &str,
+        _length: u64,
+        _to: &mut dyn std::io::Write,
+    ) -> HvResult<u64> {
+        Err(storage_not_available("download the volume"))
+    }
+    fn upload_volume(
+        &self,
+        _path: &str,
+        _length: u64,
+        _from: &mut dyn std::io::Read,
+    ) -> HvResult<()> {
+        Err(storage_not_available("upload into the volume"))
+    }
+    fn volume_xml(&self, _path: &str) -> HvResult<String> {
+        Err(storage_not_available("read the volume's description"))
+    }
+    fn live_domain_xml(&self, name: &str) -> HvResult<Option<String>> {
+        live_domain_xml_from_all(self, name)
+    }
 }
 
 fn run_child(source: std::net::SocketAddr) {

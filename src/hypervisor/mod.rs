@@ -50,6 +50,16 @@ pub type HvResult<T> = Result<T, HypervisorError>;
 
 /// Everything virtdeck needs from a hypervisor. Blocking calls: run them off the
 /// async runtime.
+///
+/// No method has a default body, on purpose: every implementation answers every method
+/// itself. A wrapper (the fault-injecting hypervisor of the tests, the bench's) that
+/// inherited a default would silently stop forwarding to the hypervisor it wraps, and a
+/// test could pass while the real path was never exercised; without defaults, a method
+/// added here does not compile until every implementation has said what it does. A
+/// hypervisor that lacks a part answers explicitly with [`consoles_not_available`],
+/// [`storage_not_available`] or [`usage_not_available`]; [`live_domain_xml_from_all`]
+/// composes `live_domain_xml` from `all_domain_xml`. (A unit test keeps bodies out of
+/// this block.)
 pub trait Hypervisor: Send + Sync {
     /// The connection URI, e.g. `qemu:///system` or `test:///…/demo-host.xml`.
     fn uri(&self) -> &str;
@@ -92,8 +102,7 @@ pub trait Hypervisor: Send + Sync {
     /// Sends every VM lifecycle event to `sink` from now on.
     fn watch_events(&self, sink: EventSink) -> HvResult<()>;
 
-    // ---- libvirt networks: creating and running them (no defaults: every hypervisor
-    // says what it does) ----
+    // ---- libvirt networks: creating and running them ----
     /// A network's definition as libvirt keeps it (its `<ip>` subnets, DHCP ranges).
     fn network_xml(&self, name: &str) -> HvResult<String>;
     /// Defines (persistently, not started) a network from network XML.
@@ -106,106 +115,51 @@ pub trait Hypervisor: Send + Sync {
     /// Removes a stopped network's definition.
     fn undefine_network(&self, name: &str) -> HvResult<()>;
 
-    // ---- consoles (keep at the end; the defaults are for hypervisors without them) ----
+    // ---- consoles (keep at the end) ----
     /// Where the running VM's VNC server listens (from its live definition).
-    fn vnc_endpoint(&self, name: &str) -> Result<VncEndpoint, ConsoleError> {
-        let _ = name;
-        Err(ConsoleError::not_available())
-    }
+    /// A hypervisor without consoles answers [`consoles_not_available`].
+    fn vnc_endpoint(&self, name: &str) -> Result<VncEndpoint, ConsoleError>;
     /// Attaches to the VM's serial console through libvirt (virDomainOpenConsole).
     /// `force` takes the console over from whoever holds it.
-    fn open_serial(&self, name: &str, force: bool) -> Result<SerialConsole, ConsoleError> {
-        let _ = (name, force);
-        Err(ConsoleError::not_available())
-    }
+    fn open_serial(&self, name: &str, force: bool) -> Result<SerialConsole, ConsoleError>;
     /// A screenshot of the VM's first screen: PNG (QEMU ≥ 7) or PPM bytes.
-    fn screenshot(&self, name: &str) -> Result<Screenshot, ConsoleError> {
-        let _ = name;
-        Err(ConsoleError::not_available())
-    }
+    fn screenshot(&self, name: &str) -> Result<Screenshot, ConsoleError>;
 
-    // ---- storage pools and libvirt networks (defaults: not available) ----
+    // ---- storage pools and libvirt networks (a hypervisor without them answers
+    // [`storage_not_available`]) ----
     /// Every storage pool with its state, autostart flag, capacity and source.
-    fn pool_statuses(&self) -> HvResult<Vec<PoolStatus>> {
-        Err(storage_not_available("list the storage pools"))
-    }
+    fn pool_statuses(&self) -> HvResult<Vec<PoolStatus>>;
     /// The volumes of a running pool, with their format.
-    fn pool_volumes(&self, pool: &str) -> HvResult<Vec<PoolVolume>> {
-        let _ = pool;
-        Err(storage_not_available("list a pool's volumes"))
-    }
+    fn pool_volumes(&self, pool: &str) -> HvResult<Vec<PoolVolume>>;
     /// Defines (persistently, not started) a pool from pool XML.
-    fn define_pool(&self, pool_xml: &str) -> HvResult<()> {
-        let _ = pool_xml;
-        Err(storage_not_available("define the pool"))
-    }
+    fn define_pool(&self, pool_xml: &str) -> HvResult<()>;
     /// Makes the pool's storage: the directory or mount point, or the volume group.
-    fn build_pool(&self, name: &str) -> HvResult<()> {
-        let _ = name;
-        Err(storage_not_available("build the pool"))
-    }
-    fn start_pool(&self, name: &str) -> HvResult<()> {
-        let _ = name;
-        Err(storage_not_available("start the pool"))
-    }
-    fn stop_pool(&self, name: &str) -> HvResult<()> {
-        let _ = name;
-        Err(storage_not_available("stop the pool"))
-    }
+    fn build_pool(&self, name: &str) -> HvResult<()>;
+    fn start_pool(&self, name: &str) -> HvResult<()>;
+    fn stop_pool(&self, name: &str) -> HvResult<()>;
     /// Re-reads the pool's volumes and sizes from its storage.
-    fn refresh_pool(&self, name: &str) -> HvResult<()> {
-        let _ = name;
-        Err(storage_not_available("refresh the pool"))
-    }
-    fn set_pool_autostart(&self, name: &str, on: bool) -> HvResult<()> {
-        let _ = (name, on);
-        Err(storage_not_available("change the pool's autostart"))
-    }
+    fn refresh_pool(&self, name: &str) -> HvResult<()>;
+    fn set_pool_autostart(&self, name: &str, on: bool) -> HvResult<()>;
     /// Removes what building made (the directory, the volume group) from a stopped pool.
-    fn delete_pool_storage(&self, name: &str) -> HvResult<()> {
-        let _ = name;
-        Err(storage_not_available("delete the pool's storage"))
-    }
+    fn delete_pool_storage(&self, name: &str) -> HvResult<()>;
     /// Removes a stopped pool's definition.
-    fn undefine_pool(&self, name: &str) -> HvResult<()> {
-        let _ = name;
-        Err(storage_not_available("remove the pool's definition"))
-    }
+    fn undefine_pool(&self, name: &str) -> HvResult<()>;
     /// Every libvirt network with its state and forwarding.
-    fn network_statuses(&self) -> HvResult<Vec<NetworkStatus>> {
-        Err(storage_not_available("list the networks"))
-    }
+    fn network_statuses(&self) -> HvResult<Vec<NetworkStatus>>;
     /// Stops (if running) and undefines a libvirt network.
-    fn remove_network(&self, name: &str) -> HvResult<()> {
-        let _ = name;
-        Err(storage_not_available("remove the network"))
-    }
+    fn remove_network(&self, name: &str) -> HvResult<()>;
     /// A pool's definition as libvirt keeps it (for the host plan export).
-    fn pool_xml(&self, name: &str) -> HvResult<String> {
-        let _ = name;
-        Err(storage_not_available("read the pool's definition"))
-    }
+    fn pool_xml(&self, name: &str) -> HvResult<String>;
 
-    // ---- usage (the default is for hypervisors without statistics) ----
+    // ---- usage (a hypervisor without statistics answers [`usage_not_available`]) ----
     /// Counters of the host and of every VM, read with one bulk call (never one per VM).
-    fn usage_sample(&self) -> HvResult<crate::domain::usage::UsageSample> {
-        Err(HypervisorError::Call {
-            operation: "read usage statistics",
-            message: "this hypervisor connection provides no usage statistics".into(),
-        })
-    }
+    fn usage_sample(&self) -> HvResult<crate::domain::usage::UsageSample>;
 
-    // ---- volume contents (defaults: not available) ----
+    // ---- volume contents (without them: [`storage_not_available`]) ----
     /// Changes the capacity of the volume at `path`; `shrink` allows making it smaller.
-    fn resize_volume(&self, path: &str, capacity_bytes: u64, shrink: bool) -> HvResult<()> {
-        let _ = (path, capacity_bytes, shrink);
-        Err(storage_not_available("resize the volume"))
-    }
+    fn resize_volume(&self, path: &str, capacity_bytes: u64, shrink: bool) -> HvResult<()>;
     /// How many bytes a download of the volume sends (its file or device size).
-    fn volume_download_bytes(&self, path: &str) -> HvResult<u64> {
-        let _ = path;
-        Err(storage_not_available("read the volume's size"))
-    }
+    fn volume_download_bytes(&self, path: &str) -> HvResult<u64>;
     /// Streams the first `length` bytes of the volume into `to` (libvirt's volume
     /// download); stops with an error when `to` fails. Returns the bytes written.
     fn download_volume(
@@ -213,41 +167,63 @@ pub trait Hypervisor: Send + Sync {
         path: &str,
         length: u64,
         to: &mut dyn std::io::Write,
-    ) -> HvResult<u64> {
-        let _ = (path, length, to);
-        Err(storage_not_available("download the volume"))
-    }
+    ) -> HvResult<u64>;
     /// Fills the volume with exactly `length` bytes read from `from` (libvirt's volume
     /// upload). The stream is aborted, and an error returned, when `from` fails or ends
     /// early or gives more than `length` bytes.
-    fn upload_volume(&self, path: &str, length: u64, from: &mut dyn std::io::Read) -> HvResult<()> {
-        let _ = (path, length, from);
-        Err(storage_not_available("upload into the volume"))
-    }
+    fn upload_volume(&self, path: &str, length: u64, from: &mut dyn std::io::Read) -> HvResult<()>;
 
-    // ---- templates (default: not available) ----
+    // ---- templates (without them: [`storage_not_available`]) ----
     /// The XML of the volume at `path` (its format and, for an overlay, its backing store).
-    fn volume_xml(&self, path: &str) -> HvResult<String> {
-        let _ = path;
-        Err(storage_not_available("read the volume's description"))
-    }
+    fn volume_xml(&self, path: &str) -> HvResult<String>;
 
     // ---- kickstarts ----
     /// The live definition of one VM (a running install boot's kernel and arguments),
-    /// or `None` if there is no such VM.
-    fn live_domain_xml(&self, name: &str) -> HvResult<Option<String>> {
-        Ok(self
-            .all_domain_xml()?
-            .into_iter()
-            .find(|x| crate::domain::xml::parse_domain(x).is_ok_and(|d| d.name == name)))
+    /// or `None` if there is no such VM. A hypervisor without a direct lookup can answer
+    /// [`live_domain_xml_from_all`].
+    fn live_domain_xml(&self, name: &str) -> HvResult<Option<String>>;
+}
+
+// ---- answers for hypervisors that lack a part of the trait ----
+//
+// These were the trait's default bodies. They are free functions now, so that an
+// implementation without consoles, storage or statistics says so in its own impl block,
+// method by method, instead of inheriting it without a word.
+
+/// `live_domain_xml` composed from `all_domain_xml`: the live definition (libvirt's
+/// `xml_desc(0)`) of the VM named `name`, found by parsing every VM's definition; `None`
+/// if no VM has that name.
+pub fn live_domain_xml_from_all<H: Hypervisor + ?Sized>(
+    hv: &H,
+    name: &str,
+) -> HvResult<Option<String>> {
+    Ok(hv
+        .all_domain_xml()?
+        .into_iter()
+        .find(|x| crate::domain::xml::parse_domain(x).is_ok_and(|d| d.name == name)))
+}
+
+/// The answer of a hypervisor connection without consoles (VNC, serial, screenshots).
+pub fn consoles_not_available() -> ConsoleError {
+    ConsoleError::NotAvailable {
+        reason: "this hypervisor connection provides no consoles".into(),
     }
 }
 
-impl ConsoleError {
-    fn not_available() -> Self {
-        ConsoleError::NotAvailable {
-            reason: "this hypervisor connection provides no consoles".into(),
-        }
+/// The answer of a hypervisor connection that manages no storage pools, volumes' contents
+/// or libvirt networks; `operation` says what was asked (e.g. "list the storage pools").
+pub fn storage_not_available(operation: &'static str) -> HypervisorError {
+    HypervisorError::Call {
+        operation,
+        message: "this hypervisor connection does not manage storage pools or networks".into(),
+    }
+}
+
+/// The answer of a hypervisor connection that provides no usage statistics.
+pub fn usage_not_available() -> HypervisorError {
+    HypervisorError::Call {
+        operation: "read usage statistics",
+        message: "this hypervisor connection provides no usage statistics".into(),
     }
 }
 
@@ -307,9 +283,53 @@ pub struct Screenshot {
     pub bytes: Vec<u8>,
 }
 
-fn storage_not_available(operation: &'static str) -> HypervisorError {
-    HypervisorError::Call {
-        operation,
-        message: "this hypervisor connection does not manage storage pools or networks".into(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `Hypervisor` trait keeps no default bodies (see its doc comment): its block,
+    /// comments aside, holds signatures only, so no brace.
+    #[test]
+    fn the_hypervisor_trait_has_no_default_bodies() {
+        let src = include_str!("mod.rs");
+        let start = src.find("pub trait Hypervisor:").expect("the trait");
+        let block = &src[start..];
+        let block = &block[..block.find("\n}\n").expect("the trait's end")];
+        let inner = &block[block.find('{').expect("the trait's opening brace") + 1..];
+        let code: Vec<&str> = inner
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .collect();
+        let methods = code
+            .iter()
+            .filter(|l| l.trim_start().starts_with("fn "))
+            .count();
+        assert!(
+            methods >= 40,
+            "found only {methods} methods: is this the trait?"
+        );
+        for line in &code {
+            assert!(
+                !line.contains('{') && !line.contains('}'),
+                "a default body in the Hypervisor trait: {line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn live_domain_xml_from_all_finds_what_libvirt_finds() {
+        let hv = libvirt::Libvirt::open("test:///default", KvmStatus::NotApplicable)
+            .expect("libvirt's test driver");
+        let direct = hv.live_domain_xml("test").expect("a lookup");
+        assert!(direct.is_some(), "the test driver's default VM");
+        assert_eq!(
+            live_domain_xml_from_all(&hv, "test").expect("a listing"),
+            direct
+        );
+        assert_eq!(
+            live_domain_xml_from_all(&hv, "no-such-vm").expect("a listing"),
+            None
+        );
+        assert_eq!(hv.live_domain_xml("no-such-vm").expect("a lookup"), None);
     }
 }

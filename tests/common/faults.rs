@@ -1,5 +1,7 @@
 //! A hypervisor that passes every call to the real one, except one step that fails, the
 //! way libvirt would fail it. Used to prove that a failed create leaves nothing behind.
+//! Every method of the trait forwards to the wrapped hypervisor (the trait has no default
+//! bodies, so none can be skipped by accident).
 
 use std::sync::Arc;
 use virtdeck::domain::host::{HostFacts, KvmStatus};
@@ -7,7 +9,10 @@ use virtdeck::domain::inventory::{NetworkInfo, PoolInfo};
 use virtdeck::domain::snapshot::SnapshotInfo;
 use virtdeck::domain::storage::{NetworkStatus, PoolStatus, PoolVolume};
 use virtdeck::domain::vm::{GuestAddress, VmAction, VmSummary};
-use virtdeck::hypervisor::{EventSink, HvResult, Hypervisor, HypervisorError};
+use virtdeck::hypervisor::{
+    ConsoleError, EventSink, HvResult, Hypervisor, HypervisorError, Screenshot, SerialConsole,
+    VncEndpoint,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -264,6 +269,39 @@ impl Hypervisor for FailAt {
     fn undefine_network(&self, name: &str) -> HvResult<()> {
         self.inner.undefine_network(name)
     }
+    // ---- consoles ----
+    fn vnc_endpoint(&self, name: &str) -> Result<VncEndpoint, ConsoleError> {
+        self.inner.vnc_endpoint(name)
+    }
+    fn open_serial(&self, name: &str, force: bool) -> Result<SerialConsole, ConsoleError> {
+        self.inner.open_serial(name, force)
+    }
+    fn screenshot(&self, name: &str) -> Result<Screenshot, ConsoleError> {
+        self.inner.screenshot(name)
+    }
+    // ---- usage ----
+    fn usage_sample(&self) -> HvResult<virtdeck::domain::usage::UsageSample> {
+        self.inner.usage_sample()
+    }
+    // ---- volume contents ----
+    fn resize_volume(&self, path: &str, capacity_bytes: u64, shrink: bool) -> HvResult<()> {
+        self.inner.resize_volume(path, capacity_bytes, shrink)
+    }
+    fn volume_download_bytes(&self, path: &str) -> HvResult<u64> {
+        self.inner.volume_download_bytes(path)
+    }
+    fn download_volume(
+        &self,
+        path: &str,
+        length: u64,
+        to: &mut dyn std::io::Write,
+    ) -> HvResult<u64> {
+        self.inner.download_volume(path, length, to)
+    }
+    fn upload_volume(&self, path: &str, length: u64, from: &mut dyn std::io::Read) -> HvResult<()> {
+        self.inner.upload_volume(path, length, from)
+    }
+    // ---- templates and kickstarts ----
     fn volume_xml(&self, path: &str) -> HvResult<String> {
         self.inner.volume_xml(path)
     }
