@@ -962,7 +962,7 @@ fn bare_listing(uri: &str) -> Result<Bare> {
     let db = root().join("target/bench/breakdown.sqlite");
     let _ = std::fs::remove_file(&db);
     let store = virtdeck::store::Store::open(&db)?;
-    let cfg = virtdeck::config::Config::default();
+    let cfg = virtdeck::config::Config::default().lifecycle();
     let running: Vec<String> = (1..=VMS)
         .filter(|i| host::is_running(*i))
         .map(host::vm_name)

@@ -56,11 +56,116 @@ pub struct Config {
     /// Host changes: network files, kernel settings, confirmation time.
     pub host: HostConfig,
     /// Uploads and fetches of images into storage pools.
-    pub images: crate::lifecycle::jobs::ImagesConfig,
+    pub images: ImagesConfig,
     /// Network installs: where installing guests fetch their kickstart.
-    pub install: crate::lifecycle::kickstart::InstallConfig,
+    pub install: InstallConfig,
     /// Outbound requests (install trees, image fetches): where they may go, timeouts.
     pub fetch: crate::fetch::FetchConfig,
+}
+
+/// What the VM lifecycle needs of the settings (it never sees the whole [`Config`]).
+#[derive(Debug, Clone)]
+pub struct LifecycleSettings {
+    /// How the host is split into compute units.
+    pub capacity: CapacityPolicy,
+    /// Kernels and initrds for direct kernel boot must be files in this directory.
+    pub boot_dir: PathBuf,
+    /// Network installs: where installing guests fetch their kickstart.
+    pub install: InstallConfig,
+    /// Outbound requests (install trees): where they may go, timeouts.
+    pub fetch: crate::fetch::FetchConfig,
+}
+
+impl Config {
+    /// The lifecycle's part of the settings.
+    pub fn lifecycle(&self) -> LifecycleSettings {
+        LifecycleSettings {
+            capacity: self.capacity.clone(),
+            boot_dir: self.boot_dir.clone(),
+            install: self.install.clone(),
+            fetch: self.fetch.clone(),
+        }
+    }
+}
+
+/// `[images]` settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Largest upload or fetch accepted, in bytes.
+    pub max_bytes: u64,
+    /// A fetch still running after this long is stopped (and its volume removed).
+    pub fetch_timeout_seconds: u64,
+    /// An upload that sends nothing for this long is stopped (and its volume removed).
+    pub upload_idle_seconds: u64,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig {
+            max_bytes: 64 * 1024 * 1024 * 1024,
+            fetch_timeout_seconds: 4 * 3600,
+            upload_idle_seconds: 120,
+        }
+    }
+}
+
+impl ImagesConfig {
+    /// The first setting out of range, and why.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        if self.max_bytes == 0 {
+            return Some(("images.max_bytes", "must be greater than zero".into()));
+        }
+        if self.fetch_timeout_seconds == 0 || self.upload_idle_seconds == 0 {
+            return Some((
+                "images",
+                "fetch_timeout_seconds and upload_idle_seconds must be greater than zero".into(),
+            ));
+        }
+        None
+    }
+}
+
+/// `[install]`: how installing guests reach their kickstart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InstallConfig {
+    /// Base of kickstart URLs, e.g. `http://192.168.122.1:9443`: an address the guests
+    /// can reach. Unset: derived from the listen address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kickstart_base_url: Option<String>,
+    /// A kickstart URL stops working this long after the VM was created, at the latest.
+    pub kickstart_max_lifetime_seconds: u64,
+    /// The kernel argument that carries the URL: "inst.ks" or "ks" (older installers).
+    pub kickstart_argument: crate::domain::kickstart::KsArgument,
+}
+
+impl Default for InstallConfig {
+    fn default() -> Self {
+        InstallConfig {
+            kickstart_base_url: None,
+            kickstart_max_lifetime_seconds: 2 * 3600,
+            kickstart_argument: crate::domain::kickstart::KsArgument::InstKs,
+        }
+    }
+}
+
+impl InstallConfig {
+    /// The first setting out of range, and why.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        if self.kickstart_max_lifetime_seconds == 0 {
+            return Some((
+                "install.kickstart_max_lifetime_seconds",
+                "must be greater than zero".into(),
+            ));
+        }
+        if let Some(base) = &self.kickstart_base_url {
+            if let Err(m) = crate::domain::kickstart::check_base_url(base) {
+                return Some(("install.kickstart_base_url", m));
+            }
+        }
+        None
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -222,3 +222,24 @@ fn routes_are_registered_only_through_the_route_table() {
         bad.join("\n")
     );
 }
+
+#[test]
+fn the_lifecycle_takes_its_own_settings_not_the_whole_config() {
+    let bad = offenders(
+        |p| p.starts_with("src/lifecycle/"),
+        &["config::Config", "&Config", "crate::web", "crate::service", "actix"],
+        |_| false,
+    );
+    assert!(
+        bad.is_empty(),
+        "lifecycle sees Config or a layer above it:\n{}",
+        bad.join("\n")
+    );
+    // And config.rs owns every settings struct: it imports no layer's types.
+    let bad = offenders(
+        |p| p == "src/config.rs",
+        &["crate::lifecycle", "crate::web", "crate::service"],
+        |_| false,
+    );
+    assert!(bad.is_empty(), "config.rs imports a layer:\n{}", bad.join("\n"));
+}

@@ -5,7 +5,8 @@ use super::{
     claims, field, inventory, random_uuid, reason_in_plain_words, resolve_size, undo_failed,
     AdmissionLock, LcResult, LifecycleError, SizeRequest,
 };
-use crate::config::Config;
+use super::{By, Ctx};
+use crate::config::LifecycleSettings;
 use crate::domain::capacity::{admit, AdmissionError};
 use crate::domain::clone::{clone_domain_xml, CloneEdits};
 use crate::domain::snapshot::{snapshot_xml, SnapshotInfo, SnapshotName, MAX_DESCRIPTION_CHARS};
@@ -57,7 +58,7 @@ pub struct Resized {
 pub fn resize(
     hv: &dyn Hypervisor,
     store: &Store,
-    cfg: &Config,
+    cfg: &LifecycleSettings,
     lock: &AdmissionLock,
     name: &str,
     req: &SizeRequest,
@@ -229,45 +230,27 @@ fn copy_name(clone: &str, source_volume: &str, index: usize) -> String {
 /// Copies a shut-off VM in one go: every disk volume copied in full, a new name, UUID
 /// and MACs. (virtdeck's pages and API run a clone as a job: [`plan_clone`], then
 /// [`build_clone`] on a thread of its own.)
-#[allow(clippy::too_many_arguments)] // the same collaborators as create
-pub fn clone(
-    hv: &dyn Hypervisor,
-    store: &Store,
-    cfg: &Config,
-    lock: &AdmissionLock,
-    source: &str,
-    req: &CloneRequest,
-    actor: &str,
-    now: i64,
-) -> LcResult<Cloned> {
-    let plan = plan_clone(
-        hv,
-        store,
-        cfg,
-        lock,
-        source,
-        req,
-        actor,
-        now,
-        CloneMode::Full,
-    )?;
-    build_clone(hv, store, plan, None, &Unwatched)
+pub fn clone(ctx: Ctx<'_>, source: &str, req: &CloneRequest, by: By<'_>) -> LcResult<Cloned> {
+    let plan = plan_clone(ctx, source, req, by, CloneMode::Full)?;
+    build_clone(ctx.hv, ctx.store, plan, None, &Unwatched)
 }
 
 /// Checks a clone (name, state, disks, units, disk space) and holds its units with a
 /// "creating" row. Nothing is copied yet: that is [`build_clone`].
-#[allow(clippy::too_many_arguments)] // the same collaborators as create
 pub fn plan_clone(
-    hv: &dyn Hypervisor,
-    store: &Store,
-    cfg: &Config,
-    lock: &AdmissionLock,
+    ctx: Ctx<'_>,
     source: &str,
     req: &CloneRequest,
-    actor: &str,
-    now: i64,
+    by: By<'_>,
     mode: CloneMode,
 ) -> LcResult<ClonePlan> {
+    let Ctx {
+        hv,
+        store,
+        cfg,
+        lock,
+    } = ctx;
+    let By { actor, now } = by;
     let linked = mode == CloneMode::Linked;
     {
         let _guard = locked(lock)?;

@@ -15,7 +15,6 @@ use crate::domain::xml::{volume_copy_xml, volume_xml};
 use crate::hypervisor::Hypervisor;
 use crate::store::jobs::{JobRow, NewJob};
 use crate::store::{AuditEntry, Store};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,43 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// `[images]` settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ImagesConfig {
-    /// Largest upload or fetch accepted, in bytes.
-    pub max_bytes: u64,
-    /// A fetch still running after this long is stopped (and its volume removed).
-    pub fetch_timeout_seconds: u64,
-    /// An upload that sends nothing for this long is stopped (and its volume removed).
-    pub upload_idle_seconds: u64,
-}
-
-impl Default for ImagesConfig {
-    fn default() -> Self {
-        ImagesConfig {
-            max_bytes: 64 * 1024 * 1024 * 1024,
-            fetch_timeout_seconds: 4 * 3600,
-            upload_idle_seconds: 120,
-        }
-    }
-}
-
-impl ImagesConfig {
-    /// The first setting out of range, and why.
-    pub fn problem(&self) -> Option<(&'static str, String)> {
-        if self.max_bytes == 0 {
-            return Some(("images.max_bytes", "must be greater than zero".into()));
-        }
-        if self.fetch_timeout_seconds == 0 || self.upload_idle_seconds == 0 {
-            return Some((
-                "images",
-                "fetch_timeout_seconds and upload_idle_seconds must be greater than zero".into(),
-            ));
-        }
-        None
-    }
-}
+pub use crate::config::ImagesConfig;
 
 /// Seconds since the Unix epoch.
 fn now() -> i64 {

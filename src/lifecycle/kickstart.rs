@@ -3,53 +3,13 @@
 
 use super::{FieldError, LcResult, LifecycleError};
 use crate::auth::secret::{random_token, sha256_hex};
-use crate::domain::kickstart::{self as ks, KsArgument};
+use crate::domain::kickstart as ks;
 use crate::hypervisor::Hypervisor;
 use crate::store::kickstarts::{KickstartRow, VmKickstartRow};
 use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
-/// `[install]`: how installing guests reach their kickstart.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct InstallConfig {
-    /// Base of kickstart URLs, e.g. `http://192.168.122.1:9443`: an address the guests
-    /// can reach. Unset: derived from the listen address.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kickstart_base_url: Option<String>,
-    /// A kickstart URL stops working this long after the VM was created, at the latest.
-    pub kickstart_max_lifetime_seconds: u64,
-    /// The kernel argument that carries the URL: "inst.ks" or "ks" (older installers).
-    pub kickstart_argument: KsArgument,
-}
-
-impl Default for InstallConfig {
-    fn default() -> Self {
-        InstallConfig {
-            kickstart_base_url: None,
-            kickstart_max_lifetime_seconds: 2 * 3600,
-            kickstart_argument: KsArgument::InstKs,
-        }
-    }
-}
-
-impl InstallConfig {
-    /// The first setting out of range, and why.
-    pub fn problem(&self) -> Option<(&'static str, String)> {
-        if self.kickstart_max_lifetime_seconds == 0 {
-            return Some((
-                "install.kickstart_max_lifetime_seconds",
-                "must be greater than zero".into(),
-            ));
-        }
-        if let Some(base) = &self.kickstart_base_url {
-            if let Err(m) = ks::check_base_url(base) {
-                return Some(("install.kickstart_base_url", m));
-            }
-        }
-        None
-    }
-}
+pub use crate::config::InstallConfig;
 
 /// A kickstart as the API and the pages take it.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -330,6 +290,7 @@ pub fn status(hv: &dyn Hypervisor, store: &Store, vm: &str, now: i64) -> LcResul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::kickstart::KsArgument;
 
     #[test]
     fn install_settings_are_checked() {

@@ -7,7 +7,7 @@
 //! changes libvirt has no event for, such as autostart set with virsh).
 
 use super::{list, LcResult, VmList};
-use crate::config::Config;
+use crate::config::LifecycleSettings;
 use crate::hypervisor::Hypervisor;
 use crate::store::Store;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +32,12 @@ struct Entry<T> {
 impl ListCache<VmList> {
     /// The VM list: the cached one if still valid, otherwise read now (once, however
     /// many readers ask at the same time). Blocking: call off the async runtime.
-    pub fn get(&self, hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Arc<VmList>> {
+    pub fn get(
+        &self,
+        hv: &dyn Hypervisor,
+        store: &Store,
+        cfg: &LifecycleSettings,
+    ) -> LcResult<Arc<VmList>> {
         self.get_with(|| list(hv, store, cfg))
     }
 }

@@ -16,7 +16,7 @@ pub use changes::{
     Cloned, Resized, SnapshotRequest,
 };
 
-use crate::config::Config;
+use crate::config::LifecycleSettings;
 use crate::domain::capacity::{admit, usage, AdmissionError, Claim, Size, UnitModel, UnitUsage};
 use crate::domain::host::VirtType;
 use crate::domain::install_tree::TreeUrl;
@@ -168,6 +168,23 @@ pub enum LifecycleError {
 
 pub type LcResult<T> = Result<T, LifecycleError>;
 
+/// What a VM change works with: libvirt, the store, the lifecycle's settings and the
+/// admission lock (held from reading the claims to inserting the new VM's row).
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    pub hv: &'a dyn Hypervisor,
+    pub store: &'a Store,
+    pub cfg: &'a LifecycleSettings,
+    pub lock: &'a AdmissionLock,
+}
+
+/// Who asks for a change and when (kept in the new VM's row).
+#[derive(Debug, Clone, Copy)]
+pub struct By<'a> {
+    pub actor: &'a str,
+    pub now: i64,
+}
+
 // ---- capacity ----
 
 /// The host's units and who holds them.
@@ -189,7 +206,7 @@ pub struct PoolCapacity {
     pub gib_per_unit: u64,
 }
 
-fn unit_model(hv: &dyn Hypervisor, cfg: &Config) -> LcResult<UnitModel> {
+fn unit_model(hv: &dyn Hypervisor, cfg: &LifecycleSettings) -> LcResult<UnitModel> {
     let facts = hv.host_facts()?;
     UnitModel::new(&cfg.capacity, facts.cpu_count, facts.memory_mib).map_err(|e| {
         LifecycleError::Failed {
@@ -227,7 +244,7 @@ pub fn claims(model: &UnitModel, vms: &[VmSummary], rows: &[VmRow]) -> Vec<Claim
     out
 }
 
-pub fn capacity(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Capacity> {
+pub fn capacity(hv: &dyn Hypervisor, store: &Store, cfg: &LifecycleSettings) -> LcResult<Capacity> {
     let model = unit_model(hv, cfg)?;
     let rows = store.vm_rows()?; // before the VMs: see `inventory`
     let vms = hv.list_vms()?;
@@ -360,7 +377,7 @@ struct Inventory {
     inspected: HashMap<String, images::Inspected>,
 }
 
-fn inventory(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Inventory> {
+fn inventory(hv: &dyn Hypervisor, store: &Store, cfg: &LifecycleSettings) -> LcResult<Inventory> {
     let model = unit_model(hv, cfg)?;
     // Rows before VMs: a row still "creating" now is counted by its row; one already
     // "ready" was defined before this point, so the VM listing below includes it.
@@ -529,7 +546,7 @@ fn plan(
     req: &CreateVmRequest,
     inv: &Inventory,
     flavors: &[(String, u32)],
-    cfg: &Config,
+    cfg: &LifecycleSettings,
     virt_type: VirtType,
 ) -> Result<Plan, LifecycleError> {
     let mut errors = Vec::new();
@@ -910,7 +927,11 @@ pub struct VolumeChoices {
     pub isos: HashSet<String>,
 }
 
-pub fn volume_choices(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<VolumeChoices> {
+pub fn volume_choices(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    cfg: &LifecycleSettings,
+) -> LcResult<VolumeChoices> {
     let inv = inventory(hv, store, cfg)?;
     let mut choices = VolumeChoices {
         disks: HashSet::new(),
@@ -934,7 +955,7 @@ pub fn volume_choices(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcRes
 pub fn check_create(
     hv: &dyn Hypervisor,
     store: &Store,
-    cfg: &Config,
+    cfg: &LifecycleSettings,
     virt_type: Result<VirtType, String>,
     req: &CreateVmRequest,
 ) -> LcResult<Vec<FieldError>> {
@@ -979,17 +1000,19 @@ pub fn check_create(
 
 /// Validates, admits against free units, then makes the volume, the definition and
 /// (optionally) starts it. A failure at any step undoes the earlier ones.
-#[allow(clippy::too_many_arguments)] // each is a distinct collaborator; a struct would only rename them
 pub fn create(
-    hv: &dyn Hypervisor,
-    store: &Store,
-    cfg: &Config,
-    lock: &AdmissionLock,
+    ctx: Ctx<'_>,
     virt_type: Result<VirtType, String>,
     req: &CreateVmRequest,
-    actor: &str,
-    now: i64,
+    by: By<'_>,
 ) -> LcResult<Created> {
+    let Ctx {
+        hv,
+        store,
+        cfg,
+        lock,
+    } = ctx;
+    let By { actor, now } = by;
     let virt_type = virt_type.map_err(|e| LifecycleError::Failed { message: e })?;
     let mut plan = {
         let _guard = lock.0.lock().map_err(|_| LifecycleError::Failed {
@@ -1584,7 +1607,7 @@ pub struct VmList {
     pub vms: Vec<VmView>,
 }
 
-pub fn list(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<VmList> {
+pub fn list(hv: &dyn Hypervisor, store: &Store, cfg: &LifecycleSettings) -> LcResult<VmList> {
     let mut list = views_and_claims(hv, store, cfg)?;
     for vm in &mut list.vms {
         vm.addresses = guest_addresses(hv, &vm.summary);
@@ -1606,11 +1629,15 @@ fn guest_addresses(hv: &dyn Hypervisor, vm: &VmSummary) -> Vec<String> {
 }
 
 /// Every VM with its units and devices, without asking libvirt for guest addresses.
-fn views(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<Vec<VmView>> {
+fn views(hv: &dyn Hypervisor, store: &Store, cfg: &LifecycleSettings) -> LcResult<Vec<VmView>> {
     Ok(views_and_claims(hv, store, cfg)?.vms)
 }
 
-fn views_and_claims(hv: &dyn Hypervisor, store: &Store, cfg: &Config) -> LcResult<VmList> {
+fn views_and_claims(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    cfg: &LifecycleSettings,
+) -> LcResult<VmList> {
     let model = unit_model(hv, cfg)?;
     let rows = store.vm_rows()?; // before the VMs: see `inventory`
     let vms = hv.list_vms()?;
@@ -1663,7 +1690,12 @@ pub struct VmDetail {
     pub cloud_init: Option<crate::store::cloud_init::CloudInitRow>,
 }
 
-pub fn detail(hv: &dyn Hypervisor, store: &Store, cfg: &Config, name: &str) -> LcResult<VmDetail> {
+pub fn detail(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    cfg: &LifecycleSettings,
+    name: &str,
+) -> LcResult<VmDetail> {
     let mut vm = views(hv, store, cfg)?
         .into_iter()
         .find(|v| v.summary.name == name)

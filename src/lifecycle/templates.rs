@@ -3,7 +3,6 @@
 
 use super::changes::{build_clone, plan_clone, ClonePlan, CloneWatch, PrepareClone};
 use super::{CloneRequest, Cloned, FieldError, LcResult, LifecycleError};
-use crate::config::Config;
 use crate::domain::templates::{backing_path, sysprep_args, CloneMode, SYSPREP_MISSING};
 use crate::domain::vm::{VmAction, VmState, VmSummary};
 use crate::domain::vmspec::DiskFormat;
@@ -267,18 +266,14 @@ pub struct FromTemplatePlan {
 }
 
 /// Checks a new VM from a template. `sysprep` is where virt-sysprep is, if installed.
-#[allow(clippy::too_many_arguments)] // the same collaborators as clone
 pub fn plan_from(
-    hv: &dyn Hypervisor,
-    store: &Store,
-    cfg: &Config,
-    lock: &super::AdmissionLock,
+    ctx: super::Ctx<'_>,
     template: &str,
     req: &FromTemplateRequest,
-    actor: &str,
-    now: i64,
+    by: super::By<'_>,
     sysprep: Option<PathBuf>,
 ) -> LcResult<FromTemplatePlan> {
+    let (hv, store) = (ctx.hv, ctx.store);
     if !store.is_template(template)? {
         find_vm(hv, template)?;
         return Err(LifecycleError::Conflict(format!(
@@ -299,9 +294,7 @@ pub fn plan_from(
         name: req.name.clone(),
         start: req.start,
     };
-    let plan = plan_clone(
-        hv, store, cfg, lock, template, &clone_req, actor, now, req.mode,
-    )?;
+    let plan = plan_clone(ctx, template, &clone_req, by, req.mode)?;
     Ok(FromTemplatePlan {
         plan,
         template: template.to_string(),

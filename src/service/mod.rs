@@ -30,6 +30,8 @@ use std::time::Instant;
 /// changes in progress. Built once at start-up.
 pub struct Services {
     pub cfg: Config,
+    /// The lifecycle's part of `cfg`.
+    pub lifecycle: crate::config::LifecycleSettings,
     pub store: Arc<Store>,
     pub hv: Arc<dyn Hypervisor>,
     /// The guest type, or why the configured one cannot be used.
@@ -44,6 +46,18 @@ pub struct Services {
     pub host: Arc<crate::hostcfg::Engine>,
     /// How long operations took, by action and result.
     pub ops: OpMetrics,
+}
+
+impl Services {
+    /// What a lifecycle change works with.
+    pub fn lc(&self) -> crate::lifecycle::Ctx<'_> {
+        crate::lifecycle::Ctx {
+            hv: self.hv.as_ref(),
+            store: &self.store,
+            cfg: &self.lifecycle,
+            lock: &self.admission,
+        }
+    }
 }
 
 /// Who asks for a change, as the audit log names them.

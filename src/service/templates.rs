@@ -66,17 +66,11 @@ pub async fn create_vm(
             Action::TemplateCreate,
             template,
             move |s| {
-                let plan = tpl::plan_from(
-                    s.hv.as_ref(),
-                    &s.store,
-                    &s.cfg,
-                    &s.admission,
-                    &t,
-                    &req,
-                    &actor,
-                    super::now(),
-                    crate::sysprep::find(),
-                )?;
+                let by = crate::lifecycle::By {
+                    actor: &actor,
+                    now: super::now(),
+                };
+                let plan = tpl::plan_from(s.lc(), &t, &req, by, crate::sysprep::find())?;
                 let (job, cancel) =
                     jobs::begin_clone(s.hv.as_ref(), &s.store, &s.jobs, &plan.plan, &job_actor)?;
                 let mode = plan.plan.mode.label().to_lowercase();

@@ -8,7 +8,7 @@ use crate::domain::snapshot::SnapshotInfo;
 use crate::domain::templates::CloneMode;
 use crate::domain::vm::VmAction;
 use crate::lifecycle::{
-    self, changes, jobs, CloneRequest, CreateVmRequest, Created, Deleted, LcResult, Resized,
+    self, changes, jobs, By, CloneRequest, CreateVmRequest, Created, Deleted, LcResult, Resized,
     SizeRequest, SnapshotRequest,
 };
 use crate::store::jobs::JobRow;
@@ -27,16 +27,11 @@ pub async fn create(svc: &Arc<Services>, caller: &Caller, req: CreateVmRequest) 
             Action::VmCreate,
             name,
             move |s| {
-                lifecycle::create(
-                    s.hv.as_ref(),
-                    &s.store,
-                    &s.cfg,
-                    &s.admission,
-                    s.virt_type.clone(),
-                    &req,
-                    &actor,
-                    super::now(),
-                )
+                let by = By {
+                    actor: &actor,
+                    now: super::now(),
+                };
+                lifecycle::create(s.lc(), s.virt_type.clone(), &req, by)
             },
             |c: &Created| {
                 format!(
@@ -141,7 +136,16 @@ pub async fn resize(
         Op::operator(
             Action::VmResize,
             name,
-            move |s| lifecycle::resize(s.hv.as_ref(), &s.store, &s.cfg, &s.admission, &n, &req),
+            move |s| {
+                lifecycle::resize(
+                    s.hv.as_ref(),
+                    &s.store,
+                    &s.lifecycle,
+                    &s.admission,
+                    &n,
+                    &req,
+                )
+            },
             |r: &Resized| {
                 format!(
                     "{} → {}, {} vCPUs, {} MiB",
@@ -175,17 +179,11 @@ pub async fn clone(
             Action::VmClone,
             source,
             move |s| {
-                let plan = changes::plan_clone(
-                    s.hv.as_ref(),
-                    &s.store,
-                    &s.cfg,
-                    &s.admission,
-                    &src,
-                    &req,
-                    &actor,
-                    super::now(),
-                    CloneMode::Full,
-                )?;
+                let by = By {
+                    actor: &actor,
+                    now: super::now(),
+                };
+                let plan = changes::plan_clone(s.lc(), &src, &req, by, CloneMode::Full)?;
                 let (job, cancel) =
                     jobs::begin_clone(s.hv.as_ref(), &s.store, &s.jobs, &plan, &job_actor)?;
                 runner::spawn_clone(

@@ -46,7 +46,7 @@ struct HostBody {
 pub async fn host(state: web::Data<AppState>, _who: Authed) -> Result<HttpResponse, AppError> {
     let (facts, vms) = hv(&state, |h| Ok((h.host_facts()?, h.list_vms()?))).await?;
     let capacity = lc(&state, |s| {
-        lifecycle::capacity(s.hv.as_ref(), &s.store, &s.cfg)
+        lifecycle::capacity(s.hv.as_ref(), &s.store, &s.lifecycle)
     })
     .await
     .ok();
@@ -66,7 +66,10 @@ struct VmList<'a> {
 }
 
 pub async fn vms(state: web::Data<AppState>, _who: Authed) -> Result<HttpResponse, AppError> {
-    let list = lc(&state, |s| s.vm_list.get(s.hv.as_ref(), &s.store, &s.cfg)).await?;
+    let list = lc(&state, |s| {
+        s.vm_list.get(s.hv.as_ref(), &s.store, &s.lifecycle)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(VmList { vms: &list.vms }))
 }
 
@@ -96,7 +99,7 @@ pub async fn vm(
 ) -> Result<HttpResponse, AppError> {
     let name = path.into_inner();
     let detail = lc(&state, move |s| {
-        lifecycle::detail(s.hv.as_ref(), &s.store, &s.cfg, &name)
+        lifecycle::detail(s.hv.as_ref(), &s.store, &s.lifecycle, &name)
     })
     .await?;
     Ok(HttpResponse::Ok().json(detail))

@@ -384,7 +384,7 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
         }
     }
     let capacity = lc(&state, |s| {
-        lifecycle::capacity(s.hv.as_ref(), &s.store, &s.cfg)
+        lifecycle::capacity(s.hv.as_ref(), &s.store, &s.lifecycle)
     })
     .await;
     let started = Instant::now();

@@ -214,6 +214,7 @@ pub fn build_state(
     let password_gate =
         super::password_gate::PasswordGate::new(cfg.login.max_parallel_password_checks);
     let svc = Arc::new(crate::service::Services {
+        lifecycle: cfg.lifecycle(),
         cfg,
         store,
         hv,

@@ -29,7 +29,7 @@ struct HostPage {
 pub async fn host_page(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
     let (facts, vms) = hv(&state, |h| Ok((h.host_facts()?, h.list_vms()?))).await?;
     let capacity = super::super::lc(&state, |s| {
-        lifecycle::capacity(s.hv.as_ref(), &s.store, &s.cfg)
+        lifecycle::capacity(s.hv.as_ref(), &s.store, &s.lifecycle)
     })
     .await
     .map_err(|e| e.to_string());

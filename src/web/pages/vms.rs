@@ -97,7 +97,7 @@ pub async fn vms_page(
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, AppError> {
     let (list, capacity) = lc(&state, |s| {
-        let list = s.vm_list.get(s.hv.as_ref(), &s.store, &s.cfg)?;
+        let list = s.vm_list.get(s.hv.as_ref(), &s.store, &s.lifecycle)?;
         let capacity = lifecycle::capacity_of(s.hv.as_ref(), list.model, list.claims.clone())?;
         Ok((list, capacity))
     })
@@ -509,7 +509,7 @@ pub async fn charge_explained(
         Ok((
             s.store.flavors()?,
             s.hv.pools()?,
-            lifecycle::capacity(s.hv.as_ref(), &s.store, &s.cfg)?,
+            lifecycle::capacity(s.hv.as_ref(), &s.store, &s.lifecycle)?,
         ))
     })
     .await?;
@@ -533,9 +533,9 @@ async fn render_new(
             s.store.flavors()?,
             s.hv.pools()?,
             s.hv.networks()?,
-            lifecycle::capacity(s.hv.as_ref(), &s.store, &s.cfg)?,
+            lifecycle::capacity(s.hv.as_ref(), &s.store, &s.lifecycle)?,
             s.store.kickstarts()?,
-            lifecycle::volume_choices(s.hv.as_ref(), &s.store, &s.cfg)?,
+            lifecycle::volume_choices(s.hv.as_ref(), &s.store, &s.lifecycle)?,
         ))
     })
     .await?;
@@ -597,7 +597,7 @@ pub async fn create_vm(
         lifecycle::check_create(
             s.hv.as_ref(),
             &s.store,
-            &s.cfg,
+            &s.lifecycle,
             s.virt_type.clone(),
             &checked,
         )
@@ -795,7 +795,7 @@ pub(super) async fn render_detail(
 ) -> Result<HttpResponse, AppError> {
     let n = name.clone();
     let (detail, snapshots, history, flavors, install) = lc(state, move |s| {
-        let detail = lifecycle::detail(s.hv.as_ref(), &s.store, &s.cfg, &n)?;
+        let detail = lifecycle::detail(s.hv.as_ref(), &s.store, &s.lifecycle, &n)?;
         let snapshots = lifecycle::snapshots(s.hv.as_ref(), &n).unwrap_or_else(|e| {
             tracing::warn!(vm = %n, error = %e, "cannot list snapshots");
             Vec::new()
