@@ -204,7 +204,10 @@ where
         describe,
         ..
     } = op;
+    // The change's log lines (its audit entry among them) carry the caller's span.
+    let span = tracing::Span::current();
     let done = tokio::task::spawn_blocking(move || {
+        let _in_request = span.enter();
         let started = Instant::now();
         let r = run(&s);
         let took = started.elapsed().as_secs_f64();
@@ -233,7 +236,9 @@ pub async fn check_role(
     }
     let (s, who, target) = (svc.clone(), caller.clone(), target.to_string());
     let detail = format!("role {} needs {}", caller.role, needed);
+    let span = tracing::Span::current();
     let _ = tokio::task::spawn_blocking(move || {
+        let _in_request = span.enter();
         audit::write(&s.store, &who, action.as_str(), &target, "denied", &detail)
     })
     .await;

@@ -29,8 +29,13 @@ pub async fn record(
         detail: detail.to_string(),
     };
     let store = state.store.clone();
-    if let Err(e) =
-        actix_web::web::block(move || crate::service::audit::append(&store, entry)).await
+    // The entry's log line carries the request's span (its route, redacted target, id).
+    let span = tracing::Span::current();
+    if let Err(e) = actix_web::web::block(move || {
+        let _in_request = span.enter();
+        crate::service::audit::append(&store, entry)
+    })
+    .await
     {
         tracing::error!(error = %e, "could not write the audit log");
     }
