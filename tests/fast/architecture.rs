@@ -227,7 +227,13 @@ fn routes_are_registered_only_through_the_route_table() {
 fn the_lifecycle_takes_its_own_settings_not_the_whole_config() {
     let bad = offenders(
         |p| p.starts_with("src/lifecycle/"),
-        &["config::Config", "&Config", "crate::web", "crate::service", "actix"],
+        &[
+            "config::Config",
+            "&Config",
+            "crate::web",
+            "crate::service",
+            "actix",
+        ],
         |_| false,
     );
     assert!(
@@ -241,5 +247,9 @@ fn the_lifecycle_takes_its_own_settings_not_the_whole_config() {
         &["crate::lifecycle", "crate::web", "crate::service"],
         |_| false,
     );
-    assert!(bad.is_empty(), "config.rs imports a layer:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "config.rs imports a layer:\n{}",
+        bad.join("\n")
+    );
 }

@@ -1,7 +1,7 @@
 //! The shell tools share the server's store: accounts and tokens made with them work
 //! in the web console and the API.
 
-mod common;
+use crate::common;
 
 use common::{run_bin, spawn_app_with};
 use reqwest::StatusCode;

@@ -3,7 +3,7 @@
 //! copy and the seed volume were made (the test driver cannot write volume contents)
 //! leaving nothing behind.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::{csrf_in, spawn_app};

@@ -3,7 +3,7 @@
 //! hop, every refusal or connection failure reads the same, and a server that never
 //! answers cannot hold a create.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::http::serve_dir;

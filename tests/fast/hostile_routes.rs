@@ -3,7 +3,7 @@
 //! no 5xx, nothing changes without the role, and every refusal of a signed-in user is in
 //! the audit log exactly once.
 
-mod common;
+use crate::common;
 
 use common::{client, spawn_app_with, TestApp};
 use reqwest::{Client, Method, StatusCode};

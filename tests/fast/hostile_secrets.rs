@@ -4,7 +4,7 @@
 //! token or a console ticket; a flood of refused requests folds into a few audit rows;
 //! old audit entries are pruned; the audit page pages and filters.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::http::serve_dir;

@@ -4,7 +4,7 @@
 //! pools stay out of system trees; an image naming a host file as its backing file is
 //! neither copied nor attached.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::{client, spawn_app, spawn_app_with, TestApp};

@@ -3,7 +3,7 @@
 //! and step while it runs, cancel (and who may), the form that hands over to the Jobs
 //! page, a restart in the middle, and failures that leave nothing behind.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::faults::{FailAt, Gate, Step};

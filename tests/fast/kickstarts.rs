@@ -1,7 +1,7 @@
 //! Kickstarts on libvirt's test driver: the stored files (API and pages, roles, CSRF,
 //! validation, audit) and the per-VM URL a network install's installer fetches.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::http::serve_dir;

@@ -3,7 +3,7 @@
 //! with nothing created, stop (after a confirm page naming the VMs) / start / autostart,
 //! roles, CSRF, the audit log, and a failed start rolled back.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::faults::{FailAt, Step};

@@ -1,7 +1,7 @@
 //! `/metrics` and the usage charts on the demo host (libvirt's test driver): the text
 //! format, token auth, request and login-failure counters, job durations, sparklines.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::pages::{json, status, text};

@@ -1,7 +1,7 @@
 //! Network installs (virt-install --location) on libvirt's test driver, with the install
 //! tree served over real HTTP from a local port.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::http::serve_dir;

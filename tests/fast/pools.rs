@@ -3,7 +3,7 @@
 //! define, roles, CSRF, the audit log, removing the NAT network, and the pool feeding the
 //! VM create form and the capacity.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::faults::{FailAt, Step};

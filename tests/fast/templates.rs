@@ -3,7 +3,7 @@
 //! virt-sysprep, capacity), the forms with their field errors, and rollback when a step
 //! of a VM made from a template fails.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::faults::{FailAt, Step};

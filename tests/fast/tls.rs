@@ -1,7 +1,7 @@
 //! HTTPS by default: a self-signed certificate made once and kept, Secure cookies, and a
 //! configured certificate used instead when given.
 
-mod common;
+use crate::common;
 
 use common::spawn_app_with;
 use reqwest::StatusCode;

@@ -1,6 +1,6 @@
 //! Resize, clone, snapshots and live updates on libvirt's test driver, over HTTP.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::faults::{FailAt, Step};

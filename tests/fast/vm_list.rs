@@ -2,10 +2,10 @@
 //! and a state filter; the list follows changes made through virtdeck at once; pages
 //! travel gzip'ed while live streams do not.
 
-mod common;
+use crate::common;
 
 #[allow(dead_code)]
-#[path = "../benches/scale/host.rs"]
+#[path = "../../benches/scale/host.rs"]
 mod host;
 
 use common::api::Api;
@@ -13,7 +13,7 @@ use common::{spawn_app_with, TestApp};
 use reqwest::StatusCode;
 use std::io::Read;
 
-const DEMO: &str = include_str!("../demo/demo-host.xml");
+const DEMO: &str = include_str!("../../demo/demo-host.xml");
 const VMS: usize = 120;
 
 /// The rows of the list table, by VM name, in order.

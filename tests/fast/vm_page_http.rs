@@ -3,7 +3,7 @@
 //! per-row Start / Shut down buttons are there for operators (not viewers) and come back
 //! to the list.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::spawn_app;

@@ -1,6 +1,6 @@
 //! VM lifecycle and capacity on libvirt's test driver (the demo host), over HTTP.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::faults::{FailAt, Step};

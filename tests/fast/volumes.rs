@@ -4,7 +4,7 @@
 //! cannot take leaves no volume behind and a failed job on the Jobs page; a download it
 //! cannot stream is an error answer.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::{client, csrf_in, spawn_app, spawn_app_with};

@@ -1,6 +1,6 @@
 //! Accounts, sessions, CSRF, roles, lockout, API tokens and bad input, over HTTP.
 
-mod common;
+use crate::common;
 
 use common::{client, spawn_app, spawn_app_with, ADMIN_PASSWORD};
 use reqwest::StatusCode;

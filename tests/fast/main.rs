@@ -1,0 +1,31 @@
+//! The fast integration tests: the real app on port 0 with a temp data dir, on libvirt's
+//! test driver (no daemon, no guest, no browser), driven over HTTP as a user or API
+//! client would, plus the architecture rules and the parsers' property tests. One
+//! binary, so the shared helpers (`tests/common`) are compiled and linked once.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod architecture;
+mod cli;
+mod cloudinit;
+mod fetch_policy;
+mod hostile_routes;
+mod hostile_secrets;
+mod hostile_volumes;
+mod jobs;
+mod kickstarts;
+mod libvirt_networks;
+mod metrics;
+mod network_install;
+mod pools;
+mod proptest_parsers;
+mod reconcile;
+mod templates;
+mod tls;
+mod vm_changes;
+mod vm_list;
+mod vm_page_http;
+mod vms;
+mod volumes;
+mod web_auth;
