@@ -949,7 +949,7 @@ struct Bare {
 
 fn bare_listing(uri: &str) -> Result<Bare> {
     use virtdeck::domain::host::KvmStatus;
-    let hv = virtdeck::hypervisor::libvirt::Libvirt::open(uri, KvmStatus::NotApplicable)?;
+    let hv = virtdeck::adapters::libvirt::Libvirt::open(uri, KvmStatus::NotApplicable)?;
     let mut samples = Vec::new();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(BARE_LISTING_SECONDS) {

@@ -60,7 +60,7 @@ pub struct Config {
     /// Network installs: where installing guests fetch their kickstart.
     pub install: InstallConfig,
     /// Outbound requests (install trees, image fetches): where they may go, timeouts.
-    pub fetch: crate::fetch::FetchConfig,
+    pub fetch: crate::adapters::http_fetch::FetchConfig,
 }
 
 /// What the VM lifecycle needs of the settings (it never sees the whole [`Config`]).
@@ -73,7 +73,7 @@ pub struct LifecycleSettings {
     /// Network installs: where installing guests fetch their kickstart.
     pub install: InstallConfig,
     /// Outbound requests (install trees): where they may go, timeouts.
-    pub fetch: crate::fetch::FetchConfig,
+    pub fetch: crate::adapters::http_fetch::FetchConfig,
 }
 
 impl Config {
@@ -475,7 +475,7 @@ impl HostConfig {
             });
         }
         if let Some(ns) = &self.netns {
-            if !crate::hostcfg::netns::valid_name(ns) {
+            if !crate::adapters::netns::valid_name(ns) {
                 return Err(ConfigError::Invalid {
                     key: "host.netns",
                     message: format!("{ns:?} is not a network namespace name"),

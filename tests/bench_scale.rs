@@ -21,7 +21,7 @@ fn the_generated_host_has_a_thousand_vms_in_mixed_states_on_the_test_driver() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("host.xml");
     std::fs::write(&path, host::scale_host_xml(DEMO, 1000).unwrap()).unwrap();
-    let hv = virtdeck::hypervisor::libvirt::Libvirt::open(
+    let hv = virtdeck::adapters::libvirt::Libvirt::open(
         &format!("test://{}", path.display()),
         KvmStatus::NotApplicable,
     )

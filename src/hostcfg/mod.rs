@@ -8,18 +8,16 @@
 //! waiting for confirmation is journalled in the data dir, so a restart rolls it back.
 
 pub mod files;
-pub mod netlink;
-pub mod netns;
 pub mod sysctl;
-pub mod sysctl_io;
 
+use crate::adapters::netlink::Netlink;
+use crate::adapters::sysctl_io;
 use crate::auth::secret::random_token;
 use crate::domain::hostnet::form::NetForm;
 use crate::domain::hostnet::plan::{ipv6_losses, live_ops, FileChange, LiveNet, LiveOp};
 use crate::domain::hostnet::render::{self, RenderedFile};
 use crate::domain::hostnet::{field_error, Backend, FieldError, NetConfig};
 use crate::store::{AuditEntry, Store};
-use netlink::Netlink;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;

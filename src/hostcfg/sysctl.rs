@@ -1,8 +1,8 @@
 //! Plans for kernel settings: virtdeck's file in /etc/sysctl.d and live writes to
 //! /proc/sys, with the same apply → confirm or roll back flow as the network.
 
-use super::sysctl_io::{self, Probe};
 use super::{ChangeError, ChangeKind, Engine, Managed, Plan, PlanParts};
+use crate::adapters::sysctl_io::{self, Probe};
 use crate::domain::hostnet::field_error;
 use crate::domain::hostnet::plan::LiveOp;
 use crate::domain::sysctl::{missing_key_message, render_file, SysctlChange, SysctlForm};

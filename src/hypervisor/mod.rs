@@ -1,9 +1,6 @@
 //! The hypervisor port: what virtdeck asks of libvirt, as a trait, and its libvirt
 //! implementation (the only module that imports `virt`).
 
-pub mod kvm_probe;
-pub mod libvirt;
-
 use crate::domain::host::{HostFacts, KvmStatus};
 use crate::domain::inventory::{NetworkInfo, PoolInfo};
 use crate::domain::snapshot::SnapshotInfo;
@@ -318,8 +315,9 @@ mod tests {
 
     #[test]
     fn live_domain_xml_from_all_finds_what_libvirt_finds() {
-        let hv = libvirt::Libvirt::open("test:///default", KvmStatus::NotApplicable)
-            .expect("libvirt's test driver");
+        let hv =
+            crate::adapters::libvirt::Libvirt::open("test:///default", KvmStatus::NotApplicable)
+                .expect("libvirt's test driver");
         let direct = hv.live_domain_xml("test").expect("a lookup");
         assert!(direct.is_some(), "the test driver's default VM");
         assert_eq!(

@@ -316,8 +316,11 @@ pub(super) fn make(
         ssh_keys: plan.checked.ssh_keys.clone(),
         extra_user_data: plan.checked.extra_user_data.clone(),
     };
-    let iso = crate::seed_iso::build(&cloudinit::user_data(&seed), &cloudinit::meta_data(&seed))
-        .map_err(|e| e.to_string())?;
+    let iso = crate::adapters::seed_iso::build(
+        &cloudinit::user_data(&seed),
+        &cloudinit::meta_data(&seed),
+    )
+    .map_err(|e| e.to_string())?;
     let seed_xml = xml::volume_copy_xml(&plan.seed_volume, iso.len() as u64, DiskFormat::Raw);
     let seed_path = hv.create_volume(&plan.pool, &seed_xml).map_err(|e| {
         format!(

@@ -397,7 +397,7 @@ pub fn run_fetch(
     store: &Store,
     jobs: &Jobs,
     cfg: &ImagesConfig,
-    fetch: &crate::fetch::FetchConfig,
+    fetch: &crate::adapters::http_fetch::FetchConfig,
     job: &JobRow,
     cancel: CancellationToken,
     actor: Actor,
@@ -410,8 +410,10 @@ pub fn run_fetch(
     };
     let url = job.source.as_str();
     // The whole fetch is limited by [images]; each wait for bytes by [fetch].
-    let client =
-        crate::fetch::Client::new(fetch, Some(Duration::from_secs(cfg.fetch_timeout_seconds)));
+    let client = crate::adapters::http_fetch::Client::new(
+        fetch,
+        Some(Duration::from_secs(cfg.fetch_timeout_seconds)),
+    );
     let answer = match client.get(url) {
         Ok(a) if a.status() == 200 => a.response,
         Ok(a) => return fail(format!("{url} answered HTTP {}.", a.response.status())),

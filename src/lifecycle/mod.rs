@@ -535,7 +535,7 @@ struct Plan {
     /// Where downloaded installer files go.
     boot_dir: std::path::PathBuf,
     /// `[fetch]`: where the installer may be downloaded from.
-    fetch: crate::fetch::FetchConfig,
+    fetch: crate::adapters::http_fetch::FetchConfig,
     /// A cloud image copy and its cloud-init seed.
     cloud: Option<cloudinit::SeedPlan>,
     /// A network install's kickstart.
@@ -1221,9 +1221,10 @@ fn fetch_installer(
     name: &str,
     tree: &TreeUrl,
     boot_dir: &Path,
-    fetch: &crate::fetch::FetchConfig,
+    fetch: &crate::adapters::http_fetch::FetchConfig,
 ) -> Result<(String, String), String> {
-    let (kernel_url, initrd_url) = crate::fetch::locate(fetch, tree).map_err(|e| e.to_string())?;
+    let (kernel_url, initrd_url) =
+        crate::adapters::http_fetch::locate(fetch, tree).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(boot_dir)
         .map_err(|e| format!("{} could not be created: {e}", boot_dir.display()))?;
     let mut paths = Vec::new();
@@ -1233,7 +1234,8 @@ fn fetch_installer(
         store
             .record_made(name, "boot_file", &shown)
             .map_err(|e| format!("the download could not be recorded: {e}"))?;
-        let bytes = crate::fetch::download(fetch, url, &path).map_err(|e| e.to_string())?;
+        let bytes =
+            crate::adapters::http_fetch::download(fetch, url, &path).map_err(|e| e.to_string())?;
         tracing::info!(vm = name, url = %url, file = %shown, bytes, "installer file downloaded");
         paths.push(shown);
     }

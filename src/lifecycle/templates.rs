@@ -319,7 +319,7 @@ impl FromTemplatePlan {
         let identity_reset = sysprep.is_some();
         let reset = |name: &str, disks: &[(String, DiskFormat)]| -> Result<(), String> {
             match &sysprep {
-                Some(p) => crate::sysprep::run(p, &sysprep_args(name, disks)),
+                Some(p) => crate::adapters::sysprep::run(p, &sysprep_args(name, disks)),
                 None => Ok(()),
             }
         };

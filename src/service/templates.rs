@@ -70,7 +70,7 @@ pub async fn create_vm(
                     actor: &actor,
                     now: super::now(),
                 };
-                let plan = tpl::plan_from(s.lc(), &t, &req, by, crate::sysprep::find())?;
+                let plan = tpl::plan_from(s.lc(), &t, &req, by, crate::adapters::sysprep::find())?;
                 let (job, cancel) =
                     jobs::begin_clone(s.hv.as_ref(), &s.store, &s.jobs, &plan.plan, &job_actor)?;
                 let mode = plan.plan.mode.label().to_lowercase();

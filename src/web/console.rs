@@ -118,7 +118,7 @@ async fn vm_state(state: &AppState, vm: &str) -> Result<VmState, AppError> {
 }
 
 fn not_available_here(state: &AppState) -> Option<AppError> {
-    crate::hypervisor::libvirt::is_test_uri(state.hv.uri()).then(|| {
+    crate::adapters::libvirt::is_test_uri(state.hv.uri()).then(|| {
         // Not a server fault: this host cannot have consoles (409, like other refusals
         // that depend on what the host is).
         AppError::new(

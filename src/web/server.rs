@@ -3,11 +3,12 @@
 use super::errors::{AppError, ErrorKind};
 use super::routes::RouteExt;
 use super::{api, assets, pages, AppState};
+use crate::adapters::kvm_probe;
+use crate::adapters::libvirt::{is_test_uri, Libvirt};
 use crate::auth::secret::random_token;
 use crate::config::Config;
 use crate::domain::host::{resolve_virt_type, KvmStatus};
-use crate::hypervisor::libvirt::{is_test_uri, Libvirt};
-use crate::hypervisor::{kvm_probe, Hypervisor};
+use crate::hypervisor::Hypervisor;
 use crate::store::Store;
 use actix_web::dev::Server;
 use actix_web::http::header;

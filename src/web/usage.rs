@@ -207,7 +207,7 @@ fn section(
         long,
         recent_label: fr.window,
         long_label: fl.window,
-        note: crate::hypervisor::libvirt::is_test_uri(state.hv.uri()).then_some(DEMO_NOTE),
+        note: crate::adapters::libvirt::is_test_uri(state.hv.uri()).then_some(DEMO_NOTE),
     }
 }
 

@@ -81,7 +81,7 @@ const UPLOAD_UNAVAILABLE_ON_DEMO: &str = "Uploads are not available on the demo 
      host (qemu:///system) to upload images; creating empty volumes works here.";
 
 fn upload_unavailable(state: &AppState) -> Option<&'static str> {
-    crate::hypervisor::libvirt::is_test_uri(state.hv.uri()).then_some(UPLOAD_UNAVAILABLE_ON_DEMO)
+    crate::adapters::libvirt::is_test_uri(state.hv.uri()).then_some(UPLOAD_UNAVAILABLE_ON_DEMO)
 }
 
 impl PoolPage {

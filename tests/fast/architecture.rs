@@ -90,13 +90,38 @@ fn only_the_libvirt_adapter_imports_virt() {
     let bad = offenders(
         |_| true,
         &["use virt::", " virt::", "(virt::", "virt_sys"],
-        |p| p.starts_with("src/hypervisor/"),
+        |p| p == "src/adapters/libvirt.rs" || p.starts_with("src/adapters/libvirt/"),
     );
     assert!(
         bad.is_empty(),
-        "virt outside hypervisor/:\n{}",
+        "virt outside adapters/libvirt:\n{}",
         bad.join("\n")
     );
+}
+
+#[test]
+fn each_outside_system_is_reached_only_through_its_adapter() {
+    for (needles, adapter, what) in [
+        (&["ureq"][..], "src/adapters/http_fetch/", "outbound HTTP"),
+        (
+            &["rtnetlink", "netlink_packet"][..],
+            "src/adapters/netlink.rs",
+            "netlink",
+        ),
+        (
+            &["Command::new", "process::Command"][..],
+            "src/adapters/",
+            "programs",
+        ),
+        (&["rusqlite"][..], "src/store/", "SQLite"),
+    ] {
+        let bad = offenders(|_| true, needles, |p| p.starts_with(adapter));
+        assert!(
+            bad.is_empty(),
+            "{what} outside {adapter}:\n{}",
+            bad.join("\n")
+        );
+    }
 }
 
 #[test]

@@ -1,10 +1,10 @@
 //! A create interrupted by a restart leaves a consistent host after start-up
 //! reconciliation: the half-made VM and its volume are removed and its units released.
 
+use virtdeck::adapters::libvirt::Libvirt;
 use virtdeck::domain::host::{KvmStatus, VirtType};
 use virtdeck::domain::vmspec::{BootSpec, Clock, DiskFormat, DiskSpec, VmName, VmSpec};
 use virtdeck::domain::xml::{domain_xml, volume_xml};
-use virtdeck::hypervisor::libvirt::Libvirt;
 use virtdeck::hypervisor::Hypervisor;
 use virtdeck::lifecycle::reconcile;
 use virtdeck::store::{Store, VmRow};

@@ -1,14 +1,14 @@
 //! The libvirt implementation of [`Hypervisor`], through the `virt` crate.
 
-use super::{
-    ConsoleError, EventSink, HvResult, Hypervisor, HypervisorError, Screenshot, SerialConsole,
-    SerialInput, VncEndpoint, SERIAL_CHUNK_MAX_BYTES, SERIAL_OUTPUT_CHUNKS,
-};
 use crate::domain::host::{HostFacts, KvmStatus, Version};
 use crate::domain::inventory::{NetworkInfo, PoolInfo, VolumeInfo};
 use crate::domain::snapshot::{parse_snapshot, SnapshotInfo};
 use crate::domain::storage::{NetworkStatus, PoolStatus, PoolVolume};
 use crate::domain::vm::{GuestAddress, VmAction, VmEvent, VmState, VmSummary};
+use crate::hypervisor::{
+    ConsoleError, EventSink, HvResult, Hypervisor, HypervisorError, Screenshot, SerialConsole,
+    SerialInput, VncEndpoint, SERIAL_CHUNK_MAX_BYTES, SERIAL_OUTPUT_CHUNKS,
+};
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,5 @@
 //! Which addresses an outbound request may connect to. Plain functions on plain values:
-//! the I/O part of [`crate::fetch`] resolves names and reads the host's interface
+//! the I/O part of [`crate::adapters::http_fetch`] resolves names and reads the host's interface
 //! addresses, then asks [`Policy::check`] about each address.
 //!
 //! Order: `[fetch] deny` refuses; then `[fetch] allow` permits; then the host's own
