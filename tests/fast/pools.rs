@@ -517,6 +517,31 @@ async fn the_storage_pages_define_act_on_and_delete_a_pool() {
     assert!(pool.contains("<dd id=\"pool-autostart\">yes</dd>"));
     assert!(pool.contains("id=\"no-volumes\""));
 
+    // The fresh form ticks "start with the host"; a form sent with the box unticked
+    // (absent from the post) defines a pool that does not.
+    assert!(
+        page.contains("name=\"autostart\" value=\"1\" checked"),
+        "ticked at first"
+    );
+    let (status, to, _body) = post_form(
+        &admin,
+        &app,
+        "/host/storage",
+        &[
+            ("csrf", csrf.as_str()),
+            ("name", "manual"),
+            ("kind", "dir"),
+            ("target_path", "/srv/pools/manual"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let manual = text(&admin, &app, &to).await;
+    assert!(
+        manual.contains("<dd id=\"pool-autostart\">no</dd>"),
+        "unticked means no autostart"
+    );
+
     for (action, state, autostart, says) in [
         ("stop", "stopped", "yes", "Pool fast stopped."),
         ("start", "running", "yes", "Pool fast started."),

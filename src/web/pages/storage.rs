@@ -39,6 +39,8 @@ pub struct PoolForm {
     pub autostart: Option<String>,
 }
 
+/// A field left out of a post is empty: an unticked "start with the host" box is absent,
+/// so autostart is off. The fresh form ticks it ([`PoolForm::fresh`]).
 impl Default for PoolForm {
     fn default() -> Self {
         PoolForm {
@@ -53,7 +55,17 @@ impl Default for PoolForm {
             nfs_host: String::new(),
             nfs_export: String::new(),
             nfs_format: "nfs".into(),
+            autostart: None,
+        }
+    }
+}
+
+impl PoolForm {
+    /// The form as a fresh page shows it: a directory pool that starts with the host.
+    fn fresh() -> Self {
+        PoolForm {
             autostart: Some("1".into()),
+            ..Default::default()
         }
     }
 }
@@ -137,7 +149,7 @@ pub async fn storage_page(
         &state,
         &who,
         StatusCode::OK,
-        PoolForm::default(),
+        PoolForm::fresh(),
         Vec::new(),
         None,
         message,
