@@ -349,7 +349,7 @@ async fn the_new_vm_form_explains_the_charge_live_as_the_admin_types() {
         )
     };
     // The default named size is explained from the start.
-    b.wait_until(&charge("the VM is charged"), WAIT, "a first explanation")
+    b.wait_until(&charge("VM is charged"), WAIT, "a first explanation")
         .await;
     let units_radio = b.find("input[name=size_mode][value=units]").await;
     b.click(&units_radio).await;
