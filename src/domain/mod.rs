@@ -5,6 +5,7 @@ pub mod cidr;
 pub mod clock;
 pub mod clone;
 pub mod cloudinit;
+pub mod create_plan;
 pub mod host;
 pub mod host_export;
 pub mod hostnet;

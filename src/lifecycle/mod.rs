@@ -15,28 +15,28 @@ pub use changes::{
     clone, create_snapshot, delete_snapshot, resize, revert_snapshot, snapshots, CloneRequest,
     Cloned, Resized, SnapshotRequest,
 };
+// The create request and its field errors belong to the pure plan.
+pub use crate::domain::create_plan::{
+    CreateVmRequest, DiskRequest, FieldError, InstallRequest, NicRequest, SizeRequest,
+    SERIAL_LOG_DIR,
+};
 
 use crate::config::LifecycleSettings;
 use crate::domain::capacity::{admit, usage, AdmissionError, Claim, Size, UnitModel, UnitUsage};
+use crate::domain::create_plan::{self, field, resolve_size, valid_ifname};
 use crate::domain::host::VirtType;
 use crate::domain::install_tree::TreeUrl;
-use crate::domain::inventory::{NetworkInfo, PoolInfo};
 use crate::domain::vm::{VmAction, VmSummary};
-use crate::domain::vmspec::{
-    BootSpec, Clock, DiskFormat, DiskSpec, Mac, NicModel, NicSource, NicSpec, VmName, VmSpec,
-};
+use crate::domain::vmspec::DiskFormat;
 use crate::domain::volumes::{cdrom_refusal, delete_keep_reason, existing_disk_refusal, VolumeUse};
 use crate::domain::xml;
 use crate::hypervisor::{HvResult, Hypervisor, HypervisorError};
 use crate::store::{Store, StoreError, VmRow};
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
-
-/// Where serial console output of real guests is kept (libvirt's own log directory).
-pub const SERIAL_LOG_DIR: &str = "/var/log/libvirt/qemu";
 
 /// After an ACPI shutdown, how long the guest gets before virtdeck offers force off.
 pub const SHUTDOWN_GRACE_SECS: i64 = 60;
@@ -44,105 +44,6 @@ pub const SHUTDOWN_GRACE_SECS: i64 = 60;
 /// Serializes admission: two creates can never both take the last units.
 #[derive(Default)]
 pub struct AdmissionLock(pub(crate) Mutex<()>);
-
-// ---- requests ----
-
-/// A create request, from the form or the API.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateVmRequest {
-    pub name: String,
-    /// A named size ("small"…); or `units`; or explicit `vcpus` + `memory_mib`.
-    pub flavor: Option<String>,
-    pub units: Option<u32>,
-    pub vcpus: Option<u32>,
-    pub memory_mib: Option<u64>,
-    pub disk: Option<DiskRequest>,
-    #[serde(default)]
-    pub install: InstallRequest,
-    pub nic: Option<NicRequest>,
-    pub clock: Option<Clock>,
-    #[serde(default)]
-    pub autostart: bool,
-    /// Start right after defining ("create and start").
-    #[serde(default)]
-    pub start: bool,
-    /// The seed for a `cloud_image` disk.
-    #[serde(default)]
-    pub cloud_init: Option<cloudinit::CloudInitRequest>,
-    /// Where installing guests fetch a kickstart when `[install] kickstart_base_url` is
-    /// unset: filled by the web layer from the address virtdeck serves on.
-    #[serde(skip)]
-    pub kickstart_base_url: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum DiskRequest {
-    /// A new volume in a pool; size defaults to the units' share of the pool.
-    New {
-        pool: String,
-        size_gib: Option<u64>,
-        format: Option<DiskFormat>,
-    },
-    /// An existing volume, by path.
-    Existing { path: String },
-    /// A copy of a cloud image volume (by path), in its pool, grown to `size_gib`
-    /// (default: the units' share, at least the image's size); needs `cloud_init`.
-    CloudImage { base: String, size_gib: Option<u64> },
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum InstallRequest {
-    /// Boot from the disk (an imported or already installed disk).
-    #[default]
-    Import,
-    /// An installer ISO volume as CD-ROM, booted first.
-    Cdrom { volume: String },
-    /// Direct kernel boot from files in the boot directory.
-    Kernel {
-        kernel: String,
-        initrd: Option<String>,
-        #[serde(default)]
-        cmdline: String,
-    },
-    /// PXE from the NIC.
-    Pxe,
-    /// A network install tree (virt-install -l).
-    Url {
-        url: String,
-        #[serde(default)]
-        kernel_args: String,
-        /// A stored kickstart, served to the installer at a per-VM URL.
-        #[serde(default)]
-        kickstart: Option<String>,
-    },
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NicRequest {
-    pub bridge: Option<String>,
-    pub network: Option<String>,
-    pub model: Option<NicModel>,
-    pub mac: Option<String>,
-}
-
-// ---- errors ----
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    pub field: &'static str,
-    pub message: String,
-}
-
-fn field(field: &'static str, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field,
-        message: message.into(),
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -322,15 +223,16 @@ fn random_uuid() -> String {
     )
 }
 
-fn valid_ifname(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 15
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+/// The last three bytes of a new MAC address.
+fn random_mac_bytes() -> [u8; 3] {
+    let mut b = [0u8; 3];
+    rand::rng().fill_bytes(&mut b);
+    b
 }
 
-/// A file for direct kernel boot: must resolve to a regular file inside `boot_dir`.
-fn boot_file(boot_dir: &Path, given: &str, name: &'static str) -> Result<String, FieldError> {
+/// A file for direct kernel boot: must resolve to a regular file inside `boot_dir`;
+/// the real path, or why not.
+fn boot_file(boot_dir: &Path, given: &str) -> Result<String, String> {
     let p = Path::new(given.trim());
     let p = if p.is_absolute() {
         p.to_path_buf()
@@ -338,16 +240,12 @@ fn boot_file(boot_dir: &Path, given: &str, name: &'static str) -> Result<String,
         boot_dir.join(p)
     };
     let outside = || {
-        field(
-            name,
-            format!(
-                "Put the file in {} and give its name; files elsewhere are not used.",
-                boot_dir.display()
-            ),
+        format!(
+            "Put the file in {} and give its name; files elsewhere are not used.",
+            boot_dir.display()
         )
     };
-    let real = std::fs::canonicalize(&p)
-        .map_err(|_| field(name, format!("{} does not exist.", p.display())))?;
+    let real = std::fs::canonicalize(&p).map_err(|_| format!("{} does not exist.", p.display()))?;
     let root = std::fs::canonicalize(boot_dir).map_err(|_| outside())?;
     if !real.starts_with(&root) || !real.is_file() {
         return Err(outside());
@@ -355,26 +253,19 @@ fn boot_file(boot_dir: &Path, given: &str, name: &'static str) -> Result<String,
     Ok(real.display().to_string())
 }
 
-fn cmdline_ok(s: &str) -> bool {
-    s.len() <= 2048 && !s.chars().any(|c| c.is_control())
+/// The host as a create reads it: the plain snapshot the plan works on (read through
+/// this type, as `inv.vms`, `inv.pools`…) and the store's VM rows, claims are counted
+/// from.
+struct Inventory {
+    snapshot: create_plan::Snapshot,
+    rows: Vec<VmRow>,
 }
 
-struct Inventory {
-    model: UnitModel,
-    vms: Vec<VmSummary>,
-    rows: Vec<VmRow>,
-    pools: Vec<PoolInfo>,
-    networks: Vec<NetworkInfo>,
-    macs_in_use: HashSet<String>,
-    disks_in_use: HashMap<String, String>,
-    /// Volumes attached as a CD-ROM, and (one of) the VMs using them.
-    cdroms_in_use: HashMap<String, String>,
-    /// Every VM's cloud-init seed volume.
-    seeds: HashSet<String>,
-    /// Volumes an unfinished create, clone or job is making.
-    being_made: HashSet<String>,
-    /// The volumes the request names, looked at before the plan (see `images`).
-    inspected: HashMap<String, images::Inspected>,
+impl std::ops::Deref for Inventory {
+    type Target = create_plan::Snapshot;
+    fn deref(&self) -> &create_plan::Snapshot {
+        &self.snapshot
+    }
 }
 
 fn inventory(hv: &dyn Hypervisor, store: &Store, cfg: &LifecycleSettings) -> LcResult<Inventory> {
@@ -402,522 +293,58 @@ fn inventory(hv: &dyn Hypervisor, store: &Store, cfg: &LifecycleSettings) -> LcR
         }
     }
     Ok(Inventory {
-        model,
-        vms: hv.list_vms()?,
+        snapshot: create_plan::Snapshot {
+            model,
+            vms: hv.list_vms()?,
+            row_names: rows.iter().map(|r| r.name.clone()).collect(),
+            pools: hv.pools()?,
+            networks: hv.networks()?,
+            macs_in_use,
+            disks_in_use,
+            cdroms_in_use,
+            seeds: store.seed_paths()?,
+            being_made: store.volumes_being_made()?,
+            inspected: HashMap::new(),
+            boot_files: HashMap::new(),
+            host_bridges: HashSet::new(),
+        },
         rows,
-        pools: hv.pools()?,
-        networks: hv.networks()?,
-        macs_in_use,
-        disks_in_use,
-        cdroms_in_use,
-        seeds: store.seed_paths()?,
-        being_made: store.volumes_being_made()?,
-        inspected: HashMap::new(),
     })
 }
 
-impl Inventory {
-    /// Who uses the volume `v` and what it is, for the rules of `domain::volumes`.
-    fn volume_use(&self, v: &crate::domain::inventory::VolumeInfo) -> VolumeUse {
-        VolumeUse {
-            name: v.name.clone(),
-            format: self
-                .inspected
-                .get(&v.path)
-                .and_then(|i| i.libvirt_format.clone()),
-            disk_of: self
-                .disks_in_use
-                .get(&v.path)
-                .cloned()
-                .into_iter()
-                .collect(),
-            cdrom_of: self
-                .cdroms_in_use
-                .get(&v.path)
-                .cloned()
-                .into_iter()
-                .collect(),
-            seed: self.seeds.contains(&v.path),
-            being_made: self.being_made.contains(&v.path),
-        }
-    }
+/// The inventory, what the request names looked at, and the named sizes: everything
+/// the create plan reads.
+fn read_for_create(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    cfg: &LifecycleSettings,
+    req: &CreateVmRequest,
+) -> LcResult<(Inventory, Vec<(String, u32)>)> {
+    let mut inv = inventory(hv, store, cfg)?;
+    inspect_named(hv, store, cfg, req, &mut inv.snapshot);
+    let flavors: Vec<(String, u32)> = store
+        .flavors()?
+        .into_iter()
+        .map(|f| (f.name, f.units))
+        .collect();
+    Ok((inv, flavors))
 }
 
-/// A size as asked for: a named size, units, or explicit vCPUs and memory.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SizeRequest {
-    pub flavor: Option<String>,
-    pub units: Option<u32>,
-    pub vcpus: Option<u32>,
-    pub memory_mib: Option<u64>,
-}
-
-/// The units claimed and the vCPUs/memory given for a size request; problems go to
-/// `errors`, at their field.
-fn resolve_size(
-    model: &UnitModel,
-    flavors: &[(String, u32)],
-    req: &SizeRequest,
-    errors: &mut Vec<FieldError>,
-) -> (Option<u32>, Option<Size>) {
-    let mut units = match (&req.flavor, req.units) {
-        (Some(f), _) if !f.is_empty() => match flavors.iter().find(|(n, _)| n == f) {
-            Some((_, u)) => Some(*u),
-            None => {
-                errors.push(field("flavor", format!("There is no size named {f}.")));
-                None
-            }
-        },
-        (_, Some(0)) => {
-            errors.push(field("units", "Give at least 1 unit."));
-            None
-        }
-        (_, Some(u)) => Some(u),
-        _ => None,
-    };
-    let size = match (units, req.vcpus, req.memory_mib) {
-        (_, Some(0), _) => {
-            errors.push(field("vcpus", "Give at least 1 vCPU."));
-            None
-        }
-        (_, _, Some(m)) if m < 64 => {
-            errors.push(field("memory_mib", "Give at least 64 MiB of memory."));
-            None
-        }
-        (Some(u), v, m) => {
-            let full = model.size_of(u);
-            let s = Size {
-                vcpus: v.unwrap_or(full.vcpus),
-                memory_mib: m.unwrap_or(full.memory_mib),
-            };
-            if model.units_for(s) > u {
-                errors.push(field(
-                    if v.is_some_and(|v| v > full.vcpus) { "vcpus" } else { "memory_mib" },
-                    format!(
-                        "{u} unit{} give at most {} vCPUs and {} MiB; choose more units or a smaller size.",
-                        if u == 1 { "" } else { "s" },
-                        full.vcpus,
-                        full.memory_mib
-                    ),
-                ));
-            }
-            Some(s)
-        }
-        (None, Some(v), Some(m)) => {
-            let s = Size {
-                vcpus: v,
-                memory_mib: m,
-            };
-            units = Some(model.units_for(s));
-            Some(s)
-        }
-        (None, _, _) => {
-            errors.push(field(
-                "flavor",
-                "Choose a size: a named size, a number of units, or vCPUs and memory.",
-            ));
-            None
-        }
-    };
-    (units, size)
-}
-
-/// The validated plan for a create, before anything is touched.
-struct Plan {
-    spec: VmSpec,
-    units: u32,
-    new_volume: Option<(String, String)>,
-    start: bool,
-    autostart: bool,
-    /// A network install: the tree and the installer's kernel arguments.
-    network_install: Option<(TreeUrl, String)>,
-    /// Where downloaded installer files go.
-    boot_dir: std::path::PathBuf,
-    /// `[fetch]`: where the installer may be downloaded from.
-    fetch: crate::adapters::http_fetch::FetchConfig,
-    /// A cloud image copy and its cloud-init seed.
-    cloud: Option<cloudinit::SeedPlan>,
-    /// A network install's kickstart.
-    kickstart: Option<kickstart::KickstartPlan>,
-}
-
+/// The pure plan of `req` on the host read into `inv`, with a fresh UUID and MAC.
 fn plan(
     req: &CreateVmRequest,
     inv: &Inventory,
     flavors: &[(String, u32)],
-    cfg: &LifecycleSettings,
     virt_type: VirtType,
-) -> Result<Plan, LifecycleError> {
-    let mut errors = Vec::new();
-    let name = match VmName::parse(&req.name) {
-        Ok(n) => Some(n),
-        Err(e) => {
-            errors.push(field("name", e.to_string()));
-            None
-        }
-    };
-    if let Some(n) = &name {
-        if inv.vms.iter().any(|v| v.name == n.as_str())
-            || inv.rows.iter().any(|r| r.name == n.as_str())
-        {
-            errors.push(field(
-                "name",
-                format!("A VM named {n} exists already. Pick another name."),
-            ));
-        }
-    }
-
-    // Size: flavor or units give the claim; explicit vCPUs/memory must fit inside it.
-    let (units, size) = resolve_size(
-        &inv.model,
+) -> Result<create_plan::CreatePlan, Vec<FieldError>> {
+    create_plan::plan(
+        req,
+        inv,
         flavors,
-        &SizeRequest {
-            flavor: req.flavor.clone(),
-            units: req.units,
-            vcpus: req.vcpus,
-            memory_mib: req.memory_mib,
-        },
-        &mut errors,
-    );
-
-    // Disk.
-    let mut disks = Vec::new();
-    let mut new_volume = None;
-    let mut disk_units = 0;
-    let mut cloud = None;
-    let all_volumes = || {
-        inv.pools
-            .iter()
-            .flat_map(|p| p.volumes.iter().map(move |v| (p, v)))
-    };
-    match &req.disk {
-        Some(DiskRequest::New {
-            pool,
-            size_gib,
-            format,
-        }) => match inv.pools.iter().find(|p| &p.name == pool) {
-            None => errors.push(field(
-                "pool",
-                format!("There is no storage pool named {pool}."),
-            )),
-            Some(p) if !p.active => errors.push(field(
-                "pool",
-                format!("Storage pool {pool} is not running; start it first."),
-            )),
-            Some(p) => {
-                let format = format.unwrap_or(if p.is_block() {
-                    DiskFormat::Raw
-                } else {
-                    DiskFormat::Qcow2
-                });
-                if p.is_block() && format != DiskFormat::Raw {
-                    errors.push(field(
-                        "format",
-                        format!("Pool {pool} holds LVM volumes, which are raw; choose raw."),
-                    ));
-                }
-                let gib = size_gib.unwrap_or_else(|| {
-                    units
-                        .map(|u| inv.model.disk_gib_of(u, p.capacity_gib()))
-                        .unwrap_or(0)
-                        .max(1)
-                });
-                if gib == 0 {
-                    errors.push(field("size_gib", "Give a disk size of at least 1 GiB."));
-                } else if gib > p.available_gib() {
-                    errors.push(field(
-                        "size_gib",
-                        AdmissionError::Disk {
-                            pool: pool.clone(),
-                            needed_gib: gib,
-                            available_gib: p.available_gib(),
-                            short_gib: gib - p.available_gib(),
-                        }
-                        .to_string(),
-                    ));
-                }
-                disk_units = inv.model.units_for_disk(gib, p.capacity_gib().max(1));
-                if let Some(n) = &name {
-                    let vol_name = match (p.is_block(), format) {
-                        (true, _) => n.to_string(),
-                        (false, DiskFormat::Qcow2) => format!("{n}.qcow2"),
-                        (false, DiskFormat::Raw) => format!("{n}.img"),
-                    };
-                    if p.volumes.iter().any(|v| v.name == vol_name) {
-                        errors.push(field("name", format!("Pool {pool} already has a volume {vol_name}; pick another VM name or use that volume.")));
-                    }
-                    new_volume = Some((pool.clone(), xml::volume_xml(&vol_name, gib, format)));
-                    disks.push(DiskSpec {
-                        path: String::new(),
-                        block: p.is_block(),
-                        format,
-                        cdrom: false,
-                    });
-                }
-            }
-        },
-        Some(DiskRequest::Existing { path }) => {
-            match all_volumes().find(|(_, v)| &v.path == path) {
-                None => errors.push(field("volume", "Choose a volume from a storage pool.")),
-                Some((p, v)) => {
-                    // Only a volume nobody else has, read in the format checked from
-                    // its header and libvirt's view (never guessed from its name).
-                    let format = match existing_disk_refusal(&inv.volume_use(v)) {
-                        Some(why) => {
-                            errors.push(field("volume", why));
-                            DiskFormat::Raw
-                        }
-                        None => match inv.inspected.get(&v.path).map(|i| &i.checked) {
-                            Some(Ok(f)) => *f,
-                            Some(Err(why)) => {
-                                errors.push(field("volume", why.clone()));
-                                DiskFormat::Raw
-                            }
-                            None => {
-                                errors.push(field(
-                                    "volume",
-                                    format!("Volume {} could not be looked at; try again.", v.name),
-                                ));
-                                DiskFormat::Raw
-                            }
-                        },
-                    };
-                    disks.push(DiskSpec {
-                        path: v.path.clone(),
-                        block: p.is_block(),
-                        format,
-                        cdrom: false,
-                    });
-                }
-            }
-        }
-        Some(DiskRequest::CloudImage { base, size_gib }) => {
-            if let Some((seed, disk, units)) = cloudinit::plan(
-                base,
-                *size_gib,
-                req.cloud_init.as_ref(),
-                &req.install,
-                name.as_ref(),
-                units,
-                inv,
-                &mut errors,
-            ) {
-                cloud = Some(seed);
-                disks.push(disk);
-                disk_units = units;
-            }
-        }
-        None => {}
-    }
-    if req.cloud_init.is_some() && !matches!(req.disk, Some(DiskRequest::CloudImage { .. })) {
-        errors.push(field(
-            "disk_mode",
-            "Cloud-init settings go with a cloud image disk: choose \"Cloud image\".",
-        ));
-    }
-
-    // Install source.
-    let mut network_install = None;
-    let boot = match &req.install {
-        InstallRequest::Import => {
-            if disks.is_empty() {
-                errors.push(field(
-                    "install",
-                    "Booting from disk needs a disk: add one or choose another install source.",
-                ));
-            }
-            BootSpec::Disk
-        }
-        InstallRequest::Cdrom { volume } => {
-            match all_volumes().find(|(_, v)| &v.path == volume) {
-                None => errors.push(field("iso", "Choose an ISO volume from a storage pool.")),
-                Some((p, v)) => {
-                    if let Some(why) = cdrom_refusal(&inv.volume_use(v)) {
-                        errors.push(field("iso", why));
-                    }
-                    disks.push(DiskSpec {
-                        path: v.path.clone(),
-                        block: p.is_block(),
-                        format: DiskFormat::Raw,
-                        cdrom: true,
-                    })
-                }
-            }
-            BootSpec::Cdrom
-        }
-        InstallRequest::Kernel {
-            kernel,
-            initrd,
-            cmdline,
-        } => {
-            if !cmdline_ok(cmdline) {
-                errors.push(field(
-                    "cmdline",
-                    "Kernel arguments must be one line of at most 2048 characters.",
-                ));
-            }
-            let k = boot_file(&cfg.boot_dir, kernel, "kernel")
-                .map_err(|e| errors.push(e))
-                .ok();
-            let i = match initrd.as_deref().filter(|s| !s.trim().is_empty()) {
-                Some(i) => boot_file(&cfg.boot_dir, i, "initrd")
-                    .map_err(|e| errors.push(e))
-                    .ok(),
-                None => None,
-            };
-            BootSpec::Kernel {
-                kernel: k.unwrap_or_default(),
-                initrd: i,
-                cmdline: cmdline.clone(),
-            }
-        }
-        InstallRequest::Pxe => {
-            if req.nic.is_none() {
-                errors.push(field("install", "A PXE boot needs a network card."));
-            }
-            BootSpec::Network
-        }
-        InstallRequest::Url {
-            url, kernel_args, ..
-        } => {
-            match TreeUrl::parse(url) {
-                Ok(t) => network_install = Some((t, kernel_args.trim().to_string())),
-                Err(e) => errors.push(field("url", e.to_string())),
-            }
-            if !cmdline_ok(kernel_args) {
-                errors.push(field(
-                    "kernel_args",
-                    "Kernel arguments must be one line of at most 2048 characters.",
-                ));
-            }
-            if !req.start {
-                errors.push(field(
-                    "start",
-                    "A network install boots the installer right away: choose \"Create and start\".",
-                ));
-            }
-            if disks.iter().all(|d| d.cdrom) {
-                errors.push(field(
-                    "install",
-                    "A network install needs a disk to install onto: add one.",
-                ));
-            }
-            BootSpec::Disk
-        }
-    };
-
-    // NIC.
-    let nic = match &req.nic {
-        None => None,
-        Some(n) => {
-            let source = match (
-                n.bridge.as_deref().filter(|s| !s.is_empty()),
-                n.network.as_deref().filter(|s| !s.is_empty()),
-            ) {
-                (Some(b), None) => {
-                    let known = inv
-                        .networks
-                        .iter()
-                        .any(|net| net.bridge.as_deref() == Some(b))
-                        || Path::new("/sys/class/net").join(b).join("bridge").exists();
-                    if !valid_ifname(b) || !known {
-                        errors.push(field(
-                            "bridge",
-                            format!("There is no bridge named {b} on this host."),
-                        ));
-                    }
-                    Some(NicSource::Bridge(b.to_string()))
-                }
-                (None, Some(net)) => {
-                    if !inv.networks.iter().any(|x| x.name == net) {
-                        errors.push(field(
-                            "network",
-                            format!("There is no libvirt network named {net}."),
-                        ));
-                    }
-                    Some(NicSource::Network(net.to_string()))
-                }
-                _ => {
-                    errors.push(field(
-                        "network",
-                        "Choose either a bridge or a libvirt network for the network card.",
-                    ));
-                    None
-                }
-            };
-            let mac = match n.mac.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-                Some(m) => match Mac::parse(m) {
-                    Ok(mac) if inv.macs_in_use.contains(&mac.to_string()) => {
-                        errors.push(field(
-                            "mac",
-                            format!(
-                                "MAC address {mac} is already used by another VM on this host."
-                            ),
-                        ));
-                        None
-                    }
-                    Ok(mac) => Some(mac),
-                    Err(e) => {
-                        errors.push(field("mac", e.to_string()));
-                        None
-                    }
-                },
-                None => Some(loop {
-                    let mut b = [0u8; 3];
-                    rand::rng().fill_bytes(&mut b);
-                    let mac = Mac::qemu_local(b);
-                    if !inv.macs_in_use.contains(&mac.to_string()) {
-                        break mac;
-                    }
-                }),
-            };
-            match (source, mac) {
-                (Some(source), Some(mac)) => Some(NicSpec {
-                    source,
-                    model: n.model.unwrap_or(NicModel::Virtio),
-                    mac,
-                }),
-                _ => None,
-            }
-        }
-    };
-
-    if !errors.is_empty() {
-        return Err(LifecycleError::Invalid(errors));
-    }
-    let (Some(name), Some(size), Some(units)) = (name, size, units) else {
-        return Err(LifecycleError::Invalid(vec![field(
-            "name",
-            "Check the form.",
-        )]));
-    };
-    let units = units.max(disk_units);
-    Ok(Plan {
-        spec: VmSpec {
-            name,
-            uuid: random_uuid(),
-            virt_type,
-            vcpus: size.vcpus,
-            memory_mib: size.memory_mib,
-            disks,
-            boot,
-            nic,
-            clock: req.clock.unwrap_or(Clock::Utc),
-            description: String::new(),
-            serial_log: (virt_type != VirtType::Test)
-                .then(|| format!("{SERIAL_LOG_DIR}/{n}-serial.log", n = req.name.trim())),
-        },
-        units,
-        new_volume,
-        start: req.start,
-        autostart: req.autostart,
-        network_install,
-        boot_dir: cfg.boot_dir.clone(),
-        fetch: cfg.fetch.clone(),
-        cloud,
-        kickstart: None,
-    })
+        virt_type,
+        random_uuid(),
+        random_mac_bytes,
+    )
 }
 
 /// The volumes a new VM may take: paths allowed as its existing disk, and as its CD-ROM
@@ -962,31 +389,20 @@ pub fn check_create(
     let Ok(virt_type) = virt_type else {
         return Ok(Vec::new());
     };
-    let mut inv = inventory(hv, store, cfg)?;
-    inspect_named(hv, store, req, &mut inv);
-    let flavors: Vec<(String, u32)> = store
-        .flavors()?
-        .into_iter()
-        .map(|f| (f.name, f.units))
-        .collect();
+    let (inv, flavors) = read_for_create(hv, store, cfg, req)?;
     let claims = claims(&inv.model, &inv.vms, &inv.rows);
     let admission = |units: u32| admit(&inv.model, &claims, units, None).err();
-    match plan(req, &inv, &flavors, cfg, virt_type) {
+    match plan(req, &inv, &flavors, virt_type) {
         Ok(plan) => Ok(admission(plan.units)
             .map(|e| vec![field("units", e.to_string())])
             .unwrap_or_default()),
-        Err(LifecycleError::Invalid(mut errors)) => {
+        Err(mut errors) => {
             // The size's own units (without the disk's share) may already be too many.
             let size_fields = ["flavor", "units", "vcpus", "memory_mib"];
             if !errors.iter().any(|e| size_fields.contains(&e.field)) {
                 let mut scratch = Vec::new();
-                let size = SizeRequest {
-                    flavor: req.flavor.clone(),
-                    units: req.units,
-                    vcpus: req.vcpus,
-                    memory_mib: req.memory_mib,
-                };
-                if let (Some(u), _) = resolve_size(&inv.model, &flavors, &size, &mut scratch) {
+                if let (Some(u), _) = resolve_size(&inv.model, &flavors, &req.size(), &mut scratch)
+                {
                     if let Some(e) = admission(u) {
                         errors.push(field("units", e.to_string()));
                     }
@@ -994,7 +410,6 @@ pub fn check_create(
             }
             Ok(errors)
         }
-        Err(other) => Err(other),
     }
 }
 
@@ -1014,28 +429,23 @@ pub fn create(
     } = ctx;
     let By { actor, now } = by;
     let virt_type = virt_type.map_err(|e| LifecycleError::Failed { message: e })?;
-    let mut plan = {
+    let (mut plan, kickstart) = {
         let _guard = lock.0.lock().map_err(|_| LifecycleError::Failed {
             message: "The admission lock is broken after an earlier failure; restart virtdeck."
                 .into(),
         })?;
-        let mut inv = inventory(hv, store, cfg)?;
-        inspect_named(hv, store, req, &mut inv);
-        let flavors: Vec<(String, u32)> = store
-            .flavors()?
-            .into_iter()
-            .map(|f| (f.name, f.units))
-            .collect();
-        let mut plan = plan(req, &inv, &flavors, cfg, virt_type)?;
-        if let InstallRequest::Url { kickstart: ks, .. } = &req.install {
-            plan.kickstart = kickstart::plan(
+        let (inv, flavors) = read_for_create(hv, store, cfg, req)?;
+        let plan = plan(req, &inv, &flavors, virt_type).map_err(LifecycleError::Invalid)?;
+        let kickstart = match &req.install {
+            InstallRequest::Url { kickstart: ks, .. } => kickstart::plan(
                 store,
                 &cfg.install,
                 ks.as_deref(),
                 req.kickstart_base_url.as_deref(),
                 now,
-            )?;
-        }
+            )?,
+            _ => None,
+        };
         let claims = claims(&inv.model, &inv.vms, &inv.rows);
         admit(&inv.model, &claims, plan.units, None)?;
         store.insert_vm(&VmRow {
@@ -1047,10 +457,10 @@ pub fn create(
             created_by: actor.to_string(),
             created_at: now,
         })?;
-        plan
+        (plan, kickstart)
     };
     let name = plan.spec.name.to_string();
-    match build(hv, store, &mut plan) {
+    match build(hv, store, cfg, &mut plan, kickstart.as_ref()) {
         Ok(disk_path) => {
             store.finish_vm(&name)?;
             Ok(Created {
@@ -1086,9 +496,27 @@ pub fn create(
     }
 }
 
-/// Looks at the volumes a create request names (existing disk, CD-ROM, cloud image)
-/// before the plan checks them.
-fn inspect_named(hv: &dyn Hypervisor, store: &Store, req: &CreateVmRequest, inv: &mut Inventory) {
+/// Looks at what a create request names before the plan checks it: the volumes
+/// (existing disk, CD-ROM, cloud image), the direct-boot files and the bridge.
+fn inspect_named(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    cfg: &LifecycleSettings,
+    req: &CreateVmRequest,
+    inv: &mut create_plan::Snapshot,
+) {
+    if let InstallRequest::Kernel { kernel, initrd, .. } = &req.install {
+        let initrd = initrd.as_ref().filter(|s| !s.trim().is_empty());
+        for given in std::iter::once(kernel).chain(initrd) {
+            let found = boot_file(&cfg.boot_dir, given);
+            inv.boot_files.insert(given.clone(), found);
+        }
+    }
+    if let Some(b) = req.nic.as_ref().and_then(|n| n.bridge.as_deref()) {
+        if valid_ifname(b) && Path::new("/sys/class/net").join(b).join("bridge").exists() {
+            inv.host_bridges.insert(b.to_string());
+        }
+    }
     let mut paths = Vec::new();
     match &req.disk {
         Some(DiskRequest::Existing { path }) => paths.push(path),
@@ -1107,7 +535,11 @@ fn inspect_named(hv: &dyn Hypervisor, store: &Store, req: &CreateVmRequest, inv:
             .map(|v| v.name.clone());
         if let Some(name) = name {
             let found = images::inspect(hv, store, &name, path, None);
-            inv.inspected.insert(path.clone(), found);
+            let facts = create_plan::VolumeFacts {
+                libvirt_format: found.libvirt_format,
+                checked: found.checked,
+            };
+            inv.inspected.insert(path.clone(), facts);
         }
     }
 }
@@ -1134,7 +566,9 @@ pub(crate) fn record_volume(
 fn build(
     hv: &dyn Hypervisor,
     store: &Store,
-    plan: &mut Plan,
+    cfg: &LifecycleSettings,
+    plan: &mut create_plan::CreatePlan,
+    kickstart: Option<&kickstart::KickstartPlan>,
 ) -> Result<Option<String>, (CreateStep, String)> {
     let failed = |step: CreateStep| move |e: HypervisorError| (step, reason_in_plain_words(&e));
     let name = plan.spec.name.to_string();
@@ -1176,9 +610,9 @@ fn build(
     if let Some((tree, kernel_args)) = &plan.network_install {
         // Like virt-install --location: boot the installer once from a transient
         // definition, and define the VM to boot its disk from then on.
-        let (kernel, initrd) = fetch_installer(store, &name, tree, &plan.boot_dir, &plan.fetch)
+        let (kernel, initrd) = fetch_installer(store, &name, tree, &cfg.boot_dir, &cfg.fetch)
             .map_err(|e| (CreateStep::FetchInstaller, e))?;
-        let kernel_args = match &plan.kickstart {
+        let kernel_args = match kickstart {
             Some(k) => k
                 .kernel_args(store, &name, kernel_args)
                 .map_err(|e| (CreateStep::Kickstart, e))?,
