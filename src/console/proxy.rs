@@ -68,6 +68,20 @@ pub struct Limits {
     pub stall: Duration,
 }
 
+/// The browser's end of a console session: the websocket and the messages it receives.
+pub struct Browser {
+    pub ws: Session,
+    pub msgs: AggregatedMessageStream,
+}
+
+/// What a console pump is held to and reports to: its limits, the take-over handle of
+/// its session's place, and the console counters.
+pub struct Pump {
+    pub limits: Limits,
+    pub kill: Arc<Kill>,
+    pub stats: Arc<Stats>,
+}
+
 fn idle_reason(limits: &Limits, what: &str) -> (u16, String) {
     (
         codes::IDLE,
@@ -200,16 +214,12 @@ impl<R: AsyncRead + Unpin> MessageBody for VncBody<R> {
 /// Pumps RFB bytes between the browser and the VNC server: puts the VM's side into
 /// `response`'s body and returns the response to send plus the pump for the browser's
 /// side, which ends the session.
-#[allow(clippy::too_many_arguments)]
 pub fn vnc<R, W>(
     response: HttpResponse,
-    ws: Session,
-    msgs: AggregatedMessageStream,
+    browser: Browser,
     (vm_rd, vm_wr): (R, W),
     view_only: bool,
-    limits: Limits,
-    kill: Arc<Kill>,
-    stats: Arc<Stats>,
+    pump: Pump,
 ) -> (HttpResponse, impl std::future::Future<Output = Ended>)
 where
     R: AsyncRead + Unpin + 'static,
@@ -218,7 +228,7 @@ where
     let shared = Arc::new(FromVm::default());
     let (vm_closed_tx, vm_closed) = oneshot::channel();
     let body_shared = shared.clone();
-    let body_stats = stats.clone();
+    let body_stats = pump.stats.clone();
     let response = response.map_body(move |_, control| {
         BoxBody::new(VncBody {
             vm: vm_rd,
@@ -230,24 +240,26 @@ where
             vm_closed: Some(vm_closed_tx),
         })
     });
-    let pump = vnc_from_browser(
-        ws, msgs, vm_wr, vm_closed, shared, view_only, limits, kill, stats,
-    );
+    let pump = vnc_from_browser(browser, (vm_wr, vm_closed), shared, view_only, pump);
     (response, pump)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The browser's side of a VNC session: its input to the VM (`wr`) until the browser,
+/// the VM (`vm_closed`, fired by the response body), the idle timeout or a take-over
+/// ends it.
 async fn vnc_from_browser<W: AsyncWrite + Unpin>(
-    mut ws: Session,
-    mut msgs: AggregatedMessageStream,
-    mut wr: W,
-    mut vm_closed: oneshot::Receiver<()>,
+    browser: Browser,
+    (mut wr, mut vm_closed): (W, oneshot::Receiver<()>),
     shared: Arc<FromVm>,
     view_only: bool,
-    limits: Limits,
-    kill: Arc<Kill>,
-    stats: Arc<Stats>,
+    pump: Pump,
 ) -> Ended {
+    let Browser { mut ws, mut msgs } = browser;
+    let Pump {
+        limits,
+        kill,
+        stats,
+    } = pump;
     const VM_GONE: &str = "The VNC server closed the connection: the VM stopped or restarted.";
     let mut reader = ClientReader::new(view_only);
     let idle = tokio::time::sleep(limits.idle);
@@ -316,14 +328,13 @@ async fn vnc_from_browser<W: AsyncWrite + Unpin>(
 }
 
 /// Pumps a serial console (libvirt stream) to and from the browser.
-pub async fn serial(
-    mut ws: Session,
-    mut msgs: AggregatedMessageStream,
-    console: SerialConsole,
-    limits: Limits,
-    kill: Arc<Kill>,
-    stats: Arc<Stats>,
-) -> Ended {
+pub async fn serial(browser: Browser, console: SerialConsole, pump: Pump) -> Ended {
+    let Browser { mut ws, mut msgs } = browser;
+    let Pump {
+        limits,
+        kill,
+        stats,
+    } = pump;
     let SerialConsole { mut output, input } = console;
     let input: Arc<dyn SerialInput> = Arc::from(input);
     let idle = tokio::time::sleep(limits.idle);

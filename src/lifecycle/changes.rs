@@ -449,30 +449,20 @@ pub fn plan_clone(
 pub fn build_clone(
     hv: &dyn Hypervisor,
     store: &Store,
-    plan: ClonePlan,
+    mut plan: ClonePlan,
     prepare: Prepare<'_>,
     watch: &dyn CloneWatch,
 ) -> LcResult<Cloned> {
+    let name = plan.edits.name.clone();
+    let built = build_steps(hv, store, &mut plan, prepare, watch);
     let ClonePlan {
         source,
         start,
-        mode,
-        mut edits,
+        edits,
         copies,
         units,
-        source_xml,
+        ..
     } = plan;
-    let name = edits.name.clone();
-    let built = build_steps(
-        hv,
-        store,
-        &mut edits,
-        &copies,
-        &source_xml,
-        (start, mode),
-        prepare,
-        watch,
-    );
     match built {
         Ok(()) => {
             store.finish_vm(&name)?;
@@ -512,17 +502,16 @@ pub fn build_clone(
     }
 }
 
-#[allow(clippy::too_many_arguments)] // the plan's parts, taken apart by build_clone
+/// The steps of [`build_clone`]; the new disks' paths go into `plan`'s edits.
 fn build_steps(
     hv: &dyn Hypervisor,
     store: &Store,
-    edits: &mut CloneEdits,
-    copies: &[DiskCopy],
-    source_xml: &str,
-    (start, mode): (bool, CloneMode),
+    plan: &mut ClonePlan,
     prepare: Prepare<'_>,
     watch: &dyn CloneWatch,
 ) -> Result<(), (&'static str, String)> {
+    let (start, mode) = (plan.start, plan.mode);
+    let (edits, copies, source_xml) = (&mut plan.edits, &plan.copies, plan.source_xml.as_str());
     let plain = |what: &'static str| move |e: HypervisorError| (what, reason_in_plain_words(&e));
     let go_on = || {
         if watch.cancelled() {

@@ -94,6 +94,34 @@ impl Jobs {
     }
 }
 
+/// What a job works with: libvirt, the store and the running jobs' cancel handles and
+/// byte counts.
+#[derive(Clone, Copy)]
+pub struct JobCtx<'a> {
+    pub hv: &'a dyn Hypervisor,
+    pub store: &'a Store,
+    pub jobs: &'a Jobs,
+}
+
+/// A job its `begin_*` recorded and registered, handed to the thread that runs it: the
+/// row, its cancel handle and who started it.
+pub struct RunningJob {
+    pub job: JobRow,
+    pub cancel: CancellationToken,
+    pub actor: Actor,
+}
+
+/// An upload into a new volume: the pool, the volume's name, its length in bytes and
+/// where the bytes come from (for the job row). A fetch's and an empty create's job rows
+/// are written from the same parts (a fetch's length is 0 until its server answers).
+#[derive(Debug, Clone, Copy)]
+pub struct Upload<'a> {
+    pub pool: &'a str,
+    pub name: &'a str,
+    pub length: u64,
+    pub source: &'a str,
+}
+
 /// Who started a job, for the audit entry its outcome writes.
 #[derive(Debug, Clone)]
 pub struct Actor {
@@ -137,14 +165,13 @@ pub struct Transfer {
 
 /// Makes the job's volume (recorded first), sized `length`. On failure the job ends.
 fn make_volume(
-    hv: &dyn Hypervisor,
-    store: &Store,
-    jobs: &Jobs,
+    cx: JobCtx<'_>,
     job: &JobRow,
     length: u64,
     cancel: CancellationToken,
     actor: Actor,
 ) -> LcResult<Transfer> {
+    let JobCtx { hv, store, jobs } = cx;
     store.job_making_volume(job.id, length)?;
     let end = |message: String| -> LcResult<Transfer> {
         store.finish_job(job.id, JobState::Failed.as_str(), 0, &message, now())?;
@@ -208,50 +235,37 @@ fn new_job(store: &Store, job: &NewJob<'_>) -> LcResult<JobRow> {
         .ok_or_else(|| LifecycleError::NotFound(format!("Job {id} vanished.")))
 }
 
-/// A volume job's row: `total` bytes (0 when not known yet) into `pool`/`volume`.
-fn volume_job(
-    store: &Store,
-    kind: JobKind,
-    pool: &str,
-    volume: &str,
-    source: &str,
-    total: u64,
-    actor: &Actor,
-) -> LcResult<JobRow> {
+/// A volume job's row: `kind`, and `into.length` bytes (0 when not known yet) from
+/// `into.source` into `into.pool`/`into.name`.
+fn volume_job(store: &Store, kind: JobKind, into: &Upload<'_>, actor: &Actor) -> LcResult<JobRow> {
     new_job(
         store,
         &NewJob {
             kind: kind.as_str(),
-            pool,
-            volume,
-            source,
+            pool: into.pool,
+            volume: into.name,
+            source: into.source,
             vm: "",
-            bytes_total: total,
+            bytes_total: into.length,
             created_by: &actor.username,
             created_at: now(),
         },
     )
 }
 
-/// Starts an upload of `length` bytes into a new volume `name` of `pool`: checks, the
-/// job row, the volume. The bytes follow through [`transfer`].
-#[allow(clippy::too_many_arguments)]
+/// Starts an upload of `up.length` bytes into a new volume `up.name` of `up.pool`:
+/// checks, the job row, the volume. The bytes follow through [`transfer`].
 pub fn begin_upload(
-    hv: &dyn Hypervisor,
-    store: &Store,
-    jobs: &Jobs,
+    cx: JobCtx<'_>,
     cfg: &ImagesConfig,
-    pool: &str,
-    name: &str,
-    length: u64,
-    source: &str,
+    up: &Upload<'_>,
     actor: Actor,
 ) -> LcResult<Transfer> {
-    crate::domain::volumes::check_volume_name(name).map_err(|m| job_error("name", m))?;
-    check_target(hv, cfg, pool, name, Some(length))?;
-    let job = volume_job(store, JobKind::Upload, pool, name, source, length, &actor)?;
-    let cancel = jobs.register(job.id);
-    make_volume(hv, store, jobs, &job, length, cancel, actor)
+    crate::domain::volumes::check_volume_name(up.name).map_err(|m| job_error("name", m))?;
+    check_target(cx.hv, cfg, up.pool, up.name, Some(up.length))?;
+    let job = volume_job(cx.store, JobKind::Upload, up, &actor)?;
+    let cancel = cx.jobs.register(job.id);
+    make_volume(cx, &job, up.length, cancel, actor)
 }
 
 /// Counts bytes into the job's progress and stops when the job is cancelled.
@@ -284,13 +298,8 @@ impl Read for Progress<'_> {
 /// Moves the bytes from `from` into the job's volume. On success the pool is refreshed
 /// (so the format is detected) and the job succeeds; otherwise the volume is deleted
 /// and the job ends cancelled or failed. Audited either way.
-pub fn transfer(
-    hv: &dyn Hypervisor,
-    store: &Store,
-    jobs: &Jobs,
-    t: &Transfer,
-    from: &mut dyn Read,
-) -> LcResult<JobRow> {
+pub fn transfer(cx: JobCtx<'_>, t: &Transfer, from: &mut dyn Read) -> LcResult<JobRow> {
+    let JobCtx { hv, store, jobs } = cx;
     let mut progress = Progress {
         inner: from,
         store,
@@ -366,42 +375,40 @@ pub fn transfer(
 
 /// Checks a fetch and records its job; the download runs in [`run_fetch`].
 pub fn begin_fetch(
-    hv: &dyn Hypervisor,
-    store: &Store,
-    jobs: &Jobs,
+    cx: JobCtx<'_>,
     cfg: &ImagesConfig,
     pool: &str,
     req: &FetchRequest,
     actor: &Actor,
 ) -> LcResult<(JobRow, CancellationToken)> {
     let fetch = req.validate().map_err(invalid)?;
-    check_target(hv, cfg, pool, &fetch.name, None)?;
+    check_target(cx.hv, cfg, pool, &fetch.name, None)?;
     let job = volume_job(
-        store,
+        cx.store,
         JobKind::Fetch,
-        pool,
-        &fetch.name,
-        fetch.url.as_str(),
-        0,
+        &Upload {
+            pool,
+            name: &fetch.name,
+            length: 0,
+            source: fetch.url.as_str(),
+        },
         actor,
     )?;
-    let cancel = jobs.register(job.id);
+    let cancel = cx.jobs.register(job.id);
     Ok((job, cancel))
 }
 
 /// Downloads the job's URL into a new volume. Every failure ends the job (audited)
 /// with nothing left in the pool.
-#[allow(clippy::too_many_arguments)] // each is a distinct collaborator; a struct would only rename them
 pub fn run_fetch(
-    hv: &dyn Hypervisor,
-    store: &Store,
-    jobs: &Jobs,
+    cx: JobCtx<'_>,
     cfg: &ImagesConfig,
     fetch: &crate::adapters::http_fetch::FetchConfig,
-    job: &JobRow,
-    cancel: CancellationToken,
-    actor: Actor,
+    run: RunningJob,
 ) {
+    let JobCtx { hv, store, jobs } = cx;
+    let RunningJob { job, cancel, actor } = run;
+    let job = &job;
     let target = format!("{}/{}", job.pool, job.volume);
     let fail = |message: String| {
         let _ = store.finish_job(job.id, JobState::Failed.as_str(), 0, &message, now());
@@ -434,7 +441,7 @@ pub fn run_fetch(
     if let Err(e) = check_target(hv, cfg, &job.pool, &job.volume, Some(length)) {
         return fail(e.to_string());
     }
-    let t = match make_volume(hv, store, jobs, job, length, cancel, actor.clone()) {
+    let t = match make_volume(cx, job, length, cancel, actor.clone()) {
         Ok(t) => t,
         Err(e) => {
             actor.audit(store, "volume.fetch", &target, "failed", &e.to_string());
@@ -476,7 +483,7 @@ pub fn run_fetch(
         cancel: t.cancel.clone(),
     };
     // The outcome is in the job row and the audit log.
-    let _ = transfer(hv, store, jobs, &t, &mut body);
+    let _ = transfer(cx, &t, &mut body);
 }
 
 /// Reads chunks from another thread, giving up as soon as the job is cancelled.
@@ -514,44 +521,39 @@ impl Read for CancellableReceiver {
 
 /// Checks a new empty volume and records its job; the volume is made in [`run_create`].
 pub fn begin_create(
-    hv: &dyn Hypervisor,
-    store: &Store,
-    jobs: &Jobs,
+    cx: JobCtx<'_>,
     pool: &str,
     req: &NewVolumeRequest,
     actor: &Actor,
 ) -> LcResult<(JobRow, NewVolume, CancellationToken)> {
     let spec = req.validate().map_err(invalid)?;
-    running_pool(hv, pool)?;
-    check_name_free(hv, pool, &spec.name)?;
+    running_pool(cx.hv, pool)?;
+    check_name_free(cx.hv, pool, &spec.name)?;
     let job = volume_job(
-        store,
+        cx.store,
         JobKind::Create,
-        pool,
-        &spec.name,
-        &format!(
-            "empty {} volume of {} GiB",
-            spec.format.as_str(),
-            spec.size_gib
-        ),
-        spec.size_gib.saturating_mul(1 << 30),
+        &Upload {
+            pool,
+            name: &spec.name,
+            length: spec.size_gib.saturating_mul(1 << 30),
+            source: &format!(
+                "empty {} volume of {} GiB",
+                spec.format.as_str(),
+                spec.size_gib
+            ),
+        },
         actor,
     )?;
-    let cancel = jobs.register(job.id);
+    let cancel = cx.jobs.register(job.id);
     Ok((job, spec, cancel))
 }
 
 /// Makes the job's empty volume. A failure ends the job with nothing made; a cancel
 /// that arrives while libvirt makes it deletes it again.
-pub fn run_create(
-    hv: &dyn Hypervisor,
-    store: &Store,
-    jobs: &Jobs,
-    job: &JobRow,
-    spec: &NewVolume,
-    cancel: CancellationToken,
-    actor: &Actor,
-) {
+pub fn run_create(cx: JobCtx<'_>, run: RunningJob, spec: &NewVolume) {
+    let JobCtx { hv, store, jobs } = cx;
+    let RunningJob { job, cancel, actor } = run;
+    let (job, actor) = (&job, &actor);
     let target = format!("{}/{}", job.pool, job.volume);
     let total = job.bytes_total;
     let end = |state: JobState, done: u64, message: String| {
@@ -616,12 +618,11 @@ pub fn run_create(
 
 /// Records the job of a planned clone; if that fails, the plan is rolled back.
 pub fn begin_clone(
-    hv: &dyn Hypervisor,
-    store: &Store,
-    jobs: &Jobs,
+    cx: JobCtx<'_>,
     plan: &ClonePlan,
     actor: &Actor,
 ) -> LcResult<(JobRow, CancellationToken)> {
+    let JobCtx { hv, store, jobs } = cx;
     let recorded = new_job(
         store,
         &NewJob {
@@ -681,17 +682,16 @@ impl CloneWatch for JobWatch<'_> {
 
 /// Runs a planned clone (`build`) as its job: steps and bytes recorded, outcome in
 /// the job row and the audit log (`action` on the source VM, `describe` on success).
-#[allow(clippy::too_many_arguments)]
 pub fn run_clone<T>(
-    store: &Store,
-    jobs: &Jobs,
-    job: &JobRow,
-    cancel: CancellationToken,
-    actor: &Actor,
+    cx: JobCtx<'_>,
+    run: RunningJob,
     action: &str,
     build: impl FnOnce(&dyn CloneWatch) -> LcResult<T>,
     describe: impl FnOnce(&T) -> String,
 ) {
+    let JobCtx { store, jobs, .. } = cx;
+    let RunningJob { job, cancel, actor } = run;
+    let (job, actor) = (&job, &actor);
     let watch = JobWatch {
         store,
         id: job.id,

@@ -4,7 +4,7 @@
 
 use super::Services;
 use crate::domain::volumes::JobState;
-use crate::lifecycle::jobs::{self, Actor};
+use crate::lifecycle::jobs::{self, JobCtx, RunningJob};
 use crate::lifecycle::{LcResult, LifecycleError};
 use crate::store::jobs::JobRow;
 use std::sync::Arc;
@@ -52,37 +52,32 @@ fn spawn_or_undo(
     Ok(())
 }
 
+/// What a job of `svc` works with.
+pub fn job_ctx(svc: &Services) -> JobCtx<'_> {
+    JobCtx {
+        hv: svc.hv.as_ref(),
+        store: &svc.store,
+        jobs: &svc.jobs,
+    }
+}
+
 /// Runs a planned clone's job on a thread of its own (see [`jobs::run_clone`]); if no
 /// thread can be started, the clone's reservation is rolled back.
-#[allow(clippy::too_many_arguments)]
 pub fn spawn_clone<T: 'static>(
     svc: &Arc<Services>,
-    actor: Actor,
-    job: &JobRow,
-    cancel: tokio_util::sync::CancellationToken,
+    run: RunningJob,
     action: &'static str,
     build: impl FnOnce(&Services, &dyn crate::lifecycle::changes::CloneWatch) -> LcResult<T>
         + Send
         + 'static,
     describe: impl FnOnce(&T) -> String + Send + 'static,
 ) -> LcResult<()> {
-    let (j, a) = (job.clone(), actor);
+    let job = run.job.clone();
     let vm = job.vm.clone();
     spawn_or_undo(
         svc,
-        job,
-        move |s| {
-            jobs::run_clone(
-                &s.store,
-                &s.jobs,
-                &j,
-                cancel,
-                &a,
-                action,
-                |w| build(s, w),
-                describe,
-            )
-        },
+        &job,
+        move |s| jobs::run_clone(job_ctx(s), run, action, |w| build(s, w), describe),
         move |s| {
             crate::lifecycle::roll_back(s.hv.as_ref(), &s.store, &vm);
         },

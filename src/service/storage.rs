@@ -7,7 +7,7 @@ use crate::auth::Role;
 use crate::domain::libvirt_network::NetworkRequest;
 use crate::domain::storage::{human_bytes, PoolRequest, PoolVolume};
 use crate::domain::volumes::{resize_refusal, FetchRequest, JobKind, NewVolumeRequest};
-use crate::lifecycle::jobs::{self, Transfer};
+use crate::lifecycle::jobs::{self, RunningJob, Transfer, Upload};
 use crate::lifecycle::storage::{
     self as pools, NetworkAction, NetworkChanged, NetworkCreated, NetworkRemoved, PoolAction,
     PoolDefined, PoolDeleted,
@@ -134,11 +134,14 @@ pub async fn create_volume(
             Action::VolumeCreate,
             volume_target(pool, req.name.trim()),
             move |s| {
-                let (job, spec, cancel) =
-                    jobs::begin_create(s.hv.as_ref(), &s.store, &s.jobs, &p, &req, &a)?;
-                let j = job.clone();
+                let (job, spec, cancel) = jobs::begin_create(runner::job_ctx(s), &p, &req, &a)?;
+                let run = RunningJob {
+                    job: job.clone(),
+                    cancel,
+                    actor: a,
+                };
                 runner::spawn(&runner_svc, &job, move |s| {
-                    jobs::run_create(s.hv.as_ref(), &s.store, &s.jobs, &j, &spec, cancel, &a)
+                    jobs::run_create(runner::job_ctx(s), run, &spec)
                 })?;
                 Ok(job)
             },
@@ -220,27 +223,15 @@ pub async fn fetch_volume(
             Action::VolumeFetch,
             volume_target(pool, req.name.trim()),
             move |s| {
-                let (job, cancel) = jobs::begin_fetch(
-                    s.hv.as_ref(),
-                    &s.store,
-                    &s.jobs,
-                    &s.cfg.images,
-                    &p,
-                    &req,
-                    &a,
-                )?;
-                let j = job.clone();
+                let (job, cancel) =
+                    jobs::begin_fetch(runner::job_ctx(s), &s.cfg.images, &p, &req, &a)?;
+                let run = RunningJob {
+                    job: job.clone(),
+                    cancel,
+                    actor: a,
+                };
                 runner::spawn(&runner_svc, &job, move |s| {
-                    jobs::run_fetch(
-                        s.hv.as_ref(),
-                        &s.store,
-                        &s.jobs,
-                        &s.cfg.images,
-                        &s.cfg.fetch,
-                        &j,
-                        cancel,
-                        a,
-                    )
+                    jobs::run_fetch(runner::job_ctx(s), &s.cfg.images, &s.cfg.fetch, run)
                 })?;
                 Ok(job)
             },
@@ -269,14 +260,14 @@ pub async fn begin_upload(
             volume_target(pool, name),
             move |s| {
                 jobs::begin_upload(
-                    s.hv.as_ref(),
-                    &s.store,
-                    &s.jobs,
+                    runner::job_ctx(s),
                     &s.cfg.images,
-                    &p,
-                    &n,
-                    length,
-                    &source,
+                    &Upload {
+                        pool: &p,
+                        name: &n,
+                        length,
+                        source: &source,
+                    },
                     a,
                 )
             },

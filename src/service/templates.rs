@@ -2,8 +2,9 @@
 //! the clone path). Operators (and admins) make them.
 
 use super::{execute, runner, Action, Caller, Denied, Op, Services};
+use crate::lifecycle::jobs::{self, RunningJob};
 use crate::lifecycle::templates::{self as tpl, FromTemplateRequest, Marked};
-use crate::lifecycle::{jobs, LcResult};
+use crate::lifecycle::LcResult;
 use crate::store::jobs::JobRow;
 use std::sync::Arc;
 
@@ -71,14 +72,15 @@ pub async fn create_vm(
                     now: super::now(),
                 };
                 let plan = tpl::plan_from(s.lc(), &t, &req, by, crate::adapters::sysprep::find())?;
-                let (job, cancel) =
-                    jobs::begin_clone(s.hv.as_ref(), &s.store, &s.jobs, &plan.plan, &job_actor)?;
+                let (job, cancel) = jobs::begin_clone(runner::job_ctx(s), &plan.plan, &job_actor)?;
                 let mode = plan.plan.mode.label().to_lowercase();
                 runner::spawn_clone(
                     &runner_svc,
-                    job_actor,
-                    &job,
-                    cancel,
+                    RunningJob {
+                        job: job.clone(),
+                        cancel,
+                        actor: job_actor,
+                    },
                     Action::TemplateCreate.as_str(),
                     move |s, watch| plan.build(s.hv.as_ref(), &s.store, watch),
                     |c| {

@@ -7,6 +7,7 @@ use crate::domain::capacity::units_text;
 use crate::domain::snapshot::SnapshotInfo;
 use crate::domain::templates::CloneMode;
 use crate::domain::vm::VmAction;
+use crate::lifecycle::jobs::RunningJob;
 use crate::lifecycle::{
     self, changes, jobs, By, CloneRequest, CreateVmRequest, Created, Deleted, LcResult, Resized,
     SizeRequest, SnapshotRequest,
@@ -184,13 +185,14 @@ pub async fn clone(
                     now: super::now(),
                 };
                 let plan = changes::plan_clone(s.lc(), &src, &req, by, CloneMode::Full)?;
-                let (job, cancel) =
-                    jobs::begin_clone(s.hv.as_ref(), &s.store, &s.jobs, &plan, &job_actor)?;
+                let (job, cancel) = jobs::begin_clone(runner::job_ctx(s), &plan, &job_actor)?;
                 runner::spawn_clone(
                     &runner_svc,
-                    job_actor,
-                    &job,
-                    cancel,
+                    RunningJob {
+                        job: job.clone(),
+                        cancel,
+                        actor: job_actor,
+                    },
                     Action::VmClone.as_str(),
                     move |s, watch| {
                         changes::build_clone(s.hv.as_ref(), &s.store, plan, None, watch)

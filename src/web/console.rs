@@ -12,7 +12,7 @@ use super::session::{Authed, Credential};
 use super::{audit, now, AppState};
 use crate::auth::secret::secrets_equal;
 use crate::auth::Role;
-use crate::console::proxy::{self, Limits};
+use crate::console::proxy::{self, Browser, Limits, Pump};
 use crate::console::sessions::{Caps, Holder, SessionInfo};
 use crate::console::thumbs::Shot;
 use crate::console::tickets::Grant;
@@ -531,13 +531,14 @@ async fn start(
                     let _ = tcp.set_nodelay(true);
                     let (response, pump) = proxy::vnc(
                         response,
-                        session,
-                        msgs,
+                        Browser { ws: session, msgs },
                         tcp.into_split(),
                         view_only,
-                        limits,
-                        kill,
-                        stats.clone(),
+                        Pump {
+                            limits,
+                            kill,
+                            stats: stats.clone(),
+                        },
                     );
                     (response, Box::pin(pump))
                 }
@@ -547,13 +548,14 @@ async fn start(
                         .map_err(connect_failed)?;
                     let (response, pump) = proxy::vnc(
                         response,
-                        session,
-                        msgs,
+                        Browser { ws: session, msgs },
                         unix.into_split(),
                         view_only,
-                        limits,
-                        kill,
-                        stats.clone(),
+                        Pump {
+                            limits,
+                            kill,
+                            stats: stats.clone(),
+                        },
                     );
                     (response, Box::pin(pump))
                 }
@@ -573,12 +575,13 @@ async fn start(
             (
                 response,
                 Box::pin(proxy::serial(
-                    session,
-                    msgs,
+                    Browser { ws: session, msgs },
                     console,
-                    limits,
-                    kill,
-                    stats.clone(),
+                    Pump {
+                        limits,
+                        kill,
+                        stats: stats.clone(),
+                    },
                 )),
             )
         }

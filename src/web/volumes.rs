@@ -537,7 +537,7 @@ async fn api_upload(
     let st = state.clone();
     let job = actix_web::rt::task::spawn_blocking(move || {
         let mut reader = reader;
-        jobs::transfer(st.hv.as_ref(), &st.store, &st.jobs, &t, &mut reader)
+        jobs::transfer(service::runner::job_ctx(&st), &t, &mut reader)
     });
     while let Some(chunk) = payload.next().await {
         match chunk {
