@@ -25,8 +25,9 @@ pub struct Libvirt {
 }
 
 fn call(operation: &'static str) -> impl Fn(virt::error::Error) -> HypervisorError {
-    move |e| HypervisorError::Call {
+    move |e| HypervisorError::Libvirt {
         operation,
+        code: e.code().to_raw(),
         message: e.message().to_string(),
     }
 }
@@ -1333,5 +1334,26 @@ mod serial_tests {
         // A proxy that went away ends the reader.
         drop(rx);
         assert!(!read_serial(&tx, &flow, |_| SerialRead::Data(1), |_| {}));
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    /// libvirt's refusal keeps its error number: the test driver refuses to resume a
+    /// domain that runs with VIR_ERR_INTERNAL_ERROR (1), "domain 'test' not paused".
+    #[test]
+    fn a_refusal_keeps_libvirts_error_number() {
+        let hv = Libvirt::open("test:///default", KvmStatus::NotApplicable).expect("test driver");
+        let e = hv
+            .act("test", VmAction::Resume)
+            .expect_err("the test domain runs; resume is refused");
+        assert_eq!(e.libvirt_code(), Some(1), "{e}");
+        assert!(e.to_string().contains("libvirt error 1)"), "{e}");
+        assert!(
+            e.to_string().contains("not paused"),
+            "libvirt's own text: {e}"
+        );
     }
 }

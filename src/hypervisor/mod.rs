@@ -19,10 +19,20 @@ pub enum HypervisorError {
     /// The named object does not exist (any more).
     #[error("{what} not found")]
     NotFound { what: String },
-    /// A libvirt call failed; `message` is libvirt's own text.
+    /// A step around a libvirt call failed (a definition that cannot be read back, a
+    /// broken lock); `message` says what.
     #[error("libvirt {operation} failed: {message}")]
     Call {
         operation: &'static str,
+        message: String,
+    },
+    /// libvirt refused a call: its error number (`virErrorNumber`, e.g. 55 for an
+    /// operation invalid in the domain's state) and its own text, kept for the log and
+    /// for callers that act on the reason.
+    #[error("libvirt {operation} failed (libvirt error {code}): {message}")]
+    Libvirt {
+        operation: &'static str,
+        code: u32,
         message: String,
     },
 }
@@ -36,9 +46,20 @@ impl HypervisorError {
                  and that virtdeck may use its socket."
             ),
             HypervisorError::NotFound { what } => format!("{what} does not exist (any more)."),
-            HypervisorError::Call { operation, message } => {
+            HypervisorError::Call { operation, message }
+            | HypervisorError::Libvirt {
+                operation, message, ..
+            } => {
                 format!("libvirt refused to {operation}: {message}")
             }
+        }
+    }
+
+    /// libvirt's error number, when libvirt refused the call.
+    pub fn libvirt_code(&self) -> Option<u32> {
+        match self {
+            HypervisorError::Libvirt { code, .. } => Some(*code),
+            _ => None,
         }
     }
 }

@@ -25,8 +25,10 @@ use std::collections::{HashMap, HashSet};
 const GIB: u64 = 1024 * 1024 * 1024;
 
 fn locked(lock: &AdmissionLock) -> LcResult<std::sync::MutexGuard<'_, ()>> {
-    lock.0.lock().map_err(|_| LifecycleError::Failed {
-        message: "The admission lock is broken after an earlier failure; restart virtdeck.".into(),
+    lock.0.lock().map_err(|_| {
+        LifecycleError::failed(
+            "The admission lock is broken after an earlier failure; restart virtdeck.",
+        )
     })
 }
 
@@ -38,9 +40,8 @@ fn find_vm(vms: &[VmSummary], name: &str) -> LcResult<VmSummary> {
 }
 
 fn definition(hv: &dyn Hypervisor, name: &str) -> LcResult<xml::ParsedDomain> {
-    xml::parse_domain(&hv.domain_xml(name)?).map_err(|e| LifecycleError::Failed {
-        message: format!("The VM's definition could not be read: {e}"),
-    })
+    xml::parse_domain(&hv.domain_xml(name)?)
+        .map_err(|e| LifecycleError::failed(format!("The VM's definition could not be read: {e}")))
 }
 
 // ---- resize ----
@@ -96,14 +97,12 @@ pub fn resize(
         if let Err(undo) = hv.set_size(name, vm.vcpus, vm.memory_mib) {
             tracing::error!(vm = name, error = %undo, "resize: could not restore the old size");
         }
-        return Err(LifecycleError::Failed {
-            message: format!(
-                "The size could not be changed: {}. {name} keeps {} vCPUs and {} MiB.",
-                reason_in_plain_words(&e),
-                vm.vcpus,
-                vm.memory_mib
-            ),
-        });
+        return Err(LifecycleError::failed(format!(
+            "The size could not be changed: {}. {name} keeps {} vCPUs and {} MiB.",
+            reason_in_plain_words(&e),
+            vm.vcpus,
+            vm.memory_mib
+        )));
     }
     if inv.rows.iter().any(|r| r.name == name) {
         store.set_vm_units(name, units)?;
@@ -281,8 +280,8 @@ pub fn plan_clone(
             )));
         }
         let source_xml = hv.domain_xml(source)?;
-        let def = xml::parse_domain(&source_xml).map_err(|e| LifecycleError::Failed {
-            message: format!("The VM's definition could not be read: {e}"),
+        let def = xml::parse_domain(&source_xml).map_err(|e| {
+            LifecycleError::failed(format!("The VM's definition could not be read: {e}"))
         })?;
         let Some(name) = name.filter(|_| errors.is_empty()) else {
             return Err(LifecycleError::Invalid(errors));
@@ -695,17 +694,20 @@ pub fn create_snapshot(
         }
     }
     hv.create_snapshot(name, &snapshot_xml(&snap, &req.description))
-        .map_err(|e| LifecycleError::Failed {
-            message: format!(
-                "The snapshot could not be taken: {}",
-                reason_in_plain_words(&e)
-            ),
+        .map_err(|e| {
+            LifecycleError::failed_because(
+                format!(
+                    "The snapshot could not be taken: {}",
+                    reason_in_plain_words(&e)
+                ),
+                e,
+            )
         })?;
     snapshots(hv, name)?
         .into_iter()
         .find(|s| s.name == snap.as_str())
-        .ok_or_else(|| LifecycleError::Failed {
-            message: "libvirt took the snapshot but does not list it.".into(),
+        .ok_or_else(|| {
+            LifecycleError::failed("libvirt took the snapshot but does not list it.")
         })
 }
 
@@ -717,26 +719,30 @@ pub fn revert_snapshot(hv: &dyn Hypervisor, name: &str, snapshot: &str) -> LcRes
     if !snapshots(hv, name)?.iter().any(|s| s.name == snapshot) {
         return Err(snapshot_missing(name, snapshot));
     }
-    hv.revert_snapshot(name, snapshot)
-        .map_err(|e| LifecycleError::Failed {
-            message: format!(
+    hv.revert_snapshot(name, snapshot).map_err(|e| {
+        LifecycleError::failed_because(
+            format!(
                 "{name} could not be reverted to {snapshot}: {}",
                 reason_in_plain_words(&e)
             ),
-        })
+            e,
+        )
+    })
 }
 
 pub fn delete_snapshot(hv: &dyn Hypervisor, name: &str, snapshot: &str) -> LcResult<()> {
     if !snapshots(hv, name)?.iter().any(|s| s.name == snapshot) {
         return Err(snapshot_missing(name, snapshot));
     }
-    hv.delete_snapshot(name, snapshot)
-        .map_err(|e| LifecycleError::Failed {
-            message: format!(
+    hv.delete_snapshot(name, snapshot).map_err(|e| {
+        LifecycleError::failed_because(
+            format!(
                 "Snapshot {snapshot} of {name} could not be deleted: {}",
                 reason_in_plain_words(&e)
             ),
-        })
+            e,
+        )
+    })
 }
 
 #[cfg(test)]

@@ -176,7 +176,7 @@ fn make_volume(
     let end = |message: String| -> LcResult<Transfer> {
         store.finish_job(job.id, JobState::Failed.as_str(), 0, &message, now())?;
         jobs.forget(job.id);
-        Err(LifecycleError::Failed { message })
+        Err(LifecycleError::failed(message))
     };
     // A failed create made nothing (a clash with a volume made meanwhile is not ours).
     let path = match hv.create_volume(
@@ -360,7 +360,7 @@ pub fn transfer(cx: JobCtx<'_>, t: &Transfer, from: &mut dyn Read) -> LcResult<J
             Err(if cancelled {
                 LifecycleError::Conflict(message)
             } else {
-                LifecycleError::Failed { message }
+                LifecycleError::failed(message)
             })
         }
     };

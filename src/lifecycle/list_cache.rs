@@ -151,9 +151,9 @@ mod tests {
     fn a_failed_read_is_not_cached() {
         let cache: ListCache<()> = ListCache::new(Duration::from_secs(60));
         let failed = cache.get_with(|| {
-            Err(super::super::LifecycleError::Failed {
-                message: "libvirt is down".into(),
-            })
+            Err(super::super::LifecycleError::failed(
+                "libvirt is down",
+            ))
         });
         assert!(failed.is_err());
         let reads = Cell::new(0);

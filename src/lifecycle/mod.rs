@@ -53,9 +53,14 @@ pub enum LifecycleError {
     /// Does not fit; nothing was touched.
     #[error("{0}")]
     Capacity(#[from] AdmissionError),
-    /// A libvirt step failed; what had been done was undone.
+    /// A libvirt step failed; what had been done was undone. `cause` is libvirt's own
+    /// error when a libvirt call failed (its error number included), for the log.
     #[error("{message}")]
-    Failed { message: String },
+    Failed {
+        message: String,
+        #[source]
+        cause: Option<HypervisorError>,
+    },
     #[error("{0}")]
     NotFound(String),
     /// The action does not fit the VM's state.
@@ -65,6 +70,37 @@ pub enum LifecycleError {
     Hypervisor(#[from] HypervisorError),
     #[error("{0}")]
     Store(#[from] StoreError),
+}
+
+impl LifecycleError {
+    /// A step failed for a reason of virtdeck's own (a broken lock, a definition it
+    /// cannot read back); the sentence says what to do.
+    pub fn failed(message: impl Into<String>) -> Self {
+        LifecycleError::Failed {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// A step failed because libvirt refused a call; `message` says it in plain words,
+    /// `cause` keeps libvirt's error (and its number) for the log.
+    pub fn failed_because(message: impl Into<String>, cause: HypervisorError) -> Self {
+        LifecycleError::Failed {
+            message: message.into(),
+            cause: Some(cause),
+        }
+    }
+
+    /// libvirt's error number behind this error, if libvirt refused a call.
+    pub fn libvirt_code(&self) -> Option<u32> {
+        match self {
+            LifecycleError::Failed {
+                cause: Some(cause), ..
+            }
+            | LifecycleError::Hypervisor(cause) => cause.libvirt_code(),
+            _ => None,
+        }
+    }
 }
 
 pub type LcResult<T> = Result<T, LifecycleError>;
@@ -110,9 +146,7 @@ pub struct PoolCapacity {
 fn unit_model(hv: &dyn Hypervisor, cfg: &LifecycleSettings) -> LcResult<UnitModel> {
     let facts = hv.host_facts()?;
     UnitModel::new(&cfg.capacity, facts.cpu_count, facts.memory_mib).map_err(|e| {
-        LifecycleError::Failed {
-            message: format!("The capacity settings do not fit this host: {e}"),
-        }
+        LifecycleError::failed(format!("The capacity settings do not fit this host: {e}"))
     })
 }
 
@@ -428,11 +462,12 @@ pub fn create(
         lock,
     } = ctx;
     let By { actor, now } = by;
-    let virt_type = virt_type.map_err(|e| LifecycleError::Failed { message: e })?;
+    let virt_type = virt_type.map_err(LifecycleError::failed)?;
     let (mut plan, kickstart) = {
-        let _guard = lock.0.lock().map_err(|_| LifecycleError::Failed {
-            message: "The admission lock is broken after an earlier failure; restart virtdeck."
-                .into(),
+        let _guard = lock.0.lock().map_err(|_| {
+            LifecycleError::failed(
+                "The admission lock is broken after an earlier failure; restart virtdeck.",
+            )
         })?;
         let (inv, flavors) = read_for_create(hv, store, cfg, req)?;
         let plan = plan(req, &inv, &flavors, virt_type).map_err(LifecycleError::Invalid)?;
@@ -742,16 +777,14 @@ pub(crate) fn undo_failed(
 ) -> LifecycleError {
     let undone = roll_back(hv, store, name);
     tracing::warn!(vm = name, step, reason, undone = ?undone, "{outcome}; rolled back");
-    LifecycleError::Failed {
-        message: format!(
-            "{outcome}: {step} failed: {reason}. Nothing was left behind{}.",
-            if undone.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", undone.join(", "))
-            }
-        ),
-    }
+    LifecycleError::failed(format!(
+        "{outcome}: {step} failed: {reason}. Nothing was left behind{}.",
+        if undone.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", undone.join(", "))
+        }
+    ))
 }
 
 /// libvirt's reason, with a hint for the failures admins meet most.
@@ -809,8 +842,11 @@ pub fn act(hv: &dyn Hypervisor, store: &Store, name: &str, action: VmAction) -> 
             action.label().to_lowercase()
         )));
     }
-    hv.act(name, action).map_err(|e| LifecycleError::Failed {
-        message: format!("{} failed: {}", action.label(), reason_in_plain_words(&e)),
+    hv.act(name, action).map_err(|e| {
+        LifecycleError::failed_because(
+            format!("{} failed: {}", action.label(), reason_in_plain_words(&e)),
+            e,
+        )
     })
 }
 
@@ -844,8 +880,8 @@ pub struct VolumesOnDelete {
 
 /// Disks (not CD-ROMs) of a VM that are volumes in a pool, and may be deleted with it.
 pub fn deletable_volumes(hv: &dyn Hypervisor, name: &str) -> LcResult<Vec<String>> {
-    let def = xml::parse_domain(&hv.domain_xml(name)?).map_err(|e| LifecycleError::Failed {
-        message: format!("The VM's definition could not be read: {e}"),
+    let def = xml::parse_domain(&hv.domain_xml(name)?).map_err(|e| {
+        LifecycleError::failed(format!("The VM's definition could not be read: {e}"))
     })?;
     let known: HashSet<String> = hv
         .pools()?
@@ -958,8 +994,11 @@ pub fn delete(
         seed,
         ..
     } = on_delete;
-    hv.undefine(name).map_err(|e| LifecycleError::Failed {
-        message: format!("The VM could not be removed: {}", reason_in_plain_words(&e)),
+    hv.undefine(name).map_err(|e| {
+        LifecycleError::failed_because(
+            format!("The VM could not be removed: {}", reason_in_plain_words(&e)),
+            e,
+        )
     })?;
     store.delete_vm(name)?;
     store.unmark_template(name)?;
@@ -994,12 +1033,10 @@ pub fn delete(
                     if let Err(e) = store.release_vm_volumes(name) {
                         tracing::error!(vm = name, error = %e, "could not release the VM's volumes");
                     }
-                    return Err(LifecycleError::Failed {
-                        message: format!(
+                    return Err(LifecycleError::failed(format!(
                             "{name} was removed, but its volume {v} could not be deleted: {}. Delete it from the pool.",
                             reason_in_plain_words(&e)
-                        ),
-                    });
+                        )));
                 }
             }
         }
@@ -1138,8 +1175,8 @@ pub fn detail(
         .ok_or_else(|| LifecycleError::NotFound(format!("There is no VM named {name}.")))?;
     vm.addresses = guest_addresses(hv, &vm.summary);
     let xml = hv.domain_xml(name)?;
-    let devices = xml::parse_domain(&xml).map_err(|e| LifecycleError::Failed {
-        message: format!("The VM's definition could not be read: {e}"),
+    let devices = xml::parse_domain(&xml).map_err(|e| {
+        LifecycleError::failed(format!("The VM's definition could not be read: {e}"))
     })?;
     Ok(VmDetail {
         vm,

@@ -29,7 +29,7 @@ fn invalid(errors: Vec<PoolFieldError>) -> LifecycleError {
 }
 
 fn failed(message: String) -> LifecycleError {
-    LifecycleError::Failed { message }
+    LifecycleError::failed(message)
 }
 
 /// Every VM's definition that can be read (a VM whose XML cannot be parsed is skipped:
@@ -251,7 +251,7 @@ pub fn pool_action(hv: &dyn Hypervisor, name: &str, action: PoolAction) -> LcRes
         PoolAction::Refresh => hv.refresh_pool(name),
         PoolAction::Autostart(on) => hv.set_pool_autostart(name, on),
     };
-    r.map_err(|e| failed(e.user_message()))
+    r.map_err(|e| LifecycleError::failed_because(e.user_message(), e))
 }
 
 // ---- delete ----
@@ -732,7 +732,7 @@ pub fn network_action(
         }
         NetworkAction::Autostart(on) => hv.set_network_autostart(name, on),
     };
-    r.map_err(|e| failed(e.user_message()))?;
+    r.map_err(|e| LifecycleError::failed_because(e.user_message(), e))?;
     Ok(NetworkChanged {
         name: name.to_string(),
         action: action.as_str(),

@@ -53,8 +53,8 @@ fn find_vm(hv: &dyn Hypervisor, name: &str) -> LcResult<VmSummary> {
 }
 
 fn disk_paths(hv: &dyn Hypervisor, name: &str) -> LcResult<Vec<String>> {
-    let def = xml::parse_domain(&hv.domain_xml(name)?).map_err(|e| LifecycleError::Failed {
-        message: format!("The VM's definition could not be read: {e}"),
+    let def = xml::parse_domain(&hv.domain_xml(name)?).map_err(|e| {
+        LifecycleError::failed(format!("The VM's definition could not be read: {e}"))
     })?;
     Ok(def
         .disks
@@ -124,13 +124,15 @@ pub fn mark(
         )));
     }
     if vm.autostart {
-        hv.set_autostart(name, false)
-            .map_err(|e| LifecycleError::Failed {
-                message: format!(
+        hv.set_autostart(name, false).map_err(|e| {
+            LifecycleError::failed_because(
+                format!(
                     "{name} was not marked: its autostart could not be turned off: {}",
                     super::reason_in_plain_words(&e)
                 ),
-            })?;
+                e,
+            )
+        })?;
     }
     store.mark_template(name, actor, now)?;
     Ok(Marked {

@@ -94,12 +94,15 @@ pub fn create_volume(
     running_pool(hv, pool)?;
     check_name_free(hv, pool, &spec.name)?;
     hv.create_volume(pool, &volume_xml(&spec.name, spec.size_gib, spec.format))
-        .map_err(|e| LifecycleError::Failed {
-            message: format!(
-                "Volume {} could not be created: {}",
-                spec.name,
-                e.user_message()
-            ),
+        .map_err(|e| {
+            LifecycleError::failed_because(
+                format!(
+                    "Volume {} could not be created: {}",
+                    spec.name,
+                    e.user_message()
+                ),
+                e,
+            )
         })?;
     Ok(volume(hv, pool, &spec.name)?.volume)
 }
@@ -148,8 +151,11 @@ pub fn resize_volume(
         )));
     }
     hv.resize_volume(&v.volume.path, bytes, kind == Resize::Shrink)
-        .map_err(|e| LifecycleError::Failed {
-            message: format!("Volume {name} could not be resized: {}", e.user_message()),
+        .map_err(|e| {
+            LifecycleError::failed_because(
+                format!("Volume {name} could not be resized: {}", e.user_message()),
+                e,
+            )
         })?;
     Ok(VolumeResized {
         name: name.to_string(),
@@ -171,10 +177,12 @@ pub fn delete_volume(
     if !v.used_by.is_empty() {
         return Err(LifecycleError::Conflict(in_use_message(name, &v.used_by)));
     }
-    hv.delete_volume(&v.volume.path)
-        .map_err(|e| LifecycleError::Failed {
-            message: format!("Volume {name} could not be deleted: {}", e.user_message()),
-        })?;
+    hv.delete_volume(&v.volume.path).map_err(|e| {
+        LifecycleError::failed_because(
+            format!("Volume {name} could not be deleted: {}", e.user_message()),
+            e,
+        )
+    })?;
     if let Err(e) = store.forget_made_volume(&v.volume.path) {
         tracing::warn!(path = %v.volume.path, error = %e, "the deleted volume's record stays");
     }

@@ -164,11 +164,14 @@ impl Failure for LifecycleError {
             LifecycleError::Invalid(errs) => {
                 fields_text(errs.iter().map(|e| (e.field, e.message.as_str())))
             }
-            other => other.to_string(),
+            other => match other.libvirt_code() {
+                Some(code) => format!("{other} (libvirt error {code})"),
+                None => other.to_string(),
+            },
         }
     }
     fn internal(message: String) -> Self {
-        LifecycleError::Failed { message }
+        LifecycleError::failed(message)
     }
 }
 

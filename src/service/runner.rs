@@ -47,7 +47,7 @@ fn spawn_or_undo(
             &message,
             job.created_at,
         );
-        return Err(LifecycleError::Failed { message });
+        return Err(LifecycleError::failed(message));
     }
     Ok(())
 }

@@ -310,11 +310,7 @@ pub async fn cancel_job(svc: &Arc<Services>, caller: &Caller, id: i64) -> Done<J
             ))))
         }
         Ok(Err(e)) => return Ok(Err(e.into())),
-        Err(e) => {
-            return Ok(Err(LifecycleError::Failed {
-                message: format!("internal error: {e}"),
-            }))
-        }
+        Err(e) => return Ok(Err(LifecycleError::failed(format!("internal error: {e}")))),
     };
     execute(
         svc,

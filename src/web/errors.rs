@@ -28,7 +28,8 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    fn status(self) -> StatusCode {
+    /// The one mapping of an error's kind to an HTTP status.
+    pub fn status(self) -> StatusCode {
         match self {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -69,6 +70,8 @@ pub struct AppError {
     pub kind: ErrorKind,
     pub message: String,
     pub field: Option<&'static str>,
+    /// libvirt's error number, when libvirt refused the step (API answers carry it).
+    pub libvirt_code: Option<u32>,
     /// For a sign-in redirect: the page (path and query) to come back to after sign-in.
     pub next: Option<String>,
 }
@@ -79,6 +82,7 @@ impl AppError {
             kind,
             message: message.into(),
             field: None,
+            libvirt_code: None,
             next: None,
         }
     }
@@ -169,6 +173,20 @@ impl From<crate::service::Denied> for AppError {
     }
 }
 
+/// What kind of error a change's error is: the one place that decides, for pages and the
+/// API alike, which status it answers with.
+pub fn kind_of(e: &crate::lifecycle::LifecycleError) -> ErrorKind {
+    use crate::lifecycle::LifecycleError as L;
+    match e {
+        L::Invalid(_) => ErrorKind::Unprocessable,
+        L::Capacity(_) | L::Conflict(_) => ErrorKind::Conflict,
+        L::Failed { .. } => ErrorKind::HypervisorFailed,
+        L::NotFound(_) => ErrorKind::NotFound,
+        L::Hypervisor(_) => ErrorKind::Unavailable,
+        L::Store(_) => ErrorKind::Internal,
+    }
+}
+
 impl From<crate::lifecycle::LifecycleError> for AppError {
     fn from(e: crate::lifecycle::LifecycleError) -> Self {
         use crate::lifecycle::LifecycleError as L;
@@ -177,10 +195,22 @@ impl From<crate::lifecycle::LifecycleError> for AppError {
                 AppError::at_first_field(errors.into_iter().map(|f| (f.field, f.message)))
             }
             L::Capacity(c) => AppError::new(ErrorKind::Conflict, c.to_string()),
-            L::Failed { message } => AppError::new(ErrorKind::HypervisorFailed, message),
+            L::Failed { message, cause } => {
+                let mut a = AppError::new(ErrorKind::HypervisorFailed, message);
+                if let Some(cause) = cause {
+                    tracing::warn!(error = %cause, "a step failed in libvirt");
+                    a.libvirt_code = cause.libvirt_code();
+                }
+                a
+            }
             L::NotFound(m) => AppError::not_found(m),
             L::Conflict(m) => AppError::new(ErrorKind::Conflict, m),
-            L::Hypervisor(h) => AppError::hypervisor(h),
+            L::Hypervisor(h) => {
+                let code = h.libvirt_code();
+                let mut a = AppError::hypervisor(h);
+                a.libvirt_code = code;
+                a
+            }
             L::Store(s) => AppError::internal(s.into()),
         }
     }
@@ -203,6 +233,8 @@ struct JsonError<'a> {
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    libvirt_code: Option<u32>,
 }
 
 #[derive(Template)]
@@ -220,6 +252,7 @@ impl AppError {
                 code: self.kind.code(),
                 message: &self.message,
                 field: self.field,
+                libvirt_code: self.libvirt_code,
             },
         })
     }
@@ -304,5 +337,41 @@ pub fn html(status: StatusCode, tpl: &impl Template) -> HttpResponse {
                 .content_type("text/plain; charset=utf-8")
                 .body("virtdeck could not render this page; the server log has the details.")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypervisor::HypervisorError;
+    use crate::lifecycle::LifecycleError;
+
+    /// A step libvirt refused keeps its cause: the chain has libvirt's error, and the API
+    /// answer carries its number beside the sentence.
+    #[test]
+    fn a_libvirt_refusal_keeps_its_cause_and_number() {
+        let cause = HypervisorError::Libvirt {
+            operation: "start the domain",
+            code: 55,
+            message: "Requested operation is not valid: domain is already running".into(),
+        };
+        let e = LifecycleError::failed_because("Start failed: it runs already.", cause);
+        assert_eq!(e.libvirt_code(), Some(55));
+        let source = std::error::Error::source(&e).expect("the cause is kept");
+        assert!(source.to_string().contains("libvirt error 55"), "{source}");
+
+        let answer = AppError::from(e).json_response();
+        assert_eq!(answer.status(), StatusCode::BAD_GATEWAY);
+        let body = actix_web::body::to_bytes(answer.into_body());
+        let body = futures_util::FutureExt::now_or_never(body)
+            .expect("a JSON body is ready")
+            .expect("readable");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(v["error"]["libvirt_code"], 55, "{v}");
+        assert_eq!(v["error"]["message"], "Start failed: it runs already.");
+
+        // A failure of virtdeck's own carries no number.
+        let own = AppError::from(LifecycleError::failed("The admission lock is broken."));
+        assert_eq!(own.libvirt_code, None);
     }
 }

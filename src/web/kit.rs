@@ -66,6 +66,20 @@ pub fn answer<T: Serialize>(
     }
 }
 
+/// A change's error as a page shows it again at its form: the status (the one mapping,
+/// [`super::errors::kind_of`]), the field errors, or the sentence above the form. A
+/// missing object is the not-found page instead.
+pub fn form_failure(
+    e: LifecycleError,
+) -> Result<(actix_web::http::StatusCode, Vec<FieldError>, Option<String>), AppError> {
+    let status = super::errors::kind_of(&e).status();
+    match e {
+        LifecycleError::Invalid(errors) => Ok((status, errors, None)),
+        LifecycleError::NotFound(m) => Err(AppError::not_found(m)),
+        other => Ok((status, Vec::new(), Some(other.to_string()))),
+    }
+}
+
 // ---- post/redirect/get ----
 
 /// A redirect to the page at `path` that shows `message` there once (post/redirect/get:
@@ -149,9 +163,7 @@ pub async fn form_outcome(
     } else if ended.state == JobState::Cancelled.as_str() {
         Err(LifecycleError::Conflict(ended.message))
     } else {
-        Err(LifecycleError::Failed {
-            message: ended.message,
-        })
+        Err(LifecycleError::failed(ended.message))
     })
 }
 

@@ -105,11 +105,9 @@ where
     F: FnOnce(&AppState) -> crate::lifecycle::LcResult<T> + Send + 'static,
 {
     let st = state.clone();
-    actix_web::web::block(move || f(&st)).await.map_err(|e| {
-        crate::lifecycle::LifecycleError::Failed {
-            message: format!("internal error: {e}"),
-        }
-    })?
+    actix_web::web::block(move || f(&st))
+        .await
+        .map_err(|e| crate::lifecycle::LifecycleError::failed(format!("internal error: {e}")))?
 }
 
 /// Runs a hypervisor call off the async runtime.

@@ -154,19 +154,12 @@ async fn pool_failure(
     mut forms: VolumeForms,
     errors_for: String,
 ) -> Result<HttpResponse, AppError> {
-    let status = match &e {
-        LifecycleError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        LifecycleError::NotFound(m) => return Err(AppError::not_found(m.clone())),
-        LifecycleError::Conflict(_) => StatusCode::CONFLICT,
-        _ => StatusCode::BAD_GATEWAY,
-    };
-    match e {
-        LifecycleError::Invalid(errors) => {
-            forms.errors = errors;
-            forms.errors_for = errors_for;
-        }
-        other => forms.form_error = Some(other.to_string()),
+    let (status, errors, form_error) = super::kit::form_failure(e)?;
+    if form_error.is_none() {
+        forms.errors = errors;
+        forms.errors_for = errors_for;
     }
+    forms.form_error = form_error;
     render_pool(state, who, pool, status, None, forms).await
 }
 

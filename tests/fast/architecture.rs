@@ -295,3 +295,19 @@ fn no_function_needs_a_too_many_arguments_allow() {
         bad.join("\n")
     );
 }
+
+/// One mapping of errors to HTTP statuses (`web::errors`: `ErrorKind::status`,
+/// `kind_of`): no handler picks a status for a change's error by hand.
+#[test]
+fn errors_map_to_statuses_in_one_place() {
+    let bad = offenders(
+        |p| p.starts_with("src/web/"),
+        &["StatusCode::BAD_GATEWAY"],
+        |p| p == "src/web/errors.rs",
+    );
+    assert!(
+        bad.is_empty(),
+        "a status for an error chosen outside web::errors:\n{}",
+        bad.join("\n")
+    );
+}

@@ -2,7 +2,7 @@
 //! with its countdown, and the export. The audited operations here are shared with the
 //! API (`web::hostnet_api`).
 
-use super::super::errors::{html, AppError, ErrorKind};
+use super::super::errors::{html, AppError};
 use super::super::kit::{change_error, engine};
 use super::super::session::Authed;
 use super::super::{audit, AppState};
@@ -300,20 +300,10 @@ pub async fn network_plan_form(
                 None,
                 None,
                 Some(e.to_string()),
-                status_of(status),
+                status.status(),
             )
             .await
         }
-    }
-}
-
-fn status_of(kind: ErrorKind) -> StatusCode {
-    match kind {
-        ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::HypervisorFailed => StatusCode::BAD_GATEWAY,
-        ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -351,7 +341,7 @@ pub async fn apply_form(
     {
         Ok(_) => Ok(see_other("/host/changes/pending")),
         Err(e) => {
-            let status = status_of(change_error(e.clone()).kind);
+            let status = change_error(e.clone()).kind.status();
             match kind {
                 Some(crate::hostcfg::ChangeKind::Sysctl) => {
                     render_sysctl(&state, &who, None, Some(e.to_string()), status).await
@@ -523,7 +513,7 @@ pub async fn sysctl_plan_form(
             .await
         }
         Err(e) => {
-            let status = status_of(change_error(e.clone()).kind);
+            let status = change_error(e.clone()).kind.status();
             render_sysctl(&state, &who, None, Some(e.to_string()), status).await
         }
     }

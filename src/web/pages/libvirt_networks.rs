@@ -159,12 +159,7 @@ pub async fn create_form(
                 m.push('.');
                 return Ok(flash::redirect(&who, PAGE, Flash::notice(m)));
             }
-            Err(LifecycleError::Invalid(errors)) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, errors, None)
-            }
-            Err(LifecycleError::NotFound(m)) => return Err(AppError::not_found(m)),
-            Err(LifecycleError::Conflict(m)) => (StatusCode::CONFLICT, Vec::new(), Some(m)),
-            Err(e) => (StatusCode::BAD_GATEWAY, Vec::new(), Some(e.to_string())),
+            Err(e) => super::super::kit::form_failure(e)?,
         };
     let parts = PageParts {
         form,
@@ -199,9 +194,17 @@ pub async fn action_form(
                 }
                 return Ok(flash::redirect(&who, PAGE, Flash::notice(m)));
             }
-            Err(LifecycleError::NotFound(m)) => return Err(AppError::not_found(m)),
-            Err(LifecycleError::Conflict(m)) => (StatusCode::CONFLICT, m),
-            Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()),
+            Err(e) => match super::super::kit::form_failure(e)? {
+                (status, errors, None) => (
+                    status,
+                    errors
+                        .into_iter()
+                        .next()
+                        .map(|e| e.message)
+                        .unwrap_or_default(),
+                ),
+                (status, _, Some(message)) => (status, message),
+            },
         };
     let parts = PageParts {
         action_error: Some(message),
@@ -286,16 +289,9 @@ pub async fn remove_form(
             PAGE,
             Flash::notice(format!("Network {} stopped and removed.", r.name)),
         )),
-        Err(LifecycleError::Failed { message }) => {
-            render_confirm(
-                &state,
-                &who,
-                name,
-                "remove",
-                StatusCode::BAD_GATEWAY,
-                Some(message),
-            )
-            .await
+        Err(e @ LifecycleError::Failed { .. }) => {
+            let status = super::super::errors::kind_of(&e).status();
+            render_confirm(&state, &who, name, "remove", status, Some(e.to_string())).await
         }
         Err(e) => Err(e.into()),
     }

@@ -157,16 +157,6 @@ pub async fn storage_page(
     .await
 }
 
-/// The status and message for a failed change shown on a page.
-fn failure(e: LifecycleError) -> Result<(StatusCode, Vec<FieldError>, Option<String>), AppError> {
-    Ok(match e {
-        LifecycleError::Invalid(errors) => (StatusCode::UNPROCESSABLE_ENTITY, errors, None),
-        LifecycleError::NotFound(m) => return Err(AppError::not_found(m)),
-        LifecycleError::Conflict(m) => (StatusCode::CONFLICT, Vec::new(), Some(m)),
-        other => (StatusCode::BAD_GATEWAY, Vec::new(), Some(other.to_string())),
-    })
-}
-
 pub async fn define_form(
     state: web::Data<AppState>,
     who: Authed,
@@ -184,7 +174,7 @@ pub async fn define_form(
             Ok(see_other(&who, &format!("/host/storage/{}", d.name), &m))
         }
         Err(e) => {
-            let (status, errors, form_error) = failure(e)?;
+            let (status, errors, form_error) = super::super::kit::form_failure(e)?;
             render_storage(&state, &who, status, form, errors, form_error, None).await
         }
     }
@@ -323,7 +313,7 @@ pub async fn delete_form(
             Ok(see_other(&who, "/host/storage", &m))
         }
         Err(e) => {
-            let (status, _, message) = failure(e)?;
+            let (status, _, message) = super::super::kit::form_failure(e)?;
             render_delete(&state, &who, name, status, message).await
         }
     }

@@ -215,30 +215,9 @@ async fn create_form(
             )
             .await
         }
-        Err(LifecycleError::NotFound(m)) => Err(AppError::not_found(m)),
-        Err(e @ (LifecycleError::Capacity(_) | LifecycleError::Conflict(_))) => {
-            render_new(
-                &state,
-                &who,
-                template,
-                req,
-                Some(e.to_string()),
-                vec![],
-                StatusCode::CONFLICT,
-            )
-            .await
-        }
         Err(e) => {
-            render_new(
-                &state,
-                &who,
-                template,
-                req,
-                Some(e.to_string()),
-                vec![],
-                StatusCode::BAD_GATEWAY,
-            )
-            .await
+            let (status, _, message) = kit::form_failure(e)?;
+            render_new(&state, &who, template, req, message, vec![], status).await
         }
     }
 }

@@ -8,7 +8,6 @@ use super::vms::{back_to, number, render_detail, FormState};
 use crate::auth::Role;
 use crate::lifecycle::{CloneRequest, FieldError, LifecycleError, SizeRequest, SnapshotRequest};
 use crate::service;
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
@@ -21,13 +20,7 @@ async fn form_failed(
     values: Vec<(&'static str, String)>,
     e: LifecycleError,
 ) -> Result<HttpResponse, AppError> {
-    let (status, message, errors) = match e {
-        LifecycleError::Invalid(errors) => (StatusCode::UNPROCESSABLE_ENTITY, None, errors),
-        LifecycleError::NotFound(m) => return Err(AppError::not_found(m)),
-        LifecycleError::Capacity(c) => (StatusCode::CONFLICT, Some(c.to_string()), vec![]),
-        LifecycleError::Conflict(m) => (StatusCode::CONFLICT, Some(m), vec![]),
-        other => (StatusCode::BAD_GATEWAY, Some(other.to_string()), vec![]),
-    };
+    let (status, errors, message) = super::super::kit::form_failure(e)?;
     render_detail(
         state,
         who,

@@ -644,7 +644,8 @@ pub async fn create_vm(
                     message: c.to_string(),
                 }],
             );
-            render_new(&state, &who, StatusCode::CONFLICT, form, errors, None).await
+            let status = super::super::errors::ErrorKind::Conflict.status();
+            render_new(&state, &who, status, form, errors, None).await
         }
         Err(LifecycleError::Invalid(errors)) => {
             let errors = at_size_field(&form, errors);
@@ -659,7 +660,7 @@ pub async fn create_vm(
             .await
         }
         Err(e @ LifecycleError::Failed { .. }) => {
-            let status = StatusCode::BAD_GATEWAY;
+            let status = super::super::errors::kind_of(&e).status();
             render_new(&state, &who, status, form, Vec::new(), Some(e.to_string())).await
         }
         Err(e) => Err(e.into()),
