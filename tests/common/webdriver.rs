@@ -240,9 +240,20 @@ impl Browser {
         v.as_str().unwrap_or_default().to_string()
     }
 
+    /// The visible text of the element `css` names, read in one step in the page (a
+    /// live page may swap the element between a find and a read), waiting for it to
+    /// exist like [`Browser::find`].
     pub async fn text_of(&self, css: &str) -> String {
-        let el = self.find(css).await;
-        self.text(&el).await
+        const READ: &str = "const e = document.querySelector(arguments[0]); \
+                            return e ? e.innerText.trim() : null;";
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(text) = self.execute(READ, json!([css])).await.as_str() {
+                return text.to_string();
+            }
+            assert!(Instant::now() < deadline, "no element matches {css}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn click(&self, el: &str) {
