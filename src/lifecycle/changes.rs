@@ -706,9 +706,7 @@ pub fn create_snapshot(
     snapshots(hv, name)?
         .into_iter()
         .find(|s| s.name == snap.as_str())
-        .ok_or_else(|| {
-            LifecycleError::failed("libvirt took the snapshot but does not list it.")
-        })
+        .ok_or_else(|| LifecycleError::failed("libvirt took the snapshot but does not list it."))
 }
 
 fn snapshot_missing(name: &str, snapshot: &str) -> LifecycleError {

@@ -150,11 +150,8 @@ mod tests {
     #[test]
     fn a_failed_read_is_not_cached() {
         let cache: ListCache<()> = ListCache::new(Duration::from_secs(60));
-        let failed = cache.get_with(|| {
-            Err(super::super::LifecycleError::failed(
-                "libvirt is down",
-            ))
-        });
+        let failed =
+            cache.get_with(|| Err(super::super::LifecycleError::failed("libvirt is down")));
         assert!(failed.is_err());
         let reads = Cell::new(0);
         cache.get_with(read_counting(&reads)).unwrap();
