@@ -28,10 +28,26 @@ const PROBE_IMAGE: [u8; 39] = [
 
 const PROBE_EXIT_STATUS: i32 = 85;
 
+/// Why this host's KVM module is known to fail Linux guests although it runs the probe:
+/// PVM (`kvm_pvm`, the KVM of nested sandboxes without hardware virtualization) runs the
+/// probe's vCPU, then stops a Linux guest at its kernel's first `lock cmpxchg16b`
+/// ("kvm-pvm: INTERNAL_ERROR in batch emul"), with nothing on its serial console.
+/// `sys_module` is `/sys/module`.
+fn known_broken_module(sys_module: &Path) -> Option<String> {
+    sys_module.join("kvm_pvm").exists().then(|| {
+        "this host's KVM is PVM (kvm_pvm), which runs a vCPU but stops Linux guests early in \
+         their boot"
+            .to_string()
+    })
+}
+
 /// Runs the probe with `-cpu host`, the model virtdeck's guests use when KVM works.
 pub fn probe(limit: Duration) -> KvmStatus {
     if !Path::new("/dev/kvm").exists() {
         return KvmStatus::Missing;
+    }
+    if let Some(reason) = known_broken_module(Path::new("/sys/module")) {
+        return KvmStatus::Broken { reason };
     }
     let Some(qemu) = QEMU_CANDIDATES.iter().find(|p| Path::new(p).exists()) else {
         return KvmStatus::Broken {
@@ -138,6 +154,17 @@ pub fn summarize_qemu_error(stderr: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pvm_is_known_to_fail_linux_guests() {
+        let dir = std::env::temp_dir().join(format!("vd-sys-module-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("kvm")).unwrap();
+        assert_eq!(known_broken_module(&dir), None, "plain KVM is probed");
+        std::fs::create_dir_all(dir.join("kvm_pvm")).unwrap();
+        let reason = known_broken_module(&dir).expect("PVM is refused before the probe");
+        assert!(reason.contains("kvm_pvm"), "{reason}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn keeps_the_error_drops_feature_warnings() {
