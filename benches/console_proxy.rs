@@ -221,6 +221,9 @@ fn run_child(source: std::net::SocketAddr) {
         };
         cfg.tls.enabled = false;
         cfg.console.max_sessions_per_vm = SESSIONS + 10;
+        // Every session comes from 127.0.0.1: the per-address connection cap (64 by
+        // default, for strangers' floods) would close most of them at accept.
+        cfg.http.max_connections_per_address = SESSIONS * 4;
         cfg.log.filter = "warn".into();
         let running = virtdeck::web::server::start_with(
             cfg,
