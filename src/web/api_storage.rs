@@ -21,13 +21,18 @@ async fn pool_answer(
     created: bool,
 ) -> Result<HttpResponse, AppError> {
     let pool = lc(state, move |s| host::pool(s.hv.as_ref(), &name)).await?;
-    Ok(if created {
-        HttpResponse::Created()
-            .insert_header(("location", format!("/api/v1/pools/{}", pool.name)))
-            .json(pool)
-    } else {
-        HttpResponse::Ok().json(pool)
-    })
+    let location = created.then(|| format!("/api/v1/pools/{}", pool.name));
+    Ok(shown(location, pool))
+}
+
+/// `200` with `body`, or `201` with it and `Location` when something was just made.
+fn shown(created_at: Option<String>, body: impl Serialize) -> HttpResponse {
+    match created_at {
+        Some(location) => HttpResponse::Created()
+            .insert_header(("location", location))
+            .json(body),
+        None => HttpResponse::Ok().json(body),
+    }
 }
 
 pub async fn define_pool(
@@ -144,16 +149,8 @@ async fn network_answer(
     created: bool,
 ) -> Result<HttpResponse, AppError> {
     let network = lc(state, move |s| host::network(s.hv.as_ref(), &name)).await?;
-    Ok(if created {
-        HttpResponse::Created()
-            .insert_header((
-                "location",
-                format!("/api/v1/networks/{}", network.network.name),
-            ))
-            .json(network)
-    } else {
-        HttpResponse::Ok().json(network)
-    })
+    let location = created.then(|| format!("/api/v1/networks/{}", network.network.name));
+    Ok(shown(location, network))
 }
 
 pub async fn network(

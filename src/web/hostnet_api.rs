@@ -3,7 +3,7 @@
 
 use super::errors::AppError;
 use super::kit::csrf_header;
-use super::kit::{change_error, engine};
+use super::kit::engine;
 use super::session::Authed;
 use super::AppState;
 use crate::auth::Role;
@@ -28,7 +28,7 @@ fn api_error(e: ChangeError) -> HttpResponse {
             }
         }));
     }
-    change_error(e).json_response()
+    AppError::from(e).json_response()
 }
 
 fn plan_json(p: &Plan) -> serde_json::Value {

@@ -180,8 +180,3 @@ where
         .await
         .map_err(|e| ChangeError::Io(format!("internal error: {e}")))?
 }
-
-/// A host change error as an HTTP error.
-pub fn change_error(e: ChangeError) -> AppError {
-    e.into()
-}

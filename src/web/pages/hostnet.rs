@@ -3,7 +3,7 @@
 //! API (`web::hostnet_api`).
 
 use super::super::errors::{html, AppError};
-use super::super::kit::{change_error, engine};
+use super::super::kit::engine;
 use super::super::session::Authed;
 use super::super::{audit, AppState};
 use super::Chrome;
@@ -135,7 +135,7 @@ async fn render_network(
 ) -> Result<HttpResponse, AppError> {
     let (live, managed) = engine(state, |e| Ok((e.live()?, e.managed()?)))
         .await
-        .map_err(change_error)?;
+        .map_err(AppError::from)?;
     // Network cards (veth in containers) not in use by a bond or bridge; the one with
     // the default route first, since its address is the one that moves to the bridge.
     let mut nics: Vec<String> = live
@@ -293,7 +293,7 @@ pub async fn network_plan_form(
             .await
         }
         Err(e) => {
-            let status = change_error(e.clone()).kind;
+            let status = AppError::from(e.clone()).kind;
             render_network(
                 &state,
                 &who,
@@ -341,7 +341,7 @@ pub async fn apply_form(
     {
         Ok(_) => Ok(see_other("/host/changes/pending")),
         Err(e) => {
-            let status = change_error(e.clone()).kind.status();
+            let status = AppError::from(e.clone()).kind.status();
             match kind {
                 Some(crate::hostcfg::ChangeKind::Sysctl) => {
                     render_sysctl(&state, &who, None, Some(e.to_string()), status).await
@@ -465,7 +465,7 @@ async fn render_sysctl(
 ) -> Result<HttpResponse, AppError> {
     let settings = engine(state, |e| e.sysctl_view())
         .await
-        .map_err(change_error)?;
+        .map_err(AppError::from)?;
     let (form, errors) = sent.unwrap_or_default();
     Ok(html(
         status,
@@ -513,7 +513,7 @@ pub async fn sysctl_plan_form(
             .await
         }
         Err(e) => {
-            let status = change_error(e.clone()).kind.status();
+            let status = AppError::from(e.clone()).kind.status();
             render_sysctl(&state, &who, None, Some(e.to_string()), status).await
         }
     }
@@ -529,7 +529,7 @@ pub async fn export_script(
     who.require(&state, Role::Admin, "host.export", "").await?;
     let files = engine(&state, |e| e.managed_files())
         .await
-        .map_err(change_error)?;
+        .map_err(AppError::from)?;
     let host = hostname::get()
         .ok()
         .and_then(|h| h.into_string().ok())
