@@ -422,27 +422,46 @@ pub fn ws_as_stream(ws: Ws) -> tokio::io::DuplexStream {
 }
 
 /// Reads serial output until `done(text so far)` or the deadline; returns the text.
+///
+/// `done` is asked when the output pauses and at most every 100 ms while it flows: asked
+/// after every frame of a flood, it would scan the whole text thousands of times and the
+/// reader would fall minutes behind (and miss the console's idle timeout).
 pub async fn read_serial_until(
     ws: &mut Ws,
     within: Duration,
     done: impl Fn(&str) -> bool,
 ) -> String {
+    const QUIET: Duration = Duration::from_millis(20);
+    const CHECK_EVERY: Duration = Duration::from_millis(100);
     let mut text = String::new();
     let deadline = tokio::time::Instant::now() + within;
-    while !done(&text) {
-        match tokio::time::timeout_at(deadline, ws.next()).await {
-            Ok(Some(Ok(Message::Binary(b)))) => text.push_str(&String::from_utf8_lossy(&b)),
-            Ok(Some(Ok(Message::Text(t)))) => text.push_str(t.as_str()),
-            Ok(Some(Ok(Message::Close(c)))) => {
-                panic!("the serial console closed: {c:?}; output so far:\n{text}")
+    let mut checked = tokio::time::Instant::now();
+    loop {
+        let wake = (tokio::time::Instant::now() + QUIET).min(deadline);
+        match tokio::time::timeout_at(wake, ws.next()).await {
+            Ok(Some(Ok(m))) => {
+                match m {
+                    Message::Binary(b) => text.push_str(&String::from_utf8_lossy(&b)),
+                    Message::Text(t) => text.push_str(t.as_str()),
+                    Message::Close(c) => {
+                        panic!("the serial console closed: {c:?}; output so far:\n{text}")
+                    }
+                    _ => {}
+                }
+                if checked.elapsed() < CHECK_EVERY && tokio::time::Instant::now() < deadline {
+                    continue;
+                }
             }
-            Ok(Some(Ok(_))) => {}
             Ok(Some(Err(e))) => panic!("websocket error {e}; output so far:\n{text}"),
             Ok(None) => panic!("the serial websocket ended; output so far:\n{text}"),
-            Err(_) => break,
+            // Quiet for a moment (or the deadline).
+            Err(_) => {}
         }
+        if done(&text) || tokio::time::Instant::now() >= deadline {
+            return text;
+        }
+        checked = tokio::time::Instant::now();
     }
-    text
 }
 
 /// A line of output that is exactly `marker` (not the echoed command line).
