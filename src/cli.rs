@@ -5,7 +5,8 @@ use crate::auth::secret::{new_api_token, sha256_hex};
 use crate::auth::{validate_new_password, validate_username, Role};
 use crate::config::Config;
 use crate::domain::host::VirtTypeSetting;
-use crate::store::{AuditEntry, Store, StoreError};
+use crate::service::{Action, Caller};
+use crate::store::{Store, StoreError};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use std::io::Read;
@@ -178,17 +179,16 @@ fn now() -> i64 {
     crate::web::now()
 }
 
-fn cli_audit(store: &Store, action: &str, target: &str, detail: &str) -> anyhow::Result<()> {
-    let actor = std::env::var("USER").unwrap_or_else(|_| "root".into());
-    store.append_audit(&AuditEntry {
-        at: now(),
-        actor: format!("shell:{actor}"),
-        remote_addr: "local".into(),
-        action: action.into(),
-        target: target.into(),
-        result: "ok".into(),
-        detail: detail.into(),
-    })?;
+/// Writes the audit row of a shell change; the tool fails when it cannot.
+fn cli_audit(store: &Store, action: Action, target: &str, detail: &str) -> anyhow::Result<()> {
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    crate::service::audit::write_shell_change(
+        store,
+        &Caller::shell(&user),
+        action,
+        target,
+        detail,
+    )?;
     Ok(())
 }
 
@@ -211,7 +211,7 @@ pub fn run_tool(cli: &Cli, cfg: &Config) -> anyhow::Result<()> {
                 Err(StoreError::Duplicate(_)) => bail!("a user named {name} exists already"),
                 Err(e) => return Err(e.into()),
             }
-            cli_audit(&store, "user.create", name, &format!("role {role}"))?;
+            cli_audit(&store, Action::UserCreate, name, &format!("role {role}"))?;
             println!("created user {name} ({role})");
             Ok(())
         }
@@ -227,7 +227,7 @@ pub fn run_tool(cli: &Cli, cfg: &Config) -> anyhow::Result<()> {
             if !store.delete_user(name)? {
                 bail!("there is no user named {name}");
             }
-            cli_audit(&store, "user.delete", name, "")?;
+            cli_audit(&store, Action::UserDelete, name, "")?;
             println!("deleted user {name}");
             Ok(())
         }
@@ -239,7 +239,7 @@ pub fn run_tool(cli: &Cli, cfg: &Config) -> anyhow::Result<()> {
                 let for_address = store.clear_login_failures_from(&addr.to_string())?;
                 detail.push_str(&format!(", {for_address} from {addr}"));
             }
-            cli_audit(&store, "user.unlock", name, &detail)?;
+            cli_audit(&store, Action::UserUnlock, name, &detail)?;
             println!("{name}: sign-in unlocked ({detail})");
             Ok(())
         }
@@ -252,7 +252,7 @@ pub fn run_tool(cli: &Cli, cfg: &Config) -> anyhow::Result<()> {
             validate_new_password(&password, None)?;
             store.set_password(user.id, &hash_password(&password)?)?;
             store.delete_user_sessions(user.id)?;
-            cli_audit(&store, "user.password", name, "sessions ended")?;
+            cli_audit(&store, Action::UserPassword, name, "sessions ended")?;
             println!("password changed for {name}; their sessions were ended");
             Ok(())
         }
@@ -263,7 +263,7 @@ pub fn run_tool(cli: &Cli, cfg: &Config) -> anyhow::Result<()> {
                 .with_context(|| format!("there is no user named {user}"))?;
             let token = new_api_token();
             store.create_api_token(row.id, &sha256_hex(&token), label, now())?;
-            cli_audit(&store, "token.create", user, label)?;
+            cli_audit(&store, Action::TokenCreate, user, label)?;
             println!(
                 "API token for {user} ({}); use it as `Authorization: Bearer <token>`:",
                 row.role

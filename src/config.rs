@@ -61,6 +61,8 @@ pub struct Config {
     pub install: InstallConfig,
     /// Outbound requests (install trees, image fetches): where they may go, timeouts.
     pub fetch: crate::adapters::http_fetch::FetchConfig,
+    /// Peer hosts: this host's name and address in the fleet, timeouts, migration.
+    pub fleet: FleetConfig,
 }
 
 /// What the VM lifecycle needs of the settings (it never sees the whole [`Config`]).
@@ -120,6 +122,80 @@ impl ImagesConfig {
             return Some((
                 "images",
                 "fetch_timeout_seconds and upload_idle_seconds must be greater than zero".into(),
+            ));
+        }
+        None
+    }
+}
+
+/// `[fleet]`: this host among its peers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetConfig {
+    /// This host's name in the fleet. Unset: the host name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The `https://` URL peers reach this host at. Unset: `https://HOSTNAME:PORT/` from
+    /// the host name and the listen port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// The libvirt URI a peer's libvirtd uses to reach this host's libvirtd when it
+    /// migrates a VM here; `{host}` is the host of `public_url`. Examples:
+    /// `qemu+tls://{host}/system`, `qemu+ssh://root@{host}/system`.
+    pub migration_uri: String,
+    /// Longest wait for a peer's answer (the fleet page never waits for it).
+    pub request_timeout_seconds: u64,
+    /// How often each peer's VMs and capacity are asked for.
+    pub refresh_seconds: u64,
+    /// How long an invitation's pairing code works.
+    pub pairing_code_minutes: u64,
+    /// Longest a migration may run before it is aborted (the VM stays on this host).
+    pub migration_timeout_minutes: u64,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            name: None,
+            public_url: None,
+            migration_uri: "qemu+tls://{host}/system".into(),
+            request_timeout_seconds: 5,
+            refresh_seconds: 15,
+            pairing_code_minutes: 10,
+            migration_timeout_minutes: 60,
+        }
+    }
+}
+
+impl FleetConfig {
+    /// The first setting out of range, and why.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        if let Some(name) = &self.name {
+            if crate::domain::fleet::check_host_name(name).is_err() {
+                return Some((
+                    "fleet.name",
+                    "use 1-63 letters, digits, '-', '_' or '.'".into(),
+                ));
+            }
+        }
+        if let Some(url) = &self.public_url {
+            if crate::adapters::http_fetch::peer::peer_base_url(url).is_none() {
+                return Some((
+                    "fleet.public_url",
+                    "must be an https:// URL of this host, e.g. https://kvm1.lan:9443/".into(),
+                ));
+            }
+        }
+        if self.request_timeout_seconds == 0 || self.refresh_seconds == 0 {
+            return Some((
+                "fleet.request_timeout_seconds",
+                "timeouts and the refresh interval must be greater than zero".into(),
+            ));
+        }
+        if self.pairing_code_minutes == 0 || self.migration_timeout_minutes == 0 {
+            return Some((
+                "fleet.pairing_code_minutes",
+                "must be greater than zero".into(),
             ));
         }
         None
@@ -378,6 +454,7 @@ impl Default for Config {
             images: Default::default(),
             install: Default::default(),
             fetch: Default::default(),
+            fleet: Default::default(),
         }
     }
 }
@@ -591,6 +668,9 @@ impl Config {
             return Err(ConfigError::Invalid { key, message });
         }
         if let Some((key, message)) = self.install.problem() {
+            return Err(ConfigError::Invalid { key, message });
+        }
+        if let Some((key, message)) = self.fleet.problem() {
             return Err(ConfigError::Invalid { key, message });
         }
         if let Some((key, message)) = self.fetch.problem() {

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod clone;
 pub mod cloudinit;
 pub mod create_plan;
+pub mod fleet;
 pub mod host;
 pub mod host_export;
 pub mod hostnet;

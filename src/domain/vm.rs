@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// A VM's run state, in the words an admin uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VmState {
     Running,
@@ -12,6 +12,8 @@ pub enum VmState {
     ShutOff,
     Crashed,
     Suspended,
+    /// Also what a state from a newer peer reads as.
+    #[serde(other)]
     Unknown,
 }
 

@@ -157,7 +157,7 @@ pub fn claims(model: &UnitModel, vms: &[VmSummary], rows: &[VmRow]) -> Vec<Claim
     let managed: HashMap<&str, &VmRow> = rows.iter().map(|r| (r.name.as_str(), r)).collect();
     let mut out: Vec<Claim> = rows
         .iter()
-        .filter(|r| r.state == "creating" || existing.contains(r.name.as_str()))
+        .filter(|r| r.state != "ready" || existing.contains(r.name.as_str()))
         .map(|r| Claim {
             vm: r.name.clone(),
             units: r.units,
@@ -806,6 +806,10 @@ pub fn reconcile(hv: &dyn Hypervisor, store: &Store) -> LcResult<Vec<String>> {
     let existing: HashSet<String> = hv.list_vms()?.into_iter().map(|v| v.name).collect();
     let mut notes = Vec::new();
     for row in store.vm_rows()? {
+        if row.state == "arriving" {
+            // The fleet's own start-up check ends these.
+            continue;
+        }
         if row.state == "creating" {
             let undone = roll_back(hv, store, &row.name);
             notes.push(format!(

@@ -43,6 +43,8 @@ pub enum Action {
     KickstartDelete,
     UserCreate,
     UserDelete,
+    UserUnlock,
+    UserPassword,
     TokenCreate,
     TokenDelete,
     FlavorSet,
@@ -52,11 +54,15 @@ pub enum Action {
     HostChangeApply,
     HostChangeConfirm,
     HostChangeRollback,
+    PeerInvite,
+    PeerPair,
+    PeerUnpair,
+    VmMigrate,
 }
 
 impl Action {
     /// Every action, once.
-    pub const ALL: [Action; 49] = [
+    pub const ALL: [Action; 55] = [
         Action::VmCreate,
         Action::Vm(VmAction::Start),
         Action::Vm(VmAction::Shutdown),
@@ -97,6 +103,8 @@ impl Action {
         Action::KickstartDelete,
         Action::UserCreate,
         Action::UserDelete,
+        Action::UserUnlock,
+        Action::UserPassword,
         Action::TokenCreate,
         Action::TokenDelete,
         Action::FlavorSet,
@@ -106,6 +114,10 @@ impl Action {
         Action::HostChangeApply,
         Action::HostChangeConfirm,
         Action::HostChangeRollback,
+        Action::PeerInvite,
+        Action::PeerPair,
+        Action::PeerUnpair,
+        Action::VmMigrate,
     ];
 
     /// The action the audit log names `name`.
@@ -159,6 +171,8 @@ impl Action {
             Action::KickstartDelete => "kickstart.delete",
             Action::UserCreate => "user.create",
             Action::UserDelete => "user.delete",
+            Action::UserUnlock => "user.unlock",
+            Action::UserPassword => "user.password",
             Action::TokenCreate => "token.create",
             Action::TokenDelete => "token.delete",
             Action::FlavorSet => "flavor.set",
@@ -168,6 +182,10 @@ impl Action {
             Action::HostChangeApply => "host.change.apply",
             Action::HostChangeConfirm => "host.change.confirm",
             Action::HostChangeRollback => "host.change.rollback",
+            Action::PeerInvite => "peer.invite",
+            Action::PeerPair => "peer.pair",
+            Action::PeerUnpair => "peer.unpair",
+            Action::VmMigrate => "vm.migrate",
         }
     }
 }
@@ -231,6 +249,27 @@ pub fn append(store: &Store, entry: AuditEntry) {
     if let Err(e) = store.append_audit(&entry) {
         tracing::error!(error = %e, "could not write the audit log");
     }
+}
+
+/// Writes the entry of a change made from the host's shell (`virtdeck user …`), which
+/// stops with the error when the row cannot be written: a shell change is never silent.
+pub fn write_shell_change(
+    store: &Store,
+    caller: &Caller,
+    action: Action,
+    target: &str,
+    detail: &str,
+) -> crate::store::StoreResult<()> {
+    let entry = AuditEntry {
+        at: super::now(),
+        actor: caller.username.clone(),
+        remote_addr: caller.remote_addr.clone(),
+        action: action.as_str().to_string(),
+        target: target.to_string(),
+        result: "ok".to_string(),
+        detail: detail.to_string(),
+    };
+    store.append_audit(&entry)
 }
 
 /// Writes the entry for `caller` doing `action` on `target` now (blocking).

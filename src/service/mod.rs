@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod fleet;
 pub mod host;
 pub mod kickstarts;
 pub mod runner;
@@ -44,6 +45,8 @@ pub struct Services {
     pub vm_list: Arc<crate::lifecycle::list_cache::ListCache>,
     /// Host changes (network, kernel settings): plans, the one waiting for confirmation.
     pub host: Arc<crate::hostcfg::Engine>,
+    /// This host among its peers, and the peers' last answers.
+    pub fleet: fleet::Fleet,
     /// How long operations took, by action and result.
     pub ops: OpMetrics,
 }
@@ -69,6 +72,15 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// A shell tool run by the host user `user` (root, or whoever may read the data).
+    pub fn shell(user: &str) -> Caller {
+        Caller {
+            username: format!("shell:{user}"),
+            remote_addr: "local".into(),
+            role: Role::Admin,
+        }
+    }
+
     /// virtdeck itself (start-up reconciliation, retention): may do anything.
     pub fn virtdeck() -> Caller {
         Caller {

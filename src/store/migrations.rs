@@ -41,6 +41,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0013_audit_fold",
         include_str!("../../migrations/0013_audit_fold.sql"),
     ),
+    (
+        "0014_fleet",
+        include_str!("../../migrations/0014_fleet.sql"),
+    ),
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

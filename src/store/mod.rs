@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod cloud_init;
+pub mod fleet;
 pub mod jobs;
 pub mod kickstarts;
 mod migrations;
@@ -65,7 +66,7 @@ pub struct VmRow {
     pub name: String,
     pub uuid: String,
     pub units: u32,
-    /// "creating" or "ready".
+    /// "creating", "ready", or "arriving" (held for a VM a peer is migrating here).
     pub state: String,
     pub created_volume: Option<String>,
     pub created_by: String,
@@ -538,7 +539,11 @@ impl Store {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT name, uuid, units, state, created_volume, created_by, created_at
-                 FROM vms ORDER BY name",
+                 FROM vms
+                 UNION ALL
+                 SELECT name, '', units, 'arriving', NULL, created_by, created_at
+                 FROM arriving_vms
+                 ORDER BY name",
             )?;
             let rows = st.query_map([], |r| {
                 Ok(VmRow {

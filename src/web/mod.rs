@@ -9,6 +9,7 @@ pub mod client_addr;
 pub mod console;
 pub mod errors;
 pub mod flash;
+pub mod fleet_api;
 pub mod hostnet_api;
 pub mod jobs;
 pub mod kickstarts;

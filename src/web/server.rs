@@ -225,6 +225,7 @@ pub fn build_state(
         vm_list,
         host,
         ops: Default::default(),
+        fleet: Default::default(),
     });
     Ok(AppState {
         svc,
@@ -239,7 +240,8 @@ pub fn build_state(
     })
 }
 
-fn tls_config(cfg: &Config) -> anyhow::Result<rustls::ServerConfig> {
+/// The TLS settings, and the SHA-256 of the certificate (what peers pin).
+fn tls_config(cfg: &Config) -> anyhow::Result<(rustls::ServerConfig, String)> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let (cert_path, key_path) = match (&cfg.tls.cert_file, &cfg.tls.key_file) {
@@ -252,12 +254,17 @@ fn tls_config(cfg: &Config) -> anyhow::Result<rustls::ServerConfig> {
         .with_context(|| format!("bad certificate PEM in {}", cert_path.display()))?;
     let key = PrivateKeyDer::from_pem_file(&key_path)
         .with_context(|| format!("cannot read private key {}", key_path.display()))?;
+    let fingerprint = certs
+        .first()
+        .map(|c| crate::adapters::http_fetch::peer::fingerprint_of(c.as_ref()))
+        .with_context(|| format!("no certificate in {}", cert_path.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ServerConfig::builder_with_provider(provider)
+    let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .context("the certificate and key do not match")
+        .context("the certificate and key do not match")?;
+    Ok((config, fingerprint))
 }
 
 /// Makes (once) a self-signed certificate for this host's names, kept in the data dir.
@@ -443,6 +450,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(pages::templates::routes)
     // Before the /api/v1 scope, which would answer /api/v1/kickstarts with 404.
     .configure(super::kickstarts::routes)
+    .configure(super::fleet_api::routes)
+    .configure(pages::fleet::routes)
     .scoped("/api/v1", |cfg| {
         cfg.get("/whoami", api::whoami)
             .get("/host", api::host)
@@ -507,11 +516,19 @@ pub fn start_with(cfg: Config, wrap: Option<HypervisorWrap>) -> anyhow::Result<R
     let tls = cfg.tls.enabled;
     let addr = cfg.listen_addr()?;
     prepare_data_dir(&cfg.data_dir)?;
-    let tls_cfg = if tls { Some(tls_config(&cfg)?) } else { None };
+    let (tls_cfg, fingerprint) = if tls {
+        let (c, fingerprint) = tls_config(&cfg)?;
+        (Some(c), Some(fingerprint))
+    } else {
+        (None, None)
+    };
     let state = web::Data::new(build_state(cfg, tls, wrap)?);
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
     let scheme = if tls { "https" } else { "http" };
+    state
+        .fleet
+        .set_own(format!("https://{}/", display_host(addr)), fingerprint);
     let setup_url = state
         .setup_token
         .lock()
@@ -560,6 +577,7 @@ pub fn start_with(cfg: Config, wrap: Option<HypervisorWrap>) -> anyhow::Result<R
     };
     let server = http.run();
     spawn_housekeeping(state.clone());
+    spawn_fleet_refresh(state.clone());
     super::audit::spawn_retention(state.clone());
     crate::usage::spawn_sampler(&state.usage, state.hv.clone());
     Ok(Running {
@@ -637,6 +655,21 @@ fn display_host(addr: SocketAddr) -> String {
     } else {
         addr.to_string()
     }
+}
+
+/// Asks every peer for its VMs and capacity every `[fleet] refresh_seconds`, so the fleet
+/// page answers from what it knows and never waits for a peer.
+fn spawn_fleet_refresh(state: web::Data<AppState>) {
+    tokio::spawn(async move {
+        let every = Duration::from_secs(state.cfg.fleet.refresh_seconds.max(1));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let svc = state.svc.clone();
+            let _ = tokio::task::spawn_blocking(move || svc.refresh_peers()).await;
+        }
+    });
 }
 
 /// Removes expired sessions and old login failures every few minutes.

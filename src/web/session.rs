@@ -220,6 +220,52 @@ async fn authenticate(req: HttpRequest) -> Result<Authed, AppError> {
     })
 }
 
+/// A paired peer host calling this one: `Authorization: VirtdeckPeer <credential>`. Never
+/// a user: it opens only the `/api/v1/peer/` routes, and user routes never accept it.
+pub struct PeerAuthed {
+    pub peer: crate::store::fleet::PeerRow,
+    pub remote_addr: String,
+}
+
+fn peer_credential(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("virtdeckpeer")
+        .then(|| token.trim().to_string())
+}
+
+async fn authenticate_peer(req: HttpRequest) -> Result<PeerAuthed, AppError> {
+    let refused = || {
+        AppError::new(
+            super::errors::ErrorKind::Unauthorized,
+            "This host does not know that peer credential: the hosts are not paired (or were unpaired). Pair them again.",
+        )
+    };
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("application state missing")))?
+        .clone();
+    let credential = peer_credential(&req).ok_or_else(refused)?;
+    let digest = sha256_hex(&credential);
+    let peer = db(&state, move |s| s.peer_by_inbound(&digest))
+        .await?
+        .ok_or_else(refused)?;
+    Ok(PeerAuthed {
+        peer,
+        remote_addr: remote_addr(&req),
+    })
+}
+
+impl FromRequest for PeerAuthed {
+    type Error = AppError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        Box::pin(authenticate_peer(req.clone()))
+    }
+}
+
 impl FromRequest for Authed {
     type Error = AppError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;

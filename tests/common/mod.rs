@@ -29,6 +29,8 @@ pub const IDLE_REUSE: std::time::Duration = std::time::Duration::from_secs(2);
 /// A browser-like client: keeps cookies, does not follow redirects (tests look at them).
 pub fn client() -> Client {
     Client::builder()
+        // Test apps with TLS on use their own self-signed certificate.
+        .danger_accept_invalid_certs(true)
         .cookie_store(true)
         .redirect(Policy::none())
         .pool_idle_timeout(IDLE_REUSE)

@@ -10,6 +10,7 @@ mod architecture;
 mod cli;
 mod cloudinit;
 mod fetch_policy;
+mod fleet;
 mod hostile_routes;
 mod hostile_secrets;
 mod hostile_volumes;

@@ -10,6 +10,7 @@
 //! (refused address, DNS failure, closed port, timeout) reads as the one sentence
 //! [`NOT_REACHABLE`] to the user, so errors cannot map ports; the log gets the cause.
 
+pub mod peer;
 pub mod policy;
 
 use crate::domain::install_tree::{treeinfo_images, TreeUrl, KNOWN_LAYOUTS};

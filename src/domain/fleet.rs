@@ -1,0 +1,386 @@
+//! The fleet's pure rules: host names, the libvirt URI a peer migrates to, what a host
+//! tells its peers, and whether a VM can go to a host (and why not).
+
+use serde::{Deserialize, Serialize};
+
+/// A fleet host name: 1-63 of letters, digits, `-`, `_`, `.`.
+pub fn check_host_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with(['-', '.']);
+    if ok {
+        Ok(())
+    } else {
+        Err("Use 1-63 letters, digits, '-', '_' or '.' for a host name.".into())
+    }
+}
+
+/// The migration URI from its template: `{host}` is the host part of `public_url`.
+pub fn migration_uri(template: &str, public_host: &str) -> String {
+    template.replace("{host}", public_host)
+}
+
+/// A VM as a host tells its peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerVm {
+    pub name: String,
+    pub state: crate::domain::vm::VmState,
+    pub units: u32,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+/// Units of a host: total, used, free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PeerUnits {
+    pub total: u32,
+    pub used: u32,
+    pub free: u32,
+}
+
+/// What a host tells its peers about itself (`GET /api/v1/peer/summary`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSummary {
+    pub name: String,
+    pub version: String,
+    pub libvirt_version: String,
+    pub hypervisor_version: String,
+    /// "kvm" or "qemu" (TCG).
+    pub virt_type: String,
+    pub units: PeerUnits,
+    pub vms: Vec<PeerVm>,
+    /// Where a peer's libvirtd reaches this host's libvirtd to migrate a VM here.
+    pub migration_uri: String,
+}
+
+impl HostSummary {
+    /// VMs by state, e.g. [("running", 3), ("shut off", 1)], most first.
+    pub fn states(&self) -> Vec<(&'static str, usize)> {
+        let mut counts: Vec<(&'static str, usize)> = Vec::new();
+        for vm in &self.vms {
+            let label = vm.state.label();
+            match counts.iter_mut().find(|(s, _)| *s == label) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((label, 1)),
+            }
+        }
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        counts
+    }
+}
+
+/// A disk of a VM to migrate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskNeed {
+    /// The disk's file on the source host.
+    pub path: String,
+    pub capacity_bytes: u64,
+    /// "qcow2" or "raw".
+    pub format: String,
+}
+
+/// What a VM needs of the host it moves to (sent with the request to hold its units).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationNeeds {
+    pub vm: String,
+    pub units: u32,
+    /// libvirt networks the VM's interfaces use.
+    pub networks: Vec<String>,
+    /// Host bridges the VM's interfaces use.
+    pub bridges: Vec<String>,
+    /// The machine type, e.g. "pc-q35-10.0".
+    pub machine: String,
+    pub disks: Vec<DiskNeed>,
+    /// Files the VM boots from directly (kernel, initrd): they must be at the same path.
+    pub boot_files: Vec<String>,
+}
+
+/// A directory-backed pool on the host a VM moves to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolOffer {
+    pub name: String,
+    pub path: String,
+    pub available_bytes: u64,
+}
+
+/// What the destination host has (read under its admission lock).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostOffer {
+    pub free_units: u32,
+    pub vm_names: Vec<String>,
+    pub active_networks: Vec<String>,
+    pub bridges: Vec<String>,
+    pub machines: Vec<String>,
+    pub pools: Vec<PoolOffer>,
+    /// Disk paths and boot files that exist here already (shared storage).
+    pub existing_files: Vec<String>,
+}
+
+/// How each disk travels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskMove {
+    /// The same file is here (shared storage): nothing is copied.
+    Shared { path: String },
+    /// Copied by QEMU into a volume made beforehand in `pool`, at the same path.
+    Copied {
+        path: String,
+        pool: String,
+        capacity_bytes: u64,
+        format: String,
+    },
+}
+
+/// Whether a VM can come to a host: how its disks travel, or every reason it cannot.
+pub fn plan_arrival(
+    needs: &MigrationNeeds,
+    offer: &HostOffer,
+) -> Result<Vec<DiskMove>, Vec<String>> {
+    let mut refusals = Vec::new();
+    if offer.vm_names.contains(&needs.vm) {
+        refusals.push(format!("A VM named {} exists there already.", needs.vm));
+    }
+    if needs.units > offer.free_units {
+        refusals.push(format!(
+            "It needs {} and {} free there.",
+            crate::domain::capacity::units_text(needs.units),
+            match offer.free_units {
+                0 => "no unit is".to_string(),
+                1 => "1 unit is".to_string(),
+                n => format!("{n} units are"),
+            }
+        ));
+    }
+    for net in &needs.networks {
+        if !offer.active_networks.contains(net) {
+            refusals.push(format!(
+                "The libvirt network {net} is missing or stopped there."
+            ));
+        }
+    }
+    for br in &needs.bridges {
+        if !offer.bridges.contains(br) {
+            refusals.push(format!("The bridge {br} is missing there."));
+        }
+    }
+    if !needs.machine.is_empty() && !machine_supported(&needs.machine, &offer.machines) {
+        refusals.push(format!(
+            "Its machine type {} is not offered by the QEMU there.",
+            needs.machine
+        ));
+    }
+    for file in &needs.boot_files {
+        if !offer.existing_files.contains(file) {
+            refusals.push(format!("Its boot file {file} is missing there."));
+        }
+    }
+    let mut moves = Vec::new();
+    let mut wanted: Vec<(String, u64)> = Vec::new();
+    for disk in &needs.disks {
+        if offer.existing_files.contains(&disk.path) {
+            moves.push(DiskMove::Shared {
+                path: disk.path.clone(),
+            });
+            continue;
+        }
+        let dir = parent_dir(&disk.path);
+        match offer
+            .pools
+            .iter()
+            .find(|p| p.path.trim_end_matches('/') == dir)
+        {
+            Some(pool) => {
+                match wanted.iter_mut().find(|(n, _)| *n == pool.name) {
+                    Some((_, bytes)) => *bytes += disk.capacity_bytes,
+                    None => wanted.push((pool.name.clone(), disk.capacity_bytes)),
+                }
+                moves.push(DiskMove::Copied {
+                    path: disk.path.clone(),
+                    pool: pool.name.clone(),
+                    capacity_bytes: disk.capacity_bytes,
+                    format: disk.format.clone(),
+                });
+            }
+            None => refusals.push(format!(
+                "Its disk {} is not on shared storage, and no storage pool there has the \
+                 directory {dir} to copy it into.",
+                disk.path
+            )),
+        }
+    }
+    for (pool, bytes) in wanted {
+        if let Some(p) = offer.pools.iter().find(|p| p.name == pool) {
+            if bytes > p.available_bytes {
+                refusals.push(format!(
+                    "Pool {pool} there has {} GiB free; the disks need {} GiB.",
+                    p.available_bytes >> 30,
+                    bytes.div_ceil(1 << 30)
+                ));
+            }
+        }
+    }
+    if refusals.is_empty() {
+        Ok(moves)
+    } else {
+        Err(refusals)
+    }
+}
+
+fn parent_dir(path: &str) -> String {
+    match path.rsplit_once('/') {
+        Some(("", _)) => "/".into(),
+        Some((dir, _)) => dir.to_string(),
+        None => String::new(),
+    }
+}
+
+/// A machine type is offered when the destination's QEMU lists it (QEMU keeps older
+/// versioned types, so a VM from an older host usually finds its type).
+fn machine_supported(machine: &str, offered: &[String]) -> bool {
+    offered.iter().any(|m| m == machine)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn needs() -> MigrationNeeds {
+        MigrationNeeds {
+            vm: "web1".into(),
+            units: 2,
+            networks: vec!["default".into()],
+            bridges: vec![],
+            machine: "pc-q35-10.0".into(),
+            disks: vec![DiskNeed {
+                path: "/var/lib/libvirt/images/web1.qcow2".into(),
+                capacity_bytes: 10 << 30,
+                format: "qcow2".into(),
+            }],
+            boot_files: vec![],
+        }
+    }
+
+    fn offer() -> HostOffer {
+        HostOffer {
+            free_units: 4,
+            vm_names: vec!["db1".into()],
+            active_networks: vec!["default".into()],
+            bridges: vec!["br0".into()],
+            machines: vec!["pc-q35-10.0".into(), "pc-i440fx-10.0".into()],
+            pools: vec![PoolOffer {
+                name: "default".into(),
+                path: "/var/lib/libvirt/images".into(),
+                available_bytes: 100 << 30,
+            }],
+            existing_files: vec![],
+        }
+    }
+
+    #[test]
+    fn a_vm_that_fits_has_its_disks_copied_into_the_pool_with_the_same_directory() {
+        let moves = plan_arrival(&needs(), &offer()).unwrap();
+        assert_eq!(
+            moves,
+            vec![DiskMove::Copied {
+                path: "/var/lib/libvirt/images/web1.qcow2".into(),
+                pool: "default".into(),
+                capacity_bytes: 10 << 30,
+                format: "qcow2".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_disk_already_there_is_shared_and_not_copied() {
+        let mut o = offer();
+        o.pools.clear();
+        o.existing_files = vec!["/var/lib/libvirt/images/web1.qcow2".into()];
+        assert_eq!(
+            plan_arrival(&needs(), &o).unwrap(),
+            vec![DiskMove::Shared {
+                path: "/var/lib/libvirt/images/web1.qcow2".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn every_reason_a_vm_cannot_come_is_told() {
+        let mut n = needs();
+        n.vm = "db1".into();
+        n.units = 6;
+        n.networks = vec!["lab".into()];
+        n.bridges = vec!["br1".into()];
+        n.machine = "pc-q35-11.0".into();
+        n.boot_files = vec!["/srv/boot/vmlinuz".into()];
+        n.disks[0].path = "/data/db1.qcow2".into();
+        let why = plan_arrival(&n, &offer()).unwrap_err();
+        let all = why.join("\n");
+        for expected in [
+            "A VM named db1 exists there already.",
+            "It needs 6 units and 4 units are free there.",
+            "The libvirt network lab is missing or stopped there.",
+            "The bridge br1 is missing there.",
+            "machine type pc-q35-11.0",
+            "boot file /srv/boot/vmlinuz",
+            "no storage pool there has the directory /data",
+        ] {
+            assert!(all.contains(expected), "{expected} not in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn a_pool_too_small_for_the_copies_refuses() {
+        let mut o = offer();
+        o.pools[0].available_bytes = 5 << 30;
+        let why = plan_arrival(&needs(), &o).unwrap_err();
+        assert_eq!(
+            why,
+            vec!["Pool default there has 5 GiB free; the disks need 10 GiB.".to_string()]
+        );
+    }
+
+    #[test]
+    fn host_names_and_migration_uris() {
+        assert!(check_host_name("kvm-1.lan").is_ok());
+        assert!(check_host_name("").is_err());
+        assert!(check_host_name("-x").is_err());
+        assert!(check_host_name("a b").is_err());
+        assert!(check_host_name(&"a".repeat(64)).is_err());
+        assert_eq!(
+            migration_uri("qemu+tls://{host}/system", "kvm2.lan"),
+            "qemu+tls://kvm2.lan/system"
+        );
+    }
+
+    #[test]
+    fn states_are_counted_most_first() {
+        use crate::domain::vm::VmState;
+        let vm = |name: &str, state: VmState| PeerVm {
+            name: name.into(),
+            state,
+            units: 1,
+            vcpus: 1,
+            memory_mib: 512,
+            addresses: vec![],
+        };
+        let s = HostSummary {
+            name: "a".into(),
+            version: "0".into(),
+            libvirt_version: String::new(),
+            hypervisor_version: String::new(),
+            virt_type: "qemu".into(),
+            units: PeerUnits::default(),
+            vms: vec![
+                vm("a", VmState::ShutOff),
+                vm("b", VmState::Running),
+                vm("c", VmState::Running),
+            ],
+            migration_uri: String::new(),
+        };
+        assert_eq!(s.states(), vec![("running", 2), ("shut off", 1)]);
+    }
+}

@@ -1,0 +1,378 @@
+//! Peer hosts: two virtdeck instances (HTTPS, each with its own certificate) pair with a
+//! single-use code and a pinned fingerprint, see each other's VMs and capacity, refuse a
+//! changed certificate, keep the peer credential to the peer routes, and unpair from
+//! either side. A peer that does not answer never slows the fleet page.
+
+use crate::common;
+
+use common::{spawn_app_with, TestApp};
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+async fn host(name: &'static str) -> TestApp {
+    spawn_app_with(move |c| {
+        c.tls.enabled = true;
+        c.fleet.name = Some(name.into());
+        c.fleet.refresh_seconds = 1;
+        c.fleet.request_timeout_seconds = 3;
+        c.fetch.allow = vec!["127.0.0.0/8".into()];
+    })
+    .await
+}
+
+struct Admin {
+    client: Client,
+    token: String,
+}
+
+async fn admin_of(app: &TestApp) -> Admin {
+    let client = app.setup_admin("admin").await;
+    let token = app.admin_token(&client).await;
+    Admin { client, token }
+}
+
+async fn api(
+    app: &TestApp,
+    who: &Admin,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let req = match method {
+        "GET" => who.client.get(app.url(path)),
+        "POST" => who.client.post(app.url(path)).json(&body),
+        "DELETE" => who.client.delete(app.url(path)),
+        other => panic!("{other}"),
+    };
+    let r = req.bearer_auth(&who.token).send().await.unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn store_of(app: &TestApp) -> virtdeck::store::Store {
+    virtdeck::store::Store::open(&app.data_dir.path().join("virtdeck.db")).unwrap()
+}
+
+fn audit_rows(app: &TestApp, action: &str) -> Vec<virtdeck::store::AuditEntry> {
+    store_of(app)
+        .audit_page(0, 500)
+        .unwrap()
+        .0
+        .into_iter()
+        .filter(|e| e.action == action)
+        .collect()
+}
+
+async fn invite(app: &TestApp, who: &Admin) -> (String, String) {
+    let (status, inv) = api(app, who, "POST", "/api/v1/fleet/invitations", json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{inv}");
+    (
+        inv["code"].as_str().unwrap().to_string(),
+        inv["fingerprint"].as_str().unwrap().to_string(),
+    )
+}
+
+fn same_fingerprint(a: &str, b: &str) -> bool {
+    let norm = |s: &str| s.replace(':', "").to_lowercase();
+    norm(a) == norm(b)
+}
+
+/// Waits until `check` holds for this host's view of the fleet.
+async fn fleet_until(
+    app: &TestApp,
+    who: &Admin,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, v) = api(app, who, "GET", "/api/v1/fleet/hosts", json!(null)).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        if check(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} never showed: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn host_in<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {v}"))
+}
+
+#[tokio::test]
+async fn two_hosts_pair_with_a_pinned_certificate_see_each_other_and_unpair() {
+    let alpha = host("alpha").await;
+    let beta = host("beta").await;
+    let a = admin_of(&alpha).await;
+    let b = admin_of(&beta).await;
+
+    // beta's admin invites; alpha's admin checks beta and sees the certificate beta shows.
+    let (code, beta_fingerprint) = invite(&beta, &b).await;
+    assert!(code.starts_with("vdpair_"), "{code}");
+    let (status, contact) = api(
+        &alpha,
+        &a,
+        "POST",
+        "/api/v1/fleet/peers/check",
+        json!({"url": beta.base}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{contact}");
+    assert_eq!(contact["name"], "beta");
+    let seen = contact["fingerprint"].as_str().unwrap().to_string();
+    assert!(
+        same_fingerprint(&seen, &beta_fingerprint),
+        "{seen} vs {beta_fingerprint}"
+    );
+
+    // Pinned to another certificate: refused before anything is sent (the code stays good).
+    let wrong = "00".repeat(32);
+    let (status, err) = api(
+        &alpha,
+        &a,
+        "POST",
+        "/api/v1/fleet/peers",
+        json!({"url": beta.base, "code": code, "fingerprint": wrong}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("certificate changed"),
+        "{err}"
+    );
+    assert!(store_of(&alpha).peers().unwrap().is_empty());
+    assert!(store_of(&beta).peers().unwrap().is_empty());
+
+    // With the fingerprint alpha's admin confirmed: paired on both sides.
+    let (status, peer) = api(
+        &alpha,
+        &a,
+        "POST",
+        "/api/v1/fleet/peers",
+        json!({"url": beta.base, "code": code, "fingerprint": seen}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{peer}");
+    assert_eq!(peer["name"], "beta");
+    let on_alpha = store_of(&alpha).peers().unwrap();
+    let on_beta = store_of(&beta).peers().unwrap();
+    assert_eq!((on_alpha.len(), on_beta.len()), (1, 1));
+    assert_eq!(on_beta[0].name, "alpha");
+    // Each holds only the digest of what the other presents.
+    assert_ne!(
+        on_alpha[0].outbound_credential,
+        on_beta[0].inbound_credential_sha256
+    );
+    assert_eq!(
+        virtdeck::auth::secret::sha256_hex(&on_alpha[0].outbound_credential),
+        on_beta[0].inbound_credential_sha256
+    );
+    assert!(!audit_rows(&alpha, "peer.pair").is_empty());
+    assert!(audit_rows(&beta, "peer.pair")
+        .iter()
+        .any(|e| e.actor == "peer:alpha" && e.result == "ok"));
+
+    // The code worked once.
+    let (status, err) = api(
+        &alpha,
+        &a,
+        "POST",
+        "/api/v1/fleet/peers",
+        json!({"url": beta.base, "code": code, "fingerprint": seen}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert!(err.to_string().contains("not valid"), "{err}");
+
+    // Both see both hosts, and each other's VMs (the demo host's) with their host.
+    let v = fleet_until(&alpha, &a, "beta's VMs on alpha", |v| {
+        host_in(v, "beta")["reachable"] == true
+    })
+    .await;
+    assert_eq!(host_in(&v, "alpha")["local"], true);
+    let beta_vms = host_in(&v, "beta")["summary"]["vms"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(beta_vms > 0, "{v}");
+    fleet_until(&beta, &b, "alpha on beta", |v| {
+        host_in(v, "alpha")["reachable"] == true
+    })
+    .await;
+    let (status, list) = api(
+        &alpha,
+        &a,
+        "GET",
+        "/api/v1/fleet/vms?per_page=200",
+        json!(null),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let rows = list["vms"].as_array().unwrap();
+    assert!(
+        rows.iter()
+            .any(|r| r["host"] == "beta" && r["url"].as_str().unwrap().starts_with(&beta.base)),
+        "{list}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r["host"] == "alpha" && r["local"] == true),
+        "{list}"
+    );
+    let (_, running) = api(
+        &alpha,
+        &a,
+        "GET",
+        "/api/v1/fleet/vms?state=running&per_page=200",
+        json!(null),
+    )
+    .await;
+    assert!(
+        running["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] == "running"),
+        "{running}"
+    );
+
+    // The peer credential opens the peer routes only, never a user's.
+    let credential = on_alpha[0].outbound_credential.clone();
+    let plain = common::client();
+    let as_peer = |path: &str| {
+        plain
+            .get(beta.url(path))
+            .header("Authorization", format!("VirtdeckPeer {credential}"))
+    };
+    assert_eq!(
+        as_peer("/api/v1/peer/summary")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        as_peer("/api/v1/vms").send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        as_peer("/api/v1/whoami").send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let as_bearer = plain
+        .get(beta.url("/api/v1/vms"))
+        .bearer_auth(&credential)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_bearer.status(), StatusCode::UNAUTHORIZED);
+    let nobody = plain
+        .get(beta.url("/api/v1/peer/summary"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nobody.status(), StatusCode::UNAUTHORIZED);
+
+    // Unpair from beta's side: both forget, and the old credential stops working.
+    let (status, told) = api(
+        &beta,
+        &b,
+        "DELETE",
+        "/api/v1/fleet/peers/alpha",
+        json!(null),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{told}");
+    assert!(
+        told["detail"]
+            .as_str()
+            .unwrap()
+            .contains("forgot this host too"),
+        "{told}"
+    );
+    assert!(store_of(&beta).peers().unwrap().is_empty());
+    assert!(store_of(&alpha).peers().unwrap().is_empty());
+    assert_eq!(
+        as_peer("/api/v1/peer/summary")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(audit_rows(&alpha, "peer.unpair")
+        .iter()
+        .any(|e| e.actor == "peer:beta"));
+}
+
+#[tokio::test]
+async fn a_peer_that_does_not_answer_never_slows_the_fleet_page() {
+    let alpha = host("alpha").await;
+    let a = admin_of(&alpha).await;
+    // A host that accepts connections and never answers (a hung machine).
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole_addr = hole.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in hole.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    store_of(&alpha)
+        .insert_peer(&virtdeck::store::fleet::PeerRow {
+            name: "hung".into(),
+            url: format!("https://{hole_addr}/"),
+            fingerprint_sha256: "11".repeat(32),
+            outbound_credential: "x".repeat(43),
+            inbound_credential_sha256: "digest".into(),
+            paired_by: "admin".into(),
+            paired_at: 1,
+        })
+        .unwrap();
+    // While alpha's requests to it hang (3 s timeout), the page answers from what it knows.
+    for _ in 0..5 {
+        let started = Instant::now();
+        let page = a.client.get(alpha.url("/fleet")).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        let text = page.text().await.unwrap();
+        assert!(text.contains("data-host=\"hung\""), "{text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the page waited {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let v = fleet_until(&alpha, &a, "the hung peer's reason", |v| {
+        host_in(v, "hung")["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not reachable"))
+    })
+    .await;
+    assert_eq!(host_in(&v, "hung")["reachable"], false);
+    let page = a
+        .client
+        .get(alpha.url("/fleet"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("data-reachable=\"no\""), "{page}");
+}
