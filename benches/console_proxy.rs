@@ -207,6 +207,18 @@ impl Hypervisor for BenchHv {
     fn live_domain_xml(&self, name: &str) -> HvResult<Option<String>> {
         live_domain_xml_from_all(self, name)
     }
+    fn machine_types(&self) -> HvResult<Vec<String>> {
+        Err(migration_not_available("list machine types"))
+    }
+    fn migrate(&self, _: &str, _: &str, _: &MigrateOptions) -> HvResult<()> {
+        Err(migration_not_available("migrate"))
+    }
+    fn migration_progress(&self, _: &str) -> HvResult<Option<MigrationProgress>> {
+        Err(migration_not_available("read migration progress"))
+    }
+    fn abort_migration(&self, _: &str) -> HvResult<()> {
+        Err(migration_not_available("abort a migration"))
+    }
 }
 
 fn run_child(source: std::net::SocketAddr) {

@@ -32,7 +32,11 @@ CREATE TABLE arriving_vms (
     peer        TEXT NOT NULL,
     created_by  TEXT NOT NULL,
     created_at  INTEGER NOT NULL,
-    expires_at  INTEGER NOT NULL
+    expires_at  INTEGER NOT NULL,
+    -- Volumes made here for disks QEMU copies (a JSON list of paths), deleted if the
+    -- VM does not arrive; the job that shows the arrival.
+    volumes     TEXT NOT NULL DEFAULT '[]',
+    job_id      INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE jobs_rebuilt (

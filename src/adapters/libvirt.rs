@@ -6,8 +6,9 @@ use crate::domain::snapshot::{parse_snapshot, SnapshotInfo};
 use crate::domain::storage::{NetworkStatus, PoolStatus, PoolVolume};
 use crate::domain::vm::{GuestAddress, VmAction, VmEvent, VmState, VmSummary};
 use crate::hypervisor::{
-    ConsoleError, EventSink, HvResult, Hypervisor, HypervisorError, Screenshot, SerialConsole,
-    SerialInput, VncEndpoint, SERIAL_CHUNK_MAX_BYTES, SERIAL_OUTPUT_CHUNKS,
+    ConsoleError, EventSink, HvResult, Hypervisor, HypervisorError, MigrateOptions,
+    MigrationProgress, Screenshot, SerialConsole, SerialInput, VncEndpoint, SERIAL_CHUNK_MAX_BYTES,
+    SERIAL_OUTPUT_CHUNKS,
 };
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -554,6 +555,89 @@ impl Hypervisor for Libvirt {
             // SAFETY: libvirt did not take ownership; reclaim the box.
             drop(unsafe { Box::from_raw(opaque as *mut EventSink) });
             return Err(call("watch VM events")(virt::error::Error::last_error()));
+        }
+        Ok(())
+    }
+
+    // ---- migration ----
+
+    fn machine_types(&self) -> HvResult<Vec<String>> {
+        let caps = self
+            .conn()?
+            .capabilities()
+            .map_err(call("read the host's capabilities"))?;
+        Ok(crate::domain::xml::machine_types(&caps))
+    }
+
+    fn migrate(&self, name: &str, dest_uri: &str, options: &MigrateOptions) -> HvResult<()> {
+        use virt::sys;
+        let dom = lookup(&self.conn()?, name)?;
+        let mut flags = sys::VIR_MIGRATE_PEER2PEER
+            | sys::VIR_MIGRATE_PERSIST_DEST
+            | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
+        if options.offline {
+            flags |= sys::VIR_MIGRATE_OFFLINE;
+        } else {
+            if options.live {
+                flags |= sys::VIR_MIGRATE_LIVE;
+            }
+            // A failure at the very end leaves the VM paused on neither host: libvirt
+            // resumes it here (the default); aborting keeps it running here too.
+            if !options.copy_disks.is_empty() {
+                flags |= sys::VIR_MIGRATE_NON_SHARED_DISK;
+            }
+        }
+        let mut params = virt::domain::MigrateParameters {
+            migrate_disks: options.copy_disks.clone(),
+            ..Default::default()
+        };
+        let moved: Vec<(String, String)> = options
+            .disk_paths
+            .iter()
+            .filter(|(here, there)| here != there)
+            .cloned()
+            .collect();
+        if !moved.is_empty() {
+            // The copies live at other paths there: the definitions QEMU starts with and
+            // libvirt keeps there name them.
+            let xml_flags = sys::VIR_DOMAIN_XML_MIGRATABLE | sys::VIR_DOMAIN_XML_SECURE;
+            let live = dom
+                .xml_desc(xml_flags)
+                .map_err(call("read the VM's definition"))?;
+            let kept = dom
+                .xml_desc(xml_flags | sys::VIR_DOMAIN_XML_INACTIVE)
+                .map_err(call("read the VM's definition"))?;
+            params.dest_xml = Some(crate::domain::fleet::rewrite_disk_paths(&live, &moved));
+            params.persist_xml = Some(crate::domain::fleet::rewrite_disk_paths(&kept, &moved));
+        }
+        dom.migrate_to_uri3(Some(dest_uri), params, flags)
+            .map_err(call("migrate the VM"))
+    }
+
+    fn migration_progress(&self, name: &str) -> HvResult<Option<MigrationProgress>> {
+        let dom = lookup(&self.conn()?, name)?;
+        let stats = dom
+            .job_stats(0)
+            .map_err(call("read the migration's progress"))?;
+        // VIR_DOMAIN_JOB_NONE: nothing runs.
+        if stats.r#type == virt::sys::VIR_DOMAIN_JOB_NONE as i32 {
+            return Ok(None);
+        }
+        Ok(Some(MigrationProgress {
+            data_total_bytes: stats.data_total.unwrap_or(0),
+            data_processed_bytes: stats.data_processed.unwrap_or(0),
+            data_remaining_bytes: stats.data_remaining.unwrap_or(0),
+            memory_bps: stats.mem_bps.unwrap_or(0),
+            downtime_ms: stats.downtime.unwrap_or(0),
+        }))
+    }
+
+    fn abort_migration(&self, name: &str) -> HvResult<()> {
+        let dom = lookup(&self.conn()?, name)?;
+        // SAFETY: `dom` holds a valid domain pointer for the duration of the call.
+        let r = unsafe { virt::sys::virDomainAbortJob(dom.as_ptr()) };
+        if r < 0 {
+            return Err(call("abort the migration")(virt::error::Error::last_error()));
         }
         Ok(())
     }

@@ -79,6 +79,9 @@ impl HostSummary {
 pub struct DiskNeed {
     /// The disk's file on the source host.
     pub path: String,
+    /// The storage pool it is a volume of there, if any.
+    #[serde(default)]
+    pub pool: Option<String>,
     pub capacity_bytes: u64,
     /// "qcow2" or "raw".
     pub format: String,
@@ -167,7 +170,11 @@ pub fn plan_arrival(
             refusals.push(format!("The bridge {br} is missing there."));
         }
     }
-    if !needs.machine.is_empty() && !machine_supported(&needs.machine, &offer.machines) {
+    // A host that lists no machine types (libvirt's test driver) cannot be checked.
+    if !needs.machine.is_empty()
+        && !offer.machines.is_empty()
+        && !machine_supported(&needs.machine, &offer.machines)
+    {
         refusals.push(format!(
             "Its machine type {} is not offered by the QEMU there.",
             needs.machine
@@ -188,11 +195,17 @@ pub fn plan_arrival(
             continue;
         }
         let dir = parent_dir(&disk.path);
-        match offer
-            .pools
-            .iter()
-            .find(|p| p.path.trim_end_matches('/') == dir)
-        {
+        let same_name = disk
+            .pool
+            .as_ref()
+            .and_then(|name| offer.pools.iter().find(|p| p.name == *name));
+        let same_dir = || {
+            offer
+                .pools
+                .iter()
+                .find(|p| p.path.trim_end_matches('/') == dir)
+        };
+        match same_name.or_else(same_dir) {
             Some(pool) => {
                 match wanted.iter_mut().find(|(n, _)| *n == pool.name) {
                     Some((_, bytes)) => *bytes += disk.capacity_bytes,
@@ -207,8 +220,12 @@ pub fn plan_arrival(
             }
             None => refusals.push(format!(
                 "Its disk {} is not on shared storage, and no storage pool there has the \
-                 directory {dir} to copy it into.",
-                disk.path
+                 same name{} or the directory {dir} to copy it into.",
+                disk.path,
+                disk.pool
+                    .as_ref()
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default()
             )),
         }
     }
@@ -228,6 +245,28 @@ pub fn plan_arrival(
     } else {
         Err(refusals)
     }
+}
+
+/// Domain XML with each disk file moved from its old path to its new one (`file='…'`
+/// attributes of `<source>` only, matched whole).
+pub fn rewrite_disk_paths(xml: &str, moves: &[(String, String)]) -> String {
+    let mut out = xml.to_string();
+    for (from, to) in moves {
+        for q in ['\'', '"'] {
+            out = out.replace(
+                &format!("<source file={q}{}{q}", xml_escape(from)),
+                &format!("<source file={q}{}{q}", xml_escape(to)),
+            );
+        }
+    }
+    out
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
 }
 
 fn parent_dir(path: &str) -> String {
@@ -257,6 +296,7 @@ mod tests {
             machine: "pc-q35-10.0".into(),
             disks: vec![DiskNeed {
                 path: "/var/lib/libvirt/images/web1.qcow2".into(),
+                pool: None,
                 capacity_bytes: 10 << 30,
                 format: "qcow2".into(),
             }],
@@ -295,6 +335,28 @@ mod tests {
     }
 
     #[test]
+    fn a_disk_goes_into_the_pool_of_the_same_name_wherever_its_directory_is() {
+        let mut n = needs();
+        n.disks[0].path = "/srv/a/pool/web1.qcow2".into();
+        n.disks[0].pool = Some("rig".into());
+        let mut o = offer();
+        o.pools.push(PoolOffer {
+            name: "rig".into(),
+            path: "/srv/b/pool".into(),
+            available_bytes: 50 << 30,
+        });
+        assert_eq!(
+            plan_arrival(&n, &o).unwrap(),
+            vec![DiskMove::Copied {
+                path: "/srv/a/pool/web1.qcow2".into(),
+                pool: "rig".into(),
+                capacity_bytes: 10 << 30,
+                format: "qcow2".into(),
+            }]
+        );
+    }
+
+    #[test]
     fn a_disk_already_there_is_shared_and_not_copied() {
         let mut o = offer();
         o.pools.clear();
@@ -326,7 +388,7 @@ mod tests {
             "The bridge br1 is missing there.",
             "machine type pc-q35-11.0",
             "boot file /srv/boot/vmlinuz",
-            "no storage pool there has the directory /data",
+            "or the directory /data to copy it into",
         ] {
             assert!(all.contains(expected), "{expected} not in:\n{all}");
         }
@@ -340,6 +402,20 @@ mod tests {
         assert_eq!(
             why,
             vec!["Pool default there has 5 GiB free; the disks need 10 GiB.".to_string()]
+        );
+    }
+
+    #[test]
+    fn disk_paths_are_rewritten_in_source_elements_only() {
+        let xml = "<domain><devices><disk type='file'><source file='/a/pool/x.qcow2'/>\
+                   </disk><disk><source file=\"/a/pool/x.qcow2.bak\"/></disk>\
+                   <description>/a/pool/x.qcow2</description></devices></domain>";
+        let out = rewrite_disk_paths(xml, &[("/a/pool/x.qcow2".into(), "/b/pool/x.qcow2".into())]);
+        assert!(out.contains("<source file='/b/pool/x.qcow2'/>"), "{out}");
+        assert!(out.contains("/a/pool/x.qcow2.bak"), "{out}");
+        assert!(
+            out.contains("<description>/a/pool/x.qcow2</description>"),
+            "{out}"
         );
     }
 

@@ -297,6 +297,8 @@ pub enum JobKind {
     Clone,
     /// A new empty volume.
     Create,
+    /// A VM moving to or from a peer host.
+    Migrate,
 }
 
 impl JobKind {
@@ -306,6 +308,7 @@ impl JobKind {
             JobKind::Fetch => "fetch",
             JobKind::Clone => "clone",
             JobKind::Create => "create",
+            JobKind::Migrate => "migrate",
         }
     }
     pub fn parse(s: &str) -> Option<JobKind> {
@@ -314,6 +317,7 @@ impl JobKind {
             "fetch" => Some(JobKind::Fetch),
             "clone" => Some(JobKind::Clone),
             "create" => Some(JobKind::Create),
+            "migrate" => Some(JobKind::Migrate),
             _ => None,
         }
     }

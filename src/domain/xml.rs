@@ -302,6 +302,10 @@ pub struct ParsedDomain {
     pub serial_log: Option<String>,
     /// `<os><kernel>`: the path of a directly booted kernel.
     pub kernel: Option<String>,
+    /// `<os><initrd>`: the initrd booted with it.
+    pub initrd: Option<String>,
+    /// `<os><type machine=...>`: the machine type, e.g. `pc-q35-10.0`.
+    pub machine: Option<String>,
     /// Boot order as `<os><boot dev=...>` values (hd, cdrom, network, fd). When the XML
     /// uses per-device `<boot order=...>` instead, derived from those in order.
     pub boot_devs: Vec<String>,
@@ -343,6 +347,39 @@ pub struct ParsedGraphics {
     pub port: Option<i32>,
     /// A UNIX socket path, for `<listen type='socket'>`.
     pub socket: Option<String>,
+}
+
+/// The machine types in libvirt's capabilities XML (`<guest><arch><machine>`, and the
+/// `canonical=` names their aliases stand for), sorted, without repeats.
+pub fn machine_types(capabilities_xml: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = capabilities_xml;
+    while let Some(start) = rest.find("<machine") {
+        let after = &rest[start + "<machine".len()..];
+        let Some(close) = after.find('>') else { break };
+        let attrs = &after[..close];
+        for key in ["canonical='", "canonical=\""] {
+            if let Some(i) = attrs.find(key) {
+                let v = &attrs[i + key.len()..];
+                if let Some(j) = v.find(['\'', '"']) {
+                    out.push(v[..j].to_string());
+                }
+            }
+        }
+        let body = &after[close + 1..];
+        if !attrs.ends_with('/') {
+            if let Some(end) = body.find("</machine>") {
+                let name = body[..end].trim();
+                if !name.is_empty() {
+                    out.push(name.to_string());
+                }
+            }
+        }
+        rest = body;
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Reads the devices and sizing of domain XML. Unknown elements are ignored; the XML must
@@ -465,6 +502,7 @@ impl Parser {
         match path.as_slice() {
             ["domain"] => self.out.domain_type = a.owned("type").unwrap_or_default(),
             ["domain", "memory"] => self.memory_unit = a.owned("unit"),
+            ["domain", "os", "type"] => self.out.machine = a.owned("machine"),
             ["domain", "os", "boot"] => {
                 if let Some(dev) = a.get("dev") {
                     self.out.boot_devs.push(dev.to_string());
@@ -600,6 +638,7 @@ impl Parser {
                 self.out.memory_mib = memory_to_mib(text.trim(), self.memory_unit.as_deref())?;
             }
             ["domain", "os", "kernel"] => self.out.kernel = Some(text.trim().to_string()),
+            ["domain", "os", "initrd"] => self.out.initrd = Some(text.trim().to_string()),
             ["domain", "devices", "disk"] => {
                 if let Some(disk) = self.disk.take() {
                     self.out.disks.push(disk);
@@ -692,6 +731,33 @@ fn memory_to_mib(value: &str, unit: Option<&str>) -> Result<u64, XmlError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn machine_types_come_from_the_capabilities_with_their_canonical_names() {
+        let caps = "<capabilities><guest><arch name='x86_64'>\
+            <machine maxCpus='255'>pc-i440fx-10.0</machine>\
+            <machine canonical='pc-i440fx-10.0' maxCpus='255'>pc</machine>\
+            <machine maxCpus='4096'>pc-q35-10.0</machine>\
+            <machine canonical='pc-q35-10.0' maxCpus='4096'>q35</machine>\
+            </arch></guest></capabilities>";
+        assert_eq!(
+            machine_types(caps),
+            vec!["pc", "pc-i440fx-10.0", "pc-q35-10.0", "q35"]
+        );
+    }
+
+    #[test]
+    fn machine_type_and_initrd_are_read() {
+        let d = parse_domain(
+            "<domain type='qemu'><name>a</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+             <os><type arch='x86_64' machine='pc-q35-10.0'>hvm</type><kernel>/b/k</kernel>\
+             <initrd>/b/i</initrd></os></domain>",
+        )
+        .unwrap();
+        assert_eq!(d.machine.as_deref(), Some("pc-q35-10.0"));
+        assert_eq!(d.initrd.as_deref(), Some("/b/i"));
+    }
+
     use super::*;
     use crate::domain::vmspec::{DiskSpec, Mac, NicModel, NicSpec, VmName};
 

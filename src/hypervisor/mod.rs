@@ -200,6 +200,52 @@ pub trait Hypervisor: Send + Sync {
     /// or `None` if there is no such VM. A hypervisor without a direct lookup can answer
     /// [`live_domain_xml_from_all`].
     fn live_domain_xml(&self, name: &str) -> HvResult<Option<String>>;
+
+    // ---- migration (a hypervisor without it answers [`migration_not_available`]) ----
+    /// The machine types this host's QEMU offers (from libvirt's capabilities).
+    fn machine_types(&self) -> HvResult<Vec<String>>;
+    /// Moves the VM to the libvirt at `dest_uri`, peer to peer (this host's libvirtd
+    /// connects there): live when it runs, its definition only when it is shut off.
+    /// Blocks until the move ended; on failure the VM stays here.
+    fn migrate(&self, name: &str, dest_uri: &str, options: &MigrateOptions) -> HvResult<()>;
+    /// The progress of the VM's running migration, if one runs.
+    fn migration_progress(&self, name: &str) -> HvResult<Option<MigrationProgress>>;
+    /// Stops the VM's running migration; the VM goes on running here.
+    fn abort_migration(&self, name: &str) -> HvResult<()>;
+}
+
+/// How a VM moves to another host.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MigrateOptions {
+    /// Running VM: move it while it runs (else it is paused for the move).
+    pub live: bool,
+    /// Shut-off VM: move only its definition (its disks must be on shared storage).
+    pub offline: bool,
+    /// Disks (target names, e.g. `vda`) QEMU copies to the destination, which has
+    /// volumes made for them; empty when all storage is shared.
+    pub copy_disks: Vec<String>,
+    /// (path here, path there) of each copied disk whose volume there has another path.
+    pub disk_paths: Vec<(String, String)>,
+}
+
+/// A running migration's progress, from libvirt's job statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct MigrationProgress {
+    pub data_total_bytes: u64,
+    pub data_processed_bytes: u64,
+    pub data_remaining_bytes: u64,
+    /// Memory transfer speed, bytes per second.
+    pub memory_bps: u64,
+    /// Expected (while running) or measured (at the end) downtime, milliseconds.
+    pub downtime_ms: u64,
+}
+
+/// What a hypervisor without migration answers.
+pub fn migration_not_available(operation: &'static str) -> HypervisorError {
+    HypervisorError::Call {
+        operation,
+        message: "this hypervisor cannot migrate VMs".into(),
+    }
 }
 
 // ---- answers for hypervisors that lack a part of the trait ----

@@ -648,6 +648,49 @@ pub fn begin_clone(
     }
 }
 
+/// A migration's job row on the host that moves the VM away (`to`: the other host),
+/// registered so that Cancel reaches it.
+pub fn begin_migration(
+    cx: JobCtx<'_>,
+    vm: &str,
+    to: &str,
+    actor: &Actor,
+) -> LcResult<(JobRow, CancellationToken)> {
+    let job = new_job(
+        cx.store,
+        &NewJob {
+            kind: JobKind::Migrate.as_str(),
+            pool: "",
+            volume: "",
+            source: to,
+            vm,
+            bytes_total: 0,
+            created_by: &actor.username,
+            created_at: now(),
+        },
+    )?;
+    let cancel = cx.jobs.register(job.id);
+    Ok((job, cancel))
+}
+
+/// An arriving VM's job row on the host it comes to (the other host runs the move and
+/// its Cancel).
+pub fn record_arrival(store: &Store, vm: &str, from: &str, created_by: &str) -> LcResult<JobRow> {
+    new_job(
+        store,
+        &NewJob {
+            kind: JobKind::Migrate.as_str(),
+            pool: "",
+            volume: "",
+            source: from,
+            vm,
+            bytes_total: 0,
+            created_by,
+            created_at: now(),
+        },
+    )
+}
+
 /// Writes a clone's steps and bytes into its job row (bytes at most a few times a second).
 struct JobWatch<'a> {
     store: &'a Store,

@@ -8,6 +8,7 @@ pub mod images;
 pub mod jobs;
 pub mod kickstart;
 pub mod list_cache;
+pub mod migrate;
 pub mod storage;
 pub mod templates;
 pub mod volumes;

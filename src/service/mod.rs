@@ -11,6 +11,7 @@ pub mod audit;
 pub mod fleet;
 pub mod host;
 pub mod kickstarts;
+pub mod migration;
 pub mod runner;
 pub mod storage;
 pub mod templates;

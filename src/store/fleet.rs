@@ -28,6 +28,10 @@ pub struct ArrivingRow {
     pub created_by: String,
     pub created_at: i64,
     pub expires_at: i64,
+    /// Volumes made here for the disks QEMU copies.
+    pub volumes: Vec<String>,
+    /// The job that shows the arrival here.
+    pub job_id: i64,
 }
 
 fn peer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PeerRow> {
@@ -158,7 +162,7 @@ impl Store {
     pub fn arriving_vms(&self) -> StoreResult<Vec<ArrivingRow>> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT name, units, peer, created_by, created_at, expires_at
+                "SELECT name, units, peer, created_by, created_at, expires_at, volumes, job_id
                  FROM arriving_vms ORDER BY name",
             )?;
             let rows = st.query_map([], |r| {
@@ -169,6 +173,8 @@ impl Store {
                     created_by: r.get(3)?,
                     created_at: r.get(4)?,
                     expires_at: r.get(5)?,
+                    volumes: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
+                    job_id: r.get(7)?,
                 })
             })?;
             rows.collect()
@@ -188,15 +194,18 @@ impl Store {
                 return Ok(0);
             }
             c.execute(
-                "INSERT OR IGNORE INTO arriving_vms (name, units, peer, created_by, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO arriving_vms
+                     (name, units, peer, created_by, created_at, expires_at, volumes, job_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     row.name,
                     row.units,
                     row.peer,
                     row.created_by,
                     row.created_at,
-                    row.expires_at
+                    row.expires_at,
+                    serde_json::to_string(&row.volumes).unwrap_or_else(|_| "[]".into()),
+                    row.job_id
                 ],
             )
         })?;
@@ -204,6 +213,17 @@ impl Store {
             return Err(StoreError::Duplicate(format!("VM {}", row.name)));
         }
         Ok(())
+    }
+
+    /// Sets the job that shows an arrival.
+    pub fn set_arriving_job(&self, name: &str, job_id: i64) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE arriving_vms SET job_id = ?2 WHERE name = ?1",
+                params![name, job_id],
+            )
+        })
+        .map(drop)
     }
 
     /// Ends an arrival: with `arrived`, the VM gets its row (`ready`, its units) in one
@@ -295,7 +315,12 @@ mod tests {
             created_by: "peer:a".into(),
             created_at: 1,
             expires_at: 100,
+            volumes: vec!["/p/web1.qcow2".into()],
+            job_id: 7,
         };
+        s.insert_arriving(&row).unwrap();
+        assert_eq!(s.arriving_vms().unwrap(), vec![row.clone()]);
+        assert!(s.end_arriving("web1", None).unwrap());
         s.insert_arriving(&row).unwrap();
         assert!(matches!(
             s.insert_arriving(&row),

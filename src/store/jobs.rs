@@ -147,6 +147,19 @@ impl Store {
 
     /// Ends a running job. Its volume is no longer the job's to remove: kept on success,
     /// already removed (or never made) otherwise.
+    /// A transfer's step, bytes done and total as the job goes (a migration's total
+    /// grows while memory is dirtied).
+    pub fn job_transfer(&self, id: i64, step: &str, done: u64, total: u64) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET step = ?2, bytes_done = ?3, bytes_total = ?4
+                 WHERE id = ?1 AND state = 'running'",
+                params![id, step, done as i64, total as i64],
+            )
+            .map(drop)
+        })
+    }
+
     pub fn finish_job(
         &self,
         id: i64,

@@ -9,6 +9,7 @@ use super::session::{remote_addr, Authed, PeerAuthed};
 use super::{lc, AppState};
 use crate::domain::listing::ListQuery;
 use crate::service::fleet::{self, Hello, PairRefused, PairRequest};
+use crate::service::migration::{self, ArrivalEnd, ArrivalRequest};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +23,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .post("/api/v1/fleet/invitations", invite)
         .post("/api/v1/fleet/peers/check", check_peer)
         .post("/api/v1/fleet/peers", pair)
-        .delete("/api/v1/fleet/peers/{name}", unpair);
+        .delete("/api/v1/fleet/peers/{name}", unpair)
+        .post("/api/v1/peer/fit", peer_fit)
+        .post("/api/v1/peer/arrivals", peer_arrival)
+        .post("/api/v1/peer/arrivals/{name}/end", peer_arrival_end)
+        .post("/api/v1/vms/{name}/migrate", migrate);
 }
 
 /// Anyone may ask a host its fleet name (a first contact shows it with the certificate).
@@ -174,5 +179,73 @@ async fn unpair(
     answer(
         fleet::unpair(&state.svc, &who.caller(), &path.into_inner()).await?,
         |told| HttpResponse::Ok().json(serde_json::json!({ "detail": told })),
+    )
+}
+
+async fn peer_fit(
+    state: web::Data<AppState>,
+    _peer: PeerAuthed,
+    body: web::Json<ArrivalRequest>,
+) -> Result<HttpResponse, AppError> {
+    let req = body.into_inner();
+    let fit = lc(&state, move |s| migration::fit(s, &req.needs, req.running)).await?;
+    Ok(HttpResponse::Ok().json(fit))
+}
+
+async fn peer_arrival(
+    state: web::Data<AppState>,
+    peer: PeerAuthed,
+    body: web::Json<ArrivalRequest>,
+) -> Result<HttpResponse, AppError> {
+    let req = body.into_inner();
+    let plan = lc(&state, move |s| {
+        migration::receive(s, &peer.peer, &peer.remote_addr, &req)
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(plan))
+}
+
+async fn peer_arrival_end(
+    state: web::Data<AppState>,
+    peer: PeerAuthed,
+    path: web::Path<String>,
+    body: web::Json<ArrivalEnd>,
+) -> Result<HttpResponse, AppError> {
+    let (name, end) = (path.into_inner(), body.into_inner());
+    lc(&state, move |s| {
+        migration::arrival_ended(s, &peer.peer, &peer.remote_addr, &name, &end)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+struct MigrateBody {
+    to: String,
+    #[serde(default = "live_by_default")]
+    live: bool,
+}
+
+fn live_by_default() -> bool {
+    true
+}
+
+/// `POST /api/v1/vms/{name}/migrate {"to": "peer", "live": true}` → 202 with the job.
+async fn migrate(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    body: web::Json<MigrateBody>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let b = body.into_inner();
+    answer(
+        migration::migrate(&state.svc, &who.caller(), &path.into_inner(), &b.to, b.live).await?,
+        |job| {
+            HttpResponse::Accepted()
+                .insert_header(("location", format!("/api/v1/jobs/{}", job.id)))
+                .json(serde_json::json!({ "job": job.id, "vm": job.vm, "to": job.source }))
+        },
     )
 }

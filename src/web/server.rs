@@ -667,7 +667,11 @@ fn spawn_fleet_refresh(state: web::Data<AppState>) {
         loop {
             tick.tick().await;
             let svc = state.svc.clone();
-            let _ = tokio::task::spawn_blocking(move || svc.refresh_peers()).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                svc.refresh_peers();
+                crate::service::migration::sweep_arrivals(&svc);
+            })
+            .await;
         }
     });
 }

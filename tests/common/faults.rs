@@ -10,8 +10,8 @@ use virtdeck::domain::snapshot::SnapshotInfo;
 use virtdeck::domain::storage::{NetworkStatus, PoolStatus, PoolVolume};
 use virtdeck::domain::vm::{GuestAddress, VmAction, VmSummary};
 use virtdeck::hypervisor::{
-    ConsoleError, EventSink, HvResult, Hypervisor, HypervisorError, Screenshot, SerialConsole,
-    VncEndpoint,
+    ConsoleError, EventSink, HvResult, Hypervisor, HypervisorError, MigrateOptions,
+    MigrationProgress, Screenshot, SerialConsole, VncEndpoint,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +37,8 @@ pub enum Step {
     StartNetwork,
     /// Fails turning a libvirt network's autostart on or off.
     NetworkAutostart,
+    /// Fails the migration itself (libvirt refused or the destination went away).
+    Migrate,
 }
 
 /// Where a held step waits until the test opens it; counts the calls that arrived.
@@ -307,5 +309,21 @@ impl Hypervisor for FailAt {
     }
     fn live_domain_xml(&self, name: &str) -> HvResult<Option<String>> {
         self.inner.live_domain_xml(name)
+    }
+    // ---- migration ----
+    fn machine_types(&self) -> HvResult<Vec<String>> {
+        self.inner.machine_types()
+    }
+    fn migrate(&self, name: &str, dest_uri: &str, options: &MigrateOptions) -> HvResult<()> {
+        if self.step == Step::Migrate {
+            return Err(injected("migrate the VM"));
+        }
+        self.inner.migrate(name, dest_uri, options)
+    }
+    fn migration_progress(&self, name: &str) -> HvResult<Option<MigrationProgress>> {
+        self.inner.migration_progress(name)
+    }
+    fn abort_migration(&self, name: &str) -> HvResult<()> {
+        self.inner.abort_migration(name)
     }
 }

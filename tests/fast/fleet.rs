@@ -376,3 +376,188 @@ async fn a_peer_that_does_not_answer_never_slows_the_fleet_page() {
         .unwrap();
     assert!(page.contains("data-reachable=\"no\""), "{page}");
 }
+
+/// alpha and beta, paired through the API; their admins.
+async fn paired() -> (TestApp, TestApp, Admin, Admin) {
+    let alpha = host("alpha").await;
+    let beta = host("beta").await;
+    let a = admin_of(&alpha).await;
+    let b = admin_of(&beta).await;
+    let (code, _) = invite(&beta, &b).await;
+    let (_, contact) = api(
+        &alpha,
+        &a,
+        "POST",
+        "/api/v1/fleet/peers/check",
+        json!({"url": beta.base}),
+    )
+    .await;
+    let (status, peer) = api(
+        &alpha,
+        &a,
+        "POST",
+        "/api/v1/fleet/peers",
+        json!({"url": beta.base, "code": code, "fingerprint": contact["fingerprint"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{peer}");
+    (alpha, beta, a, b)
+}
+
+async fn job_end(app: &TestApp, who: &Admin, id: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, job) = api(app, who, "GET", &format!("/api/v1/jobs/{id}"), json!(null)).await;
+        assert_eq!(status, StatusCode::OK, "{job}");
+        let job = if job.get("job").is_some() {
+            job["job"].clone()
+        } else {
+            job
+        };
+        if job["state"] != "running" {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {id} never ended: {job}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_migration_that_cannot_happen_is_refused_first_and_a_failed_one_leaves_nothing_there() {
+    let (alpha, beta, a, b) = paired().await;
+
+    // Both demo hosts have a web01: the page says why it cannot go, and the API refuses
+    // before anything starts, with beta's reasons.
+    let page = a
+        .client
+        .get(alpha.url("/vms/web01/migrate"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("data-peer=\"beta\" data-fits=\"no\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("A VM named web01 exists there already."),
+        "{page}"
+    );
+    let (status, err) = api(
+        &alpha,
+        &a,
+        "POST",
+        "/api/v1/vms/web01/migrate",
+        json!({"to": "beta"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("web01 cannot come to beta") && message.contains("exists there already"),
+        "{err}"
+    );
+    assert!(store_of(&beta).arriving_vms().unwrap().is_empty());
+    assert!(audit_rows(&beta, "vm.migrate")
+        .iter()
+        .any(|e| e.result == "refused" && e.actor == "peer:alpha"));
+    let (status, err) = api(
+        &alpha,
+        &a,
+        "POST",
+        "/api/v1/vms/web01/migrate",
+        json!({"to": "nowhere"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert_eq!(err["error"]["field"], "to", "{err}");
+
+    // A VM only alpha has: beta holds its units and makes the volume its disk is copied
+    // into; the move itself fails (the demo hosts cannot migrate), and beta lets go of
+    // everything while the VM stays on alpha.
+    let (beta_free, beta_volumes) = {
+        let (_, h) = api(&beta, &b, "GET", "/api/v1/host", json!(null)).await;
+        let (_, vols) = api(
+            &beta,
+            &b,
+            "GET",
+            "/api/v1/pools/default/volumes",
+            json!(null),
+        )
+        .await;
+        (h["capacity"]["usage"]["free"].clone(), vols)
+    };
+    let (status, made) = api(
+        &alpha,
+        &a,
+        "POST",
+        "/api/v1/vms",
+        json!({
+            "name": "mover", "flavor": "small",
+            "disk": {"type": "new", "pool": "default", "size_gib": 2},
+            "install": {"type": "import"},
+            "nic": {"network": "default"},
+            "start": true
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let (status, started) = api(
+        &alpha,
+        &a,
+        "POST",
+        "/api/v1/vms/mover/migrate",
+        json!({"to": "beta"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let job = job_end(&alpha, &a, started["job"].as_i64().unwrap()).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["message"]
+            .as_str()
+            .unwrap()
+            .contains("mover stays on this host"),
+        "{job}"
+    );
+    let (status, vm) = api(&alpha, &a, "GET", "/api/v1/vms/mover", json!(null)).await;
+    assert_eq!(status, StatusCode::OK, "{vm}");
+    assert_eq!(vm["state"], "running");
+    // Nothing on beta: no units held, no volume, no VM, and its arrival job failed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !store_of(&beta).arriving_vms().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "beta still holds the arrival");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, h) = api(&beta, &b, "GET", "/api/v1/host", json!(null)).await;
+    assert_eq!(h["capacity"]["usage"]["free"], beta_free);
+    let (_, vols) = api(
+        &beta,
+        &b,
+        "GET",
+        "/api/v1/pools/default/volumes",
+        json!(null),
+    )
+    .await;
+    assert_eq!(vols, beta_volumes);
+    let (status, _) = api(&beta, &b, "GET", "/api/v1/vms/mover", json!(null)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let rows = audit_rows(&beta, "vm.migrate");
+    assert!(
+        rows.iter()
+            .any(|e| e.result == "ok" && e.detail.contains("arriving from alpha")),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|e| e.result == "failed" && e.detail.contains("did not arrive")),
+        "{rows:?}"
+    );
+    let (_, jobs) = api(&beta, &b, "GET", "/api/v1/jobs", json!(null)).await;
+    assert!(
+        jobs.to_string().contains("did not arrive from alpha"),
+        "{jobs}"
+    );
+}

@@ -26,7 +26,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .post("/fleet/invite", invite_form)
         .post("/fleet/peers/check", check_form)
         .post("/fleet/peers", pair_form)
-        .post("/fleet/peers/{name}/unpair", unpair_form);
+        .post("/fleet/peers/{name}/unpair", unpair_form)
+        .get("/vms/{name}/migrate", migrate_page)
+        .post("/vms/{name}/migrate", migrate_form);
 }
 
 // ---- the fleet page ----
@@ -345,6 +347,103 @@ async fn unpair_form(
                 ..Default::default()
             };
             render_peers(&state, &who, status, parts).await
+        }
+    }
+}
+
+// ---- migrate a VM ----
+
+#[derive(Template)]
+#[template(path = "vm_migrate.html")]
+struct MigratePage {
+    chrome: Chrome,
+    vm: String,
+    running: bool,
+    units: u32,
+    disks: Vec<String>,
+    destinations: Vec<crate::service::migration::Destination>,
+    error: Option<String>,
+}
+
+impl MigratePage {
+    fn any_fits(&self) -> bool {
+        self.destinations.iter().any(|d| d.fits)
+    }
+}
+
+async fn render_migrate(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    name: String,
+    status: StatusCode,
+    error: Option<String>,
+) -> Result<HttpResponse, AppError> {
+    let n = name.clone();
+    let (departure, destinations) = lc(state, move |s| {
+        crate::service::migration::destinations(s, &n)
+    })
+    .await?;
+    Ok(html(
+        status,
+        &MigratePage {
+            chrome: Chrome::new(who, "vms"),
+            vm: name,
+            running: departure.running,
+            units: departure.needs.units,
+            disks: departure
+                .needs
+                .disks
+                .iter()
+                .map(|d| d.path.clone())
+                .collect(),
+            destinations,
+            error,
+        },
+    ))
+}
+
+async fn migrate_page(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let name = path.into_inner();
+    who.require(&state, Role::Operator, "vm.migrate", &name)
+        .await?;
+    render_migrate(&state, &who, name, StatusCode::OK, None).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct MigrateForm {
+    csrf: String,
+    to: String,
+    live: Option<String>,
+}
+
+async fn migrate_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<MigrateForm>,
+) -> Result<HttpResponse, AppError> {
+    let f = form.into_inner();
+    who.check_csrf(Some(&f.csrf))?;
+    let name = path.into_inner();
+    let live = f.live.is_some();
+    match crate::service::migration::migrate(&state.svc, &who.caller(), &name, &f.to, live).await? {
+        Ok(job) => Ok(flash::redirect(
+            &who,
+            "/jobs",
+            Flash::notice(format!(
+                "Moving {name} to {} (job {}): it keeps running here until the move ends.",
+                job.source, job.id
+            )),
+        )),
+        Err(e) => {
+            let (status, errors, message) = super::super::kit::form_failure(e)?;
+            let text = message.or_else(|| errors.into_iter().next().map(|e| e.message));
+            render_migrate(&state, &who, name, status, text).await
         }
     }
 }

@@ -1,0 +1,639 @@
+//! Migration between peers: the source asks the destination to hold the VM's units (its
+//! admission, under its own lock; volumes made for disks QEMU copies), then libvirt moves
+//! the VM peer to peer as a job; the end is told to the destination, which keeps the VM's
+//! record or releases everything. On any failure the VM stays on the source and nothing
+//! stays on the destination. Audited on both hosts.
+
+use super::{audit, execute, runner, Action, Caller, Denied, Op, Services};
+use crate::domain::fleet::{plan_arrival, DiskMove, MigrationNeeds};
+use crate::domain::volumes::JobState;
+use crate::hypervisor::MigrateOptions;
+use crate::lifecycle::jobs::{self, Actor};
+use crate::lifecycle::migrate as lm;
+use crate::lifecycle::{FieldError, LcResult, LifecycleError};
+use crate::store::fleet::{ArrivingRow, PeerRow};
+use crate::store::jobs::JobRow;
+use crate::store::StoreError;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+type Done<T> = Result<LcResult<T>, Denied>;
+
+/// What the source sends the destination to hold a VM's place.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArrivalRequest {
+    pub needs: MigrationNeeds,
+    /// The VM runs (a live move); else only its definition moves.
+    pub running: bool,
+}
+
+/// The destination's answer: where its libvirtd is reached, and which disks QEMU copies,
+/// as (path on the source, path of the volume made for it on the destination).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArrivalPlan {
+    pub migration_uri: String,
+    pub copied: Vec<(String, String)>,
+}
+
+/// How a move ended, as the source tells the destination.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArrivalEnd {
+    pub arrived: bool,
+    pub uuid: String,
+    pub message: String,
+}
+
+/// Whether a VM can come here, and why not (`POST /api/v1/peer/fit`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fit {
+    pub fits: bool,
+    pub reasons: Vec<String>,
+}
+
+fn actor_of(peer: &PeerRow, remote_addr: &str) -> Caller {
+    Caller {
+        username: format!("peer:{}", peer.name),
+        remote_addr: remote_addr.to_string(),
+        role: crate::auth::Role::Viewer,
+    }
+}
+
+fn files_of(needs: &MigrationNeeds) -> Vec<String> {
+    needs
+        .disks
+        .iter()
+        .map(|d| d.path.clone())
+        .chain(needs.boot_files.iter().cloned())
+        .collect()
+}
+
+/// Whether `needs` fits here now (no change is made) (blocking).
+pub fn fit(s: &Services, needs: &MigrationNeeds, running: bool) -> LcResult<Fit> {
+    match crate::domain::vmspec::VmName::parse(&needs.vm) {
+        Ok(n) if n.as_str() == needs.vm => {}
+        Ok(_) | Err(_) => {
+            return Err(LifecycleError::Conflict(format!(
+                "{:?} is not a VM name this host accepts.",
+                needs.vm
+            )))
+        }
+    }
+    let offer = lm::offer(s.hv.as_ref(), &s.store, &s.lifecycle, &files_of(needs))?;
+    Ok(match plan_arrival(needs, &offer) {
+        Ok(moves) if !running && moves.iter().any(|m| matches!(m, DiskMove::Copied { .. })) => {
+            Fit {
+                fits: false,
+                reasons: vec![
+                    "It is shut off and its disks are not on shared storage: start it, so QEMU copies them while it runs."
+                        .into(),
+                ],
+            }
+        }
+        Ok(_) => Fit {
+            fits: true,
+            reasons: Vec::new(),
+        },
+        Err(reasons) => Fit {
+            fits: false,
+            reasons,
+        },
+    })
+}
+
+/// The destination side: holds the VM's units under the admission lock, makes the
+/// volumes QEMU copies into, records a job; refuses with every reason (blocking).
+pub fn receive(
+    s: &Services,
+    peer: &PeerRow,
+    remote_addr: &str,
+    req: &ArrivalRequest,
+) -> LcResult<ArrivalPlan> {
+    let who = actor_of(peer, remote_addr);
+    let vm = req.needs.vm.clone();
+    let r = receive_now(s, peer, req);
+    let (result, detail) = match &r {
+        Ok(plan) => (
+            "ok",
+            format!(
+                "arriving from {}: {} held{}",
+                peer.name,
+                crate::domain::capacity::units_text(req.needs.units),
+                if plan.copied.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; disks copied into {}",
+                        plan.copied
+                            .iter()
+                            .map(|(_, there)| there.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            ),
+        ),
+        Err(e) => (
+            "refused",
+            format!("arrival from {} refused: {e}", peer.name),
+        ),
+    };
+    audit::write(
+        &s.store,
+        &who,
+        Action::VmMigrate.as_str(),
+        &vm,
+        result,
+        &detail,
+    );
+    r
+}
+
+fn receive_now(s: &Services, peer: &PeerRow, req: &ArrivalRequest) -> LcResult<ArrivalPlan> {
+    let needs = &req.needs;
+    let _admission = s.admission.0.lock().map_err(|_| {
+        LifecycleError::failed("The admission lock is unusable after an earlier failure.")
+    })?;
+    let verdict = fit(s, needs, req.running)?;
+    if !verdict.fits {
+        return Err(LifecycleError::Conflict(format!(
+            "{} cannot come to {}: {}",
+            needs.vm,
+            s.fleet_name(),
+            verdict.reasons.join(" ")
+        )));
+    }
+    let offer = lm::offer(s.hv.as_ref(), &s.store, &s.lifecycle, &files_of(needs))?;
+    let moves =
+        plan_arrival(needs, &offer).map_err(|why| LifecycleError::Conflict(why.join(" ")))?;
+    let made = lm::make_disk_targets(s.hv.as_ref(), &moves)?;
+    let now = super::now();
+    let row = ArrivingRow {
+        name: needs.vm.clone(),
+        units: needs.units,
+        peer: peer.name.clone(),
+        created_by: format!("peer:{}", peer.name),
+        created_at: now,
+        expires_at: now + 60 * s.cfg.fleet.migration_timeout_minutes as i64 + 300,
+        volumes: made.iter().map(|(_, there)| there.clone()).collect(),
+        job_id: 0,
+    };
+    match s.store.insert_arriving(&row) {
+        Ok(()) => {}
+        Err(e) => {
+            lm::remove_volumes(s.hv.as_ref(), &row.volumes);
+            return Err(match e {
+                StoreError::Duplicate(_) => LifecycleError::Conflict(format!(
+                    "A VM named {} exists on {} already.",
+                    needs.vm,
+                    s.fleet_name()
+                )),
+                other => other.into(),
+            });
+        }
+    }
+    if let Ok(job) = jobs::record_arrival(&s.store, &needs.vm, &peer.name, &row.created_by) {
+        let _ = s
+            .store
+            .job_transfer(job.id, &format!("arriving from {}", peer.name), 0, 0);
+        let _ = s.store.set_arriving_job(&needs.vm, job.id);
+    }
+    s.vm_list.invalidate();
+    Ok(ArrivalPlan {
+        migration_uri: s.fleet_migration_uri(),
+        copied: made,
+    })
+}
+
+/// The destination side of a move's end: the VM keeps its record here, or everything
+/// held for it goes (blocking).
+pub fn arrival_ended(
+    s: &Services,
+    peer: &PeerRow,
+    remote_addr: &str,
+    name: &str,
+    end: &ArrivalEnd,
+) -> LcResult<()> {
+    let row = s
+        .store
+        .arriving_vms()?
+        .into_iter()
+        .find(|r| r.name == name && r.peer == peer.name)
+        .ok_or_else(|| {
+            LifecycleError::NotFound(format!(
+                "No VM named {name} is arriving from {}.",
+                peer.name
+            ))
+        })?;
+    let here = s.hv.list_vms()?.into_iter().any(|v| v.name == name);
+    let arrived = end.arrived && here;
+    finish_arrival(s, &row, arrived, &end.uuid, &end.message);
+    audit::write(
+        &s.store,
+        &actor_of(peer, remote_addr),
+        Action::VmMigrate.as_str(),
+        name,
+        if arrived { "ok" } else { "failed" },
+        &if arrived {
+            format!(
+                "arrived from {}; it holds {} here",
+                peer.name,
+                crate::domain::capacity::units_text(row.units)
+            )
+        } else {
+            format!(
+                "did not arrive from {} ({}); its units, volumes and definition here were removed",
+                peer.name, end.message
+            )
+        },
+    );
+    Ok(())
+}
+
+fn finish_arrival(s: &Services, row: &ArrivingRow, arrived: bool, uuid: &str, message: &str) {
+    if arrived {
+        let uuid = if uuid.is_empty() {
+            s.hv.list_vms()
+                .ok()
+                .and_then(|vms| vms.into_iter().find(|v| v.name == row.name).map(|v| v.uuid))
+                .unwrap_or_default()
+        } else {
+            uuid.to_string()
+        };
+        if let Err(e) = s.store.end_arriving(&row.name, Some((&uuid, super::now()))) {
+            tracing::error!(vm = %row.name, error = %e, "could not record an arrived VM");
+        }
+    } else {
+        lm::remove_leftover(s.hv.as_ref(), &row.name);
+        lm::remove_volumes(s.hv.as_ref(), &row.volumes);
+        if let Err(e) = s.store.end_arriving(&row.name, None) {
+            tracing::error!(vm = %row.name, error = %e, "could not release a failed arrival");
+        }
+    }
+    if row.job_id > 0 {
+        let (state, text) = if arrived {
+            (
+                JobState::Succeeded,
+                format!("{} arrived from {}.", row.name, row.peer),
+            )
+        } else {
+            (
+                JobState::Failed,
+                format!("{} did not arrive from {}: {message}", row.name, row.peer),
+            )
+        };
+        let _ = s
+            .store
+            .finish_job(row.job_id, state.as_str(), 0, &text, super::now());
+    }
+    s.vm_list.invalidate();
+}
+
+/// Arrivals whose source never told their end (it stopped, or the network did): past
+/// their deadline, a VM that is here and runs stays; anything else is released.
+pub fn sweep_arrivals(s: &Services) {
+    let Ok(rows) = s.store.arriving_vms() else {
+        return;
+    };
+    let now = super::now();
+    for row in rows.into_iter().filter(|r| r.expires_at <= now) {
+        let running_here =
+            s.hv.list_vms()
+                .map(|vms| {
+                    vms.iter()
+                        .any(|v| v.name == row.name && v.state.is_active())
+                })
+                .unwrap_or(false);
+        finish_arrival(
+            s,
+            &row,
+            running_here,
+            "",
+            "the source host never told how the move ended",
+        );
+        audit::write(
+            &s.store,
+            &Caller::virtdeck(),
+            Action::VmMigrate.as_str(),
+            &row.name,
+            if running_here { "ok" } else { "failed" },
+            &format!(
+                "arrival from {} past its deadline: {}",
+                row.peer,
+                if running_here {
+                    "the VM runs here, so it is kept"
+                } else {
+                    "released"
+                }
+            ),
+        );
+    }
+}
+
+/// A started move: its job, where it goes and what QEMU copies.
+struct Started {
+    job: JobRow,
+    cancel: tokio_util::sync::CancellationToken,
+    peer: PeerRow,
+    plan: ArrivalPlan,
+    departure: lm::Departure,
+    uuid: String,
+}
+
+/// Moves `name` to the peer `to` (operators and up): refused before anything starts when
+/// it cannot go there (with the destination's reasons); otherwise a job runs the move.
+pub async fn migrate(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    to: &str,
+    live: bool,
+) -> Done<JobRow> {
+    let (n, t, actor) = (name.to_string(), to.to_string(), caller.actor());
+    let started = execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::VmMigrate,
+            name,
+            move |s| start(s, &n, &t, &actor),
+            |st: &Started| {
+                format!(
+                    "to {}: job {} started{}",
+                    st.peer.name,
+                    st.job.id,
+                    if st.plan.copied.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; QEMU copies {}",
+                            st.plan
+                                .copied
+                                .iter()
+                                .map(|(here, _)| here.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                )
+            },
+        ),
+    )
+    .await?;
+    let started = match started {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e)),
+    };
+    let job = started.job.clone();
+    let actor = caller.actor();
+    let spawned = runner::spawn(svc, &job, move |s| run(s, started, live, &actor));
+    Ok(spawned.map(|()| job))
+}
+
+fn start(s: &Services, name: &str, to: &str, actor: &Actor) -> LcResult<Started> {
+    let peer = s.store.peer(to)?.ok_or_else(|| {
+        LifecycleError::Invalid(vec![FieldError {
+            field: "to",
+            message: format!("There is no peer named {to}. Pair it on the Fleet peers page first."),
+        }])
+    })?;
+    let busy = s
+        .store
+        .running_jobs()?
+        .into_iter()
+        .any(|j| j.kind == "migrate" && j.vm == name);
+    if busy {
+        return Err(LifecycleError::Conflict(format!(
+            "{name} is being moved already."
+        )));
+    }
+    let departure = lm::departure(s.hv.as_ref(), &s.store, &s.lifecycle, name)?;
+    let uuid =
+        s.hv.list_vms()?
+            .into_iter()
+            .find(|v| v.name == name)
+            .map(|v| v.uuid)
+            .unwrap_or_default();
+    let client = s
+        .peer_client(&peer)
+        .map_err(|e| LifecycleError::failed(e.to_string()))?;
+    let plan: ArrivalPlan = client
+        .post_json(
+            "api/v1/peer/arrivals",
+            &ArrivalRequest {
+                needs: departure.needs.clone(),
+                running: departure.running,
+            },
+        )
+        .map_err(|e| match e {
+            crate::adapters::http_fetch::peer::PeerCallError::Refused {
+                status: 409,
+                message,
+            } => LifecycleError::Conflict(message),
+            other => LifecycleError::failed(format!("{}: {other}", peer.name)),
+        })?;
+    match jobs::begin_migration(runner::job_ctx(s), name, &peer.name, actor) {
+        Ok((job, cancel)) => Ok(Started {
+            job,
+            cancel,
+            peer,
+            plan,
+            departure,
+            uuid,
+        }),
+        Err(e) => {
+            tell_end(
+                s,
+                &peer,
+                name,
+                false,
+                &uuid,
+                "the source could not start the job",
+            );
+            Err(e)
+        }
+    }
+}
+
+fn tell_end(s: &Services, peer: &PeerRow, name: &str, arrived: bool, uuid: &str, message: &str) {
+    let end = ArrivalEnd {
+        arrived,
+        uuid: uuid.to_string(),
+        message: message.to_string(),
+    };
+    for attempt in 0..3 {
+        let told = s.peer_client(peer).and_then(|c| {
+            c.post_json::<_, serde_json::Value>(&format!("api/v1/peer/arrivals/{name}/end"), &end)
+        });
+        match told {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(peer = %peer.name, vm = name, attempt, error = %e, "could not tell the destination how the move ended");
+                std::thread::sleep(std::time::Duration::from_secs(1 << attempt));
+            }
+        }
+    }
+}
+
+fn mib(bytes: u64) -> u64 {
+    bytes >> 20
+}
+
+fn run(s: &Services, st: Started, live: bool, actor: &Actor) {
+    let Started {
+        job,
+        cancel,
+        peer,
+        plan,
+        departure,
+        uuid,
+    } = st;
+    let name = job.vm.clone();
+    let copy_disks: Vec<String> = plan
+        .copied
+        .iter()
+        .filter_map(|(here, _)| {
+            departure
+                .targets
+                .iter()
+                .find(|(path, _)| path == here)
+                .map(|(_, t)| t.clone())
+        })
+        .collect();
+    let options = MigrateOptions {
+        live: live && departure.running,
+        offline: !departure.running,
+        copy_disks,
+        disk_paths: plan.copied.clone(),
+    };
+    let started = std::time::Instant::now();
+    let deadline =
+        started + std::time::Duration::from_secs(60 * s.cfg.fleet.migration_timeout_minutes);
+    let _ = s
+        .store
+        .job_transfer(job.id, &format!("moving to {}", peer.name), 0, 0);
+    let result = lm::run_move(
+        s.hv.as_ref(),
+        &name,
+        &plan.migration_uri,
+        &options,
+        deadline,
+        &|| cancel.is_cancelled(),
+        &|p| {
+            let step = format!(
+                "moving to {}: {} MiB left, {} MiB/s, expected downtime {} ms",
+                peer.name,
+                mib(p.data_remaining_bytes),
+                mib(p.memory_bps),
+                p.downtime_ms
+            );
+            let _ = s
+                .store
+                .job_transfer(job.id, &step, p.data_processed_bytes, p.data_total_bytes);
+        },
+    );
+    let (state, message) = match &result {
+        Ok(last) => {
+            tell_end(s, &peer, &name, true, &uuid, "");
+            // The VM and its definition left with libvirt; its record here goes too.
+            let _ = s.store.delete_vm(&name);
+            let _ = s.store.release_vm_volumes(&name);
+            let downtime = last
+                .map(|p| format!(", downtime about {} ms", p.downtime_ms))
+                .unwrap_or_default();
+            (
+                JobState::Succeeded,
+                format!(
+                    "{name} moved to {} in {:.1} s{downtime}; its units here are free.",
+                    peer.name,
+                    started.elapsed().as_secs_f64()
+                ),
+            )
+        }
+        Err(e) => {
+            tell_end(s, &peer, &name, false, &uuid, &e.to_string());
+            let state = if cancel.is_cancelled() {
+                JobState::Cancelled
+            } else {
+                JobState::Failed
+            };
+            (state, e.to_string())
+        }
+    };
+    let done = s
+        .store
+        .job(job.id)
+        .ok()
+        .flatten()
+        .map(|j| j.bytes_done)
+        .unwrap_or(0);
+    let _ = s
+        .store
+        .finish_job(job.id, state.as_str(), done, &message, super::now());
+    s.jobs.forget(job.id);
+    let outcome = match state {
+        JobState::Succeeded => "ok",
+        other => other.as_str(),
+    };
+    actor.audit(
+        &s.store,
+        Action::VmMigrate.as_str(),
+        &name,
+        outcome,
+        &message,
+    );
+}
+
+/// A peer as a destination for a VM: whether it can go there, and why not.
+#[derive(Debug, Clone, Serialize)]
+pub struct Destination {
+    pub peer: String,
+    pub fits: bool,
+    pub reasons: Vec<String>,
+}
+
+/// Every peer, asked (all at once, each bounded by the peer timeout) whether `name`
+/// could come there now (blocking).
+pub fn destinations(s: &Services, name: &str) -> LcResult<(lm::Departure, Vec<Destination>)> {
+    let departure = lm::departure(s.hv.as_ref(), &s.store, &s.lifecycle, name)?;
+    let peers = s.store.peers()?;
+    let req = ArrivalRequest {
+        needs: departure.needs.clone(),
+        running: departure.running,
+    };
+    let answers: Vec<Destination> = std::thread::scope(|scope| {
+        let asks: Vec<_> = peers
+            .iter()
+            .map(|p| {
+                let req = &req;
+                scope.spawn(move || {
+                    let fit = s
+                        .peer_client(p)
+                        .and_then(|c| c.post_json::<_, Fit>("api/v1/peer/fit", req));
+                    match fit {
+                        Ok(f) => Destination {
+                            peer: p.name.clone(),
+                            fits: f.fits,
+                            reasons: f.reasons,
+                        },
+                        Err(e) => Destination {
+                            peer: p.name.clone(),
+                            fits: false,
+                            reasons: vec![e.to_string()],
+                        },
+                    }
+                })
+            })
+            .collect();
+        asks.into_iter()
+            .zip(&peers)
+            .map(|(h, p)| {
+                h.join().unwrap_or_else(|_| Destination {
+                    peer: p.name.clone(),
+                    fits: false,
+                    reasons: vec!["internal error".into()],
+                })
+            })
+            .collect()
+    });
+    Ok((departure, answers))
+}
