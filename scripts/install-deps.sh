@@ -11,7 +11,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 build_pkgs=(pkg-config libvirt-dev libvirt-daemon gcc make genisoimage)
 backports_pkgs=(qemu-system-x86 libvirt-dev libvirt-daemon-system libvirt-daemon-driver-qemu
-  libvirt-daemon-driver-storage libvirt-daemon-driver-network libvirt-clients)
+  libvirt-daemon-driver-storage libvirt-daemon-driver-network libvirt-clients qemu-utils)
 test_pkgs=(chromium chromium-driver busybox-static cpio xz-utils iproute2 websockify
   python3-websockify genisoimage)
 

@@ -203,9 +203,10 @@ start_daemon() {
   log "starting libvirtd of host $h (user $u)"
   # A clean environment: the session daemon derives all its paths from HOME and
   # XDG_RUNTIME_DIR. libvirtd is not on an unprivileged PATH, hence the full path.
+  # 9>&-: the daemon must not inherit our lock fd (it would hold the lock forever).
   (cd "$home" && runuser -u "$u" -- env -i HOME="$home" USER="$u" LOGNAME="$u" \
     XDG_RUNTIME_DIR="$home/run" PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8 \
-    "$LIBVIRTD" -d)
+    "$LIBVIRTD" -d 9>&-)
 }
 
 stop_pid() {

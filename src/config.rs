@@ -151,6 +151,13 @@ pub struct FleetConfig {
     pub pairing_code_minutes: u64,
     /// Longest a migration may run before it is aborted (the VM stays on this host).
     pub migration_timeout_minutes: u64,
+    /// Most MiB/s a migration from this host sends (0: as fast as the link allows), so
+    /// a move does not starve the guests' own traffic.
+    pub migration_bandwidth_mib_s: u64,
+    /// Directories on storage every host mounts at the same path (NFS, a cluster
+    /// filesystem): disks there are not copied when a VM arrives. Network pools count as
+    /// shared without being listed.
+    pub shared_dirs: Vec<String>,
 }
 
 impl Default for FleetConfig {
@@ -163,6 +170,8 @@ impl Default for FleetConfig {
             refresh_seconds: 15,
             pairing_code_minutes: 10,
             migration_timeout_minutes: 60,
+            migration_bandwidth_mib_s: 0,
+            shared_dirs: Vec::new(),
         }
     }
 }

@@ -140,12 +140,10 @@ fn pool_info(pool: &StoragePool) -> HvResult<PoolInfo> {
     let kind = xml_attr(&xml, "pool", "type").unwrap_or_default();
     let mut volumes = Vec::new();
     if active {
-        for vol in pool
+        let listed = pool
             .list_all_volumes(0)
-            .map_err(call("list a pool's volumes"))?
-        {
-            volumes.push(volume_info(&vol)?);
-        }
+            .map_err(call("list a pool's volumes"))?;
+        volumes.extend(existing_volumes(listed)?.into_iter().map(|(_, v)| v));
     }
     volumes.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(PoolInfo {
@@ -157,6 +155,25 @@ fn pool_info(pool: &StoragePool) -> HvResult<PoolInfo> {
         available_bytes: info.available,
         volumes,
     })
+}
+
+/// A pool's volumes that still exist: one whose file was removed behind libvirt's back
+/// (libvirt answers "no storage vol") is left out with a warning, not an error for the
+/// whole host.
+fn existing_volumes(vols: Vec<StorageVol>) -> HvResult<Vec<(StorageVol, VolumeInfo)>> {
+    let mut out = Vec::new();
+    for vol in vols {
+        match volume_info(&vol) {
+            Ok(info) => out.push((vol, info)),
+            Err(HypervisorError::Libvirt {
+                code, ref message, ..
+            }) if code == virt::sys::VIR_ERR_NO_STORAGE_VOL => {
+                tracing::warn!(volume = %vol.name().unwrap_or_default(), %message, "a volume is gone from its pool (removed outside libvirt); left out");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 fn volume_info(vol: &StorageVol) -> HvResult<VolumeInfo> {
@@ -589,6 +606,7 @@ impl Hypervisor for Libvirt {
         }
         let mut params = virt::domain::MigrateParameters {
             migrate_disks: options.copy_disks.clone(),
+            bandwidth: (options.bandwidth_mib_s > 0).then_some(options.bandwidth_mib_s),
             ..Default::default()
         };
         let moved: Vec<(String, String)> = options
@@ -818,11 +836,10 @@ impl Hypervisor for Libvirt {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        for vol in p
+        let listed = p
             .list_all_volumes(0)
-            .map_err(call("list a pool's volumes"))?
-        {
-            let v = volume_info(&vol)?;
+            .map_err(call("list a pool's volumes"))?;
+        for (vol, v) in existing_volumes(listed)? {
             let xml = vol.xml_desc(0).unwrap_or_default();
             out.push(PoolVolume {
                 name: v.name,

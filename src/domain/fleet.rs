@@ -120,8 +120,12 @@ pub struct HostOffer {
     pub bridges: Vec<String>,
     pub machines: Vec<String>,
     pub pools: Vec<PoolOffer>,
-    /// Disk paths and boot files that exist here already (shared storage).
+    /// Boot files (and disk paths) that exist here.
     pub existing_files: Vec<String>,
+    /// Disk paths that exist here on storage the hosts share (a network pool, or a
+    /// directory listed in `[fleet] shared_dirs`): these disks are not copied. A file
+    /// that merely has the same path on a local disk is another file.
+    pub shared_disks: Vec<String>,
 }
 
 /// How each disk travels.
@@ -188,7 +192,7 @@ pub fn plan_arrival(
     let mut moves = Vec::new();
     let mut wanted: Vec<(String, u64)> = Vec::new();
     for disk in &needs.disks {
-        if offer.existing_files.contains(&disk.path) {
+        if offer.shared_disks.contains(&disk.path) {
             moves.push(DiskMove::Shared {
                 path: disk.path.clone(),
             });
@@ -317,6 +321,7 @@ mod tests {
                 available_bytes: 100 << 30,
             }],
             existing_files: vec![],
+            shared_disks: vec![],
         }
     }
 
@@ -357,10 +362,21 @@ mod tests {
     }
 
     #[test]
+    fn a_local_file_at_the_same_path_is_another_file_and_the_disk_is_copied() {
+        let mut o = offer();
+        o.existing_files = vec!["/var/lib/libvirt/images/web1.qcow2".into()];
+        assert!(matches!(
+            plan_arrival(&needs(), &o).unwrap()[0],
+            DiskMove::Copied { .. }
+        ));
+    }
+
+    #[test]
     fn a_disk_already_there_is_shared_and_not_copied() {
         let mut o = offer();
         o.pools.clear();
         o.existing_files = vec!["/var/lib/libvirt/images/web1.qcow2".into()];
+        o.shared_disks = vec!["/var/lib/libvirt/images/web1.qcow2".into()];
         assert_eq!(
             plan_arrival(&needs(), &o).unwrap(),
             vec![DiskMove::Shared {

@@ -226,6 +226,8 @@ pub struct MigrateOptions {
     pub copy_disks: Vec<String>,
     /// (path here, path there) of each copied disk whose volume there has another path.
     pub disk_paths: Vec<(String, String)>,
+    /// Most MiB/s the move may use; 0 for no limit.
+    pub bandwidth_mib_s: u64,
 }
 
 /// A running migration's progress, from libvirt's job statistics.

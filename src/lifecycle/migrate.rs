@@ -123,6 +123,7 @@ pub fn offer(
     store: &Store,
     cfg: &crate::config::LifecycleSettings,
     files: &[String],
+    shared_dirs: &[String],
 ) -> LcResult<HostOffer> {
     let capacity = super::capacity(hv, store, cfg)?;
     let mut vm_names: Vec<String> = hv.list_vms()?.into_iter().map(|v| v.name).collect();
@@ -133,18 +134,38 @@ pub fn offer(
         .filter(|n| n.active)
         .map(|n| n.name)
         .collect();
-    let pools = hv
-        .pool_statuses()
-        .unwrap_or_default()
-        .into_iter()
+    let statuses = hv.pool_statuses().unwrap_or_default();
+    let pools = statuses
+        .iter()
         .filter(|p| p.active && matches!(p.kind.as_str(), "dir" | "fs" | "netfs"))
         .filter_map(|p| {
             Some(PoolOffer {
-                path: p.target_path?,
-                name: p.name,
+                path: p.target_path.clone()?,
+                name: p.name.clone(),
                 available_bytes: p.available_bytes,
             })
         })
+        .collect();
+    // Shared storage: network pools' directories, and the directories the admin listed.
+    let mut shared: Vec<String> = statuses
+        .iter()
+        .filter(|p| p.active && matches!(p.kind.as_str(), "netfs" | "gluster"))
+        .filter_map(|p| p.target_path.clone())
+        .collect();
+    shared.extend(shared_dirs.iter().cloned());
+    let existing_files: Vec<String> = files
+        .iter()
+        .filter(|f| Path::new(f).exists())
+        .cloned()
+        .collect();
+    let shared_disks = existing_files
+        .iter()
+        .filter(|f| {
+            shared.iter().any(|d| {
+                Path::new(f).starts_with(Path::new(d.trim_end_matches('/'))) && !f.contains("/../")
+            })
+        })
+        .cloned()
         .collect();
     Ok(HostOffer {
         free_units: capacity.usage.free,
@@ -153,11 +174,8 @@ pub fn offer(
         bridges: host_bridges(),
         machines: hv.machine_types().unwrap_or_default(),
         pools,
-        existing_files: files
-            .iter()
-            .filter(|f| Path::new(f).exists())
-            .cloned()
-            .collect(),
+        existing_files,
+        shared_disks,
     })
 }
 
@@ -303,8 +321,19 @@ pub fn run_move(
             e,
         )),
         (Err(e), None) => Err(LifecycleError::failed_because(
-            format!("The migration of {name} failed; {name} stays on this host"),
+            format!(
+                "The migration of {name} failed ({}); {name} stays on this host",
+                libvirt_words(&e)
+            ),
             e,
         )),
+    }
+}
+
+/// What libvirt said, without our wrapping.
+fn libvirt_words(e: &crate::hypervisor::HypervisorError) -> String {
+    match e {
+        crate::hypervisor::HypervisorError::Libvirt { message, .. } => message.clone(),
+        other => other.to_string(),
     }
 }

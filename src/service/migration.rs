@@ -78,7 +78,13 @@ pub fn fit(s: &Services, needs: &MigrationNeeds, running: bool) -> LcResult<Fit>
             )))
         }
     }
-    let offer = lm::offer(s.hv.as_ref(), &s.store, &s.lifecycle, &files_of(needs))?;
+    let offer = lm::offer(
+        s.hv.as_ref(),
+        &s.store,
+        &s.lifecycle,
+        &files_of(needs),
+        &s.cfg.fleet.shared_dirs,
+    )?;
     Ok(match plan_arrival(needs, &offer) {
         Ok(moves) if !running && moves.iter().any(|m| matches!(m, DiskMove::Copied { .. })) => {
             Fit {
@@ -162,7 +168,13 @@ fn receive_now(s: &Services, peer: &PeerRow, req: &ArrivalRequest) -> LcResult<A
             verdict.reasons.join(" ")
         )));
     }
-    let offer = lm::offer(s.hv.as_ref(), &s.store, &s.lifecycle, &files_of(needs))?;
+    let offer = lm::offer(
+        s.hv.as_ref(),
+        &s.store,
+        &s.lifecycle,
+        &files_of(needs),
+        &s.cfg.fleet.shared_dirs,
+    )?;
     let moves =
         plan_arrival(needs, &offer).map_err(|why| LifecycleError::Conflict(why.join(" ")))?;
     let made = lm::make_disk_targets(s.hv.as_ref(), &moves)?;
@@ -224,8 +236,9 @@ pub fn arrival_ended(
                 peer.name
             ))
         })?;
-    let here = s.hv.list_vms()?.into_iter().any(|v| v.name == name);
-    let arrived = end.arrived && here;
+    // A failed move is released even when libvirt here does not answer (it may be why
+    // the move failed); an arrival is believed only when the VM is here.
+    let arrived = end.arrived && s.hv.list_vms()?.into_iter().any(|v| v.name == name);
     finish_arrival(s, &row, arrived, &end.uuid, &end.message);
     audit::write(
         &s.store,
@@ -504,6 +517,7 @@ fn run(s: &Services, st: Started, live: bool, actor: &Actor) {
         offline: !departure.running,
         copy_disks,
         disk_paths: plan.copied.clone(),
+        bandwidth_mib_s: s.cfg.fleet.migration_bandwidth_mib_s,
     };
     let started = std::time::Instant::now();
     let deadline =
