@@ -671,15 +671,26 @@ async fn a_volume_file_removed_behind_libvirts_back_leaves_the_host_usable() {
     let gone = "gone.qcow2";
     for name in [kept, gone] {
         let out = virsh(&["vol-create-as", &pool.name, name, "1M", "--format", "qcow2"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // An admin deletes a file by hand; libvirt still lists the volume until a refresh.
     std::fs::remove_file(pool.file(gone)).unwrap();
     let (s, host) = api.get("/api/v1/host").await;
     assert_eq!(s, StatusCode::OK, "{host}");
-    assert!(host["capacity"].is_object(), "the capacity is shown: {host}");
+    assert!(
+        host["capacity"].is_object(),
+        "the capacity is shown: {host}"
+    );
     let names = volume_names(&app.base, &api.token, &pool.name).await;
-    assert_eq!(names, vec![kept.to_string()], "the removed file is left out");
+    assert_eq!(
+        names,
+        vec![kept.to_string()],
+        "the removed file is left out"
+    );
     let (s, _) = api.get("/api/v1/vms").await;
     assert_eq!(s, StatusCode::OK);
 }

@@ -82,6 +82,8 @@ impl Browser {
             "capabilities": {
                 "alwaysMatch": {
                     "browserName": "chrome",
+                    // Test apps with TLS on use their own self-signed certificates.
+                    "acceptInsecureCerts": true,
                     "goog:chromeOptions": { "binary": CHROMIUM, "args": args }
                 }
             }
