@@ -631,3 +631,75 @@ async fn a_cancelled_move_and_a_destination_that_dies_leave_the_guest_running_he
         assert_eq!(free_units(&beta_host), beta_free, "{how}");
     }
 }
+
+#[tokio::test]
+async fn a_shut_off_guest_moves_its_definition_and_its_record() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let env = rig();
+    let alpha = virtdeck_on(&env, "alpha", |_| {}).await;
+    let beta = virtdeck_on(&env, "beta", |_| {}).await;
+    let (a, b) = (admin_of(&alpha).await, admin_of(&beta).await);
+    pair(&alpha, &a, &beta, &b).await;
+    let guest = Guest::new(&env, false, 256);
+    let out = virsh(&env["RIG_A_URI"], &["destroy", &guest.name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        guest.state_on(&env["RIG_A_URI"]).as_deref(),
+        Some("shut off")
+    );
+
+    let (status, started) = api(
+        &alpha,
+        &a,
+        "POST",
+        &format!("/api/v1/vms/{}/migrate", guest.name),
+        json!({"to": "beta"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let (job, _) = follow(
+        &alpha,
+        &a,
+        started["job"].as_i64().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(
+        guest.state_on(&env["RIG_B_URI"]).as_deref(),
+        Some("shut off")
+    );
+    assert_eq!(
+        guest.state_on(&env["RIG_A_URI"]),
+        None,
+        "still defined on alpha"
+    );
+    let (status, vm) = api(
+        &beta,
+        &b,
+        "GET",
+        &format!("/api/v1/vms/{}", guest.name),
+        json!(null),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{vm}");
+    assert_eq!(vm["managed"], true, "{vm}");
+    // It starts there.
+    let (status, started) = api(
+        &beta,
+        &b,
+        "POST",
+        &format!("/api/v1/vms/{}/start", guest.name),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    let mut serial = Serial::open(&env["RIG_B_URI"], &guest.name);
+    serial
+        .until_line("echo up-on-beta", "up-on-beta", Duration::from_secs(120))
+        .await;
+}
