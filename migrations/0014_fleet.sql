@@ -39,6 +39,13 @@ CREATE TABLE arriving_vms (
     job_id      INTEGER NOT NULL DEFAULT 0
 );
 
+-- Host-wide flags: `draining` (its value says who started it and when) while the host
+-- is being emptied for maintenance: no new VM is made or accepted here.
+CREATE TABLE host_state (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
 CREATE TABLE jobs_rebuilt (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     kind        TEXT NOT NULL CHECK (kind IN ('upload', 'fetch', 'clone', 'create', 'migrate')),

@@ -703,3 +703,69 @@ async fn a_shut_off_guest_moves_its_definition_and_its_record() {
         .until_line("echo up-on-beta", "up-on-beta", Duration::from_secs(120))
         .await;
 }
+
+#[tokio::test]
+async fn a_drain_moves_every_guest_to_the_peer_and_keeps_the_host_closed_until_ended() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let env = rig();
+    let alpha = virtdeck_on(&env, "alpha", |_| {}).await;
+    let beta = virtdeck_on(&env, "beta", |_| {}).await;
+    let (a, b) = (admin_of(&alpha).await, admin_of(&beta).await);
+    pair(&alpha, &a, &beta, &b).await;
+    let running = Guest::new(&env, false, 256);
+    let off = Guest::new(&env, false, 256);
+    let out = virsh(&env["RIG_A_URI"], &["destroy", &off.name]);
+    assert!(out.status.success());
+    let mut serial = Serial::open(&env["RIG_A_URI"], &running.name);
+    serial
+        .until_line("echo shell-up", "shell-up", Duration::from_secs(120))
+        .await;
+    drop(serial);
+
+    let (status, d) = api(&alpha, &a, "POST", "/api/v1/fleet/drain", json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{d}");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let end = loop {
+        let rows = store_of(&alpha).audit_for_target("host", 20).unwrap();
+        if let Some(end) = rows
+            .into_iter()
+            .find(|e| e.action == "host.drain" && e.detail.contains("moved"))
+        {
+            break end;
+        }
+        assert!(Instant::now() < deadline, "the drain never ended");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(end.result, "ok", "{}", end.detail);
+    assert_eq!(
+        running.state_on(&env["RIG_B_URI"]).as_deref(),
+        Some("running")
+    );
+    assert_eq!(off.state_on(&env["RIG_B_URI"]).as_deref(), Some("shut off"));
+    for g in [&running, &off] {
+        assert_eq!(
+            g.state_on(&env["RIG_A_URI"]),
+            None,
+            "{} still on alpha",
+            g.name
+        );
+    }
+    let mut serial = Serial::open(&env["RIG_B_URI"], &running.name);
+    serial
+        .until_line(
+            "echo moved-by-drain",
+            "moved-by-drain",
+            Duration::from_secs(30),
+        )
+        .await;
+    // Still closed for new VMs until an admin ends the drain.
+    let (_, fit) = api(
+        &beta,
+        &b,
+        "GET",
+        "/api/v1/fleet/fit?vcpus=1&memory_mib=256",
+        json!(null),
+    )
+    .await;
+    assert!(fit.to_string().contains("emptied for maintenance"), "{fit}");
+}

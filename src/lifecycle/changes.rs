@@ -362,6 +362,7 @@ pub fn plan_clone(
             .map(|c| c.units)
             .unwrap_or(1)
             .max(1);
+        super::refuse_while_draining(store)?;
         admit(&inv.model, &all, units, None)?;
         for (pool, gib) in &needed_gib {
             let available = inv

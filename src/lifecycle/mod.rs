@@ -483,6 +483,7 @@ pub fn create(
             _ => None,
         };
         let claims = claims(&inv.model, &inv.vms, &inv.rows);
+        refuse_while_draining(store)?;
         admit(&inv.model, &claims, plan.units, None)?;
         store.insert_vm(&VmRow {
             name: plan.spec.name.to_string(),
@@ -800,6 +801,17 @@ pub fn reason_in_plain_words(e: &HypervisorError) -> String {
         return format!("{text} (QEMU may not read that file: check its directory's permissions)");
     }
     text
+}
+
+/// While the host is being emptied for maintenance, no new VM is made here.
+pub fn refuse_while_draining(store: &Store) -> LcResult<()> {
+    match store.draining()? {
+        Some(who) => Err(LifecycleError::Conflict(format!(
+            "This host is being emptied for maintenance ({who}): make new VMs on another \
+             host, or end the drain on the Fleet page."
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Rolls back creates interrupted by a restart, and forgets VMs removed behind virtdeck's back.

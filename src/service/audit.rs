@@ -58,11 +58,13 @@ pub enum Action {
     PeerPair,
     PeerUnpair,
     VmMigrate,
+    HostDrain,
+    HostDrainEnd,
 }
 
 impl Action {
     /// Every action, once.
-    pub const ALL: [Action; 55] = [
+    pub const ALL: [Action; 57] = [
         Action::VmCreate,
         Action::Vm(VmAction::Start),
         Action::Vm(VmAction::Shutdown),
@@ -118,6 +120,8 @@ impl Action {
         Action::PeerPair,
         Action::PeerUnpair,
         Action::VmMigrate,
+        Action::HostDrain,
+        Action::HostDrainEnd,
     ];
 
     /// The action the audit log names `name`.
@@ -186,6 +190,8 @@ impl Action {
             Action::PeerPair => "peer.pair",
             Action::PeerUnpair => "peer.unpair",
             Action::VmMigrate => "vm.migrate",
+            Action::HostDrain => "host.drain",
+            Action::HostDrainEnd => "host.drain.end",
         }
     }
 }

@@ -745,3 +745,125 @@ pub fn fleet_vms(hosts: &[FleetHost], query: &ListQuery) -> (Vec<FleetVm>, Page)
     let rows = all[page.start..page.end].to_vec();
     (rows, page)
 }
+
+/// Whether a VM of a given size fits on one host, by that host's own rule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SizeFit {
+    pub host: String,
+    /// Units a VM of this size takes there (hosts split differently).
+    pub units: u32,
+    pub free: u32,
+    pub fits: bool,
+    /// Why it does not fit, or why the host could not be asked.
+    pub reason: Option<String>,
+}
+
+/// A size to place: vCPUs and memory.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct SizeAsk {
+    pub vcpus: u32,
+    pub memory_mib: u64,
+}
+
+impl SizeAsk {
+    /// The size as typed, or the field errors.
+    pub fn parse(vcpus: &str, memory_mib: &str) -> Result<SizeAsk, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let v = vcpus
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|v| (1..=1024).contains(v));
+        if v.is_none() {
+            errors.push(FieldError {
+                field: "fit_vcpus",
+                message: "Enter 1 to 1024 vCPUs.".into(),
+            });
+        }
+        let m = memory_mib
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|m| (64..=16 * 1024 * 1024).contains(m));
+        if m.is_none() {
+            errors.push(FieldError {
+                field: "fit_memory_mib",
+                message: "Enter the memory in MiB, 64 to 16777216.".into(),
+            });
+        }
+        match (v, m) {
+            (Some(vcpus), Some(memory_mib)) => Ok(SizeAsk { vcpus, memory_mib }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// Whether `size` fits on this host now (blocking).
+pub fn fit_size_here(s: &Services, size: SizeAsk) -> LcResult<SizeFit> {
+    let capacity = crate::lifecycle::capacity(s.hv.as_ref(), &s.store, &s.lifecycle)?;
+    let units = capacity
+        .model
+        .units_for(crate::domain::capacity::Size {
+            vcpus: size.vcpus,
+            memory_mib: size.memory_mib,
+        })
+        .max(1);
+    let free = capacity.usage.free;
+    let draining = s.store.draining()?;
+    let reason = if let Some(d) = &draining {
+        Some(format!("It is being emptied for maintenance ({d})."))
+    } else if units > free {
+        Some(format!(
+            "It needs {} and {} free.",
+            crate::domain::capacity::units_text(units),
+            crate::domain::capacity::units_text(free)
+        ))
+    } else {
+        None
+    };
+    Ok(SizeFit {
+        host: s.fleet_name(),
+        units,
+        free,
+        fits: reason.is_none(),
+        reason,
+    })
+}
+
+/// Where a VM of `size` fits: this host and every peer, each by its own rule, asked at
+/// once (blocking).
+pub fn where_fits(s: &Services, size: SizeAsk) -> LcResult<Vec<SizeFit>> {
+    let mut out = vec![fit_size_here(s, size)?];
+    let peers = s.store.peers()?;
+    let answers: Vec<SizeFit> = std::thread::scope(|scope| {
+        let asks: Vec<_> = peers
+            .iter()
+            .map(|p| {
+                scope.spawn(move || {
+                    s.peer_client(p)
+                        .and_then(|c| c.post_json::<_, SizeFit>("api/v1/peer/fit-size", &size))
+                        .unwrap_or_else(|e| SizeFit {
+                            host: p.name.clone(),
+                            units: 0,
+                            free: 0,
+                            fits: false,
+                            reason: Some(e.to_string()),
+                        })
+                })
+            })
+            .collect();
+        asks.into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| SizeFit {
+                    host: String::new(),
+                    units: 0,
+                    free: 0,
+                    fits: false,
+                    reason: Some("internal error".into()),
+                })
+            })
+            .collect()
+    });
+    out.extend(answers);
+    Ok(out)
+}

@@ -69,6 +69,12 @@ fn files_of(needs: &MigrationNeeds) -> Vec<String> {
 
 /// Whether `needs` fits here now (no change is made) (blocking).
 pub fn fit(s: &Services, needs: &MigrationNeeds, running: bool) -> LcResult<Fit> {
+    if let Some(who) = s.store.draining()? {
+        return Ok(Fit {
+            fits: false,
+            reasons: vec![format!("It is being emptied for maintenance ({who}).")],
+        });
+    }
     match crate::domain::vmspec::VmName::parse(&needs.vm) {
         Ok(n) if n.as_str() == needs.vm => {}
         Ok(_) | Err(_) => {
@@ -159,6 +165,12 @@ fn receive_now(s: &Services, peer: &PeerRow, req: &ArrivalRequest) -> LcResult<A
     let _admission = s.admission.0.lock().map_err(|_| {
         LifecycleError::failed("The admission lock is unusable after an earlier failure.")
     })?;
+    if let Some(who) = s.store.draining()? {
+        return Err(LifecycleError::Conflict(format!(
+            "{} is being emptied for maintenance ({who}).",
+            s.fleet_name()
+        )));
+    }
     let verdict = fit(s, needs, req.running)?;
     if !verdict.fits {
         return Err(LifecycleError::Conflict(format!(
@@ -650,4 +662,163 @@ pub fn destinations(s: &Services, name: &str) -> LcResult<(lm::Departure, Vec<De
             .collect()
     });
     Ok((departure, answers))
+}
+
+/// What a drain started with.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrainStarted {
+    /// VMs it will try to move.
+    pub vms: Vec<String>,
+}
+
+/// Empties this host for maintenance (admins): from now on no new VM is made or accepted
+/// here; then every VM that runs or is shut off moves, one at a time, to the first peer
+/// where it fits. Each move is a migrate job; the drain's end is audited with what moved
+/// and what stayed (and why). The host stays draining until an admin ends it.
+pub async fn drain(svc: &Arc<Services>, caller: &Caller) -> Done<DrainStarted> {
+    let who = caller.username.clone();
+    let started = execute(
+        svc,
+        caller,
+        Op::admin(
+            Action::HostDrain,
+            "host",
+            move |s| {
+                if let Some(d) = s.store.draining()? {
+                    return Err(LifecycleError::Conflict(format!(
+                        "This host is being emptied already ({d})."
+                    )));
+                }
+                if s.store.peers()?.is_empty() {
+                    return Err(LifecycleError::Conflict(
+                        "No peer is paired with this host: there is nowhere to move its VMs. Pair one first."
+                            .into(),
+                    ));
+                }
+                let vms = movable_vms(s)?;
+                s.store.set_draining(Some(&format!(
+                    "started by {who} at {}",
+                    crate::domain::clock::format_time(super::now())
+                )))?;
+                Ok(DrainStarted { vms })
+            },
+            |d: &DrainStarted| format!("new VMs refused; moving {} VMs to peers", d.vms.len()),
+        ),
+    )
+    .await?;
+    let started = match started {
+        Ok(d) => d,
+        Err(e) => return Ok(Err(e)),
+    };
+    let (s, actor, vms) = (svc.clone(), caller.actor(), started.vms.clone());
+    let spawned = std::thread::Builder::new()
+        .name("drain".into())
+        .spawn(move || drain_all(&s, &vms, &actor));
+    if let Err(e) = spawned {
+        let _ = svc.store.set_draining(None);
+        return Ok(Err(LifecycleError::failed(format!(
+            "The drain could not be started: {e}."
+        ))));
+    }
+    Ok(Ok(started))
+}
+
+/// VMs a drain moves: running or shut off, not templates, by name.
+fn movable_vms(s: &Services) -> LcResult<Vec<String>> {
+    let templates: Vec<String> = s.store.templates()?.into_iter().map(|t| t.name).collect();
+    let mut vms: Vec<String> =
+        s.hv.list_vms()?
+            .into_iter()
+            .filter(|v| v.state.is_active() || v.state == crate::domain::vm::VmState::ShutOff)
+            .filter(|v| !templates.contains(&v.name))
+            .map(|v| v.name)
+            .collect();
+    vms.sort();
+    Ok(vms)
+}
+
+fn drain_all(s: &Services, vms: &[String], actor: &Actor) {
+    let mut moved = Vec::new();
+    let mut stayed = Vec::new();
+    for name in vms {
+        if s.store.draining().ok().flatten().is_none() {
+            stayed.push(format!("{name} (the drain was ended)"));
+            continue;
+        }
+        let to = match destinations(s, name) {
+            Ok((_, dests)) => match dests.into_iter().find(|d| d.fits) {
+                Some(d) => d.peer,
+                None => {
+                    stayed.push(format!("{name} (it fits on no peer)"));
+                    continue;
+                }
+            },
+            Err(e) => {
+                stayed.push(format!("{name} ({e})"));
+                continue;
+            }
+        };
+        let started = match start(s, name, &to, actor) {
+            Ok(st) => st,
+            Err(e) => {
+                stayed.push(format!("{name} ({e})"));
+                continue;
+            }
+        };
+        let id = started.job.id;
+        run(s, started, true, actor);
+        match s.store.job(id).ok().flatten() {
+            Some(j) if j.state == JobState::Succeeded.as_str() => {
+                moved.push(format!("{name} → {to}"))
+            }
+            Some(j) => stayed.push(format!("{name} ({})", j.message)),
+            None => stayed.push(format!("{name} (its job is gone)")),
+        }
+    }
+    s.vm_list.invalidate();
+    let detail = format!(
+        "moved {}: {}; stayed {}: {}. The host stays draining until an admin ends it.",
+        moved.len(),
+        if moved.is_empty() {
+            "none".into()
+        } else {
+            moved.join(", ")
+        },
+        stayed.len(),
+        if stayed.is_empty() {
+            "none".into()
+        } else {
+            stayed.join(", ")
+        }
+    );
+    actor.audit(
+        &s.store,
+        Action::HostDrain.as_str(),
+        "host",
+        if stayed.is_empty() { "ok" } else { "failed" },
+        &detail,
+    );
+}
+
+/// Ends the drain: new VMs are made and accepted here again (admins).
+pub async fn end_drain(svc: &Arc<Services>, caller: &Caller) -> Done<()> {
+    execute(
+        svc,
+        caller,
+        Op::admin(
+            Action::HostDrainEnd,
+            "host",
+            |s| {
+                if s.store.draining()?.is_none() {
+                    return Err(LifecycleError::Conflict(
+                        "This host is not being drained.".into(),
+                    ));
+                }
+                s.store.set_draining(None)?;
+                Ok(())
+            },
+            |_| "new VMs are made and accepted here again".into(),
+        ),
+    )
+    .await
 }

@@ -215,6 +215,31 @@ impl Store {
         Ok(())
     }
 
+    /// Who is emptying this host for maintenance, and since when; `None` if nobody.
+    pub fn draining(&self) -> StoreResult<Option<String>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT value FROM host_state WHERE key = 'draining'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// Starts (`Some(who and when)`) or ends (`None`) the drain.
+    pub fn set_draining(&self, value: Option<&str>) -> StoreResult<()> {
+        self.with(|c| match value {
+            Some(v) => c.execute(
+                "INSERT INTO host_state (key, value) VALUES ('draining', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![v],
+            ),
+            None => c.execute("DELETE FROM host_state WHERE key = 'draining'", []),
+        })
+        .map(drop)
+    }
+
     /// Sets the job that shows an arrival.
     pub fn set_arriving_job(&self, name: &str, job_id: i64) -> StoreResult<()> {
         self.with(|c| {
@@ -288,6 +313,17 @@ mod tests {
         assert!(s.delete_peer("b").unwrap());
         assert!(s.peer_by_inbound("digest-b").unwrap().is_none());
         assert!(!s.delete_peer("b").unwrap());
+    }
+
+    #[test]
+    fn a_drain_is_on_until_it_is_ended() {
+        let (_d, s) = store();
+        assert_eq!(s.draining().unwrap(), None);
+        s.set_draining(Some("by admin")).unwrap();
+        s.set_draining(Some("by root")).unwrap();
+        assert_eq!(s.draining().unwrap().as_deref(), Some("by root"));
+        s.set_draining(None).unwrap();
+        assert_eq!(s.draining().unwrap(), None);
     }
 
     #[test]

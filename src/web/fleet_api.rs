@@ -27,7 +27,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .post("/api/v1/peer/fit", peer_fit)
         .post("/api/v1/peer/arrivals", peer_arrival)
         .post("/api/v1/peer/arrivals/{name}/end", peer_arrival_end)
-        .post("/api/v1/vms/{name}/migrate", migrate);
+        .post("/api/v1/vms/{name}/migrate", migrate)
+        .post("/api/v1/peer/fit-size", peer_fit_size)
+        .get("/api/v1/fleet/fit", where_fits)
+        .post("/api/v1/fleet/drain", drain)
+        .delete("/api/v1/fleet/drain", end_drain);
 }
 
 /// Anyone may ask a host its fleet name (a first contact shows it with the certificate).
@@ -247,5 +251,59 @@ async fn migrate(
                 .insert_header(("location", format!("/api/v1/jobs/{}", job.id)))
                 .json(serde_json::json!({ "job": job.id, "vm": job.vm, "to": job.source }))
         },
+    )
+}
+
+async fn peer_fit_size(
+    state: web::Data<AppState>,
+    _peer: PeerAuthed,
+    body: web::Json<fleet::SizeAsk>,
+) -> Result<HttpResponse, AppError> {
+    let size = body.into_inner();
+    let fit = lc(&state, move |s| fleet::fit_size_here(s, size)).await?;
+    Ok(HttpResponse::Ok().json(fit))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FitParams {
+    vcpus: String,
+    memory_mib: String,
+}
+
+/// `GET /api/v1/fleet/fit?vcpus=4&memory_mib=8192`: every host, by its own rule.
+async fn where_fits(
+    state: web::Data<AppState>,
+    _who: Authed,
+    params: web::Query<FitParams>,
+) -> Result<HttpResponse, AppError> {
+    let size = match fleet::SizeAsk::parse(&params.vcpus, &params.memory_mib) {
+        Ok(s) => s,
+        Err(errors) => return Ok(super::kit::invalid(&errors)),
+    };
+    let hosts = lc(&state, move |s| fleet::where_fits(s, size)).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "hosts": hosts })))
+}
+
+async fn drain(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    answer(migration::drain(&state.svc, &who.caller()).await?, |d| {
+        HttpResponse::Accepted().json(d)
+    })
+}
+
+async fn end_drain(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    answer(
+        migration::end_drain(&state.svc, &who.caller()).await?,
+        |()| HttpResponse::Ok().json(serde_json::json!({ "draining": false })),
     )
 }

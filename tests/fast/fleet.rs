@@ -561,3 +561,158 @@ async fn a_migration_that_cannot_happen_is_refused_first_and_a_failed_one_leaves
         "{jobs}"
     );
 }
+
+#[tokio::test]
+async fn every_host_says_where_a_size_fits_and_a_draining_host_takes_nothing_new() {
+    let (alpha, beta, a, b) = paired().await;
+
+    // Where does a size fit: each host by its own rule.
+    let (status, fit) = api(
+        &alpha,
+        &a,
+        "GET",
+        "/api/v1/fleet/fit?vcpus=2&memory_mib=2048",
+        json!(null),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{fit}");
+    let hosts = fit["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 2, "{fit}");
+    assert!(
+        hosts
+            .iter()
+            .all(|h| h["fits"] == true && h["units"].as_u64() >= Some(1)),
+        "{fit}"
+    );
+    let (_, huge) = api(
+        &alpha,
+        &a,
+        "GET",
+        "/api/v1/fleet/fit?vcpus=1000&memory_mib=9000000",
+        json!(null),
+    )
+    .await;
+    assert!(
+        huge["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["fits"] == false && h["reason"].as_str().unwrap().contains("free")),
+        "{huge}"
+    );
+    let (status, bad) = api(
+        &alpha,
+        &a,
+        "GET",
+        "/api/v1/fleet/fit?vcpus=0&memory_mib=x",
+        json!(null),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    let page = a
+        .client
+        .get(alpha.url("/fleet?fit_vcpus=2&fit_memory_mib=2048"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("data-fit-host=\"beta\" data-fits=\"yes\""),
+        "{page}"
+    );
+
+    // A viewer may look but not drain.
+    alpha
+        .add_user(&a.client, "vera", "viewer", "viewer-password-1")
+        .await;
+    let vera = alpha.token_for(&a.client, "vera").await;
+    let r = common::client()
+        .post(alpha.url("/api/v1/fleet/drain"))
+        .bearer_auth(&vera)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    // Drain alpha: nothing new is made or accepted there until it ends.
+    let (status, d) = api(&alpha, &a, "POST", "/api/v1/fleet/drain", json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{d}");
+    assert!(
+        d["vms"].as_array().unwrap().iter().any(|v| v == "web01"),
+        "{d}"
+    );
+    let new_vm = json!({
+        "name": "fresh", "flavor": "small",
+        "disk": {"type": "new", "pool": "default", "size_gib": 2},
+        "install": {"type": "import"}, "nic": {"network": "default"}, "start": false
+    });
+    let (status, err) = api(&alpha, &a, "POST", "/api/v1/vms", new_vm.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("being emptied for maintenance"),
+        "{err}"
+    );
+    // Asked by beta, alpha says it takes nothing now.
+    let (_, fit) = api(
+        &beta,
+        &b,
+        "GET",
+        "/api/v1/fleet/fit?vcpus=1&memory_mib=512",
+        json!(null),
+    )
+    .await;
+    let on_alpha = fit["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "alpha")
+        .cloned()
+        .unwrap();
+    assert_eq!(on_alpha["fits"], false, "{fit}");
+    assert!(
+        on_alpha["reason"]
+            .as_str()
+            .unwrap()
+            .contains("emptied for maintenance"),
+        "{fit}"
+    );
+    // The demo hosts share their VM names: nothing can move, and the drain says why.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = audit_rows(&alpha, "host.drain");
+        if let Some(end) = rows.iter().find(|e| e.detail.contains("stayed")) {
+            assert!(
+                end.detail.contains("web01 (it fits on no peer)"),
+                "{}",
+                end.detail
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the drain never ended: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let page = a
+        .client
+        .get(alpha.url("/fleet"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"draining\""), "{page}");
+
+    // Ended: VMs are made here again.
+    let (status, ended) = api(&alpha, &a, "DELETE", "/api/v1/fleet/drain", json!(null)).await;
+    assert_eq!(status, StatusCode::OK, "{ended}");
+    let (status, made) = api(&alpha, &a, "POST", "/api/v1/vms", new_vm).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    assert!(audit_rows(&alpha, "host.drain.end")
+        .iter()
+        .any(|e| e.result == "ok"));
+}

@@ -27,6 +27,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .post("/fleet/peers/check", check_form)
         .post("/fleet/peers", pair_form)
         .post("/fleet/peers/{name}/unpair", unpair_form)
+        .post("/fleet/drain", drain_form)
+        .post("/fleet/drain/end", end_drain_form)
         .get("/vms/{name}/migrate", migrate_page)
         .post("/vms/{name}/migrate", migrate_form);
 }
@@ -43,6 +45,10 @@ struct HostRow {
 #[template(path = "fleet.html")]
 struct FleetPage {
     chrome: Chrome,
+    message: Option<String>,
+    /// Who started emptying this host, and when.
+    draining: Option<String>,
+    fit: FitPart,
     hosts: Vec<HostRow>,
     vms: Vec<FleetVm>,
     page: Page,
@@ -85,6 +91,26 @@ struct ListParams {
     search: String,
     state: String,
     page: String,
+    fit_vcpus: String,
+    fit_memory_mib: String,
+}
+
+/// "Where does it fit?": the size as typed, and each host's answer.
+#[derive(Default)]
+struct FitPart {
+    vcpus: String,
+    memory_mib: String,
+    errors: Vec<FieldError>,
+    answers: Vec<crate::service::fleet::SizeFit>,
+}
+
+impl FitPart {
+    fn error_for(&self, field: &str) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|e| e.field == field)
+            .map(|e| e.message.as_str())
+    }
 }
 
 async fn fleet_page(
@@ -94,6 +120,18 @@ async fn fleet_page(
 ) -> Result<HttpResponse, AppError> {
     let p = params.into_inner();
     let query = ListQuery::from_params(&p.search, &p.state, &p.page, "");
+    let mut fit = FitPart {
+        vcpus: p.fit_vcpus.clone(),
+        memory_mib: p.fit_memory_mib.clone(),
+        ..Default::default()
+    };
+    if !p.fit_vcpus.is_empty() || !p.fit_memory_mib.is_empty() {
+        match fleet::SizeAsk::parse(&p.fit_vcpus, &p.fit_memory_mib) {
+            Ok(size) => fit.answers = lc(&state, move |s| fleet::where_fits(s, size)).await?,
+            Err(errors) => fit.errors = errors,
+        }
+    }
+    let draining = super::super::db(&state, |s| s.draining()).await?;
     let hosts = lc(&state, |s| fleet::fleet_hosts(s)).await?;
     let (vms, page) = fleet::fleet_vms(&hosts, &query);
     let now = crate::service::now();
@@ -101,6 +139,9 @@ async fn fleet_page(
         StatusCode::OK,
         &FleetPage {
             chrome: Chrome::new(&who, "fleet"),
+            message: flash::take(&who).map(|f| f.notice),
+            draining,
+            fit,
             hosts: hosts
                 .into_iter()
                 .map(|h| HostRow {
@@ -446,4 +487,36 @@ async fn migrate_form(
             render_migrate(&state, &who, name, status, text).await
         }
     }
+}
+
+// ---- drain ----
+
+async fn drain_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let notice = match crate::service::migration::drain(&state.svc, &who.caller()).await? {
+        Ok(d) => format!(
+            "This host is being emptied: no new VM is made here, and its {} VMs move to peers \
+             one at a time (see Jobs). It stays draining until you end it here.",
+            d.vms.len()
+        ),
+        Err(e) => e.to_string(),
+    };
+    Ok(flash::redirect(&who, "/fleet", Flash::notice(notice)))
+}
+
+async fn end_drain_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let notice = match crate::service::migration::end_drain(&state.svc, &who.caller()).await? {
+        Ok(()) => "The drain has ended: new VMs are made and accepted here again.".to_string(),
+        Err(e) => e.to_string(),
+    };
+    Ok(flash::redirect(&who, "/fleet", Flash::notice(notice)))
 }
