@@ -46,6 +46,8 @@ bench: test-deps assets
 	rm -f target/bench/upload.json
 	scripts/start-libvirt.sh
 	$(CARGO) bench --locked --bench upload
+	rm -f target/bench/migration.json
+	$(CARGO) bench --locked --bench migration
 	$(CARGO) bench --locked --bench scale
 
 fmt:

@@ -57,6 +57,7 @@ const MEMORY: &str = "Memory";
 const STARTUP: &str = "Start-up";
 const CONSOLE: &str = "Console proxy";
 const UPLOAD: &str = "Upload";
+const MIGRATION: &str = "Migration";
 const SIGN_IN: &str = "Sign-in flood";
 /// Parallel sign-ins in the flood.
 const FLOOD: usize = 500;
@@ -461,6 +462,7 @@ async fn run() -> Result<()> {
     // ---- console proxy, from the same make bench run ----
     console_figures(&out, &mut figures, &mut notes);
     upload_figures(&out, &mut figures, &mut notes);
+    migration_figures(&out, &mut figures, &mut notes);
 
     // ---- the report ----
     let report = Report {
@@ -1293,6 +1295,58 @@ fn upload_figures(out: &Path, figures: &mut Vec<Figure>, notes: &mut Vec<(String
          command that starts, uploads and exits, so its peak is mostly the library it loads. \
          The figure that matters is virtdeck's growth: the upload streams through a fixed-size \
          buffer into libvirt's volume upload, so memory does not grow with the image's size."
+            .into(),
+    ));
+}
+
+// ---- migration figures from benches/migration.rs ----
+
+fn migration_figures(out: &Path, figures: &mut Vec<Figure>, notes: &mut Vec<(String, String)>) {
+    let Some(v) = std::fs::read_to_string(out.join("migration.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+    else {
+        notes.push((
+            MIGRATION.to_string(),
+            "Not measured in this run: `make bench` runs `cargo bench --bench migration` \
+             first (it needs root and libvirt for scripts/migration-rig.sh), which writes \
+             target/bench/migration.json."
+                .into(),
+        ));
+        return;
+    };
+    let f = |who: &str, k: &str| v[who][k].as_f64().unwrap_or(f64::NAN);
+    const VIRSH: &str =
+        "`virsh migrate --live --p2p --persistent --undefinesource`, same guest and hosts";
+    figures.push(
+        Figure::new(
+            MIGRATION,
+            "migration_seconds",
+            "live migration of a running 256 MiB guest between two libvirt hosts, request → job ended (median)",
+            "s",
+            f("virtdeck", "seconds_median"),
+        )
+        .vs(VIRSH, f("virsh", "seconds_median"))
+        .target(Target::RatioAtMost(1.05)),
+    );
+    figures.push(
+        Figure::new(
+            MIGRATION,
+            "migration_downtime_ms",
+            "downtime libvirt measured on the destination (median)",
+            "ms",
+            f("virtdeck", "downtime_ms_median"),
+        )
+        .vs(VIRSH, f("virsh", "downtime_ms_median"))
+        .target(Target::RatioAtMost(1.05)),
+    );
+    notes.push((
+        MIGRATION.to_string(),
+        "The rig is two session libvirtds on one machine (scripts/migration-rig.sh); each round \
+         moves the guest there and back with virsh, then there and back with virtdeck. \
+         virtdeck's time includes asking the destination to hold the units (its admission, \
+         over HTTPS), the job's records and telling the destination the outcome; libvirt does \
+         the move itself in both cases, with the same flags."
             .into(),
     ));
 }

@@ -271,21 +271,21 @@ pub fn run_move(
     cancelled: &dyn Fn() -> bool,
     progress: &dyn Fn(&MigrationProgress),
 ) -> LcResult<Option<MigrationProgress>> {
-    let done = std::sync::atomic::AtomicBool::new(false);
     let last = std::sync::Mutex::new(None::<MigrationProgress>);
     let mut stop_reason: Option<&'static str> = None;
     let result = std::thread::scope(|scope| {
-        let mover = scope.spawn(|| {
+        // The move's end wakes this loop at once (no polling delay added to the move);
+        // meanwhile it reads the progress and watches for Cancel twice a second.
+        let (ended_tx, ended) = std::sync::mpsc::channel();
+        let mover = scope.spawn(move || {
             let r = hv.migrate(name, dest_uri, options);
-            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = ended_tx.send(());
             r
         });
         let mut aborted = false;
-        while !done.load(std::sync::atomic::Ordering::SeqCst) {
-            std::thread::sleep(std::time::Duration::from_millis(500));
-            if done.load(std::sync::atomic::Ordering::SeqCst) {
-                break;
-            }
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            ended.recv_timeout(std::time::Duration::from_millis(500))
+        {
             if let Ok(Some(p)) = hv.migration_progress(name) {
                 progress(&p);
                 if let Ok(mut l) = last.lock() {
