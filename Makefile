@@ -48,6 +48,8 @@ bench: test-deps assets
 	$(CARGO) bench --locked --bench upload
 	rm -f target/bench/migration.json
 	$(CARGO) bench --locked --bench migration
+	rm -f target/bench/fleet.json
+	$(CARGO) bench --locked --bench fleet
 	$(CARGO) bench --locked --bench scale
 
 fmt:

@@ -58,6 +58,7 @@ const STARTUP: &str = "Start-up";
 const CONSOLE: &str = "Console proxy";
 const UPLOAD: &str = "Upload";
 const MIGRATION: &str = "Migration";
+const FLEET: &str = "Fleet page: 20 peers × 1,000 VMs";
 const SIGN_IN: &str = "Sign-in flood";
 /// Parallel sign-ins in the flood.
 const FLOOD: usize = 500;
@@ -463,6 +464,7 @@ async fn run() -> Result<()> {
     console_figures(&out, &mut figures, &mut notes);
     upload_figures(&out, &mut figures, &mut notes);
     migration_figures(&out, &mut figures, &mut notes);
+    fleet_figures(&out, &mut figures, &mut notes);
 
     // ---- the report ----
     let report = Report {
@@ -1347,6 +1349,66 @@ fn migration_figures(out: &Path, figures: &mut Vec<Figure>, notes: &mut Vec<(Str
          virtdeck's time includes asking the destination to hold the units (its admission, \
          over HTTPS), the job's records and telling the destination the outcome; libvirt does \
          the move itself in both cases, with the same flags."
+            .into(),
+    ));
+}
+
+// ---- fleet figures from benches/fleet.rs ----
+
+fn fleet_figures(out: &Path, figures: &mut Vec<Figure>, notes: &mut Vec<(String, String)>) {
+    let Some(v) = std::fs::read_to_string(out.join("fleet.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+    else {
+        notes.push((
+            FLEET.to_string(),
+            "Not measured in this run: `make bench` runs `cargo bench --bench fleet` first, \
+             which writes target/bench/fleet.json."
+                .into(),
+        ));
+        return;
+    };
+    let f = |who: &str, k: &str| v[who][k].as_f64().unwrap_or(f64::NAN);
+    const LOCAL: &str = "the same host's own VM list page (`/vms`), loaded the same way";
+    figures.push(
+        Figure::new(
+            FLEET,
+            "fleet_page_warm_ms",
+            "Fleet page (21,000 VMs, first page), warm, median of 30",
+            "ms",
+            f("fleet", "warm_ms"),
+        )
+        .vs(LOCAL, f("local", "warm_ms"))
+        .target(Target::RatioAtMost(2.0)),
+    );
+    figures.push(
+        Figure::new(
+            FLEET,
+            "fleet_page_cold_ms",
+            "Fleet page, first load",
+            "ms",
+            f("fleet", "cold_ms"),
+        )
+        .vs(LOCAL, f("local", "cold_ms"))
+        .target(Target::Below(300.0)),
+    );
+    figures.push(
+        Figure::new(
+            FLEET,
+            "fleet_page_bytes",
+            "bytes sent for the Fleet page (gzip)",
+            "B",
+            f("fleet", "bytes"),
+        )
+        .vs(LOCAL, f("local", "bytes")),
+    );
+    notes.push((
+        FLEET.to_string(),
+        "21 virtdecks in one process on generated test-driver hosts, paired over HTTPS. The \
+         page answers from the per-peer cache (never from the peers): each peer's VMs are \
+         sorted once when they arrive, and a page merges those lists, so only its 50 rows are \
+         compared and copied. Times are until the whole body arrived (gzip accepted), not \
+         first paint in Chromium."
             .into(),
     ));
 }

@@ -45,7 +45,8 @@ pub struct PeerView {
     pub name: String,
     pub url: String,
     pub fingerprint: String,
-    pub summary: Option<HostSummary>,
+    /// Shared, not copied: a page reads every peer's VMs.
+    pub summary: Option<Arc<HostSummary>>,
     /// When the peer last answered (Unix seconds).
     pub answered_at: Option<i64>,
     /// When it was last asked.
@@ -222,7 +223,10 @@ impl Services {
         view.asked_at = Some(asked);
         match answer {
             Ok(summary) => {
-                view.summary = Some(summary);
+                let mut summary = summary;
+                // Sorted once here, so every page merges instead of sorting.
+                summary.vms.sort_by(|a, b| a.name.cmp(&b.name));
+                view.summary = Some(Arc::new(summary));
                 view.answered_at = Some(super::now());
                 view.error = None;
             }
@@ -674,12 +678,13 @@ pub struct FleetHost {
     pub error: Option<String>,
     /// When its part was last answered; its age is what the page shows.
     pub answered_at: Option<i64>,
-    pub summary: Option<HostSummary>,
+    pub summary: Option<Arc<HostSummary>>,
 }
 
 /// This host and every peer from the cache (never waits for a peer) (blocking).
 pub fn fleet_hosts(s: &Services) -> LcResult<Vec<FleetHost>> {
-    let here = s.host_summary()?;
+    let mut here = s.host_summary()?;
+    here.vms.sort_by(|a, b| a.name.cmp(&b.name));
     let mut hosts = vec![FleetHost {
         name: here.name.clone(),
         url: s.fleet_url(),
@@ -687,7 +692,7 @@ pub fn fleet_hosts(s: &Services) -> LcResult<Vec<FleetHost>> {
         reachable: true,
         error: None,
         answered_at: Some(super::now()),
-        summary: Some(here),
+        summary: Some(Arc::new(here)),
     }];
     let peers = s.store.peers()?;
     for v in s.fleet.views(&peers) {
@@ -720,29 +725,52 @@ pub struct FleetVm {
 
 /// Every VM of every host that answered, filtered like the local list, one page.
 pub fn fleet_vms(hosts: &[FleetHost], query: &ListQuery) -> (Vec<FleetVm>, Page) {
-    let mut all: Vec<FleetVm> = Vec::new();
-    for h in hosts {
-        let Some(summary) = &h.summary else { continue };
+    // Each host's VMs come sorted by name; the page is a merge of those lists, so only
+    // its own rows are compared, ordered and copied (21,000 VMs cost one filtering pass).
+    let lists: Vec<(&FleetHost, Vec<&PeerVm>)> = hosts
+        .iter()
+        .filter_map(|h| h.summary.as_ref().map(|s| (h, s)))
+        .map(|(h, s)| {
+            let vms = s
+                .vms
+                .iter()
+                .filter(|vm| query.admits(&vm.name, vm.state))
+                .collect();
+            (h, vms)
+        })
+        .collect();
+    let page = Page::of(query, lists.iter().map(|(_, v)| v.len()).sum());
+    let mut next: Vec<usize> = vec![0; lists.len()];
+    let mut rows = Vec::with_capacity(page.end - page.start);
+    for at in 0..page.end {
+        // The smallest head among the lists (ties: by host name).
+        let Some(i) = (0..lists.len())
+            .filter(|&i| next[i] < lists[i].1.len())
+            .min_by(|&x, &y| {
+                let (hx, vx) = (lists[x].0, lists[x].1[next[x]]);
+                let (hy, vy) = (lists[y].0, lists[y].1[next[y]]);
+                vx.name.cmp(&vy.name).then(hx.name.cmp(&hy.name))
+            })
+        else {
+            break;
+        };
+        let (h, vm) = (lists[i].0, lists[i].1[next[i]]);
+        next[i] += 1;
+        if at < page.start {
+            continue;
+        }
         let base = if h.local {
-            String::from("/")
+            "/".to_string()
         } else {
             h.url.clone().unwrap_or_default()
         };
-        for vm in &summary.vms {
-            if !query.admits(&vm.name, vm.state) {
-                continue;
-            }
-            all.push(FleetVm {
-                host: h.name.clone(),
-                local: h.local,
-                url: format!("{}vms/{}", base, vm.name),
-                vm: vm.clone(),
-            });
-        }
+        rows.push(FleetVm {
+            host: h.name.clone(),
+            local: h.local,
+            url: format!("{base}vms/{}", vm.name),
+            vm: vm.clone(),
+        });
     }
-    all.sort_by(|a, b| a.vm.name.cmp(&b.vm.name).then(a.host.cmp(&b.host)));
-    let page = Page::of(query, all.len());
-    let rows = all[page.start..page.end].to_vec();
     (rows, page)
 }
 
@@ -866,4 +894,81 @@ pub fn where_fits(s: &Services, size: SizeAsk) -> LcResult<Vec<SizeFit>> {
     });
     out.extend(answers);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::vm::VmState;
+
+    fn host(name: &str, local: bool, vms: &[(&str, VmState)]) -> FleetHost {
+        FleetHost {
+            name: name.into(),
+            url: Some(format!("https://{name}:9443/")),
+            local,
+            reachable: true,
+            error: None,
+            answered_at: Some(1),
+            summary: Some(Arc::new(HostSummary {
+                name: name.into(),
+                version: "0".into(),
+                libvirt_version: String::new(),
+                hypervisor_version: String::new(),
+                virt_type: "qemu".into(),
+                units: PeerUnits::default(),
+                vms: vms
+                    .iter()
+                    .map(|(n, state)| PeerVm {
+                        name: n.to_string(),
+                        state: *state,
+                        units: 1,
+                        vcpus: 1,
+                        memory_mib: 512,
+                        addresses: vec![],
+                    })
+                    .collect(),
+                migration_uri: String::new(),
+            })),
+        }
+    }
+
+    #[test]
+    fn the_fleet_list_merges_every_hosts_sorted_vms_into_pages() {
+        use VmState::*;
+        let hosts = vec![
+            host(
+                "a",
+                true,
+                &[("db", Running), ("web", ShutOff), ("x", Running)],
+            ),
+            host(
+                "b",
+                false,
+                &[("api", Running), ("db", Running), ("zz", Paused)],
+            ),
+        ];
+        let q = |page: &str, state: &str| ListQuery::from_params("", state, page, "25");
+        let (rows, page) = fleet_vms(&hosts, &q("1", ""));
+        let names: Vec<String> = rows
+            .iter()
+            .map(|r| format!("{}@{}", r.vm.name, r.host))
+            .collect();
+        assert_eq!(names, ["api@b", "db@a", "db@b", "web@a", "x@a", "zz@b"]);
+        assert_eq!(page.matching, 6);
+        assert_eq!(rows[0].url, "https://b:9443/vms/api");
+        assert_eq!(rows[1].url, "/vms/db");
+        let (rows, page) = fleet_vms(&hosts, &q("1", "running"));
+        assert_eq!(page.matching, 4);
+        assert!(rows.iter().all(|r| r.vm.state == Running));
+        // A later page starts where the one before ended.
+        let many: Vec<(String, VmState)> =
+            (0..60).map(|i| (format!("vm{i:02}"), Running)).collect();
+        let refs: Vec<(&str, VmState)> = many.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+        let hosts = vec![host("a", true, &refs[..30]), host("b", false, &refs[30..])];
+        let (rows, page) = fleet_vms(&hosts, &q("3", ""));
+        assert_eq!((page.number, page.matching), (3, 60));
+        let names: Vec<&str> = rows.iter().map(|r| r.vm.name.as_str()).collect();
+        assert_eq!(names.first(), Some(&"vm50"));
+        assert_eq!(names.len(), 10);
+    }
 }
