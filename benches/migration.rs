@@ -82,7 +82,12 @@ struct Host {
     _data: tempfile::TempDir,
 }
 
-async fn start_virtdeck(name: &str, uri: &str, migrate_uri: &str) -> Result<Host> {
+async fn start_virtdeck(
+    name: &str,
+    uri: &str,
+    migrate_uri: &str,
+    shared_dir: &str,
+) -> Result<Host> {
     let data = tempfile::tempdir()?;
     {
         // An admin with an API token, as `virtdeck user add` and `token create` make them.
@@ -100,6 +105,7 @@ async fn start_virtdeck(name: &str, uri: &str, migrate_uri: &str) -> Result<Host
     cfg.virt_type = virtdeck::domain::host::VirtTypeSetting::Qemu;
     cfg.fleet.name = Some(name.into());
     cfg.fleet.migration_uri = migrate_uri.into();
+    cfg.fleet.shared_dirs = vec![shared_dir.into()];
     cfg.fetch.allow = vec!["127.0.0.0/8".into()];
     let running = virtdeck::web::server::start(cfg)?;
     let base = running.base_url();
@@ -262,8 +268,9 @@ async fn run() -> Result<()> {
 async fn measure(env: &HashMap<String, String>, vm: &str) -> Result<Value> {
     let (a, b) = (env["RIG_A_URI"].clone(), env["RIG_B_URI"].clone());
     wait_booted(&a, vm).await?;
-    let alpha = start_virtdeck("alpha", &a, &env["RIG_A_MIGRATE_URI"]).await?;
-    let beta = start_virtdeck("beta", &b, &env["RIG_B_MIGRATE_URI"]).await?;
+    let shared = &env["RIG_SHARED_DIR"];
+    let alpha = start_virtdeck("alpha", &a, &env["RIG_A_MIGRATE_URI"], shared).await?;
+    let beta = start_virtdeck("beta", &b, &env["RIG_B_MIGRATE_URI"], shared).await?;
     let c = client();
     let inv = post(
         &c,

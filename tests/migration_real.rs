@@ -257,6 +257,7 @@ async fn virtdeck_on(
         "alpha" => (env["RIG_A_URI"].clone(), env["RIG_A_MIGRATE_URI"].clone()),
         _ => (env["RIG_B_URI"].clone(), env["RIG_B_MIGRATE_URI"].clone()),
     };
+    let shared_dir = env["RIG_SHARED_DIR"].clone();
     spawn_app_with(move |c| {
         c.demo = false;
         c.libvirt_uri = uri;
@@ -265,6 +266,8 @@ async fn virtdeck_on(
         c.fleet.name = Some(host.into());
         c.fleet.migration_uri = migrate_uri;
         c.fleet.refresh_seconds = 2;
+        // The guests' boot files are on the storage both hosts share.
+        c.fleet.shared_dirs = vec![shared_dir];
         c.fetch.allow = vec!["127.0.0.0/8".into()];
         tweak(c);
     })

@@ -186,7 +186,10 @@ pub fn plan_arrival(
     }
     for file in &needs.boot_files {
         if !offer.existing_files.contains(file) {
-            refusals.push(format!("Its boot file {file} is missing there."));
+            refusals.push(format!(
+                "Its boot file {file} is not there (in its boot directory, a pool or a \
+                 shared directory)."
+            ));
         }
     }
     let mut moves = Vec::new();

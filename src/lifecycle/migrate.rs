@@ -153,18 +153,22 @@ pub fn offer(
         .filter_map(|p| p.target_path.clone())
         .collect();
     shared.extend(shared_dirs.iter().cloned());
+    // Only files in the places a VM's files may be (the boot directory, pools, shared
+    // directories) are looked for: a peer cannot learn whether any other path exists here.
+    let mut places: Vec<String> = statuses
+        .iter()
+        .filter_map(|p| p.target_path.clone())
+        .collect();
+    places.extend(shared.iter().cloned());
+    places.push(cfg.boot_dir.display().to_string());
     let existing_files: Vec<String> = files
         .iter()
-        .filter(|f| Path::new(f).exists())
+        .filter(|f| inside_any(f, &places) && Path::new(f).exists())
         .cloned()
         .collect();
     let shared_disks = existing_files
         .iter()
-        .filter(|f| {
-            shared.iter().any(|d| {
-                Path::new(f).starts_with(Path::new(d.trim_end_matches('/'))) && !f.contains("/../")
-            })
-        })
+        .filter(|f| inside_any(f, &shared))
         .cloned()
         .collect();
     Ok(HostOffer {
@@ -177,6 +181,18 @@ pub fn offer(
         existing_files,
         shared_disks,
     })
+}
+
+/// Whether `path` is an absolute, plain path (no `.` or `..` parts) inside one of `dirs`.
+fn inside_any(path: &str, dirs: &[String]) -> bool {
+    use std::path::Component;
+    let p = Path::new(path);
+    p.is_absolute()
+        && p.components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && dirs
+            .iter()
+            .any(|d| !d.is_empty() && p.starts_with(Path::new(d)))
 }
 
 /// The host's Linux bridges.
@@ -335,5 +351,28 @@ fn libvirt_words(e: &crate::hypervisor::HypervisorError) -> String {
     match e {
         crate::hypervisor::HypervisorError::Libvirt { message, .. } => message.clone(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inside_any;
+
+    #[test]
+    fn only_plain_paths_inside_the_given_directories_are_looked_at() {
+        let dirs = vec![
+            "/var/lib/libvirt/images".to_string(),
+            "/srv/shared/".to_string(),
+        ];
+        assert!(inside_any("/var/lib/libvirt/images/a.qcow2", &dirs));
+        assert!(inside_any("/srv/shared/x/vmlinuz", &dirs));
+        assert!(!inside_any("/etc/passwd", &dirs));
+        assert!(!inside_any(
+            "/var/lib/libvirt/images/../../../etc/passwd",
+            &dirs
+        ));
+        assert!(!inside_any("/var/lib/libvirt/images/./a", &dirs));
+        assert!(!inside_any("relative/a", &dirs));
+        assert!(!inside_any("/var/lib/libvirt/imagesX/a", &dirs));
     }
 }

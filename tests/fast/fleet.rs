@@ -716,3 +716,38 @@ async fn every_host_says_where_a_size_fits_and_a_draining_host_takes_nothing_new
         .iter()
         .any(|e| e.result == "ok"));
 }
+
+#[tokio::test]
+async fn a_peer_cannot_learn_which_files_exist_on_this_host() {
+    let (alpha, beta, _a, _b) = paired().await;
+    let credential = store_of(&alpha).peers().unwrap()[0]
+        .outbound_credential
+        .clone();
+    let ask = |file: &str| {
+        json!({
+            "needs": {"vm": "probe", "units": 1, "networks": [], "bridges": [], "machine": "",
+                      "disks": [], "boot_files": [file]},
+            "running": true
+        })
+    };
+    let plain = common::client();
+    let mut answers = Vec::new();
+    for file in [
+        "/etc/passwd",
+        "/etc/no-such-file-here",
+        "/var/lib/libvirt/images/../../../../etc/passwd",
+    ] {
+        let r = plain
+            .post(beta.url("/api/v1/peer/fit"))
+            .header("Authorization", format!("VirtdeckPeer {credential}"))
+            .json(&ask(file))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["fits"], false, "{file}: {v}");
+        answers.push(v["reasons"].to_string().replace(file, "FILE"));
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+}
