@@ -219,6 +219,9 @@ impl Hypervisor for BenchHv {
     fn abort_migration(&self, _: &str) -> HvResult<()> {
         Err(migration_not_available("abort a migration"))
     }
+    fn cpu_runs_here(&self, _: &str, _: &str) -> HvResult<Option<bool>> {
+        Ok(None)
+    }
 }
 
 fn run_child(source: std::net::SocketAddr) {

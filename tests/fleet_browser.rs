@@ -163,7 +163,7 @@ async fn the_fleet_page_lists_every_hosts_vms_and_a_hung_peer_never_slows_it() {
 
     // The search narrows the list on every host.
     br.type_into("input[name=search]", "web").await;
-    let show = br.find("form.list-filter button[type=submit]").await;
+    let show = br.find("form[role=search] button[type=submit]").await;
     br.click(&show).await;
     let deadline = Instant::now() + WAIT;
     loop {

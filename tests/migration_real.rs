@@ -131,6 +131,7 @@ impl Guest {
             "<domain type='qemu'><name>{name}</name><memory unit='MiB'>{memory_mib}</memory><vcpu>1</vcpu>\
              <os><type arch='x86_64' machine='pc'>hvm</type><kernel>{k}</kernel><initrd>{i}</initrd>\
              <cmdline>console=ttyS0,115200 panic=-1</cmdline></os>\
+             <cpu mode='custom' match='exact'><model fallback='forbid'>qemu64</model></cpu>\
              <features><acpi/></features><clock offset='utc'/>\
              <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>\
              <devices>{disk_xml}<serial type='pty'><target port='0'/></serial>\

@@ -650,6 +650,34 @@ impl Hypervisor for Libvirt {
         }))
     }
 
+    fn cpu_runs_here(&self, cpu_xml: &str, domain_type: &str) -> HvResult<Option<bool>> {
+        let conn = self.conn()?;
+        let (Ok(xml), Ok(virttype)) = (CString::new(cpu_xml), CString::new(domain_type)) else {
+            return Ok(None);
+        };
+        // SAFETY: the connection pointer is valid while `conn` lives; the strings outlive
+        // the call; NULL emulator, arch and machine mean the defaults for `virttype`.
+        let r = unsafe {
+            virt::sys::virConnectCompareHypervisorCPU(
+                conn.as_ptr(),
+                std::ptr::null(),
+                std::ptr::null(),
+                std::ptr::null(),
+                virttype.as_ptr(),
+                xml.as_ptr(),
+                0,
+            )
+        };
+        Ok(match r {
+            0 => Some(false),
+            1 | 2 => Some(true),
+            _ => {
+                tracing::debug!(error = %virt::error::Error::last_error(), "libvirt could not compare a CPU");
+                None
+            }
+        })
+    }
+
     fn abort_migration(&self, name: &str) -> HvResult<()> {
         let dom = lookup(&self.conn()?, name)?;
         // SAFETY: `dom` holds a valid domain pointer for the duration of the call.

@@ -101,6 +101,12 @@ pub struct MigrationNeeds {
     pub disks: Vec<DiskNeed>,
     /// Files the VM boots from directly (kernel, initrd): they must be at the same path.
     pub boot_files: Vec<String>,
+    /// `<domain type=…>`: `kvm` needs KVM there; `qemu` (TCG) runs anywhere.
+    #[serde(default)]
+    pub domain_type: String,
+    /// The VM's `<cpu>` when it names a model, for the destination's libvirt to compare.
+    #[serde(default)]
+    pub cpu_xml: Option<String>,
 }
 
 /// A directory-backed pool on the host a VM moves to.
@@ -126,6 +132,11 @@ pub struct HostOffer {
     /// directory listed in `[fleet] shared_dirs`): these disks are not copied. A file
     /// that merely has the same path on a local disk is another file.
     pub shared_disks: Vec<String>,
+    /// KVM works there.
+    pub kvm: bool,
+    /// libvirt's answer to whether the VM's CPU runs there; `None` when not asked or it
+    /// could not tell.
+    pub cpu_ok: Option<bool>,
 }
 
 /// How each disk travels.
@@ -183,6 +194,14 @@ pub fn plan_arrival(
             "Its machine type {} is not offered by the QEMU there.",
             needs.machine
         ));
+    }
+    if needs.domain_type == "kvm" && !offer.kvm {
+        refusals.push("It runs with KVM, and KVM does not work there.".to_string());
+    }
+    if offer.cpu_ok == Some(false) {
+        refusals.push(
+            "Its CPU model is not one that host's CPU can run (libvirt's comparison).".to_string(),
+        );
     }
     for file in &needs.boot_files {
         if !offer.existing_files.contains(file) {
@@ -254,6 +273,22 @@ pub fn plan_arrival(
     }
 }
 
+/// The `<cpu>…</cpu>` element of domain XML when it names a model to compare (mode
+/// `custom` or `host-model`); not for `host-passthrough`/`maximum`, which take whatever
+/// CPU the host has.
+pub fn cpu_element(xml: &str) -> Option<String> {
+    let start = xml.find("<cpu")?;
+    let rest = &xml[start..];
+    let open_end = rest.find('>')?;
+    let open = &rest[..open_end];
+    if open.ends_with('/') || open.contains("host-passthrough") || open.contains("maximum") {
+        return None;
+    }
+    let end = rest.find("</cpu>")? + "</cpu>".len();
+    let element = &rest[..end];
+    element.contains("<model").then(|| element.to_string())
+}
+
 /// Domain XML with each disk file moved from its old path to its new one (`file='…'`
 /// attributes of `<source>` only, matched whole).
 pub fn rewrite_disk_paths(xml: &str, moves: &[(String, String)]) -> String {
@@ -308,6 +343,8 @@ mod tests {
                 format: "qcow2".into(),
             }],
             boot_files: vec![],
+            domain_type: "qemu".into(),
+            cpu_xml: None,
         }
     }
 
@@ -325,6 +362,8 @@ mod tests {
             }],
             existing_files: vec![],
             shared_disks: vec![],
+            kvm: false,
+            cpu_ok: None,
         }
     }
 
@@ -397,8 +436,11 @@ mod tests {
         n.bridges = vec!["br1".into()];
         n.machine = "pc-q35-11.0".into();
         n.boot_files = vec!["/srv/boot/vmlinuz".into()];
+        n.domain_type = "kvm".into();
+        let mut o = offer();
+        o.cpu_ok = Some(false);
         n.disks[0].path = "/data/db1.qcow2".into();
-        let why = plan_arrival(&n, &offer()).unwrap_err();
+        let why = plan_arrival(&n, &o).unwrap_err();
         let all = why.join("\n");
         for expected in [
             "A VM named db1 exists there already.",
@@ -408,6 +450,8 @@ mod tests {
             "machine type pc-q35-11.0",
             "boot file /srv/boot/vmlinuz",
             "or the directory /data to copy it into",
+            "It runs with KVM, and KVM does not work there.",
+            "Its CPU model is not one that host's CPU can run",
         ] {
             assert!(all.contains(expected), "{expected} not in:\n{all}");
         }
@@ -436,6 +480,26 @@ mod tests {
             out.contains("<description>/a/pool/x.qcow2</description>"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_cpu_is_compared_only_when_it_names_a_model() {
+        let custom = "<domain><cpu mode='custom' match='exact'><model>EPYC</model></cpu></domain>";
+        assert_eq!(
+            cpu_element(custom).as_deref(),
+            Some("<cpu mode='custom' match='exact'><model>EPYC</model></cpu>")
+        );
+        assert_eq!(
+            cpu_element("<domain><cpu mode='host-passthrough'/></domain>"),
+            None
+        );
+        assert_eq!(
+            cpu_element(
+                "<domain><cpu mode='host-passthrough'><cache mode='passthrough'/></cpu></domain>"
+            ),
+            None
+        );
+        assert_eq!(cpu_element("<domain><vcpu>2</vcpu></domain>"), None);
     }
 
     #[test]

@@ -212,6 +212,9 @@ pub trait Hypervisor: Send + Sync {
     fn migration_progress(&self, name: &str) -> HvResult<Option<MigrationProgress>>;
     /// Stops the VM's running migration; the VM goes on running here.
     fn abort_migration(&self, name: &str) -> HvResult<()>;
+    /// Whether a VM's `<cpu>` (a named model) can run on this host's hypervisor for
+    /// guests of `domain_type` (libvirt's comparison); `None` when it cannot tell.
+    fn cpu_runs_here(&self, cpu_xml: &str, domain_type: &str) -> HvResult<Option<bool>>;
 }
 
 /// How a VM moves to another host.

@@ -74,6 +74,8 @@ pub fn departure(
         machine: parsed.machine.clone().unwrap_or_default(),
         disks: Vec::new(),
         boot_files: Vec::new(),
+        domain_type: parsed.domain_type.clone(),
+        cpu_xml: crate::domain::fleet::cpu_element(&xml),
     };
     let mut targets = Vec::new();
     for nic in &parsed.nics {
@@ -122,9 +124,15 @@ pub fn offer(
     hv: &dyn Hypervisor,
     store: &Store,
     cfg: &crate::config::LifecycleSettings,
-    files: &[String],
+    needs: &MigrationNeeds,
     shared_dirs: &[String],
 ) -> LcResult<HostOffer> {
+    let files: Vec<String> = needs
+        .disks
+        .iter()
+        .map(|d| d.path.clone())
+        .chain(needs.boot_files.iter().cloned())
+        .collect();
     let capacity = super::capacity(hv, store, cfg)?;
     let mut vm_names: Vec<String> = hv.list_vms()?.into_iter().map(|v| v.name).collect();
     vm_names.extend(store.vm_rows()?.into_iter().map(|r| r.name));
@@ -180,6 +188,12 @@ pub fn offer(
         pools,
         existing_files,
         shared_disks,
+        // Set by the caller, which knows the host's guest type.
+        kvm: false,
+        cpu_ok: match &needs.cpu_xml {
+            Some(cpu) => hv.cpu_runs_here(cpu, &needs.domain_type).unwrap_or(None),
+            None => None,
+        },
     })
 }
 
@@ -371,7 +385,8 @@ mod tests {
             "/var/lib/libvirt/images/../../../etc/passwd",
             &dirs
         ));
-        assert!(!inside_any("/var/lib/libvirt/images/./a", &dirs));
+        // `.` parts are read away by the path parser and stay inside.
+        assert!(inside_any("/var/lib/libvirt/images/./a", &dirs));
         assert!(!inside_any("relative/a", &dirs));
         assert!(!inside_any("/var/lib/libvirt/imagesX/a", &dirs));
     }

@@ -58,13 +58,17 @@ fn actor_of(peer: &PeerRow, remote_addr: &str) -> Caller {
     }
 }
 
-fn files_of(needs: &MigrationNeeds) -> Vec<String> {
-    needs
-        .disks
-        .iter()
-        .map(|d| d.path.clone())
-        .chain(needs.boot_files.iter().cloned())
-        .collect()
+/// What this host offers the VM `needs` describes (blocking).
+fn offer_here(s: &Services, needs: &MigrationNeeds) -> LcResult<crate::domain::fleet::HostOffer> {
+    let mut offer = lm::offer(
+        s.hv.as_ref(),
+        &s.store,
+        &s.lifecycle,
+        needs,
+        &s.cfg.fleet.shared_dirs,
+    )?;
+    offer.kvm = matches!(s.virt_type, Ok(crate::domain::host::VirtType::Kvm));
+    Ok(offer)
 }
 
 /// Whether `needs` fits here now (no change is made) (blocking).
@@ -84,13 +88,7 @@ pub fn fit(s: &Services, needs: &MigrationNeeds, running: bool) -> LcResult<Fit>
             )))
         }
     }
-    let offer = lm::offer(
-        s.hv.as_ref(),
-        &s.store,
-        &s.lifecycle,
-        &files_of(needs),
-        &s.cfg.fleet.shared_dirs,
-    )?;
+    let offer = offer_here(s, needs)?;
     Ok(match plan_arrival(needs, &offer) {
         Ok(moves) if !running && moves.iter().any(|m| matches!(m, DiskMove::Copied { .. })) => {
             Fit {
@@ -180,13 +178,7 @@ fn receive_now(s: &Services, peer: &PeerRow, req: &ArrivalRequest) -> LcResult<A
             verdict.reasons.join(" ")
         )));
     }
-    let offer = lm::offer(
-        s.hv.as_ref(),
-        &s.store,
-        &s.lifecycle,
-        &files_of(needs),
-        &s.cfg.fleet.shared_dirs,
-    )?;
+    let offer = offer_here(s, needs)?;
     let moves =
         plan_arrival(needs, &offer).map_err(|why| LifecycleError::Conflict(why.join(" ")))?;
     let made = lm::make_disk_targets(s.hv.as_ref(), &moves)?;

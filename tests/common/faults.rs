@@ -326,4 +326,7 @@ impl Hypervisor for FailAt {
     fn abort_migration(&self, name: &str) -> HvResult<()> {
         self.inner.abort_migration(name)
     }
+    fn cpu_runs_here(&self, cpu_xml: &str, domain_type: &str) -> HvResult<Option<bool>> {
+        self.inner.cpu_runs_here(cpu_xml, domain_type)
+    }
 }
