@@ -158,6 +158,9 @@ pub struct FleetConfig {
     /// filesystem): disks there are not copied when a VM arrives. Network pools count as
     /// shared without being listed.
     pub shared_dirs: Vec<String>,
+    /// The migration stream (memory, disks) over TLS: libvirt's `migrate_tls` set up in
+    /// qemu.conf, with certificates, on every host.
+    pub migration_tls: bool,
 }
 
 impl Default for FleetConfig {
@@ -172,6 +175,7 @@ impl Default for FleetConfig {
             migration_timeout_minutes: 60,
             migration_bandwidth_mib_s: 0,
             shared_dirs: Vec::new(),
+            migration_tls: false,
         }
     }
 }

@@ -157,6 +157,29 @@ fn pool_info(pool: &StoragePool) -> HvResult<PoolInfo> {
     })
 }
 
+/// libvirt's flags for a move: peer to peer, persisted there, undefined here; live or
+/// offline; disks copied when asked; the migration stream over TLS when asked.
+fn migrate_flags(options: &MigrateOptions) -> u32 {
+    use virt::sys;
+    let mut flags = sys::VIR_MIGRATE_PEER2PEER
+        | sys::VIR_MIGRATE_PERSIST_DEST
+        | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
+    if options.offline {
+        flags |= sys::VIR_MIGRATE_OFFLINE;
+    } else {
+        if options.live {
+            flags |= sys::VIR_MIGRATE_LIVE;
+        }
+        if !options.copy_disks.is_empty() {
+            flags |= sys::VIR_MIGRATE_NON_SHARED_DISK;
+        }
+        if options.tls {
+            flags |= sys::VIR_MIGRATE_TLS;
+        }
+    }
+    flags
+}
+
 /// A pool's volumes that still exist: one whose file was removed behind libvirt's back
 /// (libvirt answers "no storage vol") is left out with a warning, not an error for the
 /// whole host.
@@ -589,21 +612,7 @@ impl Hypervisor for Libvirt {
     fn migrate(&self, name: &str, dest_uri: &str, options: &MigrateOptions) -> HvResult<()> {
         use virt::sys;
         let dom = lookup(&self.conn()?, name)?;
-        let mut flags = sys::VIR_MIGRATE_PEER2PEER
-            | sys::VIR_MIGRATE_PERSIST_DEST
-            | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
-        if options.offline {
-            flags |= sys::VIR_MIGRATE_OFFLINE;
-        } else {
-            if options.live {
-                flags |= sys::VIR_MIGRATE_LIVE;
-            }
-            // A failure at the very end leaves the VM paused on neither host: libvirt
-            // resumes it here (the default); aborting keeps it running here too.
-            if !options.copy_disks.is_empty() {
-                flags |= sys::VIR_MIGRATE_NON_SHARED_DISK;
-            }
-        }
+        let flags = migrate_flags(options);
         let mut params = virt::domain::MigrateParameters {
             migrate_disks: options.copy_disks.clone(),
             bandwidth: (options.bandwidth_mib_s > 0).then_some(options.bandwidth_mib_s),
@@ -1416,6 +1425,43 @@ fn interface_addresses(dom: &Domain, source: u32) -> Vec<GuestAddress> {
     found
 }
 mod volumes;
+
+#[cfg(test)]
+mod migrate_flag_tests {
+    use super::*;
+    use virt::sys;
+
+    #[test]
+    fn moves_are_peer_to_peer_persisted_there_and_undefined_here() {
+        let base = sys::VIR_MIGRATE_PEER2PEER
+            | sys::VIR_MIGRATE_PERSIST_DEST
+            | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
+        let live = MigrateOptions {
+            live: true,
+            ..Default::default()
+        };
+        assert_eq!(migrate_flags(&live), base | sys::VIR_MIGRATE_LIVE);
+        let copying = MigrateOptions {
+            live: true,
+            copy_disks: vec!["vda".into()],
+            tls: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            migrate_flags(&copying),
+            base | sys::VIR_MIGRATE_LIVE | sys::VIR_MIGRATE_NON_SHARED_DISK | sys::VIR_MIGRATE_TLS
+        );
+        // A shut-off VM moves its definition only: no live, copy or TLS flags.
+        let offline = MigrateOptions {
+            offline: true,
+            live: true,
+            copy_disks: vec!["vda".into()],
+            tls: true,
+            ..Default::default()
+        };
+        assert_eq!(migrate_flags(&offline), base | sys::VIR_MIGRATE_OFFLINE);
+    }
+}
 
 #[cfg(test)]
 mod serial_tests {

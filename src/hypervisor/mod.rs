@@ -231,6 +231,9 @@ pub struct MigrateOptions {
     pub disk_paths: Vec<(String, String)>,
     /// Most MiB/s the move may use; 0 for no limit.
     pub bandwidth_mib_s: u64,
+    /// Memory and disks travel over TLS (QEMU's migration TLS, set up in libvirt's
+    /// qemu.conf on both hosts).
+    pub tls: bool,
 }
 
 /// A running migration's progress, from libvirt's job statistics.

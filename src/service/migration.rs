@@ -522,6 +522,7 @@ fn run(s: &Services, st: Started, live: bool, actor: &Actor) {
         copy_disks,
         disk_paths: plan.copied.clone(),
         bandwidth_mib_s: s.cfg.fleet.migration_bandwidth_mib_s,
+        tls: s.cfg.fleet.migration_tls,
     };
     let started = std::time::Instant::now();
     let deadline =
