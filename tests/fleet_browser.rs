@@ -128,6 +128,15 @@ async fn the_fleet_page_lists_every_hosts_vms_and_a_hung_peer_never_slows_it() {
         .find_all("#fleet-vms tr[data-host=alpha]")
         .await
         .is_empty());
+    // Each host that answered has its CPU sparkline, drawn here from its numbers.
+    for host in ["alpha", "beta"] {
+        let spark = br
+            .find_all(&format!(
+                "#fleet-hosts tr[data-host={host}] td[data-host-spark] svg.spark"
+            ))
+            .await;
+        assert_eq!(spark.len(), 1, "{host}'s sparkline");
+    }
 
     // The hung peer shows as unreachable with the reason once its request timed out;
     // every load meanwhile stays fast.

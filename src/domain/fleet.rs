@@ -44,7 +44,7 @@ pub struct PeerUnits {
 }
 
 /// What a host tells its peers about itself (`GET /api/v1/peer/summary`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostSummary {
     pub name: String,
     pub version: String,
@@ -56,6 +56,24 @@ pub struct HostSummary {
     pub vms: Vec<PeerVm>,
     /// Where a peer's libvirtd reaches this host's libvirtd to migrate a VM here.
     pub migration_uri: String,
+    /// The host's recent CPU use: (Unix seconds, percent of all CPUs), oldest first, at
+    /// most [`SPARK_POINTS`].
+    #[serde(default)]
+    pub cpu_percent: Vec<(u32, f32)>,
+}
+
+/// Points of a host's CPU history a summary carries.
+pub const SPARK_POINTS: usize = 60;
+
+/// At most `max` points of `points`, evenly picked, the newest kept.
+pub fn thin<T: Copy>(points: &[T], max: usize) -> Vec<T> {
+    if points.len() <= max || max == 0 {
+        return points.to_vec();
+    }
+    let step = points.len().div_ceil(max);
+    let mut out: Vec<T> = points.iter().rev().step_by(step).copied().collect();
+    out.reverse();
+    out
 }
 
 impl HostSummary {
@@ -503,6 +521,16 @@ mod tests {
     }
 
     #[test]
+    fn a_long_history_is_thinned_to_the_points_a_sparkline_needs() {
+        let points: Vec<u32> = (0..720).collect();
+        let thin = thin(&points, SPARK_POINTS);
+        assert!(thin.len() <= SPARK_POINTS, "{}", thin.len());
+        assert_eq!(thin.last(), Some(&719), "the newest point is kept");
+        assert!(thin.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(super::thin(&[1, 2, 3], 60), vec![1, 2, 3]);
+    }
+
+    #[test]
     fn host_names_and_migration_uris() {
         assert!(check_host_name("kvm-1.lan").is_ok());
         assert!(check_host_name("").is_err());
@@ -539,6 +567,7 @@ mod tests {
                 vm("c", VmState::Running),
             ],
             migration_uri: String::new(),
+            cpu_percent: vec![],
         };
         assert_eq!(s.states(), vec![("running", 2), ("shut off", 1)]);
     }

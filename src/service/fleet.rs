@@ -189,6 +189,16 @@ impl Services {
             },
             vms,
             migration_uri: self.fleet_migration_uri(),
+            cpu_percent: {
+                let now = super::now().clamp(0, i64::from(u32::MAX)) as u32;
+                let points: Vec<(u32, f32)> = self
+                    .usage
+                    .host_points(crate::usage::Window::Recent, now)
+                    .iter()
+                    .map(|p| (p.t, p.v[crate::domain::usage::rates::CPU]))
+                    .collect();
+                crate::domain::fleet::thin(&points, crate::domain::fleet::SPARK_POINTS)
+            },
         })
     }
 
@@ -928,6 +938,7 @@ mod tests {
                     })
                     .collect(),
                 migration_uri: String::new(),
+                cpu_percent: vec![],
             })),
         }
     }

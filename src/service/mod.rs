@@ -48,6 +48,8 @@ pub struct Services {
     pub host: Arc<crate::hostcfg::Engine>,
     /// This host among its peers, and the peers' last answers.
     pub fleet: fleet::Fleet,
+    /// Usage histories (the fleet summary carries the host's recent CPU).
+    pub usage: Arc<crate::usage::Usage>,
     /// How long operations took, by action and result.
     pub ops: OpMetrics,
 }

@@ -226,6 +226,7 @@ pub fn build_state(
         host,
         ops: Default::default(),
         fleet: Default::default(),
+        usage: usage.clone(),
     });
     Ok(AppState {
         svc,

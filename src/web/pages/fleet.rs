@@ -39,6 +39,41 @@ struct HostRow {
     host: FleetHost,
     /// "now", "12 s ago", "never".
     age: String,
+    /// The host's recent CPU as a small SVG chart (escaped text only).
+    spark: String,
+}
+
+/// A host's recent CPU use as a sparkline.
+fn cpu_spark(h: &FleetHost) -> String {
+    use crate::domain::usage::chart::{sparkline, Chart, Line, Unit};
+    let points = h
+        .summary
+        .as_ref()
+        .map(|s| s.cpu_percent.clone())
+        .unwrap_or_default();
+    let (from, to) = (
+        points.first().map(|p| p.0).unwrap_or(0),
+        points.last().map(|p| p.0).unwrap_or(0),
+    );
+    // Points further apart than a few of their own steps are not joined.
+    let step = if points.len() > 1 {
+        (to - from) / (points.len() as u32 - 1)
+    } else {
+        0
+    };
+    sparkline(&Chart {
+        title: format!("CPU of {} (percent of all CPUs)", h.name),
+        window: "recently".into(),
+        unit: Unit::Percent,
+        lines: vec![Line {
+            label: String::new(),
+            points,
+        }],
+        from,
+        to,
+        max_gap_seconds: (step * 3).max(60),
+        floor_max: 100.0,
+    })
 }
 
 #[derive(Template)]
@@ -146,6 +181,7 @@ async fn fleet_page(
                 .into_iter()
                 .map(|h| HostRow {
                     age: age(h.answered_at, now),
+                    spark: cpu_spark(&h),
                     host: h,
                 })
                 .collect(),
