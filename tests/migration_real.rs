@@ -399,6 +399,36 @@ async fn a_running_guest_moves_live_through_the_page_with_its_shell_and_its_disk
         .await;
     drop(serial);
 
+    // virtdeck's own record of the VM (as if it had made it): its seed and its disk.
+    let disk_a_path = guest.disk_a.clone().unwrap().display().to_string();
+    {
+        let a_store = store_of(&alpha);
+        a_store
+            .insert_vm(&virtdeck::store::VmRow {
+                name: guest.name.clone(),
+                uuid: String::new(),
+                units: 1,
+                state: "ready".into(),
+                created_volume: None,
+                created_by: "admin".into(),
+                created_at: 1,
+            })
+            .unwrap();
+        a_store
+            .insert_cloud_init(&virtdeck::store::cloud_init::CloudInitRow {
+                vm: guest.name.clone(),
+                user: "debian".into(),
+                hostname: guest.name.clone(),
+                ssh_keys: 1,
+                password: false,
+                base_volume: "debian-12.qcow2".into(),
+                seed_path: String::new(),
+            })
+            .unwrap();
+        a_store
+            .record_vm_volume(&guest.name, &disk_a_path, "qcow2", None)
+            .unwrap();
+    }
     let (_, beta_host) = api(&beta, &b, "GET", "/api/v1/host", json!(null)).await;
     let beta_free = free_units(&beta_host);
 
@@ -498,6 +528,30 @@ async fn a_running_guest_moves_live_through_the_page_with_its_shell_and_its_disk
             "{rows:?}"
         );
     }
+
+    // Its record travelled: the seed, and its disk at its path on beta.
+    let b_store = store_of(&beta);
+    assert_eq!(
+        b_store
+            .cloud_init(&guest.name)
+            .unwrap()
+            .map(|c| c.user)
+            .as_deref(),
+        Some("debian")
+    );
+    let made: Vec<String> = b_store
+        .vm_volumes(&guest.name)
+        .unwrap()
+        .into_iter()
+        .map(|v| v.path)
+        .collect();
+    assert_eq!(
+        made,
+        vec![guest.disk_b.clone().unwrap().display().to_string()]
+    );
+    let a_store = store_of(&alpha);
+    assert!(a_store.cloud_init(&guest.name).unwrap().is_none());
+    assert!(a_store.vm_volumes(&guest.name).unwrap().is_empty());
 
     // The data disk was copied by QEMU into beta's pool, byte for byte.
     let (disk_a, disk_b) = (guest.disk_a.clone().unwrap(), guest.disk_b.clone().unwrap());

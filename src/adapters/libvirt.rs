@@ -180,6 +180,19 @@ fn migrate_flags(options: &MigrateOptions) -> u32 {
     flags
 }
 
+/// A listed pool read back, or nothing when it was removed in between (by virsh or
+/// another request): a listing shows the pools that exist, it does not fail.
+fn still_there<T>(read: HvResult<T>) -> Option<HvResult<T>> {
+    match read {
+        Err(HypervisorError::Libvirt { code, .. })
+            if code == virt::sys::VIR_ERR_NO_STORAGE_POOL =>
+        {
+            None
+        }
+        other => Some(other),
+    }
+}
+
 /// A pool's volumes that still exist: one whose file was removed behind libvirt's back
 /// (libvirt answers "no storage vol") is left out with a warning, not an error for the
 /// whole host.
@@ -298,6 +311,7 @@ impl Hypervisor for Libvirt {
             .map_err(call("list the storage pools"))?
             .iter()
             .map(pool_info)
+            .filter_map(still_there)
             .collect::<HvResult<Vec<_>>>()?;
         pools.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(pools)
@@ -862,6 +876,7 @@ impl Hypervisor for Libvirt {
             .map_err(call("list the storage pools"))?
             .iter()
             .map(pool_status)
+            .filter_map(still_there)
             .collect::<HvResult<Vec<_>>>()?;
         pools.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(pools)

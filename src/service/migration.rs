@@ -41,6 +41,60 @@ pub struct ArrivalEnd {
     pub arrived: bool,
     pub uuid: String,
     pub message: String,
+    /// What the source knew of the VM, kept by the destination when it arrived.
+    #[serde(default)]
+    pub record: Option<VmRecord>,
+}
+
+/// virtdeck's own record of a VM that travels with it: its cloud-init seed and the
+/// volumes virtdeck made for it (at their paths on the destination).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VmRecord {
+    pub cloud_init: Option<crate::store::cloud_init::CloudInitRow>,
+    /// (path, format, backing) of each volume virtdeck made for the VM.
+    pub made_volumes: Vec<(String, String, Option<String>)>,
+}
+
+/// The source's record of `name`, with copied disks at their new paths.
+fn record_of(s: &Services, name: &str, moved: &[(String, String)]) -> VmRecord {
+    let there = |p: &str| {
+        moved
+            .iter()
+            .find(|(here, _)| here == p)
+            .map(|(_, t)| t.clone())
+            .unwrap_or_else(|| p.to_string())
+    };
+    VmRecord {
+        cloud_init: s.store.cloud_init(name).ok().flatten(),
+        made_volumes: s
+            .store
+            .vm_volumes(name)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| (there(&v.path), v.format, v.backing))
+            .collect(),
+    }
+}
+
+/// Keeps the travelling record of an arrived VM.
+fn keep_record(s: &Services, name: &str, record: &VmRecord) {
+    if let Some(ci) = &record.cloud_init {
+        let row = crate::store::cloud_init::CloudInitRow {
+            vm: name.to_string(),
+            ..ci.clone()
+        };
+        if let Err(e) = s.store.insert_cloud_init(&row) {
+            tracing::warn!(vm = name, error = %e, "could not keep an arrived VM's cloud-init record");
+        }
+    }
+    for (path, format, backing) in &record.made_volumes {
+        if let Err(e) = s
+            .store
+            .record_vm_volume(name, path, format, backing.as_deref())
+        {
+            tracing::warn!(vm = name, error = %e, "could not keep an arrived VM's volume record");
+        }
+    }
 }
 
 /// Whether a VM can come here, and why not (`POST /api/v1/peer/fit`).
@@ -244,6 +298,11 @@ pub fn arrival_ended(
     // the move failed); an arrival is believed only when the VM is here.
     let arrived = end.arrived && s.hv.list_vms()?.into_iter().any(|v| v.name == name);
     finish_arrival(s, &row, arrived, &end.uuid, &end.message);
+    if arrived {
+        if let Some(record) = &end.record {
+            keep_record(s, name, record);
+        }
+    }
     audit::write(
         &s.store,
         &actor_of(peer, remote_addr),
@@ -465,17 +524,27 @@ fn start(s: &Services, name: &str, to: &str, actor: &Actor) -> LcResult<Started>
                 false,
                 &uuid,
                 "the source could not start the job",
+                None,
             );
             Err(e)
         }
     }
 }
 
-fn tell_end(s: &Services, peer: &PeerRow, name: &str, arrived: bool, uuid: &str, message: &str) {
+fn tell_end(
+    s: &Services,
+    peer: &PeerRow,
+    name: &str,
+    arrived: bool,
+    uuid: &str,
+    message: &str,
+    record: Option<VmRecord>,
+) {
     let end = ArrivalEnd {
         arrived,
         uuid: uuid.to_string(),
         message: message.to_string(),
+        record,
     };
     for attempt in 0..3 {
         let told = s.peer_client(peer).and_then(|c| {
@@ -552,7 +621,15 @@ fn run(s: &Services, st: Started, live: bool, actor: &Actor) {
     );
     let (state, message) = match &result {
         Ok(last) => {
-            tell_end(s, &peer, &name, true, &uuid, "");
+            tell_end(
+                s,
+                &peer,
+                &name,
+                true,
+                &uuid,
+                "",
+                Some(record_of(s, &name, &plan.copied)),
+            );
             // The VM and its definition left with libvirt; its record here goes too.
             let _ = s.store.delete_vm(&name);
             let _ = s.store.release_vm_volumes(&name);
@@ -569,7 +646,7 @@ fn run(s: &Services, st: Started, live: bool, actor: &Actor) {
             )
         }
         Err(e) => {
-            tell_end(s, &peer, &name, false, &uuid, &e.to_string());
+            tell_end(s, &peer, &name, false, &uuid, &e.to_string(), None);
             let state = if cancel.is_cancelled() {
                 JobState::Cancelled
             } else {
