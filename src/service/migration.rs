@@ -102,6 +102,9 @@ fn keep_record(s: &Services, name: &str, record: &VmRecord) {
 pub struct Fit {
     pub fits: bool,
     pub reasons: Vec<String>,
+    /// Units free there now (a drain sends each VM where most are free).
+    #[serde(default)]
+    pub free_units: u32,
 }
 
 fn actor_of(peer: &PeerRow, remote_addr: &str) -> Caller {
@@ -131,6 +134,7 @@ pub fn fit(s: &Services, needs: &MigrationNeeds, running: bool) -> LcResult<Fit>
         return Ok(Fit {
             fits: false,
             reasons: vec![format!("It is being emptied for maintenance ({who}).")],
+            free_units: 0,
         });
     }
     match crate::domain::vmspec::VmName::parse(&needs.vm) {
@@ -143,6 +147,7 @@ pub fn fit(s: &Services, needs: &MigrationNeeds, running: bool) -> LcResult<Fit>
         }
     }
     let offer = offer_here(s, needs)?;
+    let free_units = offer.free_units;
     Ok(match plan_arrival(needs, &offer) {
         Ok(moves) if !running && moves.iter().any(|m| matches!(m, DiskMove::Copied { .. })) => {
             Fit {
@@ -151,15 +156,18 @@ pub fn fit(s: &Services, needs: &MigrationNeeds, running: bool) -> LcResult<Fit>
                     "It is shut off and its disks are not on shared storage: start it, so QEMU copies them while it runs."
                         .into(),
                 ],
+                free_units,
             }
         }
         Ok(_) => Fit {
             fits: true,
             reasons: Vec::new(),
+            free_units,
         },
         Err(reasons) => Fit {
             fits: false,
             reasons,
+            free_units,
         },
     })
 }
@@ -685,6 +693,7 @@ pub struct Destination {
     pub peer: String,
     pub fits: bool,
     pub reasons: Vec<String>,
+    pub free_units: u32,
 }
 
 /// Every peer, asked (all at once, each bounded by the peer timeout) whether `name`
@@ -710,11 +719,13 @@ pub fn destinations(s: &Services, name: &str) -> LcResult<(lm::Departure, Vec<De
                             peer: p.name.clone(),
                             fits: f.fits,
                             reasons: f.reasons,
+                            free_units: f.free_units,
                         },
                         Err(e) => Destination {
                             peer: p.name.clone(),
                             fits: false,
                             reasons: vec![e.to_string()],
+                            free_units: 0,
                         },
                     }
                 })
@@ -727,6 +738,7 @@ pub fn destinations(s: &Services, name: &str) -> LcResult<(lm::Departure, Vec<De
                     peer: p.name.clone(),
                     fits: false,
                     reasons: vec!["internal error".into()],
+                    free_units: 0,
                 })
             })
             .collect()
@@ -742,8 +754,8 @@ pub struct DrainStarted {
 }
 
 /// Empties this host for maintenance (admins): from now on no new VM is made or accepted
-/// here; then every VM that runs or is shut off moves, one at a time, to the first peer
-/// where it fits. Each move is a migrate job; the drain's end is audited with what moved
+/// here; then every VM that runs or is shut off moves, one at a time, to the peer with
+/// the most free units where it fits. Each move is a migrate job; the drain's end is audited with what moved
 /// and what stayed (and why). The host stays draining until an admin ends it.
 pub async fn drain(svc: &Arc<Services>, caller: &Caller) -> Done<DrainStarted> {
     let who = caller.username.clone();
@@ -816,7 +828,12 @@ fn drain_all(s: &Services, vms: &[String], actor: &Actor) {
             continue;
         }
         let to = match destinations(s, name) {
-            Ok((_, dests)) => match dests.into_iter().find(|d| d.fits) {
+            // Where it fits, the peer with the most free units.
+            Ok((_, dests)) => match dests
+                .into_iter()
+                .filter(|d| d.fits)
+                .max_by_key(|d| d.free_units)
+            {
                 Some(d) => d.peer,
                 None => {
                     stayed.push(format!("{name} (it fits on no peer)"));

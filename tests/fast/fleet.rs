@@ -751,3 +751,67 @@ async fn a_peer_cannot_learn_which_files_exist_on_this_host() {
     }
     assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
 }
+
+#[tokio::test]
+async fn a_drain_sends_each_vm_to_the_peer_with_the_most_free_units() {
+    let (alpha, beta, a, b) = paired().await;
+    let gamma = host("gamma").await;
+    let g = admin_of(&gamma).await;
+    let (code, _) = invite(&gamma, &g).await;
+    let (_, contact) = api(
+        &alpha,
+        &a,
+        "POST",
+        "/api/v1/fleet/peers/check",
+        json!({"url": gamma.base}),
+    )
+    .await;
+    let (status, peer) = api(
+        &alpha,
+        &a,
+        "POST",
+        "/api/v1/fleet/peers",
+        json!({"url": gamma.base, "code": code, "fingerprint": contact["fingerprint"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{peer}");
+    // beta gets busier than gamma.
+    let vm = |name: &str| {
+        json!({
+            "name": name, "flavor": "medium",
+            "disk": {"type": "new", "pool": "default", "size_gib": 1},
+            "install": {"type": "import"}, "nic": {"network": "default"}, "start": false
+        })
+    };
+    let (status, made) = api(&beta, &b, "POST", "/api/v1/vms", vm("busy1")).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    // A running VM only alpha has (a shut-off one would need shared storage).
+    let mut mover = vm("mover");
+    mover["start"] = json!(true);
+    let (status, made) = api(&alpha, &a, "POST", "/api/v1/vms", mover).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+
+    let (status, d) = api(&alpha, &a, "POST", "/api/v1/fleet/drain", json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{d}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if audit_rows(&alpha, "host.drain")
+            .iter()
+            .any(|e| e.detail.contains("stayed"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the drain never ended");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The demo hosts cannot really move it, but the move was tried toward gamma.
+    let (_, jobs) = api(&alpha, &a, "GET", "/api/v1/jobs", json!(null)).await;
+    let tried: Vec<&Value> = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["kind"] == "migrate" && j["vm"] == "mover")
+        .collect();
+    assert_eq!(tried.len(), 1, "{jobs}");
+    assert_eq!(tried[0]["source"], "gamma", "{jobs}");
+}
