@@ -1373,24 +1373,35 @@ fn fleet_figures(out: &Path, figures: &mut Vec<Figure>, notes: &mut Vec<(String,
     figures.push(
         Figure::new(
             FLEET,
-            "fleet_page_warm_ms",
-            "Fleet page (21,000 VMs, first page), warm, median of 30",
+            "fleet_paint_cold_ms",
+            "Chromium: navigation → the Fleet page's hosts on screen, empty cache (median of 5)",
             "ms",
-            f("fleet", "warm_ms"),
+            f("fleet", "paint_cold_ms"),
         )
-        .vs(LOCAL, f("local", "warm_ms"))
+        .vs(LOCAL, f("local", "paint_cold_ms"))
         .target(Target::RatioAtMost(2.0)),
     );
     figures.push(
         Figure::new(
             FLEET,
-            "fleet_page_cold_ms",
-            "Fleet page, first load",
+            "fleet_paint_warm_ms",
+            "Chromium: the same with the browser's cache (median of 5)",
             "ms",
-            f("fleet", "cold_ms"),
+            f("fleet", "paint_warm_ms"),
         )
-        .vs(LOCAL, f("local", "cold_ms"))
+        .vs(LOCAL, f("local", "paint_warm_ms"))
         .target(Target::Below(300.0)),
+    );
+    figures.push(
+        Figure::new(
+            FLEET,
+            "fleet_page_warm_ms",
+            "HTTP: the Fleet page (21,000 VMs, first page) until its whole body arrived, warm, median of 30",
+            "ms",
+            f("fleet", "warm_ms"),
+        )
+        .vs(LOCAL, f("local", "warm_ms"))
+        .target(Target::RatioAtMost(2.0)),
     );
     figures.push(
         Figure::new(
@@ -1407,8 +1418,8 @@ fn fleet_figures(out: &Path, figures: &mut Vec<Figure>, notes: &mut Vec<(String,
         "21 virtdecks in one process on generated test-driver hosts, paired over HTTPS. The \
          page answers from the per-peer cache (never from the peers): each peer's VMs are \
          sorted once when they arrive, and a page merges those lists, so only its 50 rows are \
-         compared and copied. Times are until the whole body arrived (gzip accepted), not \
-         first paint in Chromium."
+         compared and copied. The first load of either page pays this host's own libvirt \
+         listing; the local list is loaded first."
             .into(),
     ));
 }

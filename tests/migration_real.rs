@@ -638,13 +638,25 @@ async fn a_cancelled_move_and_a_destination_that_dies_leave_the_guest_running_he
                 assert!(status.is_success(), "{c}");
             }
             _ => {
-                // beta's libvirtd (and with it the incoming QEMU) goes away.
+                // beta's host goes away: its libvirtd and every QEMU it started (again
+                // until none is left: a QEMU forked while the first kill ran survives it).
                 let user = &env["RIG_B_USER"];
-                let killed = Command::new("pkill")
-                    .args(["-KILL", "-u", user])
-                    .status()
-                    .unwrap();
-                assert!(killed.success());
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    let _ = Command::new("pkill").args(["-KILL", "-u", user]).status();
+                    let ps = Command::new("ps")
+                        .args(["-o", "stat=", "-u", user])
+                        .output()
+                        .unwrap();
+                    let alive = String::from_utf8_lossy(&ps.stdout)
+                        .lines()
+                        .any(|state| !state.trim().starts_with('Z'));
+                    if !alive {
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "{user}'s processes do not die");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
         }
         let (job, _) = follow(&alpha, &a, id, Duration::from_secs(120)).await;

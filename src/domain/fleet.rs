@@ -65,6 +65,13 @@ pub struct HostSummary {
 /// Points of a host's CPU history a summary carries.
 pub const SPARK_POINTS: usize = 60;
 
+/// A host's CPU history as its summary carries it: points without a value (NaN, which
+/// JSON cannot carry) left out, thinned to [`SPARK_POINTS`].
+pub fn cpu_for_peers(points: &[(u32, f32)]) -> Vec<(u32, f32)> {
+    let known: Vec<(u32, f32)> = points.iter().copied().filter(|p| p.1.is_finite()).collect();
+    thin(&known, SPARK_POINTS)
+}
+
 /// At most `max` points of `points`, evenly picked, the newest kept.
 pub fn thin<T: Copy>(points: &[T], max: usize) -> Vec<T> {
     if points.len() <= max || max == 0 {
@@ -528,6 +535,25 @@ mod tests {
         assert_eq!(thin.last(), Some(&719), "the newest point is kept");
         assert!(thin.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(super::thin(&[1, 2, 3], 60), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_summary_with_gaps_in_its_cpu_history_still_reads_back() {
+        let cpu = cpu_for_peers(&[(1, 5.0), (2, f32::NAN), (3, 7.5), (4, f32::INFINITY)]);
+        assert_eq!(cpu, vec![(1, 5.0), (3, 7.5)]);
+        let s = HostSummary {
+            name: "a".into(),
+            version: "0".into(),
+            libvirt_version: String::new(),
+            hypervisor_version: String::new(),
+            virt_type: "qemu".into(),
+            units: PeerUnits::default(),
+            vms: vec![],
+            migration_uri: String::new(),
+            cpu_percent: cpu,
+        };
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<HostSummary>(&json).unwrap(), s);
     }
 
     #[test]

@@ -197,7 +197,7 @@ impl Services {
                     .iter()
                     .map(|p| (p.t, p.v[crate::domain::usage::rates::CPU]))
                     .collect();
-                crate::domain::fleet::thin(&points, crate::domain::fleet::SPARK_POINTS)
+                crate::domain::fleet::cpu_for_peers(&points)
             },
         })
     }
