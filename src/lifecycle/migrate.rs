@@ -35,6 +35,16 @@ pub fn departure(
             "{name} is a template: templates stay on their host. Make a VM from it there."
         )));
     }
+    // libvirt moves no snapshot metadata (and internal qcow2 snapshots would be lost
+    // with a copied disk): say so before anything starts.
+    let snapshots = hv.snapshots(name).map(|s| s.len()).unwrap_or(0);
+    if snapshots > 0 {
+        return Err(LifecycleError::Conflict(format!(
+            "{name} has {snapshots} snapshot{}: libvirt does not move snapshots, so they would \
+             be lost. Delete them (or revert to the one you need and delete the rest) first.",
+            if snapshots == 1 { "" } else { "s" }
+        )));
+    }
     let running = vm.state.is_active();
     if !running && vm.state != crate::domain::vm::VmState::ShutOff {
         return Err(LifecycleError::Conflict(format!(

@@ -504,6 +504,42 @@ async fn a_migration_that_cannot_happen_is_refused_first_and_a_failed_one_leaves
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{made}");
+    // With a snapshot it cannot go (libvirt would leave the snapshot behind).
+    let (status, snap) = api(
+        &alpha,
+        &a,
+        "POST",
+        "/api/v1/vms/mover/snapshots",
+        json!({"name": "before"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{snap}");
+    let (status, err) = api(
+        &alpha,
+        &a,
+        "POST",
+        "/api/v1/vms/mover/migrate",
+        json!({"to": "beta"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has 1 snapshot"),
+        "{err}"
+    );
+    assert!(store_of(&beta).arriving_vms().unwrap().is_empty());
+    let (status, _) = api(
+        &alpha,
+        &a,
+        "DELETE",
+        "/api/v1/vms/mover/snapshots/before",
+        json!(null),
+    )
+    .await;
+    assert!(status.is_success());
     let (status, started) = api(
         &alpha,
         &a,
