@@ -6,8 +6,8 @@ mod common;
 
 use common::http::serve_dir;
 use common::real::{
-    bearer_client, guest_dir, qemu_readable_dir, require_libvirtd, wait_for_line, wait_for_state,
-    TestPool, VmGuard, BANNER, URI,
+    bearer_client, guest_dir, qemu_readable_dir, require_libvirtd, wait_for_banner, wait_for_state,
+    TestPool, VmGuard, URI,
 };
 use common::spawn_app_with;
 use reqwest::StatusCode;
@@ -65,7 +65,7 @@ async fn the_installing_guest_gets_its_kickstart_url_until_its_install_boot_ends
     let vm_url = app.url(&format!("/api/v1/vms/{name}"));
     let vm = wait_for_state(&api, &vm_url, "running").await;
     let log = vm["devices"]["serial_log"].as_str().unwrap().to_string();
-    let text = wait_for_line(&log, BANNER).await;
+    let text = wait_for_banner(&log).await;
     // The guest's kernel printed its command line: the kickstart URL is in it.
     let cmdline = text
         .lines()

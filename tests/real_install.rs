@@ -5,8 +5,8 @@ mod common;
 
 use common::http::serve_dir;
 use common::real::{
-    bearer_client, guest_dir, qemu_readable_dir, require_libvirtd, virsh, wait_for_line,
-    wait_for_state, TestPool, VmGuard, BANNER, URI,
+    bearer_client, guest_dir, qemu_readable_dir, require_libvirtd, virsh, wait_for_banner,
+    wait_for_state, TestPool, VmGuard, URI,
 };
 use common::{bin, run_bin, spawn_app_with};
 use reqwest::StatusCode;
@@ -76,7 +76,7 @@ async fn the_tiny_guest_installs_from_a_tree_url_with_kernel_arguments() {
     let vm_url = app.url(&format!("/api/v1/vms/{name}"));
     let vm = wait_for_state(&api, &vm_url, "running").await;
     let log = vm["devices"]["serial_log"].as_str().unwrap().to_string();
-    let text = wait_for_line(&log, BANNER).await;
+    let text = wait_for_banner(&log).await;
     assert!(
         text.contains(&marker),
         "the kernel got the arguments:\n{text}"

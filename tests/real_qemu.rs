@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::real::{guest_dir, virsh, wait_for_state, TestPool, VmGuard, BANNER, URI};
+use common::real::{guest_dir, virsh, wait_for_state, TestPool, VmGuard, URI};
 use common::spawn_app_with;
 use reqwest::StatusCode;
 use std::path::{Path, PathBuf};
@@ -84,7 +84,7 @@ async fn a_real_tcg_guest_boots_and_virtdeck_sees_it_running() {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let log = std::fs::read_to_string(&guest.serial_log).unwrap_or_default();
-        if log.lines().any(|l| l.trim_end() == BANNER) {
+        if common::real::shows_banner(&log) {
             break;
         }
         assert!(
@@ -243,7 +243,7 @@ async fn the_tiny_guest_is_created_through_the_api_and_operated_for_real() {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.lines().any(|l| l.trim_end() == BANNER) {
+        if common::real::shows_banner(&text) {
             break;
         }
         assert!(Instant::now() < deadline, "no banner in {log}:\n{text}");
@@ -336,7 +336,7 @@ async fn the_tiny_guest_is_created_through_the_api_and_operated_for_real() {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let text = std::fs::read_to_string(&copy_log).unwrap_or_default();
-        if text.lines().any(|l| l.trim_end() == BANNER) {
+        if common::real::shows_banner(&text) {
             break;
         }
         assert!(Instant::now() < deadline, "the clone never booted:\n{text}");

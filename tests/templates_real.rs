@@ -12,7 +12,7 @@ mod common;
 mod console_support;
 
 use common::api::Api;
-use common::real::{guest_dir, qemu_readable_dir, require_libvirtd, virsh, wait_for_line, URI};
+use common::real::{guest_dir, qemu_readable_dir, require_libvirtd, virsh, URI};
 use common::spawn_app_with;
 use console_support::{connect, has_output_line, read_serial_until, Upgrade, Ws};
 use futures_util::SinkExt;
@@ -209,7 +209,7 @@ async fn full_and_linked_clones_of_a_template_boot_the_tiny_guest_and_read_its_d
         let vm = api.get(&format!("/api/v1/vms/{name}")).await.1;
         assert_eq!(vm["state"], "running", "{vm}");
         let log = vm["devices"]["serial_log"].as_str().unwrap().to_string();
-        wait_for_line(&log, common::real::BANNER).await;
+        common::real::wait_for_banner(&log).await;
         let mut ws = serial(&app, &api, name).await;
         serial_until(&mut ws, "head -n 1 /dev/vda", &marker).await;
         if mode == "linked" {

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 // The real-libvirtd helpers are shared with the lifecycle tests (tests/common/real.rs).
-pub use crate::common::real::{guest_dir, virsh, BANNER, URI};
+pub use crate::common::real::{guest_dir, virsh, URI};
 
 pub fn unique(prefix: &str) -> String {
     let mut b = [0u8; 4];
@@ -98,7 +98,7 @@ impl Guest {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let log = std::fs::read_to_string(&self.serial_log).unwrap_or_default();
-            if log.lines().any(|l| l.trim_end() == BANNER) {
+            if crate::common::real::shows_banner(&log) {
                 // Give the shell a moment to print its prompt.
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 return;
