@@ -284,20 +284,28 @@ pub fn remove_volumes(hv: &dyn Hypervisor, paths: &[String]) {
     }
 }
 
-/// After a failed arrival: a definition libvirt left here for `name` goes (never a VM
-/// that runs).
-pub fn remove_leftover(hv: &dyn Hypervisor, name: &str) {
-    if let Ok(vms) = hv.list_vms() {
-        if let Some(vm) = vms.into_iter().find(|v| v.name == name) {
-            if vm.state.is_active() {
-                tracing::warn!(vm = name, "a failed arrival left a running VM: kept");
-                return;
-            }
-            if let Err(e) = hv.undefine(name) {
-                tracing::warn!(vm = name, error = %e, "could not remove a failed arrival's definition");
+/// After a failed arrival: what libvirt left here for `name` goes — a definition, or the
+/// paused incoming guest of a move that broke off (the VM runs on the source). A guest
+/// that runs here is never touched. Answers false when libvirt could not be asked.
+pub fn remove_leftover(hv: &dyn Hypervisor, name: &str) -> bool {
+    let Ok(vms) = hv.list_vms() else {
+        return false;
+    };
+    if let Some(vm) = vms.into_iter().find(|v| v.name == name) {
+        if vm.state == crate::domain::vm::VmState::Running {
+            tracing::warn!(vm = name, "a failed arrival left a running VM: kept");
+            return true;
+        }
+        if vm.state.is_active() {
+            if let Err(e) = hv.act(name, crate::domain::vm::VmAction::ForceOff) {
+                tracing::warn!(vm = name, error = %e, "could not stop a failed arrival's guest");
             }
         }
+        if let Err(e) = hv.undefine(name) {
+            tracing::debug!(vm = name, error = %e, "no definition left by a failed arrival");
+        }
     }
+    true
 }
 
 /// Moves the VM, reporting progress every half second and stopping the move when

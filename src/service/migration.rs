@@ -304,6 +304,23 @@ pub fn arrival_ended(
         })?;
     // A failed move is released even when libvirt here does not answer (it may be why
     // the move failed); an arrival is believed only when the VM is here.
+    if !end.arrived && s.hv.list_vms().is_err() {
+        // libvirt here does not answer (it may be why the move failed): the clean-up waits
+        // for it; the arrival is settled by the next sweep once libvirt is back.
+        s.store.expire_arriving(name, super::now())?;
+        audit::write(
+            &s.store,
+            &actor_of(peer, remote_addr),
+            Action::VmMigrate.as_str(),
+            name,
+            "failed",
+            &format!(
+                "did not arrive from {} ({}); libvirt here does not answer, so the clean-up waits for it",
+                peer.name, end.message
+            ),
+        );
+        return Ok(());
+    }
     let arrived = end.arrived && s.hv.list_vms()?.into_iter().any(|v| v.name == name);
     finish_arrival(s, &row, arrived, &end.uuid, &end.message);
     if arrived {
@@ -347,7 +364,7 @@ fn finish_arrival(s: &Services, row: &ArrivingRow, arrived: bool, uuid: &str, me
             tracing::error!(vm = %row.name, error = %e, "could not record an arrived VM");
         }
     } else {
-        lm::remove_leftover(s.hv.as_ref(), &row.name);
+        let _ = lm::remove_leftover(s.hv.as_ref(), &row.name);
         lm::remove_volumes(s.hv.as_ref(), &row.volumes);
         if let Err(e) = s.store.end_arriving(&row.name, None) {
             tracing::error!(vm = %row.name, error = %e, "could not release a failed arrival");
@@ -380,13 +397,14 @@ pub fn sweep_arrivals(s: &Services) {
     };
     let now = super::now();
     for row in rows.into_iter().filter(|r| r.expires_at <= now) {
-        let running_here =
-            s.hv.list_vms()
-                .map(|vms| {
-                    vms.iter()
-                        .any(|v| v.name == row.name && v.state.is_active())
-                })
-                .unwrap_or(false);
+        // Settled only once libvirt here answers; a guest counts as arrived only if it runs
+        // (a paused one is the incoming half of a move that broke off).
+        let Ok(vms) = s.hv.list_vms() else {
+            return;
+        };
+        let running_here = vms
+            .iter()
+            .any(|v| v.name == row.name && v.state == crate::domain::vm::VmState::Running);
         finish_arrival(
             s,
             &row,

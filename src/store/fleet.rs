@@ -240,6 +240,17 @@ impl Store {
         .map(drop)
     }
 
+    /// Makes an arrival due for the next sweep.
+    pub fn expire_arriving(&self, name: &str, now: i64) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE arriving_vms SET expires_at = ?2 WHERE name = ?1",
+                params![name, now],
+            )
+        })
+        .map(drop)
+    }
+
     /// Sets the job that shows an arrival.
     pub fn set_arriving_job(&self, name: &str, job_id: i64) -> StoreResult<()> {
         self.with(|c| {
