@@ -100,6 +100,8 @@ pub struct ImagesConfig {
     pub fetch_timeout_seconds: u64,
     /// An upload that sends nothing for this long is stopped (and its volume removed).
     pub upload_idle_seconds: u64,
+    /// virt-sysprep, for "reset identity" on template clones. Unset: looked up on `PATH`.
+    pub sysprep_program: Option<PathBuf>,
 }
 
 impl Default for ImagesConfig {
@@ -108,6 +110,7 @@ impl Default for ImagesConfig {
             max_bytes: 64 * 1024 * 1024 * 1024,
             fetch_timeout_seconds: 4 * 3600,
             upload_idle_seconds: 120,
+            sysprep_program: None,
         }
     }
 }

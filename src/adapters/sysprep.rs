@@ -7,9 +7,13 @@ use std::process::Command;
 /// The tool's file name, looked up in the directories of `PATH`.
 pub const PROGRAM: &str = "virt-sysprep";
 
-/// Where virt-sysprep is installed, if it is (an executable file named `virt-sysprep`
-/// in a directory of `PATH`). Looked up on every call, so installing it needs no restart.
-pub fn find() -> Option<PathBuf> {
+/// Where virt-sysprep is installed, if it is: `configured` when that is an executable
+/// file, otherwise an executable file named `virt-sysprep` in a directory of `PATH`.
+/// Looked up on every call, so installing it needs no restart.
+pub fn find(configured: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = configured {
+        return is_executable(p).then(|| p.to_path_buf());
+    }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(PROGRAM))
@@ -86,5 +90,16 @@ mod tests {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert!(is_executable(&p));
         assert!(!is_executable(dir.path()));
+    }
+
+    #[test]
+    fn a_configured_program_is_used_only_when_it_can_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(PROGRAM);
+        assert_eq!(find(Some(&p)), None);
+        std::fs::write(&p, "").unwrap();
+        assert_eq!(find(Some(&p)), None);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find(Some(&p)), Some(p.clone()));
     }
 }

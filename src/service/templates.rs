@@ -71,7 +71,13 @@ pub async fn create_vm(
                     actor: &actor,
                     now: super::now(),
                 };
-                let plan = tpl::plan_from(s.lc(), &t, &req, by, crate::adapters::sysprep::find())?;
+                let plan = tpl::plan_from(
+                    s.lc(),
+                    &t,
+                    &req,
+                    by,
+                    crate::adapters::sysprep::find(s.cfg.images.sysprep_program.as_deref()),
+                )?;
                 let (job, cancel) = jobs::begin_clone(runner::job_ctx(s), &plan.plan, &job_actor)?;
                 let mode = plan.plan.mode.label().to_lowercase();
                 runner::spawn_clone(

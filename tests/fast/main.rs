@@ -6,7 +6,13 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+/// The 1,000-VM host of `make bench` (the scale tests and the VM list tests use it).
+#[allow(dead_code)]
+#[path = "../../benches/scale/host.rs"]
+mod scale_host;
+
 mod architecture;
+mod bench_scale;
 mod cli;
 mod cloudinit;
 mod fetch_policy;
@@ -23,6 +29,7 @@ mod pools;
 mod proptest_parsers;
 mod reconcile;
 mod templates;
+mod templates_sysprep;
 mod tls;
 mod vm_changes;
 mod vm_list;

@@ -4,9 +4,7 @@
 
 use crate::common;
 
-#[allow(dead_code)]
-#[path = "../../benches/scale/host.rs"]
-mod host;
+use crate::scale_host as host;
 
 use common::api::Api;
 use common::{spawn_app_with, TestApp};

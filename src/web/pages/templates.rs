@@ -114,7 +114,10 @@ async fn render_new(
             chrome: Chrome::new(who, "templates"),
             template,
             modes: [CloneMode::Full, CloneMode::Linked],
-            sysprep_available: crate::adapters::sysprep::find().is_some(),
+            sysprep_available: crate::adapters::sysprep::find(
+                state.svc.cfg.images.sysprep_program.as_deref(),
+            )
+            .is_some(),
             sysprep_missing: SYSPREP_MISSING,
             message,
             errors,
@@ -279,7 +282,10 @@ async fn api_list(state: web::Data<AppState>, _who: Authed) -> Result<HttpRespon
     let templates = lc(&state, |s| tpl::list(s.hv.as_ref(), &s.store)).await?;
     Ok(HttpResponse::Ok().json(TemplateList {
         templates,
-        sysprep_available: crate::adapters::sysprep::find().is_some(),
+        sysprep_available: crate::adapters::sysprep::find(
+            state.svc.cfg.images.sysprep_program.as_deref(),
+        )
+        .is_some(),
     }))
 }
 

@@ -2,11 +2,9 @@
 //! 1,000-VM host loads in libvirt's test driver as intended, and the report computes
 //! ratios, targets and the docs/benchmarks.md splice correctly.
 
+use crate::scale_host as host;
 #[allow(dead_code)]
-#[path = "../benches/scale/host.rs"]
-mod host;
-#[allow(dead_code)]
-#[path = "../benches/scale/report.rs"]
+#[path = "../../benches/scale/report.rs"]
 mod report;
 
 use report::{percentile, splice_results, Figure, Report, Target, WrkResult};
@@ -14,7 +12,7 @@ use virtdeck::domain::host::KvmStatus;
 use virtdeck::domain::vm::VmState;
 use virtdeck::hypervisor::Hypervisor;
 
-const DEMO: &str = include_str!("../demo/demo-host.xml");
+const DEMO: &str = include_str!("../../demo/demo-host.xml");
 
 #[test]
 fn the_generated_host_has_a_thousand_vms_in_mixed_states_on_the_test_driver() {

@@ -1,12 +1,12 @@
 //! "Reset identity" when virt-sysprep is installed. libguestfs is too heavy to install in
-//! CI, so a stand-in `virt-sysprep` script is put first on PATH (this test binary holds
-//! only this test, so nothing else sees it): it records its arguments, and fails when
-//! told to. The real tool's absence is tested in tests/templates.rs.
+//! CI, so a stand-in `virt-sysprep` script is configured as `[images] sysprep_program`:
+//! it records its arguments, and fails when told to. The real tool's absence is tested
+//! in tests/fast/templates.rs.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
-use common::spawn_app;
+use common::spawn_app_with;
 use reqwest::StatusCode;
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
@@ -27,12 +27,8 @@ async fn the_identity_is_reset_with_virt_sysprep_and_a_failure_rolls_the_clone_b
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut dirs = vec![tools.path().to_path_buf()];
-    dirs.extend(std::env::split_paths(&path));
-    std::env::set_var("PATH", std::env::join_paths(dirs).unwrap());
-
-    let app = spawn_app().await;
+    let configured = script.clone();
+    let app = spawn_app_with(move |c| c.images.sysprep_program = Some(configured)).await;
     let api = Api::new(&app).await;
     let (s, _) = api
         .post("/api/v1/vms/build-runner/force-off", json!({}))

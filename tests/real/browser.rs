@@ -2,7 +2,7 @@
 //! a wrong and a right password. Driven through chromedriver's W3C WebDriver HTTP API;
 //! screenshots land in `target/test-artifacts/`.
 
-mod common;
+use crate::common;
 
 use common::webdriver::{Browser, WAIT};
 use common::{spawn_app, ADMIN_PASSWORD};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn new_admin_sets_up_browses_signs_out_and_back_in_in_chromium() {
+    let _gate = crate::gate::enter(module_path!());
     let started = Instant::now();
     let app = spawn_app().await;
     let setup_url = app.setup_url.clone().expect("no accounts → setup link");

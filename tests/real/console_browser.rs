@@ -3,8 +3,8 @@
 //! console, type a command and see its output. Screenshots land in target/test-artifacts/
 //! (console-vnc.png, console-serial.png).
 
-mod common;
-mod console_support;
+use crate::common;
+use crate::console_support;
 
 use common::webdriver::Browser;
 use console_support::*;
@@ -25,6 +25,7 @@ const STATUS_CONNECTED: &str =
 
 #[tokio::test]
 async fn vnc_and_serial_consoles_work_in_chromium() {
+    let _gate = crate::gate::enter(module_path!());
     let guest = Guest::new(true);
     let app = spawn_app(|_| {}).await;
     let b = Browser::start().await;

@@ -2,7 +2,7 @@
 //! pool, its disk a grown full copy of the image, its cloud-init seed ISO read back
 //! with isoinfo; deleting the VM deletes the seed.
 
-mod common;
+use crate::common;
 
 use common::real::{bearer_client, require_libvirtd, virsh, TestPool, VmGuard, URI};
 use common::spawn_app_with;
@@ -61,6 +61,7 @@ fn make_image(dir: &Path, marker: &str) -> String {
 
 #[tokio::test]
 async fn a_vm_from_a_cloud_image_gets_a_grown_copy_and_a_readable_cidata_seed() {
+    let _gate = crate::gate::enter(module_path!());
     require_libvirtd();
     let pool = TestPool::with_prefix("vdci-pool");
     let marker = format!("vdci-image-marker-{}", std::process::id());

@@ -2,7 +2,7 @@
 //! password guesses, floods, a client behind a reverse proxy, slow bodies, many
 //! connections, an open redirect, a shared data dir. All over real HTTP/TCP.
 
-mod common;
+use crate::common;
 
 use common::{client, spawn_app, spawn_app_with, ADMIN_PASSWORD};
 use reqwest::StatusCode;
@@ -37,6 +37,7 @@ async fn attempt(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn parallel_wrong_passwords_stop_at_the_account_lock_and_unlock_lifts_it() {
+    let _gate = crate::gate::enter(module_path!());
     let app = spawn_app_with(|cfg| {
         // Keep the address lock out of the way: this is about the account's.
         cfg.login.address_lock_after_failures = 10_000;
@@ -117,6 +118,7 @@ async fn parallel_wrong_passwords_stop_at_the_account_lock_and_unlock_lifts_it()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_of_sign_ins_gets_fast_refusals_not_a_queue() {
+    let _gate = crate::gate::enter(module_path!());
     let app = spawn_app_with(|cfg| {
         cfg.login.max_parallel_password_checks = 1;
         cfg.login.address_lock_after_failures = 10_000;
@@ -159,6 +161,7 @@ async fn a_flood_of_sign_ins_gets_fast_refusals_not_a_queue() {
 
 #[tokio::test]
 async fn forwarded_addresses_count_only_from_trusted_proxies() {
+    let _gate = crate::gate::enter(module_path!());
     // Behind a proxy on 127.0.0.1: each client is throttled by its own address.
     let app = spawn_app_with(|cfg| {
         cfg.http.trusted_proxies = vec!["127.0.0.1/32".into()];
@@ -237,6 +240,7 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
 
 #[tokio::test]
 async fn behind_a_trusted_tls_proxy_cookies_stay_secure_and_hsts_is_sent() {
+    let _gate = crate::gate::enter(module_path!());
     let app = spawn_app_with(|cfg| cfg.http.trusted_proxies = vec!["127.0.0.1/32".into()]).await;
     let c = client();
     let r = c
@@ -299,6 +303,7 @@ fn read_until_closed(mut s: &TcpStream, limit: Duration) -> (String, Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_stops_arriving_is_answered_408_and_closed() {
+    let _gate = crate::gate::enter(module_path!());
     let app = spawn_app_with(|cfg| cfg.http.body_idle_timeout_seconds = 2).await;
     let addr = addr_of(&app);
     let (text, took) = tokio::task::spawn_blocking(move || {
@@ -321,6 +326,7 @@ async fn a_body_that_stops_arriving_is_answered_408_and_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_per_client_address_are_capped() {
+    let _gate = crate::gate::enter(module_path!());
     let app = spawn_app_with(|cfg| cfg.http.max_connections_per_address = 3).await;
     let addr = addr_of(&app);
     tokio::task::spawn_blocking(move || {
@@ -359,6 +365,7 @@ async fn connections_per_client_address_are_capped() {
 
 #[tokio::test]
 async fn sign_in_never_sends_the_browser_off_site() {
+    let _gate = crate::gate::enter(module_path!());
     let app = spawn_app().await;
     let _admin = app.setup_admin("admin").await;
     for next in [
@@ -397,6 +404,7 @@ async fn sign_in_never_sends_the_browser_off_site() {
 
 #[test]
 fn a_shared_data_dir_is_refused_and_left_alone() {
+    let _gate = crate::gate::enter(module_path!());
     use std::os::unix::fs::PermissionsExt;
     let base = tempfile::tempdir().unwrap();
     let shared = base.path().join("shared");

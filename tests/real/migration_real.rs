@@ -6,8 +6,7 @@
 //! there and free here. A cancelled move and a destination that dies mid-way leave the
 //! guest running on its host and nothing on the other.
 
-#[path = "common/mod.rs"]
-mod common;
+use crate::common;
 
 use common::{spawn_app_with, TestApp};
 use reqwest::{Client, StatusCode};
@@ -379,6 +378,7 @@ fn store_of(app: &TestApp) -> virtdeck::store::Store {
 
 #[tokio::test]
 async fn a_running_guest_moves_live_through_the_page_with_its_shell_and_its_disk() {
+    let _gate = crate::gate::enter(module_path!());
     let _one = ONE_AT_A_TIME.lock().await;
     let env = rig();
     let guest = Guest::new(&env, true, 256);
@@ -574,6 +574,7 @@ async fn a_running_guest_moves_live_through_the_page_with_its_shell_and_its_disk
 #[tokio::test]
 async fn a_cancelled_move_and_a_destination_that_dies_leave_the_guest_running_here_and_nothing_there(
 ) {
+    let _gate = crate::gate::enter(module_path!());
     let _one = ONE_AT_A_TIME.lock().await;
     let env = rig();
     // Slow moves (2 MiB/s) of a guest whose RAM holds 96 MiB of random bytes.
@@ -705,6 +706,7 @@ async fn a_cancelled_move_and_a_destination_that_dies_leave_the_guest_running_he
 
 #[tokio::test]
 async fn a_shut_off_guest_moves_its_definition_and_its_record() {
+    let _gate = crate::gate::enter(module_path!());
     let _one = ONE_AT_A_TIME.lock().await;
     let env = rig();
     let alpha = virtdeck_on(&env, "alpha", |_| {}).await;
@@ -777,6 +779,7 @@ async fn a_shut_off_guest_moves_its_definition_and_its_record() {
 
 #[tokio::test]
 async fn a_drain_moves_every_guest_to_the_peer_and_keeps_the_host_closed_until_ended() {
+    let _gate = crate::gate::enter(module_path!());
     let _one = ONE_AT_A_TIME.lock().await;
     let env = rig();
     let alpha = virtdeck_on(&env, "alpha", |_| {}).await;

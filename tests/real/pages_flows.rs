@@ -1,7 +1,7 @@
 //! Pages as an admin uses them: sign-in comes back to the page asked for, forms answer
 //! with a redirect and a one-time notice, and the forms say plainly what will happen.
 
-mod common;
+use crate::common;
 
 use common::*;
 use reqwest::{Response, StatusCode};
@@ -20,6 +20,7 @@ fn count(page: &str, needle: &str) -> usize {
 
 #[tokio::test]
 async fn sign_in_comes_back_to_the_page_asked_for() {
+    let _gate = crate::gate::enter(module_path!());
     let app = spawn_app().await;
     let _admin = app.setup_admin("admin").await;
     let c = client();
@@ -63,6 +64,7 @@ async fn sign_in_comes_back_to_the_page_asked_for() {
 
 #[tokio::test]
 async fn token_form_defaults_to_the_signed_in_user_and_the_token_shows_once() {
+    let _gate = crate::gate::enter(module_path!());
     let app = spawn_app().await;
     let admin = app.setup_admin("zed").await;
     app.add_user(&admin, "alice", "viewer", "alice-password-1")
@@ -129,6 +131,7 @@ async fn posts_and_notices_once(
 
 #[tokio::test]
 async fn admin_forms_redirect_with_a_one_time_notice() {
+    let _gate = crate::gate::enter(module_path!());
     let app = spawn_app().await;
     let admin = app.setup_admin("admin").await;
     let csrf = app.csrf(&admin, "/users").await;
@@ -179,6 +182,7 @@ async fn admin_forms_redirect_with_a_one_time_notice() {
 
 #[tokio::test]
 async fn snapshot_forms_redirect_with_a_one_time_notice() {
+    let _gate = crate::gate::enter(module_path!());
     let app = spawn_app().await;
     let admin = app.setup_admin("admin").await;
     let csrf = app.csrf(&admin, "/vms/db01").await;
@@ -226,6 +230,7 @@ fn volume_row(page: &str, name: &str) -> String {
 
 #[tokio::test]
 async fn the_demo_pool_says_before_an_upload_that_it_cannot_take_one() {
+    let _gate = crate::gate::enter(module_path!());
     let app = spawn_app().await;
     let admin = app.setup_admin("admin").await;
     let page = app.get_text(&admin, "/host/storage/default").await;
@@ -242,6 +247,7 @@ async fn the_demo_pool_says_before_an_upload_that_it_cannot_take_one() {
 
 #[tokio::test]
 async fn isos_offer_no_resize_and_thin_overcommit_is_warned() {
+    let _gate = crate::gate::enter(module_path!());
     let app = spawn_app().await;
     let admin = app.setup_admin("admin").await;
     let page = app.get_text(&admin, "/host/storage/default").await;
@@ -299,6 +305,7 @@ async fn isos_offer_no_resize_and_thin_overcommit_is_warned() {
 
 #[tokio::test]
 async fn demo_usage_charts_say_why_they_stay_empty_and_never_show_minus_zero() {
+    let _gate = crate::gate::enter(module_path!());
     let app = spawn_app_with(|c| c.usage.interval_seconds = 1).await;
     let admin = app.setup_admin("admin").await;
     // Let the sampler run a few times.
@@ -360,6 +367,7 @@ fn field_error<'a>(page: &'a str, field: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn the_new_vm_form_shows_every_error_in_one_round_at_its_field() {
+    let _gate = crate::gate::enter(module_path!());
     let app = spawn_app().await;
     let admin = app.setup_admin("admin").await;
     let page = app.get_text(&admin, "/vms/new").await;
@@ -419,6 +427,7 @@ async fn the_new_vm_form_shows_every_error_in_one_round_at_its_field() {
 
 #[tokio::test]
 async fn the_new_vm_form_offers_only_usable_volumes_and_notices_create_and_delete() {
+    let _gate = crate::gate::enter(module_path!());
     let app = spawn_app().await;
     let admin = app.setup_admin("admin").await;
     let page = app.get_text(&admin, "/vms/new").await;
@@ -460,6 +469,7 @@ async fn the_new_vm_form_offers_only_usable_volumes_and_notices_create_and_delet
 
 #[tokio::test]
 async fn the_new_vm_form_says_what_the_units_give_and_what_is_charged() {
+    let _gate = crate::gate::enter(module_path!());
     let app = spawn_app().await;
     let admin = app.setup_admin("admin").await;
     let page = app.get_text(&admin, "/vms/new").await;
@@ -487,6 +497,7 @@ async fn the_new_vm_form_says_what_the_units_give_and_what_is_charged() {
 
 #[tokio::test]
 async fn the_demo_host_says_before_apply_that_it_will_be_refused() {
+    let _gate = crate::gate::enter(module_path!());
     let root = tempfile::tempdir().unwrap();
     let r = root.path().to_path_buf();
     let app = spawn_app_with(move |c| {
@@ -522,6 +533,7 @@ async fn the_demo_host_says_before_apply_that_it_will_be_refused() {
 /// instead of a bare "18 of 16 CPUs".
 #[tokio::test]
 async fn the_host_page_explains_cpu_overcommit() {
+    let _gate = crate::gate::enter(module_path!());
     let app = spawn_app().await;
     let api = common::api::Api::new(&app).await;
     let (admin, _) = app.login("admin", ADMIN_PASSWORD).await;

@@ -1,7 +1,7 @@
 //! The database survives `kill -9` of the server in the middle of writes: every row
 //! whose request was answered is still there, and the file is intact.
 
-mod common;
+use crate::common;
 
 use common::{bin, csrf_in, run_bin};
 use std::collections::HashSet;
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn committed_rows_survive_kill_9_mid_write() {
+    let _gate = crate::gate::enter(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap().to_string();
     let cfg = dir.path().join("virtdeck.toml");

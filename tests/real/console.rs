@@ -7,8 +7,7 @@
 //! `make test` installs libvirt and QEMU, starts the daemons and builds the tiny guest;
 //! these tests fail (they do not skip) when any of that is missing.
 
-mod common;
-mod console_support;
+use crate::console_support;
 
 use console_support::*;
 use futures_util::{SinkExt, StreamExt};
@@ -127,6 +126,7 @@ async fn serial_echo(ws: &mut Ws) {
 
 #[tokio::test]
 async fn vnc_and_serial_reach_a_real_guest_only_through_checked_tickets() {
+    let _gate = crate::gate::enter(module_path!());
     let _one = ONE_AT_A_TIME.lock().await;
     let guest = Guest::new(true);
     let off = Guest::new(false);
@@ -492,6 +492,7 @@ async fn vnc_and_serial_reach_a_real_guest_only_through_checked_tickets() {
 
 #[tokio::test]
 async fn the_demo_host_says_consoles_are_not_available() {
+    let _gate = crate::gate::enter(module_path!());
     let data_dir = tempfile::tempdir().unwrap();
     let mut cfg = virtdeck::config::Config {
         listen: "127.0.0.1:0".into(),

@@ -2,7 +2,7 @@
 //! veth pairs, points virtdeck at it (`host.netns`) and at a temp host root, and drives
 //! plan → apply → confirm / roll back over HTTP. Needs root (`ip netns add`).
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::{spawn_app_with, TestApp, ADMIN_PASSWORD};
@@ -213,6 +213,7 @@ impl Host {
 
 #[tokio::test]
 async fn bridge_is_created_confirmed_and_an_unconfirmed_edit_is_rolled_back() {
+    let _gate = crate::gate::enter(module_path!());
     let h = host().await;
     let fresh = h.ns.state();
 
@@ -384,6 +385,7 @@ async fn bridge_is_created_confirmed_and_an_unconfirmed_edit_is_rolled_back() {
 
 #[tokio::test]
 async fn a_bond_without_the_bonding_driver_fails_and_leaves_nothing_behind() {
+    let _gate = crate::gate::enter(module_path!());
     let h = host().await;
     let before = h.ns.state();
     let (s, plan) = h
@@ -417,6 +419,7 @@ async fn a_bond_without_the_bonding_driver_fails_and_leaves_nothing_behind() {
 
 #[tokio::test]
 async fn kernel_setting_in_the_namespace_is_applied_and_rolled_back() {
+    let _gate = crate::gate::enter(module_path!());
     let h = host().await;
     let host_value = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
     let ns_value = || h.ns.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"]);
@@ -482,6 +485,7 @@ async fn kernel_setting_in_the_namespace_is_applied_and_rolled_back() {
 
 #[tokio::test]
 async fn only_admins_see_or_change_host_settings() {
+    let _gate = crate::gate::enter(module_path!());
     let h = host().await;
     let admin = h.app.login("admin", ADMIN_PASSWORD).await.0;
     h.app
@@ -538,6 +542,7 @@ async fn only_admins_see_or_change_host_settings() {
 
 #[tokio::test]
 async fn pages_show_state_field_errors_plan_and_countdown() {
+    let _gate = crate::gate::enter(module_path!());
     let h = host().await;
     let c = h.app.login("admin", ADMIN_PASSWORD).await.0;
     let page = c
@@ -636,6 +641,7 @@ async fn pages_show_state_field_errors_plan_and_countdown() {
 
 #[tokio::test]
 async fn the_demo_host_shows_plans_but_never_applies_them_to_this_machine() {
+    let _gate = crate::gate::enter(module_path!());
     // `--demo` as a new admin tries it: no network namespace configured.
     let root = tempfile::tempdir().unwrap();
     let r = root.path().to_path_buf();
@@ -696,6 +702,7 @@ fn recipe_ipv6(page: &str) -> (String, String, String) {
 
 #[tokio::test]
 async fn recipe_carries_the_hosts_ipv6_and_the_plan_warns_before_losing_it() {
+    let _gate = crate::gate::enter(module_path!());
     let h = host().await;
     // vd0 is dual-stack: an address set by hand and the IPv6 default route (inside the
     // test's namespace, so this machine's own addresses play no part).

@@ -8,8 +8,8 @@
 //! `make test` installs libvirt and QEMU, starts the daemons and builds the tiny guest;
 //! this test fails (it does not skip) when any of that is missing.
 
-mod common;
-mod console_support;
+use crate::common;
+use crate::console_support;
 
 use common::api::Api;
 use common::real::{guest_dir, qemu_readable_dir, require_libvirtd, virsh, URI};
@@ -95,6 +95,7 @@ async fn serial(app: &common::TestApp, api: &Api, vm: &str) -> Ws {
 
 #[tokio::test]
 async fn full_and_linked_clones_of_a_template_boot_the_tiny_guest_and_read_its_disk() {
+    let _gate = crate::gate::enter(module_path!());
     require_libvirtd();
     let id = std::process::id();
     let base = format!("vdtpl-base-{id}");

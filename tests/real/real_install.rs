@@ -1,7 +1,7 @@
 //! On the real `qemu:///system` libvirtd: a network install from a local install tree,
 //! and a virtdeck restart in the middle of a create.
 
-mod common;
+use crate::common;
 
 use common::http::serve_dir;
 use common::real::{
@@ -28,6 +28,7 @@ fn files_in(dir: &Path) -> Vec<String> {
 
 #[tokio::test]
 async fn the_tiny_guest_installs_from_a_tree_url_with_kernel_arguments() {
+    let _gate = crate::gate::enter(module_path!());
     let _one = ONE_AT_A_TIME.lock().await;
     require_libvirtd();
     let pool = TestPool::new();
@@ -132,6 +133,7 @@ fn serve(data_dir: &str, config: &Path) -> (Child, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_in_the_middle_of_a_create_leaves_a_consistent_host() {
+    let _gate = crate::gate::enter(module_path!());
     let _one = ONE_AT_A_TIME.lock().await;
     require_libvirtd();
     let pool = TestPool::new();

@@ -4,7 +4,7 @@
 //! Fails (does not skip) when libvirtd or the tiny guest is missing: `make test` sets
 //! both up.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::pages::{json, text};
@@ -33,7 +33,7 @@ fn start_guest() -> Guest {
         std::fs::copy(guest_dir().join(f), dir.path().join(f)).unwrap();
     }
     let name = format!("vdmetrics-{}", std::process::id());
-    let xml = include_str!("fixtures/tiny-guest-domain.xml")
+    let xml = include_str!("../fixtures/tiny-guest-domain.xml")
         .replace("@NAME@", &name)
         .replace("@GUEST_DIR@", &dir.path().display().to_string())
         .replace(
@@ -75,6 +75,7 @@ fn max_in_title(svg: &str) -> f64 {
 
 #[tokio::test]
 async fn a_running_guests_cpu_shows_in_metrics_charts_and_sparklines() {
+    let _gate = crate::gate::enter(module_path!());
     let guest = start_guest();
     let app = spawn_app_with(|c| {
         c.demo = false;

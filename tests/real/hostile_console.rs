@@ -8,8 +8,8 @@
 //! `make test` installs libvirt and QEMU, starts the daemons and builds the tiny guest;
 //! these tests fail (they do not skip) when any of that is missing.
 
-mod common;
-mod console_support;
+use crate::common;
+use crate::console_support;
 
 use console_support::*;
 use futures_util::{SinkExt, StreamExt};
@@ -89,6 +89,7 @@ fn rfb_client_hello() -> Vec<u8> {
 
 #[tokio::test]
 async fn origins_tickets_and_places_cannot_be_abused() {
+    let _gate = crate::gate::enter(module_path!());
     let _one = ONE_AT_A_TIME.lock().await;
     let guest = Guest::new(true);
     let app = spawn_app(|c| {
@@ -199,6 +200,7 @@ async fn origins_tickets_and_places_cannot_be_abused() {
 
 #[tokio::test]
 async fn a_viewers_dropped_input_does_not_keep_the_console_open() {
+    let _gate = crate::gate::enter(module_path!());
     let _one = ONE_AT_A_TIME.lock().await;
     let guest = Guest::new(true);
     let app = spawn_app(|c| {
@@ -246,6 +248,7 @@ async fn a_viewers_dropped_input_does_not_keep_the_console_open() {
 
 #[tokio::test]
 async fn consoles_close_when_the_access_that_opened_them_ends() {
+    let _gate = crate::gate::enter(module_path!());
     let _one = ONE_AT_A_TIME.lock().await;
     let guest = Guest::new(true);
     let app = spawn_app(|c| {
@@ -392,6 +395,7 @@ fn rss_bytes() -> u64 {
 
 #[tokio::test]
 async fn a_browser_that_stops_reading_a_flooding_serial_console_is_closed() {
+    let _gate = crate::gate::enter(module_path!());
     let _one = ONE_AT_A_TIME.lock().await;
     let guest = Guest::new(true);
     let app = spawn_app(|c| {
@@ -494,6 +498,7 @@ async fn a_browser_that_stops_reading_a_flooding_serial_console_is_closed() {
 
 #[tokio::test]
 async fn a_serial_console_read_slowly_pauses_the_guest_and_resumes() {
+    let _gate = crate::gate::enter(module_path!());
     let _one = ONE_AT_A_TIME.lock().await;
     let guest = Guest::new(true);
     let app = spawn_app(|_| {}).await;
@@ -524,6 +529,7 @@ async fn a_serial_console_read_slowly_pauses_the_guest_and_resumes() {
 
 #[tokio::test]
 async fn thumbnails_of_vms_that_do_not_exist_are_not_kept() {
+    let _gate = crate::gate::enter(module_path!());
     let _one = ONE_AT_A_TIME.lock().await;
     let app = spawn_app(|c| c.libvirt_uri = "test:///default".into()).await;
     let admin = app.setup_admin().await;

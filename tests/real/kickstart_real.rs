@@ -2,7 +2,7 @@
 //! kickstart. Its kernel command line carries the per-VM URL, the URL serves the file
 //! while the install boot runs, and answers 404 once that boot is destroyed.
 
-mod common;
+use crate::common;
 
 use common::http::serve_dir;
 use common::real::{
@@ -17,6 +17,7 @@ const KS: &str = "# tiny guest\ntext\nreboot\n%post\necho installed > /root/mark
 
 #[tokio::test]
 async fn the_installing_guest_gets_its_kickstart_url_until_its_install_boot_ends() {
+    let _gate = crate::gate::enter(module_path!());
     require_libvirtd();
     let pool = TestPool::with_prefix("vdks-pool");
     let boot = qemu_readable_dir("vdks-boot-");

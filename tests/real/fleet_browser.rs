@@ -3,7 +3,7 @@
 //! The page lists both hosts' VMs with links to each VM on its own host, filters them,
 //! shows the hung peer as unreachable with the reason, and is never slowed by it.
 
-mod common;
+use crate::common;
 
 use common::webdriver::{Browser, WAIT};
 use common::{spawn_app_with, TestApp, ADMIN_PASSWORD};
@@ -42,6 +42,7 @@ async fn api(
 
 #[tokio::test]
 async fn the_fleet_page_lists_every_hosts_vms_and_a_hung_peer_never_slows_it() {
+    let _gate = crate::gate::enter(module_path!());
     let alpha = host("alpha").await;
     let beta = host("beta").await;
     let a = alpha.setup_admin("admin").await;

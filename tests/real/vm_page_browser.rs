@@ -5,7 +5,7 @@
 //! template's page offers no Start, and the list shows no broken images, keeps its rows
 //! compact and starts a VM from its row. Screenshots land in `target/test-artifacts/`.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::webdriver::{Browser, WAIT};
@@ -147,6 +147,7 @@ async fn confirm(b: &Browser, details: &str) {
 
 #[tokio::test]
 async fn the_vm_page_and_list_are_usable_and_ask_before_harm_in_chromium() {
+    let _gate = crate::gate::enter(module_path!());
     let app = spawn_app().await;
     let api = Api::new(&app).await;
     for (name, description) in [
@@ -331,6 +332,7 @@ async fn the_vm_page_and_list_are_usable_and_ask_before_harm_in_chromium() {
 /// gives and what the VM is charged, and that a large disk is what decides the charge.
 #[tokio::test]
 async fn the_new_vm_form_explains_the_charge_live_as_the_admin_types() {
+    let _gate = crate::gate::enter(module_path!());
     let app = spawn_app().await;
     let _api = Api::new(&app).await;
     let b = Browser::start().await;

@@ -6,7 +6,7 @@
 //! image, and no severe browser console message. A screenshot of each page at each width
 //! goes to `target/test-artifacts/pages/`. All problems are reported at once.
 
-mod common;
+use crate::common;
 
 use common::spawn_app;
 use common::webdriver::{artifacts_dir, Browser};
@@ -33,7 +33,7 @@ fn skipped(path: &str) -> bool {
         || p.ends_with("/ws")
         || p.contains("/websocket")
         // The consoles are full-window tools of their own (no menu, no h1), and on the
-        // demo host they have nothing to connect to; tests/console_browser.rs covers them.
+        // demo host they have nothing to connect to; tests/real/console_browser.rs covers them.
         || p.contains("/console/")
 }
 
@@ -175,6 +175,7 @@ async fn settle(b: &Browser) {
 
 #[tokio::test]
 async fn every_page_is_usable_wide_and_narrow_in_chromium() {
+    let _gate = crate::gate::enter(module_path!());
     let started = Instant::now();
     let app = spawn_app().await;
     let http = app.setup_admin("admin").await;

@@ -3,7 +3,7 @@
 //! `make test` installs libvirt and QEMU, starts the daemons and builds the tiny guest;
 //! this test fails (it does not skip) when any of that is missing.
 
-mod common;
+use crate::common;
 
 use common::real::{guest_dir, virsh, wait_for_state, TestPool, VmGuard, URI};
 use common::spawn_app_with;
@@ -50,7 +50,7 @@ fn boot_tiny_guest() -> Guest {
     }
     let name = format!("vdtest-{}", std::process::id());
     let serial_log = files.path().join("serial.log");
-    let xml = include_str!("fixtures/tiny-guest-domain.xml")
+    let xml = include_str!("../fixtures/tiny-guest-domain.xml")
         .replace("@NAME@", &name)
         .replace("@GUEST_DIR@", &files.path().display().to_string())
         .replace("@SERIAL_LOG@", &serial_log.display().to_string());
@@ -71,6 +71,7 @@ fn boot_tiny_guest() -> Guest {
 
 #[tokio::test]
 async fn a_real_tcg_guest_boots_and_virtdeck_sees_it_running() {
+    let _gate = crate::gate::enter(module_path!());
     let _one = ONE_AT_A_TIME.lock().await;
     let guest = boot_tiny_guest();
     let app = spawn_app_with(|c| {
@@ -156,6 +157,7 @@ async fn a_real_tcg_guest_boots_and_virtdeck_sees_it_running() {
 
 #[tokio::test]
 async fn the_tiny_guest_is_created_through_the_api_and_operated_for_real() {
+    let _gate = crate::gate::enter(module_path!());
     let _one = ONE_AT_A_TIME.lock().await;
     let version = virsh(&["version"]);
     assert!(

@@ -4,7 +4,7 @@
 //! all leave no volume behind; a fetch from a local HTTP server stores the file; a
 //! 512 MiB upload keeps the server's memory flat.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::http::serve_dir;
@@ -208,6 +208,7 @@ fn put_in_background(
 
 #[tokio::test]
 async fn an_uploaded_image_downloads_byte_for_byte_and_is_deleted_cleanly() {
+    let _gate = crate::gate::enter(module_path!());
     let (_app, api) = real_app(|_| {}).await;
     let pool = Pool::new();
     let data = pattern(3 * 1024 * 1024 + 123, 1);
@@ -260,6 +261,7 @@ async fn an_uploaded_image_downloads_byte_for_byte_and_is_deleted_cleanly() {
 
 #[tokio::test]
 async fn a_cancelled_upload_and_a_vanished_client_leave_no_volume() {
+    let _gate = crate::gate::enter(module_path!());
     let (_app, api) = real_app(|_| {}).await;
     let pool = Pool::new();
     let total = 64u64 << 20;
@@ -319,6 +321,7 @@ async fn a_cancelled_upload_and_a_vanished_client_leave_no_volume() {
 
 #[tokio::test]
 async fn a_fetch_stores_the_file_and_a_failed_or_stalled_fetch_leaves_nothing() {
+    let _gate = crate::gate::enter(module_path!());
     let (_app, api) = real_app(|c| {
         c.images.fetch_timeout_seconds = 8;
         c.fetch.allow = vec!["127.0.0.0/8".into()]; // the site is on loopback
@@ -484,6 +487,7 @@ async fn start_server(data_dir: &Path) -> Server {
 
 #[tokio::test]
 async fn a_restart_mid_upload_marks_the_job_interrupted_and_removes_its_volume() {
+    let _gate = crate::gate::enter(module_path!());
     require_libvirtd();
     let pool = Pool::new();
     let data = tempfile::tempdir().unwrap();
@@ -532,6 +536,7 @@ fn vm_rss_kib(pid: u32) -> u64 {
 /// pool; the server process's resident memory must stay far below the upload's size.
 #[tokio::test]
 async fn a_512_mib_upload_keeps_the_servers_memory_flat() {
+    let _gate = crate::gate::enter(module_path!());
     require_libvirtd();
     const TOTAL: u64 = 512 << 20;
     const CHUNK: usize = 256 * 1024;
@@ -589,6 +594,7 @@ async fn a_512_mib_upload_keeps_the_servers_memory_flat() {
 
 #[tokio::test]
 async fn the_pool_page_uploads_with_a_progress_bar_and_cancels_in_chromium() {
+    let _gate = crate::gate::enter(module_path!());
     use common::webdriver::{Browser, WAIT};
     let (app, api) = real_app(|_| {}).await;
     let pool = Pool::new();
@@ -665,6 +671,7 @@ async fn the_pool_page_uploads_with_a_progress_bar_and_cancels_in_chromium() {
 
 #[tokio::test]
 async fn a_volume_file_removed_behind_libvirts_back_leaves_the_host_usable() {
+    let _gate = crate::gate::enter(module_path!());
     let (app, api) = real_app(|_| {}).await;
     let pool = Pool::new();
     let kept = "kept.qcow2";

@@ -2,7 +2,7 @@
 //! built and started, picks up a file dropped into it on refresh, and is deleted with its
 //! contents, leaving nothing; a pool whose directory cannot be made is rolled back.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::real::{qemu_readable_dir, require_libvirtd, virsh, URI};
@@ -49,6 +49,7 @@ async fn real_app() -> (common::TestApp, Api) {
 
 #[tokio::test]
 async fn a_dir_pool_on_the_real_libvirtd_is_defined_refreshed_and_deleted_without_leftovers() {
+    let _gate = crate::gate::enter(module_path!());
     let (_app, api) = real_app().await;
     let name = format!("vdpools-{}", std::process::id());
     let _guard = PoolGuard(name.clone());
@@ -115,6 +116,7 @@ async fn a_dir_pool_on_the_real_libvirtd_is_defined_refreshed_and_deleted_withou
 
 #[tokio::test]
 async fn a_dir_pool_whose_directory_cannot_be_made_is_rolled_back_on_the_real_libvirtd() {
+    let _gate = crate::gate::enter(module_path!());
     let (_app, api) = real_app().await;
     let name = format!("vdpools-bad-{}", std::process::id());
     let _guard = PoolGuard(name.clone());

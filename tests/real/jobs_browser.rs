@@ -4,7 +4,7 @@
 //! its step, then follows it by itself (no reload from the test) until it has succeeded
 //! and links to the new VM, and that link opens the copy's page.
 
-mod common;
+use crate::common;
 
 use common::api::Api;
 use common::faults::{FailAt, Gate, Step};
@@ -49,6 +49,7 @@ return {
 #[tokio::test]
 async fn a_clone_started_from_the_vm_page_is_followed_on_the_jobs_page_until_it_is_done_in_chromium(
 ) {
+    let _gate = crate::gate::enter(module_path!());
     let (app, gate) = held_app(Step::HoldCloneVolume).await;
     let session = app.setup_admin("admin").await;
     let api = Api {
