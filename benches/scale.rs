@@ -84,7 +84,12 @@ fn root() -> PathBuf {
 async fn run() -> Result<()> {
     let out = root().join("target/bench");
     std::fs::create_dir_all(&out)?;
-    let bin = root().join("target/release/virtdeck");
+    // Another build (e.g. an older commit's, by scripts/bench-compare.sh) measured by the
+    // same harness: its report goes to report-LABEL.{md,json}, docs are left alone.
+    let label = std::env::var("BENCH_LABEL").ok().filter(|l| !l.is_empty());
+    let bin = std::env::var_os("BENCH_VIRTDECK_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/release/virtdeck"));
     ensure!(
         bin.exists(),
         "{} is missing: `make bench` builds it (cargo build --release)",
@@ -473,6 +478,15 @@ async fn run() -> Result<()> {
         notes,
     };
     let md = report.markdown();
+    if let Some(label) = label {
+        std::fs::write(out.join(format!("report-{label}.md")), &md)?;
+        std::fs::write(
+            out.join(format!("report-{label}.json")),
+            serde_json::to_string_pretty(&report.json())?,
+        )?;
+        println!("\n{md}\nwritten: target/bench/report-{label}.md, report-{label}.json");
+        return Ok(());
+    }
     std::fs::write(out.join("report.md"), &md)?;
     std::fs::write(
         out.join("report.json"),

@@ -97,6 +97,11 @@ pub enum UserCommand {
         #[arg(long)]
         address: Option<std::net::IpAddr>,
     },
+    /// Remove the account's second factors (authenticator app, recovery codes) and end its
+    /// sessions: for the last admin who lost both. They sign in with their password and,
+    /// when their role must have a second factor, set up a new one right then.
+    #[command(name = "reset-2fa")]
+    Reset2fa { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -241,6 +246,22 @@ pub fn run_tool(cli: &Cli, cfg: &Config) -> anyhow::Result<()> {
             }
             cli_audit(&store, Action::UserUnlock, name, &detail)?;
             println!("{name}: sign-in unlocked ({detail})");
+            Ok(())
+        }
+        Command::User(UserCommand::Reset2fa { name }) => {
+            let store = open_store(cfg)?;
+            let user = store
+                .find_user(name)?
+                .with_context(|| format!("there is no user named {name}"))?;
+            let had = store.reset_factors(user.id)?;
+            store.delete_user_sessions(user.id)?;
+            let detail = if had {
+                "second factors removed; sessions ended"
+            } else {
+                "had no second factor; sessions ended"
+            };
+            cli_audit(&store, Action::TwoFactorReset, name, detail)?;
+            println!("{name}: {detail}");
             Ok(())
         }
         Command::User(UserCommand::Passwd { name, .. }) => {

@@ -7,6 +7,7 @@ pub mod password;
 pub mod role;
 pub mod secret;
 pub mod throttle;
+pub mod two_factor;
 
 pub use role::Role;
 

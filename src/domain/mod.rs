@@ -19,6 +19,7 @@ pub mod snapshot;
 pub mod storage;
 pub mod sysctl;
 pub mod templates;
+pub mod totp;
 pub mod usage;
 pub mod vm;
 pub mod vmspec;

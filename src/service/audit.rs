@@ -60,11 +60,16 @@ pub enum Action {
     VmMigrate,
     HostDrain,
     HostDrainEnd,
+    TwoFactorEnrol,
+    TwoFactorRecoveryCodes,
+    TwoFactorRemove,
+    TwoFactorReset,
+    TwoFactorRequired,
 }
 
 impl Action {
     /// Every action, once.
-    pub const ALL: [Action; 57] = [
+    pub const ALL: [Action; 62] = [
         Action::VmCreate,
         Action::Vm(VmAction::Start),
         Action::Vm(VmAction::Shutdown),
@@ -122,6 +127,11 @@ impl Action {
         Action::VmMigrate,
         Action::HostDrain,
         Action::HostDrainEnd,
+        Action::TwoFactorEnrol,
+        Action::TwoFactorRecoveryCodes,
+        Action::TwoFactorRemove,
+        Action::TwoFactorReset,
+        Action::TwoFactorRequired,
     ];
 
     /// The action the audit log names `name`.
@@ -192,6 +202,11 @@ impl Action {
             Action::VmMigrate => "vm.migrate",
             Action::HostDrain => "host.drain",
             Action::HostDrainEnd => "host.drain.end",
+            Action::TwoFactorEnrol => "user.2fa.enrol",
+            Action::TwoFactorRecoveryCodes => "user.2fa.recovery_codes",
+            Action::TwoFactorRemove => "user.2fa.remove",
+            Action::TwoFactorReset => "user.2fa.reset",
+            Action::TwoFactorRequired => "users.2fa.required",
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod migration;
 pub mod runner;
 pub mod storage;
 pub mod templates;
+pub mod two_factor;
 pub mod vms;
 
 use crate::auth::Role;
@@ -123,6 +124,21 @@ pub struct Op<F, D> {
 }
 
 impl<F, D> Op<F, D> {
+    /// A change every signed-in user may make to their own account.
+    pub fn signed_in<T, E>(action: Action, target: impl Into<String>, run: F, describe: D) -> Self
+    where
+        F: FnOnce(&Services) -> Result<T, E>,
+        D: FnOnce(&T) -> String,
+    {
+        Op {
+            action,
+            target: target.into(),
+            role: Role::Viewer,
+            run,
+            describe,
+        }
+    }
+
     /// A change operators (and admins) may make.
     pub fn operator<T, E>(action: Action, target: impl Into<String>, run: F, describe: D) -> Self
     where

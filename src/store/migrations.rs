@@ -45,6 +45,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0014_fleet",
         include_str!("../../migrations/0014_fleet.sql"),
     ),
+    (
+        "0015_two_factor",
+        include_str!("../../migrations/0015_two_factor.sql"),
+    ),
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod kickstarts;
 mod migrations;
 pub mod templates;
+pub mod two_factor;
 pub mod vm_volumes;
 
 use rusqlite::{params, Connection, OptionalExtension};

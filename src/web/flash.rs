@@ -52,6 +52,12 @@ fn slots() -> &'static Mutex<HashMap<String, Slot>> {
 
 /// Leaves `flash` for the next page `who` reads (replacing one not yet shown).
 pub fn put(who: &Authed, flash: Flash) {
+    put_for(&who.credential_sha256, flash)
+}
+
+/// Leaves `flash` for the next page read with the session whose digest is
+/// `credential_sha256` (a sign-in that has just made it).
+pub fn put_for(credential_sha256: &str, flash: Flash) {
     let now = Instant::now();
     let Ok(mut slots) = slots().lock() else {
         return;
@@ -67,7 +73,7 @@ pub fn put(who: &Authed, flash: Flash) {
         }
     }
     slots.insert(
-        who.credential_sha256.clone(),
+        credential_sha256.to_string(),
         Slot {
             flash,
             until: now + KEEP_FOR,

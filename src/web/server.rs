@@ -380,6 +380,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .get("/static/{path:.*}", assets::serve)
     .get("/login", account::login_page)
     .post("/login", account::login)
+    .get("/login/second-factor", pages::two_factor::second_step_page)
+    .post("/login/second-factor", pages::two_factor::second_step)
+    .get("/account/two-factor", pages::two_factor::account_page)
+    .post("/account/two-factor/app", pages::two_factor::begin_app)
+    .post(
+        "/account/two-factor/app/confirm",
+        pages::two_factor::confirm_app,
+    )
+    .post(
+        "/account/two-factor/recovery-codes",
+        pages::two_factor::new_recovery_codes,
+    )
+    .post("/account/two-factor/remove", pages::two_factor::remove)
     .post("/logout", account::logout)
     .get("/setup", account::setup_page)
     .post("/setup", account::setup)
@@ -405,6 +418,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .get("/users", admin::users_page)
     .post("/users", admin::create_user)
     .post("/users/{name}/delete", admin::delete_user)
+    .post("/users/{name}/reset-2fa", pages::two_factor::reset_user)
+    .post(
+        "/users/two-factor-required",
+        pages::two_factor::set_required,
+    )
     .get("/flavors", admin::flavors_page)
     .post("/flavors", admin::set_flavor)
     .post("/flavors/{name}/delete", admin::delete_flavor)

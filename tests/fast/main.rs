@@ -31,6 +31,7 @@ mod reconcile;
 mod templates;
 mod templates_sysprep;
 mod tls;
+mod two_factor;
 mod vm_changes;
 mod vm_list;
 mod vm_page_http;

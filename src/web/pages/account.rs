@@ -32,9 +32,10 @@ struct LoginPage<'a> {
 pub struct LoginQuery {
     next: Option<String>,
     signed_out: Option<u8>,
+    expired: Option<u8>,
 }
 
-fn login_csrf_cookie(value: &str, secure: bool) -> Cookie<'static> {
+pub(super) fn login_csrf_cookie(value: &str, secure: bool) -> Cookie<'static> {
     Cookie::build(LOGIN_CSRF_COOKIE, value.to_string())
         .path("/login")
         .http_only(true)
@@ -80,7 +81,9 @@ pub async fn login_page(
     state: web::Data<AppState>,
     q: web::Query<LoginQuery>,
 ) -> HttpResponse {
-    let notice = q.signed_out.map(|_| "You have signed out.");
+    let notice = q.signed_out.map(|_| "You have signed out.").or(q
+        .expired
+        .map(|_| "The sign-in took too long or was started again elsewhere. Enter your name and password again."));
     login_form(
         &state,
         &req,
@@ -123,54 +126,28 @@ pub async fn login(
             None,
         ));
     }
-    let now = now();
-    let since = now - state.cfg.login.window_seconds as i64;
-    // The attempt is counted before the password is checked, in one step with reading
-    // the counts: parallel attempts cannot all slip under the lock.
-    let (u, a, login_cfg) = (username.clone(), addr.clone(), state.cfg.login.clone());
-    let (throttle, reservation) = db(&state, move |s| {
-        s.reserve_login_attempt(&u, &a, since, now, |failures| {
-            let t = decide(&login_cfg, failures, now);
-            (t, !matches!(t, Throttle::Locked { .. }))
-        })
-    })
-    .await?;
-    match throttle {
-        Throttle::Locked { until } => {
-            audit::record(
-                &state,
-                &username,
-                &addr,
-                "login",
-                &username,
-                "locked",
-                "too many failed sign-ins",
-            )
-            .await;
-            let minutes = ((until - now) + 59) / 60;
-            let mut resp = login_form(
+    let reservation = match count_attempt(
+        &state,
+        &username,
+        &addr,
+        "too many failed sign-ins",
+        |text| {
+            Ok(login_form(
                 &state,
                 &req,
                 StatusCode::TOO_MANY_REQUESTS,
                 &username,
                 &next,
-                Some(format!(
-                    "Too many failed sign-ins for this account or from this address. \
-                     Sign-in is locked; try again in {minutes} minute{}.",
-                    if minutes == 1 { "" } else { "s" }
-                )),
+                Some(text),
                 None,
-            );
-            if let Ok(v) = header::HeaderValue::from_str(&(until - now).max(1).to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return Ok(resp);
-        }
-        Throttle::Slow { delay_ms } => {
-            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
-        }
-        Throttle::Allow => {}
-    }
+            ))
+        },
+    )
+    .await?
+    {
+        Ok(reservation) => reservation,
+        Err(locked) => return Ok(locked),
+    };
 
     let u = username.clone();
     let user = db(&state, move |s| s.find_user(&u)).await?;
@@ -244,32 +221,128 @@ pub async fn login(
         ));
     };
 
+    let user_id = user.id;
+    let (factors, required) = db(&state, move |s| {
+        Ok((s.factors(user_id)?, s.two_factor_required()?))
+    })
+    .await?;
+    if factors.any() || required.contains(&user.role) {
+        // The password was right: the attempt is not a failure. Each wrong second step
+        // counts instead (the same throttle), and a full sign-in forgets them all.
+        if let Some(id) = reservation {
+            db(&state, move |s| s.release_login_attempt(id)).await?;
+        }
+        return super::two_factor::begin_second_step(&state, &req, user, factors.any(), &next)
+            .await;
+    }
+    finish_sign_in(&state, &req, &user, &next, None).await
+}
+
+/// Counts a sign-in step's attempt before it is checked, in one step with reading the
+/// counts, so parallel attempts cannot all slip under the lock. When the account or the
+/// address is locked: audited with `why`, and `Err` of the page `locked_page` makes of the
+/// sentence, with Retry-After. Otherwise waits out the slow-down, and returns the
+/// attempt's row (it stays as a failure unless released).
+pub(super) async fn count_attempt(
+    state: &AppState,
+    username: &str,
+    addr: &str,
+    why: &str,
+    locked_page: impl FnOnce(String) -> Result<HttpResponse, AppError>,
+) -> Result<Result<Option<i64>, HttpResponse>, AppError> {
+    let now = now();
+    let since = now - state.cfg.login.window_seconds as i64;
+    let (u, a, login_cfg) = (
+        username.to_string(),
+        addr.to_string(),
+        state.cfg.login.clone(),
+    );
+    let (throttle, reservation) = db(state, move |s| {
+        s.reserve_login_attempt(&u, &a, since, now, |failures| {
+            let t = decide(&login_cfg, failures, now);
+            (t, !matches!(t, Throttle::Locked { .. }))
+        })
+    })
+    .await?;
+    match throttle {
+        Throttle::Locked { until } => {
+            audit::record(state, username, addr, "login", username, "locked", why).await;
+            let minutes = ((until - now) + 59) / 60;
+            let mut resp = locked_page(format!(
+                "Too many failed sign-ins for this account or from this address. \
+                 Sign-in is locked; try again in {minutes} minute{}.",
+                if minutes == 1 { "" } else { "s" }
+            ))?;
+            if let Ok(v) = header::HeaderValue::from_str(&(until - now).max(1).to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            Ok(Err(resp))
+        }
+        Throttle::Slow { delay_ms } => {
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+            Ok(Ok(reservation))
+        }
+        Throttle::Allow => Ok(Ok(reservation)),
+    }
+}
+
+/// The end of a sign-in whose every step passed: the account's failed attempts are
+/// forgotten, a session is made (marked with the second factor when one was used), the
+/// sign-in is audited, and the browser goes to `next` with its session cookie.
+pub(super) async fn finish_sign_in(
+    state: &AppState,
+    req: &HttpRequest,
+    user: &crate::store::UserRow,
+    next: &str,
+    second_factor: Option<(
+        crate::auth::two_factor::Used,
+        Option<crate::web::flash::Flash>,
+    )>,
+) -> Result<HttpResponse, AppError> {
+    let now = now();
+    let addr = remote_addr(req);
     let token = random_token();
     let csrf = random_token();
     let (hash, a, uname) = (sha256_hex(&token), addr.clone(), user.username.clone());
     let user_id = user.id;
-    db(&state, move |s| {
+    let proved = second_factor.is_some();
+    let h = hash.clone();
+    db(state, move |s| {
         s.clear_login_failures(&uname)?;
-        s.create_session(&hash, user_id, &csrf, now, &a)
+        s.create_session(&h, user_id, &csrf, now, &a)?;
+        if proved {
+            s.mark_second_factor(&h, now)?;
+        }
+        Ok(())
     })
     .await?;
+    let (detail, flash) = match second_factor {
+        Some((used, flash)) => (format!("with {}", used.as_str()), flash),
+        None => (String::new(), None),
+    };
     audit::record(
-        &state,
+        state,
         &user.username,
         &addr,
         "login",
         &user.username,
         "ok",
-        "",
+        &detail,
     )
     .await;
+    let location = match flash {
+        Some(f) => {
+            crate::web::flash::put_for(&hash, f);
+            "/account/two-factor".to_string()
+        }
+        None => next.to_string(),
+    };
+    let secure = state.secure_cookies(req);
     Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, next))
-        .cookie(session_cookie(token, state.secure_cookies(&req)))
-        .cookie(expired_cookie(
-            LOGIN_CSRF_COOKIE,
-            state.secure_cookies(&req),
-        ))
+        .insert_header((header::LOCATION, location))
+        .cookie(session_cookie(token, secure))
+        .cookie(expired_cookie(LOGIN_CSRF_COOKIE, secure))
+        .cookie(super::two_factor::expired_pending_cookie(secure))
         .finish())
 }
 

@@ -189,6 +189,12 @@ pub async fn audit_page(
 struct UsersPage {
     chrome: Chrome,
     users: Vec<UserRow>,
+    /// Each user's second factors, by position in `users`.
+    factors: Vec<crate::store::two_factor::FactorSummary>,
+    /// Roles that must have a second factor.
+    required: Vec<String>,
+    /// Whether the signed-in admin has a second factor (the token form asks for a code).
+    own_factor: bool,
     tokens: Vec<TokenRow>,
     roles: [Role; 3],
     form: NewUserForm,
@@ -199,6 +205,21 @@ struct UsersPage {
 }
 
 impl UsersPage {
+    fn factor_text(&self, i: &usize) -> String {
+        match self.factors.get(*i) {
+            Some(f) if f.authenticator => format!("app, {} recovery codes", f.recovery_codes_left),
+            Some(f) if f.recovery_codes_left > 0 => {
+                format!("{} recovery codes", f.recovery_codes_left)
+            }
+            _ => "none".into(),
+        }
+    }
+    fn has_factor(&self, i: &usize) -> bool {
+        self.factors.get(*i).is_some_and(|f| f.any())
+    }
+    fn is_required(&self, role: &Role) -> bool {
+        self.required.iter().any(|r| r == role.as_str())
+    }
     fn when(&self, at: &i64) -> String {
         format_time(*at)
     }
@@ -251,7 +272,22 @@ async fn render_users(
     who: &Authed,
     o: Outcome,
 ) -> Result<HttpResponse, AppError> {
-    let (users, tokens) = db(state, |s| Ok((s.list_users()?, s.list_api_tokens()?))).await?;
+    let own = who.user_id;
+    let (users, tokens, factors, required, own_factor) = db(state, move |s| {
+        let users = s.list_users()?;
+        let factors = users
+            .iter()
+            .map(|u| s.factors(u.id))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((
+            users,
+            s.list_api_tokens()?,
+            factors,
+            s.two_factor_required()?,
+            s.factors(own)?.any(),
+        ))
+    })
+    .await?;
     let mut form = o.form;
     form.password.clear();
     form.password_confirm.clear();
@@ -260,6 +296,9 @@ async fn render_users(
         &UsersPage {
             chrome: Chrome::new(who, "users"),
             users,
+            factors,
+            required,
+            own_factor,
             tokens,
             roles: Role::all(),
             form,
@@ -397,6 +436,8 @@ pub struct NewTokenForm {
     username: String,
     #[serde(default)]
     label: String,
+    /// A fresh second factor of the admin making the token (when they have one).
+    code: Option<String>,
 }
 
 pub async fn create_token(
@@ -408,6 +449,22 @@ pub async fn create_token(
     who.check_csrf(form.csrf.as_deref())?;
     who.require(&state, Role::Admin, "token.create", &form.username)
         .await?;
+    // A token is a lasting credential: its maker proves a fresh second factor if they have one.
+    if let Some(message) =
+        super::two_factor::fresh_factor_for_token(&state, &who, form.code.clone()).await?
+    {
+        return render_users(
+            &state,
+            &who,
+            Outcome {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                error: Some(message),
+                error_field: "token_code",
+                ..Default::default()
+            },
+        )
+        .await;
+    }
     let label = form.label.trim().chars().take(100).collect::<String>();
     let token = new_api_token();
     let user = match service::admin::create_token(

@@ -9,6 +9,7 @@ pub mod hostnet;
 pub mod libvirt_networks;
 pub mod storage;
 pub mod templates;
+pub mod two_factor;
 pub mod vm_changes;
 pub mod vms;
 

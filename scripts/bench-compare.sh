@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# An older commit's virtdeck measured beside this tree's, by the same harness (the scale
+# part of `make bench`: start-up, the 1,000-VM list under wrk, Chromium, memory), one
+# after the other in one run, for a change that must not make any figure worse (a
+# refactor). Writes target/bench/compare.md.
+#
+#   scripts/bench-compare.sh REV      e.g. the commit before the change
+#
+# Needs what `make bench` needs (run it once, or `scripts/install-deps.sh bench`).
+# BENCH_MEMORY_SECONDS (default 120 here) bounds the memory phase of each run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+rev=${1:?usage: scripts/bench-compare.sh REV}
+old=$(git rev-parse --short "$rev")
+out=$root/target/bench
+tree=$out/tree-$old
+mkdir -p "$out"
+export BENCH_MEMORY_SECONDS=${BENCH_MEMORY_SECONDS:-120}
+
+if [ ! -d "$tree" ]; then
+    git worktree add --detach "$tree" "$old"
+fi
+# Browser code is vendored at build time; the old tree embeds this tree's copy.
+mkdir -p "$tree/static/vendor"
+cp -a "$root/static/vendor/." "$tree/static/vendor/"
+# One target dir: the dependencies are built once for both.
+(cd "$tree" && CARGO_TARGET_DIR="$root/target" cargo build --release --locked)
+cp "$root/target/release/virtdeck" "$out/virtdeck-$old"
+cargo build --release --locked
+
+# The other benches' figures are folded into the scale report when present; they are not
+# part of this comparison, so they are set aside for the two runs.
+aside=$(mktemp -d)
+for f in upload migration fleet; do
+    [ -e "$out/$f.json" ] && mv "$out/$f.json" "$aside/"
+done
+restore() { mv "$aside"/*.json "$out/" 2>/dev/null || true; rmdir "$aside"; }
+trap restore EXIT
+
+BENCH_VIRTDECK_BIN="$out/virtdeck-$old" BENCH_LABEL="before" cargo bench --locked --bench scale
+BENCH_LABEL="after" cargo bench --locked --bench scale
+
+python3 - "$out" "$old" "$(git rev-parse --short HEAD)" <<'PY'
+import json, sys
+out, old, new = sys.argv[1:4]
+before = {f["key"]: f for f in json.load(open(f"{out}/report-before.json"))["figures"]}
+after = {f["key"]: f for f in json.load(open(f"{out}/report-after.json"))["figures"]}
+# Figures where more is better; every other unit (ms, MiB, bytes) is better smaller.
+higher = {"req/s", "MiB/s", "requests"}
+rows = []
+for key, a in after.items():
+    b = before.get(key)
+    if not b or not b["value"]:
+        continue
+    change = (a["value"] - b["value"]) / b["value"] * 100
+    better = change > 0 if a["unit"] in higher else change < 0
+    word = "same" if abs(change) < 1 else ("better" if better else "worse")
+    rows.append(f'| {a["section"]} | {a["label"]} | {b["value"]:.4g} {a["unit"]} | {a["value"]:.4g} {a["unit"]} | {change:+.1f} % | {word} |')
+md = [f"# {old} (before) vs {new} (after), same harness, same machine, one run", "",
+      "| section | figure | before | after | change | |", "|---|---|---|---|---|---|"] + rows
+open(f"{out}/compare.md", "w").write("\n".join(md) + "\n")
+print("\n".join(md))
+PY
+echo "written: target/bench/compare.md"
