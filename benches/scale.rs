@@ -478,20 +478,19 @@ async fn run() -> Result<()> {
         notes,
     };
     let md = report.markdown();
-    if let Some(label) = label {
-        std::fs::write(out.join(format!("report-{label}.md")), &md)?;
-        std::fs::write(
-            out.join(format!("report-{label}.json")),
-            serde_json::to_string_pretty(&report.json())?,
-        )?;
-        println!("\n{md}\nwritten: target/bench/report-{label}.md, report-{label}.json");
-        return Ok(());
-    }
-    std::fs::write(out.join("report.md"), &md)?;
+    let stem = match &label {
+        Some(label) => format!("report-{label}"),
+        None => "report".to_string(),
+    };
+    std::fs::write(out.join(format!("{stem}.md")), &md)?;
     std::fs::write(
-        out.join("report.json"),
+        out.join(format!("{stem}.json")),
         serde_json::to_string_pretty(&report.json())?,
     )?;
+    if label.is_some() {
+        println!("\n{md}\nwritten: target/bench/{stem}.md, {stem}.json");
+        return Ok(());
+    }
     let doc_path = root().join("docs/benchmarks.md");
     let doc = std::fs::read_to_string(&doc_path)
         .with_context(|| format!("read {}", doc_path.display()))?;

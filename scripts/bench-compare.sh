@@ -28,6 +28,8 @@ cp -a "$root/static/vendor/." "$tree/static/vendor/"
 (cd "$tree" && CARGO_TARGET_DIR="$root/target" cargo build --release --locked)
 cp "$root/target/release/virtdeck" "$out/virtdeck-$old"
 cargo build --release --locked
+# The memory figures are measured against this reference program.
+cargo build --release --locked --example libvirt_floor
 
 # The other benches' figures are folded into the scale report when present; they are not
 # part of this comparison, so they are set aside for the two runs.

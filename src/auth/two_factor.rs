@@ -6,6 +6,9 @@ use crate::domain::totp::{self, CodeRefusal};
 use crate::store::{Store, StoreError};
 use rand::RngCore;
 
+/// How long a right password waits for its second step, in seconds.
+pub const PENDING_SECONDS: i64 = 300;
+
 /// Which factor a typed code matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Used {
@@ -107,6 +110,21 @@ pub fn check(
         Ok(Used::Authenticator)
     } else {
         Err(SecondFactorError::Refused(CodeRefusal::Reused))
+    }
+}
+
+/// [`check`] with the refusal as the sentence to show: `Ok(Err(sentence))` for a wrong,
+/// reused or malformed code, `Err` only when the store fails.
+pub fn check_or_refusal(
+    store: &Store,
+    user_id: i64,
+    typed: &str,
+    now: i64,
+) -> Result<Result<Used, String>, StoreError> {
+    match check(store, user_id, typed, now) {
+        Ok(used) => Ok(Ok(used)),
+        Err(SecondFactorError::Store(e)) => Err(e),
+        Err(refused) => Ok(Err(refused.to_string())),
     }
 }
 

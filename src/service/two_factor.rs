@@ -12,24 +12,15 @@ use std::sync::Arc;
 
 type Done<T> = Result<LcResult<T>, Denied>;
 
-/// A refused code, as the field error of the form's `code` box.
-fn code_error(e: SecondFactorError) -> LifecycleError {
+/// A refused code, as the field error of the form's box `field`.
+fn code_error(e: SecondFactorError, field: &'static str) -> LifecycleError {
     match e {
         SecondFactorError::Store(e) => e.into(),
         other => LifecycleError::Invalid(vec![FieldError {
-            field: "code",
+            field,
             message: other.to_string(),
         }]),
     }
-}
-
-/// Whether `role` must have a second factor.
-pub fn required_for(svc: &Services, role: Role) -> Result<bool, LifecycleError> {
-    Ok(svc
-        .store
-        .two_factor_required()?
-        .iter()
-        .any(|r| r == role.as_str()))
 }
 
 /// What enrolling an authenticator app needs.
@@ -65,25 +56,16 @@ pub async fn enrol(
             user.username.clone(),
             move |s| {
                 let secret = totp::secret_from_base32(&secret_base32).ok_or_else(|| {
-                    code_error(SecondFactorError::Refused(totp::CodeRefusal::Wrong))
+                    code_error(SecondFactorError::Refused(totp::CodeRefusal::Wrong), "code")
                 })?;
                 let now = super::now();
                 if s.store.factors(user_id)?.authenticator {
                     let current = current_code.unwrap_or_default();
-                    two_factor::check(&s.store, user_id, &current, now).map_err(|e| {
-                        match code_error(e) {
-                            LifecycleError::Invalid(mut errs) => {
-                                for f in errs.iter_mut() {
-                                    f.field = "current_code";
-                                }
-                                LifecycleError::Invalid(errs)
-                            }
-                            other => other,
-                        }
-                    })?;
+                    two_factor::check(&s.store, user_id, &current, now)
+                        .map_err(|e| code_error(e, "current_code"))?;
                 }
                 let step = totp::check_code(&secret, &typed, now, None)
-                    .map_err(|e| code_error(SecondFactorError::Refused(e)))?;
+                    .map_err(|e| code_error(SecondFactorError::Refused(e), "code"))?;
                 s.store.confirm_totp(user_id, &secret_base32, step, now)?;
                 if s.store.factors(user_id)?.recovery_codes_left > 0 {
                     return Ok(None);
@@ -115,7 +97,8 @@ pub async fn new_recovery_codes(
             Action::TwoFactorRecoveryCodes,
             caller.username.clone(),
             move |s| {
-                two_factor::check(&s.store, user_id, &typed, super::now()).map_err(code_error)?;
+                two_factor::check(&s.store, user_id, &typed, super::now())
+                    .map_err(|e| code_error(e, "code"))?;
                 let (codes, digests) = two_factor::new_recovery_codes();
                 s.store.replace_recovery_codes(user_id, &digests)?;
                 Ok(codes)
@@ -142,7 +125,7 @@ pub async fn remove_own(
             Action::TwoFactorRemove,
             caller.username.clone(),
             move |s| {
-                if required_for(s, role)? {
+                if s.store.requires_two_factor(role.as_str())? {
                     return Err(LifecycleError::Invalid(vec![FieldError {
                         field: "code",
                         message: format!(
@@ -150,7 +133,8 @@ pub async fn remove_own(
                         ),
                     }]));
                 }
-                two_factor::check(&s.store, user_id, &typed, super::now()).map_err(code_error)?;
+                two_factor::check(&s.store, user_id, &typed, super::now())
+                    .map_err(|e| code_error(e, "code"))?;
                 s.store.reset_factors(user_id)?;
                 Ok(())
             },

@@ -68,6 +68,16 @@ pub struct PendingRow {
     pub created_at: i64,
 }
 
+impl PendingRow {
+    /// The secret being enrolled, when this sign-in waits for an enrolment.
+    pub fn enrolling(&self) -> Option<&str> {
+        match self.purpose {
+            PendingPurpose::Enrol => self.secret_base32.as_deref(),
+            PendingPurpose::Code => None,
+        }
+    }
+}
+
 impl Store {
     pub fn totp(&self, user_id: i64) -> StoreResult<Option<TotpRow>> {
         self.with(|c| {
@@ -190,6 +200,17 @@ impl Store {
             let mut st = c.prepare("SELECT role FROM two_factor_required ORDER BY role")?;
             let rows = st.query_map([], |r| r.get(0))?;
             rows.collect()
+        })
+    }
+
+    /// Whether users of `role` must have a second factor.
+    pub fn requires_two_factor(&self, role: &str) -> StoreResult<bool> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM two_factor_required WHERE role = ?1)",
+                [role],
+                |r| r.get(0),
+            )
         })
     }
 
@@ -349,6 +370,7 @@ mod tests {
         assert!(s.pending_sign_in("t1", 0).unwrap().is_none(), "replaced");
         let p = s.pending_sign_in("t2", 0).unwrap().unwrap();
         assert_eq!(p.purpose, PendingPurpose::Enrol);
+        assert_eq!(p.enrolling(), Some("S"));
         assert_eq!(p.user.username, "alice");
         s.delete_pending_sign_in("t2").unwrap();
         assert!(s.pending_sign_in("t2", 0).unwrap().is_none());
@@ -360,6 +382,8 @@ mod tests {
         assert!(s.two_factor_required().unwrap().is_empty());
         s.set_two_factor_required(&["admin", "operator"]).unwrap();
         assert_eq!(s.two_factor_required().unwrap(), vec!["admin", "operator"]);
+        assert!(s.requires_two_factor("operator").unwrap());
+        assert!(!s.requires_two_factor("viewer").unwrap());
         s.set_two_factor_required(&[]).unwrap();
         assert!(s.two_factor_required().unwrap().is_empty());
     }

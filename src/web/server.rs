@@ -710,15 +710,17 @@ fn spawn_housekeeping(state: web::Data<AppState>) {
                     .login
                     .window_seconds
                     .max(state.cfg.login.lock_seconds) as i64;
+            let pending = now - crate::auth::two_factor::PENDING_SECONDS;
             let r = super::db(&state, move |s| {
                 Ok((
                     s.purge_sessions(idle, absolute)?,
                     s.purge_login_failures(failures)?,
+                    s.purge_pending_sign_ins(pending)?,
                 ))
             })
             .await;
-            if let Ok((sessions, failures)) = r {
-                tracing::debug!(sessions, failures, "housekeeping");
+            if let Ok((sessions, failures, pending)) = r {
+                tracing::debug!(sessions, failures, pending, "housekeeping");
             }
         }
     });

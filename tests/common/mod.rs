@@ -85,6 +85,14 @@ pub async fn spawn_app_on(
     (base, setup_url, handle)
 }
 
+/// Where a redirect sends the browser ("" when the answer is not one).
+pub fn location(r: &Response) -> String {
+    r.headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
 /// The value of the first `name="csrf"` hidden field in a page.
 pub fn csrf_in(html: &str) -> String {
     let marker = "name=\"csrf\" value=\"";

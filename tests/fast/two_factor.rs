@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use common::{client, run_bin, spawn_app_with, TestApp, ADMIN_PASSWORD};
+use common::{client, location, run_bin, spawn_app_with, TestApp, ADMIN_PASSWORD};
 use reqwest::{Client, StatusCode};
 use virtdeck::domain::totp;
 
@@ -46,10 +46,6 @@ fn recovery_codes_on(page: &str) -> Vec<String> {
         .skip(1)
         .map(|c| c[..c.find('<').unwrap()].to_string())
         .collect()
-}
-
-fn location(r: &reqwest::Response) -> String {
-    r.headers()["location"].to_str().unwrap().to_string()
 }
 
 /// Sets up an app for the signed-in `c`; returns its secret, the recovery codes shown and

@@ -4,14 +4,7 @@
 use crate::common;
 
 use common::*;
-use reqwest::{Response, StatusCode};
-
-fn location(r: &Response) -> String {
-    r.headers()
-        .get("location")
-        .map(|l| l.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
+use reqwest::StatusCode;
 
 /// How often `needle` occurs in `page`.
 fn count(page: &str, needle: &str) -> usize {

@@ -221,12 +221,12 @@ pub async fn login(
         ));
     };
 
-    let user_id = user.id;
+    let (user_id, role) = (user.id, user.role.clone());
     let (factors, required) = db(&state, move |s| {
-        Ok((s.factors(user_id)?, s.two_factor_required()?))
+        Ok((s.factors(user_id)?, s.requires_two_factor(&role)?))
     })
     .await?;
-    if factors.any() || required.contains(&user.role) {
+    if factors.any() || required {
         // The password was right: the attempt is not a failure. Each wrong second step
         // counts instead (the same throttle), and a full sign-in forgets them all.
         if let Some(id) = reservation {

@@ -272,8 +272,7 @@ async fn render_users(
     who: &Authed,
     o: Outcome,
 ) -> Result<HttpResponse, AppError> {
-    let own = who.user_id;
-    let (users, tokens, factors, required, own_factor) = db(state, move |s| {
+    let (users, tokens, factors, required) = db(state, move |s| {
         let users = s.list_users()?;
         let factors = users
             .iter()
@@ -284,10 +283,13 @@ async fn render_users(
             s.list_api_tokens()?,
             factors,
             s.two_factor_required()?,
-            s.factors(own)?.any(),
         ))
     })
     .await?;
+    let own_factor = users
+        .iter()
+        .zip(&factors)
+        .any(|(u, f)| u.id == who.user_id && f.any());
     let mut form = o.form;
     form.password.clear();
     form.password_confirm.clear();

@@ -25,8 +25,6 @@ use serde::Deserialize;
 
 /// The cookie of a sign-in waiting for its second step (never a session).
 pub const PENDING_COOKIE: &str = "vd_pending";
-/// How long the second step may take.
-const PENDING_SECONDS: i64 = 300;
 /// The issuer shown in authenticator apps, before the host's name.
 const ISSUER: &str = "virtdeck";
 
@@ -150,12 +148,8 @@ async fn pending(
         return Ok(None);
     };
     let hash = sha256_hex(cookie.value());
-    let (h, since) = (hash.clone(), now() - PENDING_SECONDS);
-    let row = db(state, move |s| {
-        s.purge_pending_sign_ins(since)?;
-        s.pending_sign_in(&h, since)
-    })
-    .await?;
+    let (h, since) = (hash.clone(), now() - two_factor::PENDING_SECONDS);
+    let row = db(state, move |s| s.pending_sign_in(&h, since)).await?;
     Ok(row.map(|r| (hash, r)))
 }
 
@@ -174,9 +168,9 @@ fn second_step_form(
     error: Option<String>,
 ) -> Result<HttpResponse, AppError> {
     let csrf = random_token();
-    let setup = match (&p.purpose, &p.secret_base32) {
-        (PendingPurpose::Enrol, Some(secret)) => Some(Setup::new(state, &p.user.username, secret)?),
-        _ => None,
+    let setup = match p.enrolling() {
+        Some(secret) => Some(Setup::new(state, &p.user.username, secret)?),
+        None => None,
     };
     let mut resp = html(
         status,
@@ -245,10 +239,10 @@ pub async fn second_step(
         return Ok(locked);
     }
 
-    let outcome: Result<(Used, Option<Flash>), String> = match (&p.purpose, &p.secret_base32) {
-        (PendingPurpose::Enrol, Some(secret)) => {
+    let outcome: Result<(Used, Option<Flash>), String> = match p.enrolling() {
+        Some(secret) => {
             let enrolment = Enrolment {
-                secret_base32: secret.clone(),
+                secret_base32: secret.to_string(),
                 code: form.code.clone(),
                 current_code: None,
             };
@@ -271,13 +265,10 @@ pub async fn second_step(
                 Err(e) => return Err(e.into()),
             }
         }
-        _ => {
+        None => {
             let (id, code) = (p.user.id, form.code.clone());
             let checked = db(&state, move |s| {
-                Ok(two_factor::check(s, id, &code, now).map_err(|e| match e {
-                    two_factor::SecondFactorError::Store(e) => Err(e),
-                    other => Ok(other.to_string()),
-                }))
+                two_factor::check_or_refusal(s, id, &code, now)
             })
             .await?;
             match checked {
@@ -294,8 +285,7 @@ pub async fn second_step(
                     ))
                 }
                 Ok(used) => Ok((used, None)),
-                Err(Err(e)) => return Err(AppError::internal(anyhow::anyhow!(e))),
-                Err(Ok(message)) => Err(message),
+                Err(message) => Err(message),
             }
         }
     };
@@ -353,10 +343,7 @@ async fn render_account(
 ) -> Result<HttpResponse, AppError> {
     let (id, role) = (who.user_id, who.role);
     let (factors, required) = db(state, move |s| {
-        Ok((
-            s.factors(id)?,
-            s.two_factor_required()?.iter().any(|r| r == role.as_str()),
-        ))
+        Ok((s.factors(id)?, s.requires_two_factor(role.as_str())?))
     })
     .await?;
     Ok(html(
@@ -630,11 +617,7 @@ pub async fn fresh_factor_for_token(
                 "You have two-factor sign-in: enter a code from your authenticator app (or a recovery code) to create a token.".to_string(),
             ));
         }
-        match two_factor::check(s, id, &typed, now) {
-            Ok(_) => Ok(None),
-            Err(two_factor::SecondFactorError::Store(e)) => Err(e),
-            Err(other) => Ok(Some(other.to_string())),
-        }
+        Ok(two_factor::check_or_refusal(s, id, &typed, now)?.err())
     })
     .await
 }
