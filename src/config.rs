@@ -45,6 +45,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub session: SessionConfig,
     pub login: LoginConfig,
+    /// Host accounts through PAM.
+    pub auth: AuthConfig,
     /// Connections, slow clients and reverse proxies.
     pub http: HttpConfig,
     pub log: LogConfig,
@@ -378,6 +380,78 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+/// `[auth]`: signing in with host accounts through PAM, beside virtdeck's own accounts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Host accounts may sign in through PAM; their role comes from `pam_groups`.
+    pub pam: bool,
+    /// The PAM service (`/etc/pam.d/<name>`); virtdeck ships `packaging/pam.d/virtdeck`.
+    pub pam_service: String,
+    /// The host group whose members get each role (the highest one wins; no group, no
+    /// access).
+    pub pam_groups: PamGroups,
+}
+
+/// `[auth.pam_groups]`: a host group per role.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PamGroups {
+    pub admin: String,
+    pub operator: String,
+    pub viewer: String,
+}
+
+impl Default for PamGroups {
+    fn default() -> Self {
+        PamGroups {
+            admin: "virtdeck-admin".into(),
+            operator: "virtdeck-operator".into(),
+            viewer: "virtdeck-viewer".into(),
+        }
+    }
+}
+
+impl PamGroups {
+    /// The highest role any of `groups` gives; `None` when none is a virtdeck group.
+    pub fn role_of(&self, groups: &[String]) -> Option<crate::auth::Role> {
+        use crate::auth::Role;
+        let has = |g: &str| !g.is_empty() && groups.iter().any(|x| x == g);
+        [
+            (Role::Admin, &self.admin),
+            (Role::Operator, &self.operator),
+            (Role::Viewer, &self.viewer),
+        ]
+        .into_iter()
+        .find(|(_, g)| has(g))
+        .map(|(r, _)| r)
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            pam: false,
+            pam_service: "virtdeck".into(),
+            pam_groups: PamGroups::default(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The first setting out of range, and why.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if self.pam_service.is_empty() || !self.pam_service.chars().all(ok) {
+            return Some((
+                "auth.pam_service",
+                "must be the file name of a PAM service in /etc/pam.d (letters, digits, '-', '_', '.')".into(),
+            ));
+        }
+        None
+    }
+}
+
 /// `[audit]`: how long the audit log keeps entries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -461,6 +535,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             session: SessionConfig::default(),
             login: LoginConfig::default(),
+            auth: AuthConfig::default(),
             http: HttpConfig::default(),
             log: LogConfig::default(),
             audit: AuditConfig::default(),
@@ -647,6 +722,9 @@ impl Config {
                 key: "log.format",
                 message: format!("must be \"text\" or \"json\", not {:?}", self.log.format),
             });
+        }
+        if let Some((key, message)) = self.auth.problem() {
+            return Err(ConfigError::Invalid { key, message });
         }
         if let Some((key, message)) = self.audit.problem() {
             return Err(ConfigError::Invalid { key, message });

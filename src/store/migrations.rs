@@ -49,6 +49,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0015_two_factor",
         include_str!("../../migrations/0015_two_factor.sql"),
     ),
+    (
+        "0016_host_accounts",
+        include_str!("../../migrations/0016_host_accounts.sql"),
+    ),
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

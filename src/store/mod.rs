@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod cloud_init;
 pub mod fleet;
+pub mod host_accounts;
 pub mod jobs;
 pub mod kickstarts;
 mod migrations;

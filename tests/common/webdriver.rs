@@ -340,6 +340,20 @@ impl Browser {
             .await
     }
 
+    /// Creates the first admin `name` with `password` through the one-time setup link,
+    /// and waits until the browser is on /host, signed in.
+    pub async fn set_up_first_admin(&self, setup_url: &str, name: &str, password: &str) {
+        self.goto(setup_url).await;
+        assert_eq!(self.text_of("form h2").await, "Create the first admin");
+        self.type_into("input[name=username]", name).await;
+        self.type_into("input[name=password]", password).await;
+        self.type_into("input[name=password_confirm]", password)
+            .await;
+        let submit = self.find("form button[type=submit]").await;
+        self.click(&submit).await;
+        self.wait_for_path("/host").await;
+    }
+
     /// Runs `script` until it returns true, or panics after `within` with `what`.
     pub async fn wait_until(&self, script: &str, within: Duration, what: &str) {
         let deadline = Instant::now() + within;

@@ -17,15 +17,8 @@ async fn new_admin_sets_up_browses_signs_out_and_back_in_in_chromium() {
     let b = Browser::start().await;
 
     // 1. The one-time setup link: create the first admin, land on /host signed in.
-    b.goto(&setup_url).await;
-    assert_eq!(b.text_of("form h2").await, "Create the first admin");
-    b.type_into("input[name=username]", "admin").await;
-    b.type_into("input[name=password]", ADMIN_PASSWORD).await;
-    b.type_into("input[name=password_confirm]", ADMIN_PASSWORD)
+    b.set_up_first_admin(&setup_url, "admin", ADMIN_PASSWORD)
         .await;
-    let submit = b.find("form button[type=submit]").await;
-    b.click(&submit).await;
-    b.wait_for_path("/host").await;
     let h1 = b.text_of("main h1").await;
     assert!(h1.starts_with("Host"), "host heading: {h1:?}");
     let main = b.text_of("main").await;

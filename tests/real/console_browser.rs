@@ -31,14 +31,12 @@ async fn vnc_and_serial_consoles_work_in_chromium() {
     let b = Browser::start().await;
 
     // Create the first admin through the setup link; lands on /host signed in.
-    b.goto(&app.setup_url.clone().expect("setup link")).await;
-    b.type_into("input[name=username]", "admin").await;
-    b.type_into("input[name=password]", ADMIN_PASSWORD).await;
-    b.type_into("input[name=password_confirm]", ADMIN_PASSWORD)
-        .await;
-    let submit = b.find("form button[type=submit]").await;
-    b.click(&submit).await;
-    b.wait_for_path("/host").await;
+    b.set_up_first_admin(
+        &app.setup_url.clone().expect("setup link"),
+        "admin",
+        ADMIN_PASSWORD,
+    )
+    .await;
     guest.wait_ready().await;
 
     // The VM page offers the console; it opens noVNC, which shows the boot text.

@@ -10,7 +10,7 @@ use super::safe_next;
 use crate::auth::password::{hash_password, verify_password};
 use crate::auth::secret::{random_token, secrets_equal, sha256_hex};
 use crate::auth::throttle::{decide, Throttle};
-use crate::auth::{validate_new_password, validate_username};
+use crate::auth::{validate_new_password, validate_username, Role};
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -149,22 +149,12 @@ pub async fn login(
         Err(locked) => return Ok(locked),
     };
 
-    let u = username.clone();
-    let user = db(&state, move |s| s.find_user(&u)).await?;
-    let phc = user.as_ref().map(|u| u.password_phc.clone());
-    let password = form.password;
-    let checked = state
-        .password_gate
-        .run(move || verify_password(&password, phc.as_deref()))
-        .await;
-    let ok = match checked {
-        Ok(Ok(ok)) => ok,
-        Ok(Err(e)) => {
-            return Err(AppError::internal(anyhow::anyhow!(
-                "password check failed: {e}"
-            )))
-        }
-        Err(_busy) => {
+    let refused = |status: StatusCode, message: String| {
+        login_form(&state, &req, status, &username, &next, Some(message), None)
+    };
+    let user = match check_password(&state, &username, form.password).await? {
+        PasswordVerdict::Right(user) => user,
+        PasswordVerdict::Busy => {
             // Never checked: the attempt does not count against the account.
             if let Some(id) = reservation {
                 db(&state, move |s| s.release_login_attempt(id)).await?;
@@ -179,16 +169,9 @@ pub async fn login(
                 "too many sign-ins being checked at once",
             )
             .await;
-            let mut resp = login_form(
-                &state,
-                &req,
+            let mut resp = refused(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &username,
-                &next,
-                Some(
-                    "Many sign-ins are being checked right now. Try again in a few seconds.".into(),
-                ),
-                None,
+                "Many sign-ins are being checked right now. Try again in a few seconds.".into(),
             );
             resp.headers_mut().insert(
                 header::RETRY_AFTER,
@@ -196,29 +179,18 @@ pub async fn login(
             );
             return Ok(resp);
         }
-    };
-
-    let Some(user) = user.filter(|_| ok) else {
-        // The reservation made above stays as this failure.
-        audit::record(
-            &state,
-            &username,
-            &addr,
-            "login",
-            &username,
-            "failed",
-            "wrong user name or password",
-        )
-        .await;
-        return Ok(login_form(
-            &state,
-            &req,
-            StatusCode::UNAUTHORIZED,
-            &username,
-            &next,
-            Some("Wrong user name or password.".into()),
-            None,
-        ));
+        PasswordVerdict::Refused {
+            status,
+            message,
+            detail,
+        } => {
+            // The reservation made above stays as this failure.
+            audit::record(
+                &state, &username, &addr, "login", &username, "failed", &detail,
+            )
+            .await;
+            return Ok(refused(status, message));
+        }
     };
 
     let (user_id, role) = (user.id, user.role.clone());
@@ -236,6 +208,142 @@ pub async fn login(
             .await;
     }
     finish_sign_in(&state, &req, &user, &next, None).await
+}
+
+/// What the password step found.
+enum PasswordVerdict {
+    /// The account, its password right.
+    Right(crate::store::UserRow),
+    /// Refused: the answer's status, the sentence on the form, the audit detail.
+    Refused {
+        status: StatusCode,
+        message: String,
+        detail: String,
+    },
+    /// Every place to check a password is taken.
+    Busy,
+}
+
+/// What the password matched, checked on the password gate's threads.
+enum Matched {
+    Local(Option<crate::store::UserRow>),
+    Host(Result<Option<Role>, crate::adapters::pam::PamError>),
+    /// The name is a local account and a host account, and the password is right for one.
+    Both,
+}
+
+const WRONG_PASSWORD: &str = "Wrong user name or password.";
+
+/// Checks `password` for `username`: a local account against its hash; with `[auth] pam`,
+/// a host account through PAM (its role from its groups, its row made or refreshed). A
+/// name that is both is refused until an admin picks one, and says so only to who knows
+/// one of its passwords.
+async fn check_password(
+    state: &AppState,
+    username: &str,
+    password: String,
+) -> Result<PasswordVerdict, AppError> {
+    use crate::adapters::pam::{self, PamError};
+    use crate::store::host_accounts::AccountSource;
+    let auth = state.cfg.auth.clone();
+    let u = username.to_string();
+    let account = db(state, move |s| s.account(&u)).await?;
+    let name = username.to_string();
+    let checked = state
+        .password_gate
+        .run(move || match account {
+            Some((user, AccountSource::Local)) => {
+                let local_ok = verify_password(&password, Some(&user.password_phc));
+                if auth.pam && pam::host_account_exists(&name) {
+                    let host_ok = pam::check_password(&auth.pam_service, &name, &password).is_ok();
+                    if local_ok || host_ok {
+                        return Matched::Both;
+                    }
+                }
+                Matched::Local(local_ok.then_some(user))
+            }
+            Some((_, AccountSource::Host)) | None if auth.pam => Matched::Host(
+                pam::check_password(&auth.pam_service, &name, &password)
+                    .map(|()| auth.pam_groups.role_of(&pam::groups_of(&name))),
+            ),
+            _ => {
+                // No account that may sign in: as long as a real check, always refused.
+                verify_password(&password, None);
+                Matched::Local(None)
+            }
+        })
+        .await;
+    let matched = match checked {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => {
+            return Err(AppError::internal(anyhow::anyhow!(
+                "password check failed: {e}"
+            )))
+        }
+        Err(_busy) => return Ok(PasswordVerdict::Busy),
+    };
+    let refused = |status, message: String, detail: &str| PasswordVerdict::Refused {
+        status,
+        message,
+        detail: detail.to_string(),
+    };
+    let wrong = || {
+        refused(
+            StatusCode::UNAUTHORIZED,
+            WRONG_PASSWORD.into(),
+            "wrong user name or password",
+        )
+    };
+    let both = || {
+        refused(
+            StatusCode::CONFLICT,
+            format!(
+                "{username} is both a virtdeck account and an account of this host, so it cannot sign in until an admin picks one: delete the virtdeck account on Users, or rename the host account."
+            ),
+            "the name is a virtdeck account and a host account",
+        )
+    };
+    Ok(match matched {
+        Matched::Local(Some(user)) => PasswordVerdict::Right(user),
+        Matched::Local(None) | Matched::Host(Err(PamError::Refused)) => wrong(),
+        Matched::Both => both(),
+        Matched::Host(Err(PamError::AccountExpired)) => refused(
+            StatusCode::FORBIDDEN,
+            "Your host account has expired. Ask the host's administrator to renew it.".into(),
+            "host account expired",
+        ),
+        Matched::Host(Err(PamError::PasswordExpired)) => refused(
+            StatusCode::FORBIDDEN,
+            "Your host password has expired and must be changed first: change it on the host (for example with passwd over SSH), then sign in again.".into(),
+            "host password expired",
+        ),
+        Matched::Host(Err(e)) => {
+            tracing::error!(error = %e, "PAM check failed");
+            refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Host accounts cannot be checked right now; the host's log says why. virtdeck's own accounts still sign in.".into(),
+                "PAM failed",
+            )
+        }
+        Matched::Host(Ok(None)) => {
+            let g = &state.cfg.auth.pam_groups;
+            refused(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Your host account is in none of virtdeck's groups ({}, {}, {}). Ask an admin to add it to one.",
+                    g.admin, g.operator, g.viewer
+                ),
+                "host account in no virtdeck group",
+            )
+        }
+        Matched::Host(Ok(Some(role))) => {
+            let (u, now) = (username.to_string(), now());
+            match db(state, move |s| s.host_account_signed_in(&u, role.as_str(), now)).await? {
+                Some(user) => PasswordVerdict::Right(user),
+                None => both(),
+            }
+        }
+    })
 }
 
 /// Counts a sign-in step's attempt before it is checked, in one step with reading the

@@ -193,6 +193,8 @@ struct UsersPage {
     factors: Vec<crate::store::two_factor::FactorSummary>,
     /// Roles that must have a second factor.
     required: Vec<String>,
+    /// The users that are host accounts (signing in through PAM).
+    host_accounts: Vec<String>,
     /// Whether the signed-in admin has a second factor (the token form asks for a code).
     own_factor: bool,
     tokens: Vec<TokenRow>,
@@ -216,6 +218,13 @@ impl UsersPage {
     }
     fn has_factor(&self, i: &usize) -> bool {
         self.factors.get(*i).is_some_and(|f| f.any())
+    }
+    fn signs_in_with(&self, name: &str) -> &'static str {
+        if self.host_accounts.iter().any(|h| h == name) {
+            "host account (PAM)"
+        } else {
+            "virtdeck password"
+        }
     }
     fn is_required(&self, role: &Role) -> bool {
         self.required.iter().any(|r| r == role.as_str())
@@ -272,7 +281,7 @@ async fn render_users(
     who: &Authed,
     o: Outcome,
 ) -> Result<HttpResponse, AppError> {
-    let (users, tokens, factors, required) = db(state, move |s| {
+    let (users, tokens, factors, required, host_accounts) = db(state, move |s| {
         let users = s.list_users()?;
         let factors = users
             .iter()
@@ -283,6 +292,7 @@ async fn render_users(
             s.list_api_tokens()?,
             factors,
             s.two_factor_required()?,
+            s.host_account_names()?,
         ))
     })
     .await?;
@@ -300,6 +310,7 @@ async fn render_users(
             users,
             factors,
             required,
+            host_accounts,
             own_factor,
             tokens,
             roles: Role::all(),
