@@ -4,7 +4,7 @@
 FROM rust:1-bookworm AS build
 RUN echo "deb http://deb.debian.org/debian bookworm-backports main" > /etc/apt/sources.list.d/backports.list \
  && apt-get update \
- && apt-get install -y --no-install-recommends -t bookworm-backports libvirt-dev pkg-config npm \
+ && apt-get install -y --no-install-recommends -t bookworm-backports libvirt-dev libssl-dev pkg-config npm \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -13,7 +13,7 @@ RUN scripts/vendor-assets.sh && cargo build --release --locked && strip target/r
 FROM debian:bookworm-slim
 RUN echo "deb http://deb.debian.org/debian bookworm-backports main" > /etc/apt/sources.list.d/backports.list \
  && apt-get update \
- && apt-get install -y --no-install-recommends -t bookworm-backports libvirt0 ca-certificates genisoimage \
+ && apt-get install -y --no-install-recommends -t bookworm-backports libvirt0 libssl3 ca-certificates genisoimage \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/virtdeck /usr/local/bin/virtdeck
 VOLUME /var/lib/virtdeck

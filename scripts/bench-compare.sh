@@ -40,6 +40,9 @@ done
 restore() { mv "$aside"/*.json "$out/" 2>/dev/null || true; rmdir "$aside"; }
 trap restore EXIT
 
+# Both runs count wrk's connection errors as a figure instead of stopping at the first
+# (an older build may drop connections under load; that is part of the comparison).
+export BENCH_COUNT_WRK_ERRORS=1
 BENCH_VIRTDECK_BIN="$out/virtdeck-$old" BENCH_LABEL="before" cargo bench --locked --bench scale
 BENCH_LABEL="after" cargo bench --locked --bench scale
 
@@ -49,11 +52,14 @@ out, old, new = sys.argv[1:4]
 before = {f["key"]: f for f in json.load(open(f"{out}/report-before.json"))["figures"]}
 after = {f["key"]: f for f in json.load(open(f"{out}/report-after.json"))["figures"]}
 # Figures where more is better; every other unit (ms, MiB, bytes) is better smaller.
-higher = {"req/s", "MiB/s", "requests"}
+higher = {"req/s", "MiB/s", "requests"}  # "errors" and the rest: smaller is better
 rows = []
 for key, a in after.items():
     b = before.get(key)
-    if not b or not b["value"]:
+    if not b:
+        continue
+    if not b["value"]:
+        rows.append(f'| {a["section"]} | {a["label"]} | {b["value"]:.4g} {a["unit"]} | {a["value"]:.4g} {a["unit"]} | | |')
         continue
     change = (a["value"] - b["value"]) / b["value"] * 100
     better = change > 0 if a["unit"] in higher else change < 0

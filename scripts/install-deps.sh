@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what virtdeck needs on Debian 12 (bookworm), idempotently.
-#   scripts/install-deps.sh build   libvirt headers, pkg-config (enough for `make demo`)
+#   scripts/install-deps.sh build   libvirt and OpenSSL headers (security keys), pkg-config (enough for `make demo`)
 #   scripts/install-deps.sh test    + libvirtd, QEMU (backports), chromium, busybox, kernel
 #   scripts/install-deps.sh bench   + wrk (HTTP load generator) for `make bench`
 set -euo pipefail
@@ -9,11 +9,11 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
 
-build_pkgs=(pkg-config libvirt-dev libvirt-daemon gcc make genisoimage)
+build_pkgs=(pkg-config libvirt-dev libvirt-daemon libssl-dev gcc make genisoimage)
 backports_pkgs=(qemu-system-x86 libvirt-dev libvirt-daemon-system libvirt-daemon-driver-qemu
   libvirt-daemon-driver-storage libvirt-daemon-driver-network libvirt-clients qemu-utils)
 test_pkgs=(chromium chromium-driver busybox-static cpio xz-utils iproute2 websockify
-  python3-websockify genisoimage)
+  python3-websockify genisoimage passwd)
 
 missing() {
   local p out=()

@@ -6,6 +6,7 @@
 pub mod password;
 pub mod role;
 pub mod secret;
+pub mod security_keys;
 pub mod throttle;
 pub mod two_factor;
 

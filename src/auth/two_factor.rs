@@ -14,6 +14,7 @@ pub const PENDING_SECONDS: i64 = 300;
 pub enum Used {
     Authenticator,
     RecoveryCode,
+    SecurityKey,
 }
 
 impl Used {
@@ -21,6 +22,7 @@ impl Used {
         match self {
             Used::Authenticator => "authenticator app",
             Used::RecoveryCode => "recovery code",
+            Used::SecurityKey => "security key",
         }
     }
 }

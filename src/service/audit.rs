@@ -65,11 +65,13 @@ pub enum Action {
     TwoFactorRemove,
     TwoFactorReset,
     TwoFactorRequired,
+    TwoFactorKeyAdd,
+    TwoFactorKeyRemove,
 }
 
 impl Action {
     /// Every action, once.
-    pub const ALL: [Action; 62] = [
+    pub const ALL: [Action; 64] = [
         Action::VmCreate,
         Action::Vm(VmAction::Start),
         Action::Vm(VmAction::Shutdown),
@@ -132,6 +134,8 @@ impl Action {
         Action::TwoFactorRemove,
         Action::TwoFactorReset,
         Action::TwoFactorRequired,
+        Action::TwoFactorKeyAdd,
+        Action::TwoFactorKeyRemove,
     ];
 
     /// The action the audit log names `name`.
@@ -207,6 +211,8 @@ impl Action {
             Action::TwoFactorRemove => "user.2fa.remove",
             Action::TwoFactorReset => "user.2fa.reset",
             Action::TwoFactorRequired => "users.2fa.required",
+            Action::TwoFactorKeyAdd => "user.2fa.key.add",
+            Action::TwoFactorKeyRemove => "user.2fa.key.remove",
         }
     }
 }

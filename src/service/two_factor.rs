@@ -23,6 +23,17 @@ fn code_error(e: SecondFactorError, field: &'static str) -> LifecycleError {
     }
 }
 
+/// Ten recovery codes for a user who has none left (their first second factor): shown
+/// once, so returned; `None` when they still have some.
+fn first_recovery_codes(s: &Services, user_id: i64) -> Result<Option<Vec<String>>, LifecycleError> {
+    if s.store.factors(user_id)?.recovery_codes_left > 0 {
+        return Ok(None);
+    }
+    let (codes, digests) = two_factor::new_recovery_codes();
+    s.store.replace_recovery_codes(user_id, &digests)?;
+    Ok(Some(codes))
+}
+
 /// What enrolling an authenticator app needs.
 pub struct Enrolment {
     /// The new app's secret, as shown in its QR code.
@@ -67,12 +78,7 @@ pub async fn enrol(
                 let step = totp::check_code(&secret, &typed, now, None)
                     .map_err(|e| code_error(SecondFactorError::Refused(e), "code"))?;
                 s.store.confirm_totp(user_id, &secret_base32, step, now)?;
-                if s.store.factors(user_id)?.recovery_codes_left > 0 {
-                    return Ok(None);
-                }
-                let (codes, digests) = two_factor::new_recovery_codes();
-                s.store.replace_recovery_codes(user_id, &digests)?;
-                Ok(Some(codes))
+                first_recovery_codes(s, user_id)
             },
             |codes: &Option<Vec<String>>| match codes {
                 Some(_) => "authenticator app; 10 recovery codes".to_string(),
@@ -200,6 +206,114 @@ pub async fn set_required(svc: &Arc<Services>, caller: &Caller, roles: Vec<Role>
                 Ok(())
             },
             move |_| format!("required for: {detail}"),
+        ),
+    )
+    .await
+}
+
+/// The longest name a security key may have.
+pub const KEY_NAME_CHARS: usize = 60;
+
+/// A security key's name as typed: trimmed, or a plain default; too long is refused.
+pub fn key_name(typed: &str) -> Result<String, LifecycleError> {
+    let name = typed.trim();
+    if name.chars().count() > KEY_NAME_CHARS {
+        return Err(LifecycleError::Invalid(vec![FieldError {
+            field: "key_name",
+            message: format!("Give the key a name of at most {KEY_NAME_CHARS} characters."),
+        }]));
+    }
+    Ok(if name.is_empty() {
+        "Security key".to_string()
+    } else {
+        name.to_string()
+    })
+}
+
+/// Registers the key the browser made in the ceremony `ceremony` started, as `name`. A
+/// user without recovery codes gets ten, returned to be shown once.
+pub async fn add_security_key(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    user_id: i64,
+    name: String,
+    ceremony: String,
+    credential: webauthn_rs::prelude::RegisterPublicKeyCredential,
+) -> Done<Option<Vec<String>>> {
+    let detail = name.clone();
+    execute(
+        svc,
+        caller,
+        Op::signed_in(
+            Action::TwoFactorKeyAdd,
+            caller.username.clone(),
+            move |s| {
+                let (key, rp) = crate::auth::security_keys::finish_adding(&ceremony, &credential)
+                    .map_err(|e| {
+                    LifecycleError::Invalid(vec![FieldError {
+                        field: "key",
+                        message: e.to_string(),
+                    }])
+                })?;
+                let key_json = serde_json::to_string(&key)
+                    .map_err(|e| LifecycleError::failed(format!("security key not stored: {e}")))?;
+                let credential_id = data_encoding::BASE64URL_NOPAD.encode(key.cred_id().as_ref());
+                s.store.add_security_key(
+                    user_id,
+                    &crate::store::two_factor::NewSecurityKey {
+                        name: &name,
+                        credential_id: &credential_id,
+                        rp_id: &rp.id,
+                        key_json: &key_json,
+                    },
+                    super::now(),
+                )?;
+                first_recovery_codes(s, user_id)
+            },
+            move |codes: &Option<Vec<String>>| match codes {
+                Some(_) => format!("security key {detail}; 10 recovery codes"),
+                None => format!("security key {detail}"),
+            },
+        ),
+    )
+    .await
+}
+
+/// Removes the caller's key `key_id` after a fresh code; refused when it is their last
+/// factor and their role must have one.
+pub async fn remove_security_key(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    user_id: i64,
+    key_id: i64,
+    typed: String,
+) -> Done<()> {
+    let role = caller.role;
+    execute(
+        svc,
+        caller,
+        Op::signed_in(
+            Action::TwoFactorKeyRemove,
+            caller.username.clone(),
+            move |s| {
+                two_factor::check(&s.store, user_id, &typed, super::now())
+                    .map_err(|e| code_error(e, "key_code"))?;
+                let f = s.store.factors(user_id)?;
+                let last = !f.authenticator && f.recovery_codes_left == 0 && f.security_keys <= 1;
+                if last && s.store.requires_two_factor(role.as_str())? {
+                    return Err(LifecycleError::Invalid(vec![FieldError {
+                        field: "key_code",
+                        message: format!("This is your last second factor and your role ({role}) must have one. Add another first."),
+                    }]));
+                }
+                if !s.store.remove_security_key(user_id, key_id)? {
+                    return Err(LifecycleError::NotFound(
+                        "You have no such security key.".into(),
+                    ));
+                }
+                Ok(())
+            },
+            move |_| format!("security key {key_id} removed"),
         ),
     )
     .await

@@ -53,6 +53,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0016_host_accounts",
         include_str!("../../migrations/0016_host_accounts.sql"),
     ),
+    (
+        "0017_security_keys",
+        include_str!("../../migrations/0017_security_keys.sql"),
+    ),
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -19,13 +19,25 @@ pub struct TotpRow {
 pub struct FactorSummary {
     pub authenticator: bool,
     pub recovery_codes_left: u32,
+    pub security_keys: u32,
 }
 
 impl FactorSummary {
     /// Whether sign-in asks this user for a second step.
     pub fn any(&self) -> bool {
-        self.authenticator || self.recovery_codes_left > 0
+        self.authenticator || self.recovery_codes_left > 0 || self.security_keys > 0
     }
+}
+
+/// A registered security key, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityKeyRow {
+    pub id: i64,
+    pub name: String,
+    /// The host name it was registered at (it works only there).
+    pub rp_id: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
 }
 
 /// Why a sign-in waits.
@@ -44,6 +56,15 @@ impl PendingPurpose {
             PendingPurpose::Enrol => "enrol",
         }
     }
+}
+
+/// A security key to register.
+pub struct NewSecurityKey<'a> {
+    pub name: &'a str,
+    /// Its credential ID, base64url.
+    pub credential_id: &'a str,
+    pub rp_id: &'a str,
+    pub key_json: &'a str,
 }
 
 /// A sign-in to hold until its second step.
@@ -66,6 +87,8 @@ pub struct PendingRow {
     /// For `Enrol`: the secret being enrolled.
     pub secret_base32: Option<String>,
     pub created_at: i64,
+    /// The user has security keys to offer.
+    pub has_security_keys: bool,
 }
 
 impl PendingRow {
@@ -171,9 +194,10 @@ impl Store {
             let tx = c.unchecked_transaction()?;
             let a = tx.execute("DELETE FROM totp_secrets WHERE user_id = ?1", [user_id])?;
             let b = tx.execute("DELETE FROM recovery_codes WHERE user_id = ?1", [user_id])?;
+            let c = tx.execute("DELETE FROM security_keys WHERE user_id = ?1", [user_id])?;
             tx.execute("DELETE FROM pending_sign_ins WHERE user_id = ?1", [user_id])?;
             tx.commit()?;
-            Ok(a + b > 0)
+            Ok(a + b + c > 0)
         })
     }
 
@@ -182,15 +206,94 @@ impl Store {
             c.query_row(
                 "SELECT
                    EXISTS (SELECT 1 FROM totp_secrets WHERE user_id = ?1 AND confirmed_at IS NOT NULL),
-                   (SELECT COUNT(*) FROM recovery_codes WHERE user_id = ?1 AND used_at IS NULL)",
+                   (SELECT COUNT(*) FROM recovery_codes WHERE user_id = ?1 AND used_at IS NULL),
+                   (SELECT COUNT(*) FROM security_keys WHERE user_id = ?1)",
                 [user_id],
                 |r| {
                     Ok(FactorSummary {
                         authenticator: r.get(0)?,
                         recovery_codes_left: r.get(1)?,
+                        security_keys: r.get(2)?,
                     })
                 },
             )
+        })
+    }
+
+    /// Registers a security key (`key_json` as webauthn-rs serializes it).
+    pub fn add_security_key(
+        &self,
+        user_id: i64,
+        key: &NewSecurityKey<'_>,
+        now: i64,
+    ) -> StoreResult<i64> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO security_keys (user_id, name, credential_id, rp_id, key_json, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![user_id, key.name, key.credential_id, key.rp_id, key.key_json, now],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    pub fn security_keys(&self, user_id: i64) -> StoreResult<Vec<SecurityKeyRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, name, rp_id, created_at, last_used_at FROM security_keys
+                 WHERE user_id = ?1 ORDER BY id",
+            )?;
+            let rows = st.query_map([user_id], |r| {
+                Ok(SecurityKeyRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    rp_id: r.get(2)?,
+                    created_at: r.get(3)?,
+                    last_used_at: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The user's keys registered at `rp_id`, as webauthn-rs serialized them.
+    pub fn security_keys_json(&self, user_id: i64, rp_id: &str) -> StoreResult<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT key_json FROM security_keys WHERE user_id = ?1 AND rp_id = ?2 ORDER BY id",
+            )?;
+            let rows = st.query_map(params![user_id, rp_id], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// Records a sign-in with the key `credential_id` of `user_id` (its new state, e.g.
+    /// the signature counter); `false` when the user has no such key.
+    pub fn security_key_used(
+        &self,
+        user_id: i64,
+        credential_id: &str,
+        key_json: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE security_keys SET key_json = ?3, last_used_at = ?4
+                 WHERE user_id = ?1 AND credential_id = ?2",
+                params![user_id, credential_id, key_json, now],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
+    /// Removes the user's key `id`; `false` when they have no such key.
+    pub fn remove_security_key(&self, user_id: i64, id: i64) -> StoreResult<bool> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM security_keys WHERE user_id = ?1 AND id = ?2",
+                params![user_id, id],
+            )
+            .map(|n| n == 1)
         })
     }
 
@@ -255,7 +358,8 @@ impl Store {
         self.with(|c| {
             c.query_row(
                 &format!(
-                    "SELECT {}, p.purpose, p.next, p.secret_base32, p.created_at
+                    "SELECT {}, p.purpose, p.next, p.secret_base32, p.created_at,
+                       EXISTS (SELECT 1 FROM security_keys k WHERE k.user_id = p.user_id)
                      FROM pending_sign_ins p JOIN users u ON u.id = p.user_id
                      WHERE p.token_sha256 = ?1 AND p.created_at >= ?2",
                     super::USER_COLUMNS
@@ -273,6 +377,7 @@ impl Store {
                         next: r.get(6)?,
                         secret_base32: r.get(7)?,
                         created_at: r.get(8)?,
+                        has_security_keys: r.get(9)?,
                     })
                 },
             )
@@ -374,6 +479,37 @@ mod tests {
         assert_eq!(p.user.username, "alice");
         s.delete_pending_sign_in("t2").unwrap();
         assert!(s.pending_sign_in("t2", 0).unwrap().is_none());
+    }
+
+    #[test]
+    fn security_keys_belong_to_their_user_and_count_as_a_factor() {
+        let (s, id) = store_with_user();
+        let other = s.create_user("bob", "viewer", "phc", 1).unwrap();
+        let key = NewSecurityKey {
+            name: "blue key",
+            credential_id: "cred-1",
+            rp_id: "kvm1.example.com",
+            key_json: "{}",
+        };
+        let key_id = s.add_security_key(id, &key, 5).unwrap();
+        assert!(s.factors(id).unwrap().any());
+        assert_eq!(s.factors(id).unwrap().security_keys, 1);
+        assert_eq!(
+            s.security_keys_json(id, "kvm1.example.com").unwrap(),
+            vec!["{}"]
+        );
+        assert!(s
+            .security_keys_json(id, "other.example.com")
+            .unwrap()
+            .is_empty());
+        assert!(!s
+            .security_key_used(other, "cred-1", "{\"n\":1}", 6)
+            .unwrap());
+        assert!(s.security_key_used(id, "cred-1", "{\"n\":1}", 6).unwrap());
+        assert_eq!(s.security_keys(id).unwrap()[0].last_used_at, Some(6));
+        assert!(!s.remove_security_key(other, key_id).unwrap());
+        assert!(s.remove_security_key(id, key_id).unwrap());
+        assert!(!s.factors(id).unwrap().any());
     }
 
     #[test]

@@ -382,6 +382,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .post("/login", account::login)
     .get("/login/second-factor", pages::two_factor::second_step_page)
     .post("/login/second-factor", pages::two_factor::second_step)
+    .post(
+        "/login/second-factor/key/begin",
+        pages::two_factor::begin_key_sign_in,
+    )
+    .post(
+        "/login/second-factor/key/finish",
+        pages::two_factor::finish_key_sign_in,
+    )
     .get("/account/two-factor", pages::two_factor::account_page)
     .post("/account/two-factor/app", pages::two_factor::begin_app)
     .post(
@@ -393,6 +401,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         pages::two_factor::new_recovery_codes,
     )
     .post("/account/two-factor/remove", pages::two_factor::remove)
+    .post(
+        "/account/two-factor/keys/begin",
+        pages::two_factor::begin_key,
+    )
+    .post(
+        "/account/two-factor/keys/finish",
+        pages::two_factor::finish_key,
+    )
+    .post(
+        "/account/two-factor/keys/{id}/remove",
+        pages::two_factor::remove_key,
+    )
     .post("/logout", account::logout)
     .get("/setup", account::setup_page)
     .post("/setup", account::setup)

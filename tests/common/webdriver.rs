@@ -354,6 +354,18 @@ impl Browser {
         self.wait_for_path("/host").await;
     }
 
+    /// Runs `script` until it returns a string, and returns it; panics after [`WAIT`].
+    pub async fn wait_for_value(&self, script: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(v) = self.execute(script, json!([])).await.as_str() {
+                return v.to_string();
+            }
+            assert!(Instant::now() < deadline, "timed out running {script}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Runs `script` until it returns true, or panics after `within` with `what`.
     pub async fn wait_until(&self, script: &str, within: Duration, what: &str) {
         let deadline = Instant::now() + within;

@@ -402,3 +402,134 @@ async fn a_token_needs_a_fresh_code_and_the_shell_resets_a_locked_out_admin() {
     let audit = app.audit_text(&c).await;
     assert!(audit.contains("user.2fa.reset"), "{audit}");
 }
+
+#[tokio::test]
+async fn security_keys_are_refused_with_what_to_do_before_any_browser_prompt() {
+    let app = spawn_app_with(|_| {}).await;
+    let admin = app.setup_admin("admin").await;
+    let csrf = app.csrf(&admin, "/account/two-factor").await;
+    let page = app.get_text(&admin, "/account/two-factor").await;
+    assert!(page.contains("Add a security key") && page.contains("/static/security-keys.js"));
+    let begin = |host: Option<String>, body: serde_json::Value| {
+        let mut r = admin
+            .post(app.url("/account/two-factor/keys/begin"))
+            .header("x-csrf-token", csrf.clone())
+            .json(&body);
+        if let Some(h) = host {
+            r = r.header("host", h);
+        }
+        r.send()
+    };
+
+    // Opened by IP address: browsers cannot use keys there; said before any prompt.
+    let r = begin(None, serde_json::json!({"name": "blue"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("not by an IP address"),
+        "{v}"
+    );
+
+    // By name: the options name this host as the relying party.
+    let port = app.base.rsplit(':').next().unwrap().to_string();
+    let localhost = format!("localhost:{port}");
+    let r = begin(Some(localhost.clone()), serde_json::json!({"name": "blue"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["publicKey"]["rp"]["id"], "localhost");
+    assert_eq!(v["publicKey"]["user"]["name"], "admin");
+    let long = "k".repeat(61);
+    let r = begin(Some(localhost.clone()), serde_json::json!({"name": long}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Without the session's CSRF header: refused.
+    let r = admin
+        .post(app.url("/account/two-factor/keys/begin"))
+        .header("host", localhost.clone())
+        .json(&serde_json::json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    // A user with an app must give a fresh code first.
+    let (_, _, _) = enrol(&app, &admin).await;
+    let r = begin(Some(localhost.clone()), serde_json::json!({"name": "blue"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains("Enter a code"), "{v}");
+
+    // A made-up credential is not a key: refused for the ceremony the page started, and
+    // the ceremony is used up, so a second try finds none.
+    let forged = || {
+        admin
+            .post(app.url("/account/two-factor/keys/finish"))
+            .header("x-csrf-token", csrf.clone())
+            .header("host", localhost.clone())
+            .json(&serde_json::json!({
+                "name": "forged",
+                "credential": {
+                    "id": "AAAA", "rawId": "AAAA", "type": "public-key",
+                    "response": {"attestationObject": "AAAA", "clientDataJSON": "AAAA"}
+                }
+            }))
+            .send()
+    };
+    for expected in ["not accepted", "expired"] {
+        let r = forged().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(v["error"].as_str().unwrap().contains(expected), "{v}");
+    }
+    let page = app.get_text(&admin, "/account/two-factor").await;
+    assert!(!page.contains("forged"));
+    let audit = app.audit_text(&admin).await;
+    assert!(
+        audit.contains("user.2fa.key.add"),
+        "the refusal is audited: {audit}"
+    );
+
+    // Signing in with a key: without a password first there is nothing to sign.
+    let r = client()
+        .post(app.url("/login/second-factor/key/begin"))
+        .json(&serde_json::json!({"csrf": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // After the password: a user with no key at this address is told so; an answer with
+    // no credential counts as a failed second step.
+    let (c, _) = app.login("admin", ADMIN_PASSWORD).await;
+    let page = app.get_text(&c, "/login/second-factor").await;
+    assert!(!page.contains("use-key"), "no key, no key button");
+    let csrf = common::csrf_in(&page);
+    let r = c
+        .post(app.url("/login/second-factor/key/begin"))
+        .header("host", localhost.clone())
+        .json(&serde_json::json!({"csrf": csrf}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = c
+        .post(app.url("/login/second-factor/key/finish"))
+        .header("host", localhost)
+        .json(&serde_json::json!({"csrf": csrf}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(!signed_in(&app, &c).await);
+    assert!(app.audit_text(&admin).await.contains("wrong second factor"));
+}

@@ -92,3 +92,74 @@ async fn an_admin_sets_up_an_app_and_signs_in_with_its_code_in_chromium() {
     b.screenshot("two-factor-signed-in").await;
     b.quit().await;
 }
+
+#[tokio::test]
+async fn a_security_key_is_added_and_signs_in_in_chromium() {
+    let _gate = crate::gate::enter(module_path!());
+    let app = common::spawn_app().await;
+    // Browsers use WebAuthn only at a host name over HTTPS, or at http://localhost.
+    let at_localhost = |url: &str| url.replace("127.0.0.1", "localhost");
+    let b = Browser::start().await;
+    // Chromium's virtual authenticator stands in for a USB security key.
+    let made = b
+        .post(
+            "/webauthn/authenticator",
+            serde_json::json!({
+                "protocol": "ctap2",
+                "transport": "usb",
+                "hasResidentKey": false,
+                "hasUserVerification": true,
+                "isUserPresent": true,
+                "isUserVerified": true
+            }),
+        )
+        .await;
+    assert!(made.as_str().is_some(), "virtual authenticator: {made}");
+    b.set_up_first_admin(
+        &at_localhost(&app.setup_url.clone().expect("setup link")),
+        "admin",
+        ADMIN_PASSWORD,
+    )
+    .await;
+
+    b.goto(&at_localhost(&app.url("/account/two-factor"))).await;
+    b.type_into("#add-key input[name=key_name]", "blue key")
+        .await;
+    let add = b.find("#add-key button[type=submit]").await;
+    b.click(&add).await;
+    // Done when the key is listed with the recovery codes; a refusal the page shows
+    // ends the wait with its words.
+    let shown = b
+        .wait_for_value(
+            "if (document.querySelectorAll('#recovery-codes li').length === 10 \
+                 && (document.querySelector('#security-keys')?.innerText || '').includes('blue key')) \
+               return 'added'; \
+             const s = document.querySelector('#add-key-status'); \
+             return s && !s.hidden && !s.innerText.startsWith('Touch') ? s.innerText : null;",
+        )
+        .await;
+    assert_eq!(shown, "added");
+    b.screenshot("security-key-added").await;
+
+    // Sign out, the password, then the key.
+    let sign_out = b.find("header form.who button[type=submit]").await;
+    b.click(&sign_out).await;
+    b.wait_for_path("/login?signed_out=1").await;
+    b.type_into("input[name=username]", "admin").await;
+    b.type_into("input[name=password]", ADMIN_PASSWORD).await;
+    let submit = b.find("form button[type=submit]").await;
+    b.click(&submit).await;
+    b.wait_for_path("/login/second-factor").await;
+    b.wait_until(
+        "const k = document.querySelector('#use-key'); return !!k && !k.hidden;",
+        WAIT,
+        "the 'Use a security key' button",
+    )
+    .await;
+    let use_key = b.find("#use-key").await;
+    b.click(&use_key).await;
+    b.wait_for_path("/host").await;
+    assert!(b.text_of("header form.who").await.contains("admin"));
+    b.screenshot("security-key-signed-in").await;
+    b.quit().await;
+}

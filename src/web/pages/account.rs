@@ -44,6 +44,12 @@ pub(super) fn login_csrf_cookie(value: &str, secure: bool) -> Cookie<'static> {
         .finish()
 }
 
+/// Whether a sign-in form's `presented` token matches its double-submit cookie.
+pub(super) fn login_csrf_ok(req: &HttpRequest, presented: &str) -> bool {
+    req.cookie(LOGIN_CSRF_COOKIE)
+        .is_some_and(|c| secrets_equal(c.value(), presented))
+}
+
 fn setup_pending(state: &AppState) -> bool {
     state
         .setup_token
@@ -112,10 +118,7 @@ pub async fn login(
     let addr = remote_addr(&req);
     let next = safe_next(form.next.as_deref()).to_string();
     let username = form.username.trim().to_string();
-    let cookie_ok = req
-        .cookie(LOGIN_CSRF_COOKIE)
-        .is_some_and(|c| secrets_equal(c.value(), &form.csrf));
-    if !cookie_ok {
+    if !login_csrf_ok(&req, &form.csrf) {
         return Ok(login_form(
             &state,
             &req,

@@ -5,17 +5,20 @@
 
 use super::super::errors::{html, AppError};
 use super::super::flash::{self, Flash};
-use super::super::session::{remote_addr, Authed, LOGIN_CSRF_COOKIE};
+use super::super::session::{remote_addr, Authed};
 use super::super::{audit, db, now, AppState};
-use super::account::{count_attempt, finish_sign_in, login_csrf_cookie};
+use super::account::{count_attempt, finish_sign_in, login_csrf_cookie, login_csrf_ok};
 use super::Chrome;
-use crate::auth::secret::{random_token, secrets_equal, sha256_hex};
+use crate::auth::secret::{random_token, sha256_hex};
+use crate::auth::security_keys;
 use crate::auth::two_factor::{self, Used};
 use crate::auth::Role;
 use crate::domain::totp;
 use crate::lifecycle::LifecycleError;
 use crate::service::{self, two_factor::Enrolment, Caller};
-use crate::store::two_factor::{FactorSummary, NewPendingSignIn, PendingPurpose, PendingRow};
+use crate::store::two_factor::{
+    FactorSummary, NewPendingSignIn, PendingPurpose, PendingRow, SecurityKeyRow,
+};
 use crate::store::UserRow;
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::{header, StatusCode};
@@ -137,6 +140,8 @@ struct SecondStepPage<'a> {
     csrf: &'a str,
     username: &'a str,
     setup: Option<Setup>,
+    /// The user has security keys (the page offers them).
+    has_keys: bool,
     error: Option<String>,
 }
 
@@ -178,6 +183,7 @@ fn second_step_form(
             csrf: &csrf,
             username: &p.user.username,
             setup,
+            has_keys: p.has_security_keys,
             error,
         },
     );
@@ -211,10 +217,7 @@ pub async fn second_step(
     let Some((hash, p)) = pending(&state, &req).await? else {
         return Ok(back_to_sign_in(&state, &req));
     };
-    let cookie_ok = req
-        .cookie(LOGIN_CSRF_COOKIE)
-        .is_some_and(|c| secrets_equal(c.value(), &form.csrf));
-    if !cookie_ok {
+    if !login_csrf_ok(&req, &form.csrf) {
         return second_step_form(
             &state,
             &req,
@@ -318,12 +321,23 @@ pub async fn second_step(
 struct AccountPage {
     chrome: Chrome,
     factors: FactorSummary,
+    keys: Vec<SecurityKeyRow>,
     required: bool,
     notice: Option<String>,
     recovery_codes: Vec<String>,
     setup: Option<Setup>,
     error: Option<String>,
     error_field: &'static str,
+}
+
+impl AccountPage {
+    fn when(&self, at: &i64) -> String {
+        crate::domain::clock::format_time(*at)
+    }
+    fn when_opt(&self, at: &Option<i64>) -> String {
+        at.map(crate::domain::clock::format_time)
+            .unwrap_or_else(|| "never".into())
+    }
 }
 
 #[derive(Default)]
@@ -342,8 +356,12 @@ async fn render_account(
     shown: Shown,
 ) -> Result<HttpResponse, AppError> {
     let (id, role) = (who.user_id, who.role);
-    let (factors, required) = db(state, move |s| {
-        Ok((s.factors(id)?, s.requires_two_factor(role.as_str())?))
+    let (factors, required, keys) = db(state, move |s| {
+        Ok((
+            s.factors(id)?,
+            s.requires_two_factor(role.as_str())?,
+            s.security_keys(id)?,
+        ))
     })
     .await?;
     Ok(html(
@@ -351,6 +369,7 @@ async fn render_account(
         &AccountPage {
             chrome: Chrome::new(who, "two-factor"),
             factors,
+            keys,
             required,
             notice: shown.notice,
             recovery_codes: shown.recovery_codes,
@@ -620,4 +639,325 @@ pub async fn fresh_factor_for_token(
         Ok(two_factor::check_or_refusal(s, id, &typed, now)?.err())
     })
     .await
+}
+
+// ---- security keys ----
+
+/// An answer to the page's script: `{"error": sentence}` with `status`.
+fn key_refused(status: StatusCode, message: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({ "error": message.into() }))
+}
+
+fn relying_party_of(
+    state: &AppState,
+    req: &HttpRequest,
+) -> Result<security_keys::RelyingParty, security_keys::KeyError> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    security_keys::relying_party(host, state.secure_cookies(req))
+}
+
+/// The user's keys registered at `rp_id`, as webauthn-rs reads them.
+async fn keys_at(
+    state: &AppState,
+    user_id: i64,
+    rp_id: &str,
+) -> Result<Vec<webauthn_rs::prelude::SecurityKey>, AppError> {
+    let rp_id = rp_id.to_string();
+    let stored = db(state, move |s| s.security_keys_json(user_id, &rp_id)).await?;
+    Ok(stored
+        .iter()
+        .filter_map(|j| serde_json::from_str(j).ok())
+        .collect())
+}
+
+#[derive(Deserialize)]
+pub struct BeginKeyForm {
+    #[serde(default)]
+    name: String,
+    code: Option<String>,
+}
+
+/// Starts adding a security key: a fresh code first when the user has an app or
+/// recovery codes; then the browser's `navigator.credentials.create` options.
+pub async fn begin_key(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    body: web::Json<BeginKeyForm>,
+) -> Result<HttpResponse, AppError> {
+    super::super::kit::csrf_header(&req, &who)?;
+    if let Err(e) = service::two_factor::key_name(&body.name) {
+        return Ok(key_refused(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()));
+    }
+    let rp = match relying_party_of(&state, &req) {
+        Ok(rp) => rp,
+        Err(e) => return Ok(key_refused(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
+    };
+    let (id, now, typed) = (who.user_id, now(), body.code.clone().unwrap_or_default());
+    let refusal = db(&state, move |s| {
+        let f = s.factors(id)?;
+        if !f.authenticator && f.recovery_codes_left == 0 {
+            return Ok(None);
+        }
+        if typed.trim().is_empty() {
+            return Ok(Some(
+                "Enter a code from your authenticator app (or a recovery code) to add a key."
+                    .to_string(),
+            ));
+        }
+        Ok(two_factor::check_or_refusal(s, id, &typed, now)?.err())
+    })
+    .await?;
+    if let Some(message) = refusal {
+        return Ok(key_refused(StatusCode::UNPROCESSABLE_ENTITY, message));
+    }
+    // Keys are scoped to their host name: the ones added here are excluded.
+    let existing = keys_at(&state, who.user_id, &rp.id).await?;
+    match security_keys::begin_adding(
+        &rp,
+        &who.credential_sha256,
+        who.user_id,
+        &who.username,
+        &existing,
+    ) {
+        Ok(challenge) => Ok(HttpResponse::Ok().json(challenge)),
+        Err(e) => Ok(key_refused(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct FinishKeyForm {
+    #[serde(default)]
+    name: String,
+    credential: webauthn_rs::prelude::RegisterPublicKeyCredential,
+}
+
+/// Registers the key the browser made; the page goes on to the account page, where the
+/// recovery codes (for a first factor) are shown once.
+pub async fn finish_key(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    body: web::Json<FinishKeyForm>,
+) -> Result<HttpResponse, AppError> {
+    super::super::kit::csrf_header(&req, &who)?;
+    let body = body.into_inner();
+    let name = match service::two_factor::key_name(&body.name) {
+        Ok(n) => n,
+        Err(e) => return Ok(key_refused(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
+    };
+    match service::two_factor::add_security_key(
+        &state.svc,
+        &who.caller(),
+        who.user_id,
+        name.clone(),
+        who.credential_sha256.clone(),
+        body.credential,
+    )
+    .await?
+    {
+        Ok(codes) => {
+            flash::put(
+                &who,
+                Flash {
+                    notice: match codes {
+                        Some(_) => format!("The security key {name} is added. Save these recovery codes now: each signs in once when no key is at hand, and they are not shown again."),
+                        None => format!("The security key {name} is added."),
+                    },
+                    secret: codes.map(|c| c.join("\n")),
+                    ..Default::default()
+                },
+            );
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "redirect": "/account/two-factor" })))
+        }
+        Err(LifecycleError::Invalid(errs)) => Ok(key_refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            errs.into_iter()
+                .next()
+                .map(|e| e.message)
+                .unwrap_or_default(),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn remove_key(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<i64>,
+    form: web::Form<FreshCodeForm>,
+) -> Result<HttpResponse, AppError> {
+    let form = form.into_inner();
+    who.check_csrf(form.csrf.as_deref())?;
+    let key_id = path.into_inner();
+    match service::two_factor::remove_security_key(
+        &state.svc,
+        &who.caller(),
+        who.user_id,
+        key_id,
+        form.code,
+    )
+    .await?
+    {
+        Ok(()) => Ok(flash::redirect(
+            &who,
+            "/account/two-factor",
+            Flash::notice("The security key is removed; it no longer signs you in."),
+        )),
+        Err(LifecycleError::Invalid(errs)) => field_error(&state, &who, errs, None).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct KeySignInForm {
+    csrf: String,
+    credential: Option<webauthn_rs::prelude::PublicKeyCredential>,
+}
+
+/// The sign-in a key step belongs to (its digest and row), or the answer that refuses
+/// it: no password first (or too long ago), or a form that is not this browser's.
+async fn waiting_key_step(
+    state: &AppState,
+    req: &HttpRequest,
+    csrf: &str,
+) -> Result<Result<(String, PendingRow), HttpResponse>, AppError> {
+    let Some(waiting) = pending(state, req).await? else {
+        return Ok(Err(key_refused(
+            StatusCode::UNAUTHORIZED,
+            security_keys::KeyError::Expired.to_string(),
+        )));
+    };
+    if !login_csrf_ok(req, csrf) {
+        return Ok(Err(key_refused(
+            StatusCode::FORBIDDEN,
+            "The form expired. Reload the page and try again.",
+        )));
+    }
+    Ok(Ok(waiting))
+}
+
+/// The second step with a security key, first half: the browser's
+/// `navigator.credentials.get` options for the keys registered at this address.
+pub async fn begin_key_sign_in(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<KeySignInForm>,
+) -> Result<HttpResponse, AppError> {
+    let (hash, p) = match waiting_key_step(&state, &req, &body.csrf).await? {
+        Ok(waiting) => waiting,
+        Err(refused) => return Ok(refused),
+    };
+    let rp = match relying_party_of(&state, &req) {
+        Ok(rp) => rp,
+        Err(e) => return Ok(key_refused(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
+    };
+    let keys = keys_at(&state, p.user.id, &rp.id).await?;
+    match security_keys::begin_signing_in(&rp, &hash, &keys) {
+        Ok(challenge) => Ok(HttpResponse::Ok().json(challenge)),
+        Err(e) => Ok(key_refused(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
+    }
+}
+
+/// Checks a key's signature for the ceremony `ceremony` started, against the user's keys
+/// at this address, and keeps the key's new state (its signature counter).
+async fn key_signed(
+    state: &AppState,
+    req: &HttpRequest,
+    ceremony: &str,
+    user_id: i64,
+    credential: &webauthn_rs::prelude::PublicKeyCredential,
+) -> Result<Result<(), security_keys::KeyError>, AppError> {
+    use security_keys::KeyError;
+    let result = match security_keys::finish_signing_in(ceremony, credential) {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e)),
+    };
+    let Ok(rp) = relying_party_of(state, req) else {
+        return Ok(Err(KeyError::Unknown));
+    };
+    let mut keys = keys_at(state, user_id, &rp.id).await?;
+    let Some(key) = keys.iter_mut().find(|k| k.cred_id() == result.cred_id()) else {
+        return Ok(Err(KeyError::Unknown));
+    };
+    key.update_credential(&result);
+    let json = serde_json::to_string(key).map_err(|e| AppError::internal(anyhow::anyhow!(e)))?;
+    let cred = data_encoding::BASE64URL_NOPAD.encode(key.cred_id().as_ref());
+    let now = now();
+    if db(state, move |s| {
+        s.security_key_used(user_id, &cred, &json, now)
+    })
+    .await?
+    {
+        Ok(Ok(()))
+    } else {
+        Ok(Err(KeyError::Unknown))
+    }
+}
+
+/// The second step with a security key, second half: the signature is checked under the
+/// same throttle as codes; on success the browser is signed in.
+pub async fn finish_key_sign_in(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<KeySignInForm>,
+) -> Result<HttpResponse, AppError> {
+    let body = body.into_inner();
+    let (hash, p) = match waiting_key_step(&state, &req, &body.csrf).await? {
+        Ok(waiting) => waiting,
+        Err(refused) => return Ok(refused),
+    };
+    let addr = remote_addr(&req);
+    let username = p.user.username.clone();
+    if let Err(locked) = count_attempt(
+        &state,
+        &username,
+        &addr,
+        "too many failed sign-ins (second step)",
+        |text| Ok(key_refused(StatusCode::TOO_MANY_REQUESTS, text)),
+    )
+    .await?
+    {
+        return Ok(locked);
+    }
+    let outcome = match body.credential {
+        None => Err(security_keys::KeyError::Expired),
+        Some(credential) => key_signed(&state, &req, &hash, p.user.id, &credential).await?,
+    };
+    match outcome {
+        Ok(()) => {
+            let h = hash.clone();
+            db(&state, move |s| s.delete_pending_sign_in(&h)).await?;
+            let done = finish_sign_in(
+                &state,
+                &req,
+                &p.user,
+                &p.next,
+                Some((Used::SecurityKey, None)),
+            )
+            .await?;
+            // The script follows the answer: where to go, with the session cookie set.
+            let mut answer = HttpResponse::Ok().json(serde_json::json!({ "redirect": p.next }));
+            for c in done.cookies() {
+                let _ = answer.add_cookie(&c);
+            }
+            Ok(answer)
+        }
+        Err(e) => {
+            audit::record(
+                &state,
+                &username,
+                &addr,
+                "login",
+                &username,
+                "failed",
+                "wrong second factor",
+            )
+            .await;
+            Ok(key_refused(StatusCode::UNAUTHORIZED, e.to_string()))
+        }
+    }
 }
