@@ -4,29 +4,42 @@
 # after the other in one run, for a change that must not make any figure worse (a
 # refactor). Writes target/bench/compare.md.
 #
-#   scripts/bench-compare.sh REV      e.g. the commit before the change
+#   scripts/bench-compare.sh REV [AFTER]   REV e.g. the commit before the change; AFTER
+#                                           the commit after it (default: this tree)
 #
 # Needs what `make bench` needs (run it once, or `scripts/install-deps.sh bench`).
 # BENCH_MEMORY_SECONDS (default 120 here) bounds the memory phase of each run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-rev=${1:?usage: scripts/bench-compare.sh REV}
+rev=${1:?usage: scripts/bench-compare.sh REV [AFTER]}
 old=$(git rev-parse --short "$rev")
+after_rev=${2:-}
 out=$root/target/bench
-tree=$out/tree-$old
 mkdir -p "$out"
 export BENCH_MEMORY_SECONDS=${BENCH_MEMORY_SECONDS:-120}
 
-if [ ! -d "$tree" ]; then
-    git worktree add --detach "$tree" "$old"
+# The binary of commit $1, built in a worktree into this tree's target dir (the
+# dependencies are built once for all), kept as target/bench/virtdeck-$1.
+build_commit() {
+    local tree=$out/tree-$1
+    if [ ! -d "$tree" ]; then
+        git worktree add --detach "$tree" "$1"
+    fi
+    # Browser code is vendored at build time; the older tree embeds this tree's copy.
+    mkdir -p "$tree/static/vendor"
+    cp -a "$root/static/vendor/." "$tree/static/vendor/"
+    (cd "$tree" && CARGO_TARGET_DIR="$root/target" cargo build --release --locked)
+    cp "$root/target/release/virtdeck" "$out/virtdeck-$1"
+}
+build_commit "$old"
+after_bin=$root/target/release/virtdeck
+new=$(git rev-parse --short HEAD)
+if [ -n "$after_rev" ]; then
+    new=$(git rev-parse --short "$after_rev")
+    build_commit "$new"
+    after_bin=$out/virtdeck-$new
 fi
-# Browser code is vendored at build time; the old tree embeds this tree's copy.
-mkdir -p "$tree/static/vendor"
-cp -a "$root/static/vendor/." "$tree/static/vendor/"
-# One target dir: the dependencies are built once for both.
-(cd "$tree" && CARGO_TARGET_DIR="$root/target" cargo build --release --locked)
-cp "$root/target/release/virtdeck" "$out/virtdeck-$old"
 cargo build --release --locked
 # The memory figures are measured against this reference program.
 cargo build --release --locked --example libvirt_floor
@@ -44,9 +57,9 @@ trap restore EXIT
 # (an older build may drop connections under load; that is part of the comparison).
 export BENCH_COUNT_WRK_ERRORS=1
 BENCH_VIRTDECK_BIN="$out/virtdeck-$old" BENCH_LABEL="before" cargo bench --locked --bench scale
-BENCH_LABEL="after" cargo bench --locked --bench scale
+BENCH_VIRTDECK_BIN="$after_bin" BENCH_LABEL="after" cargo bench --locked --bench scale
 
-python3 - "$out" "$old" "$(git rev-parse --short HEAD)" <<'PY'
+python3 - "$out" "$old" "$new" <<'PY'
 import json, sys
 out, old, new = sys.argv[1:4]
 before = {f["key"]: f for f in json.load(open(f"{out}/report-before.json"))["figures"]}
