@@ -6,7 +6,11 @@ CARGO ?= cargo
 DEMO_LISTEN ?= 0.0.0.0:9443
 DEMO_DATA ?= target/demo-data
 
-.PHONY: demo build test deps test-deps assets lint fmt clean-demo bench
+.PHONY: demo build test deps test-deps assets lint fmt clean-demo bench deb rpm packages package-deps test-packages
+
+# The package the upgrade test starts from: the last commit before packages existed
+# (its database lacks the migrations added since).
+PREVIOUS_PACKAGE_COMMIT ?= 5e308f9
 
 deps:
 	scripts/install-deps.sh build
@@ -27,11 +31,27 @@ build: deps assets
 demo: build
 	./target/release/virtdeck serve --demo --data-dir $(DEMO_DATA) --listen $(DEMO_LISTEN)
 
+package-deps:
+	scripts/install-deps.sh package
+
+# Installable packages of the release binary (assets embedded): target/packages/*.deb, *.rpm
+packages: deps assets package-deps
+	$(CARGO) build --release --locked
+	scripts/package.sh --profile release --out target/packages
+
+deb rpm: packages
+
+# The packages tests/real/packages.rs installs: today's (dev binary) and the previous version.
+test-packages: assets
+	$(CARGO) build --locked --bin virtdeck
+	scripts/package.sh --profile dev --out target/test-packages
+	scripts/package.sh --previous $(PREVIOUS_PACKAGE_COMMIT) --out target/test-packages
+
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-test: test-deps assets lint
+test: test-deps assets lint test-packages
 	$(CARGO) test --locked --all-targets -- --test-threads=4
 
 # VNC proxy vs websockify on one TCP source: throughput, latency, memory with 200 sessions;

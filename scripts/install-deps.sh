@@ -3,6 +3,8 @@
 #   scripts/install-deps.sh build   libvirt and OpenSSL headers (security keys), pkg-config (enough for `make demo`)
 #   scripts/install-deps.sh test    + libvirtd, QEMU (backports), chromium, busybox, kernel
 #   scripts/install-deps.sh bench   + wrk (HTTP load generator) for `make bench`
+#   scripts/install-deps.sh package cargo-deb, cargo-generate-rpm (pinned), dpkg-dev, rpm (`make deb`,
+#                                   `make rpm`; `test` installs them too: the package tests need them)
 set -euo pipefail
 what=${1:-build}
 SUDO=""
@@ -12,6 +14,9 @@ export DEBIAN_FRONTEND=noninteractive
 build_pkgs=(pkg-config libvirt-dev libvirt-daemon libssl-dev gcc make genisoimage)
 backports_pkgs=(qemu-system-x86 libvirt-dev libvirt-daemon-system libvirt-daemon-driver-qemu
   libvirt-daemon-driver-storage libvirt-daemon-driver-network libvirt-clients qemu-utils)
+package_pkgs=(dpkg-dev rpm systemd)
+# cargo subcommands that build the packages, pinned (cargo install --locked).
+package_tools=(cargo-deb@3.8.0 cargo-generate-rpm@0.21.1)
 test_pkgs=(chromium chromium-driver busybox-static cpio xz-utils iproute2 websockify
   python3-websockify genisoimage passwd)
 
@@ -70,4 +75,19 @@ if [ "$what" = bench ]; then
     apt_update
     $SUDO apt-get install -y -qq --no-install-recommends $need
   fi
+fi
+# Packaging: Debian tools, rpm (to read the .rpm back), and the two cargo subcommands.
+if [ "$what" = test ] || [ "$what" = package ]; then
+  need=$(missing "${package_pkgs[@]}")
+  if [ -n "${need// /}" ]; then
+    apt_update
+    $SUDO apt-get install -y -qq --no-install-recommends $need
+  fi
+  export PATH=$HOME/.cargo/bin:$PATH
+  for tool in "${package_tools[@]}"; do
+    name=${tool%@*} version=${tool#*@}
+    if ! "$name" --version 2>/dev/null | grep -qx "$name $version"; then
+      cargo install --quiet --locked "$tool"
+    fi
+  done
 fi

@@ -67,11 +67,12 @@ pub enum Action {
     TwoFactorRequired,
     TwoFactorKeyAdd,
     TwoFactorKeyRemove,
+    SetupLink,
 }
 
 impl Action {
     /// Every action, once.
-    pub const ALL: [Action; 64] = [
+    pub const ALL: [Action; 65] = [
         Action::VmCreate,
         Action::Vm(VmAction::Start),
         Action::Vm(VmAction::Shutdown),
@@ -136,6 +137,7 @@ impl Action {
         Action::TwoFactorRequired,
         Action::TwoFactorKeyAdd,
         Action::TwoFactorKeyRemove,
+        Action::SetupLink,
     ];
 
     /// The action the audit log names `name`.
@@ -213,6 +215,7 @@ impl Action {
             Action::TwoFactorRequired => "users.2fa.required",
             Action::TwoFactorKeyAdd => "user.2fa.key.add",
             Action::TwoFactorKeyRemove => "user.2fa.key.remove",
+            Action::SetupLink => "setup.link",
         }
     }
 }

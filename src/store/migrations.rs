@@ -57,7 +57,33 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0017_security_keys",
         include_str!("../../migrations/0017_security_keys.sql"),
     ),
+    (
+        "0018_setup_links",
+        include_str!("../../migrations/0018_setup_links.sql"),
+    ),
 ];
+
+/// The migrations this build has that the database has not applied yet, oldest first;
+/// none for a new (empty) database.
+pub(super) fn pending(conn: &Connection) -> rusqlite::Result<Vec<&'static str>> {
+    let tracked: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !tracked {
+        return Ok(Vec::new());
+    }
+    let mut st = conn.prepare("SELECT version FROM schema_migrations")?;
+    let applied = st
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<std::collections::HashSet<String>>>()?;
+    Ok(MIGRATIONS
+        .iter()
+        .map(|(v, _)| *v)
+        .filter(|v| !applied.contains(*v))
+        .collect())
+}
 
 pub(super) fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.execute_batch(

@@ -121,6 +121,8 @@ impl Store {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub fn open(path: &Path) -> StoreResult<Store> {
         let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        copy_before_migrating(&conn, path)?;
         Self::init(conn)
     }
 
@@ -143,6 +145,36 @@ impl Store {
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
         let conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
         Ok(f(&conn)?)
+    }
+
+    // ---- one-time setup links ----
+
+    /// Keeps a setup link's digest until `expires_at`.
+    pub fn add_setup_link(&self, digest: &str, now: i64, expires_at: i64) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM setup_links WHERE expires_at <= ?1", [now])?;
+            c.execute(
+                "INSERT INTO setup_links (digest, created_at, expires_at) VALUES (?1, ?2, ?3)",
+                params![digest, now, expires_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Whether a setup link with this digest exists and has not expired.
+    pub fn setup_link_valid(&self, digest: &str, now: i64) -> StoreResult<bool> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM setup_links WHERE digest = ?1 AND expires_at > ?2)",
+                params![digest, now],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Forgets every setup link (the first admin exists).
+    pub fn clear_setup_links(&self) -> StoreResult<()> {
+        self.with(|c| c.execute("DELETE FROM setup_links", []).map(|_| ()))
     }
 
     /// Names of the applied migrations, oldest first.
@@ -682,9 +714,121 @@ fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
     })
 }
 
+/// Before a database made by an earlier version is migrated, a consistent copy of it is
+/// written beside it (`virtdeck.db.before-<first new migration>`, SQLite's `VACUUM INTO`),
+/// so an upgrade that goes wrong can be undone by putting the copy back.
+fn copy_before_migrating(conn: &Connection, path: &Path) -> StoreResult<()> {
+    let pending = migrations::pending(conn)?;
+    let Some(first) = pending.first() else {
+        return Ok(());
+    };
+    let mut copy = path.as_os_str().to_owned();
+    copy.push(format!(".before-{first}"));
+    let mut copy = std::path::PathBuf::from(copy);
+    if copy.exists() {
+        let mut stamped = copy.into_os_string();
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        stamped.push(format!(".{secs}"));
+        copy = stamped.into();
+    }
+    let target = copy.to_string_lossy().into_owned();
+    conn.execute("VACUUM INTO ?1", [&target])?;
+    tracing::info!(
+        copy = %target,
+        migrations = pending.len(),
+        "copied the database before applying new migrations"
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_of_an_earlier_version_is_copied_before_it_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("virtdeck.db");
+        // A database as an earlier version left it: every migration but the last.
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrations::apply(&mut conn).unwrap();
+            let last = MIGRATIONS.last().unwrap().0;
+            conn.execute("DELETE FROM schema_migrations WHERE version = ?1", [last])
+                .unwrap();
+            conn.execute_batch("DROP TABLE setup_links").unwrap();
+            conn.execute(
+                "INSERT INTO users (username, role, password_phc, created_at) VALUES ('kept', 'admin', 'x', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.applied_migrations().unwrap().len(), MIGRATIONS.len());
+        let copy = dir.path().join(format!(
+            "virtdeck.db.before-{}",
+            MIGRATIONS.last().unwrap().0
+        ));
+        let old = Connection::open(&copy).expect("copy written");
+        let versions: i64 = old
+            .query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            versions as usize,
+            MIGRATIONS.len() - 1,
+            "the copy is the old schema"
+        );
+        let user: String = old
+            .query_row("SELECT username FROM users", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(user, "kept");
+        drop(s);
+        // Opened again with nothing new to apply: no further copy.
+        let _ = Store::open(&path).unwrap();
+        let copies = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".before-")
+            })
+            .count();
+        assert_eq!(copies, 1);
+    }
+
+    #[test]
+    fn a_new_database_is_not_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let _ = Store::open(&dir.path().join("virtdeck.db")).unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| e
+                    .as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".before-"))
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn setup_links_work_until_they_expire_or_are_cleared() {
+        let s = Store::open_in_memory().unwrap();
+        s.add_setup_link("d1", 100, 200).unwrap();
+        assert!(s.setup_link_valid("d1", 150).unwrap());
+        assert!(!s.setup_link_valid("d1", 200).unwrap(), "expired");
+        assert!(!s.setup_link_valid("other", 150).unwrap());
+        s.clear_setup_links().unwrap();
+        assert!(!s.setup_link_valid("d1", 150).unwrap());
+    }
 
     #[test]
     fn migrations_apply_to_empty_db_and_are_idempotent() {

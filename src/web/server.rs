@@ -544,6 +544,22 @@ fn security_headers(tls: bool) -> DefaultHeaders {
     }
 }
 
+/// The TCP socket systemd opened for virtdeck (`virtdeck.socket`, socket activation:
+/// `LISTEN_PID`/`LISTEN_FDS`), if it was started that way; `listen` is ignored then.
+fn activated_listener() -> anyhow::Result<Option<TcpListener>> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    let listener = fds
+        .take_tcp_listener(0)
+        .context("the socket systemd passed (socket activation) is not a TCP socket")?;
+    if let Some(l) = &listener {
+        tracing::info!(address = ?l.local_addr().ok(), "serving on the socket systemd opened");
+    }
+    Ok(listener)
+}
+
 /// Starts serving. Call from inside an actix/tokio runtime; await `Running::server`.
 pub fn start(cfg: Config) -> anyhow::Result<Running> {
     start_with(cfg, None)
@@ -562,7 +578,10 @@ pub fn start_with(cfg: Config, wrap: Option<HypervisorWrap>) -> anyhow::Result<R
         (None, None)
     };
     let state = web::Data::new(build_state(cfg, tls, wrap)?);
-    let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = match activated_listener()? {
+        Some(l) => l,
+        None => TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?,
+    };
     let addr = listener.local_addr()?;
     let scheme = if tls { "https" } else { "http" };
     state

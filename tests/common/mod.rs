@@ -110,15 +110,21 @@ pub fn bin() -> std::process::Command {
 
 /// Runs `virtdeck ARGS` with `stdin` on standard input.
 pub fn run_bin(args: &[&str], stdin: &str) -> std::process::Output {
+    let mut cmd = bin();
+    cmd.args(args);
+    run_with_stdin(cmd, stdin)
+}
+
+/// Runs `cmd` with `stdin` on standard input; its output.
+pub fn run_with_stdin(mut cmd: std::process::Command, stdin: &str) -> std::process::Output {
     use std::io::Write;
     use std::process::Stdio;
-    let mut child = bin()
-        .args(args)
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("virtdeck runs");
+        .expect("the program runs");
     child
         .stdin
         .take()

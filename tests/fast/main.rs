@@ -28,6 +28,7 @@ mod network_install;
 mod pools;
 mod proptest_parsers;
 mod reconcile;
+mod service_cli;
 mod templates;
 mod templates_sysprep;
 mod tls;

@@ -26,6 +26,7 @@ mod hostnet;
 mod jobs_browser;
 mod kickstart_real;
 mod migration_real;
+mod packages;
 mod pages_flows;
 mod pages_walk;
 mod pam_accounts;

@@ -107,6 +107,31 @@ impl PeerClient {
         )
     }
 
+    /// A client for virtdeck's own API, for an admin's shell tool (`virtdeck vm …`): the
+    /// address is the admin's own choice, so the `[fetch]` policy (made for addresses that
+    /// users type into forms) does not apply; the server's certificate must have
+    /// `fingerprint`; requests carry `Authorization: Bearer <token>`.
+    pub fn api(
+        base_url: &str,
+        fingerprint: &str,
+        token: &str,
+        timeout: Duration,
+    ) -> Result<PeerClient, PeerCallError> {
+        let anywhere = super::FetchConfig {
+            allow: vec!["0.0.0.0/0".into(), "::/0".into()],
+            ..Default::default()
+        };
+        let mut client = PeerClient::build(
+            &anywhere,
+            timeout,
+            base_url,
+            Some(fingerprint.to_string()),
+            None,
+        )?;
+        client.authorization = Some(format!("Bearer {token}"));
+        Ok(client)
+    }
+
     /// A client for a first contact: any certificate is accepted and recorded
     /// ([`PeerClient::seen_fingerprint`]); nothing secret may be sent with it.
     pub fn first_contact(

@@ -513,22 +513,37 @@ pub struct SetupQuery {
     token: Option<String>,
 }
 
-/// Whether `presented` is the live setup token.
-fn setup_token_matches(state: &AppState, presented: Option<&str>) -> bool {
+/// Whether `presented` is the live setup token printed at start-up, or a link made by
+/// `virtdeck setup-link` (kept as a digest in the store) that has not expired.
+async fn setup_token_matches(state: &web::Data<AppState>, presented: Option<&str>) -> bool {
     let Some(presented) = presented else {
         return false;
     };
-    state
+    let in_memory = state
         .setup_token
         .lock()
         .map(|t| t.as_deref().is_some_and(|t| secrets_equal(t, presented)))
-        .unwrap_or(false)
+        .unwrap_or(false);
+    if in_memory {
+        return true;
+    }
+    if presented.is_empty() || presented.len() > 128 {
+        return false;
+    }
+    let digest = crate::auth::secret::sha256_hex(presented);
+    let now = now();
+    db(state, move |s| {
+        Ok(s.user_count()? == 0 && s.setup_link_valid(&digest, now)?)
+    })
+    .await
+    .unwrap_or(false)
 }
 
 fn setup_refused() -> AppError {
     AppError::not_found(
-        "This setup link is not valid: it was used already, virtdeck was restarted since, or \
-         accounts exist. Sign in, or create an account with `virtdeck user add`.",
+        "This setup link is not valid: it was used already, it expired, virtdeck was restarted \
+         since, or accounts exist. Run `virtdeck setup-link` on the host for a fresh link, or \
+         sign in.",
     )
 }
 
@@ -536,7 +551,7 @@ pub async fn setup_page(
     state: web::Data<AppState>,
     q: web::Query<SetupQuery>,
 ) -> Result<HttpResponse, AppError> {
-    if !setup_token_matches(&state, q.token.as_deref()) {
+    if !setup_token_matches(&state, q.token.as_deref()).await {
         return Err(setup_refused());
     }
     let token = q.token.clone().unwrap_or_default();
@@ -566,7 +581,7 @@ pub async fn setup(
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
     let addr = remote_addr(&req);
-    if !setup_token_matches(&state, Some(&form.token)) {
+    if !setup_token_matches(&state, Some(&form.token)).await {
         audit::record(
             &state,
             "-",
@@ -612,7 +627,12 @@ pub async fn setup(
         .map_err(|e| AppError::internal(e.into()))?;
     let now = now();
     let u = username.clone();
-    let created = db(&state, move |s| s.create_first_user(&u, &phc, now)).await?;
+    let created = db(&state, move |s| {
+        let created = s.create_first_user(&u, &phc, now)?;
+        s.clear_setup_links()?;
+        Ok(created)
+    })
+    .await?;
     if let Ok(mut t) = state.setup_token.lock() {
         *t = None;
     }
