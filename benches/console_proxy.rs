@@ -80,6 +80,12 @@ impl Hypervisor for BenchHv {
     fn set_autostart(&self, name: &str, on: bool) -> HvResult<()> {
         self.inner.set_autostart(name, on)
     }
+    fn set_vm_metadata(&self, name: &str, element_xml: Option<&str>) -> HvResult<()> {
+        self.inner.set_vm_metadata(name, element_xml)
+    }
+    fn set_description(&self, name: &str, text: &str) -> HvResult<()> {
+        self.inner.set_description(name, text)
+    }
     fn set_size(&self, name: &str, vcpus: u32, memory_mib: u64) -> HvResult<()> {
         self.inner.set_size(name, vcpus, memory_mib)
     }

@@ -429,6 +429,32 @@ impl Hypervisor for Libvirt {
             .map_err(call("change autostart"))
     }
 
+    fn set_vm_metadata(&self, name: &str, element_xml: Option<&str>) -> HvResult<()> {
+        let conn = self.conn()?;
+        let dom = lookup(&conn, name)?;
+        dom.set_metadata(
+            virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+            element_xml,
+            Some(crate::domain::vm_labels::METADATA_PREFIX),
+            Some(crate::domain::vm_labels::METADATA_NS),
+            metadata_flags(&dom),
+        )
+        .map_err(call("change the VM's tags"))
+    }
+
+    fn set_description(&self, name: &str, text: &str) -> HvResult<()> {
+        let conn = self.conn()?;
+        let dom = lookup(&conn, name)?;
+        dom.set_metadata(
+            virt::sys::VIR_DOMAIN_METADATA_DESCRIPTION as i32,
+            Some(text).filter(|t| !t.is_empty()),
+            None,
+            None,
+            metadata_flags(&dom),
+        )
+        .map_err(call("change the VM's notes"))
+    }
+
     fn set_size(&self, name: &str, vcpus: u32, memory_mib: u64) -> HvResult<()> {
         let conn = self.conn()?;
         let dom = lookup(&conn, name)?;
@@ -1546,4 +1572,16 @@ mod error_tests {
             "libvirt's own text: {e}"
         );
     }
+}
+
+/// A metadata change goes to the definition (a persistent VM) and the running VM.
+fn metadata_flags(dom: &Domain) -> u32 {
+    let mut flags = 0;
+    if dom.is_persistent().unwrap_or(true) {
+        flags |= virt::sys::VIR_DOMAIN_AFFECT_CONFIG;
+    }
+    if dom.is_active().unwrap_or(false) {
+        flags |= virt::sys::VIR_DOMAIN_AFFECT_LIVE;
+    }
+    flags
 }

@@ -78,6 +78,8 @@ pub struct ListQuery {
     /// 1-based; out-of-range pages show the nearest page.
     pub page: usize,
     pub per_page: usize,
+    /// Only VMs with this tag (lower case); empty for all.
+    pub tag: String,
 }
 
 impl ListQuery {
@@ -94,11 +96,18 @@ impl ListQuery {
                 .ok()
                 .filter(|n| PER_PAGE_CHOICES.contains(n))
                 .unwrap_or(DEFAULT_PER_PAGE),
+            tag: String::new(),
         }
     }
 
+    /// The same query, showing only VMs tagged `tag` (as typed; empty for all).
+    pub fn with_tag(mut self, tag: &str) -> ListQuery {
+        self.tag = tag.trim().to_ascii_lowercase().chars().take(32).collect();
+        self
+    }
+
     pub fn is_filtered(&self) -> bool {
-        !self.search.is_empty() || self.state != StateFilter::Any
+        !self.search.is_empty() || self.state != StateFilter::Any || !self.tag.is_empty()
     }
 
     pub fn admits(&self, name: &str, state: VmState) -> bool {
@@ -200,7 +209,8 @@ mod tests {
                 search: String::new(),
                 state: StateFilter::Any,
                 page: 1,
-                per_page: DEFAULT_PER_PAGE
+                per_page: DEFAULT_PER_PAGE,
+                tag: String::new(),
             }
         );
         assert_eq!(q("", "bogus", "0", "7").page, 1);

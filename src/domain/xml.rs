@@ -293,6 +293,8 @@ pub struct ParsedDomain {
     /// `<memory>` (the maximum allocation), converted to MiB (rounded down).
     pub memory_mib: u64,
     pub description: String,
+    /// The tags under `<metadata>` in virtdeck's namespace (`domain::vm_labels`).
+    pub tags: Vec<String>,
     pub disks: Vec<ParsedDisk>,
     pub nics: Vec<ParsedNic>,
     /// The first `<graphics type='vnc'>`, if any (other graphics types are ignored).
@@ -627,6 +629,12 @@ impl Parser {
             }
             ["domain", "uuid"] => self.out.uuid = text.trim().to_string(),
             ["domain", "description"] => self.out.description = text,
+            ["domain", "metadata", "virtdeck:vm", "virtdeck:tag"] => {
+                let tag = text.trim();
+                if super::vm_labels::tag_is_valid(tag) && !self.out.tags.iter().any(|t| t == tag) {
+                    self.out.tags.push(tag.to_string());
+                }
+            }
             ["domain", "vcpu"] => {
                 self.out.vcpus = text
                     .trim()

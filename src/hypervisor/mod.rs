@@ -102,6 +102,11 @@ pub trait Hypervisor: Send + Sync {
     fn undefine(&self, name: &str) -> HvResult<()>;
     fn act(&self, name: &str, action: VmAction) -> HvResult<()>;
     fn set_autostart(&self, name: &str, on: bool) -> HvResult<()>;
+    /// Replaces virtdeck's element under `<metadata>` (`None` removes it) in the VM's
+    /// definition and, while it runs, live.
+    fn set_vm_metadata(&self, name: &str, element_xml: Option<&str>) -> HvResult<()>;
+    /// Replaces the VM's `<description>` likewise.
+    fn set_description(&self, name: &str, text: &str) -> HvResult<()>;
     /// Changes the vCPUs and memory in a shut-off VM's definition.
     fn set_size(&self, name: &str, vcpus: u32, memory_mib: u64) -> HvResult<()>;
     /// Copies the volume at `source_path` into a new volume of the same pool, described

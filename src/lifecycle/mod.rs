@@ -7,6 +7,7 @@ pub mod cloudinit;
 pub mod images;
 pub mod jobs;
 pub mod kickstart;
+pub mod labels;
 pub mod list_cache;
 pub mod migrate;
 pub mod storage;
@@ -1087,6 +1088,8 @@ pub struct VmView {
     pub addresses: Vec<String>,
     /// Marked as a template: never started, new VMs are made from it.
     pub template: bool,
+    /// Free tags from the VM's definition (`domain::vm_labels`).
+    pub tags: Vec<String>,
 }
 
 /// Every VM with its units, devices and guest addresses, and the units each holds.
@@ -1160,6 +1163,7 @@ fn views_and_claims(
                     .map(|d| d.nics.iter().filter_map(|n| n.mac.clone()).collect())
                     .unwrap_or_default(),
                 addresses: Vec::new(),
+                tags: def.map(|d| d.tags.clone()).unwrap_or_default(),
                 template: marked.contains(&v.name),
                 summary: v,
             }

@@ -68,11 +68,12 @@ pub enum Action {
     TwoFactorKeyAdd,
     TwoFactorKeyRemove,
     SetupLink,
+    VmLabels,
 }
 
 impl Action {
     /// Every action, once.
-    pub const ALL: [Action; 65] = [
+    pub const ALL: [Action; 66] = [
         Action::VmCreate,
         Action::Vm(VmAction::Start),
         Action::Vm(VmAction::Shutdown),
@@ -138,6 +139,7 @@ impl Action {
         Action::TwoFactorKeyAdd,
         Action::TwoFactorKeyRemove,
         Action::SetupLink,
+        Action::VmLabels,
     ];
 
     /// The action the audit log names `name`.
@@ -216,6 +218,7 @@ impl Action {
             Action::TwoFactorKeyAdd => "user.2fa.key.add",
             Action::TwoFactorKeyRemove => "user.2fa.key.remove",
             Action::SetupLink => "setup.link",
+            Action::VmLabels => "vm.labels",
         }
     }
 }

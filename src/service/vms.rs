@@ -84,6 +84,34 @@ pub async fn set_autostart(svc: &Arc<Services>, caller: &Caller, name: &str, on:
     .await
 }
 
+/// Sets a VM's tags and/or notes (kept in its definition).
+pub async fn set_labels(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    tags: Option<Vec<String>>,
+    notes: Option<String>,
+) -> Done<crate::lifecycle::labels::Labelled> {
+    let n = name.to_string();
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::VmLabels,
+            name,
+            move |s| crate::lifecycle::labels::set_labels(s.hv.as_ref(), &n, tags, notes),
+            |l| {
+                format!(
+                    "tags [{}], notes {} characters",
+                    l.tags.join(", "),
+                    l.notes.chars().count()
+                )
+            },
+        ),
+    )
+    .await
+}
+
 /// Deletes a VM. Operators delete only the volumes virtdeck made for it; admins any of
 /// its disk volumes.
 pub async fn delete(

@@ -65,12 +65,32 @@ struct VmList<'a> {
     vms: &'a [VmView],
 }
 
-pub async fn vms(state: web::Data<AppState>, _who: Authed) -> Result<HttpResponse, AppError> {
+#[derive(Deserialize)]
+pub struct VmsQuery {
+    /// Only the VMs with this tag.
+    tag: Option<String>,
+}
+
+pub async fn vms(
+    state: web::Data<AppState>,
+    _who: Authed,
+    q: web::Query<VmsQuery>,
+) -> Result<HttpResponse, AppError> {
     let list = lc(&state, |s| {
         s.vm_list.get(s.hv.as_ref(), &s.store, &s.lifecycle)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(VmList { vms: &list.vms }))
+    let tag = q.tag.as_deref();
+    if tag.is_none() {
+        return Ok(HttpResponse::Ok().json(VmList { vms: &list.vms }));
+    }
+    let shown: Vec<VmView> = list
+        .vms
+        .iter()
+        .filter(|v| crate::domain::vm_labels::matches(&v.tags, tag))
+        .cloned()
+        .collect();
+    Ok(HttpResponse::Ok().json(VmList { vms: &shown }))
 }
 
 /// The session's CSRF token must come in `X-CSRF-Token` for state-changing calls.
@@ -114,6 +134,10 @@ pub struct PatchVm {
     units: Option<u32>,
     vcpus: Option<u32>,
     memory_mib: Option<u64>,
+    /// Free tags (replace the VM's tags; `[]` removes them).
+    tags: Option<Vec<String>>,
+    /// Notes (the definition's description; `""` removes them).
+    notes: Option<String>,
 }
 
 pub async fn patch_vm(
@@ -130,14 +154,18 @@ pub async fn patch_vm(
         || body.units.is_some()
         || body.vcpus.is_some()
         || body.memory_mib.is_some();
-    if body.autostart.is_none() && !resize {
+    let labels = body.tags.is_some() || body.notes.is_some();
+    if body.autostart.is_none() && !resize && !labels {
         return Err(
             AppError::new(
                 ErrorKind::Unprocessable,
-                "Nothing to change: send \"autostart\", or a size (\"flavor\", \"units\", \"vcpus\", \"memory_mib\").",
+                "Nothing to change: send \"autostart\", \"tags\", \"notes\", or a size (\"flavor\", \"units\", \"vcpus\", \"memory_mib\").",
             )
             .field("autostart"),
         );
+    }
+    if labels {
+        service::vms::set_labels(&state.svc, &who.caller(), &name, body.tags, body.notes).await??;
     }
     if resize {
         let req = SizeRequest {

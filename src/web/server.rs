@@ -426,6 +426,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .post("/vms/{name}/action/{action}", vms::vm_action)
     .post("/vms/{name}/autostart", vms::vm_autostart)
     .post("/vms/{name}/resize", vm_changes::resize_form)
+    .post("/vms/{name}/labels", vm_changes::labels_form)
     .post("/vms/{name}/clone", vm_changes::clone_form)
     .post("/vms/{name}/snapshots", vm_changes::snapshot_form)
     .post(

@@ -39,6 +39,8 @@ pub enum Step {
     NetworkAutostart,
     /// Fails the migration itself (libvirt refused or the destination went away).
     Migrate,
+    /// Fails writing a VM's notes (after its tags were written).
+    SetDescription,
 }
 
 /// Where a held step waits until the test opens it; counts the calls that arrived.
@@ -155,6 +157,15 @@ impl Hypervisor for FailAt {
             return Err(injected("change autostart"));
         }
         self.inner.set_autostart(name, on)
+    }
+    fn set_vm_metadata(&self, name: &str, element_xml: Option<&str>) -> HvResult<()> {
+        self.inner.set_vm_metadata(name, element_xml)
+    }
+    fn set_description(&self, name: &str, text: &str) -> HvResult<()> {
+        if self.step == Step::SetDescription {
+            return Err(injected("change the VM's notes"));
+        }
+        self.inner.set_description(name, text)
     }
     fn set_size(&self, name: &str, vcpus: u32, memory_mib: u64) -> HvResult<()> {
         if self.step == Step::SetSize {

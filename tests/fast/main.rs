@@ -34,6 +34,7 @@ mod templates_sysprep;
 mod tls;
 mod two_factor;
 mod vm_changes;
+mod vm_labels;
 mod vm_list;
 mod vm_page_http;
 mod vms;

@@ -109,6 +109,34 @@ pub async fn resize_form(
 }
 
 #[derive(Deserialize)]
+pub struct LabelsForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    tags: String,
+    #[serde(default)]
+    notes: String,
+}
+
+pub async fn labels_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<LabelsForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let name = path.into_inner();
+    let f = form.into_inner();
+    let values = vec![("tags", f.tags.clone()), ("notes", f.notes.clone())];
+    let tags = crate::domain::vm_labels::split_tags(&f.tags);
+    match service::vms::set_labels(&state.svc, &who.caller(), &name, Some(tags), Some(f.notes))
+        .await?
+    {
+        Ok(_) => Ok(back_to(&who, &name, "Tags and notes saved.")),
+        Err(e) => form_failed(&state, &who, name, "labels", values, e).await,
+    }
+}
+
+#[derive(Deserialize)]
 pub struct CloneForm {
     csrf: Option<String>,
     #[serde(default)]

@@ -69,6 +69,9 @@ fn list_href(query: &ListQuery, page: usize) -> String {
     if query.state != StateFilter::Any {
         params.push(("state", query.state.key().to_string()));
     }
+    if !query.tag.is_empty() {
+        params.push(("tag", query.tag.clone()));
+    }
     if query.per_page != DEFAULT_PER_PAGE {
         params.push(("per_page", query.per_page.to_string()));
     }
@@ -89,6 +92,7 @@ pub struct ListParams {
     state: String,
     page: String,
     per_page: String,
+    tag: String,
 }
 
 pub async fn vms_page(
@@ -102,8 +106,18 @@ pub async fn vms_page(
         Ok((list, capacity))
     })
     .await?;
-    let query = ListQuery::from_params(&params.q, &params.state, &params.page, &params.per_page);
-    let (vms, page) = listing::select(&list.vms, &query, |v| {
+    let query = ListQuery::from_params(&params.q, &params.state, &params.page, &params.per_page)
+        .with_tag(&params.tag);
+    let tagged: Vec<VmView> = if query.tag.is_empty() {
+        list.vms.clone()
+    } else {
+        list.vms
+            .iter()
+            .filter(|v| crate::domain::vm_labels::matches(&v.tags, Some(&query.tag)))
+            .cloned()
+            .collect()
+    };
+    let (vms, page) = listing::select(&tagged, &query, |v| {
         (v.summary.name.as_str(), v.summary.state)
     });
     let names: Vec<&str> = vms.iter().map(|v| v.summary.name.as_str()).collect();
@@ -731,6 +745,22 @@ impl VmDetailPage {
         (self.form.section == section)
             .then_some(self.form.message.as_deref())
             .flatten()
+    }
+
+    /// The tags field: as typed after a refusal, else the VM's tags.
+    fn tags_value(&self) -> String {
+        if self.form.section == "labels" {
+            return self.value("labels", "tags").to_string();
+        }
+        self.def.tags.join(", ")
+    }
+
+    /// The notes field: as typed after a refusal, else the VM's notes.
+    fn notes_value(&self) -> &str {
+        if self.form.section == "labels" {
+            return self.value("labels", "notes");
+        }
+        &self.def.description
     }
 
     fn value(&self, section: &str, field: &str) -> &str {
