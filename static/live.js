@@ -10,7 +10,12 @@ async function refresh() {
   const doc = new DOMParser().parseFromString(await res.text(), 'text/html');
   for (const el of document.querySelectorAll('[data-live][id]')) {
     const fresh = doc.getElementById(el.id);
-    if (fresh) el.replaceWith(document.importNode(fresh, true));
+    if (!fresh) continue;
+    // Rows ticked for a bulk action stay ticked.
+    const kept = new Set([...el.querySelectorAll('input[data-keep]:checked')].map((i) => i.value));
+    const node = document.importNode(fresh, true);
+    for (const i of node.querySelectorAll('input[data-keep]')) i.checked = kept.has(i.value);
+    el.replaceWith(node);
   }
   document.body.dataset.liveRefreshed = String(Date.now());
   timers();

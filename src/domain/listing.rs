@@ -159,16 +159,24 @@ pub fn select<'a, T>(
     query: &ListQuery,
     key: impl Fn(&T) -> (&str, VmState),
 ) -> (Vec<&'a T>, Page) {
-    let matching: Vec<&T> = rows
-        .iter()
+    let matching = matching(rows, query, key);
+    let page = Page::of(query, matching.len());
+    let shown = matching[page.start..page.end].to_vec();
+    (shown, page)
+}
+
+/// Every row the query's name and state filters admit, on every page.
+pub fn matching<'a, T>(
+    rows: &'a [T],
+    query: &ListQuery,
+    key: impl Fn(&T) -> (&str, VmState),
+) -> Vec<&'a T> {
+    rows.iter()
         .filter(|r| {
             let (name, state) = key(r);
             query.admits(name, state)
         })
-        .collect();
-    let page = Page::of(query, matching.len());
-    let shown = matching[page.start..page.end].to_vec();
-    (shown, page)
+        .collect()
 }
 
 #[cfg(test)]

@@ -299,6 +299,8 @@ pub enum JobKind {
     Create,
     /// A VM moving to or from a peer host.
     Migrate,
+    /// One VM's part of a bulk action from the VM list.
+    Action,
 }
 
 impl JobKind {
@@ -309,6 +311,7 @@ impl JobKind {
             JobKind::Clone => "clone",
             JobKind::Create => "create",
             JobKind::Migrate => "migrate",
+            JobKind::Action => "action",
         }
     }
     pub fn parse(s: &str) -> Option<JobKind> {
@@ -318,6 +321,7 @@ impl JobKind {
             "clone" => Some(JobKind::Clone),
             "create" => Some(JobKind::Create),
             "migrate" => Some(JobKind::Migrate),
+            "action" => Some(JobKind::Action),
             _ => None,
         }
     }

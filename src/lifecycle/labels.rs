@@ -47,3 +47,13 @@ pub fn set_labels(
     }
     Ok(Labelled { tags, notes })
 }
+
+/// Adds `tag` to the VM's tags (a bulk "tag" action); the notes stay.
+pub fn add_tag(hv: &dyn Hypervisor, name: &str, tag: &str) -> LcResult<Labelled> {
+    let current = xml::parse_domain(&hv.domain_xml(name)?).map_err(|e| {
+        LifecycleError::failed(format!("The VM's definition could not be read: {e}"))
+    })?;
+    let mut tags = current.tags;
+    tags.push(tag.to_string());
+    set_labels(hv, name, Some(tags), None)
+}

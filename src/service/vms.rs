@@ -112,6 +112,27 @@ pub async fn set_labels(
     .await
 }
 
+/// Adds one tag to a VM's tags (a bulk "tag" action).
+pub async fn add_tag(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    tag: &str,
+) -> Done<crate::lifecycle::labels::Labelled> {
+    let (n, t) = (name.to_string(), tag.to_string());
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::VmLabels,
+            name,
+            move |s| crate::lifecycle::labels::add_tag(s.hv.as_ref(), &n, &t),
+            |l| format!("tags [{}]", l.tags.join(", ")),
+        ),
+    )
+    .await
+}
+
 /// Deletes a VM. Operators delete only the volumes virtdeck made for it; admins any of
 /// its disk volumes.
 pub async fn delete(

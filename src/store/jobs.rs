@@ -30,6 +30,8 @@ pub struct JobRow {
     pub created_by: String,
     pub created_at: i64,
     pub finished_at: Option<i64>,
+    /// The bulk action this job is one VM's part of (the id of its first job).
+    pub batch: Option<i64>,
 }
 
 /// A job to insert.
@@ -46,7 +48,7 @@ pub struct NewJob<'a> {
 
 const COLUMNS: &str = "id, kind, state, pool, volume, source, volume_made, volume_path, \
                        bytes_done, bytes_total, message, created_by, created_at, finished_at, \
-                       vm, step";
+                       vm, step, batch";
 
 fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
@@ -66,6 +68,7 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         finished_at: r.get(13)?,
         vm: r.get(14)?,
         step: r.get(15)?,
+        batch: r.get(16)?,
     })
 }
 
@@ -191,6 +194,46 @@ impl Store {
     }
 
     /// The newest jobs first.
+    /// Inserts one running `action` job per VM of a bulk action, in order, in one
+    /// transaction; the batch is the first job's id. Returns the batch and the job ids.
+    pub fn insert_batch(
+        &self,
+        action: &str,
+        vms: &[String],
+        created_by: &str,
+        created_at: i64,
+    ) -> StoreResult<(i64, Vec<i64>)> {
+        let mut conn = self.conn.lock().map_err(|_| super::StoreError::Poisoned)?;
+        let tx = conn.transaction()?;
+        let mut ids = Vec::with_capacity(vms.len());
+        for vm in vms {
+            tx.execute(
+                "INSERT INTO jobs (kind, state, pool, volume, source, vm, step, created_by, created_at)
+                 VALUES ('action', 'running', '', '', ?1, ?2, 'waiting', ?3, ?4)",
+                params![action, vm, created_by, created_at],
+            )?;
+            ids.push(tx.last_insert_rowid());
+        }
+        let batch = ids.first().copied().unwrap_or(0);
+        tx.execute(
+            "UPDATE jobs SET batch = ?1 WHERE id >= ?1 AND id <= ?2",
+            params![batch, ids.last().copied().unwrap_or(0)],
+        )?;
+        tx.commit()?;
+        Ok((batch, ids))
+    }
+
+    /// The jobs of a bulk action, in the order the VMs were given.
+    pub fn batch_jobs(&self, batch: i64) -> StoreResult<Vec<JobRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM jobs WHERE batch = ?1 ORDER BY id"
+            ))?;
+            let rows = st.query_map([batch], job_from_row)?;
+            rows.collect()
+        })
+    }
+
     pub fn jobs(&self, limit: u64) -> StoreResult<Vec<JobRow>> {
         self.with(|c| {
             let mut st = c.prepare(&format!(

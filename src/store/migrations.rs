@@ -61,6 +61,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0018_setup_links",
         include_str!("../../migrations/0018_setup_links.sql"),
     ),
+    (
+        "0019_bulk_actions",
+        include_str!("../../migrations/0019_bulk_actions.sql"),
+    ),
 ];
 
 /// The migrations this build has that the database has not applied yet, oldest first;

@@ -316,3 +316,105 @@ pub async fn delete_snapshot(
     let r = service::vms::delete_snapshot(&state.svc, &who.caller(), &name, &snapshot).await?;
     answer(r, |()| HttpResponse::NoContent().finish())
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest {
+    /// start, shutdown, force-off, snapshot or tag.
+    action: String,
+    /// The VMs, by name; or `filter` for every VM it matches.
+    #[serde(default)]
+    vms: Vec<String>,
+    filter: Option<BulkFilter>,
+    /// The tag a "tag" action adds.
+    tag: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkFilter {
+    /// VMs with this tag.
+    tag: Option<String>,
+    /// VMs in this state (running, shut_off, paused…).
+    state: Option<String>,
+    /// VMs with this text in their name.
+    q: Option<String>,
+}
+
+/// One action on many VMs: `202` with the batch and one job per VM, each VM's outcome at
+/// `GET /api/v1/bulk/{batch}`.
+pub async fn bulk(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    body: web::Json<BulkRequest>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let body = body.into_inner();
+    let action = match service::bulk::BulkAction::parse(&body.action, body.tag.as_deref()) {
+        Ok(a) => a,
+        Err(e) => return answer::<()>(Err(e), |_| HttpResponse::Ok().finish()),
+    };
+    let vms = match body.filter {
+        None => body.vms,
+        Some(f) => {
+            let query = crate::domain::listing::ListQuery::from_params(
+                f.q.as_deref().unwrap_or(""),
+                f.state.as_deref().unwrap_or(""),
+                "",
+                "",
+            )
+            .with_tag(f.tag.as_deref().unwrap_or(""));
+            let list = lc(&state, |s| {
+                s.vm_list.get(s.hv.as_ref(), &s.store, &s.lifecycle)
+            })
+            .await?;
+            crate::domain::listing::matching(&list.vms, &query, |v| {
+                (v.summary.name.as_str(), v.summary.state)
+            })
+            .into_iter()
+            .filter(|v| crate::domain::vm_labels::matches(&v.tags, Some(&query.tag)))
+            .filter(|v| !v.template)
+            .map(|v| v.summary.name.clone())
+            .collect()
+        }
+    };
+    let started = service::bulk::start(&state.svc, &who.caller(), action, vms).await?;
+    answer(started, |b| {
+        HttpResponse::Accepted()
+            .insert_header(("location", format!("/api/v1/bulk/{}", b.batch)))
+            .json(b)
+    })
+}
+
+#[derive(Serialize)]
+struct BulkOutcome {
+    batch: i64,
+    action: String,
+    running: usize,
+    succeeded: usize,
+    failed: usize,
+    jobs: Vec<crate::store::jobs::JobRow>,
+}
+
+pub async fn bulk_outcome(
+    state: web::Data<AppState>,
+    _who: Authed,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let batch = path.into_inner();
+    let jobs = super::db(&state, move |s| s.batch_jobs(batch)).await?;
+    if jobs.is_empty() {
+        return Err(AppError::not_found("There is no such bulk action."));
+    }
+    let count = |s: &str| jobs.iter().filter(|j| j.state == s).count();
+    let (running, succeeded) = (count("running"), count("succeeded"));
+    Ok(HttpResponse::Ok().json(BulkOutcome {
+        batch,
+        action: jobs[0].source.clone(),
+        running,
+        succeeded,
+        failed: jobs.len() - running - succeeded,
+        jobs,
+    }))
+}

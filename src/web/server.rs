@@ -427,6 +427,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .post("/vms/{name}/autostart", vms::vm_autostart)
     .post("/vms/{name}/resize", vm_changes::resize_form)
     .post("/vms/{name}/labels", vm_changes::labels_form)
+    .post("/vms/bulk", pages::bulk::bulk_form)
+    .get("/vms/bulk/{batch}", pages::bulk::bulk_page)
     .post("/vms/{name}/clone", vm_changes::clone_form)
     .post("/vms/{name}/snapshots", vm_changes::snapshot_form)
     .post(
@@ -498,6 +500,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .get("/pools", api::pools)
             .get("/vms", api::vms)
             .post("/vms", api::create_vm)
+            .post("/vms/bulk", api::bulk)
+            .get("/bulk/{batch}", api::bulk_outcome)
             .get("/vms/{name}", api::vm)
             .patch("/vms/{name}", api::patch_vm)
             .delete("/vms/{name}", api::delete_vm)

@@ -33,6 +33,7 @@ mod templates;
 mod templates_sysprep;
 mod tls;
 mod two_factor;
+mod vm_bulk;
 mod vm_changes;
 mod vm_labels;
 mod vm_list;
