@@ -492,7 +492,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(super::fleet_api::routes)
     .configure(pages::fleet::routes)
     .scoped("/api/v1", |cfg| {
-        cfg.get("/whoami", api::whoami)
+        cfg.get("/openapi.json", super::openapi::openapi_json)
+            .get("/whoami", api::whoami)
             .get("/host", api::host)
             .get("/pools", api::pools)
             .get("/vms", api::vms)
@@ -510,7 +511,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .delete("/vms/{name}/snapshots/{snapshot}", api::delete_snapshot)
             .post("/vms/{name}/{action}", api::vm_action)
             .post("/pools", super::api_storage::define_pool)
-            .get("/pools/{name}/volumes", super::api_storage::pool_volumes)
+            .get("/pools/{pool}/volumes", super::api_storage::pool_volumes)
             .post("/pools/{name}/{action}", super::api_storage::pool_action)
             .delete("/pools/{name}", super::api_storage::delete_pool)
             .get("/networks", super::api_storage::networks)
