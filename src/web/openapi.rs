@@ -1,10 +1,14 @@
 //! The OpenAPI 3.1 document of `/api/v1`, generated from the handlers' `#[utoipa::path]`
-//! annotations and the answers' `ToSchema` types, served at `GET /api/v1/openapi.json`.
-//! docs/api.md stays the narrative guide.
+//! annotations and the answers' `ToSchema` types, served at `GET /api/v1/openapi.json`
+//! and shown by the API page (`GET /docs/api`). docs/api.md stays the narrative guide;
+//! `tests/fast/openapi.rs` holds the document to the router and to real answers.
 
-use super::errors::ApiError;
+use super::errors::{html, ApiError, AppError};
+use super::pages::Chrome;
 use super::session::Authed;
+use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
+use askama::Template;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -385,6 +389,23 @@ pub async fn openapi_json(_who: Authed) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(document())
+}
+
+#[derive(Template)]
+#[template(path = "api_docs.html")]
+struct DocsPage {
+    chrome: Chrome,
+}
+
+/// The API page: the document rendered in the browser by the vendored viewer (Swagger
+/// UI), under the site's usual Content-Security-Policy: it needs no inline script or style.
+pub async fn docs_page(who: Authed) -> Result<HttpResponse, AppError> {
+    Ok(html(
+        StatusCode::OK,
+        &DocsPage {
+            chrome: Chrome::new(&who, "api"),
+        },
+    ))
 }
 
 #[cfg(test)]

@@ -417,6 +417,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .get("/setup", account::setup_page)
     .post("/setup", account::setup)
     .get("/host", host::host_page)
+    .get("/docs/api", super::openapi::docs_page)
     .get("/events", super::live::events)
     .get("/vms", vms::vms_page)
     .post("/vms", vms::create_vm)
