@@ -18,12 +18,17 @@ document.addEventListener("securitypolicyviolation", (e) => {
   blocked.append(line);
 });
 
+// The document's title and introduction are the page's own heading and text above the
+// viewer (one h1 per page), so the viewer does not repeat them.
+const WithoutInfo = () => ({ wrapComponents: { InfoContainer: () => () => null } });
+
 if (root && SwaggerUIBundle) {
   const csrf = root.dataset.csrf || "";
   root.replaceChildren();
   SwaggerUIBundle({
     url: root.dataset.spec,
     domNode: root,
+    plugins: [WithoutInfo],
     deepLinking: true,
     docExpansion: "list",
     defaultModelsExpandDepth: 0,
