@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what virtdeck needs on Debian 12 (bookworm), idempotently.
 #   scripts/install-deps.sh build   libvirt and OpenSSL headers (security keys), pkg-config (enough for `make demo`)
-#   scripts/install-deps.sh test    + libvirtd, QEMU (backports), chromium, busybox, kernel
+#   scripts/install-deps.sh test    + libvirtd, QEMU (backports), chromium, busybox, kernel,
+#                                   openapi-spec-validator (PyPI, in target/pyvenv)
 #   scripts/install-deps.sh bench   + wrk (HTTP load generator) for `make bench`
 #   scripts/install-deps.sh package cargo-deb, cargo-generate-rpm (pinned), dpkg-dev, rpm (`make deb`,
 #                                   `make rpm`; `test` installs them too: the package tests need them)
@@ -18,7 +19,7 @@ package_pkgs=(dpkg-dev rpm systemd)
 # cargo subcommands that build the packages, pinned (cargo install --locked).
 package_tools=(cargo-deb@3.8.0 cargo-generate-rpm@0.21.1)
 test_pkgs=(chromium chromium-driver busybox-static cpio xz-utils iproute2 websockify
-  python3-websockify genisoimage passwd)
+  python3-websockify genisoimage passwd python3-venv)
 
 missing() {
   local p out=()
@@ -66,6 +67,19 @@ if [ "$what" = test ]; then
   if [ -n "${need// /}" ]; then
     apt_update
     $SUDO apt-get install -y -qq --no-install-recommends $need
+  fi
+  # The OpenAPI document's validator (tests/fast/openapi.rs): bookworm has no package of
+  # it, so PyPI's, pinned, in a venv under target/ (nothing is done when it is there).
+  repo=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)
+  venv=$repo/target/pyvenv
+  validator_version=0.9.0
+  installed=$("$venv/bin/pip" show openapi-spec-validator 2>/dev/null || true)
+  if ! grep -qx "Version: $validator_version" <<<"$installed"; then
+    py=/usr/bin/python3
+    [ -x "$py" ] || py=python3
+    rm -rf "$venv"
+    "$py" -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "openapi-spec-validator==$validator_version"
   fi
 fi
 # `make bench`: the test set (Chromium, websockify) plus the HTTP load generator.

@@ -48,7 +48,7 @@ pub enum CapacityError {
 }
 
 /// What a host offers to VMs after the reserve, and the size of one unit.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct UnitModel {
     pub units_total: u32,
     pub usable_vcpus: u32,
@@ -56,7 +56,7 @@ pub struct UnitModel {
 }
 
 /// A VM's size in resources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Size {
     pub vcpus: u32,
     pub memory_mib: u64,
@@ -137,7 +137,7 @@ impl UnitModel {
 }
 
 /// One VM's claim on the host.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Claim {
     pub vm: String,
     pub units: u32,
@@ -146,7 +146,7 @@ pub struct Claim {
 }
 
 /// The host's units: total, used, free.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct UnitUsage {
     pub total: u32,
     pub used: u32,

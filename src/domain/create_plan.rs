@@ -24,7 +24,7 @@ pub const SERIAL_LOG_DIR: &str = "/var/log/libvirt/qemu";
 // ---- requests ----
 
 /// A create request, from the form or the API.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVmRequest {
     pub name: String,
@@ -64,7 +64,7 @@ impl CreateVmRequest {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DiskRequest {
     /// A new volume in a pool; size defaults to the units' share of the pool.
@@ -80,7 +80,7 @@ pub enum DiskRequest {
     CloudImage { base: String, size_gib: Option<u64> },
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum InstallRequest {
     /// Boot from the disk (an imported or already installed disk).
@@ -108,7 +108,7 @@ pub enum InstallRequest {
     },
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NicRequest {
     pub bridge: Option<String>,
@@ -118,7 +118,7 @@ pub struct NicRequest {
 }
 
 /// The cloud-init fields of a create request.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloudInitRequest {
     /// Empty: the VM's name.

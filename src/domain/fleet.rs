@@ -24,7 +24,7 @@ pub fn migration_uri(template: &str, public_host: &str) -> String {
 }
 
 /// A VM as a host tells its peers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PeerVm {
     pub name: String,
     pub state: crate::domain::vm::VmState,
@@ -36,7 +36,7 @@ pub struct PeerVm {
 }
 
 /// Units of a host: total, used, free.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct PeerUnits {
     pub total: u32,
     pub used: u32,
@@ -44,7 +44,7 @@ pub struct PeerUnits {
 }
 
 /// What a host tells its peers about itself (`GET /api/v1/peer/summary`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostSummary {
     pub name: String,
     pub version: String,
@@ -100,7 +100,7 @@ impl HostSummary {
 }
 
 /// A disk of a VM to migrate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DiskNeed {
     /// The disk's file on the source host.
     pub path: String,
@@ -113,7 +113,7 @@ pub struct DiskNeed {
 }
 
 /// What a VM needs of the host it moves to (sent with the request to hold its units).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MigrationNeeds {
     pub vm: String,
     pub units: u32,

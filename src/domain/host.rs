@@ -51,7 +51,7 @@ impl VirtType {
 }
 
 /// What the KVM probe found on this host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum KvmStatus {
     /// `/dev/kvm` exists and a QEMU process could run a vCPU with it.
@@ -116,7 +116,7 @@ impl fmt::Display for Version {
 }
 
 /// Everything the Host overview shows about the machine.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HostFacts {
     pub hostname: String,
     pub libvirt_uri: String,

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct VolumeInfo {
     pub name: String,
     pub path: String,
@@ -23,7 +23,7 @@ impl VolumeInfo {
 
 pub const GIB: u64 = 1024 * 1024 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PoolInfo {
     pub name: String,
     /// libvirt's pool type: dir, logical, netfs…

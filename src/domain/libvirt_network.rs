@@ -183,7 +183,7 @@ fn err(field: &'static str, message: impl Into<String>) -> NetworkFieldError {
 
 /// A new network as typed (form or JSON): every field text, so that bad input can be
 /// shown back at its field. The prefix may also come as a JSON number.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkRequest {
     pub name: String,
@@ -194,6 +194,7 @@ pub struct NetworkRequest {
     pub address: String,
     /// The prefix length (`24`, `/24`) or a dotted netmask (`255.255.255.0`).
     #[serde(deserialize_with = "text_or_number")]
+    #[schema(value_type = TextOrNumber)]
     pub prefix: String,
     /// The DHCP range; both empty for no DHCP.
     pub dhcp_start: String,
@@ -202,13 +203,15 @@ pub struct NetworkRequest {
     pub autostart: Option<bool>,
 }
 
+/// A prefix as JSON may give it: text or a number.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum TextOrNumber {
+    Text(String),
+    Number(u64),
+}
+
 fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum TextOrNumber {
-        Text(String),
-        Number(u64),
-    }
     Ok(match TextOrNumber::deserialize(d)? {
         TextOrNumber::Text(s) => s,
         TextOrNumber::Number(n) => n.to_string(),

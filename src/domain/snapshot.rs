@@ -66,7 +66,7 @@ pub fn snapshot_xml(name: &SnapshotName, description: &str) -> String {
 }
 
 /// A snapshot as libvirt describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SnapshotInfo {
     pub name: String,
     pub description: String,

@@ -114,7 +114,7 @@ impl PoolSpec {
 
 /// A pool definition as typed (form or JSON): every field text, so that bad input can be
 /// shown back at its field.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoolRequest {
     pub name: String,
@@ -720,7 +720,7 @@ pub fn parse_forward_mode(network_xml: &str) -> String {
 // ---------------------------------------------------------------------------------------
 
 /// A storage pool with its state, as libvirt reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PoolStatus {
     pub name: String,
     pub uuid: String,
@@ -759,7 +759,7 @@ impl PoolStatus {
 }
 
 /// A volume in a pool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PoolVolume {
     pub name: String,
     pub path: String,
@@ -785,7 +785,7 @@ pub fn human_bytes(bytes: u64) -> String {
 }
 
 /// A libvirt network with its state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct NetworkStatus {
     pub name: String,
     pub uuid: String,

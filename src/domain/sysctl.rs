@@ -137,7 +137,7 @@ pub fn render_file(settings: &BTreeMap<String, String>) -> Vec<RenderedFile> {
 }
 
 /// What an admin asks for on the kernel settings page.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SysctlForm {
     /// set, remove or recommended.

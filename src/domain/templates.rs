@@ -8,7 +8,7 @@ use quick_xml::Writer;
 use serde::{Deserialize, Serialize};
 
 /// How a VM made from a template gets its disks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CloneMode {
     /// Every disk copied in full by libvirt: an independent VM.

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// A VM's run state, in the words an admin uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VmState {
     Running,
@@ -117,7 +117,7 @@ impl VmAction {
 }
 
 /// One VM in a listing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct VmSummary {
     pub name: String,
     pub uuid: String,
@@ -129,7 +129,7 @@ pub struct VmSummary {
 }
 
 /// Counts for the overview.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct VmCounts {
     pub total: usize,
     pub active: usize,

@@ -47,7 +47,7 @@ pub fn check_volume_name(name: &str) -> Result<(), String> {
 }
 
 /// A new empty volume as typed: name, size in GiB, format.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct NewVolumeRequest {
     pub name: String,
@@ -251,7 +251,7 @@ impl ImageUrl {
 }
 
 /// A request to fetch an image from a URL into a pool.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct FetchRequest {
     pub url: String,

@@ -283,7 +283,7 @@ fn invalid(msg: impl Into<String>) -> XmlError {
 }
 
 /// The parts of an existing domain's XML that virtdeck shows and acts on.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, utoipa::ToSchema)]
 pub struct ParsedDomain {
     pub name: String,
     pub uuid: String,
@@ -313,7 +313,7 @@ pub struct ParsedDomain {
     pub boot_devs: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, utoipa::ToSchema)]
 pub struct ParsedDisk {
     /// disk, cdrom, floppy or lun.
     pub device: String,
@@ -329,7 +329,7 @@ pub struct ParsedDisk {
     pub format: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, utoipa::ToSchema)]
 pub struct ParsedNic {
     pub mac: Option<String>,
     /// bridge, network, direct, user, ethernet…
@@ -340,7 +340,7 @@ pub struct ParsedNic {
     pub model: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, utoipa::ToSchema)]
 pub struct ParsedGraphics {
     pub kind: String,
     /// The listen address (`listen=` or `<listen type='address' address=...>`).

@@ -51,7 +51,7 @@ pub struct Managed {
     pub sysctl: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeKind {
     Network,
@@ -68,7 +68,7 @@ impl ChangeKind {
 }
 
 /// A change as shown before it is applied.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Plan {
     pub id: String,
     pub kind: ChangeKind,
@@ -137,7 +137,7 @@ struct Journal {
 }
 
 /// The change waiting for confirmation, for pages and the API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PendingView {
     pub plan_id: String,
     pub kind: ChangeKind,
@@ -152,7 +152,7 @@ pub struct PendingView {
 }
 
 /// How the last change ended.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Outcome {
     pub at: i64,
     pub title: String,

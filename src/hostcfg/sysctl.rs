@@ -8,7 +8,7 @@ use crate::domain::hostnet::plan::LiveOp;
 use crate::domain::sysctl::{missing_key_message, render_file, SysctlChange, SysctlForm};
 
 /// A kernel setting as shown on the page.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct SettingView {
     pub key: String,
     pub explain: String,

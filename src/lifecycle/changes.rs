@@ -118,7 +118,7 @@ pub fn resize(
 
 // ---- clone ----
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloneRequest {
     /// The clone's name.
@@ -629,7 +629,7 @@ fn copy_watched(
 
 // ---- snapshots ----
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotRequest {
     pub name: String,

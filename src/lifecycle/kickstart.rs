@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::config::InstallConfig;
 
 /// A kickstart as the API and the pages take it.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KickstartRequest {
     #[serde(default)]

@@ -127,7 +127,7 @@ pub struct By<'a> {
 // ---- capacity ----
 
 /// The host's units and who holds them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Capacity {
     pub model: UnitModel,
     pub unit_size: Size,
@@ -136,7 +136,7 @@ pub struct Capacity {
     pub pools: Vec<PoolCapacity>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PoolCapacity {
     pub name: String,
     pub kind: String,
@@ -219,7 +219,7 @@ pub fn capacity_of(
 // ---- create ----
 
 /// What a successful create made.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Created {
     pub name: String,
     pub uuid: String,
@@ -869,7 +869,7 @@ pub fn act(hv: &dyn Hypervisor, store: &Store, name: &str, action: VmAction) -> 
 }
 
 /// What a delete removed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Deleted {
     pub name: String,
     pub volumes_deleted: Vec<String>,
@@ -879,7 +879,7 @@ pub struct Deleted {
 }
 
 /// A disk volume a delete leaves in its pool, and why.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct KeptVolume {
     pub path: String,
     pub reason: String,
@@ -1075,7 +1075,7 @@ pub fn delete(
 }
 
 /// A VM for the list and detail pages.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct VmView {
     #[serde(flatten)]
     pub summary: VmSummary,
@@ -1173,7 +1173,7 @@ fn views_and_claims(
 }
 
 /// One VM with its parsed devices and its definition, for the detail page and the API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct VmDetail {
     #[serde(flatten)]
     pub vm: VmView,

@@ -282,7 +282,7 @@ pub fn pool_delete_plan(hv: &dyn Hypervisor, name: &str) -> LcResult<PoolDeleteP
     })
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PoolDeleted {
     pub name: String,
     pub volumes_deleted: Vec<String>,
@@ -369,7 +369,7 @@ fn deleted_so_far(volumes: &[String]) -> String {
 // ---- networks ----
 
 /// A libvirt network and the VMs with a NIC on it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NetworkView {
     #[serde(flatten)]
     pub network: NetworkStatus,
@@ -492,7 +492,7 @@ fn network_users(hv: &dyn Hypervisor, network: NetworkStatus) -> LcResult<Networ
     Ok(NetworkRemovePlan { network, vms })
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NetworkRemoved {
     pub name: String,
     /// VMs that had a NIC on it: they have no network there until their NIC is changed.

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 /// One disk of a template, as the Templates page shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TemplateDisk {
     pub path: String,
     /// The pool holding it, if it is a volume in one.
@@ -24,7 +24,7 @@ pub struct TemplateDisk {
     pub allocation_bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TemplateView {
     pub name: String,
     pub vcpus: u32,
@@ -96,7 +96,7 @@ fn clones_of(hv: &dyn Hypervisor, name: &str) -> LcResult<Vec<String>> {
 }
 
 /// What marking did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Marked {
     pub name: String,
     /// Autostart was on and has been turned off: a template never starts.
@@ -237,7 +237,7 @@ pub fn list(hv: &dyn Hypervisor, store: &Store) -> LcResult<Vec<TemplateView>> {
 }
 
 /// A new VM from a template, from the form or the API.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FromTemplateRequest {
     pub name: String,

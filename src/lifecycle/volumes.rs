@@ -108,7 +108,7 @@ pub fn create_volume(
 }
 
 /// A resize that was done.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct VolumeResized {
     pub name: String,
     pub previous_bytes: u64,

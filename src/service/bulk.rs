@@ -68,7 +68,7 @@ impl BulkAction {
 }
 
 /// A started bulk action: its batch and one job per VM.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Batch {
     pub batch: i64,
     pub jobs: Vec<i64>,

@@ -250,7 +250,7 @@ impl Services {
 }
 
 /// A pairing code minted by "Invite a peer", shown once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Invitation {
     pub code: String,
     pub expires_at: i64,
@@ -301,7 +301,7 @@ pub async fn invite(svc: &Arc<Services>, caller: &Caller) -> Done<Invitation> {
 }
 
 /// What a first contact with a host shows before pairing: its name and certificate.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Contact {
     pub name: String,
     pub url: String,
@@ -311,7 +311,7 @@ pub struct Contact {
 }
 
 /// What any host answers at `GET /api/v1/fleet/hello` (no secret in it).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Hello {
     pub name: String,
     pub version: String,
@@ -356,7 +356,7 @@ fn field(name: &'static str, message: &str) -> LifecycleError {
 }
 
 /// What a host sends the host it pairs with (`POST /api/v1/fleet/pair`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PairRequest {
     pub code: String,
@@ -369,7 +369,7 @@ pub struct PairRequest {
 }
 
 /// The invited host's answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PairAnswer {
     pub name: String,
     /// What the asking host will present when it calls the invited host.
@@ -677,7 +677,7 @@ pub async fn peer_unpaired(svc: &Arc<Services>, peer: PeerRow, remote_addr: &str
 }
 
 /// Every host of the fleet for the fleet page and API: this one (asked now) first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FleetHost {
     pub name: String,
     pub url: Option<String>,
@@ -688,6 +688,8 @@ pub struct FleetHost {
     pub error: Option<String>,
     /// When its part was last answered; its age is what the page shows.
     pub answered_at: Option<i64>,
+    #[schema(value_type = Option<HostSummary>)]
+    #[schema(value_type = Option<HostSummary>)]
     pub summary: Option<Arc<HostSummary>>,
 }
 
@@ -724,7 +726,7 @@ pub fn fleet_hosts(s: &Services) -> LcResult<Vec<FleetHost>> {
 }
 
 /// A VM of the fleet: where it runs, and the link to its page on its own host.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FleetVm {
     pub host: String,
     pub local: bool,
@@ -785,7 +787,7 @@ pub fn fleet_vms(hosts: &[FleetHost], query: &ListQuery) -> (Vec<FleetVm>, Page)
 }
 
 /// Whether a VM of a given size fits on one host, by that host's own rule.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SizeFit {
     pub host: String,
     /// Units a VM of this size takes there (hosts split differently).
@@ -797,7 +799,7 @@ pub struct SizeFit {
 }
 
 /// A size to place: vCPUs and memory.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SizeAsk {
     pub vcpus: u32,
     pub memory_mib: u64,

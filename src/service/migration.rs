@@ -20,7 +20,7 @@ use std::sync::Arc;
 type Done<T> = Result<LcResult<T>, Denied>;
 
 /// What the source sends the destination to hold a VM's place.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ArrivalRequest {
     pub needs: MigrationNeeds,
     /// The VM runs (a live move); else only its definition moves.
@@ -29,14 +29,14 @@ pub struct ArrivalRequest {
 
 /// The destination's answer: where its libvirtd is reached, and which disks QEMU copies,
 /// as (path on the source, path of the volume made for it on the destination).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ArrivalPlan {
     pub migration_uri: String,
     pub copied: Vec<(String, String)>,
 }
 
 /// How a move ended, as the source tells the destination.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ArrivalEnd {
     pub arrived: bool,
     pub uuid: String,
@@ -48,7 +48,7 @@ pub struct ArrivalEnd {
 
 /// virtdeck's own record of a VM that travels with it: its cloud-init seed and the
 /// volumes virtdeck made for it (at their paths on the destination).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VmRecord {
     pub cloud_init: Option<crate::store::cloud_init::CloudInitRow>,
     /// (path, format, backing) of each volume virtdeck made for the VM.
@@ -98,7 +98,7 @@ fn keep_record(s: &Services, name: &str, record: &VmRecord) {
 }
 
 /// Whether a VM can come here, and why not (`POST /api/v1/peer/fit`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Fit {
     pub fits: bool,
     pub reasons: Vec<String>,
@@ -765,7 +765,7 @@ pub fn destinations(s: &Services, name: &str) -> LcResult<(lm::Departure, Vec<De
 }
 
 /// What a drain started with.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DrainStarted {
     /// VMs it will try to move.
     pub vms: Vec<String>,

@@ -1,48 +1,93 @@
 //! `/api/v1`: JSON over the same port, same authentication, roles and audit.
 
-use super::errors::{AppError, ErrorKind};
-use super::kit::{answer, csrf_header, invalid};
+use super::errors::{ApiError, AppError, ErrorKind};
+use super::kit::{answer, csrf_header, invalid, JobView};
+use super::openapi::{
+    BodyErrors, ChangeErrors, ReadErrors, VmActionName, TAG_HOST, TAG_SNAPSHOTS, TAG_STORAGE,
+    TAG_VMS,
+};
 use super::session::Authed;
 use super::{hv, lc, AppState};
 use crate::domain::host::{HostFacts, KvmStatus};
+use crate::domain::snapshot::SnapshotInfo;
 use crate::domain::vm::{VmAction, VmCounts};
 use crate::lifecycle::{
-    self, Capacity, CloneRequest, CreateVmRequest, LifecycleError, SizeRequest, SnapshotRequest,
-    VmView,
+    self, Capacity, CloneRequest, CreateVmRequest, Created, Deleted, LifecycleError, SizeRequest,
+    SnapshotRequest, VmDetail, VmView,
 };
 use crate::service;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-#[derive(Serialize)]
-struct WhoAmI<'a> {
-    username: &'a str,
+/// Who the request is made as.
+#[derive(Serialize, ToSchema)]
+pub struct WhoAmI {
+    username: String,
     role: crate::auth::Role,
-    via: &'a str,
+    /// How the request proved who it is.
+    via: Via,
 }
 
+/// How a request proved who it is.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// The session cookie of a signed-in browser.
+    Session,
+    /// An API token (`Authorization: Bearer …`).
+    Token,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/whoami",
+    operation_id = "whoami",
+    tag = "account",
+    summary = "Who am I",
+    description = "Role: any signed-in user or API token. The user the request is made as, \
+        their role, and whether a session or a token was used.",
+    responses((status = 200, description = "The caller.", body = WhoAmI), ReadErrors)
+)]
 pub async fn whoami(who: Authed) -> HttpResponse {
     let via = match who.credential {
-        super::session::Credential::Session { .. } => "session",
-        super::session::Credential::ApiToken => "token",
+        super::session::Credential::Session { .. } => Via::Session,
+        super::session::Credential::ApiToken => Via::Token,
     };
     HttpResponse::Ok().json(WhoAmI {
-        username: &who.username,
+        username: who.username,
         role: who.role,
         via,
     })
 }
 
-#[derive(Serialize)]
-struct HostBody {
+/// The host: its facts, KVM, the virtualization type in use, VM counts and capacity.
+#[derive(Serialize, ToSchema)]
+pub struct HostBody {
     host: HostFacts,
     kvm: KvmStatus,
+    /// `kvm` or `qemu` (TCG); null when the `virt_type` setting cannot be honoured.
+    #[schema(value_type = Option<String>)]
     virt_type: Option<&'static str>,
+    /// Why the `virt_type` setting cannot be honoured.
     virt_type_error: Option<String>,
     vms: VmCounts,
+    /// Units and who holds them; null when it cannot be read.
     capacity: Option<Capacity>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/host",
+    operation_id = "get_host",
+    tag = TAG_HOST,
+    summary = "The host",
+    description = "Role: viewer. Host facts (CPU, memory, libvirt and QEMU versions), the KVM \
+        probe's finding, the virtualization type in use, VM counts, and `capacity`: the unit \
+        model, the size of one unit, used and free units, every VM's claim (`managed: false` \
+        for VMs defined outside virtdeck, counted by their real size) and per-pool GiB per unit.",
+    responses((status = 200, description = "The host.", body = HostBody), ReadErrors)
+)]
 pub async fn host(state: web::Data<AppState>, _who: Authed) -> Result<HttpResponse, AppError> {
     let (facts, vms) = hv(&state, |h| Ok((h.host_facts()?, h.list_vms()?))).await?;
     let capacity = lc(&state, |s| {
@@ -60,17 +105,31 @@ pub async fn host(state: web::Data<AppState>, _who: Authed) -> Result<HttpRespon
     }))
 }
 
-#[derive(Serialize)]
-struct VmList<'a> {
+/// Every VM of the host.
+#[derive(Serialize, ToSchema)]
+pub struct VmList<'a> {
+    #[schema(value_type = Vec<VmView>)]
     vms: &'a [VmView],
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct VmsQuery {
     /// Only the VMs with this tag.
     tag: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/vms",
+    operation_id = "list_vms",
+    tag = TAG_VMS,
+    summary = "List VMs",
+    description = "Role: viewer. Every VM of the host with its units, disks, MACs, tags and the \
+        guest addresses libvirt knows (`a.b.c.d/prefix`); `tag` keeps the VMs with that tag.",
+    params(VmsQuery),
+    responses((status = 200, description = "The VMs.", body = VmList), ReadErrors)
+)]
 pub async fn vms(
     state: web::Data<AppState>,
     _who: Authed,
@@ -94,6 +153,28 @@ pub async fn vms(
 }
 
 /// The session's CSRF token must come in `X-CSRF-Token` for state-changing calls.
+#[utoipa::path(
+    post,
+    path = "/api/v1/vms",
+    operation_id = "create_vm",
+    tag = TAG_VMS,
+    summary = "Create a VM",
+    description = "Role: operator. Admits the VM's units, makes its disk, defines it and (with \
+        `start`) starts it; any failed step undoes every earlier one. A size is a `flavor`, \
+        `units`, or `vcpus` + `memory_mib`. See docs/api.md, Creating a VM.",
+    request_body = CreateVmRequest,
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 201, description = "The VM was made.", body = Created,
+            headers(("Location" = String, description = "`/api/v1/vms/{name}`"))),
+        (status = 409, description = "The units do not fit (`conflict`).", body = ApiError),
+        (status = 422, description = "Bad input (`invalid`): `field` is the first problem, \
+            `errors` every one.", body = ApiError),
+        (status = 502, description = "A libvirt step failed; what had been done was undone \
+            (`hypervisor_failed`).", body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
 pub async fn create_vm(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -112,6 +193,22 @@ pub async fn create_vm(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/vms/{name}",
+    operation_id = "get_vm",
+    tag = TAG_VMS,
+    summary = "One VM",
+    description = "Role: viewer. The VM as listed, plus its parsed `devices` (disks, NICs, VNC, \
+        serial log, kernel), its libvirt `xml`, and `cloud_init` when it was made from a cloud \
+        image.",
+    params(("name" = String, Path, description = "The VM's name.")),
+    responses(
+        (status = 200, description = "The VM.", body = VmDetail),
+        (status = 404, description = "There is no such VM.", body = ApiError),
+        ReadErrors
+    )
+)]
 pub async fn vm(
     state: web::Data<AppState>,
     _who: Authed,
@@ -125,9 +222,11 @@ pub async fn vm(
     Ok(HttpResponse::Ok().json(detail))
 }
 
-#[derive(Deserialize)]
+/// A change of a VM: autostart, and/or a new size (the VM shut off).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchVm {
+    /// Start the VM when the host boots.
     autostart: Option<bool>,
     /// Resize (VM shut off): a named size, units, and/or explicit vCPUs and memory.
     flavor: Option<String>,
@@ -140,6 +239,28 @@ pub struct PatchVm {
     notes: Option<String>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/vms/{name}",
+    operation_id = "patch_vm",
+    tag = TAG_VMS,
+    summary = "Change autostart, size, tags or notes",
+    description = "Role: operator. `autostart`, and/or a new size for a shut-off VM: `flavor`, \
+        `units`, optionally with `vcpus`/`memory_mib` inside the units; `tags` and/or `notes`, \
+        kept in the VM's definition (up to 16 tags of lower-case letters, digits, `-`, `_`, \
+        `.`; notes up to 4,000 characters; 422 at the field). Answers the VM.",
+    params(("name" = String, Path, description = "The VM's name.")),
+    request_body = PatchVm,
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "The VM after the change.", body = VmDetail),
+        (status = 404, description = "There is no such VM.", body = ApiError),
+        (status = 409, description = "The size does not fit, or the VM runs.", body = ApiError),
+        (status = 422, description = "Nothing to change, or a bad size.", body = ApiError),
+        (status = 502, description = "libvirt refused the change.", body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
 pub async fn patch_vm(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -185,12 +306,36 @@ pub async fn patch_vm(
     vm(state, who, web::Path::from(name)).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
+    /// Delete the VM's disk volumes too: an operator's only those virtdeck made for the
+    /// VM, an admin's every disk volume but ISO images and volumes other VMs use.
     #[serde(default)]
     delete_volumes: bool,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/vms/{name}",
+    operation_id = "delete_vm",
+    tag = TAG_VMS,
+    summary = "Delete a VM",
+    description = "Role: operator. Stops and undefines the VM and releases its units; with \
+        `delete_volumes=true` deletes its disk volumes too (an operator's only those virtdeck \
+        made for it; an admin's every disk volume but ISO images and volumes other VMs use). \
+        A cloud-init seed is always deleted.",
+    params(("name" = String, Path, description = "The VM's name."), DeleteQuery),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "What was deleted and kept.", body = Deleted),
+        (status = 404, description = "There is no such VM.", body = ApiError),
+        (status = 409, description = "The VM cannot be deleted now (e.g. a template with \
+            linked clones).", body = ApiError),
+        (status = 502, description = "A libvirt step failed.", body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
 pub async fn delete_vm(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -209,6 +354,27 @@ pub async fn delete_vm(
     Ok(HttpResponse::Ok().json(deleted))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/vms/{name}/{action}",
+    operation_id = "vm_action",
+    tag = TAG_VMS,
+    summary = "Start, shut down, reboot, force off, pause or resume",
+    description = "Role: operator. Answers the VM after the action.",
+    params(
+        ("name" = String, Path, description = "The VM's name."),
+        ("action" = VmActionName, Path, description = "What to do.")
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "The VM after the action.", body = VmDetail),
+        (status = 404, description = "There is no such VM or action.", body = ApiError),
+        (status = 409, description = "The VM's state does not allow it (or a template is \
+            started).", body = ApiError),
+        (status = 502, description = "libvirt refused the action.", body = ApiError),
+        ChangeErrors
+    )
+)]
 pub async fn vm_action(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -226,16 +392,48 @@ pub async fn vm_action(
     vm(state, who, web::Path::from(name)).await
 }
 
-#[derive(Serialize)]
-struct PoolList {
+/// Every storage pool with its volumes.
+#[derive(Serialize, ToSchema)]
+pub struct PoolList {
     pools: Vec<crate::domain::inventory::PoolInfo>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/pools",
+    operation_id = "list_pools",
+    tag = TAG_STORAGE,
+    summary = "List storage pools",
+    description = "Role: viewer. Storage pools with capacity and volumes.",
+    responses((status = 200, description = "The pools.", body = PoolList), ReadErrors)
+)]
 pub async fn pools(state: web::Data<AppState>, _who: Authed) -> Result<HttpResponse, AppError> {
     let pools = hv(&state, |h| h.pools()).await?;
     Ok(HttpResponse::Ok().json(PoolList { pools }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/vms/{name}/clone",
+    operation_id = "clone_vm",
+    tag = TAG_VMS,
+    summary = "Clone a shut-off VM",
+    description = "Role: operator. Every disk volume is copied in full; the copy gets a new \
+        UUID and MACs and takes the source's units. Name, state, units and disk space are \
+        checked before the answer; the copy runs in the background as a job.",
+    params(("name" = String, Path, description = "The source VM's name.")),
+    request_body = CloneRequest,
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 202, description = "The clone's job.", body = JobView,
+            headers(("Location" = String, description = "`/api/v1/jobs/{id}`"))),
+        (status = 404, description = "There is no such VM.", body = ApiError),
+        (status = 409, description = "The source runs, or the units or space do not fit.",
+            body = ApiError),
+        (status = 422, description = "A bad or taken name.", body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
 pub async fn clone_vm(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -254,11 +452,26 @@ pub async fn clone_vm(
     answer(r, super::kit::accepted)
 }
 
-#[derive(Serialize)]
-struct SnapshotList {
+/// A VM's snapshots.
+#[derive(Serialize, ToSchema)]
+pub struct SnapshotList {
     snapshots: Vec<crate::domain::snapshot::SnapshotInfo>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/vms/{name}/snapshots",
+    operation_id = "list_snapshots",
+    tag = TAG_SNAPSHOTS,
+    summary = "List a VM's snapshots",
+    description = "Role: viewer.",
+    params(("name" = String, Path, description = "The VM's name.")),
+    responses(
+        (status = 200, description = "The snapshots.", body = SnapshotList),
+        (status = 404, description = "There is no such VM.", body = ApiError),
+        ReadErrors
+    )
+)]
 pub async fn snapshots(
     state: web::Data<AppState>,
     _who: Authed,
@@ -269,6 +482,27 @@ pub async fn snapshots(
     Ok(HttpResponse::Ok().json(SnapshotList { snapshots }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/vms/{name}/snapshots",
+    operation_id = "create_snapshot",
+    tag = TAG_SNAPSHOTS,
+    summary = "Take a snapshot",
+    description = "Role: operator. With memory when the VM runs; QEMU keeps it inside qcow2 \
+        disks, so raw disks are refused with 409.",
+    params(("name" = String, Path, description = "The VM's name.")),
+    request_body = SnapshotRequest,
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 201, description = "The snapshot.", body = SnapshotInfo,
+            headers(("Location" = String, description = "`/api/v1/vms/{name}/snapshots/{snapshot}`"))),
+        (status = 404, description = "There is no such VM.", body = ApiError),
+        (status = 409, description = "A disk cannot hold snapshots.", body = ApiError),
+        (status = 422, description = "A bad or taken name.", body = ApiError),
+        (status = 502, description = "libvirt refused the snapshot.", body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
 pub async fn create_snapshot(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -290,6 +524,27 @@ pub async fn create_snapshot(
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/vms/{name}/snapshots/{snapshot}/revert",
+    operation_id = "revert_snapshot",
+    tag = TAG_SNAPSHOTS,
+    summary = "Revert to a snapshot",
+    description = "Role: operator. The VM runs or is off afterwards, as it was when the \
+        snapshot was taken. Answers the VM.",
+    params(
+        ("name" = String, Path, description = "The VM's name."),
+        ("snapshot" = String, Path, description = "The snapshot's name.")
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "The VM after reverting.", body = VmDetail),
+        (status = 404, description = "There is no such VM or snapshot.", body = ApiError),
+        (status = 409, description = "The VM cannot be reverted now.", body = ApiError),
+        (status = 502, description = "libvirt refused the revert.", body = ApiError),
+        ChangeErrors
+    )
+)]
 pub async fn revert_snapshot(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -305,6 +560,26 @@ pub async fn revert_snapshot(
     vm(state, who, web::Path::from(name)).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/vms/{name}/snapshots/{snapshot}",
+    operation_id = "delete_snapshot",
+    tag = TAG_SNAPSHOTS,
+    summary = "Delete a snapshot",
+    description = "Role: operator.",
+    params(
+        ("name" = String, Path, description = "The VM's name."),
+        ("snapshot" = String, Path, description = "The snapshot's name.")
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "There is no such VM or snapshot.", body = ApiError),
+        (status = 409, description = "The snapshot cannot be deleted now.", body = ApiError),
+        (status = 502, description = "libvirt refused the delete.", body = ApiError),
+        ChangeErrors
+    )
+)]
 pub async fn delete_snapshot(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -317,7 +592,7 @@ pub async fn delete_snapshot(
     answer(r, |()| HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRequest {
     /// start, shutdown, force-off, snapshot or tag.
@@ -330,7 +605,7 @@ pub struct BulkRequest {
     tag: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkFilter {
     /// VMs with this tag.
@@ -343,6 +618,26 @@ pub struct BulkFilter {
 
 /// One action on many VMs: `202` with the batch and one job per VM, each VM's outcome at
 /// `GET /api/v1/bulk/{batch}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/vms/bulk",
+    operation_id = "bulk_action",
+    tag = TAG_VMS,
+    summary = "One action on many VMs",
+    description = "Role: operator. `start`, `shutdown`, `force-off`, `snapshot` (named \
+        `bulk-<batch>`) or `tag` (adds `tag`) on the VMs named in `vms`, or on every VM \
+        `filter` matches (templates left out). One job per VM, run in the order given, each \
+        audited like a single change; a refusal is that VM's outcome. Follow the batch at \
+        `GET /api/v1/bulk/{batch}`.",
+    request_body = BulkRequest,
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 202, description = "The batch and its jobs.", body = crate::service::bulk::Batch,
+            headers(("Location" = String, description = "`/api/v1/bulk/{batch}`"))),
+        (status = 422, description = "No VMs, an unknown VM, a bad action or tag.", body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
 pub async fn bulk(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -387,8 +682,9 @@ pub async fn bulk(
     })
 }
 
-#[derive(Serialize)]
-struct BulkOutcome {
+/// A bulk action and each VM's job.
+#[derive(Serialize, ToSchema)]
+pub struct BulkOutcome {
     batch: i64,
     action: String,
     running: usize,
@@ -397,6 +693,21 @@ struct BulkOutcome {
     jobs: Vec<crate::store::jobs::JobRow>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/bulk/{batch}",
+    operation_id = "get_bulk_action",
+    tag = TAG_VMS,
+    summary = "A bulk action's outcome",
+    description = "Role: viewer. The action, how many VMs are done, refused or still to go, and \
+        each VM's job (its `message` says what happened).",
+    params(("batch" = i64, Path, description = "The batch (its first job's id).")),
+    responses(
+        (status = 200, description = "The batch.", body = BulkOutcome),
+        (status = 404, description = "There is no such bulk action.", body = ApiError),
+        ReadErrors
+    )
+)]
 pub async fn bulk_outcome(
     state: web::Data<AppState>,
     _who: Authed,

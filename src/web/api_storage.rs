@@ -2,17 +2,24 @@
 //! remove): the same admin-only, audited operations as the Storage and Libvirt networks
 //! pages.
 
-use super::errors::AppError;
+use super::errors::{ApiError, AppError};
 use super::kit::{answer, csrf_header};
+use super::openapi::{
+    BodyErrors, ChangeErrors, NetworkActionName, PoolActionName, RoleReadErrors, TAG_NETWORKS,
+    TAG_STORAGE,
+};
 use super::session::Authed;
 use super::{lc, AppState};
 use crate::auth::Role;
 use crate::domain::libvirt_network::NetworkRequest;
-use crate::domain::storage::PoolRequest;
-use crate::lifecycle::storage::{self as host, NetworkAction, PoolAction};
+use crate::domain::storage::{PoolRequest, PoolStatus};
+use crate::lifecycle::storage::{
+    self as host, NetworkAction, NetworkRemoved, NetworkView, PoolAction, PoolDeleted,
+};
 use crate::service;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 /// One pool with its state, autostart and capacity.
 async fn pool_answer(
@@ -35,6 +42,27 @@ fn shown(created_at: Option<String>, body: impl Serialize) -> HttpResponse {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/pools",
+    operation_id = "define_pool",
+    tag = TAG_STORAGE,
+    summary = "Define a storage pool",
+    description = "Role: admin. A directory, LVM volume group (existing, or built on devices \
+        after `confirm_wipe` repeats its name) or NFS pool; built, started and (by default) \
+        autostarted. Any failed step undoes the earlier ones.",
+    request_body = PoolRequest,
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 201, description = "The new pool.", body = PoolStatus,
+            headers(("Location" = String, description = "`/api/v1/pools/{name}`"))),
+        (status = 409, description = "The pool cannot be defined now.", body = ApiError),
+        (status = 422, description = "Bad input (`invalid`), with `errors`.", body = ApiError),
+        (status = 502, description = "A libvirt step failed; earlier steps were undone.",
+            body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
 pub async fn define_pool(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -49,6 +77,27 @@ pub async fn define_pool(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/pools/{name}/{action}",
+    operation_id = "pool_action",
+    tag = TAG_STORAGE,
+    summary = "Start, stop, refresh or (un)autostart a pool",
+    description = "Role: admin. Answers the pool after the action.",
+    params(
+        ("name" = String, Path, description = "The pool's name."),
+        ("action" = PoolActionName, Path, description = "What to do.")
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "The pool.", body = PoolStatus),
+        (status = 404, description = "There is no such pool or action.", body = ApiError),
+        (status = 409, description = "The pool's state does not allow it (e.g. VMs use it).",
+            body = ApiError),
+        (status = 502, description = "libvirt refused the action.", body = ApiError),
+        ChangeErrors
+    )
+)]
 pub async fn pool_action(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -69,12 +118,32 @@ pub async fn pool_action(
     pool_answer(&state, name, false).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeletePoolQuery {
+    /// Delete every volume in the pool and its directory (or volume group) too.
     #[serde(default)]
     delete_contents: bool,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/pools/{name}",
+    operation_id = "delete_pool",
+    tag = TAG_STORAGE,
+    summary = "Remove a storage pool",
+    description = "Role: admin. Stops and undefines the pool; with `delete_contents=true` \
+        deletes its volumes and its directory or volume group too. Refused while VMs use it.",
+    params(("name" = String, Path, description = "The pool's name."), DeletePoolQuery),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "What was removed.", body = PoolDeleted),
+        (status = 404, description = "There is no such pool.", body = ApiError),
+        (status = 409, description = "VMs use the pool.", body = ApiError),
+        (status = 502, description = "libvirt refused a step.", body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
 pub async fn delete_pool(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -93,12 +162,27 @@ pub async fn delete_pool(
     answer(r, |d| HttpResponse::Ok().json(d))
 }
 
-#[derive(Serialize)]
-struct VolumeList {
+/// The volumes of one pool.
+#[derive(Serialize, ToSchema)]
+pub struct VolumeList {
     pool: String,
     volumes: Vec<crate::domain::storage::PoolVolume>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/pools/{pool}/volumes",
+    operation_id = "list_volumes",
+    tag = TAG_STORAGE,
+    summary = "List a pool's volumes",
+    description = "Role: admin.",
+    params(("pool" = String, Path, description = "The pool's name.")),
+    responses(
+        (status = 200, description = "The volumes.", body = VolumeList),
+        (status = 404, description = "There is no such pool.", body = ApiError),
+        RoleReadErrors
+    )
+)]
 pub async fn pool_volumes(
     state: web::Data<AppState>,
     who: Authed,
@@ -119,11 +203,22 @@ pub async fn pool_volumes(
     }))
 }
 
-#[derive(Serialize)]
-struct NetworkList {
+/// Every libvirt network.
+#[derive(Serialize, ToSchema)]
+pub struct NetworkList {
     networks: Vec<host::NetworkView>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/networks",
+    operation_id = "list_networks",
+    tag = TAG_NETWORKS,
+    summary = "List libvirt networks",
+    description = "Role: admin. Each network with its state, addresses, DHCP range and the VMs \
+        with a NIC on it.",
+    responses((status = 200, description = "The networks.", body = NetworkList), RoleReadErrors)
+)]
 pub async fn networks(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
     who.require(&state, Role::Admin, "networks.view", "")
         .await?;
@@ -131,6 +226,24 @@ pub async fn networks(state: web::Data<AppState>, who: Authed) -> Result<HttpRes
     Ok(HttpResponse::Ok().json(NetworkList { networks }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/networks/{name}",
+    operation_id = "delete_network",
+    tag = TAG_NETWORKS,
+    summary = "Remove a libvirt network",
+    description = "Role: admin. NAT and isolated networks only (not a host bridge's); VMs \
+        with a NIC on it keep the NIC, without a network.",
+    params(("name" = String, Path, description = "The network's name.")),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "What was removed.", body = NetworkRemoved),
+        (status = 404, description = "There is no such network.", body = ApiError),
+        (status = 409, description = "The network cannot be removed.", body = ApiError),
+        (status = 502, description = "libvirt refused a step.", body = ApiError),
+        ChangeErrors
+    )
+)]
 pub async fn remove_network(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -153,6 +266,20 @@ async fn network_answer(
     Ok(shown(location, network))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/networks/{name}",
+    operation_id = "get_network",
+    tag = TAG_NETWORKS,
+    summary = "One libvirt network",
+    description = "Role: admin.",
+    params(("name" = String, Path, description = "The network's name.")),
+    responses(
+        (status = 200, description = "The network.", body = NetworkView),
+        (status = 404, description = "There is no such network.", body = ApiError),
+        RoleReadErrors
+    )
+)]
 pub async fn network(
     state: web::Data<AppState>,
     who: Authed,
@@ -164,6 +291,26 @@ pub async fn network(
     network_answer(&state, name, false).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/networks",
+    operation_id = "create_network",
+    tag = TAG_NETWORKS,
+    summary = "Create a libvirt network",
+    description = "Role: admin. A NAT or isolated network with an address, a prefix and an \
+        optional DHCP range; started and (by default) autostarted.",
+    request_body = NetworkRequest,
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 201, description = "The new network.", body = NetworkView,
+            headers(("Location" = String, description = "`/api/v1/networks/{name}`"))),
+        (status = 409, description = "The network cannot be created now.", body = ApiError),
+        (status = 422, description = "Bad input (`invalid`), with `errors`.", body = ApiError),
+        (status = 502, description = "A libvirt step failed; earlier steps were undone.",
+            body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
 pub async fn create_network(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -178,6 +325,26 @@ pub async fn create_network(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/networks/{name}/{action}",
+    operation_id = "network_action",
+    tag = TAG_NETWORKS,
+    summary = "Start, stop or (un)autostart a libvirt network",
+    description = "Role: admin. Answers the network after the action.",
+    params(
+        ("name" = String, Path, description = "The network's name."),
+        ("action" = NetworkActionName, Path, description = "What to do.")
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "The network.", body = NetworkView),
+        (status = 404, description = "There is no such network or action.", body = ApiError),
+        (status = 409, description = "The network's state does not allow it.", body = ApiError),
+        (status = 502, description = "libvirt refused the action.", body = ApiError),
+        ChangeErrors
+    )
+)]
 pub async fn network_action(
     req: HttpRequest,
     state: web::Data<AppState>,

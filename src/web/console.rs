@@ -6,7 +6,8 @@
 //! credential, and an `Origin` matching `Host` (or `console.allowed_origins`). Every check
 //! happens before virtdeck connects to the VM; the proxies are in `crate::console`.
 
-use super::errors::{html, AppError, ErrorKind};
+use super::errors::{html, ApiError, AppError, ErrorKind};
+use super::openapi::{ChangeErrors, ConsoleKindName};
 use super::pages::Chrome;
 use super::session::{Authed, Credential};
 use super::{audit, now, AppState};
@@ -196,24 +197,57 @@ pub async fn console_page(
 
 // ---- ticket ----
 
-#[derive(Deserialize, Default)]
+/// Optional: `{"force": true}` takes a serial console over from whoever holds it.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(default)]
 struct TicketRequest {
     /// Serial: take over a console held by someone else.
     force: bool,
 }
 
-#[derive(Serialize)]
+/// A single-use console ticket and the websocket to open with it.
+#[derive(Serialize, utoipa::ToSchema)]
 struct TicketAnswer {
     ticket: String,
     /// Path of the websocket, ticket included, on this same origin.
     websocket: String,
     expires_in_seconds: u64,
     vm: String,
+    /// `vnc` or `serial`.
+    #[schema(value_type = ConsoleKindName)]
     kind: &'static str,
     view_only: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/vms/{name}/console/{kind}",
+    operation_id = "mint_console_ticket",
+    tag = "consoles",
+    summary = "Mint a console ticket",
+    description = "Role: operator (viewers get VNC view-only tickets when \
+        `console.viewers_may_watch = true`). A random, single-use ticket, valid for \
+        `expires_in_seconds`, bound to the caller's credential, the VM and the console kind; \
+        open `websocket` (same origin) with it. The body is optional.",
+    params(
+        ("name" = String, Path, description = "The VM's name."),
+        ("kind" = ConsoleKindName, Path, description = "Which console.")
+    ),
+    request_body(content = TicketRequest, description = "Optional."),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "The ticket.", body = TicketAnswer),
+        (status = 400, description = "The body is not JSON like `{\"force\": false}`.",
+            body = ApiError),
+        (status = 404, description = "There is no such VM or console kind.", body = ApiError),
+        (status = 409, description = "The VM is not running, the per-VM session limit is \
+            reached, the serial console is held by someone else (`field: force`), or the host \
+            has no consoles (the demo host).", body = ApiError),
+        (status = 429, description = "Too many tickets waiting (`too_many_requests`).",
+            body = ApiError),
+        ChangeErrors
+    )
+)]
 pub async fn mint_ticket(
     state: web::Data<AppState>,
     req: HttpRequest,

@@ -46,20 +46,21 @@ impl ErrorKind {
         }
     }
 
-    fn code(self) -> &'static str {
+    /// The code JSON answers carry.
+    pub fn code(self) -> ErrorCode {
         match self {
-            ErrorKind::BadRequest => "bad_request",
-            ErrorKind::Unauthorized => "unauthorized",
-            ErrorKind::Forbidden => "forbidden",
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::Conflict => "conflict",
-            ErrorKind::Unprocessable => "invalid",
-            ErrorKind::HypervisorFailed => "hypervisor_failed",
-            ErrorKind::PayloadTooLarge => "payload_too_large",
-            ErrorKind::TooManyRequests => "too_many_requests",
-            ErrorKind::RequestTimeout => "request_timeout",
-            ErrorKind::Unavailable => "unavailable",
-            ErrorKind::Internal => "internal",
+            ErrorKind::BadRequest => ErrorCode::BadRequest,
+            ErrorKind::Unauthorized => ErrorCode::Unauthorized,
+            ErrorKind::Forbidden => ErrorCode::Forbidden,
+            ErrorKind::NotFound => ErrorCode::NotFound,
+            ErrorKind::Conflict => ErrorCode::Conflict,
+            ErrorKind::Unprocessable => ErrorCode::Invalid,
+            ErrorKind::HypervisorFailed => ErrorCode::HypervisorFailed,
+            ErrorKind::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            ErrorKind::TooManyRequests => ErrorCode::TooManyRequests,
+            ErrorKind::RequestTimeout => ErrorCode::RequestTimeout,
+            ErrorKind::Unavailable => ErrorCode::Unavailable,
+            ErrorKind::Internal => ErrorCode::Internal,
         }
     }
 }
@@ -222,19 +223,69 @@ impl fmt::Display for AppError {
     }
 }
 
-#[derive(Serialize)]
-struct JsonErrorBody<'a> {
-    error: JsonError<'a>,
+/// Every error answer under `/api/`: `{"error": {…}}` (the OpenAPI document's
+/// `ApiError`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApiError {
+    pub error: ApiErrorDetail,
 }
 
-#[derive(Serialize)]
-struct JsonError<'a> {
-    code: &'a str,
-    message: &'a str,
+/// What went wrong, in a sentence that says what to do.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApiErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The request field the error is about (validation errors, some refusals).
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    #[schema(nullable = false)]
+    pub field: Option<String>,
+    /// libvirt's own error number, when libvirt refused a step.
     #[serde(skip_serializing_if = "Option::is_none")]
-    libvirt_code: Option<u32>,
+    #[schema(nullable = false)]
+    pub libvirt_code: Option<u32>,
+    /// Every field error of a refused VM, volume, template or fleet request (422), the
+    /// first of which is `field` and `message`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub errors: Option<Vec<ApiFieldError>>,
+    /// Every field error of a refused host network or kernel settings plan (422).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub fields: Option<Vec<ApiFieldError>>,
+}
+
+/// One problem with one field of a request.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApiFieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ApiFieldError {
+    pub fn of(field: &str, message: &str) -> Self {
+        ApiFieldError {
+            field: field.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// An error's code in JSON answers (one per HTTP status, see [`ErrorKind::status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict,
+    Invalid,
+    HypervisorFailed,
+    PayloadTooLarge,
+    TooManyRequests,
+    RequestTimeout,
+    Unavailable,
+    Internal,
 }
 
 #[derive(Template)]
@@ -247,12 +298,14 @@ struct ErrorPage<'a> {
 impl AppError {
     /// The error as `/api/v1` answers it: `{"error": {"code", "message", "field"}}`.
     pub fn json_response(&self) -> HttpResponse {
-        HttpResponse::build(self.kind.status()).json(JsonErrorBody {
-            error: JsonError {
+        HttpResponse::build(self.kind.status()).json(ApiError {
+            error: ApiErrorDetail {
                 code: self.kind.code(),
-                message: &self.message,
-                field: self.field,
+                message: self.message.clone(),
+                field: self.field.map(str::to_string),
                 libvirt_code: self.libvirt_code,
+                errors: None,
+                fields: None,
             },
         })
     }

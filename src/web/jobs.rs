@@ -2,8 +2,9 @@
 //! are theirs); cancelling a volume job takes an admin. The runner is
 //! `service::runner`; a form's wait for its job is `kit::form_outcome`.
 
-use super::errors::{html, AppError};
+use super::errors::{html, ApiError, AppError};
 use super::kit::{answer, csrf_header, job_percent, notice_for, see_other, JobView};
+use super::openapi::{ChangeErrors, RoleReadErrors};
 use super::pages::{format_time, Chrome};
 use super::session::Authed;
 use super::{db, AppState};
@@ -29,11 +30,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .post("/api/v1/jobs/{id}/cancel", api_cancel);
 }
 
-#[derive(Serialize)]
+/// Jobs, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
 struct JobList {
     jobs: Vec<JobView>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs",
+    operation_id = "list_jobs",
+    tag = "jobs",
+    summary = "List jobs",
+    description = "Role: operator. The newest 100 jobs first: uploads, fetches, new volumes, \
+        clones and migrations.",
+    responses((status = 200, description = "The jobs.", body = JobList), RoleReadErrors)
+)]
 async fn api_jobs(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
     who.require(&state, Role::Operator, "jobs.view", "").await?;
     let jobs = db(&state, |s| s.jobs(JOBS_SHOWN))
@@ -46,6 +58,21 @@ async fn api_jobs(state: web::Data<AppState>, who: Authed) -> Result<HttpRespons
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}",
+    operation_id = "get_job",
+    tag = "jobs",
+    summary = "One job",
+    description = "Role: operator. `state` is `running`, `succeeded`, `failed`, `cancelled` or \
+        `interrupted` (virtdeck stopped while it ran); `percent` is 100 once it succeeded.",
+    params(("id" = i64, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "The job.", body = JobView),
+        (status = 404, description = "There is no such job.", body = ApiError),
+        RoleReadErrors
+    )
+)]
 async fn api_job(
     state: web::Data<AppState>,
     who: Authed,
@@ -59,6 +86,24 @@ async fn api_job(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/cancel",
+    operation_id = "cancel_job",
+    tag = "jobs",
+    summary = "Cancel a job",
+    description = "Role: admin (operator for a clone). The job stops and deletes what it \
+        made; a clone stops once the disk being copied is done, a migration is aborted (the \
+        VM keeps running here).",
+    params(("id" = i64, Path, description = "The job's id.")),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 202, description = "The job, stopping.", body = JobView),
+        (status = 404, description = "There is no such job.", body = ApiError),
+        (status = 409, description = "The job has ended.", body = ApiError),
+        ChangeErrors
+    )
+)]
 async fn api_cancel(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -5,8 +5,9 @@
 //! (which has no session) fetches its kickstart while its install boot runs.
 
 use super::audit;
-use super::errors::{html, AppError, ErrorKind};
+use super::errors::{html, ApiError, AppError, ErrorKind};
 use super::kit::{answer, csrf_header, notice_for, see_other};
+use super::openapi::{BodyErrors, ChangeErrors, ReadErrors};
 use super::pages::{format_time, Chrome};
 use super::session::{remote_addr, Authed};
 use super::{lc, now, AppState};
@@ -177,7 +178,8 @@ async fn serve(
 // ---- API ----
 
 /// What everyone signed in may know about a kickstart: never its content.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = KickstartSummary)]
 struct Summary {
     name: String,
     bytes: usize,
@@ -198,7 +200,8 @@ impl From<KickstartRow> for Summary {
 
 /// A kickstart as `GET /api/v1/kickstarts/{name}` answers it: the content only for
 /// admins (for others the field is absent).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = KickstartDetail)]
 struct Detail {
     #[serde(flatten)]
     summary: Summary,
@@ -223,13 +226,16 @@ impl Detail {
 
 /// A VM's kickstart install as the API answers it: the kernel command line (with the
 /// installer's token in its URL) only for admins (for others the field is absent).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = KickstartStatus)]
 struct StatusBody {
     vm: String,
     kickstart: String,
     expires_at: i64,
     install_running: bool,
+    /// The installer's kernel command line (null when it is not running): admins only.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     kernel_cmdline: Option<Option<String>>,
 }
 
@@ -245,7 +251,9 @@ impl StatusBody {
     }
 }
 
-#[derive(Serialize)]
+/// Every kickstart, without content.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = KickstartList)]
 struct List {
     kickstarts: Vec<Summary>,
 }
@@ -267,11 +275,35 @@ async fn one(state: &web::Data<AppState>, name: &str) -> Result<KickstartRow, Ap
     .map_err(AppError::from)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/kickstarts",
+    operation_id = "list_kickstarts",
+    tag = "kickstarts",
+    summary = "List kickstarts",
+    description = "Role: viewer. Names, sizes and who changed them when; never their content.",
+    responses((status = 200, description = "The kickstarts.", body = List), ReadErrors)
+)]
 async fn api_list(state: web::Data<AppState>, _who: Authed) -> Result<HttpResponse, AppError> {
     let kickstarts = all(&state).await?.into_iter().map(Summary::from).collect();
     Ok(HttpResponse::Ok().json(List { kickstarts }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/kickstarts/{name}",
+    operation_id = "get_kickstart",
+    tag = "kickstarts",
+    summary = "One kickstart",
+    description = "Role: viewer; `content` only for admins (a kickstart may hold a root \
+        password): for others the field is absent.",
+    params(("name" = String, Path, description = "The kickstart's name.")),
+    responses(
+        (status = 200, description = "The kickstart.", body = Detail),
+        (status = 404, description = "There is no such kickstart.", body = ApiError),
+        ReadErrors
+    )
+)]
 async fn api_get(
     state: web::Data<AppState>,
     who: Authed,
@@ -281,6 +313,25 @@ async fn api_get(
     Ok(HttpResponse::Ok().json(Detail::for_reader(k, &who)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/kickstarts",
+    operation_id = "create_kickstart",
+    tag = "kickstarts",
+    summary = "Create a kickstart",
+    description = "Role: admin. Names: letters, digits, `-`, `_`, `.`, at most 64, not \
+        starting with `.`. Content: UTF-8 text without NUL, not empty, at most 256 KiB. The \
+        body may be up to 1 MiB.",
+    request_body = KickstartRequest,
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 201, description = "The kickstart.", body = KickstartRow,
+            headers(("Location" = String, description = "`/api/v1/kickstarts/{name}`"))),
+        (status = 422, description = "A bad or taken name, or bad content (`invalid`).",
+            body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
 async fn api_create(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -296,13 +347,31 @@ async fn api_create(
     })
 }
 
-#[derive(Deserialize)]
+/// A kickstart's new content.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ContentBody {
     #[serde(default)]
     content: String,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/kickstarts/{name}",
+    operation_id = "update_kickstart",
+    tag = "kickstarts",
+    summary = "Change a kickstart's content",
+    description = "Role: admin.",
+    params(("name" = String, Path, description = "The kickstart's name.")),
+    request_body = ContentBody,
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "The kickstart.", body = KickstartRow),
+        (status = 404, description = "There is no such kickstart.", body = ApiError),
+        (status = 422, description = "Bad content (`invalid`).", body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
 async fn api_update(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -323,6 +392,22 @@ async fn api_update(
     answer(r, |k| HttpResponse::Ok().json(k))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/kickstarts/{name}",
+    operation_id = "delete_kickstart",
+    tag = "kickstarts",
+    summary = "Delete a kickstart",
+    description = "Role: admin. Refused while an install boot that uses it runs.",
+    params(("name" = String, Path, description = "The kickstart's name.")),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "There is no such kickstart.", body = ApiError),
+        (status = 409, description = "A running install uses it.", body = ApiError),
+        ChangeErrors
+    )
+)]
 async fn api_delete(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -334,6 +419,22 @@ async fn api_delete(
     answer(r, |()| HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/vms/{name}/kickstart",
+    operation_id = "get_vm_kickstart",
+    tag = "kickstarts",
+    summary = "A VM's kickstart install",
+    description = "Role: viewer; `kernel_cmdline` only for admins (its URL carries the \
+        installer's token). Answers while the VM's kickstart URL has not ended; 404 after.",
+    params(("name" = String, Path, description = "The VM's name.")),
+    responses(
+        (status = 200, description = "The install.", body = StatusBody),
+        (status = 404, description = "No such VM, or its kickstart URL has ended.",
+            body = ApiError),
+        ReadErrors
+    )
+)]
 async fn api_status(
     state: web::Data<AppState>,
     who: Authed,

@@ -3,7 +3,7 @@
 //! one-time notice, and the answers of jobs. Handlers import this and the service
 //! layer, never each other.
 
-use super::errors::AppError;
+use super::errors::{ApiError, ApiErrorDetail, ApiFieldError, AppError, ErrorCode};
 use super::session::Authed;
 use super::AppState;
 use crate::domain::volumes::{percent, JobState};
@@ -25,31 +25,25 @@ pub fn csrf_header(req: &HttpRequest, who: &Authed) -> Result<(), AppError> {
     who.check_csrf(presented)
 }
 
-#[derive(Serialize)]
-struct ValidationBody<'a> {
-    error: ValidationError<'a>,
-}
-
-#[derive(Serialize)]
-struct ValidationError<'a> {
-    code: &'static str,
-    message: &'a str,
-    field: &'a str,
-    errors: &'a [FieldError],
-}
-
 /// 422 with every field error, like a create.
 pub fn invalid(errors: &[FieldError]) -> HttpResponse {
     let first = errors.first().cloned().unwrap_or(FieldError {
         field: "name",
         message: "Check the request.".into(),
     });
-    HttpResponse::UnprocessableEntity().json(ValidationBody {
-        error: ValidationError {
-            code: "invalid",
-            message: &first.message,
-            field: first.field,
-            errors,
+    HttpResponse::UnprocessableEntity().json(ApiError {
+        error: ApiErrorDetail {
+            code: ErrorCode::Invalid,
+            message: first.message,
+            field: Some(first.field.to_string()),
+            libvirt_code: None,
+            errors: Some(
+                errors
+                    .iter()
+                    .map(|e| ApiFieldError::of(e.field, &e.message))
+                    .collect(),
+            ),
+            fields: None,
         },
     })
 }
@@ -100,10 +94,11 @@ pub fn notice_for(who: &Authed) -> Option<String> {
 pub const FORM_WAIT: Duration = Duration::from_millis(1500);
 
 /// A job with its progress in percent, as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct JobView {
     #[serde(flatten)]
     job: JobRow,
+    /// How far it is: its bytes, and 100 once it succeeded.
     percent: u64,
 }
 

@@ -16,6 +16,7 @@ pub mod kickstarts;
 pub mod kit;
 pub mod live;
 pub mod metrics;
+pub mod openapi;
 pub mod pages;
 pub mod password_gate;
 pub mod privacy;

@@ -3,16 +3,17 @@
 //! every change is audited. Bytes are streamed in both directions through bounded
 //! channels between the connection and a blocking libvirt stream, never held whole.
 
-use super::errors::{html, AppError, ErrorKind};
+use super::errors::{html, ApiError, AppError, ErrorKind};
 use super::kit::{accepted, answer, csrf_header, see_other, JobView};
+use super::openapi::{Binary, BodyErrors, ChangeErrors, RoleReadErrors};
 use super::pages::Chrome;
 use super::session::{Authed, Credential};
 use super::{lc, AppState};
 use crate::auth::Role;
-use crate::domain::storage::{human_bytes, PoolStatus};
+use crate::domain::storage::{human_bytes, PoolStatus, PoolVolume};
 use crate::domain::volumes::{is_iso_image, overcommit_warning, FetchRequest, NewVolumeRequest};
 use crate::lifecycle::jobs::{self};
-use crate::lifecycle::volumes::{self as vols, VolumeView};
+use crate::lifecycle::volumes::{self as vols, VolumeResized, VolumeView};
 use crate::lifecycle::{FieldError, LifecycleError};
 use crate::service;
 use crate::web::routes::RouteExt;
@@ -420,6 +421,26 @@ async fn download_page(
     download(state, who, pool, name).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/pools/{pool}/volumes/{name}",
+    operation_id = "download_volume",
+    tag = "storage",
+    summary = "Download a volume",
+    description = "Role: admin. The volume's bytes, streamed from libvirt \
+        (`virStorageVolDownload`), with `Content-Length` and `Content-Disposition: attachment`.",
+    params(
+        ("pool" = String, Path, description = "The pool's name."),
+        ("name" = String, Path, description = "The volume's name.")
+    ),
+    responses(
+        (status = 200, description = "The volume's bytes.",
+            content((Binary = "application/octet-stream"))),
+        (status = 404, description = "There is no such pool or volume.", body = ApiError),
+        (status = 502, description = "libvirt refused the download.", body = ApiError),
+        RoleReadErrors
+    )
+)]
 async fn api_download(
     state: web::Data<AppState>,
     who: Authed,
@@ -467,7 +488,8 @@ impl io::Read for ChannelReader {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UploadQuery {
     /// The file name on the client, for the job list.
     source: Option<String>,
@@ -487,6 +509,37 @@ fn declared_length(req: &HttpRequest) -> Option<u64> {
 /// `Content-Length`. Answers when the bytes are stored (201 with the job). A cancel, a
 /// lost connection or a failure deletes the partial volume, also when nobody waits for
 /// the answer any more (the blocking side owns the cleanup).
+#[utoipa::path(
+    put,
+    path = "/api/v1/pools/{pool}/volumes/{name}",
+    operation_id = "upload_volume",
+    tag = "storage",
+    summary = "Upload a new volume",
+    description = "Role: admin. The raw request body becomes a new volume (an ISO or any \
+        image); it needs `Content-Length` (chunked uploads are refused). Answers when the bytes \
+        are stored. A cancelled, cut off, too short or too long upload deletes the partial \
+        volume; the job says what happened.",
+    params(
+        ("pool" = String, Path, description = "The pool's name."),
+        ("name" = String, Path, description = "The new volume's name."),
+        UploadQuery
+    ),
+    request_body(content = Binary, content_type = "application/octet-stream",
+        description = "The file's bytes."),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 201, description = "The upload's job, ended.", body = JobView),
+        (status = 400, description = "No `Content-Length` (`bad_request`, `field: file`).",
+            body = ApiError),
+        (status = 404, description = "There is no such pool.", body = ApiError),
+        (status = 409, description = "The upload failed or was cancelled.", body = ApiError),
+        (status = 422, description = "A bad or taken name, a size of 0, or larger than \
+            allowed or than the pool's free space (`field: file`).", body = ApiError),
+        (status = 502, description = "libvirt failed; the partial volume was deleted.",
+            body = ApiError),
+        ChangeErrors
+    )
+)]
 async fn api_upload(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -584,6 +637,26 @@ async fn thin_overcommit_warning(
 
 // ---- API: create, resize, delete, fetch ----
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/pools/{pool}/volumes",
+    operation_id = "create_volume",
+    tag = "storage",
+    summary = "Create an empty volume",
+    description = "Role: admin. An empty, sparse volume, made in the background as a job \
+        (`kind: create`). `warnings` says, e.g., that a thin volume is larger than the pool's \
+        free space (it is made all the same).",
+    params(("pool" = String, Path, description = "The pool's name.")),
+    request_body = NewVolumeRequest,
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 202, description = "The job.", body = CreatedVolume,
+            headers(("Location" = String, description = "`/api/v1/jobs/{id}`"))),
+        (status = 404, description = "There is no such pool.", body = ApiError),
+        (status = 422, description = "Bad fields (`invalid`, with `errors`).", body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
 async fn api_create(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -608,19 +681,45 @@ async fn api_create(
     })
 }
 
-#[derive(serde::Serialize)]
+/// A new volume's job, and what to know about it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
 struct CreatedVolume {
     #[serde(flatten)]
     job: JobView,
+    /// Sentences such as a thin volume larger than the pool's free space; empty when none.
     warnings: Vec<String>,
 }
 
-#[derive(Deserialize)]
+/// A volume's new size.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ResizeBody {
     size_gib: Option<u64>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/pools/{pool}/volumes/{name}",
+    operation_id = "resize_volume",
+    tag = "storage",
+    summary = "Resize a volume",
+    description = "Role: admin. Growing always works; a raw volume may shrink down to its \
+        allocation, a qcow2 only grows.",
+    params(
+        ("pool" = String, Path, description = "The pool's name."),
+        ("name" = String, Path, description = "The volume's name.")
+    ),
+    request_body = ResizeBody,
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "The resize.", body = VolumeResized),
+        (status = 404, description = "There is no such pool or volume.", body = ApiError),
+        (status = 409, description = "A running VM uses it.", body = ApiError),
+        (status = 422, description = "A bad size.", body = ApiError),
+        (status = 502, description = "libvirt refused the resize.", body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
 async fn api_resize(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -635,6 +734,26 @@ async fn api_resize(
     answer(r, |v| HttpResponse::Ok().json(v))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/pools/{pool}/volumes/{name}",
+    operation_id = "delete_volume",
+    tag = "storage",
+    summary = "Delete a volume",
+    description = "Role: admin. Refused while a VM has it as a disk or CD-ROM, naming the VMs.",
+    params(
+        ("pool" = String, Path, description = "The pool's name."),
+        ("name" = String, Path, description = "The volume's name.")
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "The deleted volume.", body = PoolVolume),
+        (status = 404, description = "There is no such pool or volume.", body = ApiError),
+        (status = 409, description = "A VM uses it.", body = ApiError),
+        (status = 502, description = "libvirt refused the delete.", body = ApiError),
+        ChangeErrors
+    )
+)]
 async fn api_delete(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -647,6 +766,27 @@ async fn api_delete(
     answer(r, |v| HttpResponse::Ok().json(v))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/pools/{pool}/fetch",
+    operation_id = "fetch_volume",
+    tag = "storage",
+    summary = "Fetch an image from a URL",
+    description = "Role: admin. Downloads `url` (http or https, which must send \
+        `Content-Length`) into a new volume in the background; `name` defaults to the URL's \
+        file name.",
+    params(("pool" = String, Path, description = "The pool's name.")),
+    request_body = FetchRequest,
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 202, description = "The fetch's job.", body = JobView,
+            headers(("Location" = String, description = "`/api/v1/jobs/{id}`"))),
+        (status = 404, description = "There is no such pool.", body = ApiError),
+        (status = 422, description = "A bad or taken name, or a URL that is not http/https, \
+            carries a user name or password, or a `#fragment` (`field: url`).", body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
 async fn api_fetch(
     req: HttpRequest,
     state: web::Data<AppState>,

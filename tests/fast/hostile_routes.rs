@@ -12,7 +12,7 @@ use virtdeck::web::routes::{route_table, RouteEntry};
 
 /// A path for the pattern, with the demo host's real names, so that a wrongly allowed
 /// request would really change something.
-fn fill(pattern: &str) -> String {
+pub(crate) fn fill(pattern: &str) -> String {
     let mut out = String::new();
     let mut rest = pattern;
     while let Some(open) = rest.find('{') {

@@ -25,6 +25,7 @@ mod kickstarts;
 mod libvirt_networks;
 mod metrics;
 mod network_install;
+mod openapi;
 mod pools;
 mod proptest_parsers;
 mod reconcile;

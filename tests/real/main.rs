@@ -15,6 +15,7 @@ mod common;
 mod console_support;
 mod gate;
 
+mod api_docs_browser;
 mod browser;
 mod cloudinit_real;
 mod console;

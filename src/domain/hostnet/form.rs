@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Every field of the bond, bridge, VLAN, recipe and delete forms, as typed.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetForm {
     /// bond, bridge, vlan, recipe or delete.

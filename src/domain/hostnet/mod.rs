@@ -30,6 +30,20 @@ pub fn field_error(field: &'static str, message: impl Into<String>) -> FieldErro
 #[serde(try_from = "String", into = "String")]
 pub struct IfName(String);
 
+/// In JSON, a string.
+impl utoipa::PartialSchema for IfName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "A kernel interface name: 1–15 characters of letters, digits, `_`, `-` and `.`.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for IfName {}
+
 impl IfName {
     pub fn parse(s: &str) -> Result<IfName, String> {
         let s = s.trim();
@@ -86,6 +100,20 @@ pub struct Cidr {
     pub addr: IpAddr,
     pub prefix: u8,
 }
+
+/// In JSON, a string.
+impl utoipa::PartialSchema for Cidr {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "An address with its prefix length, e.g. `192.0.2.10/24`.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Cidr {}
 
 impl Cidr {
     pub fn parse(s: &str) -> Result<Cidr, String> {
@@ -146,7 +174,7 @@ impl fmt::Display for Cidr {
 }
 
 /// Where the host keeps its network configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
     /// systemd-networkd: `.netdev` and `.network` files in /etc/systemd/network.
@@ -210,7 +238,7 @@ impl Backend {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum BondMode {
     BalanceRr,
@@ -267,7 +295,7 @@ impl BondMode {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LacpRate {
     Slow,
@@ -284,7 +312,7 @@ impl LacpRate {
 }
 
 /// IPv4 on an interface.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(tag = "mode", rename_all = "lowercase")]
 pub enum V4 {
     #[default]
@@ -292,12 +320,13 @@ pub enum V4 {
     Dhcp,
     Static {
         address: Cidr,
+        #[schema(value_type = Option<String>)]
         gateway: Option<Ipv4Addr>,
     },
 }
 
 /// IPv6 on an interface.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(tag = "mode", rename_all = "lowercase")]
 pub enum V6 {
     #[default]
@@ -306,14 +335,16 @@ pub enum V6 {
     Auto,
     Static {
         address: Cidr,
+        #[schema(value_type = Option<String>)]
         gateway: Option<Ipv6Addr>,
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct IpSpec {
     pub v4: V4,
     pub v6: V6,
+    #[schema(value_type = Vec<String>)]
     pub dns: Vec<IpAddr>,
 }
 
@@ -349,7 +380,7 @@ impl IpSpec {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BondSpec {
     pub name: IfName,
     pub members: Vec<IfName>,
@@ -361,7 +392,7 @@ pub struct BondSpec {
     pub ip: IpSpec,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BridgeSpec {
     pub name: IfName,
     pub ports: Vec<IfName>,
@@ -372,7 +403,7 @@ pub struct BridgeSpec {
     pub ip: IpSpec,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VlanSpec {
     pub name: IfName,
     pub parent: IfName,
@@ -382,7 +413,7 @@ pub struct VlanSpec {
 }
 
 /// Every interface virtdeck manages on this host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(default)]
 pub struct NetConfig {
     pub bonds: Vec<BondSpec>,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// One file a plan writes, replaces or removes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FileChange {
     /// Relative to the host root, e.g. `etc/systemd/network/10-virtdeck-br0.netdev`.
     pub path: String,
@@ -59,7 +59,7 @@ pub fn unified_diff(path: &str, before: Option<&str>, after: Option<&str>) -> St
 }
 
 /// Bridge settings as the kernel holds them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BridgeLive {
     pub name: String,
     pub stp: bool,
@@ -67,7 +67,7 @@ pub struct BridgeLive {
     pub ageing_s: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BondLive {
     pub name: String,
     /// Kernel mode number (0 balance-rr … 6 balance-alb).
@@ -76,7 +76,7 @@ pub struct BondLive {
     pub lacp_fast: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VlanLive {
     pub name: String,
     pub parent: String,
@@ -84,7 +84,7 @@ pub struct VlanLive {
 }
 
 /// One live change, made through netlink or /proc/sys. Each knows its inverse.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum LiveOp {
     CreateBond(BondLive),
@@ -127,10 +127,12 @@ pub enum LiveOp {
     },
     AddDefaultRoute {
         link: String,
+        #[schema(value_type = String)]
         gateway: IpAddr,
     },
     DelDefaultRoute {
         link: String,
+        #[schema(value_type = String)]
         gateway: IpAddr,
     },
     SetSysctl {
@@ -279,7 +281,7 @@ fn mode_name(n: u8) -> &'static str {
 }
 
 /// A link as the kernel reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LinkState {
     pub index: u32,
     pub name: String,
@@ -296,7 +298,7 @@ pub struct LinkState {
     pub vlan: Option<VlanLive>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AddrState {
     pub link: String,
     pub address: Cidr,
@@ -310,16 +312,17 @@ pub struct AddrState {
     pub dynamic: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RouteState {
     /// `None`: the default route.
     pub destination: Option<Cidr>,
+    #[schema(value_type = Option<String>)]
     pub gateway: Option<IpAddr>,
     pub link: Option<String>,
 }
 
 /// The host's links, addresses and main-table routes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct LiveNet {
     pub links: Vec<LinkState>,
     pub addresses: Vec<AddrState>,

@@ -2,8 +2,9 @@
 //! button of the VM page, and their API (`/api/v1/templates`, `/api/v1/vms/{name}/template`).
 //! Operators and admins mark, unmark and create from templates; everyone signed in sees them.
 
-use super::super::errors::{html, AppError};
-use super::super::kit::{self, answer, csrf_header};
+use super::super::errors::{html, ApiError, AppError};
+use super::super::kit::{self, answer, csrf_header, JobView};
+use super::super::openapi::{BodyErrors, ChangeErrors, ReadErrors};
 use super::super::session::Authed;
 use super::super::{lc, AppState};
 use super::vms::{back_to, render_detail, FormState};
@@ -11,7 +12,7 @@ use super::{format_time, Chrome};
 use crate::auth::Role;
 use crate::domain::storage::human_bytes;
 use crate::domain::templates::{CloneMode, SYSPREP_MISSING};
-use crate::lifecycle::templates::{self as tpl, FromTemplateRequest, TemplateView};
+use crate::lifecycle::templates::{self as tpl, FromTemplateRequest, Marked, TemplateView};
 use crate::lifecycle::{FieldError, LifecycleError};
 use crate::service;
 use crate::web::routes::RouteExt;
@@ -271,13 +272,24 @@ async fn mark_form(
 
 // ---- API ----
 
-#[derive(Serialize)]
+/// Every template.
+#[derive(Serialize, utoipa::ToSchema)]
 struct TemplateList {
     templates: Vec<TemplateView>,
     /// Whether "reset_identity" can be asked for (virt-sysprep is installed).
     sysprep_available: bool,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/templates",
+    operation_id = "list_templates",
+    tag = "templates",
+    summary = "List templates",
+    description = "Role: viewer. Each template with its disks and linked clones, and whether \
+        virt-sysprep is available (for `reset_identity`).",
+    responses((status = 200, description = "The templates.", body = TemplateList), ReadErrors)
+)]
 async fn api_list(state: web::Data<AppState>, _who: Authed) -> Result<HttpResponse, AppError> {
     let templates = lc(&state, |s| tpl::list(s.hv.as_ref(), &s.store)).await?;
     Ok(HttpResponse::Ok().json(TemplateList {
@@ -289,6 +301,22 @@ async fn api_list(state: web::Data<AppState>, _who: Authed) -> Result<HttpRespon
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/vms/{name}/template",
+    operation_id = "mark_template",
+    tag = "templates",
+    summary = "Mark a VM as a template",
+    description = "Role: operator. The VM must be shut off; its autostart is turned off.",
+    params(("name" = String, Path, description = "The VM's name.")),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "Marked.", body = Marked),
+        (status = 404, description = "There is no such VM.", body = ApiError),
+        (status = 409, description = "It runs, or is a template already.", body = ApiError),
+        ChangeErrors
+    )
+)]
 async fn api_mark(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -300,12 +328,29 @@ async fn api_mark(
     answer(r, |m| HttpResponse::Ok().json(m))
 }
 
-#[derive(Serialize)]
+/// A template turned back into a plain VM.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Unmarked {
     name: String,
     template: bool,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/vms/{name}/template",
+    operation_id = "unmark_template",
+    tag = "templates",
+    summary = "Unmark a template",
+    description = "Role: operator. Refused, naming them, while linked clones exist.",
+    params(("name" = String, Path, description = "The template's name.")),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "Unmarked.", body = Unmarked),
+        (status = 404, description = "There is no such template.", body = ApiError),
+        (status = 409, description = "Linked clones exist.", body = ApiError),
+        ChangeErrors
+    )
+)]
 async fn api_unmark(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -323,6 +368,30 @@ async fn api_unmark(
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/templates/{name}/vms",
+    operation_id = "create_vm_from_template",
+    tag = "templates",
+    summary = "Make a VM from a template",
+    description = "Role: operator. `full` (the default) copies every disk; `linked` makes \
+        qcow2 overlays on the template's volumes (directory, filesystem or NFS pools only); \
+        `reset_identity` runs virt-sysprep on the new disks. Units and disk space are \
+        admitted before the answer; the copy runs as a job (`kind: clone`).",
+    params(("name" = String, Path, description = "The template's name.")),
+    request_body = FromTemplateRequest,
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 202, description = "The clone's job.", body = JobView,
+            headers(("Location" = String, description = "`/api/v1/jobs/{id}`"))),
+        (status = 404, description = "There is no such template.", body = ApiError),
+        (status = 409, description = "The units or disk space do not fit.", body = ApiError),
+        (status = 422, description = "A bad or taken name, a pool that cannot hold linked \
+            clones (`field: mode`), or no virt-sysprep (`field: reset_identity`).",
+            body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
 async fn api_create(
     req: HttpRequest,
     state: web::Data<AppState>,
