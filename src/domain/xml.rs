@@ -738,7 +738,7 @@ fn memory_to_mib(value: &str, unit: Option<&str>) -> Result<u64, XmlError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
 
     #[test]
     fn machine_types_come_from_the_capabilities_with_their_canonical_names() {
@@ -1477,7 +1477,7 @@ mod tests {
     }
 
     /// libvirt's own schema check. `make test` installs libvirt-clients, which ships it.
-    fn virt_xml_validate(xml: &str, kind: &str) {
+    pub(crate) fn virt_xml_validate(xml: &str, kind: &str) {
         use std::io::Write as _;
         let mut file = tempfile::Builder::new()
             .suffix(".xml")

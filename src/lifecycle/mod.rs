@@ -4,6 +4,7 @@
 
 pub mod changes;
 pub mod cloudinit;
+pub mod devices;
 pub mod images;
 pub mod jobs;
 pub mod kickstart;

@@ -69,11 +69,12 @@ pub enum Action {
     TwoFactorKeyRemove,
     SetupLink,
     VmLabels,
+    VmDevices,
 }
 
 impl Action {
     /// Every action, once.
-    pub const ALL: [Action; 66] = [
+    pub const ALL: [Action; 67] = [
         Action::VmCreate,
         Action::Vm(VmAction::Start),
         Action::Vm(VmAction::Shutdown),
@@ -140,6 +141,7 @@ impl Action {
         Action::TwoFactorKeyRemove,
         Action::SetupLink,
         Action::VmLabels,
+        Action::VmDevices,
     ];
 
     /// The action the audit log names `name`.
@@ -219,6 +221,7 @@ impl Action {
             Action::TwoFactorKeyRemove => "user.2fa.key.remove",
             Action::SetupLink => "setup.link",
             Action::VmLabels => "vm.labels",
+            Action::VmDevices => "vm.devices",
         }
     }
 }

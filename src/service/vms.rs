@@ -112,6 +112,43 @@ pub async fn set_labels(
     .await
 }
 
+/// Sets a VM's boot order, boot menu, watchdog, RNG and balloon (from its next start).
+pub async fn set_devices(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    change: crate::lifecycle::devices::DeviceChange,
+) -> Done<crate::lifecycle::devices::DevicesSet> {
+    let n = name.to_string();
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::VmDevices,
+            name,
+            move |s| crate::lifecycle::devices::set_devices(s.hv.as_ref(), &n, change),
+            |d| {
+                let o = &d.options;
+                let boot: Vec<&str> = o.boot.iter().map(|b| b.as_str()).collect();
+                format!(
+                    "boot {}, menu {}, watchdog {}, rng {}, balloon {}{}",
+                    boot.join(","),
+                    o.boot_menu,
+                    o.watchdog,
+                    o.rng,
+                    o.balloon,
+                    if d.at_next_start {
+                        "; from the next start"
+                    } else {
+                        ""
+                    }
+                )
+            },
+        ),
+    )
+    .await
+}
+
 /// Adds one tag to a VM's tags (a bulk "tag" action).
 pub async fn add_tag(
     svc: &Arc<Services>,

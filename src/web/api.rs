@@ -237,6 +237,16 @@ pub struct PatchVm {
     tags: Option<Vec<String>>,
     /// Notes (the definition's description; `""` removes them).
     notes: Option<String>,
+    /// Boot order, first first (from the next start).
+    boot: Option<Vec<crate::domain::vm_devices::BootDev>>,
+    /// The firmware's boot menu.
+    boot_menu: Option<bool>,
+    /// An i6300esb watchdog that resets a hung guest.
+    watchdog: Option<bool>,
+    /// A virtio random number generator (the host's /dev/urandom).
+    rng: Option<bool>,
+    /// The virtio memory balloon.
+    balloon: Option<bool>,
 }
 
 #[utoipa::path(
@@ -244,11 +254,13 @@ pub struct PatchVm {
     path = "/api/v1/vms/{name}",
     operation_id = "patch_vm",
     tag = TAG_VMS,
-    summary = "Change autostart, size, tags or notes",
+    summary = "Change autostart, size, tags, notes or devices",
     description = "Role: operator. `autostart`, and/or a new size for a shut-off VM: `flavor`, \
         `units`, optionally with `vcpus`/`memory_mib` inside the units; `tags` and/or `notes`, \
         kept in the VM's definition (up to 16 tags of lower-case letters, digits, `-`, `_`, \
-        `.`; notes up to 4,000 characters; 422 at the field). Answers the VM.",
+        `.`; notes up to 4,000 characters; 422 at the field); `boot` (order of `hd`, `cdrom`, \
+        `network`), `boot_menu`, `watchdog`, `rng`, `balloon`, written into the definition and \
+        applying from the next start. Answers the VM.",
     params(("name" = String, Path, description = "The VM's name.")),
     request_body = PatchVm,
     security(("bearer" = []), ("session" = [], "csrf" = [])),
@@ -276,17 +288,27 @@ pub async fn patch_vm(
         || body.vcpus.is_some()
         || body.memory_mib.is_some();
     let labels = body.tags.is_some() || body.notes.is_some();
-    if body.autostart.is_none() && !resize && !labels {
+    let devices = crate::lifecycle::devices::DeviceChange {
+        boot: body.boot,
+        boot_menu: body.boot_menu,
+        watchdog: body.watchdog,
+        rng: body.rng,
+        balloon: body.balloon,
+    };
+    if body.autostart.is_none() && !resize && !labels && devices.is_empty() {
         return Err(
             AppError::new(
                 ErrorKind::Unprocessable,
-                "Nothing to change: send \"autostart\", \"tags\", \"notes\", or a size (\"flavor\", \"units\", \"vcpus\", \"memory_mib\").",
+                "Nothing to change: send \"autostart\", \"tags\", \"notes\", a size (\"flavor\", \"units\", \"vcpus\", \"memory_mib\"), or devices (\"boot\", \"boot_menu\", \"watchdog\", \"rng\", \"balloon\").",
             )
             .field("autostart"),
         );
     }
     if labels {
         service::vms::set_labels(&state.svc, &who.caller(), &name, body.tags, body.notes).await??;
+    }
+    if !devices.is_empty() {
+        service::vms::set_devices(&state.svc, &who.caller(), &name, devices).await??;
     }
     if resize {
         let req = SizeRequest {

@@ -428,6 +428,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .post("/vms/{name}/autostart", vms::vm_autostart)
     .post("/vms/{name}/resize", vm_changes::resize_form)
     .post("/vms/{name}/labels", vm_changes::labels_form)
+    .post("/vms/{name}/devices", vm_changes::devices_form)
     .post("/vms/bulk", pages::bulk::bulk_form)
     .get("/vms/bulk/{batch}", pages::bulk::bulk_page)
     .post("/vms/{name}/clone", vm_changes::clone_form)

@@ -220,6 +220,16 @@ impl TestApp {
         self.token_for(admin, "admin").await
     }
 
+    /// A viewer `vic` made by `admin`: a signed-in client and an API token of theirs.
+    pub async fn viewer(&self, admin: &Client) -> (Client, String) {
+        self.add_user(admin, "vic", "viewer", "viewer-password-1")
+            .await;
+        let token = self.token_for(admin, "vic").await;
+        let c = client();
+        self.login_with(&c, "vic", "viewer-password-1").await;
+        (c, token)
+    }
+
     /// An API token for `user`, made by an admin on the Users page.
     pub async fn token_for(&self, admin: &Client, user: &str) -> String {
         let csrf = self.csrf(admin, "/users").await;

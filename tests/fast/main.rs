@@ -36,6 +36,7 @@ mod tls;
 mod two_factor;
 mod vm_bulk;
 mod vm_changes;
+mod vm_devices;
 mod vm_labels;
 mod vm_list;
 mod vm_page_http;

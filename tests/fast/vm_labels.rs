@@ -6,7 +6,7 @@ use crate::common;
 
 use common::api::Api;
 use common::faults::{FailAt, Step};
-use common::{client, csrf_in, location, spawn_app, spawn_app_wrapped};
+use common::{csrf_in, location, spawn_app, spawn_app_wrapped};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -152,9 +152,7 @@ async fn bad_tags_and_notes_are_refused_at_their_field_and_change_nothing() {
 async fn viewers_cannot_change_tags() {
     let app = spawn_app().await;
     let admin = app.setup_admin("admin").await;
-    app.add_user(&admin, "vic", "viewer", "viewer-password-1")
-        .await;
-    let token = app.token_for(&admin, "vic").await;
+    let (viewer, token) = app.viewer(&admin).await;
     let r = reqwest::Client::new()
         .patch(app.url("/api/v1/vms/web01"))
         .bearer_auth(&token)
@@ -163,8 +161,6 @@ async fn viewers_cannot_change_tags() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let viewer = client();
-    app.login_with(&viewer, "vic", "viewer-password-1").await;
     let page = app.get_text(&viewer, "/vms/web01").await;
     assert!(!page.contains("labels-form"), "no form for viewers");
     let csrf = csrf_in(&page);

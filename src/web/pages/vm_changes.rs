@@ -137,6 +137,60 @@ pub async fn labels_form(
 }
 
 #[derive(Deserialize)]
+pub struct DevicesForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    boot1: String,
+    #[serde(default)]
+    boot2: String,
+    #[serde(default)]
+    boot3: String,
+    boot_menu: Option<String>,
+    watchdog: Option<String>,
+    rng: Option<String>,
+    balloon: Option<String>,
+}
+
+pub async fn devices_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<DevicesForm>,
+) -> Result<HttpResponse, AppError> {
+    use crate::domain::vm_devices::BootDev;
+    who.check_csrf(form.csrf.as_deref())?;
+    let name = path.into_inner();
+    let f = form.into_inner();
+    let boot: Vec<BootDev> = [&f.boot1, &f.boot2, &f.boot3]
+        .into_iter()
+        .filter_map(|choice| BootDev::parse(choice))
+        .collect();
+    let on = |v: &Option<String>| v.as_deref() == Some("1");
+    let change = crate::lifecycle::devices::DeviceChange {
+        boot: Some(boot),
+        boot_menu: Some(on(&f.boot_menu)),
+        watchdog: Some(on(&f.watchdog)),
+        rng: Some(on(&f.rng)),
+        balloon: Some(on(&f.balloon)),
+    };
+    let values = vec![
+        ("boot1", f.boot1.clone()),
+        ("boot2", f.boot2.clone()),
+        ("boot3", f.boot3.clone()),
+    ];
+    match service::vms::set_devices(&state.svc, &who.caller(), &name, change).await? {
+        Ok(d) if !d.changed => Ok(back_to(&who, &name, "Nothing changed.")),
+        Ok(d) if d.at_next_start => Ok(back_to(
+            &who,
+            &name,
+            "Boot and devices saved; they apply from the VM's next start (shut it down, then start it).",
+        )),
+        Ok(_) => Ok(back_to(&who, &name, "Boot and devices saved.")),
+        Err(e) => form_failed(&state, &who, name, "devices", values, e).await,
+    }
+}
+
+#[derive(Deserialize)]
 pub struct CloneForm {
     csrf: Option<String>,
     #[serde(default)]

@@ -747,6 +747,37 @@ impl VmDetailPage {
             .flatten()
     }
 
+    /// Boot order and devices as the definition has them.
+    fn devices(&self) -> crate::domain::vm_devices::DeviceOptions {
+        use crate::domain::vm_devices::{read, BootDev, DeviceOptions};
+        read(&self.xml, &self.def.boot_devs).unwrap_or(DeviceOptions {
+            boot: vec![BootDev::Hd],
+            boot_menu: false,
+            watchdog: false,
+            rng: false,
+            balloon: true,
+        })
+    }
+
+    /// The three boot choices the form shows: as typed after a refusal, else the
+    /// definition's ("" for none).
+    fn boot_choices(&self) -> Vec<String> {
+        let boot = self.devices().boot;
+        ["boot1", "boot2", "boot3"]
+            .iter()
+            .enumerate()
+            .map(|(i, field)| {
+                if self.form.section == "devices" {
+                    self.value("devices", field).to_string()
+                } else {
+                    boot.get(i)
+                        .map(|d| d.as_str().to_string())
+                        .unwrap_or_default()
+                }
+            })
+            .collect()
+    }
+
     /// The tags field: as typed after a refusal, else the VM's tags.
     fn tags_value(&self) -> String {
         if self.form.section == "labels" {

@@ -1,0 +1,181 @@
+//! Boot order, boot menu, watchdog, RNG and memory balloon of an existing VM, on libvirt's
+//! test driver: written into the definition (which libvirt's schema accepts), read back,
+//! set from the VM page and the API, refused at the field when bad, saying when a running
+//! VM gets them, audited, refused to viewers.
+
+use crate::common;
+
+use common::api::Api;
+use common::{csrf_in, location, spawn_app};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// libvirt's own schema check (libvirt-clients, installed by `make test`).
+fn validates(xml: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vm.xml");
+    std::fs::write(&path, xml).unwrap();
+    let out = std::process::Command::new("virt-xml-validate")
+        .arg(&path)
+        .arg("domain")
+        .output()
+        .expect("virt-xml-validate (libvirt-clients) runs: `make test-deps` installs it");
+    assert!(
+        out.status.success(),
+        "libvirt's schema refused:\n{xml}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn first_in_state(api: &Api, state: &str) -> String {
+    let (_, list) = api.get("/api/v1/vms").await;
+    list["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["state"] == state)
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("a {state} VM on the demo host: {list}"))
+}
+
+#[tokio::test]
+async fn boot_order_and_devices_are_written_into_the_definition() {
+    let app = spawn_app().await;
+    let api = Api::new(&app).await;
+    let vm = first_in_state(&api, "shut_off").await;
+    let (s, v) = api
+        .patch(
+            &format!("/api/v1/vms/{vm}"),
+            json!({"boot": ["cdrom", "hd"], "boot_menu": true, "watchdog": true, "rng": true, "balloon": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["devices"]["boot_devs"], json!(["cdrom", "hd"]));
+    let xml = v["xml"].as_str().unwrap();
+    for part in [
+        "i6300esb",
+        "<rng model",
+        "/dev/urandom",
+        "model='none'",
+        "<bootmenu enable='yes'",
+    ] {
+        assert!(xml.contains(part), "{part} in {xml}");
+    }
+    validates(xml);
+    // The disks and NICs are as they were.
+    let (_, again) = api.get(&format!("/api/v1/vms/{vm}")).await;
+    assert_eq!(again["disks"], v["disks"]);
+    assert_eq!(again["macs"], v["macs"]);
+
+    // Back off; only what is sent changes.
+    let (_, v) = api
+        .patch(
+            &format!("/api/v1/vms/{vm}"),
+            json!({"watchdog": false, "rng": false}),
+        )
+        .await;
+    let xml = v["xml"].as_str().unwrap();
+    assert!(!xml.contains("watchdog") && !xml.contains("<rng"), "{xml}");
+    assert!(xml.contains("model='none'"), "the balloon stays off: {xml}");
+    assert_eq!(v["devices"]["boot_devs"], json!(["cdrom", "hd"]));
+    validates(xml);
+
+    let session = app.login("admin", common::ADMIN_PASSWORD).await.0;
+    let audit = app.audit_text(&session).await;
+    assert!(audit.contains("vm.devices"), "{audit}");
+}
+
+#[tokio::test]
+async fn bad_boot_orders_are_refused_at_the_field() {
+    let app = spawn_app().await;
+    let api = Api::new(&app).await;
+    let vm = first_in_state(&api, "shut_off").await;
+    let url = format!("/api/v1/vms/{vm}");
+    let (_, before) = api.get(&url).await;
+    for body in [json!({"boot": []}), json!({"boot": ["hd", "cdrom", "hd"]})] {
+        let (s, e) = api.patch(&url, body.clone()).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body} {e}");
+        assert_eq!(e["error"]["field"], "boot", "{e}");
+    }
+    let (s, e) = api.patch(&url, json!({"boot": ["floppy"]})).await;
+    assert!(s.is_client_error(), "{s} {e}");
+    let (_, after) = api.get(&url).await;
+    assert_eq!(after["xml"], before["xml"], "nothing changed");
+
+    // The page form: no device at all, said at the boot order.
+    let session = app.login("admin", common::ADMIN_PASSWORD).await.0;
+    let csrf = app.csrf(&session, &format!("/vms/{vm}")).await;
+    let r = session
+        .post(app.url(&format!("/vms/{vm}/devices")))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("boot1", ""),
+            ("boot2", ""),
+            ("boot3", ""),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains(r#"data-field="boot">Choose at least one device to boot from."#),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn the_vm_page_sets_them_and_says_a_running_vm_gets_them_at_its_next_start() {
+    let app = spawn_app().await;
+    let api = Api::new(&app).await;
+    let vm = first_in_state(&api, "running").await;
+    let session = app.login("admin", common::ADMIN_PASSWORD).await.0;
+    let page = app.get_text(&session, &format!("/vms/{vm}")).await;
+    assert!(page.contains(r#"id="devices-form""#), "{page}");
+    let csrf = csrf_in(&page);
+    let r = session
+        .post(app.url(&format!("/vms/{vm}/devices")))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("boot1", "network"),
+            ("boot2", "hd"),
+            ("boot3", ""),
+            ("watchdog", "1"),
+            ("balloon", "1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), format!("/vms/{vm}"));
+    let page = app.get_text(&session, &format!("/vms/{vm}")).await;
+    assert!(
+        page.contains("apply from the VM&#39;s next start")
+            || page.contains("apply from the VM's next start"),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<dd id="boot-order">network → hd</dd>"#),
+        "{page}"
+    );
+    assert!(page.contains(r#"<dd id="watchdog-state">on"#), "{page}");
+    let (_, v): (StatusCode, Value) = api.get(&format!("/api/v1/vms/{vm}")).await;
+    validates(v["xml"].as_str().unwrap());
+}
+
+#[tokio::test]
+async fn viewers_cannot_change_devices() {
+    let app = spawn_app().await;
+    let admin = app.setup_admin("admin").await;
+    let (viewer, token) = app.viewer(&admin).await;
+    let r = reqwest::Client::new()
+        .patch(app.url("/api/v1/vms/web01"))
+        .bearer_auth(&token)
+        .json(&json!({"watchdog": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let page = app.get_text(&viewer, "/vms/web01").await;
+    assert!(!page.contains("devices-form"));
+}
