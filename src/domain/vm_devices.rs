@@ -54,6 +54,8 @@ pub struct DeviceOptions {
     pub rng: bool,
     /// The virtio memory balloon (memory statistics, giving memory back).
     pub balloon: bool,
+    /// The serial console's output kept in a file on the host (`<serial><log>`).
+    pub serial_log: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +103,7 @@ pub fn read(domain_xml: &str, boot_devs: &[String]) -> Result<DeviceOptions, Dev
         watchdog: false,
         rng: false,
         balloon: true,
+        serial_log: false,
     };
     loop {
         let ev = reader.read_event().map_err(err)?;
@@ -125,6 +128,7 @@ pub fn read(domain_xml: &str, boot_devs: &[String]) -> Result<DeviceOptions, Dev
             ["domain", "devices", "memballoon"] => {
                 opts.balloon = attr(&e, "model").as_deref() != Some("none")
             }
+            ["domain", "devices", "serial", "log"] => opts.serial_log = true,
             _ => {}
         }
         if empty {
@@ -146,18 +150,25 @@ fn replaced(path: &[String]) -> bool {
         p.as_slice(),
         ["domain", "os", "boot" | "bootmenu"]
             | ["domain", "devices", "watchdog" | "rng" | "memballoon"]
+            | ["domain", "devices", "serial", "log"]
             | ["domain", "devices", _, "boot"]
     )
 }
 
-/// `domain_xml` (inactive) with `opts` written into it.
-pub fn apply(domain_xml: &str, opts: &DeviceOptions) -> Result<String, DevicesXmlError> {
+/// `domain_xml` (inactive) with `opts` written into it; the serial log, when on, goes
+/// to `serial_log_file` (on the first serial port; a VM without one is refused).
+pub fn apply(
+    domain_xml: &str,
+    opts: &DeviceOptions,
+    serial_log_file: &str,
+) -> Result<String, DevicesXmlError> {
     let mut reader = Reader::from_str(domain_xml);
     let mut w = Writer::new(Vec::new());
     let mut path: Vec<String> = Vec::new();
     let mut skip_depth: Option<usize> = None;
     let mut os_done = false;
     let mut devices_done = false;
+    let mut serial_seen = false;
     loop {
         let ev = reader.read_event().map_err(err)?;
         match ev {
@@ -204,6 +215,15 @@ pub fn apply(domain_xml: &str, opts: &DeviceOptions) -> Result<String, DevicesXm
                 }
                 let at: Vec<&str> = at.iter().map(String::as_str).collect();
                 match at.as_slice() {
+                    ["domain", "devices", "serial"] if !serial_seen => {
+                        serial_seen = true;
+                        if opts.serial_log {
+                            w.create_element("log")
+                                .with_attributes([("file", serial_log_file), ("append", "on")])
+                                .write_empty()
+                                .map_err(err)?;
+                        }
+                    }
                     ["domain", "os"] => {
                         write_boot(&mut w, opts)?;
                         os_done = true;
@@ -226,6 +246,11 @@ pub fn apply(domain_xml: &str, opts: &DeviceOptions) -> Result<String, DevicesXm
     if !os_done || !devices_done {
         return Err(DevicesXmlError(
             "it has no <os> or no <devices> element".into(),
+        ));
+    }
+    if opts.serial_log && !serial_seen {
+        return Err(DevicesXmlError(
+            "it has no serial port whose output could be kept".into(),
         ));
     }
     String::from_utf8(w.into_inner()).map_err(err)
@@ -285,6 +310,7 @@ mod tests {
   <devices>
     <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/var/lib/libvirt/images/web01.qcow2'/><target dev='vda' bus='virtio'/><boot order='1'/></disk>
     <interface type='bridge'><mac address='52:54:00:aa:bb:cc'/><source bridge='br0'/><model type='virtio'/></interface>
+    <serial type='pty'><target port='0'/></serial>
     <memballoon model='virtio'/>
   </devices>
 </domain>"#;
@@ -309,12 +335,17 @@ mod tests {
             watchdog: true,
             rng: true,
             balloon: false,
+            serial_log: true,
         };
-        let xml = apply(VM, &want).unwrap();
+        let xml = apply(VM, &want, "/var/log/libvirt/qemu/web01-serial.log").unwrap();
         assert_eq!(opts(&xml), want, "{xml}");
         // Per-device boot order is gone (libvirt refuses both kinds at once).
         assert!(!xml.contains("<boot order"), "{xml}");
         assert!(xml.contains("<memballoon model=\"none\"/>"), "{xml}");
+        assert!(
+            xml.contains("<serial type='pty'><target port='0'/><log file=\"/var/log/libvirt/qemu/web01-serial.log\" append=\"on\"/></serial>"),
+            "{xml}"
+        );
         assert!(
             xml.contains(
                 "<rng model=\"virtio\"><backend model=\"random\">/dev/urandom</backend></rng>"
@@ -335,7 +366,9 @@ mod tests {
                 watchdog: false,
                 rng: false,
                 balloon: true,
+                serial_log: false,
             },
+            "/unused",
         )
         .unwrap();
         assert_eq!(opts(&back), opts(VM), "{back}");
@@ -358,6 +391,11 @@ mod tests {
 
     #[test]
     fn a_definition_without_os_or_devices_is_refused() {
-        assert!(apply("<domain><name>x</name></domain>", &opts(VM)).is_err());
+        assert!(apply("<domain><name>x</name></domain>", &opts(VM), "/x").is_err());
+        // The serial log needs a serial port.
+        let no_serial = VM.replace("<serial type='pty'><target port='0'/></serial>", "");
+        let mut o = opts(VM);
+        o.serial_log = true;
+        assert!(apply(&no_serial, &o, "/x").is_err());
     }
 }

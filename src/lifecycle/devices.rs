@@ -15,6 +15,7 @@ pub struct DeviceChange {
     pub watchdog: Option<bool>,
     pub rng: Option<bool>,
     pub balloon: Option<bool>,
+    pub serial_log: Option<bool>,
 }
 
 impl DeviceChange {
@@ -24,6 +25,7 @@ impl DeviceChange {
             && self.watchdog.is_none()
             && self.rng.is_none()
             && self.balloon.is_none()
+            && self.serial_log.is_none()
     }
 }
 
@@ -63,6 +65,22 @@ pub fn set_devices(hv: &dyn Hypervisor, name: &str, change: DeviceChange) -> LcR
     wanted.watchdog = change.watchdog.unwrap_or(wanted.watchdog);
     wanted.rng = change.rng.unwrap_or(wanted.rng);
     wanted.balloon = change.balloon.unwrap_or(wanted.balloon);
+    wanted.serial_log = change.serial_log.unwrap_or(wanted.serial_log);
+    if wanted.serial_log && !parsed.has_serial {
+        return Err(LifecycleError::Invalid(vec![
+            crate::domain::create_plan::field(
+                "serial_log",
+                "This VM has no serial port, so there is no serial output to keep.",
+            ),
+        ]));
+    }
+    // Where the log goes: the file it had, else libvirt's log directory.
+    let log_file = parsed.serial_log.clone().unwrap_or_else(|| {
+        format!(
+            "{}/{name}-serial.log",
+            crate::domain::create_plan::SERIAL_LOG_DIR
+        )
+    });
     let at_next_start = vm.state.is_active();
     if wanted == current {
         return Ok(DevicesSet {
@@ -71,8 +89,8 @@ pub fn set_devices(hv: &dyn Hypervisor, name: &str, change: DeviceChange) -> LcR
             at_next_start: false,
         });
     }
-    let new_xml =
-        vm_devices::apply(&def_xml, &wanted).map_err(|e| LifecycleError::failed(e.to_string()))?;
+    let new_xml = vm_devices::apply(&def_xml, &wanted, &log_file)
+        .map_err(|e| LifecycleError::failed(e.to_string()))?;
     hv.define(&new_xml)?;
     Ok(DevicesSet {
         options: wanted,

@@ -247,6 +247,8 @@ pub struct PatchVm {
     rng: Option<bool>,
     /// The virtio memory balloon.
     balloon: Option<bool>,
+    /// Keep the serial console's output in a file on the host.
+    serial_log: Option<bool>,
 }
 
 #[utoipa::path(
@@ -259,7 +261,8 @@ pub struct PatchVm {
         `units`, optionally with `vcpus`/`memory_mib` inside the units; `tags` and/or `notes`, \
         kept in the VM's definition (up to 16 tags of lower-case letters, digits, `-`, `_`, \
         `.`; notes up to 4,000 characters; 422 at the field); `boot` (order of `hd`, `cdrom`, \
-        `network`), `boot_menu`, `watchdog`, `rng`, `balloon`, written into the definition and \
+        `network`), `boot_menu`, `watchdog`, `rng`, `balloon`, `serial_log`, written into the \
+        definition and \
         applying from the next start. Answers the VM.",
     params(("name" = String, Path, description = "The VM's name.")),
     request_body = PatchVm,
@@ -294,12 +297,13 @@ pub async fn patch_vm(
         watchdog: body.watchdog,
         rng: body.rng,
         balloon: body.balloon,
+        serial_log: body.serial_log,
     };
     if body.autostart.is_none() && !resize && !labels && devices.is_empty() {
         return Err(
             AppError::new(
                 ErrorKind::Unprocessable,
-                "Nothing to change: send \"autostart\", \"tags\", \"notes\", a size (\"flavor\", \"units\", \"vcpus\", \"memory_mib\"), or devices (\"boot\", \"boot_menu\", \"watchdog\", \"rng\", \"balloon\").",
+                "Nothing to change: send \"autostart\", \"tags\", \"notes\", a size (\"flavor\", \"units\", \"vcpus\", \"memory_mib\"), or devices (\"boot\", \"boot_menu\", \"watchdog\", \"rng\", \"balloon\", \"serial_log\").",
             )
             .field("autostart"),
         );

@@ -43,13 +43,19 @@ async fn boot_order_and_devices_are_written_into_the_definition() {
     let app = spawn_app().await;
     let api = Api::new(&app).await;
     let vm = first_in_state(&api, "shut_off").await;
+    let (_, before) = api.get(&format!("/api/v1/vms/{vm}")).await;
+    assert_eq!(before["devices"]["has_serial"], true, "{before}");
     let (s, v) = api
         .patch(
             &format!("/api/v1/vms/{vm}"),
-            json!({"boot": ["cdrom", "hd"], "boot_menu": true, "watchdog": true, "rng": true, "balloon": false}),
+            json!({"boot": ["cdrom", "hd"], "boot_menu": true, "watchdog": true, "rng": true, "balloon": false, "serial_log": true}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["devices"]["serial_log"],
+        format!("/var/log/libvirt/qemu/{vm}-serial.log")
+    );
     assert_eq!(v["devices"]["boot_devs"], json!(["cdrom", "hd"]));
     let xml = v["xml"].as_str().unwrap();
     for part in [
@@ -71,9 +77,10 @@ async fn boot_order_and_devices_are_written_into_the_definition() {
     let (_, v) = api
         .patch(
             &format!("/api/v1/vms/{vm}"),
-            json!({"watchdog": false, "rng": false}),
+            json!({"watchdog": false, "rng": false, "serial_log": false}),
         )
         .await;
+    assert_eq!(v["devices"]["serial_log"], Value::Null, "{v}");
     let xml = v["xml"].as_str().unwrap();
     assert!(!xml.contains("watchdog") && !xml.contains("<rng"), "{xml}");
     assert!(xml.contains("model='none'"), "the balloon stays off: {xml}");

@@ -149,6 +149,7 @@ pub struct DevicesForm {
     watchdog: Option<String>,
     rng: Option<String>,
     balloon: Option<String>,
+    serial_log: Option<String>,
 }
 
 pub async fn devices_form(
@@ -172,6 +173,7 @@ pub async fn devices_form(
         watchdog: Some(on(&f.watchdog)),
         rng: Some(on(&f.rng)),
         balloon: Some(on(&f.balloon)),
+        serial_log: Some(on(&f.serial_log)),
     };
     let values = vec![
         ("boot1", f.boot1.clone()),

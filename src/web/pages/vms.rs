@@ -756,6 +756,7 @@ impl VmDetailPage {
             watchdog: false,
             rng: false,
             balloon: true,
+            serial_log: false,
         })
     }
 
