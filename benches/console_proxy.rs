@@ -83,6 +83,9 @@ impl Hypervisor for BenchHv {
     fn set_vm_metadata(&self, name: &str, element_xml: Option<&str>) -> HvResult<()> {
         self.inner.set_vm_metadata(name, element_xml)
     }
+    fn update_device(&self, name: &str, device_xml: &str) -> HvResult<()> {
+        self.inner.update_device(name, device_xml)
+    }
     fn set_description(&self, name: &str, text: &str) -> HvResult<()> {
         self.inner.set_description(name, text)
     }

@@ -442,6 +442,14 @@ impl Hypervisor for Libvirt {
         .map_err(call("change the VM's tags"))
     }
 
+    fn update_device(&self, name: &str, device_xml: &str) -> HvResult<()> {
+        let conn = self.conn()?;
+        let dom = lookup(&conn, name)?;
+        dom.update_device_flags(device_xml, metadata_flags(&dom))
+            .map(drop)
+            .map_err(call("change the VM's device"))
+    }
+
     fn set_description(&self, name: &str, text: &str) -> HvResult<()> {
         let conn = self.conn()?;
         let dom = lookup(&conn, name)?;

@@ -295,6 +295,34 @@ fn write_devices(w: &mut Writer<Vec<u8>>, opts: &DeviceOptions) -> Result<(), De
     Ok(())
 }
 
+/// A CD-ROM drive's `<disk>` with `iso` in it (`None`: empty), for libvirt's device
+/// update (media change): same target and bus as the drive has, read-only.
+pub fn cdrom_xml(target_dev: &str, bus: &str, iso: Option<&str>) -> String {
+    let mut w = Writer::new(Vec::new());
+    let written = w
+        .create_element("disk")
+        .with_attributes([("type", "file"), ("device", "cdrom")])
+        .write_inner_content(|w| {
+            w.create_element("driver")
+                .with_attributes([("name", "qemu"), ("type", "raw")])
+                .write_empty()?;
+            if let Some(path) = iso {
+                w.create_element("source")
+                    .with_attribute(("file", path))
+                    .write_empty()?;
+            }
+            w.create_element("target")
+                .with_attributes([("dev", target_dev), ("bus", bus)])
+                .write_empty()?;
+            w.create_element("readonly").write_empty()?;
+            Ok::<_, std::io::Error>(())
+        });
+    match written {
+        Ok(_) => String::from_utf8(w.into_inner()).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,6 +406,15 @@ mod tests {
         );
         crate::domain::xml::tests::virt_xml_validate(&xml, "domain");
         crate::domain::xml::tests::virt_xml_validate(&back, "domain");
+    }
+
+    #[test]
+    fn a_cdrom_change_names_the_drive_and_escapes_the_path() {
+        assert_eq!(
+            cdrom_xml("sdb", "sata", Some("/isos/a&b.iso")),
+            "<disk type=\"file\" device=\"cdrom\"><driver name=\"qemu\" type=\"raw\"/><source file=\"/isos/a&amp;b.iso\"/><target dev=\"sdb\" bus=\"sata\"/><readonly/></disk>"
+        );
+        assert!(!cdrom_xml("hdc", "ide", None).contains("<source"));
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub trait Hypervisor: Send + Sync {
     fn set_vm_metadata(&self, name: &str, element_xml: Option<&str>) -> HvResult<()>;
     /// Replaces the VM's `<description>` likewise.
     fn set_description(&self, name: &str, text: &str) -> HvResult<()>;
+    /// Changes a device in place (a CD-ROM's medium), in the definition and, while the
+    /// VM runs, live (virDomainUpdateDeviceFlags).
+    fn update_device(&self, name: &str, device_xml: &str) -> HvResult<()>;
     /// Changes the vCPUs and memory in a shut-off VM's definition.
     fn set_size(&self, name: &str, vcpus: u32, memory_mib: u64) -> HvResult<()>;
     /// Copies the volume at `source_path` into a new volume of the same pool, described

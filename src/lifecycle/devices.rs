@@ -38,6 +38,20 @@ pub struct DevicesSet {
     pub at_next_start: bool,
 }
 
+/// The VM's stored definition, as text and read; a VM that is gone is "not found".
+pub(super) fn definition(hv: &dyn Hypervisor, name: &str) -> LcResult<(String, xml::ParsedDomain)> {
+    let text = hv.domain_xml(name).map_err(|e| match e {
+        crate::hypervisor::HypervisorError::NotFound { .. } => {
+            LifecycleError::NotFound(format!("There is no VM named {name}."))
+        }
+        other => other.into(),
+    })?;
+    let parsed = xml::parse_domain(&text).map_err(|e| {
+        LifecycleError::failed(format!("The VM's definition could not be read: {e}"))
+    })?;
+    Ok((text, parsed))
+}
+
 pub fn set_devices(hv: &dyn Hypervisor, name: &str, change: DeviceChange) -> LcResult<DevicesSet> {
     let vm = hv
         .list_vms()?
@@ -50,10 +64,7 @@ pub fn set_devices(hv: &dyn Hypervisor, name: &str, change: DeviceChange) -> LcR
              changed for a next start."
         )));
     }
-    let def_xml = hv.domain_xml(name)?;
-    let parsed = xml::parse_domain(&def_xml).map_err(|e| {
-        LifecycleError::failed(format!("The VM's definition could not be read: {e}"))
-    })?;
+    let (def_xml, parsed) = definition(hv, name)?;
     let current = vm_devices::read(&def_xml, &parsed.boot_devs)
         .map_err(|e| LifecycleError::failed(e.to_string()))?;
     let mut wanted = current.clone();
@@ -96,5 +107,89 @@ pub fn set_devices(hv: &dyn Hypervisor, name: &str, change: DeviceChange) -> LcR
         options: wanted,
         changed: true,
         at_next_start,
+    })
+}
+
+/// A CD-ROM drive after a media change.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CdromChanged {
+    /// The drive (`sda`, `hdc`, …).
+    pub target: String,
+    /// The ISO now in it; none when ejected.
+    pub iso: Option<String>,
+}
+
+/// Puts `iso` (an ISO image volume of a pool, not a VM's cloud-init seed) into the VM's
+/// CD-ROM drive `target` (or its first), or ejects it (`None`): live while the VM runs,
+/// and in its definition.
+pub fn change_cdrom(
+    hv: &dyn Hypervisor,
+    store: &crate::store::Store,
+    name: &str,
+    target: Option<&str>,
+    iso: Option<&str>,
+) -> LcResult<CdromChanged> {
+    use crate::domain::create_plan::field;
+    let (_, parsed) = definition(hv, name)?;
+    let drives: Vec<&xml::ParsedDisk> = parsed
+        .disks
+        .iter()
+        .filter(|d| d.device == "cdrom")
+        .collect();
+    let drive = match target {
+        Some(t) => drives.iter().find(|d| d.target == t),
+        None => drives.first(),
+    }
+    .ok_or_else(|| {
+        if drives.is_empty() {
+            LifecycleError::Conflict(format!(
+                "{name} has no CD-ROM drive. A drive can only be added while the VM is off \
+                 (QEMU cannot plug one into a running VM)."
+            ))
+        } else {
+            LifecycleError::Invalid(vec![field(
+                "target",
+                "The VM has no CD-ROM drive by that name.",
+            )])
+        }
+    })?;
+    let (target_dev, bus) = (drive.target.clone(), drive.bus.clone());
+    let iso = match iso.map(str::trim).filter(|p| !p.is_empty()) {
+        None => None,
+        Some(path) => {
+            let volume = hv
+                .pools()?
+                .into_iter()
+                .flat_map(|p| p.volumes)
+                .find(|v| v.path == path);
+            match volume {
+                Some(v) if v.is_iso() => {}
+                Some(_) => {
+                    return Err(LifecycleError::Invalid(vec![field(
+                        "iso",
+                        "Only ISO images (.iso volumes) go into a CD-ROM drive.",
+                    )]))
+                }
+                None => {
+                    return Err(LifecycleError::Invalid(vec![field(
+                        "iso",
+                        "Choose an ISO volume from a storage pool.",
+                    )]))
+                }
+            }
+            if store.seed_paths()?.contains(path) && drive.source.as_deref() != Some(path) {
+                return Err(LifecycleError::Invalid(vec![field(
+                    "iso",
+                    "That is another VM's cloud-init seed, which belongs to that VM alone.",
+                )]));
+            }
+            Some(path.to_string())
+        }
+    };
+    let device = crate::domain::vm_devices::cdrom_xml(&target_dev, &bus, iso.as_deref());
+    hv.update_device(name, &device)?;
+    Ok(CdromChanged {
+        target: target_dev,
+        iso,
     })
 }

@@ -3,7 +3,6 @@
 
 use super::{LcResult, LifecycleError};
 use crate::domain::vm_labels::{self, Labels};
-use crate::domain::xml;
 use crate::hypervisor::Hypervisor;
 use serde::Serialize;
 
@@ -22,9 +21,7 @@ pub fn set_labels(
     tags: Option<Vec<String>>,
     notes: Option<String>,
 ) -> LcResult<Labelled> {
-    let before = xml::parse_domain(&hv.domain_xml(name)?).map_err(|e| {
-        LifecycleError::failed(format!("The VM's definition could not be read: {e}"))
-    })?;
+    let (_, before) = super::devices::definition(hv, name)?;
     let wanted_tags = tags.clone().unwrap_or_else(|| before.tags.clone());
     let wanted_notes = notes.clone().unwrap_or_else(|| before.description.clone());
     let Labels { tags, notes } =
@@ -50,9 +47,7 @@ pub fn set_labels(
 
 /// Adds `tag` to the VM's tags (a bulk "tag" action); the notes stay.
 pub fn add_tag(hv: &dyn Hypervisor, name: &str, tag: &str) -> LcResult<Labelled> {
-    let current = xml::parse_domain(&hv.domain_xml(name)?).map_err(|e| {
-        LifecycleError::failed(format!("The VM's definition could not be read: {e}"))
-    })?;
+    let (_, current) = super::devices::definition(hv, name)?;
     let mut tags = current.tags;
     tags.push(tag.to_string());
     set_labels(hv, name, Some(tags), None)

@@ -70,11 +70,12 @@ pub enum Action {
     SetupLink,
     VmLabels,
     VmDevices,
+    VmCdrom,
 }
 
 impl Action {
     /// Every action, once.
-    pub const ALL: [Action; 67] = [
+    pub const ALL: [Action; 68] = [
         Action::VmCreate,
         Action::Vm(VmAction::Start),
         Action::Vm(VmAction::Shutdown),
@@ -142,6 +143,7 @@ impl Action {
         Action::SetupLink,
         Action::VmLabels,
         Action::VmDevices,
+        Action::VmCdrom,
     ];
 
     /// The action the audit log names `name`.
@@ -222,6 +224,7 @@ impl Action {
             Action::SetupLink => "setup.link",
             Action::VmLabels => "vm.labels",
             Action::VmDevices => "vm.devices",
+            Action::VmCdrom => "vm.cdrom",
         }
     }
 }

@@ -149,6 +149,39 @@ pub async fn set_devices(
     .await
 }
 
+/// Puts an ISO into a VM's CD-ROM drive, or ejects it (`iso` none).
+pub async fn change_cdrom(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    target: Option<String>,
+    iso: Option<String>,
+) -> Done<crate::lifecycle::devices::CdromChanged> {
+    let n = name.to_string();
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::VmCdrom,
+            name,
+            move |s| {
+                crate::lifecycle::devices::change_cdrom(
+                    s.hv.as_ref(),
+                    &s.store,
+                    &n,
+                    target.as_deref(),
+                    iso.as_deref(),
+                )
+            },
+            |c| match &c.iso {
+                Some(iso) => format!("{}: {iso}", c.target),
+                None => format!("{}: ejected", c.target),
+            },
+        ),
+    )
+    .await
+}
+
 /// Adds one tag to a VM's tags (a bulk "tag" action).
 pub async fn add_tag(
     svc: &Arc<Services>,

@@ -755,3 +755,54 @@ pub async fn bulk_outcome(
         jobs,
     }))
 }
+
+/// A CD-ROM drive's new medium.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CdromRequest {
+    /// The path of an ISO image volume; null or left out ejects.
+    iso: Option<String>,
+    /// The drive (`sda`, `hdc`, …); the VM's first CD-ROM drive when left out.
+    target: Option<String>,
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/vms/{name}/cdrom",
+    operation_id = "change_cdrom",
+    tag = TAG_VMS,
+    summary = "Insert or eject a CD-ROM",
+    description = "Role: operator. Puts an ISO image volume (not another VM's cloud-init seed) \
+        into the VM's CD-ROM drive, read-only, or ejects it (`iso` null): live while the VM \
+        runs, and in its definition.",
+    params(("name" = String, Path, description = "The VM's name.")),
+    request_body = CdromRequest,
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "The drive now.", body = crate::lifecycle::devices::CdromChanged),
+        (status = 404, description = "There is no such VM.", body = ApiError),
+        (status = 409, description = "The VM has no CD-ROM drive.", body = ApiError),
+        (status = 422, description = "Not an ISO volume, or no such drive.", body = ApiError),
+        (status = 502, description = "libvirt refused the change.", body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
+pub async fn change_cdrom(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    body: web::Json<CdromRequest>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let body = body.into_inner();
+    let changed = service::vms::change_cdrom(
+        &state.svc,
+        &who.caller(),
+        &path.into_inner(),
+        body.target,
+        body.iso,
+    )
+    .await?;
+    answer(changed, |c| HttpResponse::Ok().json(c))
+}

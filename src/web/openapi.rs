@@ -51,6 +51,7 @@ pub const TAG_PEER: &str = "peer";
         super::api::patch_vm,
         super::api::bulk,
         super::api::bulk_outcome,
+        super::api::change_cdrom,
         super::api::delete_vm,
         super::api::vm_action,
         super::api::clone_vm,

@@ -429,6 +429,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .post("/vms/{name}/resize", vm_changes::resize_form)
     .post("/vms/{name}/labels", vm_changes::labels_form)
     .post("/vms/{name}/devices", vm_changes::devices_form)
+    .post("/vms/{name}/cdrom", vm_changes::cdrom_form)
     .post("/vms/bulk", pages::bulk::bulk_form)
     .get("/vms/bulk/{batch}", pages::bulk::bulk_page)
     .post("/vms/{name}/clone", vm_changes::clone_form)
@@ -510,6 +511,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .delete("/vms/{name}", api::delete_vm)
             .post("/vms/{name}/clone", api::clone_vm)
             .get("/vms/{name}/snapshots", api::snapshots)
+            .put("/vms/{name}/cdrom", api::change_cdrom)
             .post("/vms/{name}/snapshots", api::create_snapshot)
             .post(
                 "/vms/{name}/snapshots/{snapshot}/revert",

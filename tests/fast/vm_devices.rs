@@ -186,3 +186,128 @@ async fn viewers_cannot_change_devices() {
     let page = app.get_text(&viewer, "/vms/web01").await;
     assert!(!page.contains("devices-form"));
 }
+
+#[tokio::test]
+async fn a_cdrom_takes_iso_images_only_and_ejects() {
+    const ISO: &str = "/var/lib/libvirt/images/debian-12.8.0-amd64-netinst.iso";
+    let app = spawn_app().await;
+    let api = Api::new(&app).await;
+    let (s, made) = api
+        .post(
+            "/api/v1/vms",
+            json!({
+                "name": "app01",
+                "units": 1,
+                "disk": {"type": "new", "pool": "default", "size_gib": 2},
+                "install": {"type": "cdrom", "volume": ISO},
+                "nic": {"bridge": "br0"},
+                "start": true,
+            }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{made}");
+    let cdrom = |v: &Value| -> Value {
+        v["devices"]["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["device"] == "cdrom")
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let (_, v) = api.get("/api/v1/vms/app01").await;
+    assert_eq!(cdrom(&v)["source"], ISO, "{v}");
+    let target = cdrom(&v)["target"].as_str().unwrap().to_string();
+
+    // Eject, live (the VM runs) and in the definition.
+    let (s, c) = api
+        .put("/api/v1/vms/app01/cdrom", json!({"iso": null}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    assert_eq!(c, json!({"target": target, "iso": null}));
+    let (_, v) = api.get("/api/v1/vms/app01").await;
+    assert_eq!(cdrom(&v)["source"], Value::Null, "{v}");
+    validates(v["xml"].as_str().unwrap());
+
+    // Only ISO volumes of a pool.
+    let disk = v["disks"][0].as_str().unwrap().to_string();
+    for (iso, why) in [
+        (disk.as_str(), "Only ISO images"),
+        ("/nowhere/x.iso", "Choose an ISO volume"),
+    ] {
+        let (s, e) = api
+            .put("/api/v1/vms/app01/cdrom", json!({"iso": iso}))
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        assert_eq!(e["error"]["field"], "iso");
+        assert!(e["error"]["message"].as_str().unwrap().contains(why), "{e}");
+    }
+    let (s, e) = api
+        .put(
+            "/api/v1/vms/app01/cdrom",
+            json!({"iso": ISO, "target": "zz9"}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("target")),
+        "{e}"
+    );
+
+    // Back in, from the page's form.
+    let session = app.login("admin", common::ADMIN_PASSWORD).await.0;
+    let page = app.get_text(&session, "/vms/app01").await;
+    assert!(
+        page.contains(&format!(r#"data-drive="{target}""#)),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(r#"<option value="{ISO}">"#)),
+        "{page}"
+    );
+    let csrf = csrf_in(&page);
+    let r = session
+        .post(app.url("/vms/app01/cdrom"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("target", target.as_str()),
+            ("iso", ISO),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = app.get_text(&session, "/vms/app01").await;
+    assert!(
+        page.contains(&format!("{target} now holds {ISO}.")),
+        "{page}"
+    );
+    let (_, v) = api.get("/api/v1/vms/app01").await;
+    assert_eq!(cdrom(&v)["source"], ISO);
+
+    // A VM without a drive: said, nothing changed.
+    let (_, list) = api.get("/api/v1/vms").await;
+    let mut without = None;
+    for vm in list["vms"].as_array().unwrap() {
+        let name = vm["name"].as_str().unwrap();
+        let (_, d) = api.get(&format!("/api/v1/vms/{name}")).await;
+        if cdrom(&d).is_null() {
+            without = Some(name.to_string());
+            break;
+        }
+    }
+    let without = without.expect("a demo VM without a CD-ROM drive");
+    let (s, e) = api
+        .put(&format!("/api/v1/vms/{without}/cdrom"), json!({"iso": ISO}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no CD-ROM drive"),
+        "{e}"
+    );
+    let audit = app.audit_text(&session).await;
+    assert!(audit.contains("vm.cdrom"), "{audit}");
+}

@@ -193,6 +193,40 @@ pub async fn devices_form(
 }
 
 #[derive(Deserialize)]
+pub struct CdromForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    iso: String,
+}
+
+pub async fn cdrom_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<CdromForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let name = path.into_inner();
+    let f = form.into_inner();
+    let values = vec![("iso", f.iso.clone())];
+    let iso = Some(f.iso.trim().to_string()).filter(|s| !s.is_empty());
+    let target = Some(f.target.trim().to_string()).filter(|s| !s.is_empty());
+    match service::vms::change_cdrom(&state.svc, &who.caller(), &name, target, iso).await? {
+        Ok(c) => Ok(back_to(
+            &who,
+            &name,
+            &match c.iso {
+                Some(iso) => format!("{} now holds {iso}.", c.target),
+                None => format!("{} is empty.", c.target),
+            },
+        )),
+        Err(e) => form_failed(&state, &who, name, "cdrom", values, e).await,
+    }
+}
+
+#[derive(Deserialize)]
 pub struct CloneForm {
     csrf: Option<String>,
     #[serde(default)]

@@ -718,6 +718,8 @@ struct VmDetailPage {
     cloud_init: Option<crate::store::cloud_init::CloudInitRow>,
     /// Set while the VM has a kickstart install whose URL has not ended.
     install: Option<KickstartInstall>,
+    /// ISO images of the pools, for the CD-ROM drives.
+    isos: Vec<String>,
 }
 
 /// A network install with a stored kickstart, as the VM page shows it (never its URL:
@@ -857,7 +859,7 @@ pub(super) async fn render_detail(
     status: StatusCode,
 ) -> Result<HttpResponse, AppError> {
     let n = name.clone();
-    let (detail, snapshots, history, flavors, install) = lc(state, move |s| {
+    let (detail, snapshots, history, flavors, install, isos) = lc(state, move |s| {
         let detail = lifecycle::detail(s.hv.as_ref(), &s.store, &s.lifecycle, &n)?;
         let snapshots = lifecycle::snapshots(s.hv.as_ref(), &n).unwrap_or_else(|e| {
             tracing::warn!(vm = %n, error = %e, "cannot list snapshots");
@@ -867,7 +869,17 @@ pub(super) async fn render_detail(
         let flavors = s.store.flavors()?;
         // Only a VM with a kickstart install in progress has a status.
         let install = crate::lifecycle::kickstart::status(s.hv.as_ref(), &s.store, &n, now()).ok();
-        Ok((detail, snapshots, history, flavors, install))
+        // ISO images a CD-ROM drive may take (not the VMs' cloud-init seeds).
+        let seeds = s.store.seed_paths()?;
+        let isos: Vec<String> =
+            s.hv.pools()
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|p| p.volumes)
+                .filter(|v| v.is_iso() && !seeds.contains(&v.path))
+                .map(|v| v.path)
+                .collect();
+        Ok((detail, snapshots, history, flavors, install, isos))
     })
     .await?;
     let lifecycle::VmDetail {
@@ -897,6 +909,7 @@ pub(super) async fn render_detail(
             form,
             usage: super::super::usage::vm_charts(state, &name),
             cloud_init,
+            isos,
             install: install.map(|i| KickstartInstall {
                 until: super::format_time(i.expires_at),
                 kickstart: i.kickstart,
