@@ -52,6 +52,11 @@ impl Drop for Guest {
 impl Guest {
     /// Boots the tiny guest (transient). `start = false` defines it without starting it.
     pub fn new(start: bool) -> Guest {
+        Guest::with_devices(start, "")
+    }
+
+    /// The tiny guest with `devices` (domain XML) added to its `<devices>`.
+    pub fn with_devices(start: bool, devices: &str) -> Guest {
         let version = virsh(&["version"]);
         assert!(
             version.status.success(),
@@ -75,7 +80,8 @@ impl Guest {
         let xml = include_str!("../fixtures/tiny-guest-domain.xml")
             .replace("@NAME@", &name)
             .replace("@GUEST_DIR@", &files.path().display().to_string())
-            .replace("@SERIAL_LOG@", &serial_log.display().to_string());
+            .replace("@SERIAL_LOG@", &serial_log.display().to_string())
+            .replace("</devices>", &format!("{devices}</devices>"));
         let xml_path = files.path().join("domain.xml");
         std::fs::write(&xml_path, xml).unwrap();
         let verb = if start { "create" } else { "define" };
@@ -467,4 +473,47 @@ pub async fn read_serial_until(
 /// A line of output that is exactly `marker` (not the echoed command line).
 pub fn has_output_line(text: &str, marker: &str) -> bool {
     text.split(['\r', '\n']).any(|l| l.trim() == marker)
+}
+
+/// Types `command` into the serial console until a line of output is exactly `want`.
+pub async fn serial_until(ws: &mut Ws, command: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        ws.send(Message::Binary(format!("{command}\r").into_bytes().into()))
+            .await
+            .unwrap();
+        seen.push_str(
+            &read_serial_until(ws, Duration::from_secs(5), |t| has_output_line(t, want)).await,
+        );
+        if has_output_line(&seen, want) {
+            return;
+        }
+    }
+    panic!("no line {want:?} after {command:?}; output:\n{seen}");
+}
+
+pub async fn serial(app: &crate::common::TestApp, api: &crate::common::api::Api, vm: &str) -> Ws {
+    let (s, v) = api
+        .post(
+            &format!("/api/v1/vms/{vm}/console/serial"),
+            serde_json::json!({"force": true}),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{v}");
+    let url = format!(
+        "{}{}",
+        app.base.replacen("http", "ws", 1),
+        v["websocket"].as_str().unwrap()
+    );
+    connect(
+        &url,
+        Upgrade {
+            cookie: None,
+            bearer: Some(&api.token),
+            origin: None,
+        },
+    )
+    .await
+    .expect("serial websocket accepted")
 }

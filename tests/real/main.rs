@@ -20,6 +20,7 @@ mod browser;
 mod cloudinit_real;
 mod console;
 mod console_browser;
+mod devices_real;
 mod fleet_browser;
 mod hostile_console;
 mod hostile_login;

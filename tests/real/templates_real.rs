@@ -14,14 +14,11 @@ use crate::console_support;
 use common::api::Api;
 use common::real::{guest_dir, qemu_readable_dir, require_libvirtd, virsh, URI};
 use common::spawn_app_with;
-use console_support::{connect, has_output_line, read_serial_until, Upgrade, Ws};
-use futures_util::SinkExt;
+use console_support::{serial, serial_until};
 use reqwest::StatusCode;
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::Message;
 
 /// Removes VMs and the pool a failed run leaves behind (all named `vdtpl-…`).
 struct Leftovers {
@@ -48,49 +45,6 @@ fn run(cmd: &mut Command) {
         "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Types `command` into the serial console until a line of output is exactly `want`.
-async fn serial_until(ws: &mut Ws, command: &str, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = String::new();
-    while Instant::now() < deadline {
-        ws.send(Message::Binary(format!("{command}\r").into_bytes().into()))
-            .await
-            .unwrap();
-        seen.push_str(
-            &read_serial_until(ws, Duration::from_secs(5), |t| has_output_line(t, want)).await,
-        );
-        if has_output_line(&seen, want) {
-            return;
-        }
-    }
-    panic!("no line {want:?} after {command:?}; output:\n{seen}");
-}
-
-async fn serial(app: &common::TestApp, api: &Api, vm: &str) -> Ws {
-    let (s, v) = api
-        .post(
-            &format!("/api/v1/vms/{vm}/console/serial"),
-            json!({"force": true}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let url = format!(
-        "{}{}",
-        app.base.replacen("http", "ws", 1),
-        v["websocket"].as_str().unwrap()
-    );
-    connect(
-        &url,
-        Upgrade {
-            cookie: None,
-            bearer: Some(&api.token),
-            origin: None,
-        },
-    )
-    .await
-    .expect("serial websocket accepted")
 }
 
 #[tokio::test]

@@ -1,0 +1,136 @@
+//! Day-two device changes on the real `qemu:///system` libvirtd with the tiny guest: a
+//! CD-ROM swapped through virtdeck's API while the guest runs is seen by the guest
+//! (`/dev/sr0`'s size follows the disc; no medium once ejected), and boot-and-devices changes
+//! (RNG, watchdog, balloon off, boot menu, serial log) are taken by QEMU at the next
+//! start, the guest finding its virtio RNG.
+//!
+//! `make test` installs libvirt, QEMU and genisoimage, starts the daemons and builds the
+//! tiny guest (which loads ata_piix, sr_mod and virtio_rng); this test fails, never
+//! skips, when any of that is missing.
+
+use crate::common;
+use crate::console_support;
+
+use common::api::Api;
+use common::real::{require_libvirtd, virsh, TestPool, URI};
+use common::spawn_app_with;
+use console_support::{serial, serial_until, Guest};
+use reqwest::StatusCode;
+use serde_json::json;
+use std::path::Path;
+
+/// An ISO image of `bytes` bytes of data at `path`; its size in 512-byte sectors.
+fn iso(path: &Path, bytes: usize) -> u64 {
+    let content = tempfile::tempdir().unwrap();
+    std::fs::write(content.path().join("data.bin"), vec![0x5a; bytes]).unwrap();
+    let out = std::process::Command::new("genisoimage")
+        .args(["-quiet", "-V", "VDTEST", "-o"])
+        .arg(path)
+        .arg(content.path())
+        .output()
+        .expect("genisoimage runs (make test-deps installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::metadata(path).unwrap().len() / 512
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cdrom_swap_is_seen_by_the_running_guest_and_new_devices_by_its_next_boot() {
+    let _gate = crate::gate::enter(module_path!());
+    require_libvirtd();
+    let pool = TestPool::with_prefix("vddev-pool");
+    let small = pool.dir.join("small.iso");
+    let big = pool.dir.join("big.iso");
+    let small_sectors = iso(&small, 300 * 1024);
+    let big_sectors = iso(&big, 3 * 1024 * 1024);
+    assert_ne!(small_sectors, big_sectors);
+    let out = virsh(&["pool-refresh", &pool.name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The tiny guest with an empty IDE CD-ROM drive (the "pc" machine), defined and started.
+    let guest = Guest::with_devices(
+        false,
+        "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>\
+         <target dev='hdc' bus='ide'/><readonly/></disk>",
+    );
+    let out = virsh(&["start", &guest.name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    guest.wait_ready().await;
+
+    let app = spawn_app_with(move |c| {
+        c.demo = false;
+        c.libvirt_uri = URI.into();
+    })
+    .await;
+    let api = Api::new(&app).await;
+    let vm = guest.name.clone();
+    let mut ws = serial(&app, &api, &vm).await;
+    // Opening the drive makes the kernel look at the disc (it does not poll for one).
+    const DISC: &str =
+        "dd if=/dev/sr0 of=/dev/null bs=2048 count=1 2>/dev/null && echo HAS-DISC || echo NO-DISC";
+    const SIZE: &str =
+        "dd if=/dev/sr0 of=/dev/null bs=2048 count=1 2>/dev/null; cat /sys/block/sr0/size";
+    serial_until(&mut ws, DISC, "NO-DISC").await;
+
+    // A disc in, another, then none: the guest sees each (sizes in 512-byte sectors).
+    for (disc, sectors) in [(&small, small_sectors), (&big, big_sectors)] {
+        let (s, c) = api
+            .put(
+                &format!("/api/v1/vms/{vm}/cdrom"),
+                json!({"iso": disc.to_str().unwrap()}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{c}");
+        serial_until(&mut ws, SIZE, &sectors.to_string()).await;
+    }
+    let (s, c) = api
+        .put(&format!("/api/v1/vms/{vm}/cdrom"), json!({"iso": null}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    serial_until(&mut ws, DISC, "NO-DISC").await;
+    drop(ws);
+
+    // Boot and devices: written for the next start, which QEMU accepts.
+    let (s, v) = api
+        .patch(
+            &format!("/api/v1/vms/{vm}"),
+            json!({"rng": true, "watchdog": true, "balloon": false, "boot_menu": true, "serial_log": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = api
+        .post(&format!("/api/v1/vms/{vm}/force-off"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = api
+        .post(&format!("/api/v1/vms/{vm}/start"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "QEMU starts with the new devices: {v}");
+    let live = virsh(&["dumpxml", &vm]);
+    let live = String::from_utf8_lossy(&live.stdout);
+    assert!(
+        live.contains("<rng model='virtio'>") && live.contains("i6300esb"),
+        "{live}"
+    );
+    let mut ws = serial(&app, &api, &vm).await;
+    serial_until(
+        &mut ws,
+        "[ -e /dev/hwrng ] && echo RNG-PRESENT",
+        "RNG-PRESENT",
+    )
+    .await;
+    drop(ws);
+    let _ = virsh(&["destroy", &vm]);
+    let _ = std::fs::remove_file(format!("/var/log/libvirt/qemu/{vm}-serial.log"));
+}
