@@ -442,6 +442,13 @@ impl Hypervisor for Libvirt {
         .map_err(call("change the VM's tags"))
     }
 
+    fn grow_disk(&self, name: &str, target: &str, bytes: u64) -> HvResult<()> {
+        let conn = self.conn()?;
+        lookup(&conn, name)?
+            .block_resize(target, bytes, virt::sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+            .map_err(call("grow the VM's disk"))
+    }
+
     fn update_device(&self, name: &str, device_xml: &str) -> HvResult<()> {
         let conn = self.conn()?;
         let dom = lookup(&conn, name)?;

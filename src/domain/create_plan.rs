@@ -248,7 +248,7 @@ impl Snapshot {
     }
 
     /// The volume at `path` and its pool.
-    fn volume(&self, path: &str) -> Option<(&PoolInfo, &VolumeInfo)> {
+    pub fn volume(&self, path: &str) -> Option<(&PoolInfo, &VolumeInfo)> {
         self.pools
             .iter()
             .find_map(|p| p.volumes.iter().find(|v| v.path == path).map(|v| (p, v)))

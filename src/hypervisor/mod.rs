@@ -107,6 +107,9 @@ pub trait Hypervisor: Send + Sync {
     fn set_vm_metadata(&self, name: &str, element_xml: Option<&str>) -> HvResult<()>;
     /// Replaces the VM's `<description>` likewise.
     fn set_description(&self, name: &str, text: &str) -> HvResult<()>;
+    /// Grows a running VM's disk `target` to `bytes` (virDomainBlockResize): the guest
+    /// sees the new size at once.
+    fn grow_disk(&self, name: &str, target: &str, bytes: u64) -> HvResult<()>;
     /// Changes a device in place (a CD-ROM's medium), in the definition and, while the
     /// VM runs, live (virDomainUpdateDeviceFlags).
     fn update_device(&self, name: &str, device_xml: &str) -> HvResult<()>;

@@ -116,6 +116,128 @@ pub fn resize(
     })
 }
 
+// ---- growing a disk ----
+
+/// A disk after it grew.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DiskGrown {
+    /// The disk's target (`vda`, …).
+    pub target: String,
+    pub path: String,
+    pub size_gib: u64,
+    /// The VM's units after the change (a bigger disk may hold more of its pool).
+    pub units: u32,
+    /// The VM ran: its guest sees the new size now (it still has to grow its partition
+    /// and file system).
+    pub live: bool,
+}
+
+/// Grows the VM's disk `target` to `size_gib`: live through libvirt's block resize while
+/// the VM runs (the guest sees it at once), else the volume itself. A disk never shrinks.
+/// When the bigger disk takes more of its pool than the VM's units hold, the units grow
+/// and are admitted like a create; refusals come before anything changes.
+pub fn grow_disk(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    cfg: &LifecycleSettings,
+    lock: &AdmissionLock,
+    name: &str,
+    target: &str,
+    size_gib: u64,
+) -> LcResult<DiskGrown> {
+    let _guard = locked(lock)?;
+    let inv = inventory(hv, store, cfg)?;
+    let vm = find_vm(&inv.vms, name)?;
+    let def = definition(hv, name)?;
+    let disk = def
+        .disks
+        .iter()
+        .find(|d| d.device == "disk" && d.target == target)
+        .ok_or_else(|| {
+            LifecycleError::Invalid(vec![field(
+                "target",
+                format!("{name} has no disk {target}."),
+            )])
+        })?;
+    let path = disk.source.clone().ok_or_else(|| {
+        LifecycleError::Invalid(vec![field(
+            "target",
+            format!("Disk {target} has no volume behind it."),
+        )])
+    })?;
+    let (pool, volume) = inv.volume(&path).ok_or_else(|| {
+        LifecycleError::Conflict(format!(
+            "Disk {target} ({path}) is not a volume of a storage pool, so virtdeck cannot grow it."
+        ))
+    })?;
+    let now_gib = volume.capacity_bytes.div_ceil(GIB);
+    if size_gib > 64 * 1024 {
+        return Err(LifecycleError::Invalid(vec![field(
+            "size_gib",
+            "At most 65,536 GiB.",
+        )]));
+    }
+    if size_gib * GIB <= volume.capacity_bytes {
+        return Err(LifecycleError::Invalid(vec![field(
+            "size_gib",
+            format!("A disk can only grow: {target} has {now_gib} GiB now."),
+        )]));
+    }
+    let extra_bytes = size_gib * GIB - volume.capacity_bytes;
+    if pool.available_bytes < extra_bytes {
+        return Err(LifecycleError::Conflict(format!(
+            "Not enough space in pool {}: {} GiB more are needed, {} GiB are free.",
+            pool.name,
+            extra_bytes.div_ceil(GIB),
+            pool.available_bytes / GIB
+        )));
+    }
+    let all = claims(&inv.model, &inv.vms, &inv.rows);
+    let previous_units = all
+        .iter()
+        .find(|c| c.vm == name)
+        .map(|c| c.units)
+        .unwrap_or(0);
+    let disk_units = inv
+        .model
+        .units_for_disk(size_gib, pool.capacity_gib().max(1));
+    let managed = inv.rows.iter().any(|r| r.name == name);
+    let units = if managed {
+        previous_units.max(disk_units)
+    } else {
+        previous_units
+    };
+    if units > previous_units {
+        let others: Vec<_> = all.into_iter().filter(|c| c.vm != name).collect();
+        admit(&inv.model, &others, units, None)?;
+    }
+    let live = vm.state.is_active();
+    let grown = if live {
+        hv.grow_disk(name, target, size_gib * GIB)
+    } else {
+        hv.resize_volume(&path, size_gib * GIB, false)
+    };
+    grown.map_err(|e| {
+        LifecycleError::failed_because(
+            format!(
+                "Disk {target} could not grow: {}. It keeps its {now_gib} GiB.",
+                reason_in_plain_words(&e)
+            ),
+            e,
+        )
+    })?;
+    if managed && units != previous_units {
+        store.set_vm_units(name, units)?;
+    }
+    Ok(DiskGrown {
+        target: target.to_string(),
+        path,
+        size_gib,
+        units,
+        live,
+    })
+}
+
 // ---- clone ----
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]

@@ -71,11 +71,12 @@ pub enum Action {
     VmLabels,
     VmDevices,
     VmCdrom,
+    VmDiskGrow,
 }
 
 impl Action {
     /// Every action, once.
-    pub const ALL: [Action; 68] = [
+    pub const ALL: [Action; 69] = [
         Action::VmCreate,
         Action::Vm(VmAction::Start),
         Action::Vm(VmAction::Shutdown),
@@ -144,6 +145,7 @@ impl Action {
         Action::VmLabels,
         Action::VmDevices,
         Action::VmCdrom,
+        Action::VmDiskGrow,
     ];
 
     /// The action the audit log names `name`.
@@ -225,6 +227,7 @@ impl Action {
             Action::VmLabels => "vm.labels",
             Action::VmDevices => "vm.devices",
             Action::VmCdrom => "vm.cdrom",
+            Action::VmDiskGrow => "vm.disk.grow",
         }
     }
 }

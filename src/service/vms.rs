@@ -182,6 +182,46 @@ pub async fn change_cdrom(
     .await
 }
 
+/// Grows a VM's disk (live while it runs); units follow a disk that takes more of its pool.
+pub async fn grow_disk(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    target: &str,
+    size_gib: u64,
+) -> Done<crate::lifecycle::changes::DiskGrown> {
+    let (n, t) = (name.to_string(), target.to_string());
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::VmDiskGrow,
+            name,
+            move |s| {
+                crate::lifecycle::changes::grow_disk(
+                    s.hv.as_ref(),
+                    &s.store,
+                    &s.lifecycle,
+                    &s.admission,
+                    &n,
+                    &t,
+                    size_gib,
+                )
+            },
+            |g| {
+                format!(
+                    "{} → {} GiB{}, {} units",
+                    g.target,
+                    g.size_gib,
+                    if g.live { " (live)" } else { "" },
+                    g.units
+                )
+            },
+        ),
+    )
+    .await
+}
+
 /// Adds one tag to a VM's tags (a bulk "tag" action).
 pub async fn add_tag(
     svc: &Arc<Services>,

@@ -806,3 +806,50 @@ pub async fn change_cdrom(
     .await?;
     answer(changed, |c| HttpResponse::Ok().json(c))
 }
+
+/// A disk's new size.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrowDiskRequest {
+    /// The new size in GiB; larger than the disk is now.
+    size_gib: u64,
+}
+
+#[utoipa::path(
+    patch,
+    path = "/api/v1/vms/{name}/disks/{target}",
+    operation_id = "grow_disk",
+    tag = TAG_VMS,
+    summary = "Grow a disk",
+    description = "Role: operator. Grows the disk to `size_gib`: live while the VM runs (the \
+        guest sees the new size at once; its partition and file system are the guest's to \
+        grow), else the volume itself. Disks never shrink. When the bigger disk holds more of \
+        its pool than the VM's units, the units grow and are admitted like a create.",
+    params(
+        ("name" = String, Path, description = "The VM's name."),
+        ("target" = String, Path, description = "The disk's target, e.g. `vda`."),
+    ),
+    request_body = GrowDiskRequest,
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "The disk now.", body = crate::lifecycle::changes::DiskGrown),
+        (status = 404, description = "There is no such VM.", body = ApiError),
+        (status = 409, description = "Not enough units or pool space, or not a pool volume.", body = ApiError),
+        (status = 422, description = "No such disk, or not larger than now.", body = ApiError),
+        (status = 502, description = "libvirt refused; the disk keeps its size.", body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
+pub async fn grow_disk(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(String, String)>,
+    body: web::Json<GrowDiskRequest>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let (name, target) = path.into_inner();
+    let grown =
+        service::vms::grow_disk(&state.svc, &who.caller(), &name, &target, body.size_gib).await?;
+    answer(grown, |g| HttpResponse::Ok().json(g))
+}

@@ -52,6 +52,7 @@ pub const TAG_PEER: &str = "peer";
         super::api::bulk,
         super::api::bulk_outcome,
         super::api::change_cdrom,
+        super::api::grow_disk,
         super::api::delete_vm,
         super::api::vm_action,
         super::api::clone_vm,

@@ -430,6 +430,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .post("/vms/{name}/labels", vm_changes::labels_form)
     .post("/vms/{name}/devices", vm_changes::devices_form)
     .post("/vms/{name}/cdrom", vm_changes::cdrom_form)
+    .post("/vms/{name}/grow-disk", vm_changes::grow_disk_form)
     .post("/vms/bulk", pages::bulk::bulk_form)
     .get("/vms/bulk/{batch}", pages::bulk::bulk_page)
     .post("/vms/{name}/clone", vm_changes::clone_form)
@@ -512,6 +513,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .post("/vms/{name}/clone", api::clone_vm)
             .get("/vms/{name}/snapshots", api::snapshots)
             .put("/vms/{name}/cdrom", api::change_cdrom)
+            .patch("/vms/{name}/disks/{target}", api::grow_disk)
             .post("/vms/{name}/snapshots", api::create_snapshot)
             .post(
                 "/vms/{name}/snapshots/{snapshot}/revert",

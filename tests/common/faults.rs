@@ -161,6 +161,9 @@ impl Hypervisor for FailAt {
     fn set_vm_metadata(&self, name: &str, element_xml: Option<&str>) -> HvResult<()> {
         self.inner.set_vm_metadata(name, element_xml)
     }
+    fn grow_disk(&self, name: &str, target: &str, bytes: u64) -> HvResult<()> {
+        self.inner.grow_disk(name, target, bytes)
+    }
     fn update_device(&self, name: &str, device_xml: &str) -> HvResult<()> {
         self.inner.update_device(name, device_xml)
     }

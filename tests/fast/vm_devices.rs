@@ -311,3 +311,107 @@ async fn a_cdrom_takes_iso_images_only_and_ejects() {
     let audit = app.audit_text(&session).await;
     assert!(audit.contains("vm.cdrom"), "{audit}");
 }
+
+#[tokio::test]
+async fn a_disk_grows_never_shrinks_and_refusals_change_nothing() {
+    let app = spawn_app().await;
+    let api = Api::new(&app).await;
+    let (s, made) = api
+        .post(
+            "/api/v1/vms",
+            json!({
+                "name": "app02",
+                "units": 1,
+                "disk": {"type": "new", "pool": "default", "size_gib": 2},
+                "install": {"type": "import"},
+                "nic": {"bridge": "br0"},
+            }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{made}");
+    let disk_path = made["disk_path"].as_str().unwrap().to_string();
+    let capacity = |pools: &Value| -> u64 {
+        pools["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["volumes"].as_array().unwrap())
+            .find(|v| v["path"] == disk_path.as_str())
+            .and_then(|v| v["capacity_bytes"].as_u64())
+            .unwrap()
+    };
+    const GIB: u64 = 1024 * 1024 * 1024;
+    assert_eq!(capacity(&api.get("/api/v1/pools").await.1), 2 * GIB);
+
+    // libvirt's test driver cannot resize volumes (tests/real/devices_real.rs grows disks
+    // on the real libvirtd): its refusal is said, and the disk keeps its size.
+    let (s, e) = api
+        .patch("/api/v1/vms/app02/disks/vda", json!({"size_gib": 3}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("keeps its 2 GiB"),
+        "{e}"
+    );
+    assert_eq!(capacity(&api.get("/api/v1/pools").await.1), 2 * GIB);
+
+    for (body, target, field) in [
+        (json!({"size_gib": 2}), "vda", "size_gib"),
+        (json!({"size_gib": 1}), "vda", "size_gib"),
+        (json!({"size_gib": 9}), "vdz", "target"),
+    ] {
+        let (s, e) = api
+            .patch(&format!("/api/v1/vms/app02/disks/{target}"), body)
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        assert_eq!(e["error"]["field"], field, "{e}");
+    }
+    let (s, e) = api
+        .patch("/api/v1/vms/app02/disks/vda", json!({"size_gib": 60000}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert_eq!(
+        capacity(&api.get("/api/v1/pools").await.1),
+        2 * GIB,
+        "unchanged"
+    );
+
+    // A running VM: libvirt's own block resize. The test driver has none, and says so;
+    // the disk keeps its size.
+    let (s, v) = api.post("/api/v1/vms/app02/start", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, e) = api
+        .patch("/api/v1/vms/app02/disks/vda", json!({"size_gib": 4}))
+        .await;
+    assert!(s.is_server_error(), "{s} {e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("keeps its 2 GiB"),
+        "{e}"
+    );
+    assert_eq!(capacity(&api.get("/api/v1/pools").await.1), 2 * GIB);
+
+    // The page form: the message at the field.
+    let session = app.login("admin", common::ADMIN_PASSWORD).await.0;
+    let csrf = app.csrf(&session, "/vms/app02").await;
+    let r = session
+        .post(app.url("/vms/app02/grow-disk"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("target", "vda"),
+            ("size_gib", "lots"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = r.text().await.unwrap();
+    assert!(page.contains(r#"data-field="size_gib""#), "{page}");
+    let audit = app.audit_text(&session).await;
+    assert!(audit.contains("vm.disk.grow"), "{audit}");
+}

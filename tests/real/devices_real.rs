@@ -1,6 +1,8 @@
 //! Day-two device changes on the real `qemu:///system` libvirtd with the tiny guest: a
 //! CD-ROM swapped through virtdeck's API while the guest runs is seen by the guest
-//! (`/dev/sr0`'s size follows the disc; no medium once ejected), and boot-and-devices changes
+//! (`/dev/sr0`'s size follows the disc; no medium once ejected), a data disk grown while it
+//! runs shows its new size in the guest (and grows through its volume when the VM is off),
+//! and boot-and-devices changes
 //! (RNG, watchdog, balloon off, boot menu, serial log) are taken by QEMU at the next
 //! start, the guest finding its virtio RNG.
 //!
@@ -53,12 +55,33 @@ async fn a_cdrom_swap_is_seen_by_the_running_guest_and_new_devices_by_its_next_b
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A 64 MiB qcow2 data disk in the pool.
+    let out = virsh(&[
+        "vol-create-as",
+        &pool.name,
+        "data.qcow2",
+        "64M",
+        "--format",
+        "qcow2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = pool.dir.join("data.qcow2");
 
-    // The tiny guest with an empty IDE CD-ROM drive (the "pc" machine), defined and started.
+    // The tiny guest with an empty IDE CD-ROM drive (the "pc" machine) and the data disk,
+    // defined and started.
     let guest = Guest::with_devices(
         false,
-        "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>\
-         <target dev='hdc' bus='ide'/><readonly/></disk>",
+        &format!(
+            "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>\
+             <target dev='hdc' bus='ide'/><readonly/></disk>\
+             <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+             <source file='{}'/><target dev='vdb' bus='virtio'/></disk>",
+            data.display()
+        ),
     );
     let out = virsh(&["start", &guest.name]);
     assert!(
@@ -99,6 +122,19 @@ async fn a_cdrom_swap_is_seen_by_the_running_guest_and_new_devices_by_its_next_b
         .await;
     assert_eq!(s, StatusCode::OK, "{c}");
     serial_until(&mut ws, DISC, "NO-DISC").await;
+
+    // The data disk grows while the guest runs, and the guest sees it (512-byte sectors;
+    // libvirt's target vdb is the guest's only virtio disk, so its vda).
+    serial_until(&mut ws, "cat /sys/block/vda/size", "131072").await;
+    let (s, g) = api
+        .patch(
+            &format!("/api/v1/vms/{vm}/disks/vdb"),
+            json!({"size_gib": 1}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{g}");
+    assert_eq!(g["live"], true, "{g}");
+    serial_until(&mut ws, "cat /sys/block/vda/size", "2097152").await;
     drop(ws);
 
     // Boot and devices: written for the next start, which QEMU accepts.

@@ -227,6 +227,63 @@ pub async fn cdrom_form(
 }
 
 #[derive(Deserialize)]
+pub struct GrowForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    size_gib: String,
+}
+
+pub async fn grow_disk_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<GrowForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let name = path.into_inner();
+    let f = form.into_inner();
+    let values = vec![
+        ("size_gib", f.size_gib.clone()),
+        ("target", f.target.clone()),
+    ];
+    let mut errors = Vec::new();
+    let size = number(&f.size_gib, "size_gib", "the new size in GiB", &mut errors);
+    let Some(size) = size.filter(|_| errors.is_empty()) else {
+        who.require(&state, Role::Operator, "vm.disk.grow", &name)
+            .await?;
+        if errors.is_empty() {
+            errors.push(crate::domain::create_plan::field(
+                "size_gib",
+                "Give the new size in GiB.",
+            ));
+        }
+        return form_failed(
+            &state,
+            &who,
+            name,
+            "grow",
+            values,
+            LifecycleError::Invalid(errors),
+        )
+        .await;
+    };
+    match service::vms::grow_disk(&state.svc, &who.caller(), &name, f.target.trim(), size).await? {
+        Ok(g) => Ok(back_to(
+            &who,
+            &name,
+            &if g.live {
+                format!("{} now has {} GiB; the guest sees it already (grow its partition and file system inside).", g.target, g.size_gib)
+            } else {
+                format!("{} now has {} GiB.", g.target, g.size_gib)
+            },
+        )),
+        Err(e) => form_failed(&state, &who, name, "grow", values, e).await,
+    }
+}
+
+#[derive(Deserialize)]
 pub struct CloneForm {
     csrf: Option<String>,
     #[serde(default)]

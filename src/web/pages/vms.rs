@@ -749,6 +749,11 @@ impl VmDetailPage {
             .flatten()
     }
 
+    /// Whether the VM has a disk (not a CD-ROM) that could grow.
+    fn has_disks(&self) -> bool {
+        self.def.disks.iter().any(|d| d.device == "disk")
+    }
+
     /// Boot order and devices as the definition has them.
     fn devices(&self) -> crate::domain::vm_devices::DeviceOptions {
         use crate::domain::vm_devices::{read, BootDev, DeviceOptions};
