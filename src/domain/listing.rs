@@ -110,8 +110,10 @@ impl ListQuery {
         !self.search.is_empty() || self.state != StateFilter::Any || !self.tag.is_empty()
     }
 
-    pub fn admits(&self, name: &str, state: VmState) -> bool {
+    /// Whether a VM with this name, state and tags is in the list.
+    pub fn admits(&self, name: &str, state: VmState, tags: &[String]) -> bool {
         self.state.admits(state)
+            && super::vm_labels::matches(tags, Some(&self.tag))
             && (self.search.is_empty() || name.to_lowercase().contains(&self.search.to_lowercase()))
     }
 }
@@ -157,7 +159,7 @@ impl Page {
 pub fn select<'a, T>(
     rows: &'a [T],
     query: &ListQuery,
-    key: impl Fn(&T) -> (&str, VmState),
+    key: impl Fn(&T) -> (&str, VmState, &[String]),
 ) -> (Vec<&'a T>, Page) {
     let matching = matching(rows, query, key);
     let page = Page::of(query, matching.len());
@@ -165,16 +167,16 @@ pub fn select<'a, T>(
     (shown, page)
 }
 
-/// Every row the query's name and state filters admit, on every page.
+/// Every row the query's name, state and tag filters admit, on every page.
 pub fn matching<'a, T>(
     rows: &'a [T],
     query: &ListQuery,
-    key: impl Fn(&T) -> (&str, VmState),
+    key: impl Fn(&T) -> (&str, VmState, &[String]),
 ) -> Vec<&'a T> {
     rows.iter()
         .filter(|r| {
-            let (name, state) = key(r);
-            query.admits(name, state)
+            let (name, state, tags) = key(r);
+            query.admits(name, state, tags)
         })
         .collect()
 }
@@ -200,8 +202,18 @@ mod tests {
             .collect()
     }
 
-    fn key(r: &(String, VmState)) -> (&str, VmState) {
-        (r.0.as_str(), r.1)
+    fn key(r: &(String, VmState)) -> (&str, VmState, &[String]) {
+        (r.0.as_str(), r.1, &[])
+    }
+
+    #[test]
+    fn the_tag_filter_keeps_the_vms_with_that_tag() {
+        let tagged = vec!["web".to_string(), "prod".to_string()];
+        let prod = q("", "", "", "").with_tag(" PROD ");
+        assert!(prod.admits("a", VmState::Running, &tagged));
+        assert!(!prod.admits("a", VmState::Running, &[]));
+        assert!(q("", "", "", "").admits("a", VmState::Running, &[]));
+        assert!(prod.is_filtered());
     }
 
     fn names(rows: &[&(String, VmState)]) -> Vec<String> {

@@ -6,10 +6,12 @@
 use super::{check_role, Action, Caller, Denied, Services};
 use crate::auth::Role;
 use crate::domain::create_plan::field;
+use crate::domain::listing::{self, ListQuery};
 use crate::domain::vm::VmAction;
 use crate::domain::vm_labels;
 use crate::domain::vmspec::VmName;
-use crate::lifecycle::{LcResult, LifecycleError, SnapshotRequest};
+use crate::lifecycle::{LcResult, LifecycleError, SnapshotRequest, VmView};
+use crate::store::jobs::JobRow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -63,6 +65,39 @@ impl BulkAction {
             BulkAction::ForceOff => "force-off".into(),
             BulkAction::Snapshot => "snapshot".into(),
             BulkAction::Tag(t) => format!("tag {t}"),
+        }
+    }
+}
+
+/// The VMs a bulk action "on every VM matching the filter" takes: the list's filter on
+/// every page, templates left out (they are never started or changed in bulk).
+pub fn names_matching(vms: &[VmView], query: &ListQuery) -> Vec<String> {
+    listing::matching(vms, query, |v| {
+        (v.summary.name.as_str(), v.summary.state, v.tags.as_slice())
+    })
+    .into_iter()
+    .filter(|v| !v.template)
+    .map(|v| v.summary.name.clone())
+    .collect()
+}
+
+/// How a batch's jobs stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchCounts {
+    pub running: usize,
+    pub succeeded: usize,
+    /// Refused, failed, or cut off by a restart.
+    pub failed: usize,
+}
+
+impl BatchCounts {
+    pub fn of(jobs: &[JobRow]) -> BatchCounts {
+        let count = |s: &str| jobs.iter().filter(|j| j.state == s).count();
+        let (running, succeeded) = (count("running"), count("succeeded"));
+        BatchCounts {
+            running,
+            succeeded,
+            failed: jobs.len() - running - succeeded,
         }
     }
 }

@@ -746,7 +746,7 @@ pub fn fleet_vms(hosts: &[FleetHost], query: &ListQuery) -> (Vec<FleetVm>, Page)
             let vms = s
                 .vms
                 .iter()
-                .filter(|vm| query.admits(&vm.name, vm.state))
+                .filter(|vm| query.admits(&vm.name, vm.state, &[]))
                 .collect();
             (h, vms)
         })

@@ -690,14 +690,7 @@ pub async fn bulk(
                 s.vm_list.get(s.hv.as_ref(), &s.store, &s.lifecycle)
             })
             .await?;
-            crate::domain::listing::matching(&list.vms, &query, |v| {
-                (v.summary.name.as_str(), v.summary.state)
-            })
-            .into_iter()
-            .filter(|v| crate::domain::vm_labels::matches(&v.tags, Some(&query.tag)))
-            .filter(|v| !v.template)
-            .map(|v| v.summary.name.clone())
-            .collect()
+            service::bulk::names_matching(&list.vms, &query)
         }
     };
     let started = service::bulk::start(&state.svc, &who.caller(), action, vms).await?;
@@ -744,14 +737,13 @@ pub async fn bulk_outcome(
     if jobs.is_empty() {
         return Err(AppError::not_found("There is no such bulk action."));
     }
-    let count = |s: &str| jobs.iter().filter(|j| j.state == s).count();
-    let (running, succeeded) = (count("running"), count("succeeded"));
+    let counts = service::bulk::BatchCounts::of(&jobs);
     Ok(HttpResponse::Ok().json(BulkOutcome {
         batch,
         action: jobs[0].source.clone(),
-        running,
-        succeeded,
-        failed: jobs.len() - running - succeeded,
+        running: counts.running,
+        succeeded: counts.succeeded,
+        failed: counts.failed,
         jobs,
     }))
 }

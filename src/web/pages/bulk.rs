@@ -6,8 +6,7 @@ use super::super::kit::see_other;
 use super::super::session::Authed;
 use super::super::{db, lc, AppState};
 use super::Chrome;
-use crate::domain::listing::{self, ListQuery};
-use crate::domain::vm_labels;
+use crate::domain::listing::ListQuery;
 use crate::lifecycle::LifecycleError;
 use crate::service::bulk::{self, BulkAction};
 use crate::store::jobs::JobRow;
@@ -87,14 +86,7 @@ pub async fn bulk_form(
             s.vm_list.get(s.hv.as_ref(), &s.store, &s.lifecycle)
         })
         .await?;
-        listing::matching(&list.vms, &query, |v| {
-            (v.summary.name.as_str(), v.summary.state)
-        })
-        .into_iter()
-        .filter(|v| vm_labels::matches(&v.tags, Some(&query.tag)))
-        .filter(|v| !v.template)
-        .map(|v| v.summary.name.clone())
-        .collect()
+        bulk::names_matching(&list.vms, &query)
     } else {
         f.vms
     };
@@ -137,18 +129,16 @@ pub async fn bulk_page(
             "There is no such bulk action; see Jobs for what ran.",
         ));
     }
-    let count = |s: &str| jobs.iter().filter(|j| j.state == s).count();
-    let (running, succeeded) = (count("running"), count("succeeded"));
-    let failed = jobs.len() - running - succeeded;
+    let counts = bulk::BatchCounts::of(&jobs);
     Ok(html(
         StatusCode::OK,
         &BulkPage {
             chrome: Chrome::new(&who, "vms"),
             batch,
             action: jobs[0].source.clone(),
-            running,
-            succeeded,
-            failed,
+            running: counts.running,
+            succeeded: counts.succeeded,
+            failed: counts.failed,
             jobs,
         },
     ))

@@ -108,17 +108,8 @@ pub async fn vms_page(
     .await?;
     let query = ListQuery::from_params(&params.q, &params.state, &params.page, &params.per_page)
         .with_tag(&params.tag);
-    let tagged: Vec<VmView> = if query.tag.is_empty() {
-        list.vms.clone()
-    } else {
-        list.vms
-            .iter()
-            .filter(|v| crate::domain::vm_labels::matches(&v.tags, Some(&query.tag)))
-            .cloned()
-            .collect()
-    };
-    let (vms, page) = listing::select(&tagged, &query, |v| {
-        (v.summary.name.as_str(), v.summary.state)
+    let (vms, page) = listing::select(&list.vms, &query, |v| {
+        (v.summary.name.as_str(), v.summary.state, v.tags.as_slice())
     });
     let names: Vec<&str> = vms.iter().map(|v| v.summary.name.as_str()).collect();
     let sparks = super::super::usage::sparks(&state, &names);
