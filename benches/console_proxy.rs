@@ -89,6 +89,9 @@ impl Hypervisor for BenchHv {
     fn update_device(&self, name: &str, device_xml: &str) -> HvResult<()> {
         self.inner.update_device(name, device_xml)
     }
+    fn change_device_live(&self, name: &str, change: LiveChange, device_xml: &str) -> HvResult<()> {
+        self.inner.change_device_live(name, change, device_xml)
+    }
     fn set_description(&self, name: &str, text: &str) -> HvResult<()> {
         self.inner.set_description(name, text)
     }

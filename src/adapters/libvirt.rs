@@ -6,7 +6,7 @@ use crate::domain::snapshot::{parse_snapshot, SnapshotInfo};
 use crate::domain::storage::{NetworkStatus, PoolStatus, PoolVolume};
 use crate::domain::vm::{GuestAddress, VmAction, VmEvent, VmState, VmSummary};
 use crate::hypervisor::{
-    ConsoleError, EventSink, HvResult, Hypervisor, HypervisorError, MigrateOptions,
+    ConsoleError, EventSink, HvResult, Hypervisor, HypervisorError, LiveChange, MigrateOptions,
     MigrationProgress, Screenshot, SerialConsole, SerialInput, VncEndpoint, SERIAL_CHUNK_MAX_BYTES,
     SERIAL_OUTPUT_CHUNKS,
 };
@@ -455,6 +455,24 @@ impl Hypervisor for Libvirt {
         dom.update_device_flags(device_xml, metadata_flags(&dom))
             .map(drop)
             .map_err(call("change the VM's device"))
+    }
+
+    fn change_device_live(&self, name: &str, change: LiveChange, device_xml: &str) -> HvResult<()> {
+        let conn = self.conn()?;
+        let dom = lookup(&conn, name)?;
+        let live = virt::sys::VIR_DOMAIN_AFFECT_LIVE;
+        match change {
+            LiveChange::Attach => dom
+                .attach_device_flags(device_xml, live)
+                .map_err(call("plug a device into the VM")),
+            LiveChange::Detach => dom
+                .detach_device_flags(device_xml, live)
+                .map_err(call("take a device out of the VM")),
+            LiveChange::Update => dom
+                .update_device_flags(device_xml, live)
+                .map_err(call("change a device of the VM")),
+        }
+        .map(drop)
     }
 
     fn set_description(&self, name: &str, text: &str) -> HvResult<()> {

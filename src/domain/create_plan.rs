@@ -947,7 +947,7 @@ fn boot_file(
 }
 
 /// The network card: a known bridge or libvirt network, and a MAC address no VM uses.
-fn plan_nic(
+pub fn plan_nic(
     n: &NicRequest,
     snap: &Snapshot,
     mac_bytes: &mut impl FnMut() -> [u8; 3],

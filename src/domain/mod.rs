@@ -22,6 +22,7 @@ pub mod templates;
 pub mod totp;
 pub mod usage;
 pub mod vm;
+pub mod vm_attach;
 pub mod vm_devices;
 pub mod vm_labels;
 pub mod vmspec;

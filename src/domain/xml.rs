@@ -233,7 +233,7 @@ fn write_devices<W: Write>(w: &mut Writer<W>, spec: &VmSpec) -> io::Result<()> {
 }
 
 /// libvirt's disk naming: `vda`…`vdz`, `vdaa`, `vdab`… for index 0, 1, … 25, 26, 27….
-fn disk_target(prefix: &str, index: usize) -> String {
+pub(crate) fn disk_target(prefix: &str, index: usize) -> String {
     let mut letters = Vec::new();
     let mut n = index + 1;
     while n > 0 {
@@ -300,6 +300,8 @@ pub struct ParsedDomain {
     /// The first `<graphics type='vnc'>`, if any (other graphics types are ignored).
     pub vnc: Option<ParsedGraphics>,
     pub has_serial: bool,
+    /// A `<controller type='scsi'>` exists (SCSI disks have a bus to go on).
+    pub scsi_controller: bool,
     /// `<serial><log file=...>`: where libvirt keeps the serial output.
     pub serial_log: Option<String>,
     /// `<os><kernel>`: the path of a directly booted kernel.
@@ -338,6 +340,8 @@ pub struct ParsedNic {
     pub source: Option<String>,
     /// virtio, e1000, rtl8139…
     pub model: Option<String>,
+    /// `<link state='down'/>`: the cable is unplugged (the guest sees no carrier).
+    pub link_down: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, utoipa::ToSchema)]
@@ -545,6 +549,9 @@ impl Parser {
                     }
                 }
             }
+            ["domain", "devices", "controller"] if a.get("type") == Some("scsi") => {
+                self.out.scsi_controller = true;
+            }
             ["domain", "devices", "interface"] => {
                 self.nic = Some(ParsedNic {
                     kind: a.owned("type").unwrap_or_default(),
@@ -569,6 +576,7 @@ impl Parser {
                                 .find_map(|k| a.owned(k));
                         }
                         "model" => nic.model = a.owned("type"),
+                        "link" => nic.link_down = a.get("state") == Some("down"),
                         "boot" => {
                             if let Some(order) = a.get("order").and_then(|o| o.parse().ok()) {
                                 self.device_boot.push((order, "network".to_string()));
@@ -973,6 +981,7 @@ pub(crate) mod tests {
                 kind: "bridge".into(),
                 source: Some("br0".into()),
                 model: Some("virtio".into()),
+                link_down: false,
             }]
         );
         // initrd and cmdline are there, the cmdline's '&' escaped by the writer.
@@ -1018,6 +1027,7 @@ pub(crate) mod tests {
                 kind: "network".into(),
                 source: Some("default".into()),
                 model: Some("e1000".into()),
+                link_down: false,
             }]
         );
         assert_eq!(macs_in(&xml), vec!["52:54:00:aa:bb:cc"]);
@@ -1328,24 +1338,28 @@ pub(crate) mod tests {
                     kind: "network".into(),
                     source: Some("default".into()),
                     model: Some("virtio".into()),
+                    link_down: false,
                 },
                 ParsedNic {
                     mac: Some("52:54:00:de:ad:02".into()),
                     kind: "bridge".into(),
                     source: Some("br0".into()),
                     model: Some("e1000".into()),
+                    link_down: false,
                 },
                 ParsedNic {
                     mac: Some("52:54:00:de:ad:03".into()),
                     kind: "direct".into(),
                     source: Some("eno1".into()),
                     model: None,
+                    link_down: false,
                 },
                 ParsedNic {
                     mac: Some("52:54:00:de:ad:04".into()),
                     kind: "user".into(),
                     source: None,
                     model: None,
+                    link_down: false,
                 },
             ]
         );

@@ -113,6 +113,10 @@ pub trait Hypervisor: Send + Sync {
     /// Changes a device in place (a CD-ROM's medium), in the definition and, while the
     /// VM runs, live (virDomainUpdateDeviceFlags).
     fn update_device(&self, name: &str, device_xml: &str) -> HvResult<()>;
+    /// Plugs a device (a disk, a NIC, a controller) into the running VM, takes one out
+    /// (the guest may let go of it after this returns) or changes one (a NIC's link):
+    /// live only. The definition is changed through [`Hypervisor::define`].
+    fn change_device_live(&self, name: &str, change: LiveChange, device_xml: &str) -> HvResult<()>;
     /// Changes the vCPUs and memory in a shut-off VM's definition.
     fn set_size(&self, name: &str, vcpus: u32, memory_mib: u64) -> HvResult<()>;
     /// Copies the volume at `source_path` into a new volume of the same pool, described
@@ -226,6 +230,14 @@ pub trait Hypervisor: Send + Sync {
     /// Whether a VM's `<cpu>` (a named model) can run on this host's hypervisor for
     /// guests of `domain_type` (libvirt's comparison); `None` when it cannot tell.
     fn cpu_runs_here(&self, cpu_xml: &str, domain_type: &str) -> HvResult<Option<bool>>;
+}
+
+/// What [`Hypervisor::change_device_live`] does with the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveChange {
+    Attach,
+    Detach,
+    Update,
 }
 
 /// How a VM moves to another host.

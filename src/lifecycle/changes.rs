@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 
 const GIB: u64 = 1024 * 1024 * 1024;
 
-fn locked(lock: &AdmissionLock) -> LcResult<std::sync::MutexGuard<'_, ()>> {
+pub(super) fn locked(lock: &AdmissionLock) -> LcResult<std::sync::MutexGuard<'_, ()>> {
     lock.0.lock().map_err(|_| {
         LifecycleError::failed(
             "The admission lock is broken after an earlier failure; restart virtdeck.",
@@ -32,7 +32,7 @@ fn locked(lock: &AdmissionLock) -> LcResult<std::sync::MutexGuard<'_, ()>> {
     })
 }
 
-fn find_vm(vms: &[VmSummary], name: &str) -> LcResult<VmSummary> {
+pub(super) fn find_vm(vms: &[VmSummary], name: &str) -> LcResult<VmSummary> {
     vms.iter()
         .find(|v| v.name == name)
         .cloned()

@@ -2,6 +2,7 @@
 //! delete, and start-up reconciliation. Uses the hypervisor and the store; knows no HTTP.
 //! Every function here blocks: call it off the async runtime.
 
+pub mod attach;
 pub mod changes;
 pub mod cloudinit;
 pub mod devices;
@@ -1179,6 +1180,9 @@ pub struct VmDetail {
     #[serde(flatten)]
     pub vm: VmView,
     pub devices: xml::ParsedDomain,
+    /// A running VM's guest addresses (`address/prefix`) by the MAC of the NIC they are
+    /// on (lower case), as libvirt knows them.
+    pub nic_addresses: std::collections::BTreeMap<String, Vec<String>>,
     pub xml: String,
     /// What the VM was provisioned with from a cloud image (never the password).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1195,7 +1199,19 @@ pub fn detail(
         .into_iter()
         .find(|v| v.summary.name == name)
         .ok_or_else(|| LifecycleError::NotFound(format!("There is no VM named {name}.")))?;
-    vm.addresses = guest_addresses(hv, &vm.summary);
+    let mut nic_addresses = std::collections::BTreeMap::<String, Vec<String>>::new();
+    if vm.summary.state.is_active() {
+        for a in hv.guest_addresses(name).unwrap_or_default() {
+            let shown = format!("{}/{}", a.address, a.prefix);
+            if let Some(mac) = &a.mac {
+                nic_addresses
+                    .entry(mac.to_ascii_lowercase())
+                    .or_default()
+                    .push(shown.clone());
+            }
+            vm.addresses.push(shown);
+        }
+    }
     let xml = hv.domain_xml(name)?;
     let devices = xml::parse_domain(&xml).map_err(|e| {
         LifecycleError::failed(format!("The VM's definition could not be read: {e}"))
@@ -1203,6 +1219,7 @@ pub fn detail(
     Ok(VmDetail {
         vm,
         devices,
+        nic_addresses,
         xml,
         cloud_init: store.cloud_init(name)?,
     })

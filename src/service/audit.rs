@@ -72,11 +72,16 @@ pub enum Action {
     VmDevices,
     VmCdrom,
     VmDiskGrow,
+    VmDiskAdd,
+    VmDiskDetach,
+    VmNicAdd,
+    VmNicRemove,
+    VmNicLink,
 }
 
 impl Action {
     /// Every action, once.
-    pub const ALL: [Action; 69] = [
+    pub const ALL: [Action; 74] = [
         Action::VmCreate,
         Action::Vm(VmAction::Start),
         Action::Vm(VmAction::Shutdown),
@@ -146,6 +151,11 @@ impl Action {
         Action::VmDevices,
         Action::VmCdrom,
         Action::VmDiskGrow,
+        Action::VmDiskAdd,
+        Action::VmDiskDetach,
+        Action::VmNicAdd,
+        Action::VmNicRemove,
+        Action::VmNicLink,
     ];
 
     /// The action the audit log names `name`.
@@ -228,6 +238,11 @@ impl Action {
             Action::VmDevices => "vm.devices",
             Action::VmCdrom => "vm.cdrom",
             Action::VmDiskGrow => "vm.disk.grow",
+            Action::VmDiskAdd => "vm.disk.add",
+            Action::VmDiskDetach => "vm.disk.detach",
+            Action::VmNicAdd => "vm.nic.add",
+            Action::VmNicRemove => "vm.nic.remove",
+            Action::VmNicLink => "vm.nic.link",
         }
     }
 }

@@ -222,6 +222,174 @@ pub async fn grow_disk(
     .await
 }
 
+/// Adds a disk (a new volume or a free one) to a VM, live while it runs.
+pub async fn add_disk(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    req: crate::domain::vm_attach::AddDiskRequest,
+) -> Done<crate::lifecycle::attach::DiskAdded> {
+    let n = name.to_string();
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::VmDiskAdd,
+            name,
+            move |s| {
+                crate::lifecycle::attach::add_disk(
+                    s.hv.as_ref(),
+                    &s.store,
+                    &s.lifecycle,
+                    &s.admission,
+                    &n,
+                    &req,
+                )
+            },
+            |d| {
+                format!(
+                    "{} ({}, {} GiB{}): {}{}, {} units",
+                    d.target,
+                    d.bus,
+                    d.size_gib,
+                    if d.new_volume { ", new volume" } else { "" },
+                    d.path,
+                    if d.live { " (live)" } else { "" },
+                    d.units
+                )
+            },
+        ),
+    )
+    .await
+}
+
+/// Takes a disk out of a VM (live while it runs); its volume stays in its pool.
+pub async fn detach_disk(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    target: &str,
+) -> Done<crate::lifecycle::attach::DiskDetached> {
+    let (n, t) = (name.to_string(), target.to_string());
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::VmDiskDetach,
+            name,
+            move |s| crate::lifecycle::attach::detach_disk(s.hv.as_ref(), &n, &t),
+            |d| {
+                format!(
+                    "{}{}{}",
+                    d.target,
+                    d.path
+                        .as_deref()
+                        .map(|p| format!(": {p} kept"))
+                        .unwrap_or_default(),
+                    if d.pending_in_guest {
+                        "; the guest has not let go yet"
+                    } else {
+                        ""
+                    }
+                )
+            },
+        ),
+    )
+    .await
+}
+
+/// Adds a NIC to a VM on a bridge or libvirt network, live while it runs.
+pub async fn add_nic(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    req: crate::domain::vm_attach::AddNicRequest,
+) -> Done<crate::lifecycle::attach::NicAdded> {
+    let n = name.to_string();
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::VmNicAdd,
+            name,
+            move |s| {
+                crate::lifecycle::attach::add_nic(
+                    s.hv.as_ref(),
+                    &s.store,
+                    &s.lifecycle,
+                    &s.admission,
+                    &n,
+                    &req,
+                )
+            },
+            |a| {
+                format!(
+                    "{} on {} {} ({}){}",
+                    a.mac,
+                    a.kind,
+                    a.source,
+                    a.model,
+                    if a.live { " (live)" } else { "" }
+                )
+            },
+        ),
+    )
+    .await
+}
+
+/// Takes a NIC out of a VM (live while it runs).
+pub async fn remove_nic(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    mac: &str,
+) -> Done<crate::lifecycle::attach::NicChanged> {
+    let (n, m) = (name.to_string(), mac.to_string());
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::VmNicRemove,
+            name,
+            move |s| crate::lifecycle::attach::remove_nic(s.hv.as_ref(), &n, &m),
+            |c| {
+                format!(
+                    "{}{}",
+                    c.mac,
+                    if c.pending_in_guest {
+                        "; the guest has not let go yet"
+                    } else {
+                        ""
+                    }
+                )
+            },
+        ),
+    )
+    .await
+}
+
+/// Plugs a NIC's cable in or pulls it (live while the VM runs, and in its definition).
+pub async fn set_nic_link(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    mac: &str,
+    up: bool,
+) -> Done<crate::lifecycle::attach::NicChanged> {
+    let (n, m) = (name.to_string(), mac.to_string());
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::VmNicLink,
+            name,
+            move |s| crate::lifecycle::attach::set_nic_link(s.hv.as_ref(), &n, &m, up),
+            |c| format!("{}: link {}", c.mac, if c.link_up { "up" } else { "down" }),
+        ),
+    )
+    .await
+}
+
 /// Adds one tag to a VM's tags (a bulk "tag" action).
 pub async fn add_tag(
     svc: &Arc<Services>,

@@ -431,6 +431,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .post("/vms/{name}/devices", vm_changes::devices_form)
     .post("/vms/{name}/cdrom", vm_changes::cdrom_form)
     .post("/vms/{name}/grow-disk", vm_changes::grow_disk_form)
+    .post("/vms/{name}/disks", vm_changes::add_disk_form)
+    .post(
+        "/vms/{name}/disks/{target}/detach",
+        vm_changes::detach_disk_form,
+    )
+    .post("/vms/{name}/nics", vm_changes::add_nic_form)
+    .post("/vms/{name}/nics/{mac}/{action}", vm_changes::nic_form)
     .post("/vms/bulk", pages::bulk::bulk_form)
     .get("/vms/bulk/{batch}", pages::bulk::bulk_page)
     .post("/vms/{name}/clone", vm_changes::clone_form)
@@ -514,6 +521,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .get("/vms/{name}/snapshots", api::snapshots)
             .put("/vms/{name}/cdrom", api::change_cdrom)
             .patch("/vms/{name}/disks/{target}", api::grow_disk)
+            .post("/vms/{name}/disks", super::api_devices::add_disk)
+            .delete(
+                "/vms/{name}/disks/{target}",
+                super::api_devices::detach_disk,
+            )
+            .post("/vms/{name}/nics", super::api_devices::add_nic)
+            .patch("/vms/{name}/nics/{mac}", super::api_devices::set_nic_link)
+            .delete("/vms/{name}/nics/{mac}", super::api_devices::remove_nic)
             .post("/vms/{name}/snapshots", api::create_snapshot)
             .post(
                 "/vms/{name}/snapshots/{snapshot}/revert",

@@ -10,7 +10,7 @@ use virtdeck::domain::snapshot::SnapshotInfo;
 use virtdeck::domain::storage::{NetworkStatus, PoolStatus, PoolVolume};
 use virtdeck::domain::vm::{GuestAddress, VmAction, VmSummary};
 use virtdeck::hypervisor::{
-    ConsoleError, EventSink, HvResult, Hypervisor, HypervisorError, MigrateOptions,
+    ConsoleError, EventSink, HvResult, Hypervisor, HypervisorError, LiveChange, MigrateOptions,
     MigrationProgress, Screenshot, SerialConsole, VncEndpoint,
 };
 
@@ -41,6 +41,8 @@ pub enum Step {
     Migrate,
     /// Fails writing a VM's notes (after its tags were written).
     SetDescription,
+    /// Fails plugging a device (a disk or NIC) into a running VM.
+    AttachDevice,
 }
 
 /// Where a held step waits until the test opens it; counts the calls that arrived.
@@ -166,6 +168,12 @@ impl Hypervisor for FailAt {
     }
     fn update_device(&self, name: &str, device_xml: &str) -> HvResult<()> {
         self.inner.update_device(name, device_xml)
+    }
+    fn change_device_live(&self, name: &str, change: LiveChange, device_xml: &str) -> HvResult<()> {
+        if self.step == Step::AttachDevice && change == LiveChange::Attach {
+            return Err(injected("plug a device into the VM"));
+        }
+        self.inner.change_device_live(name, change, device_xml)
     }
     fn set_description(&self, name: &str, text: &str) -> HvResult<()> {
         if self.step == Step::SetDescription {

@@ -281,3 +281,21 @@ impl Drop for TestApp {
         drop(h.stop(false));
     }
 }
+
+/// libvirt's own schema check of a domain definition (libvirt-clients, installed by
+/// `make test`).
+pub fn validates_domain(xml: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vm.xml");
+    std::fs::write(&path, xml).unwrap();
+    let out = std::process::Command::new("virt-xml-validate")
+        .arg(&path)
+        .arg("domain")
+        .output()
+        .expect("virt-xml-validate (libvirt-clients) runs: `make test-deps` installs it");
+    assert!(
+        out.status.success(),
+        "libvirt's schema refused:\n{xml}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -34,6 +34,7 @@ mod templates;
 mod templates_sysprep;
 mod tls;
 mod two_factor;
+mod vm_attach;
 mod vm_bulk;
 mod vm_changes;
 mod vm_devices;

@@ -6,26 +6,10 @@
 use crate::common;
 
 use common::api::Api;
+use common::validates_domain as validates;
 use common::{csrf_in, location, spawn_app};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-/// libvirt's own schema check (libvirt-clients, installed by `make test`).
-fn validates(xml: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("vm.xml");
-    std::fs::write(&path, xml).unwrap();
-    let out = std::process::Command::new("virt-xml-validate")
-        .arg(&path)
-        .arg("domain")
-        .output()
-        .expect("virt-xml-validate (libvirt-clients) runs: `make test-deps` installs it");
-    assert!(
-        out.status.success(),
-        "libvirt's schema refused:\n{xml}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 async fn first_in_state(api: &Api, state: &str) -> String {
     let (_, list) = api.get("/api/v1/vms").await;

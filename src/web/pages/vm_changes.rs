@@ -415,3 +415,273 @@ fn snapshot_done(who: &Authed, name: &str, notice: String) -> HttpResponse {
         crate::web::flash::Flash::notice(notice),
     )
 }
+
+#[derive(Deserialize)]
+pub struct AddDiskForm {
+    csrf: Option<String>,
+    /// `new` or `existing`.
+    #[serde(default)]
+    source: String,
+    #[serde(default)]
+    pool: String,
+    #[serde(default)]
+    size_gib: String,
+    #[serde(default)]
+    format: String,
+    #[serde(default)]
+    volume: String,
+    #[serde(default)]
+    bus: String,
+    #[serde(default)]
+    cache: String,
+}
+
+pub async fn add_disk_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<AddDiskForm>,
+) -> Result<HttpResponse, AppError> {
+    use crate::domain::create_plan::field;
+    use crate::domain::vm_attach::{AddDiskRequest, CacheMode, DiskBus};
+    use crate::domain::vmspec::DiskFormat;
+    who.check_csrf(form.csrf.as_deref())?;
+    let name = path.into_inner();
+    let f = form.into_inner();
+    let values = vec![
+        ("source", f.source.clone()),
+        ("pool", f.pool.clone()),
+        ("size_gib", f.size_gib.clone()),
+        ("format", f.format.clone()),
+        ("volume", f.volume.clone()),
+        ("bus", f.bus.clone()),
+        ("cache", f.cache.clone()),
+    ];
+    let mut errors = Vec::new();
+    let existing = f.source == "existing";
+    let size_gib = if existing {
+        None
+    } else {
+        number(&f.size_gib, "size_gib", "the size in GiB", &mut errors)
+    };
+    let format = match f.format.trim() {
+        "" => None,
+        "qcow2" => Some(DiskFormat::Qcow2),
+        "raw" => Some(DiskFormat::Raw),
+        _ => {
+            errors.push(field("format", "Choose qcow2 or raw."));
+            None
+        }
+    };
+    let bus = match f.bus.trim() {
+        "" => Some(DiskBus::Virtio),
+        b => DiskBus::parse(b),
+    };
+    if bus.is_none() {
+        errors.push(field("bus", "Choose virtio, SATA or SCSI."));
+    }
+    let cache = match f.cache.trim() {
+        "" => Some(CacheMode::Default),
+        c => CacheMode::parse(c),
+    };
+    if cache.is_none() {
+        errors.push(field("cache", "Choose a cache mode from the list."));
+    }
+    let (Some(bus), Some(cache), true) = (bus, cache, errors.is_empty()) else {
+        who.require(&state, Role::Operator, "vm.disk.add", &name)
+            .await?;
+        return form_failed(
+            &state,
+            &who,
+            name,
+            "add-disk",
+            values,
+            LifecycleError::Invalid(errors),
+        )
+        .await;
+    };
+    let req = AddDiskRequest {
+        pool: (!existing).then(|| f.pool.trim().to_string()),
+        size_gib,
+        format: if existing { None } else { format },
+        volume: existing.then(|| f.volume.trim().to_string()),
+        bus,
+        cache,
+    };
+    match service::vms::add_disk(&state.svc, &who.caller(), &name, req).await? {
+        Ok(d) => Ok(back_to(
+            &who,
+            &name,
+            &if d.live {
+                format!(
+                    "Disk {} ({} GiB) is plugged in; the guest sees it now.",
+                    d.target, d.size_gib
+                )
+            } else {
+                format!(
+                    "Disk {} ({} GiB) is added; the VM has it from its next start.",
+                    d.target, d.size_gib
+                )
+            },
+        )),
+        Err(e) => form_failed(&state, &who, name, "add-disk", values, e).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    csrf: Option<String>,
+}
+
+pub async fn detach_disk_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(String, String)>,
+    form: web::Form<CsrfOnly>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let (name, target) = path.into_inner();
+    match service::vms::detach_disk(&state.svc, &who.caller(), &name, &target).await? {
+        Ok(d) => {
+            let kept = d
+                .path
+                .as_deref()
+                .map(|p| format!(" Its volume {p} stays in its pool."))
+                .unwrap_or_default();
+            Ok(back_to(
+                &who,
+                &name,
+                &if d.pending_in_guest {
+                    format!("Disk {} is out of the VM's definition; the guest has not let go of it yet, so it leaves at the next start at the latest.{kept}", d.target)
+                } else {
+                    format!("Disk {} is taken out.{kept}", d.target)
+                },
+            ))
+        }
+        Err(e) => form_failed(&state, &who, name, "disks", vec![], e).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct AddNicForm {
+    csrf: Option<String>,
+    /// `bridge:NAME` or `network:NAME`.
+    #[serde(default)]
+    attach_to: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    mac: String,
+}
+
+pub async fn add_nic_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<AddNicForm>,
+) -> Result<HttpResponse, AppError> {
+    use crate::domain::create_plan::{field, NicRequest};
+    use crate::domain::vmspec::NicModel;
+    who.check_csrf(form.csrf.as_deref())?;
+    let name = path.into_inner();
+    let f = form.into_inner();
+    let values = vec![
+        ("attach_to", f.attach_to.clone()),
+        ("model", f.model.clone()),
+        ("mac", f.mac.clone()),
+    ];
+    let mut errors = Vec::new();
+    let (bridge, network) = match f.attach_to.trim().split_once(':') {
+        Some(("bridge", b)) => (Some(b.to_string()), None),
+        Some(("network", n)) => (None, Some(n.to_string())),
+        _ => {
+            errors.push(field(
+                "attach_to",
+                "Choose the bridge or libvirt network the card plugs into.",
+            ));
+            (None, None)
+        }
+    };
+    let model = match f.model.trim() {
+        "" | "virtio" => Some(NicModel::Virtio),
+        "e1000" => Some(NicModel::E1000),
+        _ => {
+            errors.push(field("model", "Choose virtio or e1000."));
+            None
+        }
+    };
+    if !errors.is_empty() {
+        who.require(&state, Role::Operator, "vm.nic.add", &name)
+            .await?;
+        return form_failed(
+            &state,
+            &who,
+            name,
+            "add-nic",
+            values,
+            LifecycleError::Invalid(errors),
+        )
+        .await;
+    }
+    let req = NicRequest {
+        bridge,
+        network,
+        model,
+        mac: Some(f.mac.trim().to_string()).filter(|m| !m.is_empty()),
+    };
+    match service::vms::add_nic(&state.svc, &who.caller(), &name, req).await? {
+        Ok(a) => Ok(back_to(
+            &who,
+            &name,
+            &if a.live {
+                format!(
+                    "A {} card ({}) on {} {} is plugged in.",
+                    a.model, a.mac, a.kind, a.source
+                )
+            } else {
+                format!(
+                    "A {} card ({}) on {} {} is added; the VM has it from its next start.",
+                    a.model, a.mac, a.kind, a.source
+                )
+            },
+        )),
+        Err(e) => form_failed(&state, &who, name, "add-nic", values, e).await,
+    }
+}
+
+/// A NIC's buttons: `link-up`, `link-down`, `remove`.
+pub async fn nic_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(String, String, String)>,
+    form: web::Form<CsrfOnly>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let (name, mac, action) = path.into_inner();
+    let caller = who.caller();
+    let done = match action.as_str() {
+        "link-up" | "link-down" => {
+            service::vms::set_nic_link(&state.svc, &caller, &name, &mac, action == "link-up")
+                .await?
+        }
+        "remove" => service::vms::remove_nic(&state.svc, &caller, &name, &mac).await?,
+        _ => {
+            return Err(AppError::not_found(
+                "There is no such action for a network card.",
+            ))
+        }
+    };
+    match done {
+        Ok(c) => Ok(back_to(
+            &who,
+            &name,
+            &match action.as_str() {
+                "remove" if c.pending_in_guest => format!("The card {} is out of the VM's definition; the guest has not let go of it yet, so it leaves at the next start at the latest.", c.mac),
+                "remove" => format!("The card {} is taken out.", c.mac),
+                _ if c.link_up => format!("The card {}'s cable is plugged in.", c.mac),
+                _ => format!("The card {}'s cable is pulled: the guest sees no carrier.", c.mac),
+            },
+        )),
+        Err(e) => form_failed(&state, &who, name, "nics", vec![], e).await,
+    }
+}

@@ -711,6 +711,61 @@ struct VmDetailPage {
     install: Option<KickstartInstall>,
     /// ISO images of the pools, for the CD-ROM drives.
     isos: Vec<String>,
+    /// Guest addresses by NIC MAC (lower case).
+    nic_addresses: std::collections::BTreeMap<String, Vec<String>>,
+    /// What the "Add a disk" and "Add a network card" forms offer.
+    attach: AttachChoices,
+}
+
+/// The choices of the VM page's forms that add a disk or a NIC.
+struct AttachChoices {
+    /// Running pools: (name, GiB free, holds block volumes).
+    pools: Vec<(String, u64, bool)>,
+    /// Volumes no VM uses, which may become a disk: (path, name, GiB).
+    free_volumes: Vec<(String, String, u64)>,
+    /// `bridge:NAME` / `network:NAME` and what the list shows for it.
+    attach_to: Vec<(String, String)>,
+}
+
+impl AttachChoices {
+    fn read(s: &crate::service::Services) -> lifecycle::LcResult<Self> {
+        let choices = lifecycle::volume_choices(s.hv.as_ref(), &s.store, &s.lifecycle)?;
+        let pools = s.hv.pools()?;
+        let networks = s.hv.networks()?;
+        let mut free_volumes: Vec<(String, String, u64)> = pools
+            .iter()
+            .flat_map(|p| p.volumes.iter())
+            .filter(|v| choices.disks.contains(&v.path))
+            .map(|v| (v.path.clone(), v.name.clone(), v.capacity_gib()))
+            .collect();
+        free_volumes.sort();
+        let mut attach_to: Vec<(String, String)> = networks
+            .iter()
+            .map(|n| {
+                (
+                    format!("network:{}", n.name),
+                    format!("libvirt network {}", n.name),
+                )
+            })
+            .collect();
+        for n in networks.iter().filter(|n| n.forward_mode == "bridge") {
+            if let Some(b) = &n.bridge {
+                let key = format!("bridge:{b}");
+                if !attach_to.iter().any(|(k, _)| k == &key) {
+                    attach_to.push((key, format!("bridge {b}")));
+                }
+            }
+        }
+        Ok(AttachChoices {
+            pools: pools
+                .iter()
+                .filter(|p| p.active)
+                .map(|p| (p.name.clone(), p.available_gib(), p.is_block()))
+                .collect(),
+            free_volumes,
+            attach_to,
+        })
+    }
 }
 
 /// A network install with a stored kickstart, as the VM page shows it (never its URL:
@@ -738,6 +793,31 @@ impl VmDetailPage {
         (self.form.section == section)
             .then_some(self.form.message.as_deref())
             .flatten()
+    }
+
+    /// The guest addresses libvirt knows on the NIC with `mac`, joined for the page.
+    fn addresses_of(&self, mac: &Option<String>) -> String {
+        mac.as_deref()
+            .and_then(|m| self.nic_addresses.get(&m.to_ascii_lowercase()))
+            .map(|a| a.join(", "))
+            .unwrap_or_default()
+    }
+
+    /// The cache modes the add-disk form offers besides the default.
+    fn cache_modes(&self) -> Vec<String> {
+        crate::domain::vm_attach::CacheMode::ALL[1..]
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect()
+    }
+
+    /// The add-disk form's value of `field`: as typed after a refusal, else `default`.
+    fn disk_value<'a>(&'a self, field: &str, default: &'a str) -> &'a str {
+        if self.form.section == "add-disk" {
+            self.value("add-disk", field)
+        } else {
+            default
+        }
     }
 
     /// Whether the VM has a disk (not a CD-ROM) that could grow.
@@ -855,7 +935,7 @@ pub(super) async fn render_detail(
     status: StatusCode,
 ) -> Result<HttpResponse, AppError> {
     let n = name.clone();
-    let (detail, snapshots, history, flavors, install, isos) = lc(state, move |s| {
+    let (detail, snapshots, history, flavors, install, isos, attach) = lc(state, move |s| {
         let detail = lifecycle::detail(s.hv.as_ref(), &s.store, &s.lifecycle, &n)?;
         let snapshots = lifecycle::snapshots(s.hv.as_ref(), &n).unwrap_or_else(|e| {
             tracing::warn!(vm = %n, error = %e, "cannot list snapshots");
@@ -875,12 +955,14 @@ pub(super) async fn render_detail(
                 .filter(|v| v.is_iso() && !seeds.contains(&v.path))
                 .map(|v| v.path)
                 .collect();
-        Ok((detail, snapshots, history, flavors, install, isos))
+        let attach = AttachChoices::read(s)?;
+        Ok((detail, snapshots, history, flavors, install, isos, attach))
     })
     .await?;
     let lifecycle::VmDetail {
         vm,
         devices: def,
+        nic_addresses,
         xml,
         cloud_init,
     } = detail;
@@ -906,6 +988,8 @@ pub(super) async fn render_detail(
             usage: super::super::usage::vm_charts(state, &name),
             cloud_init,
             isos,
+            nic_addresses,
+            attach,
             install: install.map(|i| KickstartInstall {
                 until: super::format_time(i.expires_at),
                 kickstart: i.kickstart,
