@@ -170,3 +170,130 @@ async fn a_cdrom_swap_is_seen_by_the_running_guest_and_new_devices_by_its_next_b
     let _ = virsh(&["destroy", &vm]);
     let _ = std::fs::remove_file(format!("/var/log/libvirt/qemu/{vm}-serial.log"));
 }
+
+/// A shell command that prints `yes` when `cond` holds and `no` otherwise, as one line
+/// with a marker so the echoed command line never matches.
+fn check(cond: &str, marker: &str) -> String {
+    format!("if {cond}; then echo {marker}-yes; else echo {marker}-no; fi")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disks_and_nics_plug_into_the_running_guest_and_come_out() {
+    let _gate = crate::gate::enter(module_path!());
+    require_libvirtd();
+    let pool = TestPool::with_prefix("vdplug-pool");
+    // A Linux bridge for the NIC, gone with the test.
+    let bridge = format!("vdtbr{}", std::process::id() % 100_000);
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ip(&["link", "add", &bridge, "type", "bridge"]);
+    struct Bridge(String);
+    impl Drop for Bridge {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &self.0])
+                .output();
+        }
+    }
+    let _bridge = Bridge(bridge.clone());
+    ip(&["link", "set", &bridge, "up"]);
+
+    // The tiny guest: no disk, no NIC; defined (so it has a definition to change), started.
+    let guest = Guest::with_devices(false, "");
+    let out = virsh(&["start", &guest.name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    guest.wait_ready().await;
+    let app = spawn_app_with(move |c| {
+        c.demo = false;
+        c.libvirt_uri = URI.into();
+    })
+    .await;
+    let api = Api::new(&app).await;
+    let vm = guest.name.clone();
+    let mut ws = serial(&app, &api, &vm).await;
+    serial_until(&mut ws, &check("[ -e /sys/block/vda ]", "VDA"), "VDA-no").await;
+
+    // A new 1 GiB volume, plugged in while the guest runs: its first virtio disk.
+    let (s, d) = api
+        .post(
+            &format!("/api/v1/vms/{vm}/disks"),
+            json!({"pool": pool.name, "size_gib": 1}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{d}");
+    assert_eq!(
+        (d["target"].clone(), d["live"].clone()),
+        (json!("vda"), json!(true)),
+        "{d}"
+    );
+    let path = d["path"].as_str().unwrap().to_string();
+    serial_until(&mut ws, "cat /sys/block/vda/size", "2097152").await;
+    serial_until(
+        &mut ws,
+        "echo VDPLUG-DATA | dd of=/dev/vda bs=512 count=1 conv=sync 2>/dev/null && sync && echo WROTE-OK",
+        "WROTE-OK",
+    )
+    .await;
+
+    // Taken out: the guest lets go of it (ACPI unplug) and the definition loses it.
+    let (s, t) = api.delete(&format!("/api/v1/vms/{vm}/disks/vda")).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    serial_until(&mut ws, &check("[ -e /sys/block/vda ]", "VDA"), "VDA-no").await;
+    let inactive =
+        String::from_utf8_lossy(&virsh(&["dumpxml", "--inactive", &vm]).stdout).to_string();
+    assert!(!inactive.contains(&path), "{inactive}");
+
+    // Back as the free volume it now is: the data is there.
+    let (s, d) = api
+        .post(&format!("/api/v1/vms/{vm}/disks"), json!({"volume": path}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{d}");
+    assert_eq!(d["new_volume"], false, "{d}");
+    serial_until(&mut ws, "head -c 11 /dev/vda; echo", "VDPLUG-DATA").await;
+
+    // A NIC on the bridge: the guest finds it by its MAC, sees its carrier go when the
+    // cable is pulled, and loses it when it is taken out.
+    let (s, n) = api
+        .post(&format!("/api/v1/vms/{vm}/nics"), json!({"bridge": bridge}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{n}");
+    let mac = n["mac"].as_str().unwrap().to_string();
+    serial_until(&mut ws, "cat /sys/class/net/eth0/address", &mac).await;
+    serial_until(
+        &mut ws,
+        "ip link set eth0 up; cat /sys/class/net/eth0/carrier",
+        "1",
+    )
+    .await;
+    let (s, c) = api
+        .patch(
+            &format!("/api/v1/vms/{vm}/nics/{mac}"),
+            json!({"link_up": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    serial_until(&mut ws, "cat /sys/class/net/eth0/carrier", "0").await;
+    let (s, c) = api.delete(&format!("/api/v1/vms/{vm}/nics/{mac}")).await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    serial_until(
+        &mut ws,
+        &check("[ -e /sys/class/net/eth0 ]", "ETH0"),
+        "ETH0-no",
+    )
+    .await;
+    drop(ws);
+    let _ = virsh(&["destroy", &vm]);
+}
