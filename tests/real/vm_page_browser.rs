@@ -374,3 +374,93 @@ async fn the_new_vm_form_explains_the_charge_live_as_the_admin_types() {
     b.screenshot("vm-new-live-charge").await;
     b.quit().await;
 }
+
+#[tokio::test]
+async fn a_disk_is_added_to_a_running_vm_from_its_page_in_chromium() {
+    let _gate = crate::gate::enter(module_path!());
+    let app = spawn_app().await;
+    let api = Api::new(&app).await;
+    assert_eq!(vm_state(&api, "web01").await, "running");
+    let (_, before) = api.get("/api/v1/vms/web01").await;
+    let disks_before = before["devices"]["disks"].as_array().unwrap().len();
+
+    let b = Browser::start().await;
+    b.goto(&app.url("/login")).await;
+    b.type_into("input[name=username]", "admin").await;
+    b.type_into("input[name=password]", ADMIN_PASSWORD).await;
+    let submit = b.find("form button[type=submit]").await;
+    b.click(&submit).await;
+    b.wait_for_path("/host").await;
+    set_width(&b, 1400).await;
+    b.goto(&app.url("/vms/web01")).await;
+    let covered = b.execute(COVERED, json!(["#devices"])).await;
+    assert_eq!(covered, json!([]), "the Devices card's buttons are on top");
+
+    // First without a size: said at the field, the page keeps the choices.
+    let option = b
+        .find("#add-disk-form select[name=pool] option[value=default]")
+        .await;
+    b.click(&option).await;
+    let add = b.find("#add-disk-form button[type=submit]").await;
+    b.click(&add).await;
+    wait_for_text(
+        &b,
+        "#add-disk-form [data-field=size_gib]",
+        "Give the new disk's size, at least 1 GiB.",
+    )
+    .await;
+
+    // Then 1 GiB on virtio with no host cache.
+    b.type_into("#add-disk-form input[name=size_gib]", "1")
+        .await;
+    let cache = b
+        .find("#add-disk-form select[name=cache] option[value=none]")
+        .await;
+    b.click(&cache).await;
+    let add = b.find("#add-disk-form button[type=submit]").await;
+    b.click(&add).await;
+    let deadline = Instant::now() + WAIT;
+    let message = loop {
+        let got = b
+            .execute(
+                "const e = document.querySelector('#vm-message'); \
+                 return document.readyState === 'complete' && e ? e.textContent.trim() : null;",
+                json!([]),
+            )
+            .await;
+        if let Some(m) = got.as_str() {
+            break m.to_string();
+        }
+        if Instant::now() > deadline {
+            b.screenshot("add-disk-stuck").await;
+            panic!("no notice after adding a disk");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        message.starts_with("Disk vd") && message.contains("(1 GiB) is plugged in"),
+        "{message}"
+    );
+    let target = message.split_whitespace().nth(1).unwrap().to_string();
+    let row = b
+        .execute(
+            "return !!document.querySelector(`#device-list tr[data-disk='${arguments[0]}'] details[data-confirm=detach]`)",
+            json!([target]),
+        )
+        .await;
+    assert_eq!(row, true, "the new disk's row offers Take out");
+    b.execute(
+        "document.querySelector('#devices').scrollIntoView()",
+        json!([]),
+    )
+    .await;
+    b.screenshot("vm-page-disk-added").await;
+    let (_, after) = api.get("/api/v1/vms/web01").await;
+    assert_eq!(
+        after["devices"]["disks"].as_array().unwrap().len(),
+        disks_before + 1,
+        "{after}"
+    );
+    assert!(after["xml"].as_str().unwrap().contains("cache='none'"));
+    b.quit().await;
+}
