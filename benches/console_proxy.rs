@@ -89,6 +89,9 @@ impl Hypervisor for BenchHv {
     fn update_device(&self, name: &str, device_xml: &str) -> HvResult<()> {
         self.inner.update_device(name, device_xml)
     }
+    fn host_devices(&self) -> HvResult<Vec<virtdeck::domain::host_devices::HostDevice>> {
+        self.inner.host_devices()
+    }
     fn change_device_live(&self, name: &str, change: LiveChange, device_xml: &str) -> HvResult<()> {
         self.inner.change_device_live(name, change, device_xml)
     }

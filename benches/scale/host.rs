@@ -27,7 +27,9 @@ pub fn scale_host_xml(demo_host_xml: &str, count: usize) -> Result<String, Strin
     let first = demo_host_xml
         .find("<domain ")
         .ok_or("the demo host has no <domain> to take the place of")?;
-    let end_tag = "</domain>";
+    // A top-level domain's end, at the start of its line (node devices have a
+    // `<domain>` number of their own).
+    let end_tag = "\n  </domain>";
     let last = demo_host_xml
         .rfind(end_tag)
         .ok_or("the demo host has no </domain>")?

@@ -457,6 +457,26 @@ impl Hypervisor for Libvirt {
             .map_err(call("change the VM's device"))
     }
 
+    fn host_devices(&self) -> HvResult<Vec<crate::domain::host_devices::HostDevice>> {
+        let conn = self.conn()?;
+        let flags = virt::sys::VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV
+            | virt::sys::VIR_CONNECT_LIST_NODE_DEVICES_CAP_USB_DEV;
+        let mut out = Vec::new();
+        for dev in conn
+            .list_all_node_devices(flags)
+            .map_err(call("list the host's devices"))?
+        {
+            let xml = dev.xml_desc(0).map_err(call("read a host device"))?;
+            match crate::domain::host_devices::parse_node_device(&xml) {
+                Ok(Some(d)) => out.push(d),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "a host device could not be read"),
+            }
+        }
+        out.sort_by(|a, b| (&a.kind, &a.address).cmp(&(&b.kind, &b.address)));
+        Ok(out)
+    }
+
     fn change_device_live(&self, name: &str, change: LiveChange, device_xml: &str) -> HvResult<()> {
         let conn = self.conn()?;
         let dom = lookup(&conn, name)?;

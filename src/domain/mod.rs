@@ -8,6 +8,7 @@ pub mod cloudinit;
 pub mod create_plan;
 pub mod fleet;
 pub mod host;
+pub mod host_devices;
 pub mod host_export;
 pub mod hostnet;
 pub mod install_tree;

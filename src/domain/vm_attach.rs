@@ -554,6 +554,9 @@ pub enum DeviceEdit<'a> {
     RemoveNic(Mac),
     /// Sets the link of the `<interface>` with this MAC: up (`true`) or down.
     NicLink(Mac, bool),
+    /// Leaves out the `<hostdev>` of this host device address
+    /// (`domain::host_devices::HostDevice::address`).
+    RemoveHostdev(&'a str),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -629,6 +632,7 @@ pub fn edit_definition(domain_xml: &str, edit: &DeviceEdit<'_>) -> Result<String
         return Err(AttachXmlError(match edit {
             DeviceEdit::Add(_) => "it has no <devices> element".into(),
             DeviceEdit::RemoveDisk(t) => format!("it has no disk {t}"),
+            DeviceEdit::RemoveHostdev(a) => format!("it has no host device {a}"),
             DeviceEdit::RemoveNic(m) | DeviceEdit::NicLink(m, _) => {
                 format!("it has no NIC with MAC {m}")
             }
@@ -670,6 +674,25 @@ fn decide(
         }
         DeviceEdit::RemoveNic(mac) => {
             let m = is_nic(mac);
+            (m, !m)
+        }
+        DeviceEdit::RemoveHostdev(address) => {
+            let kind = match device.first() {
+                Some(Event::Start(e)) | Some(Event::Empty(e)) => {
+                    e.attributes().flatten().find_map(|a| {
+                        let k: &str = a.key.as_ref();
+                        (k == "type").then(|| a.value.to_string())
+                    })
+                }
+                _ => None,
+            };
+            let m = top == "hostdev"
+                && kind
+                    .and_then(|k| {
+                        super::host_devices::hostdev_key(&k, |el, key| child_attr(el, key))
+                    })
+                    .as_deref()
+                    == Some(*address);
             (m, !m)
         }
         DeviceEdit::NicLink(mac, up) if is_nic(mac) => {

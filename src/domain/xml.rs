@@ -302,6 +302,8 @@ pub struct ParsedDomain {
     pub has_serial: bool,
     /// A `<controller type='scsi'>` exists (SCSI disks have a bus to go on).
     pub scsi_controller: bool,
+    /// Host devices passed through (`<hostdev>`): PCI and USB.
+    pub hostdevs: Vec<ParsedHostdev>,
     /// `<serial><log file=...>`: where libvirt keeps the serial output.
     pub serial_log: Option<String>,
     /// `<os><kernel>`: the path of a directly booted kernel.
@@ -329,6 +331,15 @@ pub struct ParsedDisk {
     pub bus: String,
     /// `<driver type=...>`: qcow2, raw…
     pub format: Option<String>,
+}
+
+/// A host device passed through to the VM.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, utoipa::ToSchema)]
+pub struct ParsedHostdev {
+    /// `pci` or `usb`.
+    pub kind: String,
+    /// `0000:03:00.0` or `usb 1234:5678` (`domain::host_devices::HostDevice::address`).
+    pub address: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, utoipa::ToSchema)]
@@ -469,6 +480,9 @@ impl Attrs {
     }
 }
 
+/// An attribute of an element under a `<hostdev>`'s `<source>`: (element, name, value).
+type SourceAttr = (String, String, String);
+
 #[derive(Default)]
 struct Parser {
     out: ParsedDomain,
@@ -482,6 +496,8 @@ struct Parser {
     memory_unit: Option<String>,
     disk: Option<ParsedDisk>,
     nic: Option<ParsedNic>,
+    /// An open `<hostdev>`: its type and its source's attributes by (element, name).
+    hostdev: Option<(String, Vec<SourceAttr>)>,
     vnc: Option<ParsedGraphics>,
     /// Per-device `<boot order=N/>`: (N, dev).
     device_boot: Vec<(u32, String)>,
@@ -546,6 +562,17 @@ impl Parser {
                             }
                         }
                         _ => {}
+                    }
+                }
+            }
+            ["domain", "devices", "hostdev"] => {
+                self.hostdev = Some((a.owned("type").unwrap_or_default(), Vec::new()));
+            }
+            ["domain", "devices", "hostdev", "source", el] => {
+                let el = el.to_string();
+                if let Some((_, attrs)) = self.hostdev.as_mut() {
+                    for (k, v) in &a.0 {
+                        attrs.push((el.clone(), k.clone(), v.clone()));
                     }
                 }
             }
@@ -658,6 +685,19 @@ impl Parser {
             ["domain", "devices", "disk"] => {
                 if let Some(disk) = self.disk.take() {
                     self.out.disks.push(disk);
+                }
+            }
+            ["domain", "devices", "hostdev"] => {
+                if let Some((kind, attrs)) = self.hostdev.take() {
+                    let key = super::host_devices::hostdev_key(&kind, |el, k| {
+                        attrs
+                            .iter()
+                            .find(|(e, n, _)| e == el && n == k)
+                            .map(|(_, _, v)| v.clone())
+                    });
+                    if let Some(address) = key {
+                        self.out.hostdevs.push(ParsedHostdev { kind, address });
+                    }
                 }
             }
             ["domain", "devices", "interface"] => {

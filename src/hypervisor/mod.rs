@@ -117,6 +117,8 @@ pub trait Hypervisor: Send + Sync {
     /// (the guest may let go of it after this returns) or changes one (a NIC's link):
     /// live only. The definition is changed through [`Hypervisor::define`].
     fn change_device_live(&self, name: &str, change: LiveChange, device_xml: &str) -> HvResult<()>;
+    /// The host's PCI and USB devices (libvirt's node devices).
+    fn host_devices(&self) -> HvResult<Vec<crate::domain::host_devices::HostDevice>>;
     /// Changes the vCPUs and memory in a shut-off VM's definition.
     fn set_size(&self, name: &str, vcpus: u32, memory_mib: u64) -> HvResult<()>;
     /// Copies the volume at `source_path` into a new volume of the same pool, described

@@ -11,12 +11,14 @@ use super::{
 use crate::config::LifecycleSettings;
 use crate::domain::capacity::admit;
 use crate::domain::create_plan::{field, valid_ifname, VolumeFacts};
+use crate::domain::host_devices::{self, HostDevice};
 use crate::domain::vm_attach::{self, AddDiskRequest, AddNicRequest, DeviceEdit, DiskVolume};
 use crate::domain::vmspec::Mac;
 use crate::domain::xml;
 use crate::hypervisor::{Hypervisor, LiveChange};
 use crate::store::Store;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::Path;
 
 /// A disk after it was added.
@@ -463,4 +465,158 @@ fn change(
         })?;
     }
     Ok(new_xml)
+}
+
+// ---- host devices ----
+
+/// A host device as the pages and the API show it: who has it, and why it cannot be
+/// passed through (if so).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct HostDeviceView {
+    #[serde(flatten)]
+    pub device: HostDevice,
+    /// The VM it is passed through to.
+    pub used_by: Option<String>,
+    /// Why it cannot be passed through to a VM now; none when it can.
+    pub refusal: Option<String>,
+}
+
+/// The host's PCI and USB devices.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct HostDevices {
+    /// The host has an IOMMU turned on (PCI devices can be passed through).
+    pub iommu: bool,
+    pub devices: Vec<HostDeviceView>,
+}
+
+/// Which VM has each passed-through device, by address.
+fn hostdevs_in_use(hv: &dyn Hypervisor) -> LcResult<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for x in hv.all_domain_xml()? {
+        if let Ok(d) = xml::parse_domain(&x) {
+            for h in d.hostdevs {
+                out.insert(h.address, d.name.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The host's devices, each with its VM and its refusal for VM `for_vm` (empty: any VM).
+pub fn host_devices(hv: &dyn Hypervisor, for_vm: &str) -> LcResult<HostDevices> {
+    let all = hv.host_devices()?;
+    let in_use = hostdevs_in_use(hv)?;
+    let devices = all
+        .iter()
+        .map(|d| HostDeviceView {
+            used_by: in_use.get(&d.address).cloned(),
+            refusal: host_devices::attach_refusal(d, &all, &in_use, for_vm),
+            device: d.clone(),
+        })
+        .collect();
+    Ok(HostDevices {
+        iommu: host_devices::iommu_on(&all),
+        devices,
+    })
+}
+
+/// A host device after it was passed through or given back.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct HostdevChanged {
+    /// libvirt's node device name.
+    pub device: String,
+    pub address: String,
+    pub live: bool,
+    /// Taken out while the VM runs and the guest has not let go yet.
+    pub pending_in_guest: bool,
+}
+
+/// Passes the host device `device` (its node device name) through to the VM: live while
+/// it runs, and in its definition. PCI devices are taken from their host driver by
+/// libvirt while the VM has them.
+pub fn attach_hostdev(hv: &dyn Hypervisor, name: &str, device: &str) -> LcResult<HostdevChanged> {
+    let vm = super::changes::find_vm(&hv.list_vms()?, name)?;
+    if !vm.persistent {
+        return Err(transient(name));
+    }
+    let all = hv.host_devices()?;
+    let dev = all.iter().find(|d| d.name == device).ok_or_else(|| {
+        LifecycleError::Invalid(vec![field(
+            "device",
+            "Choose one of the host's PCI or USB devices.",
+        )])
+    })?;
+    let in_use = hostdevs_in_use(hv)?;
+    if let Some(why) = host_devices::attach_refusal(dev, &all, &in_use, name) {
+        return Err(LifecycleError::Invalid(vec![field("device", why)]));
+    }
+    let (def_xml, _) = definition(hv, name)?;
+    let hostdev = host_devices::hostdev_xml(dev);
+    let live = vm.state.is_active();
+    change(
+        hv,
+        name,
+        &def_xml,
+        live,
+        &DeviceEdit::Add(&hostdev),
+        LiveChange::Attach,
+        &hostdev,
+    )
+    .map_err(|e| e.about(&format!("{} could not be passed through", dev.address)))?;
+    Ok(HostdevChanged {
+        device: dev.name.clone(),
+        address: dev.address.clone(),
+        live,
+        pending_in_guest: false,
+    })
+}
+
+/// Gives the passed-through device at `address` back to the host (live while the VM runs).
+pub fn detach_hostdev(hv: &dyn Hypervisor, name: &str, address: &str) -> LcResult<HostdevChanged> {
+    let vm = super::changes::find_vm(&hv.list_vms()?, name)?;
+    if !vm.persistent {
+        return Err(transient(name));
+    }
+    let (def_xml, def) = definition(hv, name)?;
+    let Some(h) = def.hostdevs.iter().find(|h| h.address == address) else {
+        return Err(LifecycleError::Invalid(vec![field(
+            "device",
+            format!("{name} has no host device {address}."),
+        )]));
+    };
+    let dev = hv
+        .host_devices()?
+        .into_iter()
+        .find(|d| d.address == h.address);
+    let device_xml = match &dev {
+        Some(d) => host_devices::hostdev_xml(d),
+        // Gone from the host: the definition alone is changed.
+        None if vm.state.is_active() => {
+            return Err(LifecycleError::Conflict(format!(
+                "{address} is no longer on this host; shut {name} down to remove it from its definition."
+            )))
+        }
+        None => String::new(),
+    };
+    let running = vm.state.is_active();
+    change(
+        hv,
+        name,
+        &def_xml,
+        running,
+        &DeviceEdit::RemoveHostdev(address),
+        LiveChange::Detach,
+        &device_xml,
+    )
+    .map_err(|e| e.about(&format!("{address} could not be given back")))?;
+    let pending_in_guest = running
+        && still_live(hv, name, |d| {
+            d.hostdevs.iter().any(|x| x.address == address)
+        });
+    Ok(HostdevChanged {
+        device: dev.map(|d| d.name).unwrap_or_default(),
+        address: address.to_string(),
+        live: running,
+        pending_in_guest,
+    })
 }

@@ -77,11 +77,13 @@ pub enum Action {
     VmNicAdd,
     VmNicRemove,
     VmNicLink,
+    VmHostdevAttach,
+    VmHostdevDetach,
 }
 
 impl Action {
     /// Every action, once.
-    pub const ALL: [Action; 74] = [
+    pub const ALL: [Action; 76] = [
         Action::VmCreate,
         Action::Vm(VmAction::Start),
         Action::Vm(VmAction::Shutdown),
@@ -156,6 +158,8 @@ impl Action {
         Action::VmNicAdd,
         Action::VmNicRemove,
         Action::VmNicLink,
+        Action::VmHostdevAttach,
+        Action::VmHostdevDetach,
     ];
 
     /// The action the audit log names `name`.
@@ -243,6 +247,8 @@ impl Action {
             Action::VmNicAdd => "vm.nic.add",
             Action::VmNicRemove => "vm.nic.remove",
             Action::VmNicLink => "vm.nic.link",
+            Action::VmHostdevAttach => "vm.hostdev.attach",
+            Action::VmHostdevDetach => "vm.hostdev.detach",
         }
     }
 }

@@ -390,6 +390,65 @@ pub async fn set_nic_link(
     .await
 }
 
+/// Passes a host device through to a VM (admins).
+pub async fn attach_hostdev(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    device: &str,
+) -> Done<crate::lifecycle::attach::HostdevChanged> {
+    let (n, d) = (name.to_string(), device.to_string());
+    execute(
+        svc,
+        caller,
+        Op::admin(
+            Action::VmHostdevAttach,
+            name,
+            move |s| crate::lifecycle::attach::attach_hostdev(s.hv.as_ref(), &n, &d),
+            |h| {
+                format!(
+                    "{} ({}){}",
+                    h.address,
+                    h.device,
+                    if h.live { " (live)" } else { "" }
+                )
+            },
+        ),
+    )
+    .await
+}
+
+/// Gives a passed-through device back to the host (admins).
+pub async fn detach_hostdev(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    address: &str,
+) -> Done<crate::lifecycle::attach::HostdevChanged> {
+    let (n, a) = (name.to_string(), address.to_string());
+    execute(
+        svc,
+        caller,
+        Op::admin(
+            Action::VmHostdevDetach,
+            name,
+            move |s| crate::lifecycle::attach::detach_hostdev(s.hv.as_ref(), &n, &a),
+            |h| {
+                format!(
+                    "{}{}",
+                    h.address,
+                    if h.pending_in_guest {
+                        "; the guest has not let go yet"
+                    } else {
+                        ""
+                    }
+                )
+            },
+        ),
+    )
+    .await
+}
+
 /// Adds one tag to a VM's tags (a bulk "tag" action).
 pub async fn add_tag(
     svc: &Arc<Services>,

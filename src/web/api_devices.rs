@@ -1,14 +1,17 @@
-//! `/api/v1/vms/{name}/disks` and `/nics`: adding and taking out disks and NICs, a NIC's
-//! link. Thin: the rules are in `domain::vm_attach`, the work in `lifecycle::attach`.
+//! `/api/v1/vms/{name}/disks`, `/nics` and `/hostdevs`: adding and taking out disks, NICs
+//! and passed-through host devices, a NIC's link; `/api/v1/host/devices`. Thin: the rules are in `domain::vm_attach`, the work in `lifecycle::attach`.
 
 use super::errors::{ApiError, AppError};
 use super::kit::{answer, csrf_header};
-use super::openapi::{BodyErrors, ChangeErrors, TAG_VMS};
+use super::openapi::{BodyErrors, ChangeErrors, RoleReadErrors, TAG_HOST, TAG_VMS};
 use super::session::Authed;
-use super::AppState;
+use super::{lc, AppState};
+use crate::auth::Role;
 use crate::domain::create_plan::NicRequest;
 use crate::domain::vm_attach::AddDiskRequest;
-use crate::lifecycle::attach::{DiskAdded, DiskDetached, NicAdded, NicChanged};
+use crate::lifecycle::attach::{
+    DiskAdded, DiskDetached, HostDevices, HostdevChanged, NicAdded, NicChanged,
+};
 use crate::service;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -207,4 +210,110 @@ pub async fn remove_nic(
     let (name, mac) = path.into_inner();
     let removed = service::vms::remove_nic(&state.svc, &who.caller(), &name, &mac).await?;
     answer(removed, |c| HttpResponse::Ok().json(c))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/host/devices",
+    operation_id = "host_devices",
+    tag = TAG_HOST,
+    summary = "List the host's PCI and USB devices",
+    description = "Role: admin. Each PCI device with its IOMMU group and host driver, each USB \
+        device, the VM it is passed through to, and why it cannot be passed through now (no \
+        IOMMU, a group shared with devices the host drives, a bridge, another VM has it).",
+    responses((status = 200, description = "The devices.", body = HostDevices), RoleReadErrors)
+)]
+pub async fn host_devices(
+    state: web::Data<AppState>,
+    who: Authed,
+) -> Result<HttpResponse, AppError> {
+    who.require(&state, Role::Admin, "host.devices.view", "")
+        .await?;
+    let devices = lc(&state, |s| {
+        crate::lifecycle::attach::host_devices(s.hv.as_ref(), "")
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(devices))
+}
+
+/// The host device to pass through.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostdevRequest {
+    /// libvirt's node device name, e.g. `pci_0000_03_00_0` (from `GET /api/v1/host/devices`).
+    device: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/vms/{name}/hostdevs",
+    operation_id = "attach_hostdev",
+    tag = TAG_VMS,
+    summary = "Pass a host device through",
+    description = "Role: admin. Passes a host PCI or USB device through to the VM: live while \
+        it runs, and in its definition. PCI devices are `managed`: libvirt takes them from \
+        their host driver while the VM has them and gives them back after. Refused, with the \
+        reason at `device`, when the host has no IOMMU, a device of its IOMMU group is still \
+        driven by the host or has another VM, it is a bridge, or another VM has it.",
+    params(("name" = String, Path, description = "The VM's name.")),
+    request_body = HostdevRequest,
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 201, description = "The device was passed through.", body = HostdevChanged),
+        (status = 404, description = "There is no such VM.", body = ApiError),
+        (status = 422, description = "The device cannot be passed through; why.", body = ApiError),
+        (status = 502, description = "libvirt refused; nothing was changed.", body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
+pub async fn attach_hostdev(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    body: web::Json<HostdevRequest>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let done = service::vms::attach_hostdev(
+        &state.svc,
+        &who.caller(),
+        &path.into_inner(),
+        body.device.trim(),
+    )
+    .await?;
+    answer(done, |h| HttpResponse::Created().json(h))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/vms/{name}/hostdevs/{address}",
+    operation_id = "detach_hostdev",
+    tag = TAG_VMS,
+    summary = "Give a host device back",
+    description = "Role: admin. Takes the passed-through device out of the VM (live while it \
+        runs; `pending_in_guest` while the guest has not let go) and its definition; libvirt \
+        gives a PCI device back to its host driver.",
+    params(
+        ("name" = String, Path, description = "The VM's name."),
+        ("address" = String, Path, description = "The device's address as the VM shows it: `0000:03:00.0`, or `usb 1234:5678` (URL-encoded)."),
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "The device was given back.", body = HostdevChanged),
+        (status = 404, description = "There is no such VM.", body = ApiError),
+        (status = 422, description = "The VM has no such device.", body = ApiError),
+        (status = 502, description = "libvirt refused; nothing was changed.", body = ApiError),
+        ChangeErrors
+    )
+)]
+pub async fn detach_hostdev(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let (name, address) = path.into_inner();
+    let done = service::vms::detach_hostdev(&state.svc, &who.caller(), &name, &address).await?;
+    answer(done, |h| HttpResponse::Ok().json(h))
 }

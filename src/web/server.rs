@@ -437,6 +437,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         vm_changes::detach_disk_form,
     )
     .post("/vms/{name}/nics", vm_changes::add_nic_form)
+    .post("/vms/{name}/hostdevs", vm_changes::attach_hostdev_form)
+    .post(
+        "/vms/{name}/hostdevs/detach",
+        vm_changes::detach_hostdev_form,
+    )
     .post("/vms/{name}/nics/{mac}/{action}", vm_changes::nic_form)
     .post("/vms/bulk", pages::bulk::bulk_form)
     .get("/vms/bulk/{batch}", pages::bulk::bulk_page)
@@ -462,6 +467,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .post("/flavors/{name}/delete", admin::delete_flavor)
     .post("/tokens", admin::create_token)
     .post("/tokens/{id}/delete", admin::delete_token)
+    .get("/host/devices", host::host_devices_page)
     .get("/host/storage", pages::storage::storage_page)
     .post("/host/storage", pages::storage::define_form)
     .get("/host/storage/{name}", pages::storage::pool_page)
@@ -529,6 +535,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .post("/vms/{name}/nics", super::api_devices::add_nic)
             .patch("/vms/{name}/nics/{mac}", super::api_devices::set_nic_link)
             .delete("/vms/{name}/nics/{mac}", super::api_devices::remove_nic)
+            .post("/vms/{name}/hostdevs", super::api_devices::attach_hostdev)
+            .delete(
+                "/vms/{name}/hostdevs/{address}",
+                super::api_devices::detach_hostdev,
+            )
+            .get("/host/devices", super::api_devices::host_devices)
             .post("/vms/{name}/snapshots", api::create_snapshot)
             .post(
                 "/vms/{name}/snapshots/{snapshot}/revert",

@@ -169,6 +169,9 @@ impl Hypervisor for FailAt {
     fn update_device(&self, name: &str, device_xml: &str) -> HvResult<()> {
         self.inner.update_device(name, device_xml)
     }
+    fn host_devices(&self) -> HvResult<Vec<virtdeck::domain::host_devices::HostDevice>> {
+        self.inner.host_devices()
+    }
     fn change_device_live(&self, name: &str, change: LiveChange, device_xml: &str) -> HvResult<()> {
         if self.step == Step::AttachDevice && change == LiveChange::Attach {
             return Err(injected("plug a device into the VM"));

@@ -538,3 +538,174 @@ async fn viewers_cannot_add_or_take_out_devices() {
         "{page}"
     );
 }
+
+fn device<'a>(devices: &'a Value, name: &str) -> &'a Value {
+    devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {devices}"))
+}
+
+#[tokio::test]
+async fn admins_pass_host_devices_through_within_the_iommu_rules() {
+    let app = spawn_app().await;
+    let api = Api::new(&app).await;
+    let (s, devices) = api.get("/api/v1/host/devices").await;
+    assert_eq!(s, StatusCode::OK, "{devices}");
+    assert_eq!(devices["iommu"], true, "{devices}");
+    assert_eq!(devices["devices"].as_array().unwrap().len(), 6, "{devices}");
+    let nic = device(&devices, "pci_0000_03_00_0");
+    assert_eq!(
+        (nic["address"].clone(), nic["iommu_group"].clone()),
+        (json!("0000:03:00.0"), json!(12))
+    );
+    assert_eq!(nic["refusal"], Value::Null, "{nic}");
+    let bridge = device(&devices, "pci_0000_00_01_0");
+    assert!(
+        bridge["refusal"].as_str().unwrap().contains("bridge"),
+        "{bridge}"
+    );
+    assert_eq!(device(&devices, "usb_1_2")["address"], "usb 04e6:3437");
+
+    // The NIC to the running web01, live and in its definition.
+    let (s, h) = api
+        .post(
+            "/api/v1/vms/web01/hostdevs",
+            json!({"device": "pci_0000_03_00_0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{h}");
+    assert_eq!(
+        (h["address"].clone(), h["live"].clone()),
+        (json!("0000:03:00.0"), json!(true))
+    );
+    let (_, vm) = api.get("/api/v1/vms/web01").await;
+    assert_eq!(
+        vm["devices"]["hostdevs"],
+        json!([{"kind": "pci", "address": "0000:03:00.0"}])
+    );
+    let xml = vm["xml"].as_str().unwrap();
+    assert!(xml.contains("managed='yes'"), "{xml}");
+    validates(xml);
+    let (_, devices) = api.get("/api/v1/host/devices").await;
+    assert_eq!(device(&devices, "pci_0000_03_00_0")["used_by"], "web01");
+
+    // Not twice, not a bridge, not a device that is not there: at the field.
+    for (body, why) in [
+        (json!({"device": "pci_0000_03_00_0"}), "web01"),
+        (json!({"device": "pci_0000_00_00_0"}), "bridge"),
+        (json!({"device": "pci_0000_99_00_0"}), "Choose one"),
+    ] {
+        let (s, e) = api.post("/api/v1/vms/db01/hostdevs", body.clone()).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {e}");
+        assert_eq!(e["error"]["field"], "device");
+        assert!(e["error"]["message"].as_str().unwrap().contains(why), "{e}");
+    }
+    // The GPU's group goes to one VM: its audio function to the same VM, not another.
+    let (_, list) = api.get("/api/v1/vms").await;
+    let off = list["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["state"] == "shut_off")
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .expect("a shut-off demo VM");
+    let (s, h) = api
+        .post(
+            &format!("/api/v1/vms/{off}/hostdevs"),
+            json!({"device": "pci_0000_01_00_0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{h}");
+    assert_eq!(h["live"], false);
+    let (s, e) = api
+        .post(
+            "/api/v1/vms/db01/hostdevs",
+            json!({"device": "pci_0000_01_00_1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    let (s, h) = api
+        .post(
+            &format!("/api/v1/vms/{off}/hostdevs"),
+            json!({"device": "pci_0000_01_00_1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{h}");
+
+    // Given back from the stopped VM's page; the running one's cannot be unplugged on
+    // libvirt's test driver: said, nothing changed.
+    let session = app.login("admin", common::ADMIN_PASSWORD).await.0;
+    let page = app.get_text(&session, &format!("/vms/{off}")).await;
+    assert!(page.contains(r#"data-hostdev="0000:01:00.0""#), "{page}");
+    let csrf = csrf_in(&page);
+    let r = session
+        .post(app.url(&format!("/vms/{off}/hostdevs/detach")))
+        .form(&[("csrf", csrf.as_str()), ("address", "0000:01:00.1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = app.get_text(&session, &format!("/vms/{off}")).await;
+    assert!(
+        page.contains("0000:01:00.1 is given back to the host."),
+        "{page}"
+    );
+    let (s, e) = api.delete("/api/v1/vms/web01/hostdevs/0000:03:00.0").await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{e}");
+    let (_, vm) = api.get("/api/v1/vms/web01").await;
+    assert_eq!(vm["devices"]["hostdevs"].as_array().unwrap().len(), 1);
+
+    // A deleted VM gives its devices back.
+    let (s, d) = api.delete(&format!("/api/v1/vms/{off}")).await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    let (_, devices) = api.get("/api/v1/host/devices").await;
+    assert_eq!(device(&devices, "pci_0000_01_00_0")["used_by"], Value::Null);
+
+    // The host page lists them.
+    let page = app.get_text(&session, "/host/devices").await;
+    assert!(
+        page.contains(r#"data-device="usb_1_2""#) && page.contains("SCR3500"),
+        "{page}"
+    );
+    let audit = app.audit_text(&session).await;
+    for action in ["vm.hostdev.attach", "vm.hostdev.detach"] {
+        assert!(audit.contains(action), "{action}: {audit}");
+    }
+}
+
+#[tokio::test]
+async fn operators_cannot_pass_host_devices_through() {
+    let app = spawn_app().await;
+    let admin = app.setup_admin("admin").await;
+    app.add_user(&admin, "otto", "operator", "operator-password-1")
+        .await;
+    let token = app.token_for(&admin, "otto").await;
+    let operator = common::client();
+    app.login_with(&operator, "otto", "operator-password-1")
+        .await;
+    let client = reqwest::Client::new();
+    let r = client
+        .post(app.url("/api/v1/vms/web01/hostdevs"))
+        .bearer_auth(&token)
+        .json(&json!({"device": "usb_1_2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = client
+        .get(app.url("/api/v1/host/devices"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let page = app.get_text(&operator, "/vms/web01").await;
+    assert!(!page.contains("hostdev-form"), "{page}");
+    assert!(
+        page.contains("add-disk-form"),
+        "operators add disks: {page}"
+    );
+}

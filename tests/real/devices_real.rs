@@ -297,3 +297,62 @@ async fn disks_and_nics_plug_into_the_running_guest_and_come_out() {
     drop(ws);
     let _ = virsh(&["destroy", &vm]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_hosts_devices_are_listed_and_pci_is_refused_without_an_iommu() {
+    let _gate = crate::gate::enter(module_path!());
+    require_libvirtd();
+    let has_iommu = std::fs::read_dir("/sys/kernel/iommu_groups")
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    let guest = Guest::with_devices(false, "");
+    let app = spawn_app_with(move |c| {
+        c.demo = false;
+        c.libvirt_uri = URI.into();
+    })
+    .await;
+    let api = Api::new(&app).await;
+    let (s, devices) = api.get("/api/v1/host/devices").await;
+    assert_eq!(s, StatusCode::OK, "{devices}");
+    assert_eq!(devices["iommu"], has_iommu, "{devices}");
+    let pci: Vec<&serde_json::Value> = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["kind"] == "pci")
+        .collect();
+    assert!(!pci.is_empty(), "this host has PCI devices: {devices}");
+    if has_iommu {
+        // Passing through needs hardware this rig does not have; the listing is the proof.
+        return;
+    }
+    // Without an IOMMU, every PCI device says why it cannot go, and a try changes nothing.
+    for d in &pci {
+        let why = d["refusal"].as_str().unwrap_or_default();
+        assert!(why.contains("no IOMMU") || why.contains("bridge"), "{d}");
+    }
+    let target = pci
+        .iter()
+        .find(|d| {
+            d["refusal"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("no IOMMU")
+        })
+        .expect("a PCI device that is not a bridge");
+    let before = virsh(&["dumpxml", "--inactive", &guest.name]);
+    let (s, e) = api
+        .post(
+            &format!("/api/v1/vms/{}/hostdevs", guest.name),
+            json!({"device": target["name"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(e["error"]["field"], "device");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("IOMMU"),
+        "{e}"
+    );
+    let after = virsh(&["dumpxml", "--inactive", &guest.name]);
+    assert_eq!(before.stdout, after.stdout, "the definition is unchanged");
+}

@@ -60,3 +60,30 @@ pub async fn host_page(state: web::Data<AppState>, who: Authed) -> Result<HttpRe
     };
     Ok(html(StatusCode::OK, &page))
 }
+
+#[derive(Template)]
+#[template(path = "host_devices.html")]
+struct HostDevicesPage {
+    chrome: Chrome,
+    devices: crate::lifecycle::attach::HostDevices,
+}
+
+/// The host's PCI and USB devices (admins): IOMMU group, driver, the VM that has each.
+pub async fn host_devices_page(
+    state: web::Data<AppState>,
+    who: Authed,
+) -> Result<HttpResponse, AppError> {
+    who.require(&state, crate::auth::Role::Admin, "host.devices.view", "")
+        .await?;
+    let devices = super::super::lc(&state, |s| {
+        crate::lifecycle::attach::host_devices(s.hv.as_ref(), "")
+    })
+    .await?;
+    Ok(html(
+        StatusCode::OK,
+        &HostDevicesPage {
+            chrome: Chrome::new(&who, "host"),
+            devices,
+        },
+    ))
+}

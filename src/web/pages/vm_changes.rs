@@ -685,3 +685,60 @@ pub async fn nic_form(
         Err(e) => form_failed(&state, &who, name, "nics", vec![], e).await,
     }
 }
+
+#[derive(Deserialize)]
+pub struct HostdevForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    device: String,
+    #[serde(default)]
+    address: String,
+}
+
+pub async fn attach_hostdev_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<HostdevForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let name = path.into_inner();
+    let values = vec![("device", form.device.clone())];
+    match service::vms::attach_hostdev(&state.svc, &who.caller(), &name, form.device.trim()).await?
+    {
+        Ok(h) => Ok(back_to(
+            &who,
+            &name,
+            &if h.live {
+                format!("{} is passed through; the guest has it now.", h.address)
+            } else {
+                format!("{} is passed through from the VM's next start.", h.address)
+            },
+        )),
+        Err(e) => form_failed(&state, &who, name, "hostdevs", values, e).await,
+    }
+}
+
+pub async fn detach_hostdev_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<HostdevForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let name = path.into_inner();
+    match service::vms::detach_hostdev(&state.svc, &who.caller(), &name, form.address.trim())
+        .await?
+    {
+        Ok(h) => Ok(back_to(
+            &who,
+            &name,
+            &if h.pending_in_guest {
+                format!("{} is out of the VM's definition; the guest has not let go of it yet, so it leaves at the next start at the latest.", h.address)
+            } else {
+                format!("{} is given back to the host.", h.address)
+            },
+        )),
+        Err(e) => form_failed(&state, &who, name, "hostdevs", vec![], e).await,
+    }
+}

@@ -715,6 +715,8 @@ struct VmDetailPage {
     nic_addresses: std::collections::BTreeMap<String, Vec<String>>,
     /// What the "Add a disk" and "Add a network card" forms offer.
     attach: AttachChoices,
+    /// The host's devices, for admins (passing one through).
+    host_devices: Option<crate::lifecycle::attach::HostDevices>,
 }
 
 /// The choices of the VM page's forms that add a disk or a NIC.
@@ -800,6 +802,15 @@ impl VmDetailPage {
         mac.as_deref()
             .and_then(|m| self.nic_addresses.get(&m.to_ascii_lowercase()))
             .map(|a| a.join(", "))
+            .unwrap_or_default()
+    }
+
+    /// The host device at `address`, as `product (vendor)`, if the host still has it.
+    fn host_device_name(&self, address: &str) -> String {
+        self.host_devices
+            .as_ref()
+            .and_then(|h| h.devices.iter().find(|d| d.device.address == address))
+            .map(|d| format!("{} ({})", d.device.product, d.device.vendor))
             .unwrap_or_default()
     }
 
@@ -935,30 +946,50 @@ pub(super) async fn render_detail(
     status: StatusCode,
 ) -> Result<HttpResponse, AppError> {
     let n = name.clone();
-    let (detail, snapshots, history, flavors, install, isos, attach) = lc(state, move |s| {
-        let detail = lifecycle::detail(s.hv.as_ref(), &s.store, &s.lifecycle, &n)?;
-        let snapshots = lifecycle::snapshots(s.hv.as_ref(), &n).unwrap_or_else(|e| {
-            tracing::warn!(vm = %n, error = %e, "cannot list snapshots");
-            Vec::new()
-        });
-        let history = s.store.audit_for_target(&n, 15)?;
-        let flavors = s.store.flavors()?;
-        // Only a VM with a kickstart install in progress has a status.
-        let install = crate::lifecycle::kickstart::status(s.hv.as_ref(), &s.store, &n, now()).ok();
-        // ISO images a CD-ROM drive may take (not the VMs' cloud-init seeds).
-        let seeds = s.store.seed_paths()?;
-        let isos: Vec<String> =
-            s.hv.pools()
-                .unwrap_or_default()
-                .into_iter()
-                .flat_map(|p| p.volumes)
-                .filter(|v| v.is_iso() && !seeds.contains(&v.path))
-                .map(|v| v.path)
-                .collect();
-        let attach = AttachChoices::read(s)?;
-        Ok((detail, snapshots, history, flavors, install, isos, attach))
-    })
-    .await?;
+    let admin = who.role.allows(Role::Admin);
+    let (detail, snapshots, history, flavors, install, isos, attach, host_devices) =
+        lc(state, move |s| {
+            let detail = lifecycle::detail(s.hv.as_ref(), &s.store, &s.lifecycle, &n)?;
+            let snapshots = lifecycle::snapshots(s.hv.as_ref(), &n).unwrap_or_else(|e| {
+                tracing::warn!(vm = %n, error = %e, "cannot list snapshots");
+                Vec::new()
+            });
+            let history = s.store.audit_for_target(&n, 15)?;
+            let flavors = s.store.flavors()?;
+            // Only a VM with a kickstart install in progress has a status.
+            let install =
+                crate::lifecycle::kickstart::status(s.hv.as_ref(), &s.store, &n, now()).ok();
+            // ISO images a CD-ROM drive may take (not the VMs' cloud-init seeds).
+            let seeds = s.store.seed_paths()?;
+            let isos: Vec<String> =
+                s.hv.pools()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flat_map(|p| p.volumes)
+                    .filter(|v| v.is_iso() && !seeds.contains(&v.path))
+                    .map(|v| v.path)
+                    .collect();
+            let attach = AttachChoices::read(s)?;
+            // Host devices are the admins' (listing them asks libvirt for every node device).
+            let host_devices = admin
+                .then(|| crate::lifecycle::attach::host_devices(s.hv.as_ref(), &n))
+                .transpose()
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot list the host's devices");
+                    None
+                });
+            Ok((
+                detail,
+                snapshots,
+                history,
+                flavors,
+                install,
+                isos,
+                attach,
+                host_devices,
+            ))
+        })
+        .await?;
     let lifecycle::VmDetail {
         vm,
         devices: def,
@@ -990,6 +1021,7 @@ pub(super) async fn render_detail(
             isos,
             nic_addresses,
             attach,
+            host_devices,
             install: install.map(|i| KickstartInstall {
                 until: super::format_time(i.expires_at),
                 kickstart: i.kickstart,
