@@ -40,6 +40,9 @@ pub struct Config {
     pub demo: bool,
     /// Kernels and initrds for direct kernel boot must be files in this directory.
     pub boot_dir: PathBuf,
+    /// Emptied at every boot of the host (a tmpfs): virtdeck notes there that it started
+    /// the VMs of the start order, so it does so once per boot, not at every restart.
+    pub run_dir: PathBuf,
     /// How the host is split into compute units.
     pub capacity: CapacityPolicy,
     pub tls: TlsConfig,
@@ -531,6 +534,7 @@ impl Default for Config {
             virt_type: VirtTypeSetting::Auto,
             demo: false,
             boot_dir: PathBuf::from("/var/lib/libvirt/boot"),
+            run_dir: PathBuf::from("/run/virtdeck"),
             capacity: CapacityPolicy::default(),
             tls: TlsConfig::default(),
             session: SessionConfig::default(),

@@ -12,6 +12,7 @@ pub mod kickstart;
 pub mod labels;
 pub mod list_cache;
 pub mod migrate;
+pub mod start_order;
 pub mod storage;
 pub mod templates;
 pub mod volumes;
@@ -1068,6 +1069,9 @@ pub fn delete(
         kept = asked.chain(kept).collect();
     }
     store.release_vm_volumes(name)?;
+    if let Err(e) = store.set_start_order(name, None) {
+        tracing::error!(vm = name, error = %e, "could not take a deleted VM out of the start order");
+    }
     Ok(Deleted {
         name: name.to_string(),
         volumes_deleted: deleted,
@@ -1183,6 +1187,8 @@ pub struct VmDetail {
     /// A running VM's guest addresses (`address/prefix`) by the MAC of the NIC they are
     /// on (lower case), as libvirt knows them.
     pub nic_addresses: std::collections::BTreeMap<String, Vec<String>>,
+    /// Its place in the host's start order (virtdeck starts it at the host's boot).
+    pub start_order: Option<crate::store::start_order::StartOrder>,
     pub xml: String,
     /// What the VM was provisioned with from a cloud image (never the password).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1216,10 +1222,12 @@ pub fn detail(
     let devices = xml::parse_domain(&xml).map_err(|e| {
         LifecycleError::failed(format!("The VM's definition could not be read: {e}"))
     })?;
+    let start_order = store.start_order()?.into_iter().find(|o| o.vm == name);
     Ok(VmDetail {
         vm,
         devices,
         nic_addresses,
+        start_order,
         xml,
         cloud_init: store.cloud_init(name)?,
     })

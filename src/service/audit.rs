@@ -79,11 +79,12 @@ pub enum Action {
     VmNicLink,
     VmHostdevAttach,
     VmHostdevDetach,
+    VmStartOrder,
 }
 
 impl Action {
     /// Every action, once.
-    pub const ALL: [Action; 76] = [
+    pub const ALL: [Action; 77] = [
         Action::VmCreate,
         Action::Vm(VmAction::Start),
         Action::Vm(VmAction::Shutdown),
@@ -160,6 +161,7 @@ impl Action {
         Action::VmNicLink,
         Action::VmHostdevAttach,
         Action::VmHostdevDetach,
+        Action::VmStartOrder,
     ];
 
     /// The action the audit log names `name`.
@@ -249,6 +251,7 @@ impl Action {
             Action::VmNicLink => "vm.nic.link",
             Action::VmHostdevAttach => "vm.hostdev.attach",
             Action::VmHostdevDetach => "vm.hostdev.detach",
+            Action::VmStartOrder => "vm.start_order",
         }
     }
 }

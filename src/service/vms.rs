@@ -77,7 +77,18 @@ pub async fn set_autostart(svc: &Arc<Services>, caller: &Caller, name: &str, on:
         Op::operator(
             Action::VmAutostart,
             name,
-            move |s| Ok(s.hv.set_autostart(&n, on)?),
+            move |s| {
+                // A VM in the start order is started by virtdeck, not libvirt: "on" keeps
+                // it there; "off" takes it out.
+                let in_order = s.store.start_order()?.iter().any(|o| o.vm == n);
+                if in_order && !on {
+                    s.store.set_start_order(&n, None)?;
+                }
+                if !(in_order && on) {
+                    s.hv.set_autostart(&n, on)?;
+                }
+                Ok(())
+            },
             move |()| if on { "on" } else { "off" }.to_string(),
         ),
     )
@@ -443,6 +454,39 @@ pub async fn detach_hostdev(
                         ""
                     }
                 )
+            },
+        ),
+    )
+    .await
+}
+
+/// Puts a VM in the host's start order (or takes it out: `position` none).
+pub async fn set_start_order(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    position: Option<u32>,
+    delay_seconds: u32,
+) -> Done<crate::lifecycle::start_order::StartOrderSet> {
+    let n = name.to_string();
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::VmStartOrder,
+            name,
+            move |s| {
+                crate::lifecycle::start_order::set_start_order(
+                    s.hv.as_ref(),
+                    &s.store,
+                    &n,
+                    position,
+                    delay_seconds,
+                )
+            },
+            |o| match o.position {
+                Some(p) => format!("place {p}, then {} s", o.delay_seconds),
+                None => "out of the start order (libvirt autostart)".into(),
             },
         ),
     )

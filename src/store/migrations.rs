@@ -65,6 +65,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0019_bulk_actions",
         include_str!("../../migrations/0019_bulk_actions.sql"),
     ),
+    (
+        "0020_start_order",
+        include_str!("../../migrations/0020_start_order.sql"),
+    ),
 ];
 
 /// The migrations this build has that the database has not applied yet, oldest first;

@@ -9,6 +9,7 @@ pub mod host_accounts;
 pub mod jobs;
 pub mod kickstarts;
 mod migrations;
+pub mod start_order;
 pub mod templates;
 pub mod two_factor;
 pub mod vm_volumes;

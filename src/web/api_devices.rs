@@ -1,5 +1,6 @@
 //! `/api/v1/vms/{name}/disks`, `/nics` and `/hostdevs`: adding and taking out disks, NICs
-//! and passed-through host devices, a NIC's link; `/api/v1/host/devices`. Thin: the rules are in `domain::vm_attach`, the work in `lifecycle::attach`.
+//! and passed-through host devices, a NIC's link; `/api/v1/host/devices`; a VM's place in
+//! the host's start order. Thin: the rules are in `domain::vm_attach`, the work in `lifecycle::attach`.
 
 use super::errors::{ApiError, AppError};
 use super::kit::{answer, csrf_header};
@@ -316,4 +317,57 @@ pub async fn detach_hostdev(
     let (name, address) = path.into_inner();
     let done = service::vms::detach_hostdev(&state.svc, &who.caller(), &name, &address).await?;
     answer(done, |h| HttpResponse::Ok().json(h))
+}
+
+/// A VM's place in the host's start order.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartOrderRequest {
+    /// 1 to 999, 1 first; null takes the VM out of the order (libvirt's autostart starts
+    /// it with the host again).
+    position: Option<u32>,
+    /// Seconds to wait after starting it before the next VM (0 to 600).
+    #[serde(default)]
+    delay_seconds: u32,
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/vms/{name}/start-order",
+    operation_id = "set_start_order",
+    tag = TAG_VMS,
+    summary = "Set a VM's place in the start order",
+    description = "Role: operator. VMs in the start order are started by virtdeck when the \
+        host boots, first place first, waiting `delay_seconds` after each before the next \
+        (libvirt's own autostart, which starts every VM at once, is turned off for them). \
+        The order runs once per boot of the host, not when virtdeck restarts; a VM that runs \
+        already is left as it is. Turning the VM's autostart off takes it out of the order.",
+    params(("name" = String, Path, description = "The VM's name.")),
+    request_body = StartOrderRequest,
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "Its place now.", body = crate::lifecycle::start_order::StartOrderSet),
+        (status = 404, description = "There is no such VM.", body = ApiError),
+        (status = 409, description = "A transient VM or a template.", body = ApiError),
+        (status = 422, description = "A field is out of range.", body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
+pub async fn set_start_order(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    body: web::Json<StartOrderRequest>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let done = service::vms::set_start_order(
+        &state.svc,
+        &who.caller(),
+        &path.into_inner(),
+        body.position,
+        body.delay_seconds,
+    )
+    .await?;
+    answer(done, |o| HttpResponse::Ok().json(o))
 }

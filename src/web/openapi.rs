@@ -61,6 +61,7 @@ pub const TAG_PEER: &str = "peer";
         super::api_devices::attach_hostdev,
         super::api_devices::detach_hostdev,
         super::api_devices::host_devices,
+        super::api_devices::set_start_order,
         super::api::delete_vm,
         super::api::vm_action,
         super::api::clone_vm,

@@ -125,6 +125,55 @@ fn is_local_qemu(uri: &str) -> bool {
 /// Lets tests wrap the real hypervisor (e.g. to inject a failure at one step).
 pub type HypervisorWrap = Box<dyn FnOnce(Arc<dyn Hypervisor>) -> Arc<dyn Hypervisor> + Send>;
 
+/// Starts the start order's VMs on a thread of its own (once per boot of the host; each
+/// VM's wait must not hold up the server), writing an audit row for each.
+fn start_order_at_boot(hv: Arc<dyn Hypervisor>, store: Arc<Store>, run_dir: std::path::PathBuf) {
+    let spawned = std::thread::Builder::new()
+        .name("start-order".into())
+        .spawn(move || {
+            let row = |vm: &str, result: &str, detail: String| {
+                crate::service::audit::append(
+                    &store,
+                    crate::store::AuditEntry {
+                        at: super::now(),
+                        actor: "virtdeck".into(),
+                        remote_addr: "local".into(),
+                        action: "vm.start".into(),
+                        target: vm.to_string(),
+                        result: result.into(),
+                        detail,
+                    },
+                )
+            };
+            let report = |vm: &str, outcome: Result<(), &str>| match outcome {
+                Ok(()) => {
+                    tracing::info!(vm, "started by the start order");
+                    row(vm, "ok", "the start order, at the host's boot".into());
+                }
+                Err(why) => {
+                    tracing::warn!(vm, why, "not started by the start order");
+                    row(
+                        vm,
+                        "failed",
+                        format!("the start order, at the host's boot: {why}"),
+                    );
+                }
+            };
+            if let Err(e) = crate::lifecycle::start_order::start_in_order(
+                hv.as_ref(),
+                &store,
+                &run_dir,
+                &std::thread::sleep,
+                &report,
+            ) {
+                tracing::error!(error = %e, "the start order did not run");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "the start order could not be run");
+    }
+}
+
 /// Opens the store and the hypervisor, probes KVM, and reconciles interrupted creates.
 pub fn build_state(
     cfg: Config,
@@ -194,6 +243,13 @@ pub fn build_state(
     };
     let usage = Arc::new(crate::usage::Usage::new(cfg.usage.clone()));
     let store = Arc::new(store);
+    // The demo host has its own run directory (its VMs are not the host's).
+    let run_dir = if cfg.demo {
+        cfg.data_dir.join("run")
+    } else {
+        cfg.run_dir.clone()
+    };
+    start_order_at_boot(hv.clone(), store.clone(), run_dir);
     let host = crate::hostcfg::Engine::new(
         crate::hostcfg::HostSettings {
             root: cfg.host.root.clone(),
@@ -438,6 +494,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .post("/vms/{name}/nics", vm_changes::add_nic_form)
     .post("/vms/{name}/hostdevs", vm_changes::attach_hostdev_form)
+    .post("/vms/{name}/start-order", vm_changes::start_order_form)
     .post(
         "/vms/{name}/hostdevs/detach",
         vm_changes::detach_hostdev_form,
@@ -541,6 +598,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 super::api_devices::detach_hostdev,
             )
             .get("/host/devices", super::api_devices::host_devices)
+            .put(
+                "/vms/{name}/start-order",
+                super::api_devices::set_start_order,
+            )
             .post("/vms/{name}/snapshots", api::create_snapshot)
             .post(
                 "/vms/{name}/snapshots/{snapshot}/revert",

@@ -30,6 +30,7 @@ mod pools;
 mod proptest_parsers;
 mod reconcile;
 mod service_cli;
+mod start_order;
 mod templates;
 mod templates_sysprep;
 mod tls;

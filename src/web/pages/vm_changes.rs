@@ -742,3 +742,63 @@ pub async fn detach_hostdev_form(
         Err(e) => form_failed(&state, &who, name, "hostdevs", vec![], e).await,
     }
 }
+
+#[derive(Deserialize)]
+pub struct StartOrderForm {
+    csrf: Option<String>,
+    /// Empty: out of the order.
+    #[serde(default)]
+    position: String,
+    #[serde(default)]
+    delay_seconds: String,
+}
+
+pub async fn start_order_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<StartOrderForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let name = path.into_inner();
+    let f = form.into_inner();
+    let values = vec![
+        ("position", f.position.clone()),
+        ("delay_seconds", f.delay_seconds.clone()),
+    ];
+    let mut errors = Vec::new();
+    let position = number(
+        &f.position,
+        "position",
+        "a place (1 starts first)",
+        &mut errors,
+    );
+    let delay = number(&f.delay_seconds, "delay_seconds", "seconds", &mut errors).unwrap_or(0);
+    if !errors.is_empty() {
+        who.require(&state, Role::Operator, "vm.start_order", &name)
+            .await?;
+        return form_failed(
+            &state,
+            &who,
+            name,
+            "start-order",
+            values,
+            LifecycleError::Invalid(errors),
+        )
+        .await;
+    }
+    match service::vms::set_start_order(&state.svc, &who.caller(), &name, position, delay).await? {
+        Ok(o) => Ok(back_to(
+            &who,
+            &name,
+            &match o.position {
+                Some(p) => format!(
+                    "{name} starts at the host's boot in place {p}, then virtdeck waits {} s before the next VM.",
+                    o.delay_seconds
+                ),
+                None => format!("{name} is out of the start order; it starts with the host through libvirt's autostart."),
+            },
+        )),
+        Err(e) => form_failed(&state, &who, name, "start-order", values, e).await,
+    }
+}

@@ -715,6 +715,8 @@ struct VmDetailPage {
     nic_addresses: std::collections::BTreeMap<String, Vec<String>>,
     /// What the "Add a disk" and "Add a network card" forms offer.
     attach: AttachChoices,
+    /// Its place in the host's start order.
+    start_order: Option<crate::store::start_order::StartOrder>,
     /// The host's devices, for admins (passing one through).
     host_devices: Option<crate::lifecycle::attach::HostDevices>,
 }
@@ -812,6 +814,19 @@ impl VmDetailPage {
             .and_then(|h| h.devices.iter().find(|d| d.device.address == address))
             .map(|d| format!("{} ({})", d.device.product, d.device.vendor))
             .unwrap_or_default()
+    }
+
+    /// The start-order form's field: as typed after a refusal, else the VM's place.
+    fn start_order_value(&self, field: &str) -> String {
+        if self.form.section == "start-order" {
+            return self.value("start-order", field).to_string();
+        }
+        match (&self.start_order, field) {
+            (Some(o), "position") => o.position.to_string(),
+            (Some(o), _) => o.delay_seconds.to_string(),
+            (None, "position") => String::new(),
+            (None, _) => "0".into(),
+        }
     }
 
     /// The cache modes the add-disk form offers besides the default.
@@ -994,6 +1009,7 @@ pub(super) async fn render_detail(
         vm,
         devices: def,
         nic_addresses,
+        start_order,
         xml,
         cloud_init,
     } = detail;
@@ -1022,6 +1038,7 @@ pub(super) async fn render_detail(
             nic_addresses,
             attach,
             host_devices,
+            start_order,
             install: install.map(|i| KickstartInstall {
                 until: super::format_time(i.expires_at),
                 kickstart: i.kickstart,
