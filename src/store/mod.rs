@@ -760,7 +760,8 @@ mod tests {
             let last = MIGRATIONS.last().unwrap().0;
             conn.execute("DELETE FROM schema_migrations WHERE version = ?1", [last])
                 .unwrap();
-            conn.execute_batch("DROP TABLE setup_links").unwrap();
+            // Undoes the last migration (0020_start_order).
+            conn.execute_batch("DROP TABLE vm_start_order").unwrap();
             conn.execute(
                 "INSERT INTO users (username, role, password_phc, created_at) VALUES ('kept', 'admin', 'x', 1)",
                 [],

@@ -178,18 +178,22 @@ async fn vms_start_in_order_once_per_boot_of_the_host() {
     assert_eq!(*waited.lock().unwrap(), [Duration::from_secs(1)]);
 }
 
-#[tokio::test]
-async fn turning_autostart_off_takes_a_vm_out_of_the_order() {
-    let app = spawn_app().await;
-    let api = Api::new(&app).await;
-    let vm = shut_off(&api).await[0].clone();
-    let (s, _) = api
+async fn put_in_order(api: &Api, vm: &str) {
+    let (s, o) = api
         .put(
             &format!("/api/v1/vms/{vm}/start-order"),
             json!({"position": 5}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(s, StatusCode::OK, "{o}");
+}
+
+#[tokio::test]
+async fn turning_autostart_off_takes_a_vm_out_of_the_order() {
+    let app = spawn_app().await;
+    let api = Api::new(&app).await;
+    let vm = shut_off(&api).await[0].clone();
+    put_in_order(&api, &vm).await;
     let session = app.login("admin", common::ADMIN_PASSWORD).await.0;
     let csrf = app.csrf(&session, &format!("/vms/{vm}")).await;
     let r = session
@@ -203,13 +207,7 @@ async fn turning_autostart_off_takes_a_vm_out_of_the_order() {
     assert_eq!(v["start_order"], Value::Null, "{v}");
     assert_eq!(v["autostart"], false);
     // Out of the order through the API: back to libvirt's autostart.
-    let (s, _) = api
-        .put(
-            &format!("/api/v1/vms/{vm}/start-order"),
-            json!({"position": 5}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    put_in_order(&api, &vm).await;
     let (s, o) = api
         .put(
             &format!("/api/v1/vms/{vm}/start-order"),
