@@ -89,6 +89,21 @@ impl Hypervisor for BenchHv {
     fn update_device(&self, name: &str, device_xml: &str) -> HvResult<()> {
         self.inner.update_device(name, device_xml)
     }
+    fn backup_begin(&self, name: &str, backup_xml: &str, checkpoint_xml: &str) -> HvResult<()> {
+        self.inner.backup_begin(name, backup_xml, checkpoint_xml)
+    }
+    fn backup_status(&self, name: &str) -> HvResult<virtdeck::hypervisor::BackupStatus> {
+        self.inner.backup_status(name)
+    }
+    fn abort_backup(&self, name: &str) -> HvResult<()> {
+        self.inner.abort_backup(name)
+    }
+    fn checkpoints(&self, name: &str) -> HvResult<Vec<String>> {
+        self.inner.checkpoints(name)
+    }
+    fn delete_checkpoint(&self, name: &str, checkpoint: &str) -> HvResult<()> {
+        self.inner.delete_checkpoint(name, checkpoint)
+    }
     fn host_devices(&self) -> HvResult<Vec<virtdeck::domain::host_devices::HostDevice>> {
         self.inner.host_devices()
     }

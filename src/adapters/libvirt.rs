@@ -6,9 +6,9 @@ use crate::domain::snapshot::{parse_snapshot, SnapshotInfo};
 use crate::domain::storage::{NetworkStatus, PoolStatus, PoolVolume};
 use crate::domain::vm::{GuestAddress, VmAction, VmEvent, VmState, VmSummary};
 use crate::hypervisor::{
-    ConsoleError, EventSink, HvResult, Hypervisor, HypervisorError, LiveChange, MigrateOptions,
-    MigrationProgress, Screenshot, SerialConsole, SerialInput, VncEndpoint, SERIAL_CHUNK_MAX_BYTES,
-    SERIAL_OUTPUT_CHUNKS,
+    BackupStatus, ConsoleError, EventSink, HvResult, Hypervisor, HypervisorError, LiveChange,
+    MigrateOptions, MigrationProgress, Screenshot, SerialConsole, SerialInput, VncEndpoint,
+    SERIAL_CHUNK_MAX_BYTES, SERIAL_OUTPUT_CHUNKS,
 };
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -457,6 +457,108 @@ impl Hypervisor for Libvirt {
             .map_err(call("change the VM's device"))
     }
 
+    fn backup_begin(&self, name: &str, backup_xml: &str, checkpoint_xml: &str) -> HvResult<()> {
+        let dom = lookup(&self.conn()?, name)?;
+        let (Ok(backup), Ok(checkpoint)) = (CString::new(backup_xml), CString::new(checkpoint_xml))
+        else {
+            return Err(HypervisorError::Call {
+                operation: "begin a backup",
+                message: "the backup description has a NUL byte".into(),
+            });
+        };
+        // SAFETY: `dom` holds a valid domain pointer; both strings outlive the call.
+        let r = unsafe {
+            virt::sys::virDomainBackupBegin(dom.as_ptr(), backup.as_ptr(), checkpoint.as_ptr(), 0)
+        };
+        if r < 0 {
+            return Err(call("begin a backup")(virt::error::Error::last_error()));
+        }
+        Ok(())
+    }
+
+    fn backup_status(&self, name: &str) -> HvResult<BackupStatus> {
+        let dom = lookup(&self.conn()?, name)?;
+        let now = job_stats(&dom, 0)?;
+        if now.kind != virt::sys::VIR_DOMAIN_JOB_NONE as i32 {
+            return Ok(BackupStatus::Running {
+                processed_bytes: now.processed.unwrap_or(0),
+                total_bytes: now.total.unwrap_or(0),
+            });
+        }
+        let last = job_stats(&dom, virt::sys::VIR_DOMAIN_JOB_STATS_COMPLETED)?;
+        Ok(match last.kind as u32 {
+            virt::sys::VIR_DOMAIN_JOB_COMPLETED => BackupStatus::Completed,
+            virt::sys::VIR_DOMAIN_JOB_FAILED | virt::sys::VIR_DOMAIN_JOB_CANCELLED => {
+                BackupStatus::Failed(last.error.unwrap_or_else(|| "the backup job failed".into()))
+            }
+            _ => BackupStatus::None,
+        })
+    }
+
+    fn abort_backup(&self, name: &str) -> HvResult<()> {
+        let dom = lookup(&self.conn()?, name)?;
+        // SAFETY: `dom` holds a valid domain pointer for the duration of the call.
+        let r = unsafe { virt::sys::virDomainAbortJob(dom.as_ptr()) };
+        if r < 0 {
+            return Err(call("stop the backup")(virt::error::Error::last_error()));
+        }
+        Ok(())
+    }
+
+    fn checkpoints(&self, name: &str) -> HvResult<Vec<String>> {
+        let dom = lookup(&self.conn()?, name)?;
+        let mut list: *mut virt::sys::virDomainCheckpointPtr = std::ptr::null_mut();
+        // SAFETY: libvirt allocates `list` (n entries); each entry and the array are freed
+        // below, names copied out first.
+        let n = unsafe { virt::sys::virDomainListAllCheckpoints(dom.as_ptr(), &mut list, 0) };
+        if n < 0 {
+            return Err(call("list the VM's checkpoints")(
+                virt::error::Error::last_error(),
+            ));
+        }
+        let mut names = Vec::with_capacity(n as usize);
+        for i in 0..n as usize {
+            // SAFETY: `i < n`, so the entry is a valid checkpoint pointer.
+            unsafe {
+                let cp = *list.add(i);
+                let name = virt::sys::virDomainCheckpointGetName(cp);
+                if !name.is_null() {
+                    names.push(
+                        std::ffi::CStr::from_ptr(name)
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
+                }
+                virt::sys::virDomainCheckpointFree(cp);
+            }
+        }
+        // SAFETY: the array came from libvirt's allocator.
+        unsafe { libc::free(list as *mut libc::c_void) };
+        Ok(names)
+    }
+
+    fn delete_checkpoint(&self, name: &str, checkpoint: &str) -> HvResult<()> {
+        let dom = lookup(&self.conn()?, name)?;
+        let Ok(cname) = CString::new(checkpoint) else {
+            return Ok(());
+        };
+        // SAFETY: valid domain pointer and string; the checkpoint is freed after use.
+        unsafe {
+            let cp = virt::sys::virDomainCheckpointLookupByName(dom.as_ptr(), cname.as_ptr(), 0);
+            if cp.is_null() {
+                return Err(HypervisorError::NotFound {
+                    what: format!("Checkpoint {checkpoint}"),
+                });
+            }
+            let r = virt::sys::virDomainCheckpointDelete(cp, 0);
+            virt::sys::virDomainCheckpointFree(cp);
+            if r < 0 {
+                return Err(call("delete a checkpoint")(virt::error::Error::last_error()));
+            }
+        }
+        Ok(())
+    }
+
     fn host_devices(&self) -> HvResult<Vec<crate::domain::host_devices::HostDevice>> {
         let conn = self.conn()?;
         let flags = virt::sys::VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV
@@ -736,6 +838,10 @@ impl Hypervisor for Libvirt {
 
     fn migration_progress(&self, name: &str) -> HvResult<Option<MigrationProgress>> {
         let dom = lookup(&self.conn()?, name)?;
+        // `virt`'s wrapper aborts on a job without parameters (none running): ask first.
+        if job_stats(&dom, 0)?.kind == virt::sys::VIR_DOMAIN_JOB_NONE as i32 {
+            return Ok(None);
+        }
         let stats = dom
             .job_stats(0)
             .map_err(call("read the migration's progress"))?;
@@ -1519,6 +1625,56 @@ fn interface_addresses(dom: &Domain, source: u32) -> Vec<GuestAddress> {
     found
 }
 mod volumes;
+
+/// A job's type, bytes processed and total, and error message (virDomainGetJobStats).
+struct JobStatsRaw {
+    kind: i32,
+    processed: Option<u64>,
+    total: Option<u64>,
+    error: Option<String>,
+}
+
+/// virDomainGetJobStats read directly: `virt`'s wrapper does not cope with a job that
+/// has no parameters.
+fn job_stats(dom: &Domain, flags: u32) -> HvResult<JobStatsRaw> {
+    let mut kind: libc::c_int = 0;
+    let mut params: virt::sys::virTypedParameterPtr = std::ptr::null_mut();
+    let mut n: libc::c_int = 0;
+    // SAFETY: valid domain pointer; libvirt allocates `params` (n entries), freed below.
+    let r = unsafe {
+        virt::sys::virDomainGetJobStats(dom.as_ptr(), &mut kind, &mut params, &mut n, flags)
+    };
+    if r < 0 {
+        return Err(call("read the VM's job")(virt::error::Error::last_error()));
+    }
+    let ull = |key: &std::ffi::CStr| {
+        let mut v: libc::c_ulonglong = 0;
+        // SAFETY: `params` holds `n` entries (or is null with n = 0); `key` is a C string.
+        let found = !params.is_null()
+            && unsafe { virt::sys::virTypedParamsGetULLong(params, n, key.as_ptr(), &mut v) } == 1;
+        found.then_some(v)
+    };
+    let processed = ull(c"data_processed");
+    let total = ull(c"data_total");
+    let mut msg: *const libc::c_char = std::ptr::null();
+    // SAFETY: as above; the string is copied before the parameters are freed.
+    let error = unsafe {
+        (!params.is_null()
+            && virt::sys::virTypedParamsGetString(params, n, c"errmsg".as_ptr(), &mut msg) == 1
+            && !msg.is_null())
+        .then(|| std::ffi::CStr::from_ptr(msg).to_string_lossy().into_owned())
+    };
+    if !params.is_null() {
+        // SAFETY: the parameters came from libvirt and are not used after this.
+        unsafe { virt::sys::virTypedParamsFree(params, n) };
+    }
+    Ok(JobStatsRaw {
+        kind,
+        processed,
+        total,
+        error,
+    })
+}
 
 #[cfg(test)]
 mod migrate_flag_tests {

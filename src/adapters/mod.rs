@@ -4,6 +4,7 @@
 //! virt-sysprep (`sysprep`), the host's PAM stack and account database (`pam`), the kernel's netlink, network namespaces and `/proc/sys`
 //! (`netlink`, `netns`, `sysctl_io`). SQLite is `crate::store`.
 
+pub mod backup_files;
 pub mod http_fetch;
 pub mod kvm_probe;
 pub mod libvirt;

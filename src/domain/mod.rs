@@ -1,5 +1,6 @@
 //! The pure core: plain values and rules, no I/O, no actix, no libvirt.
 
+pub mod backup;
 pub mod capacity;
 pub mod cidr;
 pub mod clock;

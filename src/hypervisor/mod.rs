@@ -117,6 +117,18 @@ pub trait Hypervisor: Send + Sync {
     /// (the guest may let go of it after this returns) or changes one (a NIC's link):
     /// live only. The definition is changed through [`Hypervisor::define`].
     fn change_device_live(&self, name: &str, change: LiveChange, device_xml: &str) -> HvResult<()>;
+    // ---- backups (without them: [`storage_not_available`]) ----
+    /// Starts a push-mode backup of the running VM (virDomainBackupBegin) with a new
+    /// checkpoint; returns at once, the copy runs as the VM's job.
+    fn backup_begin(&self, name: &str, backup_xml: &str, checkpoint_xml: &str) -> HvResult<()>;
+    /// How the VM's backup job is doing, or how the last one ended.
+    fn backup_status(&self, name: &str) -> HvResult<BackupStatus>;
+    /// Stops the VM's running backup job.
+    fn abort_backup(&self, name: &str) -> HvResult<()>;
+    /// The names of the VM's checkpoints.
+    fn checkpoints(&self, name: &str) -> HvResult<Vec<String>>;
+    /// Deletes a checkpoint (its change bitmap is merged into the one before it).
+    fn delete_checkpoint(&self, name: &str, checkpoint: &str) -> HvResult<()>;
     /// The host's PCI and USB devices (libvirt's node devices).
     fn host_devices(&self) -> HvResult<Vec<crate::domain::host_devices::HostDevice>>;
     /// Changes the vCPUs and memory in a shut-off VM's definition.
@@ -232,6 +244,22 @@ pub trait Hypervisor: Send + Sync {
     /// Whether a VM's `<cpu>` (a named model) can run on this host's hypervisor for
     /// guests of `domain_type` (libvirt's comparison); `None` when it cannot tell.
     fn cpu_runs_here(&self, cpu_xml: &str, domain_type: &str) -> HvResult<Option<bool>>;
+}
+
+/// A VM's backup job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupStatus {
+    /// Copying: bytes done of the total.
+    Running {
+        processed_bytes: u64,
+        total_bytes: u64,
+    },
+    /// The last backup job completed.
+    Completed,
+    /// The last backup job failed, with libvirt's reason.
+    Failed(String),
+    /// No backup job runs or ran.
+    None,
 }
 
 /// What [`Hypervisor::change_device_live`] does with the device.

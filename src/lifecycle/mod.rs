@@ -3,6 +3,7 @@
 //! Every function here blocks: call it off the async runtime.
 
 pub mod attach;
+pub mod backups;
 pub mod changes;
 pub mod cloudinit;
 pub mod devices;

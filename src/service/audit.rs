@@ -80,11 +80,16 @@ pub enum Action {
     VmHostdevAttach,
     VmHostdevDetach,
     VmStartOrder,
+    BackupTarget,
+    VmBackup,
+    BackupRestore,
+    BackupVerify,
+    BackupDelete,
 }
 
 impl Action {
     /// Every action, once.
-    pub const ALL: [Action; 77] = [
+    pub const ALL: [Action; 82] = [
         Action::VmCreate,
         Action::Vm(VmAction::Start),
         Action::Vm(VmAction::Shutdown),
@@ -162,6 +167,11 @@ impl Action {
         Action::VmHostdevAttach,
         Action::VmHostdevDetach,
         Action::VmStartOrder,
+        Action::BackupTarget,
+        Action::VmBackup,
+        Action::BackupRestore,
+        Action::BackupVerify,
+        Action::BackupDelete,
     ];
 
     /// The action the audit log names `name`.
@@ -252,6 +262,11 @@ impl Action {
             Action::VmHostdevAttach => "vm.hostdev.attach",
             Action::VmHostdevDetach => "vm.hostdev.detach",
             Action::VmStartOrder => "vm.start_order",
+            Action::BackupTarget => "backup.target",
+            Action::VmBackup => "vm.backup",
+            Action::BackupRestore => "backup.restore",
+            Action::BackupVerify => "backup.verify",
+            Action::BackupDelete => "backup.delete",
         }
     }
 }

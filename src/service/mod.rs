@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod backups;
 pub mod bulk;
 pub mod fleet;
 pub mod host;

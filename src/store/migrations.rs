@@ -69,6 +69,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0020_start_order",
         include_str!("../../migrations/0020_start_order.sql"),
     ),
+    (
+        "0021_backups",
+        include_str!("../../migrations/0021_backups.sql"),
+    ),
 ];
 
 /// The migrations this build has that the database has not applied yet, oldest first;

@@ -3,6 +3,7 @@
 //! Calls are blocking: the web layer runs them through `web::block`.
 
 pub mod audit;
+pub mod backups;
 pub mod cloud_init;
 pub mod fleet;
 pub mod host_accounts;
@@ -760,8 +761,11 @@ mod tests {
             let last = MIGRATIONS.last().unwrap().0;
             conn.execute("DELETE FROM schema_migrations WHERE version = ?1", [last])
                 .unwrap();
-            // Undoes the last migration (0020_start_order).
-            conn.execute_batch("DROP TABLE vm_start_order").unwrap();
+            // Undoes the last migration (0021_backups).
+            conn.execute_batch(
+                "DROP TABLE backup_files; DROP TABLE backups; DROP TABLE backup_targets",
+            )
+            .unwrap();
             conn.execute(
                 "INSERT INTO users (username, role, password_phc, created_at) VALUES ('kept', 'admin', 'x', 1)",
                 [],

@@ -2,6 +2,7 @@
 //! The only module that knows about HTTP.
 
 pub mod api;
+pub mod api_backups;
 pub mod api_devices;
 pub mod api_storage;
 pub mod assets;

@@ -220,6 +220,21 @@ pub fn build_state(
         Err(e) => tracing::error!(error = %e, "start-up reconciliation failed"),
     }
     crate::service::runner::reconcile_jobs(hv.as_ref(), &store);
+    for note in crate::lifecycle::backups::reconcile(hv.as_ref(), &store, super::now()) {
+        tracing::warn!(%note, "start-up reconciliation");
+        crate::service::audit::append(
+            &store,
+            crate::store::AuditEntry {
+                at: super::now(),
+                actor: "virtdeck".into(),
+                remote_addr: "local".into(),
+                action: "backup.reconcile".into(),
+                target: String::new(),
+                result: "ok".into(),
+                detail: note,
+            },
+        );
+    }
     let virt_type = resolve_virt_type(cfg.virt_type, &kvm).map_err(|e| e.to_string());
     if let Err(e) = &virt_type {
         tracing::warn!(error = %e, "virt_type setting cannot be honoured");
@@ -495,6 +510,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .post("/vms/{name}/nics", vm_changes::add_nic_form)
     .post("/vms/{name}/hostdevs", vm_changes::attach_hostdev_form)
     .post("/vms/{name}/start-order", vm_changes::start_order_form)
+    .post("/vms/{name}/backup", pages::backups::backup_form)
+    .get("/backups", pages::backups::backups_page)
+    .post("/backups/targets", pages::backups::target_form)
+    .post("/backups/{id}/restore", pages::backups::restore_form)
+    .post("/backups/{id}/{action}", pages::backups::backup_action)
     .post(
         "/vms/{name}/hostdevs/detach",
         vm_changes::detach_hostdev_form,
@@ -598,6 +618,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 super::api_devices::detach_hostdev,
             )
             .get("/host/devices", super::api_devices::host_devices)
+            .get("/backups", super::api_backups::list)
+            .post("/vms/{name}/backups", super::api_backups::backup_vm)
+            .post("/backups/{id}/restore", super::api_backups::restore)
+            .post("/backups/{id}/verify", super::api_backups::verify)
+            .delete("/backups/{id}", super::api_backups::delete)
+            .put("/backup-targets/{pool}", super::api_backups::add_target)
+            .delete("/backup-targets/{pool}", super::api_backups::remove_target)
             .put(
                 "/vms/{name}/start-order",
                 super::api_devices::set_start_order,

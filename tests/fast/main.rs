@@ -12,6 +12,7 @@ mod common;
 mod scale_host;
 
 mod architecture;
+mod backups;
 mod bench_scale;
 mod cli;
 mod cloudinit;

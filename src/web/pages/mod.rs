@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod backups;
 pub mod bulk;
 pub mod fleet;
 pub mod host;

@@ -676,7 +676,7 @@ pub async fn create_vm(
 
 /// A form on the VM page that came back with errors, and what was typed into it.
 #[derive(Default)]
-pub(super) struct FormState {
+pub(crate) struct FormState {
     /// resize, clone or snapshot.
     pub section: &'static str,
     /// A problem with the form as a whole (capacity, state, libvirt's refusal).
@@ -715,10 +715,18 @@ struct VmDetailPage {
     nic_addresses: std::collections::BTreeMap<String, Vec<String>>,
     /// What the "Add a disk" and "Add a network card" forms offer.
     attach: AttachChoices,
+    /// The backup targets and the VM's last backups.
+    backups: VmBackups,
     /// Its place in the host's start order.
     start_order: Option<crate::store::start_order::StartOrder>,
     /// The host's devices, for admins (passing one through).
     host_devices: Option<crate::lifecycle::attach::HostDevices>,
+}
+
+/// The VM page's Backups card.
+struct VmBackups {
+    targets: Vec<crate::lifecycle::backups::TargetView>,
+    recent: Vec<crate::store::backups::BackupRow>,
 }
 
 /// The choices of the VM page's forms that add a disk or a NIC.
@@ -962,7 +970,7 @@ pub(super) async fn render_detail(
 ) -> Result<HttpResponse, AppError> {
     let n = name.clone();
     let admin = who.role.allows(Role::Admin);
-    let (detail, snapshots, history, flavors, install, isos, attach, host_devices) =
+    let (detail, snapshots, history, flavors, install, isos, attach, host_devices, backups) =
         lc(state, move |s| {
             let detail = lifecycle::detail(s.hv.as_ref(), &s.store, &s.lifecycle, &n)?;
             let snapshots = lifecycle::snapshots(s.hv.as_ref(), &n).unwrap_or_else(|e| {
@@ -985,6 +993,10 @@ pub(super) async fn render_detail(
                     .map(|v| v.path)
                     .collect();
             let attach = AttachChoices::read(s)?;
+            let backups = VmBackups {
+                targets: crate::lifecycle::backups::targets(s.hv.as_ref(), &s.store)?,
+                recent: s.store.backups(Some(&n))?.into_iter().take(5).collect(),
+            };
             // Host devices are the admins' (listing them asks libvirt for every node device).
             let host_devices = admin
                 .then(|| crate::lifecycle::attach::host_devices(s.hv.as_ref(), &n))
@@ -1002,6 +1014,7 @@ pub(super) async fn render_detail(
                 isos,
                 attach,
                 host_devices,
+                backups,
             ))
         })
         .await?;
@@ -1039,6 +1052,7 @@ pub(super) async fn render_detail(
             attach,
             host_devices,
             start_order,
+            backups,
             install: install.map(|i| KickstartInstall {
                 until: super::format_time(i.expires_at),
                 kickstart: i.kickstart,

@@ -1,0 +1,104 @@
+//! The files of backups on a backup target (a directory pool): their directory, their
+//! checksums, chaining an incremental file to the one before it, and reading a chain
+//! into a new disk volume (qemu-img).
+
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupFileError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("qemu-img {what} failed: {stderr}")]
+    QemuImg { what: &'static str, stderr: String },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackupFileError {
+    let what = what.into();
+    move |source| BackupFileError::Io { what, source }
+}
+
+/// Makes a backup's directory (and its parents).
+pub fn make_dir(dir: &str) -> Result<(), BackupFileError> {
+    std::fs::create_dir_all(dir).map_err(io(format!("cannot make {dir}")))
+}
+
+/// Removes a backup's directory and its files, and its VM's directory when that is left
+/// empty; a directory that is not there is fine.
+pub fn remove_dir(dir: &str) -> Result<(), BackupFileError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io(format!("cannot remove {dir}"))(e));
+        }
+        _ => {}
+    }
+    // Only an empty directory goes (remove_dir refuses others).
+    if let Some(vm_dir) = Path::new(dir).parent() {
+        let _ = std::fs::remove_dir(vm_dir);
+    }
+    Ok(())
+}
+
+/// The file's size and SHA-256 (hex), read in 1 MiB pieces.
+pub fn sha256(path: &str) -> Result<(u64, String), BackupFileError> {
+    let mut f = std::fs::File::open(path).map_err(io(format!("cannot read {path}")))?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(io(format!("cannot read {path}")))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        hash.update(&buf[..n]);
+    }
+    Ok((total, hex::encode(hash.finalize())))
+}
+
+fn qemu_img(what: &'static str, args: &[&str]) -> Result<(), BackupFileError> {
+    let out = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .map_err(io("cannot run qemu-img (qemu-utils)"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(BackupFileError::QemuImg {
+            what,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// Makes the incremental backup file `file` read its unchanged blocks from `parent` (the
+/// backup before it), without touching data: libvirt leaves the live disk as its backing.
+pub fn chain_to(file: &str, parent: &str) -> Result<(), BackupFileError> {
+    qemu_img(
+        "rebase",
+        &[
+            "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", parent, file,
+        ],
+    )
+}
+
+/// Writes the disk as `top` (the newest file of a chain) has it into the existing volume
+/// file `into`, in `format`.
+pub fn read_chain_into(top: &str, into: &str, format: &str) -> Result<(), BackupFileError> {
+    if !Path::new(top).is_file() {
+        return Err(io(format!("backup file {top}"))(std::io::Error::from(
+            std::io::ErrorKind::NotFound,
+        )));
+    }
+    qemu_img(
+        "convert",
+        &["convert", "-n", "-f", "qcow2", "-O", format, top, into],
+    )
+}

@@ -1,0 +1,689 @@
+//! Backups of running VMs through libvirt's backup API into a backup target (a directory
+//! pool an admin named), full or incremental on the last one; their end (checksums, the
+//! incremental file chained to the one before it), their undoing when they fail or are
+//! interrupted, and restoring any backup of a chain as a new VM.
+
+use super::changes::{find_vm, locked};
+use super::{
+    claims, field, inventory, random_uuid, reason_in_plain_words, undo_failed, By, Ctx, LcResult,
+    LifecycleError,
+};
+use crate::adapters::backup_files;
+use crate::domain::backup::{self, BackupInput, Link, PreviousBackup, Target};
+use crate::domain::capacity::admit;
+use crate::domain::clone::{clone_domain_xml, CloneEdits};
+use crate::domain::vmspec::{DiskFormat, Mac, VmName};
+use crate::domain::xml;
+use crate::hypervisor::{BackupStatus, Hypervisor};
+use crate::store::backups::{BackupRow, NewBackup};
+use crate::store::{Store, VmRow};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+
+impl Link for BackupRow {
+    fn id(&self) -> i64 {
+        self.id
+    }
+    fn parent(&self) -> Option<i64> {
+        self.parent
+    }
+}
+
+/// A backup with, while it runs, how far it got.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct BackupView {
+    #[serde(flatten)]
+    pub backup: BackupRow,
+    /// Bytes copied and to copy, while it runs.
+    pub progress: Option<(u64, u64)>,
+}
+
+/// Each backup, with the progress of those that run (asked of libvirt).
+pub fn with_progress(hv: &dyn Hypervisor, rows: Vec<BackupRow>) -> Vec<BackupView> {
+    rows.into_iter()
+        .map(|b| {
+            let progress = (b.state == "running")
+                .then(|| match hv.backup_status(&b.vm) {
+                    Ok(BackupStatus::Running {
+                        processed_bytes,
+                        total_bytes,
+                    }) => Some((processed_bytes, total_bytes)),
+                    _ => None,
+                })
+                .flatten();
+            BackupView {
+                backup: b,
+                progress,
+            }
+        })
+        .collect()
+}
+
+/// A backup target as the pages show it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TargetView {
+    pub pool: String,
+    pub active: bool,
+    pub available_bytes: u64,
+    pub path: Option<String>,
+}
+
+/// The backup targets with their free space.
+pub fn targets(hv: &dyn Hypervisor, store: &Store) -> LcResult<Vec<TargetView>> {
+    let pools = hv.pool_statuses()?;
+    Ok(store
+        .backup_targets()?
+        .into_iter()
+        .map(|name| match pools.iter().find(|p| p.name == name) {
+            Some(p) => TargetView {
+                pool: name,
+                active: p.active,
+                available_bytes: p.available_bytes,
+                path: p.target_path.clone(),
+            },
+            None => TargetView {
+                pool: name,
+                active: false,
+                available_bytes: 0,
+                path: None,
+            },
+        })
+        .collect())
+}
+
+/// Names a directory or NFS pool a backup target, or no longer (`on` false).
+pub fn set_target(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    pool: &str,
+    on: bool,
+    by: By<'_>,
+) -> LcResult<Vec<TargetView>> {
+    if on {
+        let pools = hv.pool_statuses()?;
+        let Some(p) = pools.iter().find(|p| p.name == pool) else {
+            return Err(LifecycleError::Invalid(vec![field(
+                "pool",
+                format!("There is no pool named {pool}."),
+            )]));
+        };
+        if !matches!(p.kind.as_str(), "dir" | "netfs") || p.target_path.is_none() {
+            return Err(LifecycleError::Invalid(vec![field(
+                "pool",
+                format!(
+                    "Pool {pool} is a {} pool; backups go into a directory or NFS pool.",
+                    p.kind
+                ),
+            )]));
+        }
+    }
+    store.set_backup_target(pool, on, by.actor, by.now)?;
+    targets(hv, store)
+}
+
+fn previous(row: &BackupRow) -> PreviousBackup {
+    PreviousBackup {
+        id: row.id,
+        checkpoint: row.checkpoint.clone(),
+        pool: row.pool.clone(),
+        disks: row
+            .files
+            .iter()
+            .map(|f| (f.disk.clone(), f.capacity))
+            .collect(),
+    }
+}
+
+/// Starts a backup of the running VM into `pool`: full, or incremental on its last
+/// backup there. Its row is written before libvirt begins, so a restart finds it.
+pub fn begin(ctx: Ctx<'_>, name: &str, pool: &str, by: By<'_>) -> LcResult<BackupRow> {
+    let Ctx {
+        hv,
+        store,
+        cfg,
+        lock,
+        ..
+    } = ctx;
+    // One backup of a VM at a time: checked and recorded under the lock.
+    let _guard = locked(lock)?;
+    let inv = inventory(hv, store, cfg)?;
+    let vm = find_vm(&inv.vms, name)?;
+    if !store.backup_targets()?.iter().any(|t| t == pool) {
+        return Err(LifecycleError::Invalid(vec![field(
+            "pool",
+            "Choose one of the backup targets (an admin names them on the Backups page).",
+        )]));
+    }
+    let all = store.backups(Some(name))?;
+    if all.iter().any(|b| b.state == "running") {
+        return Err(LifecycleError::Conflict(format!(
+            "A backup of {name} is running; wait for it to end."
+        )));
+    }
+    let def_xml = hv.live_domain_xml(name)?.unwrap_or(hv.domain_xml(name)?);
+    let def = xml::parse_domain(&def_xml).map_err(|e| {
+        LifecycleError::failed(format!("The VM's definition could not be read: {e}"))
+    })?;
+    let sizes: Vec<(String, u64, u64)> = def
+        .disks
+        .iter()
+        .filter(|d| d.device == "disk")
+        .map(|d| {
+            let vol = d
+                .source
+                .as_deref()
+                .and_then(|p| inv.volume(p))
+                .map(|(_, v)| v);
+            (
+                d.target.clone(),
+                vol.map(|v| v.capacity_bytes).unwrap_or(0),
+                vol.map(|v| v.allocation_bytes).unwrap_or(0),
+            )
+        })
+        .collect();
+    let status = hv
+        .pool_statuses()?
+        .into_iter()
+        .find(|p| p.name == pool)
+        .ok_or_else(|| {
+            LifecycleError::Invalid(vec![field("pool", format!("Pool {pool} is gone."))])
+        })?;
+    let target = Target {
+        pool: pool.to_string(),
+        active: status.active,
+        path: status.target_path.clone(),
+        available_bytes: status.available_bytes,
+    };
+    let last = all.iter().find(|b| b.state == "succeeded").map(previous);
+    let checkpoints = if vm.state.is_active() {
+        hv.checkpoints(name).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let mut r = [0u8; 3];
+    rand::rng().fill_bytes(&mut r);
+    let stamp = format!("{}-{}", by.now, hex::encode(r));
+    let plan = backup::plan_backup(&BackupInput {
+        vm: name,
+        uuid: &vm.uuid,
+        running: vm.state.is_active(),
+        def: &def,
+        sizes: &sizes,
+        target: &target,
+        previous: last.as_ref(),
+        checkpoints: &checkpoints,
+        stamp: &stamp,
+    })
+    .map_err(LifecycleError::Invalid)?;
+    let units = claims(&inv.model, &inv.vms, &inv.rows)
+        .iter()
+        .find(|c| c.vm == name)
+        .map(|c| c.units)
+        .unwrap_or(1);
+    let inactive = hv.domain_xml(name).unwrap_or(def_xml);
+    let id = store.insert_backup(&NewBackup {
+        vm: name,
+        vm_uuid: &vm.uuid,
+        kind: plan.kind,
+        parent: plan.parent,
+        checkpoint: &plan.checkpoint,
+        pool,
+        dir: &plan.dir,
+        why_full: &plan.why_full,
+        definition: &inactive,
+        units,
+        created_by: by.actor,
+        created_at: by.now,
+        files: plan.files.clone(),
+    })?;
+    let started = backup_files::make_dir(&plan.dir)
+        .map_err(|e| LifecycleError::failed(format!("The backup directory could not be made: {e}")))
+        .and_then(|()| {
+            hv.backup_begin(name, &plan.backup_xml, &plan.checkpoint_xml)
+                .map_err(|e| {
+                    LifecycleError::failed_because(
+                        format!(
+                            "libvirt did not begin the backup: {}.",
+                            reason_in_plain_words(&e)
+                        ),
+                        e,
+                    )
+                })
+        });
+    if let Err(e) = started {
+        let _ = backup_files::remove_dir(&plan.dir);
+        store.finish_backup(id, "failed", &e.to_string(), &[], by.now)?;
+        return Err(e);
+    }
+    store
+        .backup(id)?
+        .ok_or_else(|| LifecycleError::failed("The backup's record is gone."))
+}
+
+/// Waits for the VM's backup job `id` to end (calling `pause` between looks), then
+/// finishes it: checksums and the chain on success; files and checkpoint removed on
+/// failure. Returns the backup as it ended.
+pub fn watch(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    id: i64,
+    pause: &dyn Fn(),
+    now: &dyn Fn() -> i64,
+) -> LcResult<BackupRow> {
+    let row = store
+        .backup(id)?
+        .ok_or_else(|| LifecycleError::NotFound(format!("There is no backup {id}.")))?;
+    let outcome = loop {
+        match hv.backup_status(&row.vm) {
+            Ok(BackupStatus::Running { .. }) => pause(),
+            Ok(BackupStatus::Completed) => break Ok(()),
+            Ok(BackupStatus::Failed(why)) => break Err(why),
+            Ok(BackupStatus::None) => break Err("libvirt has no record of the backup job".into()),
+            Err(e) => break Err(reason_in_plain_words(&e)),
+        }
+    };
+    match outcome.and_then(|()| seal(store, &row).map_err(|e| e.to_string())) {
+        Ok(files) => store.finish_backup(id, "succeeded", "", &files, now())?,
+        Err(why) => {
+            undo(hv, &row);
+            store.finish_backup(
+                id,
+                "failed",
+                &format!("The backup failed: {why}"),
+                &[],
+                now(),
+            )?;
+        }
+    }
+    store
+        .backup(id)?
+        .ok_or_else(|| LifecycleError::failed("The backup's record is gone."))
+}
+
+/// A finished backup's files: an incremental one chained to the one before it; each
+/// file's size and checksum.
+fn seal(
+    store: &Store,
+    row: &BackupRow,
+) -> Result<Vec<(String, u64, String)>, backup_files::BackupFileError> {
+    let parent = row.parent.and_then(|p| store.backup(p).ok().flatten());
+    let mut out = Vec::new();
+    for f in &row.files {
+        if let Some(parent_file) = parent
+            .as_ref()
+            .and_then(|p| p.files.iter().find(|pf| pf.disk == f.disk))
+        {
+            backup_files::chain_to(&f.path, &parent_file.path)?;
+        }
+        let (bytes, sha) = backup_files::sha256(&f.path)?;
+        out.push((f.disk.clone(), bytes, sha));
+    }
+    Ok(out)
+}
+
+/// Removes what a failed or interrupted backup left: its files and its checkpoint.
+fn undo(hv: &dyn Hypervisor, row: &BackupRow) {
+    if let Err(e) = backup_files::remove_dir(&row.dir) {
+        tracing::error!(backup = row.id, error = %e, "could not remove a failed backup's files");
+    }
+    match hv.delete_checkpoint(&row.vm, &row.checkpoint) {
+        Ok(()) | Err(crate::hypervisor::HypervisorError::NotFound { .. }) => {}
+        Err(e) => {
+            tracing::warn!(backup = row.id, error = %e, "could not delete a failed backup's checkpoint")
+        }
+    }
+}
+
+/// At start-up: backups still `running` were cut off. Their job is stopped, their files
+/// and the VM's virtdeck checkpoints removed (so its next backup is full), and they are
+/// marked `interrupted`. Returns what was done, for the log.
+pub fn reconcile(hv: &dyn Hypervisor, store: &Store, now: i64) -> Vec<String> {
+    let Ok(running) = store.running_backups() else {
+        return Vec::new();
+    };
+    let mut notes = Vec::new();
+    for row in running {
+        if matches!(hv.backup_status(&row.vm), Ok(BackupStatus::Running { .. })) {
+            let _ = hv.abort_backup(&row.vm);
+        }
+        undo(hv, &row);
+        for cp in hv.checkpoints(&row.vm).unwrap_or_default() {
+            if cp.starts_with("virtdeck-") {
+                let _ = hv.delete_checkpoint(&row.vm, &cp);
+            }
+        }
+        let message = "virtdeck stopped while this backup ran; its files are removed and the next backup is full.";
+        if let Err(e) = store.finish_backup(row.id, "interrupted", message, &[], now) {
+            tracing::error!(backup = row.id, error = %e, "could not mark a backup interrupted");
+        }
+        notes.push(format!(
+            "backup {} of {} interrupted; its files removed",
+            row.id, row.vm
+        ));
+    }
+    notes
+}
+
+/// What checking a backup's files found.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Verified {
+    pub backup: i64,
+    pub ok: bool,
+    /// Per file: (disk, what was found).
+    pub files: Vec<(String, String)>,
+}
+
+/// Re-reads a backup's files (and those of the backups it builds on) and compares their
+/// checksums with the ones recorded when it ended.
+pub fn verify(store: &Store, id: i64) -> LcResult<Verified> {
+    let all = store.backups(None)?;
+    let links = backup::chain(&all, id).ok_or_else(|| {
+        LifecycleError::NotFound(format!("There is no backup {id} (or its chain is broken)."))
+    })?;
+    let mut files = Vec::new();
+    let mut ok = true;
+    for b in &links {
+        if b.state != "succeeded" {
+            ok = false;
+            files.push((String::new(), format!("backup {} is {}", b.id, b.state)));
+            continue;
+        }
+        for f in &b.files {
+            let found = match backup_files::sha256(&f.path) {
+                Ok((_, sha)) if sha == f.sha256 => "checksum matches".to_string(),
+                Ok(_) => {
+                    ok = false;
+                    "CHECKSUM DIFFERS: the file changed since the backup".to_string()
+                }
+                Err(e) => {
+                    ok = false;
+                    format!("unreadable: {e}")
+                }
+            };
+            files.push((format!("{} (backup {})", f.disk, b.id), found));
+        }
+    }
+    Ok(Verified {
+        backup: id,
+        ok,
+        files,
+    })
+}
+
+/// Deletes a backup's files and record (admins). A backup that later incrementals need
+/// is refused: they are deleted first.
+pub fn delete(hv: &dyn Hypervisor, store: &Store, id: i64) -> LcResult<BackupRow> {
+    let all = store.backups(None)?;
+    let row = all
+        .iter()
+        .find(|b| b.id == id)
+        .cloned()
+        .ok_or_else(|| LifecycleError::NotFound(format!("There is no backup {id}.")))?;
+    if row.state == "running" {
+        return Err(LifecycleError::Conflict(format!(
+            "Backup {id} is running; wait for it to end."
+        )));
+    }
+    let needed_by: Vec<String> = backup::dependents(&all, id)
+        .into_iter()
+        .filter(|d| all.iter().any(|b| b.id == *d && b.state == "succeeded"))
+        .map(|d| d.to_string())
+        .collect();
+    if !needed_by.is_empty() {
+        return Err(LifecycleError::Conflict(format!(
+            "Backup {id} is needed by the incremental backups {} (each holds only the changes since it); delete them first.",
+            needed_by.join(", ")
+        )));
+    }
+    backup_files::remove_dir(&row.dir).map_err(|e| {
+        LifecycleError::failed(format!("The backup's files could not be deleted: {e}"))
+    })?;
+    // The newest backup's checkpoint would make the next one incremental on files that
+    // are gone: it goes too.
+    if all
+        .iter()
+        .filter(|b| b.vm == row.vm && b.state == "succeeded")
+        .map(|b| b.id)
+        .max()
+        == Some(id)
+    {
+        let _ = hv.delete_checkpoint(&row.vm, &row.checkpoint);
+    }
+    store.delete_backup(id)?;
+    Ok(row)
+}
+
+/// A restore as a new VM.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// The new VM's name.
+    pub name: String,
+    /// The pool for its disks; the backed-up VM's pool when left out.
+    #[serde(default)]
+    pub pool: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Restored {
+    pub name: String,
+    pub uuid: String,
+    pub units: u32,
+    pub from_backup: i64,
+    pub volumes: Vec<String>,
+}
+
+/// Restores backup `id` (with the backups it builds on) as a new VM: new name, UUID and
+/// MACs, its units admitted like a create, its disks new volumes. Anything made is
+/// removed again when a step fails.
+pub fn restore_new(ctx: Ctx<'_>, id: i64, req: &RestoreRequest, by: By<'_>) -> LcResult<Restored> {
+    let Ctx {
+        hv,
+        store,
+        cfg,
+        lock,
+        ..
+    } = ctx;
+    let all = store.backups(None)?;
+    let links = backup::chain(&all, id).ok_or_else(|| {
+        LifecycleError::NotFound(format!("There is no backup {id} (or its chain is broken)."))
+    })?;
+    if let Some(bad) = links.iter().find(|b| b.state != "succeeded") {
+        return Err(LifecycleError::Conflict(format!(
+            "Backup {} of this chain is {}, so it cannot be restored.",
+            bad.id, bad.state
+        )));
+    }
+    let Some(top) = links.last().cloned() else {
+        return Err(LifecycleError::NotFound(format!(
+            "There is no backup {id}."
+        )));
+    };
+    let def = xml::parse_domain(&top.definition).map_err(|e| {
+        LifecycleError::failed(format!("The backed-up definition could not be read: {e}"))
+    })?;
+    let name = VmName::parse(&req.name)
+        .map_err(|e| LifecycleError::Invalid(vec![field("name", e.to_string())]))?;
+    // Disks: (disk, its old path, the new volume's pool, name, capacity, newest file).
+    let mut disks = Vec::new();
+    let edits;
+    let units;
+    {
+        let _guard = locked(lock)?;
+        let inv = inventory(hv, store, cfg)?;
+        if inv.vms.iter().any(|v| v.name == name.as_str())
+            || inv.rows.iter().any(|r| r.name == name.as_str())
+        {
+            return Err(LifecycleError::Invalid(vec![field(
+                "name",
+                format!("A VM named {name} exists already. Pick another name."),
+            )]));
+        }
+        let mut needed: HashMap<String, u64> = HashMap::new();
+        for f in &top.files {
+            let old = def
+                .disks
+                .iter()
+                .find(|d| d.target == f.disk)
+                .and_then(|d| d.source.clone());
+            let pool = match (&req.pool, old.as_deref().and_then(|p| inv.volume(p))) {
+                (Some(p), _) => p.clone(),
+                (None, Some((p, _))) => p.name.clone(),
+                (None, None) => {
+                    return Err(LifecycleError::Invalid(vec![field(
+                        "pool",
+                        format!(
+                            "The pool of disk {} is gone; choose a pool for the restored disks.",
+                            f.disk
+                        ),
+                    )]))
+                }
+            };
+            let Some(p) = inv.pools.iter().find(|x| x.name == pool && x.active) else {
+                return Err(LifecycleError::Invalid(vec![field(
+                    "pool",
+                    format!("There is no running pool named {pool}."),
+                )]));
+            };
+            if p.is_block() {
+                return Err(LifecycleError::Invalid(vec![field(
+                    "pool",
+                    format!("Pool {pool} holds block volumes; restore into a directory pool."),
+                )]));
+            }
+            let volume_name = format!("{name}-{}.qcow2", f.disk);
+            if p.volumes.iter().any(|v| v.name == volume_name) {
+                return Err(LifecycleError::Invalid(vec![field(
+                    "name",
+                    format!("Pool {pool} already has a volume {volume_name}; pick another name."),
+                )]));
+            }
+            *needed.entry(pool.clone()).or_default() += links
+                .iter()
+                .flat_map(|b| b.files.iter().filter(|x| x.disk == f.disk))
+                .map(|x| x.bytes)
+                .sum::<u64>();
+            disks.push((
+                f.disk.clone(),
+                old,
+                pool,
+                volume_name,
+                f.capacity,
+                f.path.clone(),
+            ));
+        }
+        for (pool, bytes) in &needed {
+            let available = inv
+                .pools
+                .iter()
+                .find(|p| &p.name == pool)
+                .map(|p| p.available_bytes)
+                .unwrap_or(0);
+            if *bytes > available {
+                return Err(LifecycleError::Conflict(format!(
+                    "Pool {pool} has {} MiB free; the restored disks need up to {} MiB.",
+                    available >> 20,
+                    bytes >> 20
+                )));
+            }
+        }
+        units = top.units.max(1);
+        super::refuse_while_draining(store)?;
+        admit(
+            &inv.model,
+            &claims(&inv.model, &inv.vms, &inv.rows),
+            units,
+            None,
+        )?;
+        let mut taken: HashSet<String> = inv.macs_in_use.clone();
+        let mut macs = HashMap::new();
+        for old in def.nics.iter().filter_map(|n| n.mac.clone()) {
+            let new = loop {
+                let mut b = [0u8; 3];
+                rand::rng().fill_bytes(&mut b);
+                let mac = Mac::qemu_local(b).to_string();
+                if !taken.contains(&mac) {
+                    break mac;
+                }
+            };
+            taken.insert(new.clone());
+            macs.insert(old.to_ascii_lowercase(), new);
+        }
+        edits = CloneEdits {
+            name: name.to_string(),
+            uuid: random_uuid(),
+            macs,
+            disks: HashMap::new(),
+            logs: def
+                .serial_log
+                .iter()
+                .map(|old| {
+                    let dir = old.rsplit_once('/').map(|(d, _)| d).unwrap_or(".");
+                    (old.clone(), format!("{dir}/{name}-serial.log"))
+                })
+                .collect(),
+            disk_format: Some(DiskFormat::Qcow2.as_str().to_string()),
+            // Media stay with the VM they belonged to (a cloud-init seed above all).
+            ejected: def
+                .disks
+                .iter()
+                .filter(|d| d.device == "cdrom")
+                .filter_map(|d| d.source.clone())
+                .collect(),
+        };
+        store.insert_vm(&VmRow {
+            name: name.to_string(),
+            uuid: edits.uuid.clone(),
+            units,
+            state: "creating".into(),
+            created_volume: None,
+            created_by: by.actor.to_string(),
+            created_at: by.now,
+        })?;
+    }
+    let mut edits = edits;
+    let mut volumes = Vec::new();
+    let built: Result<(), (&'static str, String)> = (|| {
+        for (_, old, pool, volume_name, capacity, newest) in &disks {
+            let path = hv
+                .create_volume(
+                    pool,
+                    &xml::volume_copy_xml(volume_name, *capacity, DiskFormat::Qcow2),
+                )
+                .map_err(|e| ("making a disk volume", reason_in_plain_words(&e)))?;
+            super::record_volume(store, name.as_str(), &path, DiskFormat::Qcow2, None);
+            volumes.push(path.clone());
+            backup_files::read_chain_into(newest, &path, "qcow2")
+                .map_err(|e| ("reading the backup into the disk", e.to_string()))?;
+            if let Some(old) = old {
+                edits.disks.insert(old.clone(), path);
+            }
+        }
+        let new_xml = clone_domain_xml(&top.definition, &edits)
+            .map_err(|e| ("rewriting the definition", e.to_string()))?;
+        hv.define(&new_xml)
+            .map_err(|e| ("defining the VM", reason_in_plain_words(&e)))?;
+        Ok(())
+    })();
+    match built {
+        Ok(()) => {
+            store.finish_vm(name.as_str())?;
+            Ok(Restored {
+                name: name.to_string(),
+                uuid: edits.uuid.clone(),
+                units,
+                from_backup: id,
+                volumes,
+            })
+        }
+        Err((what, reason)) => Err(undo_failed(
+            hv,
+            store,
+            name.as_str(),
+            &format!("Backup {id} could not be restored as {name}"),
+            what,
+            &reason,
+        )),
+    }
+}

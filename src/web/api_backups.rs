@@ -1,0 +1,257 @@
+//! `/api/v1/backups`, `/api/v1/vms/{name}/backups`, `/api/v1/backup-targets`: thin
+//! handlers over `service::backups`.
+
+use super::errors::{ApiError, AppError};
+use super::kit::{answer, csrf_header};
+use super::openapi::{BodyErrors, ChangeErrors, ReadErrors, TAG_VMS};
+use super::session::Authed;
+use super::{lc, AppState};
+use crate::lifecycle::backups::{
+    with_progress, BackupView, RestoreRequest, Restored, TargetView, Verified,
+};
+use crate::service;
+use crate::store::backups::BackupRow;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Serialize, ToSchema)]
+pub struct BackupList {
+    pub targets: Vec<TargetView>,
+    pub backups: Vec<BackupView>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BackupQuery {
+    /// Only this VM's backups.
+    vm: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/backups",
+    operation_id = "list_backups",
+    tag = TAG_VMS,
+    summary = "List backups and backup targets",
+    description = "Role: viewer. Every backup, newest first (or one VM's with `vm`): its kind \
+        (full, or incremental on `parent`), why it is full, its files with their checksums, \
+        its state and, while it runs, its progress; and the backup targets with their free space.",
+    params(BackupQuery),
+    responses((status = 200, description = "The backups.", body = BackupList), ReadErrors)
+)]
+pub async fn list(
+    state: web::Data<AppState>,
+    _who: Authed,
+    query: web::Query<BackupQuery>,
+) -> Result<HttpResponse, AppError> {
+    let vm = query.into_inner().vm;
+    let list = lc(&state, move |s| {
+        let rows = s.store.backups(vm.as_deref())?;
+        Ok(BackupList {
+            targets: crate::lifecycle::backups::targets(s.hv.as_ref(), &s.store)?,
+            backups: with_progress(s.hv.as_ref(), rows),
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// Where a backup goes.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {
+    /// A backup target (pool).
+    pool: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/vms/{name}/backups",
+    operation_id = "backup_vm",
+    tag = TAG_VMS,
+    summary = "Back up a running VM now",
+    description = "Role: operator. Begins a backup of every disk of the running VM through \
+        libvirt's backup API (push mode) into the target: full the first time, then \
+        incremental on the last backup to the same target (changed blocks only, through a \
+        libvirt checkpoint); full again, with `why_full`, when that chain is broken. The copy \
+        runs after this answers; follow it with `GET /api/v1/backups?vm=NAME`. The disks' \
+        state is crash-consistent (as a power cut would leave them). The VM's definition and \
+        units are kept with it.",
+    params(("name" = String, Path, description = "The VM's name.")),
+    request_body = BackupRequest,
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 202, description = "The backup began.", body = BackupRow),
+        (status = 404, description = "There is no such VM.", body = ApiError),
+        (status = 409, description = "A backup of the VM runs already.", body = ApiError),
+        (status = 422, description = "Not running, not qcow2 disks, not a target, not enough space.", body = ApiError),
+        (status = 502, description = "libvirt did not begin the backup.", body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
+pub async fn backup_vm(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    body: web::Json<BackupRequest>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let row = service::backups::backup_now(
+        &state.svc,
+        &who.caller(),
+        &path.into_inner(),
+        body.pool.trim(),
+    )
+    .await?;
+    answer(row, |b| HttpResponse::Accepted().json(b))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/backups/{id}/restore",
+    operation_id = "restore_backup",
+    tag = TAG_VMS,
+    summary = "Restore a backup as a new VM",
+    description = "Role: operator. Makes a new VM from the backup and the backups it builds \
+        on: a new name, UUID and MAC addresses, its units admitted like a create, its disks \
+        new qcow2 volumes (in `pool`, else the backed-up VM's pools). Its CD-ROM drives are \
+        left empty. A failure removes everything it made.",
+    params(("id" = i64, Path, description = "The backup.")),
+    request_body = RestoreRequest,
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 201, description = "The restored VM (shut off).", body = Restored),
+        (status = 404, description = "There is no such backup.", body = ApiError),
+        (status = 409, description = "Not enough units or space, or a backup of the chain did not succeed.", body = ApiError),
+        (status = 422, description = "A field is wrong.", body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
+pub async fn restore(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<i64>,
+    body: web::Json<RestoreRequest>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let done = service::backups::restore(
+        &state.svc,
+        &who.caller(),
+        path.into_inner(),
+        body.into_inner(),
+    )
+    .await?;
+    answer(done, |r| HttpResponse::Created().json(r))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/backups/{id}/verify",
+    operation_id = "verify_backup",
+    tag = TAG_VMS,
+    summary = "Verify a backup",
+    description = "Role: operator. Re-reads the backup's files and those of the backups it \
+        builds on, and compares each with the SHA-256 recorded when it ended.",
+    params(("id" = i64, Path, description = "The backup.")),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "What was found.", body = Verified),
+        (status = 404, description = "There is no such backup.", body = ApiError),
+        ChangeErrors
+    )
+)]
+pub async fn verify(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let done = service::backups::verify(&state.svc, &who.caller(), path.into_inner()).await?;
+    answer(done, |v| HttpResponse::Ok().json(v))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/backups/{id}",
+    operation_id = "delete_backup",
+    tag = TAG_VMS,
+    summary = "Delete a backup",
+    description = "Role: admin. Deletes the backup's files and record. A backup that later \
+        incremental backups build on is refused (409) until they are deleted.",
+    params(("id" = i64, Path, description = "The backup.")),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "The deleted backup.", body = BackupRow),
+        (status = 404, description = "There is no such backup.", body = ApiError),
+        (status = 409, description = "Later incrementals need it, or it runs.", body = ApiError),
+        ChangeErrors
+    )
+)]
+pub async fn delete(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let done = service::backups::delete(&state.svc, &who.caller(), path.into_inner()).await?;
+    answer(done, |b| HttpResponse::Ok().json(b))
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/backup-targets/{pool}",
+    operation_id = "add_backup_target",
+    tag = TAG_VMS,
+    summary = "Name a pool a backup target",
+    description = "Role: admin. A directory or NFS pool; backups go into its \
+        `virtdeck-backups` directory.",
+    params(("pool" = String, Path, description = "The pool.")),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "The backup targets.", body = [TargetView]),
+        (status = 422, description = "No such pool, or not a directory or NFS pool.", body = ApiError),
+        ChangeErrors
+    )
+)]
+pub async fn add_target(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let done =
+        service::backups::set_target(&state.svc, &who.caller(), &path.into_inner(), true).await?;
+    answer(done, |t| HttpResponse::Ok().json(t))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/backup-targets/{pool}",
+    operation_id = "remove_backup_target",
+    tag = TAG_VMS,
+    summary = "Stop using a pool as a backup target",
+    description = "Role: admin. Backups already there stay (and can be restored).",
+    params(("pool" = String, Path, description = "The pool.")),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "The backup targets.", body = [TargetView]),
+        ChangeErrors
+    )
+)]
+pub async fn remove_target(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let done =
+        service::backups::set_target(&state.svc, &who.caller(), &path.into_inner(), false).await?;
+    answer(done, |t| HttpResponse::Ok().json(t))
+}

@@ -1,0 +1,267 @@
+//! The Backups page (targets, every backup, restore, verify, delete) and the VM page's
+//! "Back up now" form. The work is `service::backups`, shared with the API.
+
+use super::super::errors::{html, AppError};
+use super::super::kit::{form_failure, notice_for, see_other};
+use super::super::session::Authed;
+use super::super::{lc, AppState};
+use super::Chrome;
+use crate::auth::Role;
+use crate::lifecycle::backups::{RestoreRequest, TargetView};
+use crate::lifecycle::LifecycleError;
+use crate::service;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+#[derive(Template)]
+#[template(path = "backups.html")]
+struct BackupsPage {
+    chrome: Chrome,
+    targets: Vec<TargetView>,
+    backups: Vec<crate::lifecycle::backups::BackupView>,
+    /// Directory and NFS pools an admin may name a target.
+    candidate_pools: Vec<String>,
+    notice: Option<String>,
+    error: Option<String>,
+}
+
+impl BackupsPage {
+    fn when(&self, at: &i64) -> String {
+        super::format_time(*at)
+    }
+    fn mib(&self, bytes: &u64) -> String {
+        format!("{:.1} MiB", *bytes as f64 / 1048576.0)
+    }
+    fn any_running(&self) -> bool {
+        self.backups.iter().any(|b| b.backup.state == "running")
+    }
+    fn percent(&self, p: &(u64, u64)) -> u64 {
+        (p.0 * 100).checked_div(p.1).unwrap_or(0)
+    }
+}
+
+async fn render(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    status: StatusCode,
+    error: Option<String>,
+) -> Result<HttpResponse, AppError> {
+    let (targets, backups, candidate_pools) = lc(state, |s| {
+        let targets = crate::lifecycle::backups::targets(s.hv.as_ref(), &s.store)?;
+        let rows = s.store.backups(None)?;
+        let candidates =
+            s.hv.pool_statuses()?
+                .into_iter()
+                .filter(|p| matches!(p.kind.as_str(), "dir" | "netfs"))
+                .filter(|p| !targets.iter().any(|t| t.pool == p.name))
+                .map(|p| p.name)
+                .collect();
+        Ok((
+            targets,
+            crate::lifecycle::backups::with_progress(s.hv.as_ref(), rows),
+            candidates,
+        ))
+    })
+    .await?;
+    Ok(html(
+        status,
+        &BackupsPage {
+            chrome: Chrome::new(who, "backups"),
+            targets,
+            backups,
+            candidate_pools,
+            notice: notice_for(who),
+            error,
+        },
+    ))
+}
+
+pub async fn backups_page(
+    state: web::Data<AppState>,
+    who: Authed,
+) -> Result<HttpResponse, AppError> {
+    render(&state, &who, StatusCode::OK, None).await
+}
+
+/// Shows the page again with what went wrong.
+async fn failed(
+    state: &web::Data<AppState>,
+    who: &Authed,
+    e: LifecycleError,
+) -> Result<HttpResponse, AppError> {
+    let (status, errors, message) = form_failure(e)?;
+    let text = message.unwrap_or_else(|| {
+        errors
+            .iter()
+            .map(|e| e.message.clone())
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    render(state, who, status, Some(text)).await
+}
+
+#[derive(Deserialize)]
+pub struct TargetForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    pool: String,
+    #[serde(default)]
+    on: String,
+}
+
+pub async fn target_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    form: web::Form<TargetForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let on = form.on != "0";
+    match service::backups::set_target(&state.svc, &who.caller(), form.pool.trim(), on).await? {
+        Ok(_) => Ok(see_other(
+            &who,
+            "/backups",
+            &if on {
+                format!("{} is a backup target.", form.pool.trim())
+            } else {
+                format!(
+                    "{} is no longer a backup target; its backups stay.",
+                    form.pool.trim()
+                )
+            },
+        )),
+        Err(e) => failed(&state, &who, e).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct BackupForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    pool: String,
+}
+
+/// The VM page's "Back up now".
+pub async fn backup_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<BackupForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let name = path.into_inner();
+    match service::backups::backup_now(&state.svc, &who.caller(), &name, form.pool.trim()).await? {
+        Ok(b) => Ok(see_other(
+            &who,
+            "/backups",
+            &format!(
+                "Backup {} of {name} began ({}{}); it is crash-consistent.",
+                b.id,
+                b.kind,
+                if b.why_full.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", b.why_full)
+                }
+            ),
+        )),
+        Err(e) => {
+            let (status, errors, message) = form_failure(e)?;
+            super::vms::render_detail(
+                &state,
+                &who,
+                name,
+                None,
+                None,
+                super::vms::FormState {
+                    section: "backup",
+                    message,
+                    errors,
+                    values: vec![("pool", form.pool.clone())],
+                },
+                status,
+            )
+            .await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct RestoreForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    pool: String,
+}
+
+pub async fn restore_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<i64>,
+    form: web::Form<RestoreForm>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let req = RestoreRequest {
+        name: form.name.trim().to_string(),
+        pool: Some(form.pool.trim().to_string()).filter(|p| !p.is_empty()),
+    };
+    match service::backups::restore(&state.svc, &who.caller(), path.into_inner(), req).await? {
+        Ok(r) => Ok(see_other(
+            &who,
+            &format!("/vms/{}", r.name),
+            &format!(
+                "{} is restored from backup {} (shut off; start it when ready).",
+                r.name, r.from_backup
+            ),
+        )),
+        Err(e) => failed(&state, &who, e).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    csrf: Option<String>,
+}
+
+pub async fn backup_action(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(i64, String)>,
+    form: web::Form<CsrfOnly>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let (id, action) = path.into_inner();
+    let caller = who.caller();
+    let message = match action.as_str() {
+        "verify" => service::backups::verify(&state.svc, &caller, id)
+            .await?
+            .map(|v| {
+                if v.ok {
+                    format!("Backup {id}: every file's checksum matches.")
+                } else {
+                    format!(
+                        "Backup {id} is damaged: {}",
+                        v.files
+                            .iter()
+                            .map(|(f, what)| format!("{f}: {what}"))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )
+                }
+            }),
+        "delete" => {
+            who.require(&state, Role::Admin, "backup.delete", &id.to_string())
+                .await?;
+            service::backups::delete(&state.svc, &caller, id)
+                .await?
+                .map(|b| format!("Backup {} of {} is deleted.", b.id, b.vm))
+        }
+        _ => return Err(AppError::not_found("There is no such action for a backup.")),
+    };
+    match message {
+        Ok(m) => Ok(see_other(&who, "/backups", &m)),
+        Err(e) => failed(&state, &who, e).await,
+    }
+}

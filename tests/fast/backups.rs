@@ -1,0 +1,157 @@
+//! Backups on libvirt's test driver: targets (directory and NFS pools only, admins), the
+//! refusals of "Back up now" at their field, a backup libvirt does not begin recorded as
+//! failed with nothing left in the target, the pages, and who may do what.
+//! (tests/real/backups_real.rs backs up, restores and compares a real guest's disk.)
+
+use crate::common;
+
+use common::api::Api;
+use common::{csrf_in, spawn_app};
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn backups_are_refused_at_their_field_and_a_failed_one_leaves_nothing() {
+    let app = spawn_app().await;
+    let api = Api::new(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("backups");
+    let (s, p) = api
+        .post(
+            "/api/v1/pools",
+            json!({"name": "bk", "kind": "dir", "target_path": target.display().to_string()}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+
+    // Not a target yet; block pools never.
+    let (s, e) = api
+        .post("/api/v1/vms/web01/backups", json!({"pool": "bk"}))
+        .await;
+    assert_eq!(
+        (s, e["error"]["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("pool")),
+        "{e}"
+    );
+    for (pool, want) in [
+        ("vg_vms", StatusCode::UNPROCESSABLE_ENTITY),
+        ("nowhere", StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let (s, e) = api
+            .put(&format!("/api/v1/backup-targets/{pool}"), json!({}))
+            .await;
+        assert_eq!(s, want, "{pool}: {e}");
+        assert_eq!(e["error"]["field"], "pool");
+    }
+    let (s, t) = api.put("/api/v1/backup-targets/bk", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    assert_eq!(t[0]["pool"], "bk");
+
+    // A VM that does not run is said at once.
+    let (s, e) = api
+        .post("/api/v1/vms/win2019-ad/backups", json!({"pool": "bk"}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not running"),
+        "{e}"
+    );
+
+    // libvirt's test driver has no backup API: said, recorded as failed, no files left.
+    let (s, e) = api
+        .post("/api/v1/vms/web01/backups", json!({"pool": "bk"}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not begin the backup"),
+        "{e}"
+    );
+    let (_, list) = api.get("/api/v1/backups?vm=web01").await;
+    let b = &list["backups"][0];
+    assert_eq!(
+        (b["state"].clone(), b["kind"].clone()),
+        (json!("failed"), json!("full")),
+        "{list}"
+    );
+    let left: Vec<_> = std::fs::read_dir(target.join("virtdeck-backups"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "nothing left in the target: {left:?}");
+
+    // Restore and delete of a backup that is not there.
+    let (s, _) = api
+        .post("/api/v1/backups/999/restore", json!({"name": "x1"}))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = api.delete("/api/v1/backups/999").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // A failed backup cannot be restored.
+    let (s, e) = api
+        .post(
+            &format!("/api/v1/backups/{}/restore", b["id"]),
+            json!({"name": "x1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+
+    // The pages: the VM's Back up now, the Backups page with its target and the failure.
+    let session = app.login("admin", common::ADMIN_PASSWORD).await.0;
+    let page = app.get_text(&session, "/vms/web01").await;
+    assert!(page.contains(r#"id="backup-form""#), "{page}");
+    let csrf = csrf_in(&page);
+    let r = session
+        .post(app.url("/vms/win2019-ad/backup"))
+        .form(&[("csrf", csrf.as_str()), ("pool", "bk")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("not running"));
+    let page = app.get_text(&session, "/backups").await;
+    assert!(
+        page.contains(r#"data-target="bk""#) && page.contains(r#"data-state="failed""#),
+        "{page}"
+    );
+    let audit = app.audit_text(&session).await;
+    assert!(
+        audit.contains("backup.target") && audit.contains("vm.backup"),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn viewers_see_backups_but_change_nothing() {
+    let app = spawn_app().await;
+    let admin = app.setup_admin("admin").await;
+    let (viewer, token) = app.viewer(&admin).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .get(app.url("/api/v1/backups"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    for (method, path) in [
+        ("PUT", "/api/v1/backup-targets/default"),
+        ("POST", "/api/v1/vms/web01/backups"),
+        ("DELETE", "/api/v1/backups/1"),
+    ] {
+        let r = client
+            .request(method.parse().unwrap(), app.url(path))
+            .bearer_auth(&token)
+            .json(&json!({"pool": "default"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{method} {path}");
+    }
+    let page = app.get_text(&viewer, "/backups").await;
+    assert!(!page.contains("target-form"), "{page}");
+}
