@@ -485,7 +485,12 @@ impl Hypervisor for Libvirt {
                 total_bytes: now.total.unwrap_or(0),
             });
         }
-        let last = job_stats(&dom, virt::sys::VIR_DOMAIN_JOB_STATS_COMPLETED)?;
+        // Kept, so asking again (the job may end between the two questions) still answers.
+        let last = job_stats(
+            &dom,
+            virt::sys::VIR_DOMAIN_JOB_STATS_COMPLETED
+                | virt::sys::VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED,
+        )?;
         Ok(match last.kind as u32 {
             virt::sys::VIR_DOMAIN_JOB_COMPLETED => BackupStatus::Completed,
             virt::sys::VIR_DOMAIN_JOB_FAILED | virt::sys::VIR_DOMAIN_JOB_CANCELLED => {

@@ -258,7 +258,8 @@ pub enum BackupStatus {
     Completed,
     /// The last backup job failed, with libvirt's reason.
     Failed(String),
-    /// No backup job runs or ran.
+    /// No backup job runs, and none has ended (yet: libvirt records a job's end a moment
+    /// after it stops running).
     None,
 }
 

@@ -21,6 +21,9 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 
+/// How many looks a job that neither runs nor has ended gets before it counts as lost.
+const UNSETTLED_LOOKS: u32 = 50;
+
 impl Link for BackupRow {
     fn id(&self) -> i64 {
         self.id
@@ -274,11 +277,18 @@ pub fn watch(
     let row = store
         .backup(id)?
         .ok_or_else(|| LifecycleError::NotFound(format!("There is no backup {id}.")))?;
+    // libvirt records how a job ended a moment after it stops running: "none" is asked
+    // again, a while.
+    let mut unsettled = 0;
     let outcome = loop {
         match hv.backup_status(&row.vm) {
             Ok(BackupStatus::Running { .. }) => pause(),
             Ok(BackupStatus::Completed) => break Ok(()),
             Ok(BackupStatus::Failed(why)) => break Err(why),
+            Ok(BackupStatus::None) if unsettled < UNSETTLED_LOOKS => {
+                unsettled += 1;
+                pause();
+            }
             Ok(BackupStatus::None) => break Err("libvirt has no record of the backup job".into()),
             Err(e) => break Err(reason_in_plain_words(&e)),
         }
@@ -449,6 +459,10 @@ pub fn delete(hv: &dyn Hypervisor, store: &Store, id: i64) -> LcResult<BackupRow
         == Some(id)
     {
         let _ = hv.delete_checkpoint(&row.vm, &row.checkpoint);
+    }
+    // Failed or interrupted backups built on it have no files; their records go with it.
+    for d in backup::dependents(&all, id).into_iter().rev() {
+        store.delete_backup(d)?;
     }
     store.delete_backup(id)?;
     Ok(row)

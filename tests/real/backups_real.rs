@@ -197,6 +197,55 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
     assert_eq!((s, v["ok"].clone()), (StatusCode::OK, json!(true)), "{v}");
     let (s, e) = api.delete(&format!("/api/v1/backups/{}", full["id"])).await;
     assert_eq!(s, StatusCode::CONFLICT, "{e}");
+
+    // A backup cut off by a restart of virtdeck (its row still running, a partial file):
+    // at start-up it is marked interrupted, its files are gone, and the VM's checkpoints
+    // with it, so the next backup is full and says why.
+    let store = virtdeck::store::Store::open(&app.data_dir.path().join("virtdeck.db")).unwrap();
+    let partial_dir = format!("{}/virtdeck-backups/cut-off", target.dir.display());
+    std::fs::create_dir_all(&partial_dir).unwrap();
+    std::fs::write(format!("{partial_dir}/vda.qcow2"), b"partial").unwrap();
+    let cut = store
+        .insert_backup(&virtdeck::store::backups::NewBackup {
+            vm: &vm,
+            vm_uuid: "",
+            kind: "incremental",
+            parent: inc["id"].as_i64(),
+            checkpoint: "virtdeck-cut-off",
+            pool: &target.name,
+            dir: &partial_dir,
+            why_full: "",
+            definition: "",
+            units: 1,
+            created_by: "test",
+            created_at: 1,
+            files: vec![("vda".into(), format!("{partial_dir}/vda.qcow2"), 64 << 20)],
+        })
+        .unwrap();
+    let hv = virtdeck::adapters::libvirt::Libvirt::open(
+        URI,
+        virtdeck::domain::host::KvmStatus::NotApplicable,
+    )
+    .unwrap();
+    let notes = virtdeck::lifecycle::backups::reconcile(&hv, &store, 2);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(store.backup(cut).unwrap().unwrap().state, "interrupted");
+    assert!(!std::path::Path::new(&partial_dir).exists());
+    let (s, next) = api
+        .post(
+            &format!("/api/v1/vms/{vm}/backups"),
+            json!({"pool": target.name}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{next}");
+    assert_eq!(next["kind"], "full", "{next}");
+    assert!(
+        next["why_full"].as_str().unwrap().contains("is gone"),
+        "{next}"
+    );
+    let next = backup_done(&api, &vm, next["id"].as_i64().unwrap()).await;
+    let (s, d) = api.delete(&format!("/api/v1/backups/{}", next["id"])).await;
+    assert_eq!(s, StatusCode::OK, "{d}");
     for b in [&inc, &full] {
         let (s, d) = api.delete(&format!("/api/v1/backups/{}", b["id"])).await;
         assert_eq!(s, StatusCode::OK, "{d}");
