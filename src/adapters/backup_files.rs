@@ -102,3 +102,16 @@ pub fn read_chain_into(top: &str, into: &str, format: &str) -> Result<(), Backup
         &["convert", "-n", "-f", "qcow2", "-O", format, top, into],
     )
 }
+
+/// Makes `file` hold what it reads through its backing chain, then read its unchanged
+/// blocks from `new_backing` (none: it stands alone, a full backup). qemu-img copies the
+/// blocks that differ.
+pub fn merge_into(file: &str, new_backing: Option<&str>) -> Result<(), BackupFileError> {
+    match new_backing {
+        Some(b) => qemu_img(
+            "rebase",
+            &["rebase", "-f", "qcow2", "-F", "qcow2", "-b", b, file],
+        ),
+        None => qemu_img("rebase", &["rebase", "-f", "qcow2", "-b", "", file]),
+    }
+}

@@ -140,7 +140,13 @@ fn previous(row: &BackupRow) -> PreviousBackup {
 
 /// Starts a backup of the running VM into `pool`: full, or incremental on its last
 /// backup there. Its row is written before libvirt begins, so a restart finds it.
-pub fn begin(ctx: Ctx<'_>, name: &str, pool: &str, by: By<'_>) -> LcResult<BackupRow> {
+pub fn begin(
+    ctx: Ctx<'_>,
+    name: &str,
+    pool: &str,
+    by: By<'_>,
+    schedule: Option<i64>,
+) -> LcResult<BackupRow> {
     let Ctx {
         hv,
         store,
@@ -238,6 +244,7 @@ pub fn begin(ctx: Ctx<'_>, name: &str, pool: &str, by: By<'_>) -> LcResult<Backu
         units,
         created_by: by.actor,
         created_at: by.now,
+        schedule,
         files: plan.files.clone(),
     })?;
     let started = backup_files::make_dir(&plan.dir)
@@ -700,4 +707,178 @@ pub fn restore_new(ctx: Ctx<'_>, id: i64, req: &RestoreRequest, by: By<'_>) -> L
             &reason,
         )),
     }
+}
+
+// ---- schedules and retention ----
+
+/// Applies a schedule's keep rules to `vm`'s backups in `pool`: the others are deleted,
+/// oldest first. A deleted backup that a later one builds on is merged into it first
+/// (qemu-img copies what the later one lacks), so every kept backup still restores.
+pub fn prune(
+    store: &Store,
+    vm: &str,
+    pool: &str,
+    keep: &crate::domain::backup_schedule::Keep,
+) -> LcResult<Vec<i64>> {
+    let all = store.backups(Some(vm))?;
+    let ours: Vec<&BackupRow> = all
+        .iter()
+        .filter(|b| b.pool == pool && b.state == "succeeded")
+        .collect();
+    let keepers = crate::domain::backup_schedule::kept(
+        &ours
+            .iter()
+            .map(|b| (b.id, b.created_at))
+            .collect::<Vec<_>>(),
+        keep,
+    );
+    let mut doomed: Vec<&BackupRow> = ours
+        .iter()
+        .filter(|b| !keepers.contains(&b.id))
+        .copied()
+        .collect();
+    doomed.sort_by_key(|b| b.id);
+    let mut deleted = Vec::new();
+    for d in doomed {
+        // Read again: an earlier merge may have changed the chain.
+        let now_all = store.backups(Some(vm))?;
+        let Some(d) = now_all.iter().find(|b| b.id == d.id).cloned() else {
+            continue;
+        };
+        let parent = d
+            .parent
+            .and_then(|p| now_all.iter().find(|b| b.id == p).cloned());
+        for child in now_all
+            .iter()
+            .filter(|b| b.parent == Some(d.id) && b.state == "succeeded")
+        {
+            let mut files = Vec::new();
+            for f in &child.files {
+                let backing = parent
+                    .as_ref()
+                    .and_then(|p| p.files.iter().find(|pf| pf.disk == f.disk))
+                    .map(|pf| pf.path.as_str());
+                backup_files::merge_into(&f.path, backing).map_err(|e| {
+                    LifecycleError::failed(format!(
+                        "Backup {} could not take over backup {}'s blocks: {e}",
+                        child.id, d.id
+                    ))
+                })?;
+                let (bytes, sha) = backup_files::sha256(&f.path)
+                    .map_err(|e| LifecycleError::failed(e.to_string()))?;
+                files.push((f.disk.clone(), bytes, sha));
+            }
+            let kind = if parent.is_some() {
+                "incremental"
+            } else {
+                "full"
+            };
+            store.rechain_backup(child.id, d.parent, kind, &files)?;
+        }
+        backup_files::remove_dir(&d.dir).map_err(|e| {
+            LifecycleError::failed(format!("Backup {} could not be deleted: {e}", d.id))
+        })?;
+        let gone: Vec<i64> = backup::dependents(&now_all, d.id)
+            .into_iter()
+            .filter(|x| now_all.iter().any(|b| b.id == *x && b.state != "succeeded"))
+            .collect();
+        for x in gone.into_iter().rev() {
+            store.delete_backup(x)?;
+        }
+        store.delete_backup(d.id)?;
+        deleted.push(d.id);
+    }
+    Ok(deleted)
+}
+
+/// What one due schedule did to one VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledRun {
+    pub schedule: i64,
+    pub vm: String,
+    /// The backup made (succeeded or not), or why none was.
+    pub outcome: Result<BackupRow, String>,
+    /// Backups the keep rules deleted.
+    pub pruned: Vec<i64>,
+}
+
+/// The VMs a schedule covers.
+fn in_scope(hv: &dyn Hypervisor, s: &crate::store::backups::ScheduleRow) -> LcResult<Vec<String>> {
+    let names: Vec<String> = hv.list_vms()?.into_iter().map(|v| v.name).collect();
+    Ok(match s.scope.as_str() {
+        "vm" => names.into_iter().filter(|n| n == &s.scope_value).collect(),
+        "tag" => names
+            .into_iter()
+            .filter(|n| {
+                hv.domain_xml(n)
+                    .ok()
+                    .and_then(|x| xml::parse_domain(&x).ok())
+                    .is_some_and(|d| d.tags.contains(&s.scope_value))
+            })
+            .collect(),
+        _ => names,
+    })
+}
+
+/// Runs every schedule due at `now()`, one backup at a time, each watched to its end and
+/// followed by its keep rules. A schedule is marked run before it starts, so a crash never
+/// makes it run twice for one slot; one missed while virtdeck was down runs once.
+pub fn run_due(
+    ctx: Ctx<'_>,
+    now: &dyn Fn() -> i64,
+    pause: &dyn Fn(),
+) -> LcResult<Vec<ScheduledRun>> {
+    use crate::domain::backup_schedule::{due, Every, Keep, Timing};
+    let mut out = Vec::new();
+    for s in ctx.store.backup_schedules()? {
+        let timing = Timing {
+            every: if s.every == "weekly" {
+                Every::Weekly
+            } else {
+                Every::Daily
+            },
+            weekday: s.weekday,
+            at_minute: s.at_minute,
+        };
+        let started = now();
+        if !due(&timing, s.last_run_at, s.created_at, started) {
+            continue;
+        }
+        ctx.store.set_schedule_run(s.id, started)?;
+        let keep = Keep {
+            last: s.keep_last,
+            daily: s.keep_daily,
+            weekly: s.keep_weekly,
+            monthly: s.keep_monthly,
+        };
+        let actor = format!("schedule #{}", s.id);
+        for vm in in_scope(ctx.hv, &s)? {
+            let made = begin(
+                ctx,
+                &vm,
+                &s.pool,
+                By {
+                    actor: &actor,
+                    now: now(),
+                },
+                Some(s.id),
+            )
+            .and_then(|b| watch(ctx.hv, ctx.store, b.id, pause, now));
+            let pruned = match &made {
+                Ok(b) if b.state == "succeeded" => prune(ctx.store, &vm, &s.pool, &keep)
+                    .unwrap_or_else(|e| {
+                        tracing::error!(vm, error = %e, "a schedule's keep rules could not be applied");
+                        Vec::new()
+                    }),
+                _ => Vec::new(),
+            };
+            out.push(ScheduledRun {
+                schedule: s.id,
+                vm,
+                outcome: made.map_err(|e| e.to_string()),
+                pruned,
+            });
+        }
+    }
+    Ok(out)
 }

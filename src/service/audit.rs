@@ -85,11 +85,12 @@ pub enum Action {
     BackupRestore,
     BackupVerify,
     BackupDelete,
+    BackupSchedule,
 }
 
 impl Action {
     /// Every action, once.
-    pub const ALL: [Action; 82] = [
+    pub const ALL: [Action; 83] = [
         Action::VmCreate,
         Action::Vm(VmAction::Start),
         Action::Vm(VmAction::Shutdown),
@@ -172,6 +173,7 @@ impl Action {
         Action::BackupRestore,
         Action::BackupVerify,
         Action::BackupDelete,
+        Action::BackupSchedule,
     ];
 
     /// The action the audit log names `name`.
@@ -267,6 +269,7 @@ impl Action {
             Action::BackupRestore => "backup.restore",
             Action::BackupVerify => "backup.verify",
             Action::BackupDelete => "backup.delete",
+            Action::BackupSchedule => "backup.schedule",
         }
     }
 }

@@ -1,10 +1,11 @@
 //! Backups: targets (admins), backing up now and watching the job to its end, restoring
-//! as a new VM, verifying, deleting (admins).
+//! as a new VM, verifying, deleting (admins); schedules (admins) and their scheduler.
 
 use super::{execute, Action, Caller, Denied, Op, Services};
+use crate::domain::backup_schedule::{self as schedule, Every, Keep, Timing};
 use crate::lifecycle::backups::{self, RestoreRequest, Restored, TargetView, Verified};
 use crate::lifecycle::{By, LcResult};
-use crate::store::backups::BackupRow;
+use crate::store::backups::{BackupRow, ScheduleRow};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +71,7 @@ pub async fn backup_now(
                         actor: &actor,
                         now: super::now(),
                     },
+                    None,
                 )?;
                 watch(watcher, row.id, actor.clone());
                 Ok(row)
@@ -208,6 +210,198 @@ pub async fn delete(svc: &Arc<Services>, caller: &Caller, id: i64) -> Done<Backu
             id.to_string(),
             move |s| backups::delete(s.hv.as_ref(), &s.store, id),
             |b| format!("backup {} of {} ({})", b.id, b.vm, b.kind),
+        ),
+    )
+    .await
+}
+
+/// How often the scheduler looks for due schedules.
+const SCHEDULER_TICK: Duration = Duration::from_secs(30);
+
+/// Runs due backup schedules on a thread of its own, one backup at a time, until the
+/// services are gone; the first look is at once (a schedule missed while virtdeck was down
+/// runs now).
+pub fn start_scheduler(svc: &Arc<Services>) {
+    let weak = Arc::downgrade(svc);
+    let spawned = std::thread::Builder::new()
+        .name("backup-schedules".into())
+        .spawn(move || loop {
+            let Some(svc) = weak.upgrade() else { return };
+            match backups::run_due(svc.lc(), &super::now, &|| std::thread::sleep(BACKUP_POLL)) {
+                Ok(runs) => {
+                    for run in runs {
+                        let (result, detail) = match &run.outcome {
+                            Ok(b) if b.state == "succeeded" => (
+                                "ok",
+                                format!(
+                                    "backup {} ({}){}",
+                                    b.id,
+                                    b.kind,
+                                    if run.pruned.is_empty() {
+                                        String::new()
+                                    } else {
+                                        format!("; keep rules deleted {:?}", run.pruned)
+                                    }
+                                ),
+                            ),
+                            Ok(b) => ("failed", b.message.clone()),
+                            Err(why) => ("failed", why.clone()),
+                        };
+                        super::audit::append(
+                            &svc.store,
+                            crate::store::AuditEntry {
+                                at: super::now(),
+                                actor: format!("schedule #{}", run.schedule),
+                                remote_addr: "local".into(),
+                                action: "vm.backup.scheduled".into(),
+                                target: run.vm,
+                                result: result.into(),
+                                detail,
+                            },
+                        );
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "backup schedules could not run"),
+            }
+            drop(svc);
+            std::thread::sleep(SCHEDULER_TICK);
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "the backup scheduler could not start");
+    }
+}
+
+/// A new backup schedule.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleRequest {
+    /// One VM (`vm`), the VMs with a tag (`tag`), or every VM of the host (`all`).
+    pub scope: String,
+    /// The VM or the tag.
+    #[serde(default)]
+    pub scope_value: String,
+    /// A backup target.
+    pub pool: String,
+    pub every: Every,
+    /// Weekly: 0 Monday … 6 Sunday.
+    #[serde(default)]
+    pub weekday: u32,
+    /// `HH:MM`, UTC.
+    pub at: String,
+    #[serde(default)]
+    pub keep: Keep,
+}
+
+/// Adds a backup schedule (admins).
+pub async fn create_schedule(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    req: ScheduleRequest,
+) -> Done<ScheduleRow> {
+    let actor = caller.username.clone();
+    execute(
+        svc,
+        caller,
+        Op::admin(
+            Action::BackupSchedule,
+            format!("{} {}", req.scope, req.scope_value)
+                .trim()
+                .to_string(),
+            move |s| {
+                use crate::domain::create_plan::field;
+                use crate::lifecycle::LifecycleError;
+                let mut errors = Vec::new();
+                let at_minute = schedule::parse_time(&req.at);
+                if at_minute.is_none() {
+                    errors.push(field("at", "Give the time as HH:MM (UTC), 00:00 to 23:59."));
+                }
+                let value = req.scope_value.trim().to_string();
+                match req.scope.as_str() {
+                    "all" => {}
+                    "vm" | "tag" if !value.is_empty() => {}
+                    "vm" | "tag" => errors.push(field("scope_value", "Name the VM or the tag.")),
+                    _ => errors.push(field("scope", "Choose one VM, a tag, or every VM.")),
+                }
+                if !s
+                    .store
+                    .backup_targets()?
+                    .iter()
+                    .any(|t| t == req.pool.trim())
+                {
+                    errors.push(field("pool", "Choose one of the backup targets."));
+                }
+                let timing = Timing {
+                    every: req.every,
+                    weekday: req.weekday,
+                    at_minute: at_minute.unwrap_or(0),
+                };
+                if let Err(more) = schedule::check(&timing, &req.keep) {
+                    errors.extend(more);
+                }
+                if !errors.is_empty() {
+                    return Err(LifecycleError::Invalid(errors));
+                }
+                let mut row = ScheduleRow {
+                    id: 0,
+                    scope: req.scope.clone(),
+                    scope_value: if req.scope == "all" {
+                        String::new()
+                    } else {
+                        value
+                    },
+                    pool: req.pool.trim().to_string(),
+                    every: if req.every == Every::Weekly {
+                        "weekly"
+                    } else {
+                        "daily"
+                    }
+                    .into(),
+                    weekday: req.weekday,
+                    at_minute: timing.at_minute,
+                    keep_last: req.keep.last,
+                    keep_daily: req.keep.daily,
+                    keep_weekly: req.keep.weekly,
+                    keep_monthly: req.keep.monthly,
+                    last_run_at: None,
+                    created_by: actor.clone(),
+                    created_at: super::now(),
+                };
+                row.id = s.store.insert_backup_schedule(&row)?;
+                Ok(row)
+            },
+            |r| {
+                format!(
+                    "#{}: {} at {:02}:{:02} UTC to {}",
+                    r.id,
+                    r.every,
+                    r.at_minute / 60,
+                    r.at_minute % 60,
+                    r.pool
+                )
+            },
+        ),
+    )
+    .await
+}
+
+/// Removes a backup schedule (admins); its backups stay.
+pub async fn delete_schedule(svc: &Arc<Services>, caller: &Caller, id: i64) -> Done<i64> {
+    execute(
+        svc,
+        caller,
+        Op::admin(
+            Action::BackupSchedule,
+            format!("#{id}"),
+            move |s| {
+                if s.store.delete_backup_schedule(id)? {
+                    Ok(id)
+                } else {
+                    Err(crate::lifecycle::LifecycleError::NotFound(format!(
+                        "There is no backup schedule #{id}."
+                    )))
+                }
+            },
+            |id| format!("#{id} removed"),
         ),
     )
     .await

@@ -31,6 +31,8 @@ pub struct BackupRow {
     pub created_by: String,
     pub created_at: i64,
     pub finished_at: Option<i64>,
+    /// The schedule that made it.
+    pub schedule: Option<i64>,
     pub files: Vec<BackupFile>,
 }
 
@@ -62,12 +64,13 @@ pub struct NewBackup<'a> {
     pub units: u32,
     pub created_by: &'a str,
     pub created_at: i64,
+    pub schedule: Option<i64>,
     /// (disk, file path, capacity).
     pub files: Vec<(String, String, u64)>,
 }
 
 const COLUMNS: &str = "id, vm, vm_uuid, kind, parent, checkpoint, pool, dir, state, consistency, \
-    why_full, definition, units, bytes, message, created_by, created_at, finished_at";
+    why_full, definition, units, bytes, message, created_by, created_at, finished_at, schedule";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BackupRow> {
     Ok(BackupRow {
@@ -89,6 +92,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BackupRow> {
         created_by: r.get(15)?,
         created_at: r.get(16)?,
         finished_at: r.get(17)?,
+        schedule: r.get(18)?,
         files: Vec::new(),
     })
 }
@@ -123,10 +127,10 @@ impl Store {
             let tx = c.unchecked_transaction()?;
             tx.execute(
                 "INSERT INTO backups (vm, vm_uuid, kind, parent, checkpoint, pool, dir, state, why_full, \
-                 definition, units, created_by, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?9, ?10, ?11, ?12)",
+                 definition, units, created_by, created_at, schedule) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?9, ?10, ?11, ?12, ?13)",
                 params![
                     b.vm, b.vm_uuid, b.kind, b.parent, b.checkpoint, b.pool, b.dir, b.why_full,
-                    b.definition, b.units, b.created_by, b.created_at
+                    b.definition, b.units, b.created_by, b.created_at, b.schedule
                 ],
             )?;
             let id = tx.last_insert_rowid();
@@ -227,6 +231,96 @@ impl Store {
         self.with_files(rows)
     }
 
+    /// A backup whose parent was merged into it: its new parent (none: it is full now),
+    /// kind, and its files' sizes and checksums.
+    pub fn rechain_backup(
+        &self,
+        id: i64,
+        parent: Option<i64>,
+        kind: &str,
+        files: &[(String, u64, String)],
+    ) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            let mut total: i64 = 0;
+            for (disk, bytes, sha) in files {
+                total += *bytes as i64;
+                tx.execute(
+                    "UPDATE backup_files SET bytes = ?3, sha256 = ?4 WHERE backup = ?1 AND disk = ?2",
+                    params![id, disk, *bytes as i64, sha],
+                )?;
+            }
+            tx.execute(
+                "UPDATE backups SET parent = ?2, kind = ?3, bytes = ?4 WHERE id = ?1",
+                params![id, parent, kind, total],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// Every backup schedule.
+    pub fn backup_schedules(&self) -> StoreResult<Vec<ScheduleRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, scope, scope_value, pool, every, weekday, at_minute, keep_last, keep_daily, \
+                 keep_weekly, keep_monthly, last_run_at, created_by, created_at FROM backup_schedules ORDER BY id",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(ScheduleRow {
+                    id: r.get(0)?,
+                    scope: r.get(1)?,
+                    scope_value: r.get(2)?,
+                    pool: r.get(3)?,
+                    every: r.get(4)?,
+                    weekday: r.get(5)?,
+                    at_minute: r.get(6)?,
+                    keep_last: r.get(7)?,
+                    keep_daily: r.get(8)?,
+                    keep_weekly: r.get(9)?,
+                    keep_monthly: r.get(10)?,
+                    last_run_at: r.get(11)?,
+                    created_by: r.get(12)?,
+                    created_at: r.get(13)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Adds a schedule; its id.
+    pub fn insert_backup_schedule(&self, s: &ScheduleRow) -> StoreResult<i64> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO backup_schedules (scope, scope_value, pool, every, weekday, at_minute, keep_last, \
+                 keep_daily, keep_weekly, keep_monthly, created_by, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    s.scope, s.scope_value, s.pool, s.every, s.weekday, s.at_minute, s.keep_last,
+                    s.keep_daily, s.keep_weekly, s.keep_monthly, s.created_by, s.created_at
+                ],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// Removes a schedule; whether there was one.
+    pub fn delete_backup_schedule(&self, id: i64) -> StoreResult<bool> {
+        self.with(|c| {
+            c.execute("DELETE FROM backup_schedules WHERE id = ?1", [id])
+                .map(|n| n > 0)
+        })
+    }
+
+    pub fn set_schedule_run(&self, id: i64, at: i64) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE backup_schedules SET last_run_at = ?2 WHERE id = ?1",
+                params![id, at],
+            )
+            .map(|_| ())
+        })
+    }
+
     /// Removes a backup's record (its files are deleted by the caller first).
     pub fn delete_backup(&self, id: i64) -> StoreResult<()> {
         self.with(|c| {
@@ -234,4 +328,28 @@ impl Store {
                 .map(|_| ())
         })
     }
+}
+
+/// A backup schedule.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct ScheduleRow {
+    pub id: i64,
+    /// `vm`, `tag` or `all`.
+    pub scope: String,
+    /// The VM or the tag.
+    pub scope_value: String,
+    pub pool: String,
+    /// `daily` or `weekly`.
+    pub every: String,
+    /// Weekly: 0 Monday … 6 Sunday.
+    pub weekday: u32,
+    /// Minutes after midnight, UTC.
+    pub at_minute: u32,
+    pub keep_last: u32,
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    pub keep_monthly: u32,
+    pub last_run_at: Option<i64>,
+    pub created_by: String,
+    pub created_at: i64,
 }

@@ -73,6 +73,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0021_backups",
         include_str!("../../migrations/0021_backups.sql"),
     ),
+    (
+        "0022_backup_schedules",
+        include_str!("../../migrations/0022_backup_schedules.sql"),
+    ),
 ];
 
 /// The migrations this build has that the database has not applied yet, oldest first;

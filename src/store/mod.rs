@@ -761,9 +761,9 @@ mod tests {
             let last = MIGRATIONS.last().unwrap().0;
             conn.execute("DELETE FROM schema_migrations WHERE version = ?1", [last])
                 .unwrap();
-            // Undoes the last migration (0021_backups).
+            // Undoes the last migration (0022_backup_schedules).
             conn.execute_batch(
-                "DROP TABLE backup_files; DROP TABLE backups; DROP TABLE backup_targets",
+                "DROP TABLE backup_schedules; ALTER TABLE backups DROP COLUMN schedule",
             )
             .unwrap();
             conn.execute(

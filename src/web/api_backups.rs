@@ -255,3 +255,84 @@ pub async fn remove_target(
         service::backups::set_target(&state.svc, &who.caller(), &path.into_inner(), false).await?;
     answer(done, |t| HttpResponse::Ok().json(t))
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct ScheduleList {
+    pub schedules: Vec<crate::store::backups::ScheduleRow>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/backup-schedules",
+    operation_id = "list_backup_schedules",
+    tag = TAG_VMS,
+    summary = "List backup schedules",
+    description = "Role: viewer. Each schedule: its scope (one VM, a tag, every VM), target, \
+        daily or weekly time (UTC), keep rules, and when it last ran.",
+    responses((status = 200, description = "The schedules.", body = ScheduleList), ReadErrors)
+)]
+pub async fn schedules(state: web::Data<AppState>, _who: Authed) -> Result<HttpResponse, AppError> {
+    let schedules = lc(&state, |s| Ok(s.store.backup_schedules()?)).await?;
+    Ok(HttpResponse::Ok().json(ScheduleList { schedules }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/backup-schedules",
+    operation_id = "create_backup_schedule",
+    tag = TAG_VMS,
+    summary = "Add a backup schedule",
+    description = "Role: admin. Backs up one VM, the VMs with a tag, or every VM of the host \
+        into a target, daily or weekly at `at` (HH:MM, UTC), one backup at a time; afterwards \
+        each VM's backups in that target are pruned by `keep` (the last N, and the newest of \
+        each of the last N days, weeks and months). A backup that kept ones build on is \
+        merged into them, never left missing. A schedule missed while virtdeck was down runs \
+        once when it starts; VMs that do not run are skipped (in the audit log).",
+    request_body = crate::service::backups::ScheduleRequest,
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 201, description = "The schedule.", body = crate::store::backups::ScheduleRow),
+        (status = 422, description = "A field is wrong; each error names its field.", body = ApiError),
+        ChangeErrors, BodyErrors
+    )
+)]
+pub async fn create_schedule(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    body: web::Json<crate::service::backups::ScheduleRequest>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let done =
+        service::backups::create_schedule(&state.svc, &who.caller(), body.into_inner()).await?;
+    answer(done, |s| HttpResponse::Created().json(s))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/backup-schedules/{id}",
+    operation_id = "delete_backup_schedule",
+    tag = TAG_VMS,
+    summary = "Remove a backup schedule",
+    description = "Role: admin. Its backups stay.",
+    params(("id" = i64, Path, description = "The schedule.")),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "The schedule's id."),
+        (status = 404, description = "There is no such schedule.", body = ApiError),
+        ChangeErrors
+    )
+)]
+pub async fn delete_schedule(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let done =
+        service::backups::delete_schedule(&state.svc, &who.caller(), path.into_inner()).await?;
+    answer(done, |id| {
+        HttpResponse::Ok().json(serde_json::json!({"id": id}))
+    })
+}

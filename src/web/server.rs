@@ -299,6 +299,7 @@ pub fn build_state(
         fleet: Default::default(),
         usage: usage.clone(),
     });
+    crate::service::backups::start_scheduler(&svc);
     Ok(AppState {
         svc,
         trusted_proxies,
@@ -513,6 +514,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .post("/vms/{name}/backup", pages::backups::backup_form)
     .get("/backups", pages::backups::backups_page)
     .post("/backups/targets", pages::backups::target_form)
+    .post("/backups/schedules", pages::backups::schedule_form)
+    .post(
+        "/backups/schedules/{id}/delete",
+        pages::backups::schedule_delete_form,
+    )
     .post("/backups/{id}/restore", pages::backups::restore_form)
     .post("/backups/{id}/{action}", pages::backups::backup_action)
     .post(
@@ -625,6 +631,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .delete("/backups/{id}", super::api_backups::delete)
             .put("/backup-targets/{pool}", super::api_backups::add_target)
             .delete("/backup-targets/{pool}", super::api_backups::remove_target)
+            .get("/backup-schedules", super::api_backups::schedules)
+            .post("/backup-schedules", super::api_backups::create_schedule)
+            .delete(
+                "/backup-schedules/{id}",
+                super::api_backups::delete_schedule,
+            )
             .put(
                 "/vms/{name}/start-order",
                 super::api_devices::set_start_order,

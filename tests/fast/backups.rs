@@ -138,15 +138,23 @@ async fn viewers_see_backups_but_change_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    for (method, path) in [
-        ("PUT", "/api/v1/backup-targets/default"),
-        ("POST", "/api/v1/vms/web01/backups"),
-        ("DELETE", "/api/v1/backups/1"),
+    let schedule = json!({"scope": "all", "pool": "default", "every": "daily", "at": "01:00",
+                          "keep": {"last": 1}});
+    for (method, path, body) in [
+        ("PUT", "/api/v1/backup-targets/default", json!({})),
+        (
+            "POST",
+            "/api/v1/vms/web01/backups",
+            json!({"pool": "default"}),
+        ),
+        ("DELETE", "/api/v1/backups/1", json!({})),
+        ("POST", "/api/v1/backup-schedules", schedule),
+        ("DELETE", "/api/v1/backup-schedules/1", json!({})),
     ] {
         let r = client
             .request(method.parse().unwrap(), app.url(path))
             .bearer_auth(&token)
-            .json(&json!({"pool": "default"}))
+            .json(&body)
             .send()
             .await
             .unwrap();
@@ -154,4 +162,62 @@ async fn viewers_see_backups_but_change_nothing() {
     }
     let page = app.get_text(&viewer, "/backups").await;
     assert!(!page.contains("target-form"), "{page}");
+}
+
+#[tokio::test]
+async fn schedules_are_checked_at_their_fields_listed_and_removed_by_admins() {
+    let app = spawn_app().await;
+    let api = Api::new(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (s, p) = api
+        .post(
+            "/api/v1/pools",
+            json!({"name": "bk", "kind": "dir", "target_path": dir.path().join("b").display().to_string()}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let (s, _) = api.put("/api/v1/backup-targets/bk", json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    let good = json!({"scope": "tag", "scope_value": "prod", "pool": "bk", "every": "weekly",
+                      "weekday": 6, "at": "02:30", "keep": {"last": 3, "weekly": 4}});
+    for (change, field) in [
+        (json!({"at": "25:00"}), "at"),
+        (json!({"pool": "default"}), "pool"),
+        (json!({"scope_value": ""}), "scope_value"),
+        (json!({"scope": "cluster"}), "scope"),
+        (json!({"keep": {}}), "keep_last"),
+        (json!({"weekday": 9}), "weekday"),
+    ] {
+        let mut body = good.clone();
+        for (k, v) in change.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (s, e) = api.post("/api/v1/backup-schedules", body.clone()).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {e}");
+        assert_eq!(e["error"]["field"], field, "{body}: {e}");
+    }
+    let (s, made) = api.post("/api/v1/backup-schedules", good).await;
+    assert_eq!(s, StatusCode::CREATED, "{made}");
+    assert_eq!(
+        (made["at_minute"].clone(), made["every"].clone()),
+        (json!(150), json!("weekly"))
+    );
+    let (_, list) = api.get("/api/v1/backup-schedules").await;
+    assert_eq!(list["schedules"].as_array().unwrap().len(), 1);
+    let session = app.login("admin", common::ADMIN_PASSWORD).await.0;
+    let page = app.get_text(&session, "/backups").await;
+    assert!(
+        page.contains("VMs tagged prod") && page.contains("Sundays at 02:30"),
+        "{page}"
+    );
+    let (s, _) = api
+        .delete(&format!("/api/v1/backup-schedules/{}", made["id"]))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = api
+        .delete(&format!("/api/v1/backup-schedules/{}", made["id"]))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let audit = app.audit_text(&session).await;
+    assert!(audit.contains("backup.schedule"), "{audit}");
 }

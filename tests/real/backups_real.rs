@@ -219,6 +219,7 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
             units: 1,
             created_by: "test",
             created_at: 1,
+            schedule: None,
             files: vec![("vda".into(), format!("{partial_dir}/vda.qcow2"), 64 << 20)],
         })
         .unwrap();
@@ -250,6 +251,94 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
         let (s, d) = api.delete(&format!("/api/v1/backups/{}", b["id"])).await;
         assert_eq!(s, StatusCode::OK, "{d}");
         assert!(!std::path::Path::new(b["dir"].as_str().unwrap()).exists());
+    }
+
+    // A schedule keeping the last 2, run three times a day apart: two backups stay (the
+    // oldest kept one now full, the deleted full merged into it), and both restore.
+    drop(guards);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Twelve hours from now, so virtdeck's own scheduler does not run it during the test.
+    let minute = ((now / 60 + 12 * 60) % (24 * 60)) as u32;
+    let (s, sched) = api
+        .post(
+            "/api/v1/backup-schedules",
+            json!({"scope": "vm", "scope_value": vm, "pool": target.name, "every": "daily",
+                   "at": format!("{:02}:{:02}", minute / 60, minute % 60), "keep": {"last": 2}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{sched}");
+    let cfg = virtdeck::config::Config::default().lifecycle();
+    let lock = virtdeck::lifecycle::AdmissionLock::default();
+    let ctx = virtdeck::lifecycle::Ctx {
+        hv: &hv,
+        store: &store,
+        cfg: &cfg,
+        lock: &lock,
+    };
+    let mut ws = serial(&app, &api, &vm).await;
+    let mut state = point_two.clone();
+    let mut points = Vec::new();
+    for day in 1..=3i64 {
+        let word = format!("S{day}");
+        serial_until(
+            &mut ws,
+            &format!("yes {word} | head -c 65536 | dd of=/dev/vda bs=65536 seek=0 conv=fsync 2>/dev/null; sync; echo {word}-DONE"),
+            &format!("{word}-DONE"),
+        )
+        .await;
+        state[..65536].copy_from_slice(&repeated(&word, 65536));
+        points.push(state.clone());
+        let at = now + day * 86_400;
+        let runs = virtdeck::lifecycle::backups::run_due(ctx, &|| at, &|| {
+            std::thread::sleep(Duration::from_millis(200))
+        })
+        .unwrap();
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        let made = runs[0].outcome.as_ref().unwrap();
+        assert_eq!(made.state, "succeeded", "{made:?}");
+        assert_eq!(runs[0].pruned.len(), usize::from(day == 3), "{runs:?}");
+    }
+    drop(ws);
+    let (_, list) = api.get(&format!("/api/v1/backups?vm={vm}")).await;
+    let kept: Vec<&Value> = list["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["state"] == "succeeded")
+        .collect();
+    assert_eq!(kept.len(), 2, "{list}");
+    assert_eq!(
+        (kept[1]["kind"].clone(), kept[1]["parent"].clone()),
+        (json!("full"), Value::Null),
+        "{list}"
+    );
+    assert_eq!(kept[0]["parent"], kept[1]["id"], "{list}");
+    assert_eq!(kept[0]["schedule"], sched["id"]);
+    let mut guards = Vec::new();
+    for (b, want, tag) in [(kept[1], &points[1], "s2"), (kept[0], &points[2], "s3")] {
+        let (s, v) = api
+            .post(&format!("/api/v1/backups/{}/verify", b["id"]), json!({}))
+            .await;
+        assert_eq!((s, v["ok"].clone()), (StatusCode::OK, json!(true)), "{v}");
+        let name = format!("vdbk-{tag}-{}", std::process::id());
+        guards.push(VmGuard(name.clone()));
+        let (s, r) = api
+            .post(
+                &format!("/api/v1/backups/{}/restore", b["id"]),
+                json!({"name": name}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{r}");
+        let got = raw_bytes(r["volumes"][0].as_str().unwrap());
+        assert_eq!(
+            got.iter().zip(want.iter()).position(|(a, b)| a != b),
+            None,
+            "point {tag}"
+        );
+        let _ = virsh(&["undefine", &name, "--remove-all-storage"]);
     }
     let _ = virsh(&["destroy", &vm]);
     drop(guards);

@@ -23,6 +23,7 @@ struct BackupsPage {
     backups: Vec<crate::lifecycle::backups::BackupView>,
     /// Directory and NFS pools an admin may name a target.
     candidate_pools: Vec<String>,
+    schedules: Vec<crate::store::backups::ScheduleRow>,
     notice: Option<String>,
     error: Option<String>,
 }
@@ -33,6 +34,23 @@ impl BackupsPage {
     }
     fn mib(&self, bytes: &u64) -> String {
         format!("{:.1} MiB", *bytes as f64 / 1048576.0)
+    }
+    fn hhmm(&self, minutes: &u32) -> String {
+        format!("{:02}:{:02}", minutes / 60, minutes % 60)
+    }
+    fn day(&self, d: &u32) -> &'static str {
+        [
+            "Monday",
+            "Tuesday",
+            "Wednesday",
+            "Thursday",
+            "Friday",
+            "Saturday",
+            "Sunday",
+        ]
+        .get(*d as usize)
+        .copied()
+        .unwrap_or("?")
     }
     fn any_running(&self) -> bool {
         self.backups.iter().any(|b| b.backup.state == "running")
@@ -48,7 +66,7 @@ async fn render(
     status: StatusCode,
     error: Option<String>,
 ) -> Result<HttpResponse, AppError> {
-    let (targets, backups, candidate_pools) = lc(state, |s| {
+    let (targets, backups, candidate_pools, schedules) = lc(state, |s| {
         let targets = crate::lifecycle::backups::targets(s.hv.as_ref(), &s.store)?;
         let rows = s.store.backups(None)?;
         let candidates =
@@ -62,6 +80,7 @@ async fn render(
             targets,
             crate::lifecycle::backups::with_progress(s.hv.as_ref(), rows),
             candidates,
+            s.store.backup_schedules()?,
         ))
     })
     .await?;
@@ -72,6 +91,7 @@ async fn render(
             targets,
             backups,
             candidate_pools,
+            schedules,
             notice: notice_for(who),
             error,
         },
@@ -262,6 +282,102 @@ pub async fn backup_action(
     };
     match message {
         Ok(m) => Ok(see_other(&who, "/backups", &m)),
+        Err(e) => failed(&state, &who, e).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ScheduleForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    scope: String,
+    #[serde(default)]
+    scope_value: String,
+    #[serde(default)]
+    pool: String,
+    #[serde(default)]
+    every: String,
+    #[serde(default)]
+    weekday: String,
+    #[serde(default)]
+    at: String,
+    #[serde(default)]
+    keep_last: String,
+    #[serde(default)]
+    keep_daily: String,
+    #[serde(default)]
+    keep_weekly: String,
+    #[serde(default)]
+    keep_monthly: String,
+}
+
+pub async fn schedule_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    form: web::Form<ScheduleForm>,
+) -> Result<HttpResponse, AppError> {
+    use crate::domain::backup_schedule::{Every, Keep};
+    who.check_csrf(form.csrf.as_deref())?;
+    let f = form.into_inner();
+    let n = |t: &str| t.trim().parse::<u32>().ok();
+    let keep = (
+        n(&f.keep_last).or(Some(0).filter(|_| f.keep_last.trim().is_empty())),
+        n(&f.keep_daily).or(Some(0).filter(|_| f.keep_daily.trim().is_empty())),
+        n(&f.keep_weekly).or(Some(0).filter(|_| f.keep_weekly.trim().is_empty())),
+        n(&f.keep_monthly).or(Some(0).filter(|_| f.keep_monthly.trim().is_empty())),
+    );
+    let (Some(last), Some(daily), Some(weekly), Some(monthly)) = keep else {
+        who.require(&state, Role::Admin, "backup.schedule", "")
+            .await?;
+        return render(
+            &state,
+            &who,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("The keep numbers are whole numbers (empty: 0).".into()),
+        )
+        .await;
+    };
+    let req = crate::service::backups::ScheduleRequest {
+        scope: f.scope.trim().to_string(),
+        scope_value: f.scope_value.trim().to_string(),
+        pool: f.pool.trim().to_string(),
+        every: if f.every == "weekly" {
+            Every::Weekly
+        } else {
+            Every::Daily
+        },
+        weekday: n(&f.weekday).unwrap_or(0),
+        at: f.at.clone(),
+        keep: Keep {
+            last,
+            daily,
+            weekly,
+            monthly,
+        },
+    };
+    match service::backups::create_schedule(&state.svc, &who.caller(), req).await? {
+        Ok(s) => Ok(see_other(
+            &who,
+            "/backups",
+            &format!("Schedule #{} is added.", s.id),
+        )),
+        Err(e) => failed(&state, &who, e).await,
+    }
+}
+
+pub async fn schedule_delete_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<i64>,
+    form: web::Form<CsrfOnly>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    match service::backups::delete_schedule(&state.svc, &who.caller(), path.into_inner()).await? {
+        Ok(id) => Ok(see_other(
+            &who,
+            "/backups",
+            &format!("Schedule #{id} is removed; its backups stay."),
+        )),
         Err(e) => failed(&state, &who, e).await,
     }
 }
