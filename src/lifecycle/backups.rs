@@ -882,3 +882,179 @@ pub fn run_due(
     }
     Ok(out)
 }
+
+/// A restore over the VM that was backed up.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RestoredOver {
+    pub name: String,
+    pub from_backup: i64,
+    /// The VM's new disk volumes.
+    pub volumes: Vec<String>,
+    /// Its former volumes virtdeck had made for it: deleted.
+    pub deleted: Vec<String>,
+    /// Its former volumes virtdeck did not make: kept, for the admin to delete.
+    pub kept: Vec<String>,
+}
+
+/// Restores backup `id` (with the backups it builds on) over the VM it was taken of,
+/// which must be shut off and the same VM (its UUID) with the same disks. The backup is
+/// read into new volumes first; only when the VM's definition points at them are the
+/// former volumes dealt with, so a failure leaves the VM as it was.
+pub fn restore_over(ctx: Ctx<'_>, id: i64) -> LcResult<RestoredOver> {
+    let Ctx { hv, store, .. } = ctx;
+    let all = store.backups(None)?;
+    let links = backup::chain(&all, id).ok_or_else(|| {
+        LifecycleError::NotFound(format!("There is no backup {id} (or its chain is broken)."))
+    })?;
+    if let Some(bad) = links.iter().find(|b| b.state != "succeeded") {
+        return Err(LifecycleError::Conflict(format!(
+            "Backup {} of this chain is {}, so it cannot be restored.",
+            bad.id, bad.state
+        )));
+    }
+    let Some(top) = links.last().cloned() else {
+        return Err(LifecycleError::NotFound(format!(
+            "There is no backup {id}."
+        )));
+    };
+    let name = top.vm.clone();
+    let vm = find_vm(&hv.list_vms()?, &name)?;
+    if vm.uuid != top.vm_uuid {
+        return Err(LifecycleError::Conflict(format!(
+            "{name} is another VM than the one backed up (its UUID differs); restore the backup as a new VM."
+        )));
+    }
+    if vm.state != crate::domain::vm::VmState::ShutOff {
+        return Err(LifecycleError::Conflict(format!(
+            "{name} is {}; shut it down before restoring over it.",
+            vm.state.label()
+        )));
+    }
+    let current_xml = hv.domain_xml(&name)?;
+    let current = xml::parse_domain(&current_xml).map_err(|e| {
+        LifecycleError::failed(format!("The VM's definition could not be read: {e}"))
+    })?;
+    let now_disks: Vec<&str> = current
+        .disks
+        .iter()
+        .filter(|d| d.device == "disk")
+        .map(|d| d.target.as_str())
+        .collect();
+    let backed: Vec<&str> = top.files.iter().map(|f| f.disk.as_str()).collect();
+    if now_disks.len() != backed.len() || now_disks.iter().any(|d| !backed.contains(d)) {
+        return Err(LifecycleError::Conflict(format!(
+            "{name}'s disks changed since backup {id} (now {}, then {}); restore it as a new VM.",
+            now_disks.join(", "),
+            backed.join(", ")
+        )));
+    }
+    let inv_pools = hv.pools()?;
+    // (old path, pool, new volume name, capacity, newest file).
+    let mut plan = Vec::new();
+    for f in &top.files {
+        let Some(old) = current
+            .disks
+            .iter()
+            .find(|d| d.target == f.disk)
+            .and_then(|d| d.source.clone())
+        else {
+            continue;
+        };
+        let pool = inv_pools
+            .iter()
+            .find(|p| p.volumes.iter().any(|v| v.path == old))
+            .ok_or_else(|| {
+                LifecycleError::Conflict(format!(
+                    "Disk {} ({old}) is not a volume of a pool; restore the backup as a new VM.",
+                    f.disk
+                ))
+            })?;
+        let volume_name = (1..)
+            .map(|n| format!("{name}-{}-restored-{id}-{n}.qcow2", f.disk))
+            .find(|v| !pool.volumes.iter().any(|x| &x.name == v))
+            .unwrap_or_default();
+        plan.push((
+            old,
+            pool.name.clone(),
+            volume_name,
+            f.capacity,
+            f.path.clone(),
+        ));
+    }
+    // The VM's checkpoints name its present disks' bitmaps: they go, the next backup is full.
+    for cp in hv.checkpoints(&name).unwrap_or_default() {
+        if cp.starts_with("virtdeck-") {
+            let _ = hv.delete_checkpoint(&name, &cp);
+        }
+    }
+    let mut made = Vec::new();
+    let mut map = HashMap::new();
+    let built: Result<(), String> = (|| {
+        for (old, pool, volume_name, capacity, newest) in &plan {
+            let path = hv
+                .create_volume(
+                    pool,
+                    &xml::volume_copy_xml(volume_name, *capacity, DiskFormat::Qcow2),
+                )
+                .map_err(|e| {
+                    format!(
+                        "a disk volume could not be made: {}",
+                        reason_in_plain_words(&e)
+                    )
+                })?;
+            made.push(path.clone());
+            backup_files::read_chain_into(newest, &path, "qcow2").map_err(|e| e.to_string())?;
+            map.insert(old.clone(), path);
+        }
+        let edits = CloneEdits {
+            name: name.clone(),
+            uuid: vm.uuid.clone(),
+            macs: HashMap::new(),
+            disks: map.clone(),
+            logs: HashMap::new(),
+            disk_format: Some(DiskFormat::Qcow2.as_str().to_string()),
+            ejected: Vec::new(),
+        };
+        let new_xml = clone_domain_xml(&current_xml, &edits).map_err(|e| e.to_string())?;
+        hv.define(&new_xml).map_err(|e| {
+            format!(
+                "the VM's definition could not be changed: {}",
+                reason_in_plain_words(&e)
+            )
+        })
+    })();
+    if let Err(why) = built {
+        for path in &made {
+            if let Err(e) = hv.delete_volume(path) {
+                tracing::error!(vm = name, path, error = %e, "could not delete a failed restore's volume");
+            }
+        }
+        return Err(LifecycleError::failed(format!(
+            "Backup {id} could not be restored over {name}: {why}. {name} is as it was."
+        )));
+    }
+    let ours: HashSet<String> = store
+        .vm_volumes(&name)?
+        .into_iter()
+        .map(|v| v.path)
+        .collect();
+    let (mut deleted, mut kept) = (Vec::new(), Vec::new());
+    for (old, new) in &map {
+        if let Err(e) = store.record_vm_volume(&name, new, DiskFormat::Qcow2.as_str(), None) {
+            tracing::error!(vm = name, path = %new, error = %e, "could not record a restored disk's volume");
+        }
+        if ours.contains(old) && hv.delete_volume(old).is_ok() {
+            let _ = store.forget_made_volume(old);
+            deleted.push(old.clone());
+        } else {
+            kept.push(old.clone());
+        }
+    }
+    Ok(RestoredOver {
+        name,
+        from_backup: id,
+        volumes: map.into_values().collect(),
+        deleted,
+        kept,
+    })
+}

@@ -179,6 +179,35 @@ pub async fn restore(
     .await
 }
 
+/// Restores a backup over the shut-off VM it was taken of.
+pub async fn restore_over(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    id: i64,
+    vm: &str,
+) -> Done<backups::RestoredOver> {
+    execute(
+        svc,
+        caller,
+        Op::operator(
+            Action::BackupRestore,
+            vm,
+            move |s| backups::restore_over(s.lc(), id),
+            |r| {
+                format!(
+                    "over {} from backup {}: {}; former volumes deleted {:?}, kept {:?}",
+                    r.name,
+                    r.from_backup,
+                    r.volumes.join(", "),
+                    r.deleted,
+                    r.kept
+                )
+            },
+        ),
+    )
+    .await
+}
+
 /// Re-reads a backup's chain and compares checksums.
 pub async fn verify(svc: &Arc<Services>, caller: &Caller, id: i64) -> Done<Verified> {
     execute(

@@ -149,6 +149,41 @@ pub async fn restore(
 
 #[utoipa::path(
     post,
+    path = "/api/v1/backups/{id}/restore-over",
+    operation_id = "restore_backup_over",
+    tag = TAG_VMS,
+    summary = "Restore a backup over its VM",
+    description = "Role: operator. Puts the VM the backup was taken of back to that point: it \
+        must be shut off, the same VM (its UUID) with the same disks. The backup (and the ones \
+        it builds on) is read into new qcow2 volumes, the VM's definition then points at them, \
+        and only then are its former volumes deleted (those virtdeck made for it; others are \
+        kept and named). A failure leaves the VM as it was. Its next backup is full.",
+    params(("id" = i64, Path, description = "The backup.")),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "The VM as restored.", body = crate::lifecycle::backups::RestoredOver),
+        (status = 404, description = "There is no such backup, or its VM is gone.", body = ApiError),
+        (status = 409, description = "The VM runs, is another VM of that name, or its disks changed.", body = ApiError),
+        ChangeErrors
+    )
+)]
+pub async fn restore_over(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let id = path.into_inner();
+    let vm = lc(&state, move |s| Ok(s.store.backup(id)?.map(|b| b.vm)))
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("There is no backup {id}.")))?;
+    let done = service::backups::restore_over(&state.svc, &who.caller(), id, &vm).await?;
+    answer(done, |r| HttpResponse::Ok().json(r))
+}
+
+#[utoipa::path(
+    post,
     path = "/api/v1/backups/{id}/verify",
     operation_id = "verify_backup",
     tag = TAG_VMS,

@@ -65,6 +65,7 @@ pub const TAG_PEER: &str = "peer";
         super::api_backups::list,
         super::api_backups::backup_vm,
         super::api_backups::restore,
+        super::api_backups::restore_over,
         super::api_backups::verify,
         super::api_backups::delete,
         super::api_backups::add_target,

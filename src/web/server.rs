@@ -627,6 +627,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .get("/backups", super::api_backups::list)
             .post("/vms/{name}/backups", super::api_backups::backup_vm)
             .post("/backups/{id}/restore", super::api_backups::restore)
+            .post(
+                "/backups/{id}/restore-over",
+                super::api_backups::restore_over,
+            )
             .post("/backups/{id}/verify", super::api_backups::verify)
             .delete("/backups/{id}", super::api_backups::delete)
             .put("/backup-targets/{pool}", super::api_backups::add_target)

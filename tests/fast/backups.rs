@@ -91,6 +91,8 @@ async fn backups_are_refused_at_their_field_and_a_failed_one_leaves_nothing() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = api.delete("/api/v1/backups/999").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = api.post("/api/v1/backups/999/restore-over", json!({})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     // A failed backup cannot be restored.
     let (s, e) = api
         .post(

@@ -340,6 +340,42 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
         );
         let _ = virsh(&["undefine", &name, "--remove-all-storage"]);
     }
+
+    // Over the VM itself: refused while it runs; once off, its disk is back at S2 and the
+    // volume virtdeck did not make is kept and named.
+    let (s, e) = api
+        .post(
+            &format!("/api/v1/backups/{}/restore-over", kept[1]["id"]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shut it down"),
+        "{e}"
+    );
     let _ = virsh(&["destroy", &vm]);
+    let (s, r) = api
+        .post(
+            &format!("/api/v1/backups/{}/restore-over", kept[1]["id"]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["kept"], json!([data.display().to_string()]), "{r}");
+    let new_disk = r["volumes"][0].as_str().unwrap().to_string();
+    let inactive =
+        String::from_utf8_lossy(&virsh(&["dumpxml", "--inactive", &vm]).stdout).to_string();
+    assert!(inactive.contains(&new_disk), "{inactive}");
+    let got = raw_bytes(&new_disk);
+    assert_eq!(
+        got.iter().zip(points[1].iter()).position(|(a, b)| a != b),
+        None,
+        "restored over"
+    );
+    let _ = std::fs::remove_file(&new_disk);
     drop(guards);
 }

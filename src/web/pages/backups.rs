@@ -271,6 +271,33 @@ pub async fn backup_action(
                     )
                 }
             }),
+        "restore-over" => {
+            let vm = lc(&state, move |s| Ok(s.store.backup(id)?.map(|b| b.vm)))
+                .await?
+                .ok_or_else(|| AppError::not_found(format!("There is no backup {id}.")))?;
+            match service::backups::restore_over(&state.svc, &caller, id, &vm).await? {
+                Ok(r) => {
+                    return Ok(see_other(
+                        &who,
+                        &format!("/vms/{}", r.name),
+                        &format!(
+                            "{} is back to backup {}.{}",
+                            r.name,
+                            r.from_backup,
+                            if r.kept.is_empty() {
+                                String::new()
+                            } else {
+                                format!(
+                                    " Its former volumes {} were not made by virtdeck and are kept; delete them from their pool when sure.",
+                                    r.kept.join(", ")
+                                )
+                            }
+                        ),
+                    ))
+                }
+                Err(e) => Err(e),
+            }
+        }
         "delete" => {
             who.require(&state, Role::Admin, "backup.delete", &id.to_string())
                 .await?;
