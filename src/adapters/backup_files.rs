@@ -115,3 +115,17 @@ pub fn merge_into(file: &str, new_backing: Option<&str>) -> Result<(), BackupFil
         None => qemu_img("rebase", &["rebase", "-f", "qcow2", "-b", "", file]),
     }
 }
+
+/// Copies a disk (of `format`) of a VM that is off into a new qcow2 file `into`.
+pub fn copy_disk(source: &str, format: &str, into: &str) -> Result<(), BackupFileError> {
+    if !matches!(format, "raw" | "qcow2") {
+        return Err(BackupFileError::QemuImg {
+            what: "convert",
+            stderr: format!("{source} is {format}; only raw and qcow2 disks are copied"),
+        });
+    }
+    qemu_img(
+        "convert",
+        &["convert", "-f", format, "-O", "qcow2", source, into],
+    )
+}

@@ -55,20 +55,16 @@ pub struct BackupPlan {
     pub files: Vec<(String, String, u64)>,
     pub backup_xml: String,
     pub checkpoint_xml: String,
+    /// The VM is off: its disks are copied whole, without libvirt's backup API.
+    pub offline: bool,
 }
 
 /// Checks a backup and decides full or incremental.
 pub fn plan_backup(input: &BackupInput<'_>) -> Result<BackupPlan, Vec<FieldError>> {
     let vm = input.vm;
-    if !input.running {
-        return Err(vec![field(
-            "vm",
-            format!(
-                "{vm} is not running. virtdeck backs up running VMs through libvirt's backup API \
-                 (consistent copies while the guest works); start it, or clone it while it is off."
-            ),
-        )]);
-    }
+    // A VM that is off is copied whole, disk by disk (libvirt's backup API needs a
+    // running VM); it is consistent, since nothing writes to its disks.
+    let offline = !input.running;
     let t = input.target;
     let Some(base) = t.path.as_deref().filter(|_| t.active) else {
         return Err(vec![field(
@@ -88,7 +84,16 @@ pub fn plan_backup(input: &BackupInput<'_>) -> Result<BackupPlan, Vec<FieldError
     if disks.is_empty() {
         return Err(vec![field("vm", format!("{vm} has no disk to back up."))]);
     }
-    if let Some(d) = disks.iter().find(|d| d.format.as_deref() != Some("qcow2")) {
+    if let Some(d) = disks.iter().find(|d| d.source.is_none()) {
+        return Err(vec![field(
+            "vm",
+            format!("Disk {} of {vm} has no volume behind it.", d.target),
+        )]);
+    }
+    if let Some(d) = disks
+        .iter()
+        .find(|d| !offline && d.format.as_deref() != Some("qcow2"))
+    {
         return Err(vec![field(
             "vm",
             format!(
@@ -125,6 +130,7 @@ pub fn plan_backup(input: &BackupInput<'_>) -> Result<BackupPlan, Vec<FieldError
     // Incremental when the last backup went to this target, its checkpoint is still
     // there, and every disk is the one it copied, at the same size.
     let why_full = match input.previous {
+        _ if offline => "the VM is shut off: its disks are copied whole".to_string(),
         None => "the first backup of this VM".to_string(),
         Some(p) if p.pool != t.pool => format!("the last backup went to {}", p.pool),
         Some(p) if !input.checkpoints.contains(&p.checkpoint) => format!(
@@ -146,7 +152,11 @@ pub fn plan_backup(input: &BackupInput<'_>) -> Result<BackupPlan, Vec<FieldError
         }
     };
     let incremental = why_full.is_empty();
-    let checkpoint = format!("virtdeck-{}", input.stamp);
+    let checkpoint = if offline {
+        String::new()
+    } else {
+        format!("virtdeck-{}", input.stamp)
+    };
     let short_uuid: String = input.uuid.chars().take(8).collect();
     let dir = format!(
         "{}/virtdeck-backups/{vm}-{short_uuid}/{}",
@@ -170,8 +180,17 @@ pub fn plan_backup(input: &BackupInput<'_>) -> Result<BackupPlan, Vec<FieldError
     Ok(BackupPlan {
         kind: if incremental { "incremental" } else { "full" },
         parent: input.previous.filter(|_| incremental).map(|p| p.id),
-        backup_xml: backup_xml(&files, previous_checkpoint),
-        checkpoint_xml: checkpoint_xml(&checkpoint, &files),
+        backup_xml: if offline {
+            String::new()
+        } else {
+            backup_xml(&files, previous_checkpoint)
+        },
+        checkpoint_xml: if offline {
+            String::new()
+        } else {
+            checkpoint_xml(&checkpoint, &files)
+        },
+        offline,
         checkpoint,
         dir,
         files,
@@ -421,8 +440,9 @@ mod tests {
 
     #[test]
     fn refusals_say_what_to_do() {
-        let off = plan(None, &[], &sizes(), false).unwrap_err();
-        assert!(off[0].message.contains("not running"), "{off:?}");
+        let off = plan(None, &[], &sizes(), false).expect("a VM that is off is copied");
+        assert!(off.offline && off.checkpoint.is_empty() && off.backup_xml.is_empty());
+        assert!(off.why_full.contains("shut off"), "{}", off.why_full);
         let d = def(&[("vda", "raw")]);
         let t = target();
         let raw = plan_backup(&BackupInput {

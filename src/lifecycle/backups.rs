@@ -245,11 +245,16 @@ pub fn begin(
         created_by: by.actor,
         created_at: by.now,
         schedule,
+        consistency: if plan.offline { "clean" } else { "crash" },
         files: plan.files.clone(),
     })?;
     let started = backup_files::make_dir(&plan.dir)
         .map_err(|e| LifecycleError::failed(format!("The backup directory could not be made: {e}")))
         .and_then(|()| {
+            if plan.offline {
+                // Copied by the watcher, disk by disk.
+                return Ok(());
+            }
             hv.backup_begin(name, &plan.backup_xml, &plan.checkpoint_xml)
                 .map_err(|e| {
                     LifecycleError::failed_because(
@@ -287,17 +292,23 @@ pub fn watch(
     // libvirt records how a job ended a moment after it stops running: "none" is asked
     // again, a while.
     let mut unsettled = 0;
-    let outcome = loop {
-        match hv.backup_status(&row.vm) {
-            Ok(BackupStatus::Running { .. }) => pause(),
-            Ok(BackupStatus::Completed) => break Ok(()),
-            Ok(BackupStatus::Failed(why)) => break Err(why),
-            Ok(BackupStatus::None) if unsettled < UNSETTLED_LOOKS => {
-                unsettled += 1;
-                pause();
+    let outcome = if row.checkpoint.is_empty() {
+        copy_offline(&row)
+    } else {
+        loop {
+            match hv.backup_status(&row.vm) {
+                Ok(BackupStatus::Running { .. }) => pause(),
+                Ok(BackupStatus::Completed) => break Ok(()),
+                Ok(BackupStatus::Failed(why)) => break Err(why),
+                Ok(BackupStatus::None) if unsettled < UNSETTLED_LOOKS => {
+                    unsettled += 1;
+                    pause();
+                }
+                Ok(BackupStatus::None) => {
+                    break Err("libvirt has no record of the backup job".into())
+                }
+                Err(e) => break Err(reason_in_plain_words(&e)),
             }
-            Ok(BackupStatus::None) => break Err("libvirt has no record of the backup job".into()),
-            Err(e) => break Err(reason_in_plain_words(&e)),
         }
     };
     match outcome.and_then(|()| seal(store, &row).map_err(|e| e.to_string())) {
@@ -316,6 +327,26 @@ pub fn watch(
     store
         .backup(id)?
         .ok_or_else(|| LifecycleError::failed("The backup's record is gone."))
+}
+
+/// The disks of a VM that is off, each copied whole into its backup file (qemu-img
+/// holds the disk while it reads it, so the VM cannot start half-way through).
+fn copy_offline(row: &BackupRow) -> Result<(), String> {
+    let def = xml::parse_domain(&row.definition).map_err(|e| e.to_string())?;
+    for f in &row.files {
+        let disk = def
+            .disks
+            .iter()
+            .find(|d| d.target == f.disk)
+            .ok_or_else(|| format!("disk {} is not in the VM's definition", f.disk))?;
+        let source = disk
+            .source
+            .as_deref()
+            .ok_or_else(|| format!("disk {} has no volume behind it", f.disk))?;
+        backup_files::copy_disk(source, disk.format.as_deref().unwrap_or("raw"), &f.path)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// A finished backup's files: an incremental one chained to the one before it; each
@@ -343,6 +374,9 @@ fn seal(
 fn undo(hv: &dyn Hypervisor, row: &BackupRow) {
     if let Err(e) = backup_files::remove_dir(&row.dir) {
         tracing::error!(backup = row.id, error = %e, "could not remove a failed backup's files");
+    }
+    if row.checkpoint.is_empty() {
+        return;
     }
     match hv.delete_checkpoint(&row.vm, &row.checkpoint) {
         Ok(()) | Err(crate::hypervisor::HypervisorError::NotFound { .. }) => {}

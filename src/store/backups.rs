@@ -65,6 +65,8 @@ pub struct NewBackup<'a> {
     pub created_by: &'a str,
     pub created_at: i64,
     pub schedule: Option<i64>,
+    /// `crash`, or `clean` for a VM that was off.
+    pub consistency: &'a str,
     /// (disk, file path, capacity).
     pub files: Vec<(String, String, u64)>,
 }
@@ -127,10 +129,10 @@ impl Store {
             let tx = c.unchecked_transaction()?;
             tx.execute(
                 "INSERT INTO backups (vm, vm_uuid, kind, parent, checkpoint, pool, dir, state, why_full, \
-                 definition, units, created_by, created_at, schedule) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?9, ?10, ?11, ?12, ?13)",
+                 definition, units, created_by, created_at, schedule, consistency) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 params![
                     b.vm, b.vm_uuid, b.kind, b.parent, b.checkpoint, b.pool, b.dir, b.why_full,
-                    b.definition, b.units, b.created_by, b.created_at, b.schedule
+                    b.definition, b.units, b.created_by, b.created_at, b.schedule, b.consistency
                 ],
             )?;
             let id = tx.last_insert_rowid();

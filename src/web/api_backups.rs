@@ -70,14 +70,15 @@ pub struct BackupRequest {
     path = "/api/v1/vms/{name}/backups",
     operation_id = "backup_vm",
     tag = TAG_VMS,
-    summary = "Back up a running VM now",
+    summary = "Back up a VM now",
     description = "Role: operator. Begins a backup of every disk of the running VM through \
         libvirt's backup API (push mode) into the target: full the first time, then \
         incremental on the last backup to the same target (changed blocks only, through a \
         libvirt checkpoint); full again, with `why_full`, when that chain is broken. The copy \
         runs after this answers; follow it with `GET /api/v1/backups?vm=NAME`. The disks' \
-        state is crash-consistent (as a power cut would leave them). The VM's definition and \
-        units are kept with it.",
+        state is crash-consistent (as a power cut would leave them). A VM that is off is \
+        copied whole, disk by disk (clean, always full). The VM's definition and units are \
+        kept with it.",
     params(("name" = String, Path, description = "The VM's name.")),
     request_body = BackupRequest,
     security(("bearer" = []), ("session" = [], "csrf" = [])),
@@ -85,7 +86,7 @@ pub struct BackupRequest {
         (status = 202, description = "The backup began.", body = BackupRow),
         (status = 404, description = "There is no such VM.", body = ApiError),
         (status = 409, description = "A backup of the VM runs already.", body = ApiError),
-        (status = 422, description = "Not running, not qcow2 disks, not a target, not enough space.", body = ApiError),
+        (status = 422, description = "Not qcow2 disks (running), not a target, not enough space.", body = ApiError),
         (status = 502, description = "libvirt did not begin the backup.", body = ApiError),
         ChangeErrors, BodyErrors
     )

@@ -220,6 +220,7 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
             created_by: "test",
             created_at: 1,
             schedule: None,
+            consistency: "crash",
             files: vec![("vda".into(), format!("{partial_dir}/vda.qcow2"), 64 << 20)],
         })
         .unwrap();
@@ -358,6 +359,35 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
         "{e}"
     );
     let _ = virsh(&["destroy", &vm]);
+    // Off, it is copied whole and cleanly, and restores to the same bytes.
+    let (s, off) = api
+        .post(
+            &format!("/api/v1/vms/{vm}/backups"),
+            json!({"pool": target.name}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{off}");
+    let off = backup_done(&api, &vm, off["id"].as_i64().unwrap()).await;
+    assert_eq!(
+        (off["kind"].clone(), off["consistency"].clone()),
+        (json!("full"), json!("clean")),
+        "{off}"
+    );
+    let name = format!("vdbk-off-{}", std::process::id());
+    let _off_guard = VmGuard(name.clone());
+    let (s, r) = api
+        .post(
+            &format!("/api/v1/backups/{}/restore", off["id"]),
+            json!({"name": name}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    let got = raw_bytes(r["volumes"][0].as_str().unwrap());
+    assert_eq!(
+        got.iter().zip(points[2].iter()).position(|(a, b)| a != b),
+        None,
+        "off point"
+    );
     let (s, r) = api
         .post(
             &format!("/api/v1/backups/{}/restore-over", kept[1]["id"]),

@@ -44,7 +44,7 @@ impl Drop for Guest {
     fn drop(&mut self) {
         let _ = virsh(&["destroy", &self.name]);
         if self.persistent {
-            let _ = virsh(&["undefine", &self.name]);
+            let _ = virsh(&["undefine", &self.name, "--checkpoints-metadata"]);
         }
     }
 }
