@@ -500,6 +500,30 @@ impl Hypervisor for Libvirt {
         })
     }
 
+    fn freeze_filesystems(&self, name: &str) -> HvResult<u32> {
+        let dom = lookup(&self.conn()?, name)?;
+        // SAFETY: valid domain pointer; no mount point list (all of them).
+        let r = unsafe { virt::sys::virDomainFSFreeze(dom.as_ptr(), std::ptr::null_mut(), 0, 0) };
+        if r < 0 {
+            return Err(call("freeze the guest's file systems")(
+                virt::error::Error::last_error(),
+            ));
+        }
+        Ok(r as u32)
+    }
+
+    fn thaw_filesystems(&self, name: &str) -> HvResult<()> {
+        let dom = lookup(&self.conn()?, name)?;
+        // SAFETY: as above.
+        let r = unsafe { virt::sys::virDomainFSThaw(dom.as_ptr(), std::ptr::null_mut(), 0, 0) };
+        if r < 0 {
+            return Err(call("thaw the guest's file systems")(
+                virt::error::Error::last_error(),
+            ));
+        }
+        Ok(())
+    }
+
     fn abort_backup(&self, name: &str) -> HvResult<()> {
         let dom = lookup(&self.conn()?, name)?;
         // SAFETY: `dom` holds a valid domain pointer for the duration of the call.

@@ -300,6 +300,8 @@ pub struct ParsedDomain {
     /// The first `<graphics type='vnc'>`, if any (other graphics types are ignored).
     pub vnc: Option<ParsedGraphics>,
     pub has_serial: bool,
+    /// A qemu-guest-agent channel (`org.qemu.guest_agent.0`) is defined.
+    pub guest_agent: bool,
     /// A `<controller type='scsi'>` exists (SCSI disks have a bus to go on).
     pub scsi_controller: bool,
     /// Host devices passed through (`<hostdev>`): PCI and USB.
@@ -634,6 +636,11 @@ impl Parser {
                 }
             }
             ["domain", "devices", "serial"] => self.out.has_serial = true,
+            ["domain", "devices", "channel", "target"]
+                if a.get("name") == Some("org.qemu.guest_agent.0") =>
+            {
+                self.out.guest_agent = true
+            }
             ["domain", "devices", "serial", "log"] if self.out.serial_log.is_none() => {
                 self.out.serial_log = a.owned("file")
             }

@@ -123,6 +123,11 @@ pub trait Hypervisor: Send + Sync {
     fn backup_begin(&self, name: &str, backup_xml: &str, checkpoint_xml: &str) -> HvResult<()>;
     /// How the VM's backup job is doing, or how the last one ended.
     fn backup_status(&self, name: &str) -> HvResult<BackupStatus>;
+    /// Freezes the guest's file systems through its guest agent (virDomainFSFreeze);
+    /// the number frozen.
+    fn freeze_filesystems(&self, name: &str) -> HvResult<u32>;
+    /// Thaws them again (virDomainFSThaw).
+    fn thaw_filesystems(&self, name: &str) -> HvResult<()>;
     /// Stops the VM's running backup job.
     fn abort_backup(&self, name: &str) -> HvResult<()>;
     /// The names of the VM's checkpoints.

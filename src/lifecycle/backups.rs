@@ -246,8 +246,12 @@ pub fn begin(
         created_at: by.now,
         schedule,
         consistency: if plan.offline { "clean" } else { "crash" },
+        message: "",
         files: plan.files.clone(),
     })?;
+    // With a guest agent, the guest's file systems are frozen for the moment libvirt takes
+    // the backup's point in time (when it begins), and thawed right after.
+    let mut frozen = false;
     let started = backup_files::make_dir(&plan.dir)
         .map_err(|e| LifecycleError::failed(format!("The backup directory could not be made: {e}")))
         .and_then(|()| {
@@ -255,7 +259,24 @@ pub fn begin(
                 // Copied by the watcher, disk by disk.
                 return Ok(());
             }
-            hv.backup_begin(name, &plan.backup_xml, &plan.checkpoint_xml)
+            if def.guest_agent {
+                let (consistency, note) = match hv.freeze_filesystems(name) {
+                    Ok(_) => {
+                        frozen = true;
+                        ("filesystem", String::new())
+                    }
+                    Err(e) => (
+                        "crash",
+                        format!(
+                            "The guest agent did not freeze the file systems ({}), so this backup is crash-consistent.",
+                            reason_in_plain_words(&e)
+                        ),
+                    ),
+                };
+                store.set_backup_consistency(id, consistency, &note)?;
+            }
+            let begun = hv
+                .backup_begin(name, &plan.backup_xml, &plan.checkpoint_xml)
                 .map_err(|e| {
                     LifecycleError::failed_because(
                         format!(
@@ -264,7 +285,13 @@ pub fn begin(
                         ),
                         e,
                     )
-                })
+                });
+            if frozen {
+                if let Err(e) = hv.thaw_filesystems(name) {
+                    tracing::error!(vm = name, error = %e, "the guest's file systems could not be thawed");
+                }
+            }
+            begun
         });
     if let Err(e) = started {
         let _ = backup_files::remove_dir(&plan.dir);
@@ -312,7 +339,7 @@ pub fn watch(
         }
     };
     match outcome.and_then(|()| seal(store, &row).map_err(|e| e.to_string())) {
-        Ok(files) => store.finish_backup(id, "succeeded", "", &files, now())?,
+        Ok(files) => store.finish_backup(id, "succeeded", &row.message, &files, now())?,
         Err(why) => {
             undo(hv, &row);
             store.finish_backup(

@@ -19,7 +19,8 @@ pub struct BackupRow {
     pub dir: String,
     /// `running`, `succeeded`, `failed` or `interrupted`.
     pub state: String,
-    /// `crash`: as a power cut would leave the disks.
+    /// `crash`: as a power cut would leave the disks; `filesystem`: frozen by the guest
+    /// agent for the moment of the copy; `clean`: the VM was off.
     pub consistency: String,
     /// Why it is full when an incremental one was asked for or possible.
     pub why_full: String,
@@ -65,8 +66,10 @@ pub struct NewBackup<'a> {
     pub created_by: &'a str,
     pub created_at: i64,
     pub schedule: Option<i64>,
-    /// `crash`, or `clean` for a VM that was off.
+    /// `crash`, `filesystem` (frozen by the guest agent), or `clean` for a VM that was off.
     pub consistency: &'a str,
+    /// A note kept with it (why it is only crash-consistent).
+    pub message: &'a str,
     /// (disk, file path, capacity).
     pub files: Vec<(String, String, u64)>,
 }
@@ -129,10 +132,11 @@ impl Store {
             let tx = c.unchecked_transaction()?;
             tx.execute(
                 "INSERT INTO backups (vm, vm_uuid, kind, parent, checkpoint, pool, dir, state, why_full, \
-                 definition, units, created_by, created_at, schedule, consistency) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 definition, units, created_by, created_at, schedule, consistency, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
                     b.vm, b.vm_uuid, b.kind, b.parent, b.checkpoint, b.pool, b.dir, b.why_full,
-                    b.definition, b.units, b.created_by, b.created_at, b.schedule, b.consistency
+                    b.definition, b.units, b.created_by, b.created_at, b.schedule, b.consistency,
+                    b.message
                 ],
             )?;
             let id = tx.last_insert_rowid();
@@ -144,6 +148,22 @@ impl Store {
             }
             tx.commit()?;
             Ok(id)
+        })
+    }
+
+    /// How consistent a running backup is, and why.
+    pub fn set_backup_consistency(
+        &self,
+        id: i64,
+        consistency: &str,
+        message: &str,
+    ) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE backups SET consistency = ?2, message = ?3 WHERE id = ?1",
+                params![id, consistency, message],
+            )
+            .map(|_| ())
         })
     }
 

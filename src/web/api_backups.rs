@@ -76,7 +76,8 @@ pub struct BackupRequest {
         incremental on the last backup to the same target (changed blocks only, through a \
         libvirt checkpoint); full again, with `why_full`, when that chain is broken. The copy \
         runs after this answers; follow it with `GET /api/v1/backups?vm=NAME`. The disks' \
-        state is crash-consistent (as a power cut would leave them). A VM that is off is \
+        state is crash-consistent (as a power cut would leave them), or file-system-consistent \
+        when the VM's guest agent froze its file systems for that moment. A VM that is off is \
         copied whole, disk by disk (clean, always full). The VM's definition and units are \
         kept with it.",
     params(("name" = String, Path, description = "The VM's name.")),

@@ -175,6 +175,12 @@ impl Hypervisor for FailAt {
     fn backup_status(&self, name: &str) -> HvResult<virtdeck::hypervisor::BackupStatus> {
         self.inner.backup_status(name)
     }
+    fn freeze_filesystems(&self, name: &str) -> HvResult<u32> {
+        self.inner.freeze_filesystems(name)
+    }
+    fn thaw_filesystems(&self, name: &str) -> HvResult<()> {
+        self.inner.thaw_filesystems(name)
+    }
     fn abort_backup(&self, name: &str) -> HvResult<()> {
         self.inner.abort_backup(name)
     }

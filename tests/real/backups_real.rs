@@ -83,7 +83,8 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
         false,
         &format!(
             "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
-             <source file='{}'/><target dev='vda' bus='virtio'/></disk>",
+             <source file='{}'/><target dev='vda' bus='virtio'/></disk>\
+             <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>",
             data.display()
         ),
     );
@@ -129,6 +130,15 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
         (json!("full"), json!("the first backup of this VM"))
     );
     let full = backup_done(&api, &vm, full["id"].as_i64().unwrap()).await;
+    // The guest has an agent channel but no agent: not frozen, and said.
+    assert_eq!(full["consistency"], "crash", "{full}");
+    assert!(
+        full["message"]
+            .as_str()
+            .unwrap()
+            .contains("guest agent did not freeze"),
+        "{full}"
+    );
 
     // Point two: 128 KiB of "TWO" at the start; the incremental holds about that.
     serial_until(
@@ -221,6 +231,7 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
             created_at: 1,
             schedule: None,
             consistency: "crash",
+            message: "",
             files: vec![("vda".into(), format!("{partial_dir}/vda.qcow2"), 64 << 20)],
         })
         .unwrap();
