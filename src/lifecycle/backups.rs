@@ -12,7 +12,7 @@ use crate::adapters::backup_files;
 use crate::domain::backup::{self, BackupInput, Link, PreviousBackup, Target};
 use crate::domain::capacity::admit;
 use crate::domain::clone::{clone_domain_xml, CloneEdits};
-use crate::domain::vmspec::{DiskFormat, Mac, VmName};
+use crate::domain::vmspec::{DiskFormat, VmName};
 use crate::domain::xml;
 use crate::hypervisor::{BackupStatus, Hypervisor};
 use crate::store::backups::{BackupRow, NewBackup};
@@ -678,20 +678,7 @@ pub fn restore_new(ctx: Ctx<'_>, id: i64, req: &RestoreRequest, by: By<'_>) -> L
             units,
             None,
         )?;
-        let mut taken: HashSet<String> = inv.macs_in_use.clone();
-        let mut macs = HashMap::new();
-        for old in def.nics.iter().filter_map(|n| n.mac.clone()) {
-            let new = loop {
-                let mut b = [0u8; 3];
-                rand::rng().fill_bytes(&mut b);
-                let mac = Mac::qemu_local(b).to_string();
-                if !taken.contains(&mac) {
-                    break mac;
-                }
-            };
-            taken.insert(new.clone());
-            macs.insert(old.to_ascii_lowercase(), new);
-        }
+        let macs = super::changes::new_macs(&def, &inv.macs_in_use);
         edits = CloneEdits {
             name: name.to_string(),
             uuid: random_uuid(),

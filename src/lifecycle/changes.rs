@@ -32,6 +32,29 @@ pub(super) fn locked(lock: &AdmissionLock) -> LcResult<std::sync::MutexGuard<'_,
     })
 }
 
+/// A new MAC for each of the definition's NICs (old MAC, lower case → new), unique among
+/// `in_use` and each other: a copy of a VM (clone, restore) must not share its MACs.
+pub(super) fn new_macs(
+    def: &xml::ParsedDomain,
+    in_use: &HashSet<String>,
+) -> HashMap<String, String> {
+    let mut taken = in_use.clone();
+    let mut macs = HashMap::new();
+    for old in def.nics.iter().filter_map(|n| n.mac.clone()) {
+        let new = loop {
+            let mut b = [0u8; 3];
+            rand::rng().fill_bytes(&mut b);
+            let mac = Mac::qemu_local(b).to_string();
+            if !taken.contains(&mac) {
+                break mac;
+            }
+        };
+        taken.insert(new.clone());
+        macs.insert(old.to_ascii_lowercase(), new);
+    }
+    macs
+}
+
 pub(super) fn find_vm(vms: &[VmSummary], name: &str) -> LcResult<VmSummary> {
     vms.iter()
         .find(|v| v.name == name)
@@ -505,20 +528,7 @@ pub fn plan_clone(
         }
 
         // New MACs, unique on the host.
-        let mut taken: HashSet<String> = inv.macs_in_use.clone();
-        let mut macs = HashMap::new();
-        for old in def.nics.iter().filter_map(|n| n.mac.clone()) {
-            let new = loop {
-                let mut b = [0u8; 3];
-                rand::rng().fill_bytes(&mut b);
-                let mac = Mac::qemu_local(b).to_string();
-                if !taken.contains(&mac) {
-                    break mac;
-                }
-            };
-            taken.insert(new.clone());
-            macs.insert(old.to_ascii_lowercase(), new);
-        }
+        let macs = new_macs(&def, &inv.macs_in_use);
         let logs = def
             .serial_log
             .iter()
