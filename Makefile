@@ -1,6 +1,6 @@
 # virtdeck — the two commands a new admin needs:
 #   make demo   install what is missing, build, run on the built-in demo host
-#   make test   install test dependencies (libvirt, QEMU, Chromium), build the test guest, run every test
+#   make test   install test dependencies (libvirt, QEMU, Chromium), build the test guests, run every test
 SHELL := /bin/bash
 CARGO ?= cargo
 DEMO_LISTEN ?= 0.0.0.0:9443
@@ -19,6 +19,7 @@ test-deps:
 	scripts/install-deps.sh test
 	scripts/start-libvirt.sh
 	scripts/build-test-guest.sh
+	scripts/build-test-image.sh
 
 # Browser code vendored from npm (noVNC, xterm.js), pinned by vendor-js/package-lock.json,
 # into static/vendor/; it is embedded in the binary, so it must exist before cargo build.

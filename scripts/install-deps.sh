@@ -2,6 +2,7 @@
 # Installs what virtdeck needs on Debian 12 (bookworm), idempotently.
 #   scripts/install-deps.sh build   libvirt and OpenSSL headers (security keys), pkg-config (enough for `make demo`)
 #   scripts/install-deps.sh test    + libvirtd, QEMU (backports), chromium, busybox, kernel,
+#                                   OVMF, swtpm, the Debian test image's builders (mmdebstrap, GRUB),
 #                                   openapi-spec-validator (PyPI, in target/pyvenv)
 #   scripts/install-deps.sh bench   + wrk (HTTP load generator) for `make bench`
 #   scripts/install-deps.sh package cargo-deb, cargo-generate-rpm (pinned), dpkg-dev, rpm (`make deb`,
@@ -19,7 +20,9 @@ package_pkgs=(dpkg-dev rpm systemd)
 # cargo subcommands that build the packages, pinned (cargo install --locked).
 package_tools=(cargo-deb@3.8.0 cargo-generate-rpm@0.21.1)
 test_pkgs=(chromium chromium-driver busybox-static cpio xz-utils iproute2 websockify
-  python3-websockify genisoimage passwd python3-venv)
+  python3-websockify genisoimage passwd python3-venv
+  mmdebstrap e2fsprogs dosfstools mtools gdisk grub-common grub-pc-bin
+  ovmf swtpm swtpm-tools)
 
 missing() {
   local p out=()
