@@ -47,6 +47,12 @@ impl Hypervisor for BenchHv {
     fn kvm_status(&self) -> virtdeck::domain::host::KvmStatus {
         self.inner.kvm_status()
     }
+    fn guest_capabilities(
+        &self,
+        virt_type: virtdeck::domain::host::VirtType,
+    ) -> HvResult<virtdeck::domain::guest_caps::GuestCapabilities> {
+        self.inner.guest_capabilities(virt_type)
+    }
     fn list_vms(&self) -> HvResult<Vec<virtdeck::domain::vm::VmSummary>> {
         self.inner.list_vms()
     }

@@ -1,6 +1,7 @@
 //! The libvirt implementation of [`Hypervisor`], through the `virt` crate.
 
-use crate::domain::host::{HostFacts, KvmStatus, Version};
+use crate::domain::guest_caps::{self, GuestCapabilities};
+use crate::domain::host::{HostFacts, KvmStatus, Version, VirtType};
 use crate::domain::inventory::{NetworkInfo, PoolInfo, VolumeInfo};
 use crate::domain::snapshot::{parse_snapshot, SnapshotInfo};
 use crate::domain::storage::{NetworkStatus, PoolStatus, PoolVolume};
@@ -293,6 +294,24 @@ impl Hypervisor for Libvirt {
         self.kvm.clone()
     }
 
+    fn guest_capabilities(&self, virt_type: VirtType) -> HvResult<GuestCapabilities> {
+        if is_test_uri(&self.uri) {
+            // The demo host simulates a KVM host with OVMF and swtpm installed.
+            return Ok(GuestCapabilities::simulated());
+        }
+        let conn = self.conn()?;
+        let xml = conn
+            .domain_capabilities(
+                None,
+                Some("x86_64"),
+                Some("q35"),
+                Some(virt_type.as_str()),
+                0,
+            )
+            .map_err(call("read what the host can give guests"))?;
+        Ok(guest_caps::parse(&xml))
+    }
+
     fn list_vms(&self) -> HvResult<Vec<VmSummary>> {
         let conn = self.conn()?;
         let domains = conn.list_all_domains(0).map_err(call("list the VMs"))?;
@@ -401,6 +420,13 @@ impl Hypervisor for Libvirt {
         let flags = virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
             | virt::sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
             | virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM;
+        // A VM's emulated TPM state goes with it (libvirt keeps it unless told).
+        if dom
+            .undefine_flags(flags | virt::sys::VIR_DOMAIN_UNDEFINE_TPM)
+            .is_ok()
+        {
+            return Ok(());
+        }
         match dom.undefine_flags(flags) {
             Ok(()) => Ok(()),
             // The test driver and old daemons may not know every flag.

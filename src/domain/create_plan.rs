@@ -6,12 +6,14 @@
 
 use super::capacity::{AdmissionError, Size, UnitModel};
 use super::cloudinit::{self, CheckedSeed, SeedInput};
+use super::guest_caps::{self, GuestCapabilities};
 use super::host::VirtType;
 use super::install_tree::TreeUrl;
 use super::inventory::{NetworkInfo, PoolInfo, VolumeInfo, GIB};
 use super::vm::VmSummary;
 use super::vmspec::{
-    BootSpec, Clock, DiskFormat, DiskSpec, Mac, NicModel, NicSource, NicSpec, VmName, VmSpec,
+    BootSpec, Clock, CpuSpec, DiskFormat, DiskSpec, Firmware, Mac, NicModel, NicSource, NicSpec,
+    VmName, VmSpec,
 };
 use super::volumes::{cdrom_refusal, existing_disk_refusal, VolumeUse};
 use super::xml;
@@ -46,6 +48,17 @@ pub struct CreateVmRequest {
     /// The seed for a `cloud_image` disk.
     #[serde(default)]
     pub cloud_init: Option<CloudInitRequest>,
+    /// BIOS (default), UEFI, or UEFI with Secure Boot.
+    #[serde(default)]
+    pub firmware: Option<Firmware>,
+    /// An emulated TPM 2.0.
+    #[serde(default)]
+    pub tpm: bool,
+    /// `default` (host-passthrough under KVM, QEMU's CPU under TCG), `host-passthrough`,
+    /// `host-model`, or a named model from `GET /api/v1/host` (`guest.cpu_models`).
+    /// Hosts with different CPUs migrate VMs only with a named model both have.
+    #[serde(default)]
+    pub cpu: Option<String>,
     /// Where installing guests fetch a kickstart when `[install] kickstart_base_url` is
     /// unset: filled by the web layer from the address virtdeck serves on.
     #[serde(skip)]
@@ -219,6 +232,8 @@ pub struct Snapshot {
     pub boot_files: HashMap<String, Result<String, String>>,
     /// Bridges the request names that exist on the host (outside libvirt's networks).
     pub host_bridges: HashSet<String>,
+    /// The firmware, TPM and CPU models the host can give guests.
+    pub guest: GuestCapabilities,
 }
 
 impl Snapshot {
@@ -354,6 +369,11 @@ pub fn plan(
         .nic
         .as_ref()
         .and_then(|n| plan_nic(n, snap, &mut mac_bytes, &mut errors));
+    let firmware = req.firmware.unwrap_or_default();
+    let cpu = CpuSpec::from_value(req.cpu.as_deref().unwrap_or_default());
+    for (at, message) in guest_caps::check_choice(&snap.guest, firmware, req.tpm, &cpu) {
+        errors.push(field(at, message));
+    }
 
     if !errors.is_empty() {
         return Err(errors);
@@ -375,6 +395,9 @@ pub fn plan(
             description: String::new(),
             serial_log: (virt_type != VirtType::Test)
                 .then(|| format!("{SERIAL_LOG_DIR}/{n}-serial.log", n = req.name.trim())),
+            firmware,
+            tpm: req.tpm,
+            cpu,
         },
         units: size_units.max(disk_units),
         size_units,
@@ -1133,6 +1156,7 @@ mod tests {
             inspected,
             boot_files: HashMap::new(),
             host_bridges: HashSet::new(),
+            guest: GuestCapabilities::simulated(),
         }
     }
 

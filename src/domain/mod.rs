@@ -9,6 +9,7 @@ pub mod clone;
 pub mod cloudinit;
 pub mod create_plan;
 pub mod fleet;
+pub mod guest_caps;
 pub mod host;
 pub mod host_devices;
 pub mod host_export;

@@ -830,6 +830,7 @@ mod tests {
             inspected,
             boot_files: HashMap::new(),
             host_bridges: HashSet::new(),
+            guest: Default::default(),
         }
     }
 

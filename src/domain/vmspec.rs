@@ -192,6 +192,97 @@ pub enum Clock {
     Localtime,
 }
 
+/// The firmware a VM boots with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Firmware {
+    /// SeaBIOS on the `pc` (i440fx) machine: what every OS boots with.
+    #[default]
+    Bios,
+    /// OVMF (UEFI) on the `q35` machine, Secure Boot off.
+    Uefi,
+    /// OVMF with Secure Boot on and Microsoft's and the distributions' keys enrolled
+    /// (what Windows 11 and signed Linux boot loaders expect); needs SMM.
+    UefiSecureBoot,
+}
+
+impl Firmware {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+            Firmware::UefiSecureBoot => "uefi_secure_boot",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Firmware> {
+        [Firmware::Bios, Firmware::Uefi, Firmware::UefiSecureBoot]
+            .into_iter()
+            .find(|f| f.as_str() == s)
+    }
+
+    /// How the VM page and the form name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Firmware::Bios => "BIOS",
+            Firmware::Uefi => "UEFI",
+            Firmware::UefiSecureBoot => "UEFI + Secure Boot",
+        }
+    }
+
+    pub fn is_uefi(self) -> bool {
+        self != Firmware::Bios
+    }
+
+    /// The machine type: UEFI guests get `q35` (Secure Boot needs its SMM), BIOS guests
+    /// keep `pc`, whose IDE CD-ROM works with kernels that lack AHCI.
+    pub fn machine(self) -> &'static str {
+        if self.is_uefi() {
+            "q35"
+        } else {
+            "pc"
+        }
+    }
+}
+
+/// The virtual CPU a VM sees.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "mode", content = "model", rename_all = "kebab-case")]
+pub enum CpuSpec {
+    /// The hypervisor's default: `host-passthrough` under KVM, QEMU's own CPU under TCG.
+    #[default]
+    Default,
+    /// The host's CPU as it is (fastest; migrates only to identical hosts).
+    HostPassthrough,
+    /// The named model closest to the host's CPU, with its extra features.
+    HostModel,
+    /// A named model from libvirt's list for this host (e.g. `Nehalem`): what hosts with
+    /// different CPUs have in common, so VMs can migrate between them.
+    Custom(String),
+}
+
+impl CpuSpec {
+    /// The form's and the API's value: `default`, `host-passthrough`, `host-model`, or a
+    /// model name.
+    pub fn as_value(&self) -> &str {
+        match self {
+            CpuSpec::Default => "default",
+            CpuSpec::HostPassthrough => "host-passthrough",
+            CpuSpec::HostModel => "host-model",
+            CpuSpec::Custom(m) => m,
+        }
+    }
+
+    pub fn from_value(v: &str) -> CpuSpec {
+        match v.trim() {
+            "" | "default" => CpuSpec::Default,
+            "host-passthrough" => CpuSpec::HostPassthrough,
+            "host-model" => CpuSpec::HostModel,
+            m => CpuSpec::Custom(m.to_string()),
+        }
+    }
+}
+
 /// Everything needed to define a VM.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VmSpec {
@@ -208,6 +299,10 @@ pub struct VmSpec {
     pub description: String,
     /// A file where libvirt keeps everything the serial console printed.
     pub serial_log: Option<String>,
+    pub firmware: Firmware,
+    /// An emulated TPM 2.0 (swtpm), its state kept by libvirt per VM.
+    pub tpm: bool,
+    pub cpu: CpuSpec,
 }
 
 #[cfg(test)]
@@ -239,5 +334,19 @@ mod tests {
         assert_eq!(Mac::parse("01:00:5e:00:00:01"), Err(MacError::Multicast));
         assert_eq!(Mac::parse("00:00:00:00:00:00"), Err(MacError::Zero));
         assert_eq!(Mac::qemu_local([1, 2, 3]).to_string(), "52:54:00:01:02:03");
+    }
+
+    #[test]
+    fn firmware_and_cpu_values_round_trip() {
+        for f in [Firmware::Bios, Firmware::Uefi, Firmware::UefiSecureBoot] {
+            assert_eq!(Firmware::parse(f.as_str()), Some(f));
+        }
+        assert_eq!(Firmware::parse("efi"), None);
+        assert_eq!(Firmware::Bios.machine(), "pc");
+        assert_eq!(Firmware::UefiSecureBoot.machine(), "q35");
+        for v in ["default", "host-passthrough", "host-model", "Nehalem"] {
+            assert_eq!(CpuSpec::from_value(v).as_value(), v);
+        }
+        assert_eq!(CpuSpec::from_value(""), CpuSpec::Default);
     }
 }

@@ -6,7 +6,7 @@
 //! markup by pasting strings here.
 
 use super::host::VirtType;
-use super::vmspec::{BootSpec, Clock, DiskFormat, NicSource, VmSpec};
+use super::vmspec::{BootSpec, Clock, CpuSpec, DiskFormat, Firmware, NicSource, VmSpec};
 use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesStart, BytesText, Event};
 use quick_xml::{Reader, Writer, XmlVersion};
@@ -99,13 +99,31 @@ fn write_domain<W: Write>(w: &mut Writer<W>, spec: &VmSpec, on_reboot: &str) -> 
             text_el(w, "memory", &[("unit", "MiB")], &memory)?;
             text_el(w, "currentMemory", &[("unit", "MiB")], &memory)?;
             text_el(w, "vcpu", &[("placement", "static")], &vcpus)?;
-            write_os(w, &spec.boot)?;
+            write_os(w, &spec.boot, spec.firmware)?;
             w.create_element("features").write_inner_content(|w| {
                 empty_el(w, "acpi", &[])?;
-                empty_el(w, "apic", &[])
+                empty_el(w, "apic", &[])?;
+                if spec.firmware == Firmware::UefiSecureBoot {
+                    // OVMF's Secure Boot build keeps its variables safe only in SMM.
+                    empty_el(w, "smm", &[("state", "on")])?;
+                }
+                Ok(())
             })?;
-            if spec.virt_type == VirtType::Kvm {
-                empty_el(w, "cpu", &[("mode", "host-passthrough")])?;
+            match &spec.cpu {
+                CpuSpec::Default if spec.virt_type == VirtType::Kvm => {
+                    empty_el(w, "cpu", &[("mode", "host-passthrough")])?
+                }
+                CpuSpec::Default => {}
+                CpuSpec::HostPassthrough => empty_el(w, "cpu", &[("mode", "host-passthrough")])?,
+                CpuSpec::HostModel => empty_el(w, "cpu", &[("mode", "host-model")])?,
+                CpuSpec::Custom(model) => {
+                    w.create_element("cpu")
+                        .with_attribute(("mode", "custom"))
+                        .with_attribute(("match", "exact"))
+                        .write_inner_content(|w| {
+                            text_el(w, "model", &[("fallback", "forbid")], model)
+                        })?;
+                }
             }
             let offset = match spec.clock {
                 Clock::Utc => "utc",
@@ -122,10 +140,41 @@ fn write_domain<W: Write>(w: &mut Writer<W>, spec: &VmSpec, on_reboot: &str) -> 
     Ok(())
 }
 
-fn write_os<W: Write>(w: &mut Writer<W>, boot: &BootSpec) -> io::Result<()> {
-    w.create_element("os").write_inner_content(|w| {
-        // i440fx ('pc') on purpose: its IDE CD-ROM works with kernels that lack AHCI.
-        text_el(w, "type", &[("arch", "x86_64"), ("machine", "pc")], "hvm")?;
+fn write_os<W: Write>(w: &mut Writer<W>, boot: &BootSpec, firmware: Firmware) -> io::Result<()> {
+    let mut os = w.create_element("os");
+    if firmware.is_uefi() {
+        // libvirt picks the OVMF build from the firmware descriptors and makes the VM's
+        // own variable store (NVRAM) from its template.
+        os = os.with_attribute(("firmware", "efi"));
+    }
+    os.write_inner_content(|w| {
+        // i440fx ('pc') for BIOS on purpose: its IDE CD-ROM works with kernels that lack
+        // AHCI. UEFI guests get q35 (CD-ROMs on virtio-scsi there, for the same reason).
+        text_el(
+            w,
+            "type",
+            &[("arch", "x86_64"), ("machine", firmware.machine())],
+            "hvm",
+        )?;
+        if firmware.is_uefi() {
+            let secure = if firmware == Firmware::UefiSecureBoot {
+                "yes"
+            } else {
+                "no"
+            };
+            w.create_element("firmware").write_inner_content(|w| {
+                empty_el(
+                    w,
+                    "feature",
+                    &[("enabled", secure), ("name", "enrolled-keys")],
+                )?;
+                empty_el(
+                    w,
+                    "feature",
+                    &[("enabled", secure), ("name", "secure-boot")],
+                )
+            })?;
+        }
         match boot {
             BootSpec::Disk => empty_el(w, "boot", &[("dev", "hd")])?,
             BootSpec::Cdrom => {
@@ -156,12 +205,16 @@ fn write_os<W: Write>(w: &mut Writer<W>, boot: &BootSpec) -> io::Result<()> {
 
 fn write_devices<W: Write>(w: &mut Writer<W>, spec: &VmSpec) -> io::Result<()> {
     let mut virtio_index = 0;
-    // CD-ROMs start at hdc: the secondary IDE master, where installers look first.
-    let mut ide_index = 2;
+    // CD-ROMs start at hdc: the secondary IDE master, where installers look first. On
+    // q35 (no IDE) they go on a virtio-scsi controller, sda first.
+    let q35 = spec.firmware.machine() == "q35";
+    let mut ide_index = if q35 { 0 } else { 2 };
+    let cdrom_prefix = if q35 { "sd" } else { "hd" };
+    let cdrom_bus = if q35 { "scsi" } else { "ide" };
     for disk in &spec.disks {
         let target = if disk.cdrom {
             ide_index += 1;
-            disk_target("hd", ide_index - 1)
+            disk_target(cdrom_prefix, ide_index - 1)
         } else {
             virtio_index += 1;
             disk_target("vd", virtio_index - 1)
@@ -172,7 +225,7 @@ fn write_devices<W: Write>(w: &mut Writer<W>, spec: &VmSpec) -> io::Result<()> {
             ("file", "file")
         };
         let device = if disk.cdrom { "cdrom" } else { "disk" };
-        let bus = if disk.cdrom { "ide" } else { "virtio" };
+        let bus = if disk.cdrom { cdrom_bus } else { "virtio" };
         w.create_element("disk")
             .with_attribute(("type", kind))
             .with_attribute(("device", device))
@@ -189,6 +242,14 @@ fn write_devices<W: Write>(w: &mut Writer<W>, spec: &VmSpec) -> io::Result<()> {
                 }
                 Ok(())
             })?;
+    }
+
+    if q35 && spec.disks.iter().any(|d| d.cdrom) {
+        empty_el(
+            w,
+            "controller",
+            &[("type", "scsi"), ("model", "virtio-scsi")],
+        )?;
     }
 
     if let Some(nic) = &spec.nic {
@@ -228,6 +289,14 @@ fn write_devices<W: Write>(w: &mut Writer<W>, spec: &VmSpec) -> io::Result<()> {
     w.create_element("video")
         .write_inner_content(|w| empty_el(w, "model", &[("type", "vga")]))?;
     empty_el(w, "input", &[("type", "tablet"), ("bus", "usb")])?;
+    if spec.tpm {
+        let model = if q35 { "tpm-crb" } else { "tpm-tis" };
+        w.create_element("tpm")
+            .with_attribute(("model", model))
+            .write_inner_content(|w| {
+                empty_el(w, "backend", &[("type", "emulator"), ("version", "2.0")])
+            })?;
+    }
     empty_el(w, "memballoon", &[("model", "virtio")])?;
     Ok(())
 }
@@ -317,6 +386,15 @@ pub struct ParsedDomain {
     /// Boot order as `<os><boot dev=...>` values (hd, cdrom, network, fd). When the XML
     /// uses per-device `<boot order=...>` instead, derived from those in order.
     pub boot_devs: Vec<String>,
+    /// `bios` or `uefi` (`<os firmware='efi'>` or a pflash `<loader>`).
+    pub firmware: String,
+    /// UEFI with Secure Boot (`secure-boot` firmware feature, or a secure loader).
+    pub secure_boot: bool,
+    /// The TPM device: its model and version, e.g. `tpm-crb 2.0`.
+    pub tpm: Option<String>,
+    /// The CPU: `host-passthrough`, `host-model`, `maximum` or a named model; none for
+    /// the hypervisor's default.
+    pub cpu: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, utoipa::ToSchema)]
@@ -526,6 +604,34 @@ impl Parser {
         match path.as_slice() {
             ["domain"] => self.out.domain_type = a.owned("type").unwrap_or_default(),
             ["domain", "memory"] => self.memory_unit = a.owned("unit"),
+            ["domain", "os"] if a.get("firmware") == Some("efi") => {
+                self.out.firmware = "uefi".into();
+            }
+            ["domain", "os", "loader"] => {
+                if a.get("type") == Some("pflash") {
+                    self.out.firmware = "uefi".into();
+                }
+                if a.get("secure") == Some("yes") {
+                    self.out.secure_boot = true;
+                }
+            }
+            ["domain", "os", "firmware", "feature"]
+                if a.get("name") == Some("secure-boot") && a.get("enabled") == Some("yes") =>
+            {
+                self.out.secure_boot = true;
+            }
+            ["domain", "cpu"] => {
+                self.out.cpu = a.get("mode").filter(|m| *m != "custom").map(str::to_string)
+            }
+            ["domain", "devices", "tpm"] => {
+                self.out.tpm = Some(a.owned("model").unwrap_or_else(|| "tpm-tis".into()))
+            }
+            ["domain", "devices", "tpm", "backend"] => {
+                if let (Some(t), Some(v)) = (self.out.tpm.as_mut(), a.get("version")) {
+                    t.push(' ');
+                    t.push_str(v);
+                }
+            }
             ["domain", "os", "type"] => self.out.machine = a.owned("machine"),
             ["domain", "os", "boot"] => {
                 if let Some(dev) = a.get("dev") {
@@ -687,6 +793,9 @@ impl Parser {
             ["domain", "memory"] => {
                 self.out.memory_mib = memory_to_mib(text.trim(), self.memory_unit.as_deref())?;
             }
+            ["domain", "cpu", "model"] if self.out.cpu.is_none() => {
+                self.out.cpu = Some(text.trim().to_string())
+            }
             ["domain", "os", "kernel"] => self.out.kernel = Some(text.trim().to_string()),
             ["domain", "os", "initrd"] => self.out.initrd = Some(text.trim().to_string()),
             ["domain", "devices", "disk"] => {
@@ -736,6 +845,9 @@ impl Parser {
         if !self.seen_vcpu {
             // libvirt's default when <vcpu> is absent.
             self.out.vcpus = 1;
+        }
+        if self.out.firmware.is_empty() {
+            self.out.firmware = "bios".into();
         }
         if self.out.boot_devs.is_empty() && !self.device_boot.is_empty() {
             self.device_boot.sort_by_key(|(order, _)| *order);
@@ -848,7 +960,107 @@ pub(crate) mod tests {
             clock: Clock::Utc,
             description: String::new(),
             serial_log: None,
+            firmware: Firmware::Bios,
+            tpm: false,
+            cpu: CpuSpec::Default,
         }
+    }
+
+    #[test]
+    fn uefi_secure_boot_with_a_tpm_on_q35() {
+        let mut spec = cdrom_spec(VirtType::Qemu);
+        spec.firmware = Firmware::UefiSecureBoot;
+        spec.tpm = true;
+        let xml = domain_xml(&spec);
+        assert!(xml.contains("<os firmware=\"efi\">"), "{xml}");
+        assert!(xml.contains("machine=\"q35\""), "{xml}");
+        assert!(
+            xml.contains("<feature enabled=\"yes\" name=\"secure-boot\"/>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<feature enabled=\"yes\" name=\"enrolled-keys\"/>"),
+            "{xml}"
+        );
+        assert!(xml.contains("<smm state=\"on\"/>"), "{xml}");
+        assert!(xml.contains("<tpm model=\"tpm-crb\">"), "{xml}");
+        assert!(
+            xml.contains("<backend type=\"emulator\" version=\"2.0\"/>"),
+            "{xml}"
+        );
+        // q35 has no IDE: the CD-ROM is on virtio-scsi, which the cloud kernel has.
+        assert!(xml.contains("bus=\"scsi\""), "{xml}");
+        assert!(
+            xml.contains("<controller type=\"scsi\" model=\"virtio-scsi\"/>"),
+            "{xml}"
+        );
+        assert!(!xml.contains("bus=\"ide\""), "{xml}");
+        let d = parse_domain(&xml).unwrap();
+        assert_eq!(d.firmware, "uefi");
+        assert!(d.secure_boot);
+        assert_eq!(d.tpm.as_deref(), Some("tpm-crb 2.0"));
+        assert!(d.scsi_controller);
+    }
+
+    #[test]
+    fn plain_uefi_turns_secure_boot_off_and_bios_stays_on_pc() {
+        let mut spec = base_spec(VirtType::Qemu);
+        spec.firmware = Firmware::Uefi;
+        let xml = domain_xml(&spec);
+        assert!(
+            xml.contains("<feature enabled=\"no\" name=\"secure-boot\"/>"),
+            "{xml}"
+        );
+        assert!(!xml.contains("smm"), "{xml}");
+        assert!(!xml.contains("<tpm"), "{xml}");
+        let d = parse_domain(&xml).unwrap();
+        assert_eq!((d.firmware.as_str(), d.secure_boot), ("uefi", false));
+        let bios = domain_xml(&base_spec(VirtType::Qemu));
+        assert!(!bios.contains("firmware"), "{bios}");
+        assert!(bios.contains("machine=\"pc\""), "{bios}");
+        assert_eq!(parse_domain(&bios).unwrap().firmware, "bios");
+    }
+
+    #[test]
+    fn firmware_as_libvirt_expands_it_is_read_back() {
+        // What libvirt stores after define: loader and NVRAM filled in, no firmware attribute.
+        let d = parse_domain(
+            "<domain type='qemu'><name>a</name><memory unit='KiB'>65536</memory><vcpu>1</vcpu>\
+             <os><type arch='x86_64' machine='pc-q35-10.0'>hvm</type>\
+             <loader readonly='yes' secure='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.ms.fd</loader>\
+             <nvram template='/usr/share/OVMF/OVMF_VARS_4M.ms.fd'>/var/lib/libvirt/qemu/nvram/a_VARS.fd</nvram></os>\
+             <cpu mode='custom' match='exact'><model fallback='forbid'>Nehalem</model></cpu>\
+             <devices><tpm model='tpm-tis'><backend type='emulator' version='2.0'/></tpm></devices></domain>",
+        )
+        .unwrap();
+        assert_eq!(d.firmware, "uefi");
+        assert!(d.secure_boot);
+        assert_eq!(d.tpm.as_deref(), Some("tpm-tis 2.0"));
+        assert_eq!(d.cpu.as_deref(), Some("Nehalem"));
+    }
+
+    #[test]
+    fn cpu_choices_render() {
+        let mut spec = base_spec(VirtType::Qemu);
+        assert!(!domain_xml(&spec).contains("<cpu"));
+        spec.cpu = CpuSpec::HostModel;
+        assert!(domain_xml(&spec).contains("<cpu mode=\"host-model\"/>"));
+        spec.cpu = CpuSpec::Custom("Nehalem<".into());
+        let xml = domain_xml(&spec);
+        assert!(
+            xml.contains("<cpu mode=\"custom\" match=\"exact\">"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<model fallback=\"forbid\">Nehalem&lt;</model>"),
+            "{xml}"
+        );
+        assert_eq!(parse_domain(&xml).unwrap().cpu.as_deref(), Some("Nehalem<"));
+        spec.cpu = CpuSpec::HostPassthrough;
+        assert_eq!(
+            parse_domain(&domain_xml(&spec)).unwrap().cpu.as_deref(),
+            Some("host-passthrough")
+        );
     }
 
     /// Kernel boot + a CD-ROM + a bridge NIC.

@@ -1,7 +1,8 @@
 //! The hypervisor port: what virtdeck asks of libvirt, as a trait, and its libvirt
 //! implementation (the only module that imports `virt`).
 
-use crate::domain::host::{HostFacts, KvmStatus};
+use crate::domain::guest_caps::GuestCapabilities;
+use crate::domain::host::{HostFacts, KvmStatus, VirtType};
 use crate::domain::inventory::{NetworkInfo, PoolInfo};
 use crate::domain::snapshot::SnapshotInfo;
 use crate::domain::storage::{NetworkStatus, PoolStatus, PoolVolume};
@@ -84,6 +85,9 @@ pub trait Hypervisor: Send + Sync {
     fn host_facts(&self) -> HvResult<HostFacts>;
     /// KVM usability as found at start-up.
     fn kvm_status(&self) -> KvmStatus;
+    /// The firmware, TPM and CPU models this host can give a guest of `virt_type`
+    /// (libvirt's domain capabilities for the q35 machine).
+    fn guest_capabilities(&self, virt_type: VirtType) -> HvResult<GuestCapabilities>;
     fn list_vms(&self) -> HvResult<Vec<VmSummary>>;
     /// Storage pools with their volumes.
     fn pools(&self) -> HvResult<Vec<PoolInfo>>;

@@ -815,6 +815,11 @@ pub fn create_snapshot(
         return Err(LifecycleError::Invalid(errors));
     };
     let def = definition(hv, name)?;
+    if def.firmware == "uefi" {
+        return Err(LifecycleError::Conflict(format!(
+            "{name} boots with UEFI firmware: libvirt cannot keep the firmware's variables in a snapshot, so it takes none of this VM. Use Back up now instead: a backup keeps its disks and definition."
+        )));
+    }
     if def.domain_type != "test" {
         if let Some(d) = def.disks.iter().find(|d| {
             d.device == "disk" && d.source.is_some() && d.format.as_deref() != Some("qcow2")

@@ -347,6 +347,7 @@ fn inventory(hv: &dyn Hypervisor, store: &Store, cfg: &LifecycleSettings) -> LcR
             inspected: HashMap::new(),
             boot_files: HashMap::new(),
             host_bridges: HashSet::new(),
+            guest: Default::default(),
         },
         rows,
     })
@@ -359,9 +360,20 @@ fn read_for_create(
     store: &Store,
     cfg: &LifecycleSettings,
     req: &CreateVmRequest,
+    virt_type: VirtType,
 ) -> LcResult<(Inventory, Vec<(String, u32)>)> {
     let mut inv = inventory(hv, store, cfg)?;
     inspect_named(hv, store, cfg, req, &mut inv.snapshot);
+    let asks_for_more = req.firmware.is_some_and(|f| f.is_uefi())
+        || req.tpm
+        || req
+            .cpu
+            .as_deref()
+            .is_some_and(|c| !matches!(c.trim(), "" | "default"));
+    if asks_for_more {
+        // Only what the request asks for is looked up: a plain create needs none of it.
+        inv.snapshot.guest = hv.guest_capabilities(virt_type).unwrap_or_default();
+    }
     let flavors: Vec<(String, u32)> = store
         .flavors()?
         .into_iter()
@@ -429,7 +441,7 @@ pub fn check_create(
     let Ok(virt_type) = virt_type else {
         return Ok(Vec::new());
     };
-    let (inv, flavors) = read_for_create(hv, store, cfg, req)?;
+    let (inv, flavors) = read_for_create(hv, store, cfg, req, virt_type)?;
     let claims = claims(&inv.model, &inv.vms, &inv.rows);
     let admission = |units: u32| admit(&inv.model, &claims, units, None).err();
     match plan(req, &inv, &flavors, virt_type) {
@@ -475,7 +487,7 @@ pub fn create(
                 "The admission lock is broken after an earlier failure; restart virtdeck.",
             )
         })?;
-        let (inv, flavors) = read_for_create(hv, store, cfg, req)?;
+        let (inv, flavors) = read_for_create(hv, store, cfg, req, virt_type)?;
         let plan = plan(req, &inv, &flavors, virt_type).map_err(LifecycleError::Invalid)?;
         let kickstart = match &req.install {
             InstallRequest::Url { kickstart: ks, .. } => kickstart::plan(

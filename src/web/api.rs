@@ -8,6 +8,7 @@ use super::openapi::{
 };
 use super::session::Authed;
 use super::{hv, lc, AppState};
+use crate::domain::guest_caps::GuestCapabilities;
 use crate::domain::host::{HostFacts, KvmStatus};
 use crate::domain::snapshot::SnapshotInfo;
 use crate::domain::vm::{VmAction, VmCounts};
@@ -74,6 +75,9 @@ pub struct HostBody {
     vms: VmCounts,
     /// Units and who holds them; null when it cannot be read.
     capacity: Option<Capacity>,
+    /// What new VMs can have here: UEFI, Secure Boot, an emulated TPM, CPU modes and
+    /// named CPU models (the values of a create's `cpu`); null when it cannot be read.
+    guest: Option<GuestCapabilities>,
 }
 
 #[utoipa::path(
@@ -85,11 +89,17 @@ pub struct HostBody {
     description = "Role: viewer. Host facts (CPU, memory, libvirt and QEMU versions), the KVM \
         probe's finding, the virtualization type in use, VM counts, and `capacity`: the unit \
         model, the size of one unit, used and free units, every VM's claim (`managed: false` \
-        for VMs defined outside virtdeck, counted by their real size) and per-pool GiB per unit.",
+        for VMs defined outside virtdeck, counted by their real size) and per-pool GiB per unit; \
+        `guest`: UEFI, Secure Boot, TPM and the named CPU models new VMs can have.",
     responses((status = 200, description = "The host.", body = HostBody), ReadErrors)
 )]
 pub async fn host(state: web::Data<AppState>, _who: Authed) -> Result<HttpResponse, AppError> {
-    let (facts, vms) = hv(&state, |h| Ok((h.host_facts()?, h.list_vms()?))).await?;
+    let virt_type = state.virt_type.as_ref().ok().copied();
+    let (facts, vms, guest) = hv(&state, move |h| {
+        let guest = virt_type.and_then(|v| h.guest_capabilities(v).ok());
+        Ok((h.host_facts()?, h.list_vms()?, guest))
+    })
+    .await?;
     let capacity = lc(&state, |s| {
         lifecycle::capacity(s.hv.as_ref(), &s.store, &s.lifecycle)
     })
@@ -102,6 +112,7 @@ pub async fn host(state: web::Data<AppState>, _who: Authed) -> Result<HttpRespon
         virt_type_error: state.virt_type.as_ref().err().cloned(),
         vms: VmCounts::of(&vms),
         capacity,
+        guest,
     }))
 }
 

@@ -110,6 +110,12 @@ impl Hypervisor for FailAt {
     fn kvm_status(&self) -> KvmStatus {
         self.inner.kvm_status()
     }
+    fn guest_capabilities(
+        &self,
+        virt_type: virtdeck::domain::host::VirtType,
+    ) -> HvResult<virtdeck::domain::guest_caps::GuestCapabilities> {
+        self.inner.guest_capabilities(virt_type)
+    }
     fn list_vms(&self) -> HvResult<Vec<VmSummary>> {
         self.inner.list_vms()
     }

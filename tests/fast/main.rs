@@ -17,6 +17,7 @@ mod bench_scale;
 mod cli;
 mod cloudinit;
 mod fetch_policy;
+mod firmware;
 mod fleet;
 mod hostile_routes;
 mod hostile_secrets;

@@ -24,7 +24,8 @@ use virtdeck::domain::storage::{
     check_absolute_path, normalize_path, parse_pool_xml, parse_volume_format,
 };
 use virtdeck::domain::vmspec::{
-    BootSpec, Clock, DiskFormat, DiskSpec, Mac, NicModel, NicSource, NicSpec, VmName, VmSpec,
+    BootSpec, Clock, CpuSpec, DiskFormat, DiskSpec, Firmware, Mac, NicModel, NicSource, NicSpec,
+    VmName, VmSpec,
 };
 use virtdeck::domain::xml::{domain_xml, install_domain_xml, macs_in, parse_domain};
 use virtdeck::web::pages::safe_next;
@@ -254,11 +255,37 @@ fn spec() -> impl Strategy<Value = VmSpec> {
         boot(),
         proptest::option::of(nic()),
         prop_oneof![Just(Clock::Utc), Just(Clock::Localtime)],
-        text(80),
+        (
+            text(80),
+            prop_oneof![
+                Just(Firmware::Bios),
+                Just(Firmware::Uefi),
+                Just(Firmware::UefiSecureBoot)
+            ],
+            any::<bool>(),
+            prop_oneof![
+                Just(CpuSpec::Default),
+                Just(CpuSpec::HostPassthrough),
+                Just(CpuSpec::HostModel),
+                "[A-Za-z][A-Za-z0-9_-]{0,20}".prop_map(CpuSpec::Custom)
+            ],
+        ),
         proptest::option::of(text(30).prop_map(|p| format!("/{p}"))),
     )
         .prop_map(
-            |(name, uuid, virt_type, vcpus, memory_mib, disks, boot, nic, clock, d, log)| VmSpec {
+            |(
+                name,
+                uuid,
+                virt_type,
+                vcpus,
+                memory_mib,
+                disks,
+                boot,
+                nic,
+                clock,
+                (d, firmware, tpm, cpu),
+                log,
+            )| VmSpec {
                 name: VmName::parse(&name).expect("a name from the allowed alphabet"),
                 uuid,
                 virt_type,
@@ -270,6 +297,9 @@ fn spec() -> impl Strategy<Value = VmSpec> {
                 clock,
                 description: d,
                 serial_log: log,
+                firmware,
+                tpm,
+                cpu,
             },
         )
 }
@@ -347,13 +377,28 @@ proptest! {
         prop_assert_eq!(d.memory_mib, spec.memory_mib);
         prop_assert_eq!(&d.description, &spec.description);
         prop_assert_eq!(d.disks.len(), spec.disks.len());
+        prop_assert_eq!(d.firmware.as_str(), if spec.firmware.is_uefi() { "uefi" } else { "bios" });
+        prop_assert_eq!(d.secure_boot, spec.firmware == Firmware::UefiSecureBoot);
+        prop_assert_eq!(d.tpm.is_some(), spec.tpm);
+        let cpu = match (&spec.cpu, spec.virt_type) {
+            (CpuSpec::Default, VirtType::Kvm) => Some("host-passthrough"),
+            (CpuSpec::Default, _) => None,
+            (c, _) => Some(c.as_value()),
+        };
+        prop_assert_eq!(d.cpu.as_deref(), cpu);
         let mut targets = std::collections::HashSet::new();
         for (got, want) in d.disks.iter().zip(&spec.disks) {
             prop_assert_eq!(got.source.as_deref(), Some(want.path.as_str()));
             prop_assert_eq!(got.format.as_deref(), Some(want.format.as_str()));
             prop_assert_eq!(got.device.as_str(), if want.cdrom { "cdrom" } else { "disk" });
-            prop_assert_eq!(got.bus.as_str(), if want.cdrom { "ide" } else { "virtio" });
-            let prefix = if want.cdrom { "hd" } else { "vd" };
+            let q35 = spec.firmware.is_uefi();
+            let cdrom_bus = if q35 { "scsi" } else { "ide" };
+            prop_assert_eq!(got.bus.as_str(), if want.cdrom { cdrom_bus } else { "virtio" });
+            let prefix = match (want.cdrom, q35) {
+                (false, _) => "vd",
+                (true, true) => "sd",
+                (true, false) => "hd",
+            };
             prop_assert!(got.target.starts_with(prefix), "target {}", got.target);
             prop_assert!(targets.insert(got.target.clone()), "target {} twice", got.target);
         }

@@ -54,6 +54,9 @@ fn interrupted_creates_are_rolled_back_and_vanished_vms_release_their_units() {
         clock: Clock::Utc,
         description: String::new(),
         serial_log: None,
+        firmware: Default::default(),
+        tpm: false,
+        cpu: Default::default(),
     }))
     .unwrap();
     // And a VM virtdeck made that someone removed with virsh while virtdeck was down.

@@ -4,6 +4,7 @@ use super::super::errors::{html, AppError};
 use super::super::session::Authed;
 use super::super::{hv, AppState};
 use super::Chrome;
+use crate::domain::guest_caps::GuestCapabilities;
 use crate::domain::host::{HostFacts, KvmStatus};
 use crate::domain::vm::VmCounts;
 use crate::lifecycle::{self, Capacity};
@@ -24,10 +25,17 @@ struct HostPage {
     overcommit: Option<String>,
     capacity: Result<Capacity, String>,
     usage: super::super::usage::Charts,
+    /// Firmware, TPM and CPU models guests can have here; none when unreadable.
+    guest: Option<GuestCapabilities>,
 }
 
 pub async fn host_page(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
-    let (facts, vms) = hv(&state, |h| Ok((h.host_facts()?, h.list_vms()?))).await?;
+    let virt_type = state.virt_type.as_ref().ok().copied();
+    let (facts, vms, guest) = hv(&state, move |h| {
+        let guest = virt_type.and_then(|v| h.guest_capabilities(v).ok());
+        Ok((h.host_facts()?, h.list_vms()?, guest))
+    })
+    .await?;
     let capacity = super::super::lc(&state, |s| {
         lifecycle::capacity(s.hv.as_ref(), &s.store, &s.lifecycle)
     })
@@ -57,6 +65,7 @@ pub async fn host_page(state: web::Data<AppState>, who: Authed) -> Result<HttpRe
         capacity,
         facts,
         usage: super::super::usage::host_charts(&state),
+        guest,
     };
     Ok(html(StatusCode::OK, &page))
 }

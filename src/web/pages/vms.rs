@@ -6,13 +6,14 @@ use super::super::{lc, now, AppState};
 use super::Chrome;
 use crate::auth::Role;
 use crate::domain::capacity::{Size, UnitModel};
+use crate::domain::guest_caps::GuestCapabilities;
 use crate::domain::inventory::{NetworkInfo, PoolInfo};
 use crate::domain::listing::{
     self, ListQuery, Page, StateFilter, DEFAULT_PER_PAGE, PER_PAGE_CHOICES,
 };
 use crate::domain::snapshot::SnapshotInfo;
 use crate::domain::vm::{VmAction, VmEvent, VmState};
-use crate::domain::vmspec::{Clock, DiskFormat, NicModel};
+use crate::domain::vmspec::{Clock, DiskFormat, Firmware, NicModel};
 use crate::domain::xml::ParsedDomain;
 use crate::lifecycle::{
     self, Capacity, CreateVmRequest, DiskRequest, FieldError, InstallRequest, LifecycleError,
@@ -174,6 +175,11 @@ pub struct CreateForm {
     pub ci_user_data: String,
     /// Network install: a stored kickstart's name, or empty for none.
     pub kickstart: String,
+    /// `bios`, `uefi` or `uefi_secure_boot`.
+    pub firmware: String,
+    pub tpm: Option<String>,
+    /// `default`, `host-passthrough`, `host-model` or a named model.
+    pub cpu: String,
 }
 
 pub(super) fn number<T: std::str::FromStr>(
@@ -312,6 +318,21 @@ impl CreateForm {
             autostart: self.autostart.is_some(),
             start: self.then != "define",
             cloud_init,
+            firmware: match self.firmware.trim() {
+                "" => None,
+                f => {
+                    let parsed = Firmware::parse(f);
+                    if parsed.is_none() {
+                        errors.push(FieldError {
+                            field: "firmware",
+                            message: "Choose BIOS, UEFI or UEFI + Secure Boot.".into(),
+                        });
+                    }
+                    parsed
+                }
+            },
+            tpm: self.tpm.is_some(),
+            cpu: Some(self.cpu.trim().to_string()).filter(|c| !c.is_empty()),
             kickstart_base_url: None,
         };
         (req, errors)
@@ -345,6 +366,8 @@ struct NewVmPage {
     kickstart_base_note: bool,
     /// Which volumes a new VM may take (as its disk, as its CD-ROM).
     choices: lifecycle::VolumeChoices,
+    /// Firmware, TPM and CPU models this host offers.
+    guest: GuestCapabilities,
 }
 
 impl NewVmPage {
@@ -533,7 +556,8 @@ async fn render_new(
     general_error: Option<String>,
 ) -> Result<HttpResponse, AppError> {
     form.ci_password.clear();
-    let (flavors, pools, networks, capacity, kickstarts, choices) = lc(state, |s| {
+    let virt_type = state.virt_type.as_ref().ok().copied();
+    let (flavors, pools, networks, capacity, kickstarts, choices, guest) = lc(state, move |s| {
         Ok((
             s.store.flavors()?,
             s.hv.pools()?,
@@ -541,6 +565,9 @@ async fn render_new(
             lifecycle::capacity(s.hv.as_ref(), &s.store, &s.lifecycle)?,
             s.store.kickstarts()?,
             lifecycle::volume_choices(s.hv.as_ref(), &s.store, &s.lifecycle)?,
+            virt_type
+                .and_then(|v| s.hv.guest_capabilities(v).ok())
+                .unwrap_or_default(),
         ))
     })
     .await?;
@@ -559,6 +586,7 @@ async fn render_new(
             kickstarts: kickstarts.into_iter().map(|k| k.name).collect(),
             kickstart_base_note: crate::web::kickstarts::base_url_may_be_unreachable(&state.cfg),
             choices,
+            guest,
         },
     ))
 }
@@ -578,6 +606,8 @@ pub async fn new_vm_page(
         bridge: "br0".into(),
         network: "default".into(),
         clock: "utc".into(),
+        firmware: "bios".into(),
+        cpu: "default".into(),
         ..Default::default()
     };
     render_new(&state, &who, StatusCode::OK, form, Vec::new(), None).await
