@@ -81,6 +81,10 @@ cat >"$rootfs/etc/cloud/cloud.cfg.d/90-virtdeck-test-image.cfg" <<'EOF'
 # systemd-networkd's DHCP, so cloud-init leaves it alone.
 datasource_list: [ NoCloud, None ]
 network: {config: disabled}
+# The image has no locales package: C.UTF-8 is built into the C library.
+locale: C.UTF-8
+# The host name cloud-init sets resolves (sudo asks for it).
+manage_etc_hosts: true
 EOF
 rm -rf "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/*.log
 

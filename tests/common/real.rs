@@ -90,7 +90,13 @@ pub struct VmGuard(pub String);
 impl Drop for VmGuard {
     fn drop(&mut self) {
         let _ = virsh(&["destroy", &self.0]);
-        let _ = virsh(&["undefine", &self.0, "--remove-all-storage"]);
+        let _ = virsh(&[
+            "undefine",
+            &self.0,
+            "--remove-all-storage",
+            "--nvram",
+            "--tpm",
+        ]);
         let _ = std::fs::remove_file(format!("/var/log/libvirt/qemu/{}-serial.log", self.0));
     }
 }

@@ -21,6 +21,7 @@ mod browser;
 mod cloudinit_real;
 mod console;
 mod console_browser;
+mod debian_guest_real;
 mod devices_real;
 mod fleet_browser;
 mod hostile_console;
