@@ -96,6 +96,8 @@ impl Drop for VmGuard {
             "--remove-all-storage",
             "--nvram",
             "--tpm",
+            "--snapshots-metadata",
+            "--checkpoints-metadata",
         ]);
         let _ = std::fs::remove_file(format!("/var/log/libvirt/qemu/{}-serial.log", self.0));
     }

@@ -9,7 +9,8 @@
 //! Under BIOS; and under UEFI with Secure Boot and an emulated TPM, where the guest says
 //! `SecureBoot enabled` (mokutil) and has `/dev/tpm0`; deleting that VM removes its NVRAM
 //! and TPM state. A snapshot of the running BIOS guest, reverted, takes away a file
-//! written after it. Boot to the login prompt takes 35-45 s on an idle 2-core machine under
+//! written after it; then the same login in Chromium on the serial console page
+//! (xterm.js), with a screenshot (target/test-artifacts/console-debian-serial.png). Boot to the login prompt takes 35-45 s on an idle 2-core machine under
 //! TCG and several times that on a loaded one: the deadlines are generous.
 
 use crate::common;
@@ -18,7 +19,8 @@ use crate::console_support::{has_output_line, read_serial_until, serial, serial_
 use common::api::Api;
 use common::real::{require_libvirtd, virsh, TestPool, VmGuard, URI};
 use common::spawn_app_with;
-use futures_util::SinkExt;
+use common::webdriver::Browser;
+use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -114,7 +116,7 @@ async fn upload_image(api: &Api, pool: &TestPool) -> String {
 async fn create(api: &Api, name: &str, base: &str, extra: Value) -> Value {
     let mut body = json!({
         "name": name,
-        "vcpus": 2,
+        "vcpus": 1,
         "memory_mib": 1024,
         "disk": {"type": "cloud_image", "base": base, "size_gib": 3},
         "cloud_init": {
@@ -230,6 +232,99 @@ async fn a_debian_cloud_image_boots_under_bios_and_cloud_init_provisions_it() {
         "FILES=1 kept",
     )
     .await;
+
+    // The same login in Chromium, through the VM's serial console page (xterm.js).
+    send(&mut ws, "exit\r").await;
+    ws.close(None).await.expect("the console closes");
+    while let Some(Ok(_)) = ws.next().await {}
+    let b = Browser::start().await;
+    b.goto(&app.url("/login")).await;
+    b.type_into("input[name=username]", "admin").await;
+    b.type_into(
+        "input[name=password]",
+        &format!("{}\u{E007}", common::ADMIN_PASSWORD),
+    )
+    .await;
+    b.wait_for_path("/host").await;
+    b.goto(&app.url(&format!("/vms/{name}/console/serial")))
+        .await;
+    // The websocket session above may still hold the console: take it over, as an admin would.
+    b.wait_until(
+        "return ['connected', 'taken'].includes(document.getElementById('console-status').dataset.state);",
+        Duration::from_secs(30),
+        "the serial console to connect or say it is in use",
+    )
+    .await;
+    let taken = "return document.getElementById('console-status').dataset.state === 'taken';";
+    if b.execute(taken, json!([])).await == json!(true) {
+        let take = b.find("#serial-takeover").await;
+        b.click(&take).await;
+    }
+    b.wait_until(
+        "return document.getElementById('console-status').dataset.state === 'connected';",
+        Duration::from_secs(30),
+        "the serial console to connect",
+    )
+    .await;
+    let input = b.find(".xterm-helper-textarea").await;
+    let screen_has = |text: &str| {
+        format!(
+            r#"const buf = window.virtdeckTerminal.buffer.active;
+            for (let i = 0; i < buf.length; i++) {{
+              const line = buf.getLine(i);
+              if (line && line.translateToString(true).includes({text:?})) return true;
+            }}
+            return false;"#
+        )
+    };
+    let wait_for = |text: String, keys: String| {
+        let b = &b;
+        let input = &input;
+        let script = screen_has(&text);
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            loop {
+                if !keys.is_empty() {
+                    b.send_keys(input, &keys).await;
+                }
+                let seen = async {
+                    for _ in 0..20 {
+                        if b.execute(&script, json!([])).await == json!(true) {
+                            return true;
+                        }
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    false
+                };
+                if seen.await {
+                    return;
+                }
+                if std::time::Instant::now() > deadline {
+                    b.screenshot("console-debian-serial").await;
+                    panic!("{text:?} never appeared in the terminal");
+                }
+            }
+        }
+    };
+    wait_for("login:".into(), "\u{E007}".into()).await;
+    b.send_keys(&input, "ops\u{E007}").await;
+    wait_for("Password:".into(), String::new()).await;
+    b.send_keys(&input, &format!("{PASSWORD}\u{E007}")).await;
+    wait_for(format!("ops@{name}-host:~$"), String::new()).await;
+    // The echoed command line shows `$(hostname)`; only its output has the name.
+    wait_for(
+        format!("BROWSER-HN={name}-host"),
+        "echo \"BROWSER-HN=$(hostname)\"\u{E007}".into(),
+    )
+    .await;
+    let shown = b.text_of(".xterm-rows").await;
+    assert!(
+        shown.contains(&format!("ops@{name}-host"))
+            && shown.contains(&format!("BROWSER-HN={name}-host")),
+        "the shell prompt and the host name on screen: {shown}"
+    );
+    b.screenshot("console-debian-serial").await;
+    b.quit().await;
 }
 
 #[tokio::test]
