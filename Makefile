@@ -71,6 +71,8 @@ bench: test-deps assets
 	$(CARGO) bench --locked --bench migration
 	rm -f target/bench/fleet.json
 	$(CARGO) bench --locked --bench fleet
+	rm -f target/bench/boot.json
+	$(CARGO) bench --locked --bench boot
 	$(CARGO) bench --locked --bench scale
 
 fmt:

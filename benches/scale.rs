@@ -57,6 +57,7 @@ const MEMORY: &str = "Memory";
 const STARTUP: &str = "Start-up";
 const CONSOLE: &str = "Console proxy";
 const UPLOAD: &str = "Upload";
+const BOOT: &str = "Boot: Debian cloud image to its login prompt";
 const MIGRATION: &str = "Migration";
 const FLEET: &str = "Fleet page: 20 peers × 1,000 VMs";
 const SIGN_IN: &str = "Sign-in flood";
@@ -468,6 +469,7 @@ async fn run() -> Result<()> {
     // ---- console proxy, from the same make bench run ----
     console_figures(&out, &mut figures, &mut notes);
     upload_figures(&out, &mut figures, &mut notes);
+    boot_figures(&out, &mut figures, &mut notes);
     migration_figures(&out, &mut figures, &mut notes);
     fleet_figures(&out, &mut figures, &mut notes);
 
@@ -1274,6 +1276,49 @@ async fn serve_static(pages: HashMap<String, Captured>) -> Result<String> {
         }
     });
     Ok(base)
+}
+
+// ---- boot figures from benches/boot.rs ----
+
+fn boot_figures(out: &Path, figures: &mut Vec<Figure>, notes: &mut Vec<(String, String)>) {
+    let Some(v) = std::fs::read_to_string(out.join("boot.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+    else {
+        notes.push((
+            BOOT.to_string(),
+            "Not measured in this run: `make bench` runs `cargo bench --bench boot` first \
+             (it needs libvirtd and the Debian test image), which writes target/bench/boot.json."
+                .into(),
+        ));
+        return;
+    };
+    const VIRT_INSTALL: &str =
+        "qemu-img copy + genisoimage seed + `virt-install --import` of the same image and seed";
+    for (fw, label) in [("bios", "BIOS"), ("uefi", "UEFI")] {
+        let f = |k: &str| v[fw][k].as_f64().unwrap_or(f64::NAN);
+        figures.push(
+            Figure::new(
+                BOOT,
+                &format!("boot_{fw}_login_s"),
+                &format!("{label}: \"Create and start\" to the login prompt (median)"),
+                "s",
+                f("virtdeck_s"),
+            )
+            .vs(VIRT_INSTALL, f("virt_install_s"))
+            .target(Target::RatioAtMost(1.05)),
+        );
+    }
+    notes.push((
+        BOOT.to_string(),
+        format!(
+            "The guest runs under TCG here, so most of either figure is the emulated boot; \
+             the difference is what each does before QEMU starts (copying the image, the \
+             seed, defining). Both clocks stop at the prompt that carries the seed's host \
+             name. {} runs per tool and firmware, alternating.",
+            v["runs"]
+        ),
+    ));
 }
 
 // ---- upload figures from benches/upload.rs ----

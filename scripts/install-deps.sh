@@ -3,8 +3,9 @@
 #   scripts/install-deps.sh build   libvirt and OpenSSL headers (security keys), pkg-config (enough for `make demo`)
 #   scripts/install-deps.sh test    + libvirtd, QEMU (backports), chromium, busybox, kernel,
 #                                   OVMF, swtpm, the Debian test image's builders (mmdebstrap, GRUB),
+#                                   virt-sysprep (guestfs-tools; its appliance needs a kernel in /boot),
 #                                   openapi-spec-validator (PyPI, in target/pyvenv)
-#   scripts/install-deps.sh bench   + wrk (HTTP load generator) for `make bench`
+#   scripts/install-deps.sh bench   + wrk (HTTP load generator), virt-install (the boot comparison) for `make bench`
 #   scripts/install-deps.sh package cargo-deb, cargo-generate-rpm (pinned), dpkg-dev, rpm (`make deb`,
 #                                   `make rpm`; `test` installs them too: the package tests need them)
 set -euo pipefail
@@ -22,7 +23,8 @@ package_tools=(cargo-deb@3.8.0 cargo-generate-rpm@0.21.1)
 test_pkgs=(chromium chromium-driver busybox-static cpio xz-utils iproute2 websockify
   python3-websockify genisoimage passwd python3-venv
   mmdebstrap e2fsprogs dosfstools mtools gdisk grub-common grub-pc-bin
-  ovmf swtpm swtpm-tools)
+  ovmf swtpm swtpm-tools
+  guestfs-tools linux-image-cloud-amd64)
 
 missing() {
   local p out=()
@@ -87,7 +89,7 @@ if [ "$what" = test ]; then
 fi
 # `make bench`: the test set (Chromium, websockify) plus the HTTP load generator.
 if [ "$what" = bench ]; then
-  need=$(missing "${test_pkgs[@]}" wrk)
+  need=$(missing "${test_pkgs[@]}" wrk virtinst openssl)
   if [ -n "${need// /}" ]; then
     apt_update
     $SUDO apt-get install -y -qq --no-install-recommends $need

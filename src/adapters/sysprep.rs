@@ -28,10 +28,14 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// Runs the tool with `args`; on failure, says how it ended and the end of what it printed.
-pub fn run(program: &Path, args: &[String]) -> Result<(), String> {
-    let out = Command::new(program)
-        .args(args)
-        .env("LIBGUESTFS_BACKEND", "direct")
+/// `emulate`: the host's KVM does not work, so libguestfs's appliance runs under TCG.
+pub fn run(program: &Path, args: &[String], emulate: bool) -> Result<(), String> {
+    let mut cmd = Command::new(program);
+    cmd.args(args).env("LIBGUESTFS_BACKEND", "direct");
+    if emulate {
+        cmd.env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg");
+    }
+    let out = cmd
         .output()
         .map_err(|e| format!("{} could not be run: {e}", program.display()))?;
     if out.status.success() {
@@ -69,14 +73,23 @@ mod tests {
             dir.path(),
             "echo 'first' >&2; echo 'disk is locked' >&2; exit 3",
         );
-        let e = run(&p, &["-a".into(), "/x".into()]).unwrap_err();
+        let e = run(&p, &["-a".into(), "/x".into()], false).unwrap_err();
         assert!(
             e.contains("exit status: 3") && e.ends_with("disk is locked"),
             "{e}"
         );
         let ok = script(dir.path(), "exit 0");
-        assert_eq!(run(&ok, &[]), Ok(()));
-        assert!(run(&dir.path().join("missing"), &[])
+        assert_eq!(run(&ok, &[], false), Ok(()));
+        // Without KVM the appliance is told to emulate.
+        let tcg = script(
+            dir.path(),
+            "[ \"$LIBGUESTFS_BACKEND_SETTINGS\" = force_tcg ] || exit 9",
+        );
+        assert_eq!(run(&tcg, &[], true), Ok(()));
+        assert!(run(&tcg, &[], false)
+            .unwrap_err()
+            .contains("exit status: 9"));
+        assert!(run(&dir.path().join("missing"), &[], false)
             .unwrap_err()
             .contains("could not be run"));
     }

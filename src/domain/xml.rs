@@ -109,22 +109,7 @@ fn write_domain<W: Write>(w: &mut Writer<W>, spec: &VmSpec, on_reboot: &str) -> 
                 }
                 Ok(())
             })?;
-            match &spec.cpu {
-                CpuSpec::Default if spec.virt_type == VirtType::Kvm => {
-                    empty_el(w, "cpu", &[("mode", "host-passthrough")])?
-                }
-                CpuSpec::Default => {}
-                CpuSpec::HostPassthrough => empty_el(w, "cpu", &[("mode", "host-passthrough")])?,
-                CpuSpec::HostModel => empty_el(w, "cpu", &[("mode", "host-model")])?,
-                CpuSpec::Custom(model) => {
-                    w.create_element("cpu")
-                        .with_attribute(("mode", "custom"))
-                        .with_attribute(("match", "exact"))
-                        .write_inner_content(|w| {
-                            text_el(w, "model", &[("fallback", "forbid")], model)
-                        })?;
-                }
-            }
+            write_cpu(w, &spec.cpu, spec.virt_type)?;
             let offset = match spec.clock {
                 Clock::Utc => "utc",
                 Clock::Localtime => "localtime",
@@ -334,6 +319,68 @@ fn empty_el<W: Write>(w: &mut Writer<W>, name: &str, attrs: &[(&str, &str)]) -> 
         .with_attributes(attrs.iter().copied())
         .write_empty()?;
     Ok(())
+}
+
+/// `domain_xml` with its `<cpu>` replaced by `cpu` (removed for the default under TCG;
+/// host-passthrough for the default under KVM); every other element kept as it was.
+pub fn with_cpu(domain_xml: &str, cpu: &CpuSpec, virt_type: VirtType) -> Result<String, XmlError> {
+    let mut reader = Reader::from_str(domain_xml);
+    let mut w = Writer::new(Vec::new());
+    let mut depth = 0usize;
+    let mut skipping = false;
+    loop {
+        let ev = reader
+            .read_event()
+            .map_err(|e| invalid(format!("{e} (near byte {})", reader.error_position())))?;
+        match &ev {
+            Event::Eof if depth > 0 => return Err(invalid("the document ends inside an element")),
+            Event::Eof => break,
+            Event::Start(e) => {
+                depth += 1;
+                if depth == 2 && e.name().as_ref() == "cpu" {
+                    skipping = true;
+                }
+                if skipping {
+                    continue;
+                }
+            }
+            Event::Empty(e) if depth == 1 && e.name().as_ref() == "cpu" => continue,
+            Event::End(e) => {
+                depth = depth.saturating_sub(1);
+                if skipping {
+                    if depth == 1 {
+                        skipping = false;
+                    }
+                    continue;
+                }
+                if depth == 0 && e.name().as_ref() == "domain" {
+                    write_cpu(&mut w, cpu, virt_type).map_err(|e| invalid(e.to_string()))?;
+                }
+            }
+            _ if skipping => continue,
+            _ => {}
+        }
+        w.write_event(ev).map_err(|e| invalid(e.to_string()))?;
+    }
+    String::from_utf8(w.into_inner()).map_err(|e| invalid(e.to_string()))
+}
+
+fn write_cpu<W: Write>(w: &mut Writer<W>, cpu: &CpuSpec, virt_type: VirtType) -> io::Result<()> {
+    match cpu {
+        CpuSpec::Default if virt_type == VirtType::Kvm => {
+            empty_el(w, "cpu", &[("mode", "host-passthrough")])
+        }
+        CpuSpec::Default => Ok(()),
+        CpuSpec::HostPassthrough => empty_el(w, "cpu", &[("mode", "host-passthrough")]),
+        CpuSpec::HostModel => empty_el(w, "cpu", &[("mode", "host-model")]),
+        CpuSpec::Custom(model) => {
+            w.create_element("cpu")
+                .with_attribute(("mode", "custom"))
+                .with_attribute(("match", "exact"))
+                .write_inner_content(|w| text_el(w, "model", &[("fallback", "forbid")], model))?;
+            Ok(())
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1037,6 +1084,33 @@ pub(crate) mod tests {
         assert!(d.secure_boot);
         assert_eq!(d.tpm.as_deref(), Some("tpm-tis 2.0"));
         assert_eq!(d.cpu.as_deref(), Some("Nehalem"));
+    }
+
+    #[test]
+    fn the_cpu_of_a_definition_is_replaced_and_nothing_else() {
+        let xml = domain_xml(&base_spec(VirtType::Qemu));
+        let named = with_cpu(&xml, &CpuSpec::Custom("Nehalem".into()), VirtType::Qemu).unwrap();
+        let d = parse_domain(&named).unwrap();
+        assert_eq!(d.cpu.as_deref(), Some("Nehalem"));
+        let before = parse_domain(&xml).unwrap();
+        assert_eq!(
+            (d.disks, d.nics, d.vnc),
+            (before.disks, before.nics, before.vnc)
+        );
+        let model = with_cpu(&named, &CpuSpec::HostModel, VirtType::Qemu).unwrap();
+        assert_eq!(
+            parse_domain(&model).unwrap().cpu.as_deref(),
+            Some("host-model")
+        );
+        assert_eq!(model.matches("<cpu").count(), 1, "{model}");
+        let back = with_cpu(&model, &CpuSpec::Default, VirtType::Qemu).unwrap();
+        assert!(!back.contains("<cpu"), "{back}");
+        let kvm = with_cpu(&back, &CpuSpec::Default, VirtType::Kvm).unwrap();
+        assert_eq!(
+            parse_domain(&kvm).unwrap().cpu.as_deref(),
+            Some("host-passthrough")
+        );
+        assert!(with_cpu("<domain><cpu>", &CpuSpec::HostModel, VirtType::Qemu).is_err());
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! its persistent definition (`domain::vm_devices`), applying from its next start.
 
 use super::{LcResult, LifecycleError};
+use crate::domain::guest_caps;
+use crate::domain::host::VirtType;
 use crate::domain::vm_devices::{self, BootDev, DeviceOptions};
+use crate::domain::vmspec::{CpuSpec, Firmware};
 use crate::domain::xml;
 use crate::hypervisor::Hypervisor;
 use serde::Serialize;
@@ -16,11 +19,14 @@ pub struct DeviceChange {
     pub rng: Option<bool>,
     pub balloon: Option<bool>,
     pub serial_log: Option<bool>,
+    /// `default`, `host-passthrough`, `host-model` or a named model of this host.
+    pub cpu: Option<String>,
 }
 
 impl DeviceChange {
     pub fn is_empty(&self) -> bool {
-        self.boot.is_none()
+        self.cpu.is_none()
+            && self.boot.is_none()
             && self.boot_menu.is_none()
             && self.watchdog.is_none()
             && self.rng.is_none()
@@ -92,16 +98,51 @@ pub fn set_devices(hv: &dyn Hypervisor, name: &str, change: DeviceChange) -> LcR
             crate::domain::create_plan::SERIAL_LOG_DIR
         )
     });
+    // The CPU, checked against what this host offers a guest of the VM's type.
+    let cpu = match change.cpu.as_deref() {
+        Some(value) => {
+            let cpu = CpuSpec::from_value(value);
+            let virt_type = match parsed.domain_type.as_str() {
+                "kvm" => VirtType::Kvm,
+                "test" => VirtType::Test,
+                _ => VirtType::Qemu,
+            };
+            let caps = hv.guest_capabilities(virt_type)?;
+            let errors: Vec<_> = guest_caps::check_choice(&caps, Firmware::Bios, false, &cpu)
+                .into_iter()
+                .map(|(at, m)| crate::domain::create_plan::field(at, m))
+                .collect();
+            if !errors.is_empty() {
+                return Err(LifecycleError::Invalid(errors));
+            }
+            let now = parsed.cpu.clone();
+            let wanted_cpu = match (&cpu, virt_type) {
+                (CpuSpec::Default, VirtType::Kvm) => Some("host-passthrough".to_string()),
+                (CpuSpec::Default, _) => None,
+                (c, _) => Some(c.as_value().to_string()),
+            };
+            (now != wanted_cpu).then_some((cpu, virt_type))
+        }
+        None => None,
+    };
     let at_next_start = vm.state.is_active();
-    if wanted == current {
+    if wanted == current && cpu.is_none() {
         return Ok(DevicesSet {
             options: current,
             changed: false,
             at_next_start: false,
         });
     }
-    let new_xml = vm_devices::apply(&def_xml, &wanted, &log_file)
-        .map_err(|e| LifecycleError::failed(e.to_string()))?;
+    let mut new_xml = if wanted == current {
+        def_xml
+    } else {
+        vm_devices::apply(&def_xml, &wanted, &log_file)
+            .map_err(|e| LifecycleError::failed(e.to_string()))?
+    };
+    if let Some((cpu, virt_type)) = &cpu {
+        new_xml = xml::with_cpu(&new_xml, cpu, *virt_type)
+            .map_err(|e| LifecycleError::failed(e.to_string()))?;
+    }
     hv.define(&new_xml)?;
     Ok(DevicesSet {
         options: wanted,

@@ -319,9 +319,12 @@ impl FromTemplatePlan {
         } = self;
         let mode = plan.mode;
         let identity_reset = sysprep.is_some();
+        // virt-sysprep boots a small appliance VM; where KVM does not work, it must be told
+        // to emulate (it tries KVM otherwise, and QEMU aborts).
+        let emulate = !matches!(hv.kvm_status(), crate::domain::host::KvmStatus::Usable);
         let reset = |name: &str, disks: &[(String, DiskFormat)]| -> Result<(), String> {
             match &sysprep {
-                Some(p) => crate::adapters::sysprep::run(p, &sysprep_args(name, disks)),
+                Some(p) => crate::adapters::sysprep::run(p, &sysprep_args(name, disks), emulate),
                 None => Ok(()),
             }
         };

@@ -260,6 +260,10 @@ pub struct PatchVm {
     balloon: Option<bool>,
     /// Keep the serial console's output in a file on the host.
     serial_log: Option<bool>,
+    /// The CPU from the next start: `default`, `host-passthrough`, `host-model` or a named
+    /// model from `GET /api/v1/host` (`guest.cpu_models`); 422 at `cpu` if the host has
+    /// no such model. Hosts with different CPUs migrate VMs only with a named model.
+    cpu: Option<String>,
 }
 
 #[utoipa::path(
@@ -272,8 +276,8 @@ pub struct PatchVm {
         `units`, optionally with `vcpus`/`memory_mib` inside the units; `tags` and/or `notes`, \
         kept in the VM's definition (up to 16 tags of lower-case letters, digits, `-`, `_`, \
         `.`; notes up to 4,000 characters; 422 at the field); `boot` (order of `hd`, `cdrom`, \
-        `network`), `boot_menu`, `watchdog`, `rng`, `balloon`, `serial_log`, written into the \
-        definition and \
+        `network`), `boot_menu`, `watchdog`, `rng`, `balloon`, `serial_log`, `cpu`, written into \
+        the definition and \
         applying from the next start. Answers the VM.",
     params(("name" = String, Path, description = "The VM's name.")),
     request_body = PatchVm,
@@ -309,12 +313,13 @@ pub async fn patch_vm(
         rng: body.rng,
         balloon: body.balloon,
         serial_log: body.serial_log,
+        cpu: body.cpu,
     };
     if body.autostart.is_none() && !resize && !labels && devices.is_empty() {
         return Err(
             AppError::new(
                 ErrorKind::Unprocessable,
-                "Nothing to change: send \"autostart\", \"tags\", \"notes\", a size (\"flavor\", \"units\", \"vcpus\", \"memory_mib\"), or devices (\"boot\", \"boot_menu\", \"watchdog\", \"rng\", \"balloon\", \"serial_log\").",
+                "Nothing to change: send \"autostart\", \"tags\", \"notes\", a size (\"flavor\", \"units\", \"vcpus\", \"memory_mib\"), or devices (\"boot\", \"boot_menu\", \"watchdog\", \"rng\", \"balloon\", \"serial_log\", \"cpu\").",
             )
             .field("autostart"),
         );

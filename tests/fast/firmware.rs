@@ -188,3 +188,55 @@ async fn unknown_firmware_and_cpu_models_are_refused_at_their_field() {
     assert_eq!(def["tpm"], "tpm-crb 2.0");
     assert_eq!(def["cpu"], "host-model");
 }
+
+#[tokio::test]
+async fn the_cpu_of_an_existing_vm_changes_from_its_next_start() {
+    let app = spawn_app().await;
+    let api = Api::new(&app).await;
+    let (s, v) = api
+        .patch("/api/v1/vms/web01", json!({"cpu": "Westmere"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, detail) = api.get("/api/v1/vms/web01").await;
+    assert_eq!(detail["devices"]["cpu"], "Westmere", "{detail}");
+    let xml = detail["xml"].as_str().unwrap();
+    assert_eq!(xml.matches("<cpu").count(), 1, "{xml}");
+
+    // A model the host does not have is refused at the field; nothing changes.
+    let (s, e) = api
+        .patch("/api/v1/vms/web01", json!({"cpu": "Imaginary-CPU"}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(e["error"]["field"], "cpu", "{e}");
+    let (_, detail) = api.get("/api/v1/vms/web01").await;
+    assert_eq!(detail["devices"]["cpu"], "Westmere");
+
+    // The VM page's devices form shows it and changes it back to host-model.
+    let (admin, _) = app.login("admin", common::ADMIN_PASSWORD).await;
+    let page = admin
+        .get(app.url("/vms/web01"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<input name=\"cpu\" value=\"Westmere\""),
+        "{page}"
+    );
+    let csrf = common::csrf_in(&page);
+    let r = admin
+        .post(app.url("/vms/web01/devices"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("boot1", "hd"),
+            ("cpu", "host-model"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (_, detail) = api.get("/api/v1/vms/web01").await;
+    assert_eq!(detail["devices"]["cpu"], "host-model", "{detail}");
+}

@@ -27,11 +27,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-const PASSWORD: &str = "Debian-Guest-Pa55";
+pub(crate) const PASSWORD: &str = "Debian-Guest-Pa55";
 /// From "Create and start" to the login prompt, on a loaded CI machine.
 const BOOT_DEADLINE: Duration = Duration::from_secs(600);
 
-fn image() -> PathBuf {
+pub(crate) fn image() -> PathBuf {
     let path = std::env::var_os("VIRTDECK_TEST_IMAGE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -45,7 +45,7 @@ fn image() -> PathBuf {
     path
 }
 
-fn ssh_key(tag: &str) -> String {
+pub(crate) fn ssh_key(tag: &str) -> String {
     use base64::Engine;
     let mut blob = Vec::new();
     blob.extend_from_slice(&11u32.to_be_bytes());
@@ -58,14 +58,14 @@ fn ssh_key(tag: &str) -> String {
     )
 }
 
-async fn send(ws: &mut Ws, text: &str) {
+pub(crate) async fn send(ws: &mut Ws, text: &str) {
     ws.send(Message::Binary(text.as_bytes().to_vec().into()))
         .await
         .expect("typed into the serial console");
 }
 
 /// Waits for the login prompt and logs in; returns once a shell answers.
-async fn log_in(ws: &mut Ws, user: &str) {
+pub(crate) async fn log_in(ws: &mut Ws, user: &str) {
     let mut seen = read_serial_until(ws, BOOT_DEADLINE, |t| t.contains("login: ")).await;
     assert!(
         seen.contains("login: "),
@@ -93,7 +93,7 @@ async fn log_in(ws: &mut Ws, user: &str) {
     panic!("could not log in as {user}; console:\n{seen}");
 }
 
-async fn upload_image(api: &Api, pool: &TestPool) -> String {
+pub(crate) async fn upload_image(api: &Api, pool: &TestPool) -> String {
     let bytes = std::fs::read(image()).expect("the test image is readable");
     let r = api
         .c
@@ -113,7 +113,7 @@ async fn upload_image(api: &Api, pool: &TestPool) -> String {
     pool.dir.join("debian-12.qcow2").display().to_string()
 }
 
-async fn create(api: &Api, name: &str, base: &str, extra: Value) -> Value {
+pub(crate) async fn create(api: &Api, name: &str, base: &str, extra: Value) -> Value {
     let mut body = json!({
         "name": name,
         "vcpus": 1,
@@ -136,7 +136,7 @@ async fn create(api: &Api, name: &str, base: &str, extra: Value) -> Value {
 }
 
 /// Logs in and checks what cloud-init did.
-async fn check_provisioned(ws: &mut Ws, name: &str) {
+pub(crate) async fn check_provisioned(ws: &mut Ws, name: &str) {
     log_in(ws, "ops").await;
     serial_until(ws, "echo \"HN=$(hostname)\"", &format!("HN={name}-host")).await;
     serial_until(

@@ -22,6 +22,7 @@ mod cloudinit_real;
 mod console;
 mod console_browser;
 mod debian_guest_real;
+mod debian_template_real;
 mod devices_real;
 mod fleet_browser;
 mod hostile_console;

@@ -150,6 +150,8 @@ pub struct DevicesForm {
     rng: Option<String>,
     balloon: Option<String>,
     serial_log: Option<String>,
+    #[serde(default)]
+    cpu: String,
 }
 
 pub async fn devices_form(
@@ -174,11 +176,13 @@ pub async fn devices_form(
         rng: Some(on(&f.rng)),
         balloon: Some(on(&f.balloon)),
         serial_log: Some(on(&f.serial_log)),
+        cpu: Some(f.cpu.trim().to_string()).filter(|c| !c.is_empty()),
     };
     let values = vec![
         ("boot1", f.boot1.clone()),
         ("boot2", f.boot2.clone()),
         ("boot3", f.boot3.clone()),
+        ("cpu", f.cpu.clone()),
     ];
     match service::vms::set_devices(&state.svc, &who.caller(), &name, change).await? {
         Ok(d) if !d.changed => Ok(back_to(&who, &name, "Nothing changed.")),
