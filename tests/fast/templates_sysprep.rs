@@ -1,7 +1,7 @@
-//! "Reset identity" when virt-sysprep is installed. libguestfs is too heavy to install in
-//! CI, so a stand-in `virt-sysprep` script is configured as `[images] sysprep_program`:
-//! it records its arguments, and fails when told to. The real tool's absence is tested
-//! in tests/fast/templates.rs.
+//! "Reset identity" on the demo host, with a stand-in `virt-sysprep` script configured
+//! as `[images] sysprep_program`: it records the arguments virtdeck passes, and fails when
+//! told to, so that the rollback of a failed reset is seen. The real tool on a real Debian
+//! guest is tests/real/debian_template_real.rs; its absence is tests/fast/templates.rs.
 
 use crate::common;
 
