@@ -2,6 +2,7 @@
 # Starts virtlogd and libvirtd without systemd (containers, CI), idempotently.
 #
 #   scripts/start-libvirt.sh            start if needed, then wait for qemu:///system
+#                                       (and hand swtpm's local CA to the swtpm user)
 #   LIBVIRT_START_TIMEOUT=60 scripts/start-libvirt.sh
 #
 # - virtlogd / libvirtd are started with -d when not running (found via their pid files).
@@ -156,6 +157,20 @@ else
     stop_daemon "$pid" libvirtd
     start_libvirtd
   fi
+fi
+
+# --- swtpm's local CA (TPM 2.0 guests) ---------------------------------------------------
+# swtpm_setup runs as qemu.conf's swtpm_user ("tss" unless set) and signs each new vTPM's
+# certificates with the CA in /var/lib/swtpm-localca, taking a lock file there. A libvirtd
+# started before swtpm-tools created "tss" runs it as root instead, and leaves that CA
+# root's: every later vTPM then fails with "Could not run '/usr/bin/swtpm_setup'". The
+# files are made the swtpm user's (root can use them either way).
+swtpm_user=$(sed -n 's/^[[:space:]]*swtpm_user[[:space:]]*=[[:space:]]*"\(.*\)".*/\1/p' "$QEMU_CONF" | tail -n1)
+swtpm_user=${swtpm_user:-tss}
+if [ -d /var/lib/swtpm-localca ] && id "$swtpm_user" >/dev/null 2>&1 &&
+  [ -n "$(find /var/lib/swtpm-localca ! -user "$swtpm_user" -print -quit)" ]; then
+  log "giving swtpm's local CA (/var/lib/swtpm-localca) to $swtpm_user"
+  chown -R "$swtpm_user" /var/lib/swtpm-localca
 fi
 
 if ! libvirtd_healthy "$(daemon_pid libvirtd)"; then

@@ -317,12 +317,20 @@ async fn a_debian_cloud_image_boots_under_bios_and_cloud_init_provisions_it() {
         "echo \"BROWSER-HN=$(hostname)\"\u{E007}".into(),
     )
     .await;
-    let shown = b.text_of(".xterm-rows").await;
-    assert!(
-        shown.contains(&format!("ops@{name}-host"))
-            && shown.contains(&format!("BROWSER-HN={name}-host")),
-        "the shell prompt and the host name on screen: {shown}"
-    );
+    // The terminal's buffer has it; the rows on screen are drawn on a later frame.
+    let on_screen = [
+        format!("ops@{name}-host"),
+        format!("BROWSER-HN={name}-host"),
+    ];
+    b.wait_until(
+        &format!(
+            "const rows = document.querySelector('.xterm-rows');
+             return !!rows && {on_screen:?}.every(t => rows.textContent.includes(t));"
+        ),
+        Duration::from_secs(30),
+        "the shell prompt and the host name to be drawn on screen",
+    )
+    .await;
     b.screenshot("console-debian-serial").await;
     b.quit().await;
 }

@@ -66,10 +66,23 @@ async fn a_clone_with_reset_identity_gets_its_own_machine_id_host_keys_and_name(
     .await;
     assert_eq!(machine_id.len(), 32, "{machine_id}");
     assert!(host_key.starts_with("SHA256:"), "{host_key}");
+    let cloud_init = read_value(
+        &mut ws,
+        "CLOUDINIT",
+        "cloud-init status --wait >/dev/null; cloud-init status | cut -d' ' -f2",
+    )
+    .await;
+    assert_eq!(cloud_init, "done", "the template's first boot finished");
+    // The console is read until the guest says it is going down (it closes once the VM
+    // stops): the typed command must have reached it before the console is let go.
     send(
         &mut ws,
-        &format!("cloud-init status --wait; echo {PASSWORD} | sudo -S systemctl poweroff\r"),
+        &format!("echo {PASSWORD} | sudo -S systemctl poweroff\r"),
     )
+    .await;
+    read_serial_until(&mut ws, Duration::from_secs(60), |t| {
+        t.contains("The system will power off now!")
+    })
     .await;
     drop(ws);
     let url = app.url(&format!("/api/v1/vms/{base}"));
