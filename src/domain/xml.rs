@@ -260,6 +260,17 @@ fn write_devices<W: Write>(w: &mut Writer<W>, spec: &VmSpec) -> io::Result<()> {
             }
             empty_el(w, "target", &[("port", "0")])
         })?;
+    // The guest agent's channel: a guest with qemu-guest-agent (every cloud image has it)
+    // reports its addresses and freezes its file systems for backups.
+    w.create_element("channel")
+        .with_attribute(("type", "unix"))
+        .write_inner_content(|w| {
+            empty_el(
+                w,
+                "target",
+                &[("type", "virtio"), ("name", "org.qemu.guest_agent.0")],
+            )
+        })?;
     w.create_element("console")
         .with_attribute(("type", "pty"))
         .write_inner_content(|w| empty_el(w, "target", &[("type", "serial"), ("port", "0")]))?;
@@ -1043,6 +1054,7 @@ pub(crate) mod tests {
         );
         assert!(!xml.contains("bus=\"ide\""), "{xml}");
         let d = parse_domain(&xml).unwrap();
+        assert!(d.guest_agent, "every new VM has the guest agent's channel");
         assert_eq!(d.firmware, "uefi");
         assert!(d.secure_boot);
         assert_eq!(d.tpm.as_deref(), Some("tpm-crb 2.0"));

@@ -8,7 +8,8 @@
 //!
 //! Under BIOS; and under UEFI with Secure Boot and an emulated TPM, where the guest says
 //! `SecureBoot enabled` (mokutil) and has `/dev/tpm0`; deleting that VM removes its NVRAM
-//! and TPM state. A snapshot of the running BIOS guest, reverted, takes away a file
+//! and TPM state. A backup of the running BIOS guest is file-system consistent (its
+//! guest agent froze it). A snapshot of the running BIOS guest, reverted, takes away a file
 //! written after it; then the same login in Chromium on the serial console page
 //! (xterm.js), with a screenshot (target/test-artifacts/console-debian-serial.png). Boot to the login prompt takes 35-45 s on an idle 2-core machine under
 //! TCG and several times that on a loaded one: the deadlines are generous.
@@ -232,6 +233,47 @@ async fn a_debian_cloud_image_boots_under_bios_and_cloud_init_provisions_it() {
         "FILES=1 kept",
     )
     .await;
+
+    // A backup of the running guest: its guest agent (in the image, reached through the
+    // channel every new VM has) freezes the file systems, so it is file-system consistent.
+    let target = TestPool::with_prefix("vddeb-bk");
+    let (s, t) = api
+        .put(
+            &format!("/api/v1/backup-targets/{}", target.name),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    let (s, b) = api
+        .post(
+            &format!("/api/v1/vms/{name}/backups"),
+            json!({"pool": target.name}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["id"].as_i64().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let backup = loop {
+        let (_, list) = api.get(&format!("/api/v1/backups?vm={name}")).await;
+        let b = list["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id)
+            .cloned()
+            .unwrap_or(Value::Null);
+        if b["state"] != "running" {
+            break b;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never ended: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(backup["state"], "succeeded", "{backup}");
+    assert_eq!(backup["consistency"], "filesystem", "{backup}");
+    serial_until(&mut ws, "touch ~/thawed && echo THAWED=yes", "THAWED=yes").await;
 
     // The same login in Chromium, through the VM's serial console page (xterm.js).
     send(&mut ws, "exit\r").await;
