@@ -876,7 +876,7 @@ pub fn run_due(
     now: &dyn Fn() -> i64,
     pause: &dyn Fn(),
 ) -> LcResult<Vec<ScheduledRun>> {
-    use crate::domain::backup_schedule::{due, Every, Keep, Timing};
+    use crate::domain::backup_schedule::{due, Every, Timing};
     let mut out = Vec::new();
     for s in ctx.store.backup_schedules()? {
         let timing = Timing {
@@ -888,45 +888,78 @@ pub fn run_due(
             weekday: s.weekday,
             at_minute: s.at_minute,
         };
-        let started = now();
-        if !due(&timing, s.last_run_at, s.created_at, started) {
-            continue;
+        if due(&timing, s.last_run_at, s.created_at, now()) {
+            out.extend(run_schedule(ctx, &s, now, pause)?);
         }
-        ctx.store.set_schedule_run(s.id, started)?;
-        let keep = Keep {
-            last: s.keep_last,
-            daily: s.keep_daily,
-            weekly: s.keep_weekly,
-            monthly: s.keep_monthly,
+    }
+    Ok(out)
+}
+
+/// Runs schedule `id` now, whatever its times (an admin's "Run now"): the same backups
+/// and keep rules as at its next time; it counts as that schedule's last run.
+pub fn run_schedule_now(
+    ctx: Ctx<'_>,
+    id: i64,
+    now: &dyn Fn() -> i64,
+    pause: &dyn Fn(),
+) -> LcResult<Vec<ScheduledRun>> {
+    let s = schedule(ctx.store, id)?;
+    run_schedule(ctx, &s, now, pause)
+}
+
+/// Backup schedule `id`, or why there is none.
+pub fn schedule(store: &Store, id: i64) -> LcResult<crate::store::backups::ScheduleRow> {
+    store
+        .backup_schedules()?
+        .into_iter()
+        .find(|s| s.id == id)
+        .ok_or_else(|| LifecycleError::NotFound(format!("There is no backup schedule #{id}.")))
+}
+
+/// One run of a schedule: marked run first, then a backup of each VM in its scope, one at
+/// a time, each followed by the keep rules.
+fn run_schedule(
+    ctx: Ctx<'_>,
+    s: &crate::store::backups::ScheduleRow,
+    now: &dyn Fn() -> i64,
+    pause: &dyn Fn(),
+) -> LcResult<Vec<ScheduledRun>> {
+    use crate::domain::backup_schedule::Keep;
+    ctx.store.set_schedule_run(s.id, now())?;
+    let keep = Keep {
+        last: s.keep_last,
+        daily: s.keep_daily,
+        weekly: s.keep_weekly,
+        monthly: s.keep_monthly,
+    };
+    let actor = format!("schedule #{}", s.id);
+    let mut out = Vec::new();
+    for vm in in_scope(ctx.hv, s)? {
+        let made = begin(
+            ctx,
+            &vm,
+            &s.pool,
+            By {
+                actor: &actor,
+                now: now(),
+            },
+            Some(s.id),
+        )
+        .and_then(|b| watch(ctx.hv, ctx.store, b.id, pause, now));
+        let pruned = match &made {
+            Ok(b) if b.state == "succeeded" => prune(ctx.store, &vm, &s.pool, &keep)
+                .unwrap_or_else(|e| {
+                    tracing::error!(vm, error = %e, "a schedule's keep rules could not be applied");
+                    Vec::new()
+                }),
+            _ => Vec::new(),
         };
-        let actor = format!("schedule #{}", s.id);
-        for vm in in_scope(ctx.hv, &s)? {
-            let made = begin(
-                ctx,
-                &vm,
-                &s.pool,
-                By {
-                    actor: &actor,
-                    now: now(),
-                },
-                Some(s.id),
-            )
-            .and_then(|b| watch(ctx.hv, ctx.store, b.id, pause, now));
-            let pruned = match &made {
-                Ok(b) if b.state == "succeeded" => prune(ctx.store, &vm, &s.pool, &keep)
-                    .unwrap_or_else(|e| {
-                        tracing::error!(vm, error = %e, "a schedule's keep rules could not be applied");
-                        Vec::new()
-                    }),
-                _ => Vec::new(),
-            };
-            out.push(ScheduledRun {
-                schedule: s.id,
-                vm,
-                outcome: made.map_err(|e| e.to_string()),
-                pruned,
-            });
-        }
+        out.push(ScheduledRun {
+            schedule: s.id,
+            vm,
+            outcome: made.map_err(|e| e.to_string()),
+            pruned,
+        });
     }
     Ok(out)
 }

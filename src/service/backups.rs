@@ -256,41 +256,15 @@ pub fn start_scheduler(svc: &Arc<Services>) {
         .name("backup-schedules".into())
         .spawn(move || loop {
             let Some(svc) = weak.upgrade() else { return };
-            match backups::run_due(svc.lc(), &super::now, &|| std::thread::sleep(BACKUP_POLL)) {
-                Ok(runs) => {
-                    for run in runs {
-                        let (result, detail) = match &run.outcome {
-                            Ok(b) if b.state == "succeeded" => (
-                                "ok",
-                                format!(
-                                    "backup {} ({}){}",
-                                    b.id,
-                                    b.kind,
-                                    if run.pruned.is_empty() {
-                                        String::new()
-                                    } else {
-                                        format!("; keep rules deleted {:?}", run.pruned)
-                                    }
-                                ),
-                            ),
-                            Ok(b) => ("failed", b.message.clone()),
-                            Err(why) => ("failed", why.clone()),
-                        };
-                        super::audit::append(
-                            &svc.store,
-                            crate::store::AuditEntry {
-                                at: super::now(),
-                                actor: format!("schedule #{}", run.schedule),
-                                remote_addr: "local".into(),
-                                action: "vm.backup.scheduled".into(),
-                                target: run.vm,
-                                result: result.into(),
-                                detail,
-                            },
-                        );
-                    }
+            {
+                let _one_at_a_time = svc
+                    .schedule_runs
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match backups::run_due(svc.lc(), &super::now, &|| std::thread::sleep(BACKUP_POLL)) {
+                    Ok(runs) => record_runs(&svc, runs),
+                    Err(e) => tracing::error!(error = %e, "backup schedules could not run"),
                 }
-                Err(e) => tracing::error!(error = %e, "backup schedules could not run"),
             }
             drop(svc);
             std::thread::sleep(SCHEDULER_TICK);
@@ -298,6 +272,91 @@ pub fn start_scheduler(svc: &Arc<Services>) {
     if let Err(e) = spawned {
         tracing::error!(error = %e, "the backup scheduler could not start");
     }
+}
+
+/// Each scheduled backup's end, in the audit log.
+fn record_runs(svc: &Services, runs: Vec<backups::ScheduledRun>) {
+    for run in runs {
+        let (result, detail) = match &run.outcome {
+            Ok(b) if b.state == "succeeded" => (
+                "ok",
+                format!(
+                    "backup {} ({}){}",
+                    b.id,
+                    b.kind,
+                    if run.pruned.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; keep rules deleted {:?}", run.pruned)
+                    }
+                ),
+            ),
+            Ok(b) => ("failed", b.message.clone()),
+            Err(why) => ("failed", why.clone()),
+        };
+        super::audit::append(
+            &svc.store,
+            crate::store::AuditEntry {
+                at: super::now(),
+                actor: format!("schedule #{}", run.schedule),
+                remote_addr: "local".into(),
+                action: "vm.backup.scheduled".into(),
+                target: run.vm,
+                result: result.into(),
+                detail,
+            },
+        );
+    }
+}
+
+/// Runs schedule `id` now (admins), on a thread of its own: its backups appear on the
+/// Backups page as they start, its keep rules apply after each. Refused while a schedule
+/// runs, so scheduled backups stay one at a time.
+pub async fn run_schedule_now(svc: &Arc<Services>, caller: &Caller, id: i64) -> Done<i64> {
+    let runner = svc.clone();
+    execute(
+        svc,
+        caller,
+        Op::admin(
+            Action::BackupSchedule,
+            format!("#{id}"),
+            move |s| {
+                backups::schedule(&s.store, id)?;
+                if matches!(
+                    s.schedule_runs.try_lock(),
+                    Err(std::sync::TryLockError::WouldBlock)
+                ) {
+                    return Err(crate::lifecycle::LifecycleError::Conflict(
+                        "A backup schedule is running; run this one when it has ended.".into(),
+                    ));
+                }
+                let spawned = std::thread::Builder::new()
+                    .name(format!("backup-schedule-{id}"))
+                    .spawn(move || {
+                        let _one_at_a_time = runner
+                            .schedule_runs
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        match backups::run_schedule_now(runner.lc(), id, &super::now, &|| {
+                            std::thread::sleep(BACKUP_POLL)
+                        }) {
+                            Ok(runs) => record_runs(&runner, runs),
+                            Err(e) => {
+                                tracing::error!(schedule = id, error = %e, "a backup schedule could not run")
+                            }
+                        }
+                    });
+                spawned.map_err(|e| {
+                    crate::lifecycle::LifecycleError::failed(format!(
+                        "The schedule could not be started: {e}"
+                    ))
+                })?;
+                Ok(id)
+            },
+            |id| format!("#{id} run now"),
+        ),
+    )
+    .await
 }
 
 /// A new backup schedule.

@@ -55,6 +55,9 @@ pub struct Services {
     pub usage: Arc<crate::usage::Usage>,
     /// How long operations took, by action and result.
     pub ops: OpMetrics,
+    /// Held while backup schedules run (by their times or an admin's "Run now"), so
+    /// scheduled backups run one at a time.
+    pub schedule_runs: std::sync::Mutex<()>,
 }
 
 impl Services {

@@ -373,3 +373,36 @@ pub async fn delete_schedule(
         HttpResponse::Ok().json(serde_json::json!({"id": id}))
     })
 }
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/backup-schedules/{id}/run",
+    operation_id = "run_backup_schedule",
+    tag = TAG_VMS,
+    summary = "Run a backup schedule now",
+    description = "Role: admin. Backs up the schedule's VMs now, one at a time, and applies its \
+        keep rules after each, as at its times; it counts as the schedule's last run. Answers \
+        at once: the backups appear in `GET /api/v1/backups` as they start. Refused (409) \
+        while a schedule runs.",
+    params(("id" = i64, Path, description = "The schedule.")),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 202, description = "The schedule runs; its id."),
+        (status = 404, description = "There is no such schedule.", body = ApiError),
+        (status = 409, description = "A schedule is running.", body = ApiError),
+        ChangeErrors
+    )
+)]
+pub async fn run_schedule(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let done =
+        service::backups::run_schedule_now(&state.svc, &who.caller(), path.into_inner()).await?;
+    answer(done, |id| {
+        HttpResponse::Accepted().json(serde_json::json!({"id": id, "running": true}))
+    })
+}

@@ -73,6 +73,7 @@ pub const TAG_PEER: &str = "peer";
         super::api_backups::schedules,
         super::api_backups::create_schedule,
         super::api_backups::delete_schedule,
+        super::api_backups::run_schedule,
         super::api::delete_vm,
         super::api::vm_action,
         super::api::clone_vm,

@@ -296,6 +296,7 @@ pub fn build_state(
         vm_list,
         host,
         ops: Default::default(),
+        schedule_runs: Default::default(),
         fleet: Default::default(),
         usage: usage.clone(),
     });
@@ -519,6 +520,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/backups/schedules/{id}/delete",
         pages::backups::schedule_delete_form,
     )
+    .post(
+        "/backups/schedules/{id}/run",
+        pages::backups::schedule_run_form,
+    )
     .post("/backups/{id}/restore", pages::backups::restore_form)
     .post("/backups/{id}/{action}", pages::backups::backup_action)
     .post(
@@ -640,6 +645,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .delete(
                 "/backup-schedules/{id}",
                 super::api_backups::delete_schedule,
+            )
+            .post(
+                "/backup-schedules/{id}/run",
+                super::api_backups::run_schedule,
             )
             .put(
                 "/vms/{name}/start-order",

@@ -408,3 +408,22 @@ pub async fn schedule_delete_form(
         Err(e) => failed(&state, &who, e).await,
     }
 }
+
+pub async fn schedule_run_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<i64>,
+    form: web::Form<CsrfOnly>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    match service::backups::run_schedule_now(&state.svc, &who.caller(), path.into_inner()).await? {
+        Ok(id) => Ok(see_other(
+            &who,
+            "/backups",
+            &format!(
+                "Schedule #{id} runs now: its backups appear below as they start, one at a time."
+            ),
+        )),
+        Err(e) => failed(&state, &who, e).await,
+    }
+}
