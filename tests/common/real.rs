@@ -1,7 +1,9 @@
 //! Helpers for tests on the real `qemu:///system` libvirtd.
 
+use super::{bin, run_bin};
+use reqwest::StatusCode;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const URI: &str = "qemu:///system";
@@ -188,5 +190,89 @@ pub async fn job_end(
         }
         assert!(Instant::now() < deadline, "job {id} still runs: {j}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// virtdeck as a process of its own on the real libvirtd (no TLS), for tests that kill
+/// and restart it; killed when dropped.
+pub struct ServerProcess {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An admin and an API token in `data_dir`, made with the shell tools.
+pub fn admin_token(data_dir: &Path) -> String {
+    let d = data_dir.to_str().unwrap();
+    let out = run_bin(
+        &[
+            "--data-dir",
+            d,
+            "user",
+            "add",
+            "admin",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
+        "admin-password-1\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_bin(&["--data-dir", d, "token", "create", "--user", "admin"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Starts `virtdeck serve` on `data_dir` and waits until it answers.
+pub async fn start_server(data_dir: &Path) -> ServerProcess {
+    let port = super::webdriver::free_port();
+    let child = bin()
+        .args([
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "serve",
+            "--no-tls",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--libvirt-uri",
+            URI,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = ServerProcess {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{}/healthz", server.base)).await {
+            if r.status() == StatusCode::OK {
+                return server;
+            }
+        }
+        assert!(Instant::now() < deadline, "virtdeck did not start");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

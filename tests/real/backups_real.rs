@@ -10,10 +10,12 @@ use crate::console_support;
 use common::api::Api;
 use common::real::{require_libvirtd, virsh, TestPool, VmGuard, URI};
 use common::spawn_app_with;
-use console_support::{serial, serial_until, Guest};
+use console_support::{has_output_line, read_serial_until, serial, serial_until, Guest, Ws};
+use futures_util::SinkExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
 
 const MIB: usize = 1 << 20;
 
@@ -39,7 +41,21 @@ fn repeated(word: &str, len: usize) -> Vec<u8> {
     format!("{word}\n").bytes().cycle().take(len).collect()
 }
 
-async fn backup_done(api: &Api, vm: &str, id: i64) -> Value {
+/// Types a command that writes to the disk once (typed again, it would write again after
+/// a backup's checkpoint) and waits for the line `marker` it prints when done.
+async fn write_once(ws: &mut Ws, command: &str, marker: &str) {
+    ws.send(Message::Binary(format!("{command}\r").into_bytes().into()))
+        .await
+        .unwrap();
+    let seen =
+        read_serial_until(ws, Duration::from_secs(120), |t| has_output_line(t, marker)).await;
+    assert!(
+        has_output_line(&seen, marker),
+        "{marker} never came; console:\n{seen}"
+    );
+}
+
+pub(crate) async fn backup_done(api: &Api, vm: &str, id: i64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (_, list) = api.get(&format!("/api/v1/backups?vm={vm}")).await;
@@ -79,22 +95,11 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
         String::from_utf8_lossy(&out.stderr)
     );
     let data = disks.dir.join("data.qcow2");
-    let guest = Guest::with_devices(
-        false,
-        &format!(
-            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
-             <source file='{}'/><target dev='vda' bus='virtio'/></disk>\
-             <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>",
-            data.display()
-        ),
-    );
-    let out = virsh(&["start", &guest.name]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    guest.wait_ready().await;
+    let guest = running_guest_with(
+        &data,
+        "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>",
+    )
+    .await;
     let app = spawn_app_with(move |c| {
         c.demo = false;
         c.libvirt_uri = URI.into();
@@ -112,7 +117,8 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
 
     // Point one: 1 MiB of "ONE" at 1 MiB.
     let mut ws = serial(&app, &api, &vm).await;
-    serial_until(
+    serial_until(&mut ws, "echo SHELL=$((40+2))", "SHELL=42").await;
+    write_once(
         &mut ws,
         "yes ONE | head -c 1048576 | dd of=/dev/vda bs=65536 seek=16 conv=fsync 2>/dev/null; sync; echo W1-DONE",
         "W1-DONE",
@@ -141,7 +147,7 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
     );
 
     // Point two: 128 KiB of "TWO" at the start; the incremental holds about that.
-    serial_until(
+    write_once(
         &mut ws,
         "yes TWO | head -c 131072 | dd of=/dev/vda bs=65536 seek=0 conv=fsync 2>/dev/null; sync; echo W2-DONE",
         "W2-DONE",
@@ -291,11 +297,12 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
         lock: &lock,
     };
     let mut ws = serial(&app, &api, &vm).await;
+    serial_until(&mut ws, "echo SHELL=$((40+2))", "SHELL=42").await;
     let mut state = point_two.clone();
     let mut points = Vec::new();
     for day in 1..=3i64 {
         let word = format!("S{day}");
-        serial_until(
+        write_once(
             &mut ws,
             &format!("yes {word} | head -c 65536 | dd of=/dev/vda bs=65536 seek=0 conv=fsync 2>/dev/null; sync; echo {word}-DONE"),
             &format!("{word}-DONE"),
@@ -419,4 +426,53 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
     );
     let _ = std::fs::remove_file(&new_disk);
     drop(guards);
+}
+
+/// A qcow2 volume `name` in `pool` holding `mib` MiB of random bytes (so a backup copies
+/// every block and takes a while), known to libvirt; its path.
+pub(crate) fn random_data_disk(pool: &TestPool, name: &str, mib: usize) -> std::path::PathBuf {
+    let raw = pool.dir.join(format!("{name}.raw"));
+    let path = pool.dir.join(name);
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c {}M /dev/urandom > '{raw}' && qemu-img convert -O qcow2 '{raw}' '{path}' && rm '{raw}'",
+            mib,
+            raw = raw.display(),
+            path = path.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = virsh(&["pool-refresh", &pool.name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+/// The tiny guest running with `disk` as its data disk, and `more` devices.
+pub(crate) async fn running_guest_with(disk: &std::path::Path, more: &str) -> Guest {
+    let guest = Guest::with_devices(
+        false,
+        &format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+             <source file='{}'/><target dev='vda' bus='virtio'/></disk>{more}",
+            disk.display()
+        ),
+    );
+    let out = virsh(&["start", &guest.name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    guest.wait_ready().await;
+    guest
 }

@@ -16,6 +16,7 @@ mod console_support;
 mod gate;
 
 mod api_docs_browser;
+mod backups_cut_real;
 mod backups_real;
 mod browser;
 mod cloudinit_real;

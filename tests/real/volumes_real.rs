@@ -8,13 +8,12 @@ use crate::common;
 
 use common::api::Api;
 use common::http::serve_dir;
-use common::real::{qemu_readable_dir, require_libvirtd, virsh, URI};
-use common::{bin, run_bin, spawn_app_with, TestApp};
+use common::real::{admin_token, qemu_readable_dir, require_libvirtd, start_server, virsh, URI};
+use common::{spawn_app_with, TestApp};
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -395,95 +394,6 @@ async fn a_fetch_stores_the_file_and_a_failed_or_stalled_fetch_leaves_nothing() 
 }
 
 // ---- virtdeck as its own process: killed mid-upload, and its memory ----
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// An admin and an API token in `data_dir`, made with the shell tools.
-fn admin_token(data_dir: &Path) -> String {
-    let d = data_dir.to_str().unwrap();
-    let out = run_bin(
-        &[
-            "--data-dir",
-            d,
-            "user",
-            "add",
-            "admin",
-            "--role",
-            "admin",
-            "--password-stdin",
-        ],
-        "admin-password-1\n",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = run_bin(&["--data-dir", d, "token", "create", "--user", "admin"], "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-async fn start_server(data_dir: &Path) -> Server {
-    let port = free_port();
-    let child = bin()
-        .args([
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-            "serve",
-            "--no-tls",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--libvirt-uri",
-            URI,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{}/healthz", server.base)).await {
-            if r.status() == StatusCode::OK {
-                return server;
-            }
-        }
-        assert!(Instant::now() < deadline, "virtdeck did not start");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test]
 async fn a_restart_mid_upload_marks_the_job_interrupted_and_removes_its_volume() {

@@ -32,8 +32,8 @@ impl BackupsPage {
     fn when(&self, at: &i64) -> String {
         super::format_time(*at)
     }
-    fn mib(&self, bytes: &u64) -> String {
-        format!("{:.1} MiB", *bytes as f64 / 1048576.0)
+    fn size(&self, bytes: &u64) -> String {
+        crate::domain::storage::human_bytes(*bytes)
     }
     fn hhmm(&self, minutes: &u32) -> String {
         format!("{:02}:{:02}", minutes / 60, minutes % 60)

@@ -1,0 +1,193 @@
+//! Backups that are cut off or watched on the real `qemu:///system` libvirtd, each with a
+//! running tiny guest whose data disk holds random bytes (so copying it takes a while):
+//! virtdeck killed mid-backup, and the Backups page following one in Chromium. A module
+//! of their own: their guests and the restored VMs of `backups_real` would not fit the
+//! host's units together.
+
+use crate::backups_real::{backup_done, random_data_disk, running_guest_with};
+use crate::common;
+
+use common::api::Api;
+use common::real::{admin_token, require_libvirtd, start_server, virsh, TestPool, URI};
+use common::spawn_app_with;
+use reqwest::StatusCode;
+use serde_json::json;
+use std::time::Duration;
+
+/// virtdeck is killed (SIGKILL) while a backup of a running guest copies 1 GiB: started
+/// again, it says the backup was interrupted, its files are gone, libvirt's job and
+/// checkpoint with them, and the next backup is full and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_cut_off_by_a_kill_is_interrupted_cleaned_up_and_the_next_is_full() {
+    let _gate = crate::gate::enter(module_path!());
+    require_libvirtd();
+    let disks = TestPool::with_prefix("vdbk-kill-disks");
+    let target = TestPool::with_prefix("vdbk-kill-target");
+    let disk = random_data_disk(&disks, "data.qcow2", 1024);
+    let guest = running_guest_with(&disk, "").await;
+    let vm = guest.name.clone();
+    let data_dir = tempfile::tempdir().unwrap();
+    let token = admin_token(data_dir.path());
+    let mut server = start_server(data_dir.path()).await;
+    let api = |base: &str| Api {
+        c: reqwest::Client::new(),
+        base: base.to_string(),
+        token: token.clone(),
+    };
+    let before = api(&server.base);
+    let (s, t) = before
+        .put(
+            &format!("/api/v1/backup-targets/{}", target.name),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    let (s, begun) = before
+        .post(
+            &format!("/api/v1/vms/{vm}/backups"),
+            json!({"pool": target.name}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{begun}");
+    assert_eq!(
+        (begun["kind"].clone(), begun["state"].clone()),
+        (json!("full"), json!("running")),
+        "{begun}"
+    );
+    let backup_dir = std::path::PathBuf::from(begun["dir"].as_str().unwrap());
+
+    // No chance to clean up.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    assert!(backup_dir.exists(), "the cut-off backup left its files");
+
+    let server = start_server(data_dir.path()).await;
+    let after = api(&server.base);
+    let (_, list) = after.get(&format!("/api/v1/backups?vm={vm}")).await;
+    let cut = &list["backups"][0];
+    assert_eq!(
+        (cut["id"].clone(), cut["state"].clone()),
+        (begun["id"].clone(), json!("interrupted")),
+        "{list}"
+    );
+    assert!(
+        cut["message"]
+            .as_str()
+            .unwrap()
+            .contains("virtdeck stopped while this backup ran"),
+        "{cut}"
+    );
+    assert!(!backup_dir.exists(), "its files are removed");
+    let jobs = virsh(&["domjobinfo", &vm]);
+    let jobs = String::from_utf8_lossy(&jobs.stdout);
+    assert!(
+        jobs.lines()
+            .any(|l| l.starts_with("Job type:") && l.contains("None")),
+        "libvirt's backup job is ended: {jobs}"
+    );
+    let checkpoints = virsh(&["checkpoint-list", &vm, "--name"]);
+    assert!(
+        String::from_utf8_lossy(&checkpoints.stdout)
+            .trim()
+            .is_empty(),
+        "no checkpoint is left: {}",
+        String::from_utf8_lossy(&checkpoints.stdout)
+    );
+
+    let (s, next) = after
+        .post(
+            &format!("/api/v1/vms/{vm}/backups"),
+            json!({"pool": target.name}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{next}");
+    assert_eq!(next["kind"], "full", "{next}");
+    let next = backup_done(&after, &vm, next["id"].as_i64().unwrap()).await;
+    assert!(
+        next["bytes"].as_u64().unwrap() > 1 << 30,
+        "all of it: {next}"
+    );
+}
+
+/// The Backups page in Chromium shows a running backup's progress bar, and its end
+/// without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backups_page_shows_a_running_backups_progress_in_chromium() {
+    use common::webdriver::Browser;
+    let _gate = crate::gate::enter(module_path!());
+    require_libvirtd();
+    let disks = TestPool::with_prefix("vdbk-page-disks");
+    let target = TestPool::with_prefix("vdbk-page-target");
+    let disk = random_data_disk(&disks, "data.qcow2", 2048);
+    let guest = running_guest_with(&disk, "").await;
+    let vm = guest.name.clone();
+    let app = spawn_app_with(move |c| {
+        c.demo = false;
+        c.libvirt_uri = URI.into();
+    })
+    .await;
+    let api = Api::new(&app).await;
+    let (s, t) = api
+        .put(
+            &format!("/api/v1/backup-targets/{}", target.name),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    let b = Browser::start().await;
+    b.goto(&app.url("/login")).await;
+    b.type_into("input[name=username]", "admin").await;
+    b.type_into("input[name=password]", common::ADMIN_PASSWORD)
+        .await;
+    let submit = b.find("form button[type=submit]").await;
+    b.click(&submit).await;
+    b.wait_for_path("/host").await;
+
+    let (s, begun) = api
+        .post(
+            &format!("/api/v1/vms/{vm}/backups"),
+            json!({"pool": target.name}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{begun}");
+    b.goto(&app.url("/backups")).await;
+    let row = format!("tr[data-backup=\"{}\"]", begun["id"]);
+    let bar = b
+        .execute(
+            &format!(
+                "const p = document.querySelector('{row} progress');
+                 return p ? [p.value, p.max, p.closest('td').textContent.trim()] : null;"
+            ),
+            json!([]),
+        )
+        .await;
+    assert!(
+        bar.is_array(),
+        "the running backup's row has a progress bar: {}",
+        b.text_of(&row).await
+    );
+    assert_eq!(bar[1], json!(100), "{bar}");
+    assert!(
+        bar[2].as_str().unwrap().ends_with('%'),
+        "the percentage is written beside it: {bar}"
+    );
+    b.execute(
+        &format!("document.querySelector('{row}').scrollIntoView(); return true;"),
+        json!([]),
+    )
+    .await;
+    b.screenshot("backups-progress").await;
+    // The page reloads itself while a backup runs, until it has ended.
+    b.wait_until(
+        &format!(
+            "const r = document.querySelector('{row}');
+             return !!r && r.dataset.state === 'succeeded' && !r.querySelector('progress');"
+        ),
+        Duration::from_secs(300),
+        "the backup to show as succeeded",
+    )
+    .await;
+    let state = b.text_of(&format!("{row} .backup-state")).await;
+    assert!(state.contains("succeeded"), "{state}");
+    b.quit().await;
+}
