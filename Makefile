@@ -73,6 +73,8 @@ bench: test-deps assets
 	$(CARGO) bench --locked --bench fleet
 	rm -f target/bench/boot.json
 	$(CARGO) bench --locked --bench boot
+	rm -f target/bench/backup.json
+	$(CARGO) bench --locked --bench backup
 	$(CARGO) bench --locked --bench scale
 
 fmt:

@@ -13,18 +13,26 @@
 //! genisoimage; `make bench` has them. BENCH_BOOT_RUNS (default 2) sets the runs per tool
 //! and firmware. Everything made is removed afterwards.
 
+#[allow(dead_code)]
+mod real_host;
+
 use anyhow::{ensure, Context, Result};
+use real_host::{command, median, root, virsh, Pool, Virtdeck, URI};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const URI: &str = "qemu:///system";
-const PASSWORD: &str = "bench-password-1";
 /// The guest's password, hashed as virtdeck would (SHA-512 crypt), for the hand-made seed.
 const GUEST_PASSWORD: &str = "Bench-Guest-Pa55";
 const BOOT_DEADLINE: Duration = Duration::from_secs(600);
 const SERIAL_LOG_DIR: &str = "/var/log/libvirt/qemu";
+/// The test image's name in the bench's pool.
+const IMAGE: &str = "debian-12.qcow2";
+
+/// The test image's path in `pool`.
+fn image_in(pool: &Pool) -> String {
+    pool.dir.join(IMAGE).display().to_string()
+}
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -38,29 +46,6 @@ fn main() {
     }
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn command(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| program.to_string())?;
-    ensure!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn virsh(args: &[&str]) -> Result<String> {
-    let mut all = vec!["-c", URI];
-    all.extend_from_slice(args);
-    command("virsh", &all)
-}
-
 fn remove_vm(name: &str) {
     let _ = virsh(&["destroy", name]);
     let _ = virsh(&[
@@ -72,52 +57,6 @@ fn remove_vm(name: &str) {
         "--snapshots-metadata",
     ]);
     let _ = std::fs::remove_file(format!("{SERIAL_LOG_DIR}/{name}-serial.log"));
-}
-
-/// A directory pool for this run holding the image, removed on drop.
-struct Pool {
-    name: String,
-    dir: PathBuf,
-}
-
-impl Pool {
-    fn new(image: &Path) -> Result<Pool> {
-        let name = format!("vdbench-boot-{}", std::process::id());
-        let dir = PathBuf::from(format!("/var/tmp/{name}"));
-        std::fs::create_dir_all(&dir)?;
-        std::fs::copy(image, dir.join("debian-12.qcow2"))?;
-        let pool = Pool { name, dir };
-        virsh(&[
-            "pool-define-as",
-            &pool.name,
-            "dir",
-            "--target",
-            pool.dir.to_str().unwrap_or_default(),
-        ])?;
-        virsh(&["pool-start", &pool.name])?;
-        Ok(pool)
-    }
-
-    fn image(&self) -> String {
-        self.dir.join("debian-12.qcow2").display().to_string()
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        let _ = virsh(&["pool-destroy", &self.name]);
-        let _ = virsh(&["pool-undefine", &self.name]);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Waits until the serial log shows `<hostname> login:`; the seconds since `started`.
@@ -140,96 +79,6 @@ async fn login_prompt(log: &Path, hostname: &str, started: Instant) -> Result<f6
     }
 }
 
-struct Virtdeck {
-    _server: Server,
-    base: String,
-    token: String,
-    client: reqwest::Client,
-}
-
-fn cli(bin: &Path, data: &Path, args: &[&str], stdin: &str) -> Result<String> {
-    use std::io::Write;
-    let mut child = Command::new(bin)
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let Some(mut i) = child.stdin.take() {
-        i.write_all(stdin.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    ensure!(
-        out.status.success(),
-        "virtdeck {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-async fn start_virtdeck(out: &Path) -> Result<Virtdeck> {
-    let bin = root().join("target/release/virtdeck");
-    ensure!(
-        bin.exists(),
-        "{} is missing: `make bench` builds it",
-        bin.display()
-    );
-    let data = out.join("data-boot");
-    let _ = std::fs::remove_dir_all(&data);
-    cli(
-        &bin,
-        &data,
-        &[
-            "user",
-            "add",
-            "admin",
-            "--role",
-            "admin",
-            "--password-stdin",
-        ],
-        &format!("{PASSWORD}\n"),
-    )?;
-    let token = cli(&bin, &data, &["token", "create", "--user", "admin"], "")?
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let server = Server(
-        Command::new(&bin)
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["serve", "--no-tls", "--libvirt-uri", URI, "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        ensure!(Instant::now() < deadline, "virtdeck did not start");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok(Virtdeck {
-        _server: server,
-        base,
-        token,
-        client,
-    })
-}
-
 fn ssh_key() -> String {
     // A syntactically valid ed25519 public key (32 bytes of 7s), as an admin pastes one.
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH ops@bench"
@@ -245,7 +94,7 @@ async fn boot_with_virtdeck(vd: &Virtdeck, pool: &Pool, name: &str, uefi: bool) 
         "name": name,
         "vcpus": 1,
         "memory_mib": 1024,
-        "disk": {"type": "cloud_image", "base": pool.image(), "size_gib": 3},
+        "disk": {"type": "cloud_image", "base": image_in(pool), "size_gib": 3},
         "cloud_init": {
             "hostname": hostname,
             "user": "ops",
@@ -309,7 +158,7 @@ async fn boot_with_virt_install(pool: &Pool, name: &str, uefi: bool) -> Result<f
             "qcow2",
             "-O",
             "qcow2",
-            &pool.image(),
+            &image_in(pool),
             &disk_s,
         ],
     )?;
@@ -376,19 +225,6 @@ async fn boot_with_virt_install(pool: &Pool, name: &str, uefi: bool) -> Result<f
     seconds
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 async fn run() -> Result<()> {
     let out = root().join("target/bench");
     std::fs::create_dir_all(&out)?;
@@ -404,8 +240,9 @@ async fn run() -> Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2)
         .max(1);
-    let pool = Pool::new(&image)?;
-    let vd = start_virtdeck(&out).await?;
+    let pool = Pool::new("boot")?;
+    std::fs::copy(&image, pool.dir.join(IMAGE))?;
+    let vd = Virtdeck::start(&out, "boot").await?;
     let mut report = json!({"runs": runs});
     for uefi in [false, true] {
         let fw = if uefi { "uefi" } else { "bios" };

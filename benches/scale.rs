@@ -59,6 +59,7 @@ const CONSOLE: &str = "Console proxy";
 const UPLOAD: &str = "Upload";
 const BOOT: &str = "Boot: Debian cloud image to its login prompt";
 const MIGRATION: &str = "Migration";
+const BACKUP: &str = "Backup of a running VM's 2 GiB disk";
 const FLEET: &str = "Fleet page: 20 peers × 1,000 VMs";
 const SIGN_IN: &str = "Sign-in flood";
 /// Parallel sign-ins in the flood.
@@ -470,6 +471,7 @@ async fn run() -> Result<()> {
     console_figures(&out, &mut figures, &mut notes);
     upload_figures(&out, &mut figures, &mut notes);
     boot_figures(&out, &mut figures, &mut notes);
+    backup_figures(&out, &mut figures, &mut notes);
     migration_figures(&out, &mut figures, &mut notes);
     fleet_figures(&out, &mut figures, &mut notes);
 
@@ -1316,6 +1318,71 @@ fn boot_figures(out: &Path, figures: &mut Vec<Figure>, notes: &mut Vec<(String, 
              the difference is what each does before QEMU starts (copying the image, the \
              seed, defining). Both clocks stop at the prompt that carries the seed's host \
              name. {} runs per tool and firmware, alternating.",
+            v["runs"]
+        ),
+    ));
+}
+
+// ---- backup figures from benches/backup.rs ----
+
+fn backup_figures(out: &Path, figures: &mut Vec<Figure>, notes: &mut Vec<(String, String)>) {
+    let Some(v) = std::fs::read_to_string(out.join("backup.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+    else {
+        notes.push((
+            BACKUP.to_string(),
+            "Not measured in this run: `make bench` runs `cargo bench --bench backup` first \
+             (it needs libvirtd), which writes target/bench/backup.json."
+                .into(),
+        ));
+        return;
+    };
+    let f = |who: &str, k: &str| v[who][k].as_f64().unwrap_or(f64::NAN);
+    const VIRSH: &str = "`virsh backup-begin` (push mode, with a checkpoint) of the same disk";
+    figures.push(
+        Figure::new(
+            BACKUP,
+            "backup_full_mib_s",
+            "full backup throughput, request → restorable (median)",
+            "MiB/s",
+            f("virtdeck", "full_mib_s"),
+        )
+        .vs(VIRSH, f("virsh", "full_mib_s"))
+        .target(Target::RatioAtLeast(0.95)),
+    );
+    figures.push(
+        Figure::new(
+            BACKUP,
+            "backup_incremental_mib_s",
+            &format!(
+                "incremental backup after {} MiB (5%) changed, changed MiB per second (median)",
+                v["changed_mib"]
+            ),
+            "MiB/s",
+            f("virtdeck", "incremental_mib_s"),
+        )
+        .vs(VIRSH, f("virsh", "incremental_mib_s"))
+        .target(Target::RatioAtLeast(0.95)),
+    );
+    figures.push(
+        Figure::new(
+            BACKUP,
+            "backup_rss_growth_mib",
+            "virtdeck's VmRSS growth during the backups (peak − before)",
+            "MiB",
+            f("virtdeck", "rss_growth_mib"),
+        )
+        .target(Target::Below(8.0)),
+    );
+    notes.push((
+        BACKUP.to_string(),
+        format!(
+            "libvirt and QEMU copy the blocks in both cases (push mode into a file in the same \
+             target directory). virtdeck's clock stops when its API says the backup succeeded: \
+             the job ended, its row written and an incremental file chained to the one before \
+             (its SHA-256 checksums are computed right after, off the clock); virsh's clock \
+             stops when `virsh domjobinfo` shows no job. {} runs, alternating which goes first.",
             v["runs"]
         ),
     ));

@@ -7,14 +7,17 @@
 //! Needs a running libvirtd (`make bench` starts it with scripts/start-libvirt.sh) and
 //! ~2 GiB free in /var/tmp. The pool, volumes and file are removed afterwards.
 
+#[allow(dead_code)]
+mod real_host;
+
 use anyhow::{anyhow, ensure, Context, Result};
 use futures_util::StreamExt;
+use real_host::{root, rss_mib, virsh, Pool, Virtdeck, URI};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const URI: &str = "qemu:///system";
 const TOTAL: u64 = 2 << 30;
 const CHUNK: usize = 1 << 20;
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
@@ -31,77 +34,6 @@ fn main() {
     }
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn virsh(args: &[&str]) -> Result<String> {
-    let out = Command::new("virsh")
-        .args(["-c", URI])
-        .args(args)
-        .output()
-        .context("virsh")?;
-    ensure!(
-        out.status.success(),
-        "virsh {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// A directory pool for this run, removed on drop.
-struct Pool {
-    name: String,
-    dir: PathBuf,
-}
-
-impl Pool {
-    fn new() -> Result<Pool> {
-        let name = format!("vdbench-upload-{}", std::process::id());
-        let dir = PathBuf::from(format!("/var/tmp/{name}"));
-        std::fs::create_dir_all(&dir)?;
-        let pool = Pool { name, dir };
-        virsh(&[
-            "pool-define-as",
-            &pool.name,
-            "dir",
-            "--target",
-            pool.dir.to_str().unwrap_or_default(),
-        ])?;
-        virsh(&["pool-start", &pool.name])?;
-        Ok(pool)
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        let _ = virsh(&["pool-destroy", &self.name]);
-        let _ = virsh(&["pool-undefine", &self.name]);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
-}
-
 /// The same pseudo-random bytes for both uploads, so neither gets a sparse shortcut.
 fn chunk(i: u64) -> Vec<u8> {
     let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -113,28 +45,6 @@ fn chunk(i: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
-}
-
-fn cli(bin: &Path, data: &Path, args: &[&str], stdin: &str) -> Result<String> {
-    use std::io::Write;
-    let mut child = Command::new(bin)
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let Some(mut i) = child.stdin.take() {
-        i.write_all(stdin.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    ensure!(
-        out.status.success(),
-        "virtdeck {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[derive(Default)]
@@ -157,64 +67,14 @@ impl Run {
 }
 
 async fn through_virtdeck(pool: &Pool, out: &Path) -> Result<Run> {
-    let bin = root().join("target/release/virtdeck");
-    ensure!(
-        bin.exists(),
-        "{} is missing: `make bench` builds it",
-        bin.display()
-    );
-    let data = out.join("data-upload");
-    let _ = std::fs::remove_dir_all(&data);
-    cli(
-        &bin,
-        &data,
-        &[
-            "user",
-            "add",
-            "admin",
-            "--role",
-            "admin",
-            "--password-stdin",
-        ],
-        "bench-password-1\n",
-    )?;
-    let token = cli(&bin, &data, &["token", "create", "--user", "admin"], "")?
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let server = Server(
-        Command::new(&bin)
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["serve", "--no-tls", "--libvirt-uri", URI, "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let c = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = c.get(format!("{base}/healthz")).send().await {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        ensure!(Instant::now() < deadline, "virtdeck did not start");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let vd = Virtdeck::start(out, "upload").await?;
+    let (c, base, token) = (&vd.client, &vd.base, &vd.token);
     // Warm up: the pool page's listing, as before any upload.
     c.get(format!("{base}/api/v1/pools/{}/volumes", pool.name))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .send()
         .await?;
-    let pid = server.0.id();
+    let pid = vd.pid();
     let before = rss_mib(pid).ok_or_else(|| anyhow!("no VmRSS"))?;
     let body = futures_util::stream::iter(0..TOTAL / CHUNK as u64)
         .map(|i| Ok::<_, std::io::Error>(chunk(i)));
@@ -222,7 +82,7 @@ async fn through_virtdeck(pool: &Pool, out: &Path) -> Result<Run> {
     let started = Instant::now();
     let upload = tokio::spawn(
         c.put(url)
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .header("content-length", TOTAL.to_string())
             .body(reqwest::Body::wrap_stream(body))
             .send(),
@@ -302,7 +162,7 @@ async fn run() -> Result<()> {
     let out = root().join("target/bench");
     std::fs::create_dir_all(&out)?;
     virsh(&["version"]).context("libvirtd must run: scripts/start-libvirt.sh")?;
-    let pool = Pool::new()?;
+    let pool = Pool::new("upload")?;
     println!("upload: 2 GiB through virtdeck into pool {}", pool.name);
     let ours = through_virtdeck(&pool, &out).await?;
     println!(

@@ -45,6 +45,13 @@ pub fn remove_dir(dir: &str) -> Result<(), BackupFileError> {
 }
 
 /// The file's size and SHA-256 (hex), read in 1 MiB pieces.
+/// A file's size in bytes.
+pub fn size(path: &str) -> Result<u64, BackupFileError> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(io(format!("cannot read {path}")))
+}
+
 pub fn sha256(path: &str) -> Result<(u64, String), BackupFileError> {
     let mut f = std::fs::File::open(path).map_err(io(format!("cannot read {path}")))?;
     let mut hash = Sha256::new();

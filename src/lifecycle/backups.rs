@@ -339,7 +339,11 @@ pub fn watch(
         }
     };
     match outcome.and_then(|()| seal(store, &row).map_err(|e| e.to_string())) {
-        Ok(files) => store.finish_backup(id, "succeeded", &row.message, &files, now())?,
+        Ok(files) => {
+            // Restorable from here on; the checksums that verify it follow.
+            store.finish_backup(id, "succeeded", &row.message, &files, now())?;
+            record_checksums(store, id);
+        }
         Err(why) => {
             undo(hv, &row);
             store.finish_backup(
@@ -377,7 +381,7 @@ fn copy_offline(row: &BackupRow) -> Result<(), String> {
 }
 
 /// A finished backup's files: an incremental one chained to the one before it; each
-/// file's size and checksum.
+/// file's size (its checksum comes after, from `record_checksums`).
 fn seal(
     store: &Store,
     row: &BackupRow,
@@ -391,10 +395,41 @@ fn seal(
         {
             backup_files::chain_to(&f.path, &parent_file.path)?;
         }
-        let (bytes, sha) = backup_files::sha256(&f.path)?;
-        out.push((f.disk.clone(), bytes, sha));
+        out.push((f.disk.clone(), backup_files::size(&f.path)?, String::new()));
     }
     Ok(out)
+}
+
+/// Reads backup `id`'s files and records the checksums its files lack. A file that
+/// cannot be read (the backup was deleted meanwhile) is left without one.
+pub fn record_checksums(store: &Store, id: i64) {
+    let Ok(Some(row)) = store.backup(id) else {
+        return;
+    };
+    for f in row.files.iter().filter(|f| f.sha256.is_empty()) {
+        match backup_files::sha256(&f.path) {
+            Ok((_, sha)) => {
+                if let Err(e) = store.set_backup_checksum(id, &f.disk, &sha) {
+                    tracing::error!(backup = id, error = %e, "could not record a backup's checksum");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(backup = id, error = %e, "a backup file's checksum could not be computed")
+            }
+        }
+    }
+}
+
+/// The backups that succeeded but lack a checksum (virtdeck stopped before it was
+/// written).
+pub fn without_checksums(store: &Store) -> Vec<i64> {
+    store
+        .backups(None)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|b| b.state == "succeeded" && b.files.iter().any(|f| f.sha256.is_empty()))
+        .map(|b| b.id)
+        .collect()
 }
 
 /// Removes what a failed or interrupted backup left: its files and its checkpoint.
@@ -468,6 +503,14 @@ pub fn verify(store: &Store, id: i64) -> LcResult<Verified> {
             continue;
         }
         for f in &b.files {
+            if f.sha256.is_empty() {
+                ok = false;
+                files.push((
+                    format!("{} (backup {})", f.disk, b.id),
+                    "no checksum yet: it is being computed; verify again in a moment".into(),
+                ));
+                continue;
+            }
             let found = match backup_files::sha256(&f.path) {
                 Ok((_, sha)) if sha == f.sha256 => "checksum matches".to_string(),
                 Ok(_) => {
@@ -1138,4 +1181,63 @@ pub fn restore_over(ctx: Ctx<'_>, id: i64) -> LcResult<RestoredOver> {
         deleted,
         kept,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::backups::NewBackup;
+
+    #[test]
+    fn a_backup_is_verified_once_its_checksums_are_recorded_after_it_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vda.qcow2");
+        std::fs::write(&file, b"backed-up bytes").unwrap();
+        let path = file.display().to_string();
+        let store = Store::open_in_memory().unwrap();
+        let id = store
+            .insert_backup(&NewBackup {
+                vm: "web01",
+                vm_uuid: "",
+                kind: "full",
+                parent: None,
+                checkpoint: "",
+                pool: "bk",
+                dir: &dir.path().display().to_string(),
+                why_full: "",
+                definition: "",
+                units: 1,
+                created_by: "test",
+                created_at: 1,
+                schedule: None,
+                consistency: "clean",
+                message: "",
+                files: vec![("vda".into(), path.clone(), 1 << 30)],
+            })
+            .unwrap();
+        let row = store.backup(id).unwrap().unwrap();
+        let sealed = seal(&store, &row).unwrap();
+        assert_eq!(sealed, vec![("vda".to_string(), 15, String::new())]);
+        store
+            .finish_backup(id, "succeeded", "", &sealed, 2)
+            .unwrap();
+        assert_eq!(without_checksums(&store), vec![id]);
+        let early = verify(&store, id).unwrap();
+        assert!(!early.ok, "{early:?}");
+        assert!(early.files[0].1.contains("no checksum yet"), "{early:?}");
+
+        record_checksums(&store, id);
+        assert!(without_checksums(&store).is_empty());
+        let checked = verify(&store, id).unwrap();
+        assert!(checked.ok, "{checked:?}");
+        std::fs::write(&file, b"changed bytes!!").unwrap();
+        let changed = verify(&store, id).unwrap();
+        assert!(
+            !changed.ok && changed.files[0].1.contains("DIFFERS"),
+            "{changed:?}"
+        );
+        // A checksum once recorded is not replaced.
+        record_checksums(&store, id);
+        assert!(!verify(&store, id).unwrap().ok);
+    }
 }

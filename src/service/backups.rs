@@ -11,8 +11,20 @@ use std::time::Duration;
 
 type Done<T> = Result<LcResult<T>, Denied>;
 
-/// How often a running backup's job is looked at.
-const BACKUP_POLL: Duration = Duration::from_millis(200);
+/// How often a running backup's job is looked at, at most.
+const BACKUP_POLL: Duration = Duration::from_millis(100);
+
+/// The pause between looks at a running backup job: 10 ms at first, doubling up to
+/// [`BACKUP_POLL`], so a short job is seen ending at once and a long one is not asked
+/// about more than ten times a second.
+fn backup_pause() -> impl Fn() {
+    let next = std::cell::Cell::new(Duration::from_millis(10));
+    move || {
+        let pause = next.get();
+        std::thread::sleep(pause);
+        next.set((pause * 2).min(BACKUP_POLL));
+    }
+}
 
 /// Names a pool a backup target, or no longer.
 pub async fn set_target(
@@ -103,7 +115,7 @@ fn watch(svc: Arc<Services>, id: i64, actor: String) {
                 svc.hv.as_ref(),
                 &svc.store,
                 id,
-                &|| std::thread::sleep(BACKUP_POLL),
+                &backup_pause(),
                 &super::now,
             );
             let (vm, result, detail) = match ended {
@@ -244,6 +256,26 @@ pub async fn delete(svc: &Arc<Services>, caller: &Caller, id: i64) -> Done<Backu
     .await
 }
 
+/// At start-up, on a thread of its own: the checksums of backups that ended while
+/// virtdeck stopped before writing them.
+pub fn record_missing_checksums(svc: &Arc<Services>) {
+    let ids = backups::without_checksums(&svc.store);
+    if ids.is_empty() {
+        return;
+    }
+    let store = svc.store.clone();
+    let spawned = std::thread::Builder::new()
+        .name("backup-checksums".into())
+        .spawn(move || {
+            for id in ids {
+                backups::record_checksums(&store, id);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "the backups' checksums could not be computed");
+    }
+}
+
 /// How often the scheduler looks for due schedules.
 const SCHEDULER_TICK: Duration = Duration::from_secs(30);
 
@@ -261,7 +293,7 @@ pub fn start_scheduler(svc: &Arc<Services>) {
                     .schedule_runs
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                match backups::run_due(svc.lc(), &super::now, &|| std::thread::sleep(BACKUP_POLL)) {
+                match backups::run_due(svc.lc(), &super::now, &backup_pause()) {
                     Ok(runs) => record_runs(&svc, runs),
                     Err(e) => tracing::error!(error = %e, "backup schedules could not run"),
                 }
@@ -337,9 +369,8 @@ pub async fn run_schedule_now(svc: &Arc<Services>, caller: &Caller, id: i64) -> 
                             .schedule_runs
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        match backups::run_schedule_now(runner.lc(), id, &super::now, &|| {
-                            std::thread::sleep(BACKUP_POLL)
-                        }) {
+                        match backups::run_schedule_now(runner.lc(), id, &super::now, &backup_pause())
+                        {
                             Ok(runs) => record_runs(&runner, runs),
                             Err(e) => {
                                 tracing::error!(schedule = id, error = %e, "a backup schedule could not run")

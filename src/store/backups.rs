@@ -47,7 +47,7 @@ pub struct BackupFile {
     pub capacity: u64,
     /// The file's size.
     pub bytes: u64,
-    /// SHA-256 of the file, written when the backup ended.
+    /// SHA-256 of the file, written right after the backup ended (empty until then).
     pub sha256: String,
 }
 
@@ -255,6 +255,18 @@ impl Store {
 
     /// A backup whose parent was merged into it: its new parent (none: it is full now),
     /// kind, and its files' sizes and checksums.
+    /// Records a backup file's checksum, computed after the backup ended; a checksum
+    /// already there is kept.
+    pub fn set_backup_checksum(&self, id: i64, disk: &str, sha256: &str) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE backup_files SET sha256 = ?3 WHERE backup = ?1 AND disk = ?2 AND sha256 = ''",
+                params![id, disk, sha256],
+            )
+            .map(|_| ())
+        })
+    }
+
     pub fn rechain_backup(
         &self,
         id: i64,

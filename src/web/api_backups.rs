@@ -35,8 +35,10 @@ pub struct BackupQuery {
     tag = TAG_VMS,
     summary = "List backups and backup targets",
     description = "Role: viewer. Every backup, newest first (or one VM's with `vm`): its kind \
-        (full, or incremental on `parent`), why it is full, its files with their checksums, \
-        its state and, while it runs, its progress; and the backup targets with their free space.",
+        (full, or incremental on `parent`), why it is full, its files with their checksums \
+        (a file's `sha256` is empty for the moment between the backup's success and its \
+        checksum being recorded), its state and, while it runs, its progress; and the backup \
+        targets with their free space.",
     params(BackupQuery),
     responses((status = 200, description = "The backups.", body = BackupList), ReadErrors)
 )]

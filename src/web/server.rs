@@ -301,6 +301,7 @@ pub fn build_state(
         usage: usage.clone(),
     });
     crate::service::backups::start_scheduler(&svc);
+    crate::service::backups::record_missing_checksums(&svc);
     Ok(AppState {
         svc,
         trusted_proxies,

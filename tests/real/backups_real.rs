@@ -66,10 +66,15 @@ pub(crate) async fn backup_done(api: &Api, vm: &str, id: i64) -> Value {
             .find(|b| b["id"] == id)
             .cloned()
             .unwrap_or(Value::Null);
-        if b["state"] != "running" {
+        // Restorable once succeeded; its checksums are written right after.
+        let checksummed = b["files"]
+            .as_array()
+            .is_some_and(|f| f.iter().all(|f| f["sha256"] != ""));
+        if b["state"] != "running" && checksummed {
             assert_eq!(b["state"], "succeeded", "{b}");
             return b;
         }
+        assert_ne!(b["state"], "failed", "{b}");
         assert!(Instant::now() < deadline, "backup {id} never ended: {b}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
