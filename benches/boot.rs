@@ -242,6 +242,7 @@ async fn run() -> Result<()> {
         .max(1);
     let pool = Pool::new("boot")?;
     std::fs::copy(&image, pool.dir.join(IMAGE))?;
+    virsh(&["pool-refresh", &pool.name])?;
     let vd = Virtdeck::start(&out, "boot").await?;
     let mut report = json!({"runs": runs});
     for uefi in [false, true] {

@@ -1,11 +1,87 @@
-//! Backup schedules and retention: when a schedule is due (times in UTC), and which backups
-//! of a VM a schedule's keep rules leave (Proxmox's prune rules: the last N, and the newest
-//! of each of the last N days, ISO weeks and months that have one). Plain values.
+//! Backup and snapshot schedules and retention: when a schedule is due (times in UTC), and
+//! which backups of a VM a schedule's keep rules leave (Proxmox's prune rules: the last N,
+//! and the newest of each of the last N days, ISO weeks and months that have one); the
+//! names of scheduled snapshots and which of them go (the last N stay). Plain values.
 
 use super::create_plan::{field, FieldError};
 use serde::{Deserialize, Serialize};
 
 const DAY: i64 = 86_400;
+
+/// What a schedule makes of each VM it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    /// A backup into a backup target.
+    #[default]
+    Backup,
+    /// A snapshot inside the VM's own disks.
+    Snapshot,
+}
+
+impl ScheduleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScheduleKind::Backup => "backup",
+            ScheduleKind::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// A snapshot schedule keeps the last N snapshots, N at least 1.
+pub fn check_snapshot_keep(keep: &Keep) -> Result<(), Vec<FieldError>> {
+    let mut errors = Vec::new();
+    if keep.daily > 0 || keep.weekly > 0 || keep.monthly > 0 {
+        errors.push(field(
+            "keep_daily",
+            "A snapshot schedule keeps the last N snapshots only: leave daily, weekly and monthly empty.",
+        ));
+    }
+    if keep.last == 0 {
+        errors.push(field("keep_last", "Keep at least one snapshot."));
+    } else if keep.last > 100 {
+        errors.push(field(
+            "keep_last",
+            "Keep at most 100 snapshots: each one holds every block changed since it in the VM's disks.",
+        ));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// The name schedule `id` gives the snapshot it takes at `at` (unix seconds, UTC):
+/// `auto-<id>-<YYYYMMDD>-<HHMMSS>`.
+pub fn snapshot_name(id: i64, at: i64) -> String {
+    let stamp = time::OffsetDateTime::from_unix_timestamp(at)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year][month][day]-[hour][minute][second]"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| at.to_string());
+    format!("auto-{id}-{stamp}")
+}
+
+/// Of a VM's snapshots (name, taken at), the ones schedule `id` took that go so that its
+/// `keep_last` newest stay; oldest first. Snapshots it did not take are never named.
+pub fn snapshots_beyond(id: i64, snapshots: &[(String, i64)], keep_last: u32) -> Vec<String> {
+    let prefix = format!("auto-{id}-");
+    let mut ours: Vec<&(String, i64)> = snapshots
+        .iter()
+        .filter(|(n, _)| n.starts_with(&prefix))
+        .collect();
+    ours.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    let extra = ours.len().saturating_sub(keep_last as usize);
+    ours.into_iter()
+        .take(extra)
+        .map(|(n, _)| n.clone())
+        .collect()
+}
 
 /// How often a schedule runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -166,6 +242,59 @@ mod tests {
 
     // 2026-12-02 (a Wednesday) 00:00 UTC.
     const WED: i64 = 1_796_169_600;
+
+    #[test]
+    fn scheduled_snapshots_are_named_by_time_and_only_a_schedules_own_go() {
+        assert_eq!(
+            snapshot_name(3, WED + 2 * 3600 + 5),
+            "auto-3-20261202-020005"
+        );
+        assert_eq!(snapshot_name(12, 0), "auto-12-19700101-000000");
+        assert_eq!(
+            snapshot_name(1, WED - 1),
+            "auto-1-20261201-235959",
+            "the day before, at its last second"
+        );
+        let snaps = vec![
+            ("auto-3-20261202-020000".to_string(), WED + 7200),
+            ("before-upgrade".to_string(), WED),
+            ("auto-3-20261201-020000".to_string(), WED - DAY + 7200),
+            ("auto-30-20261130-020000".to_string(), WED - 2 * DAY),
+            ("auto-3-20261130-020000".to_string(), WED - 2 * DAY + 7200),
+        ];
+        assert_eq!(
+            snapshots_beyond(3, &snaps, 1),
+            vec!["auto-3-20261130-020000", "auto-3-20261201-020000"]
+        );
+        assert!(snapshots_beyond(3, &snaps, 3).is_empty());
+        assert!(snapshots_beyond(7, &snaps, 1).is_empty());
+    }
+
+    #[test]
+    fn snapshot_schedules_keep_the_last_n_only() {
+        let last = |n| Keep {
+            last: n,
+            ..Keep::default()
+        };
+        assert!(check_snapshot_keep(&last(3)).is_ok());
+        let fields = |k: &Keep| -> Vec<String> {
+            check_snapshot_keep(k)
+                .unwrap_err()
+                .into_iter()
+                .map(|e| e.field.to_string())
+                .collect()
+        };
+        assert_eq!(fields(&last(0)), vec!["keep_last"]);
+        assert_eq!(fields(&last(101)), vec!["keep_last"]);
+        assert_eq!(
+            fields(&Keep {
+                last: 2,
+                weekly: 1,
+                ..Keep::default()
+            }),
+            vec!["keep_daily"]
+        );
+    }
 
     #[test]
     fn calendar_facts() {

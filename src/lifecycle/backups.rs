@@ -882,15 +882,24 @@ pub fn prune(
     Ok(deleted)
 }
 
+/// What a schedule made of one VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Made {
+    /// The backup (succeeded or not).
+    Backup(Box<BackupRow>),
+    /// The snapshot's name.
+    Snapshot(String),
+}
+
 /// What one due schedule did to one VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduledRun {
     pub schedule: i64,
     pub vm: String,
-    /// The backup made (succeeded or not), or why none was.
-    pub outcome: Result<BackupRow, String>,
-    /// Backups the keep rules deleted.
-    pub pruned: Vec<i64>,
+    /// What was made, or why nothing was.
+    pub outcome: Result<Made, String>,
+    /// What the keep rules deleted: backups (`#id`) or snapshots (their names).
+    pub pruned: Vec<String>,
 }
 
 /// The VMs a schedule covers.
@@ -969,6 +978,12 @@ fn run_schedule(
 ) -> LcResult<Vec<ScheduledRun>> {
     use crate::domain::backup_schedule::Keep;
     ctx.store.set_schedule_run(s.id, now())?;
+    if s.kind == "snapshot" {
+        return Ok(in_scope(ctx.hv, s)?
+            .into_iter()
+            .map(|vm| snapshot_by_schedule(ctx.hv, s, vm, now()))
+            .collect());
+    }
     let keep = Keep {
         last: s.keep_last,
         daily: s.keep_daily,
@@ -1000,11 +1015,70 @@ fn run_schedule(
         out.push(ScheduledRun {
             schedule: s.id,
             vm,
-            outcome: made.map_err(|e| e.to_string()),
-            pruned,
+            outcome: made
+                .map(|b| Made::Backup(Box::new(b)))
+                .map_err(|e| e.to_string()),
+            pruned: pruned.iter().map(|id| format!("#{id}")).collect(),
         });
     }
     Ok(out)
+}
+
+/// A snapshot schedule's run on one VM: a snapshot named by the time (a second one in
+/// the same second gets `-2`, …), then the schedule's own snapshots beyond its last N
+/// deleted, oldest first. A VM that cannot have snapshots (UEFI, raw disks) says why.
+fn snapshot_by_schedule(
+    hv: &dyn Hypervisor,
+    s: &crate::store::backups::ScheduleRow,
+    vm: String,
+    at: i64,
+) -> ScheduledRun {
+    use crate::domain::backup_schedule::{snapshot_name, snapshots_beyond};
+    let taken = super::changes::snapshots(hv, &vm).and_then(|existing| {
+        let base = snapshot_name(s.id, at);
+        let name = (1..)
+            .map(|n| {
+                if n == 1 {
+                    base.clone()
+                } else {
+                    format!("{base}-{n}")
+                }
+            })
+            .find(|n| !existing.iter().any(|e| &e.name == n))
+            .unwrap_or(base);
+        super::changes::create_snapshot(
+            hv,
+            &vm,
+            &super::SnapshotRequest {
+                name,
+                description: format!("Taken by schedule #{}", s.id),
+            },
+        )
+    });
+    let mut pruned = Vec::new();
+    if taken.is_ok() {
+        let all: Vec<(String, i64)> = super::changes::snapshots(hv, &vm)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| (i.name, i.created_at))
+            .collect();
+        for old in snapshots_beyond(s.id, &all, s.keep_last) {
+            match super::changes::delete_snapshot(hv, &vm, &old) {
+                Ok(()) => pruned.push(old),
+                Err(e) => {
+                    tracing::error!(vm, snapshot = old, error = %e, "a scheduled snapshot could not be deleted")
+                }
+            }
+        }
+    }
+    ScheduledRun {
+        schedule: s.id,
+        vm,
+        outcome: taken
+            .map(|i| Made::Snapshot(i.name))
+            .map_err(|e| e.to_string()),
+        pruned,
+    }
 }
 
 /// A restore over the VM that was backed up.

@@ -2,7 +2,7 @@
 //! as a new VM, verifying, deleting (admins); schedules (admins) and their scheduler.
 
 use super::{execute, Action, Caller, Denied, Op, Services};
-use crate::domain::backup_schedule::{self as schedule, Every, Keep, Timing};
+use crate::domain::backup_schedule::{self as schedule, Every, Keep, ScheduleKind, Timing};
 use crate::lifecycle::backups::{self, RestoreRequest, Restored, TargetView, Verified};
 use crate::lifecycle::{By, LcResult};
 use crate::store::backups::{BackupRow, ScheduleRow};
@@ -309,22 +309,24 @@ pub fn start_scheduler(svc: &Arc<Services>) {
 /// Each scheduled backup's end, in the audit log.
 fn record_runs(svc: &Services, runs: Vec<backups::ScheduledRun>) {
     for run in runs {
-        let (result, detail) = match &run.outcome {
-            Ok(b) if b.state == "succeeded" => (
+        let pruned = if run.pruned.is_empty() {
+            String::new()
+        } else {
+            format!("; keep rules deleted {}", run.pruned.join(", "))
+        };
+        let (action, result, detail) = match &run.outcome {
+            Ok(backups::Made::Backup(b)) if b.state == "succeeded" => (
+                "vm.backup.scheduled",
                 "ok",
-                format!(
-                    "backup {} ({}){}",
-                    b.id,
-                    b.kind,
-                    if run.pruned.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; keep rules deleted {:?}", run.pruned)
-                    }
-                ),
+                format!("backup {} ({}){pruned}", b.id, b.kind),
             ),
-            Ok(b) => ("failed", b.message.clone()),
-            Err(why) => ("failed", why.clone()),
+            Ok(backups::Made::Backup(b)) => ("vm.backup.scheduled", "failed", b.message.clone()),
+            Ok(backups::Made::Snapshot(name)) => (
+                "vm.snapshot.scheduled",
+                "ok",
+                format!("snapshot {name}{pruned}"),
+            ),
+            Err(why) => ("vm.schedule.run", "failed", why.clone()),
         };
         super::audit::append(
             &svc.store,
@@ -332,7 +334,7 @@ fn record_runs(svc: &Services, runs: Vec<backups::ScheduledRun>) {
                 at: super::now(),
                 actor: format!("schedule #{}", run.schedule),
                 remote_addr: "local".into(),
-                action: "vm.backup.scheduled".into(),
+                action: action.into(),
                 target: run.vm,
                 result: result.into(),
                 detail,
@@ -394,12 +396,16 @@ pub async fn run_schedule_now(svc: &Arc<Services>, caller: &Caller, id: i64) -> 
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleRequest {
+    /// Backups into a target (the default) or snapshots inside the VMs' disks.
+    #[serde(default)]
+    pub kind: ScheduleKind,
     /// One VM (`vm`), the VMs with a tag (`tag`), or every VM of the host (`all`).
     pub scope: String,
     /// The VM or the tag.
     #[serde(default)]
     pub scope_value: String,
-    /// A backup target.
+    /// A backup target (a backup schedule's; a snapshot schedule has none).
+    #[serde(default)]
     pub pool: String,
     pub every: Every,
     /// Weekly: 0 Monday … 6 Sunday.
@@ -441,20 +447,35 @@ pub async fn create_schedule(
                     "vm" | "tag" => errors.push(field("scope_value", "Name the VM or the tag.")),
                     _ => errors.push(field("scope", "Choose one VM, a tag, or every VM.")),
                 }
-                if !s
-                    .store
-                    .backup_targets()?
-                    .iter()
-                    .any(|t| t == req.pool.trim())
-                {
-                    errors.push(field("pool", "Choose one of the backup targets."));
-                }
                 let timing = Timing {
                     every: req.every,
                     weekday: req.weekday,
                     at_minute: at_minute.unwrap_or(0),
                 };
-                if let Err(more) = schedule::check(&timing, &req.keep) {
+                let checked = match req.kind {
+                    ScheduleKind::Backup => {
+                        if !s
+                            .store
+                            .backup_targets()?
+                            .iter()
+                            .any(|t| t == req.pool.trim())
+                        {
+                            errors.push(field("pool", "Choose one of the backup targets."));
+                        }
+                        schedule::check(&timing, &req.keep)
+                    }
+                    ScheduleKind::Snapshot => {
+                        if !req.pool.trim().is_empty() {
+                            errors.push(field(
+                                "pool",
+                                "Snapshots stay inside the VMs' disks: a snapshot schedule has no backup target.",
+                            ));
+                        }
+                        schedule::check(&timing, &req.keep)
+                            .and_then(|()| schedule::check_snapshot_keep(&req.keep))
+                    }
+                };
+                if let Err(more) = checked {
                     errors.extend(more);
                 }
                 if !errors.is_empty() {
@@ -462,6 +483,7 @@ pub async fn create_schedule(
                 }
                 let mut row = ScheduleRow {
                     id: 0,
+                    kind: req.kind.as_str().into(),
                     scope: req.scope.clone(),
                     scope_value: if req.scope == "all" {
                         String::new()
@@ -490,12 +512,17 @@ pub async fn create_schedule(
             },
             |r| {
                 format!(
-                    "#{}: {} at {:02}:{:02} UTC to {}",
+                    "#{}: {} {}s at {:02}:{:02} UTC{}",
                     r.id,
                     r.every,
+                    r.kind,
                     r.at_minute / 60,
                     r.at_minute % 60,
-                    r.pool
+                    if r.pool.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" to {}", r.pool)
+                    }
                 )
             },
         ),

@@ -297,7 +297,7 @@ impl Store {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT id, scope, scope_value, pool, every, weekday, at_minute, keep_last, keep_daily, \
-                 keep_weekly, keep_monthly, last_run_at, created_by, created_at FROM backup_schedules ORDER BY id",
+                 keep_weekly, keep_monthly, last_run_at, created_by, created_at, kind FROM backup_schedules ORDER BY id",
             )?;
             let rows = st.query_map([], |r| {
                 Ok(ScheduleRow {
@@ -315,6 +315,7 @@ impl Store {
                     last_run_at: r.get(11)?,
                     created_by: r.get(12)?,
                     created_at: r.get(13)?,
+                    kind: r.get(14)?,
                 })
             })?;
             rows.collect()
@@ -326,11 +327,11 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "INSERT INTO backup_schedules (scope, scope_value, pool, every, weekday, at_minute, keep_last, \
-                 keep_daily, keep_weekly, keep_monthly, created_by, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 keep_daily, keep_weekly, keep_monthly, created_by, created_at, kind) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 params![
                     s.scope, s.scope_value, s.pool, s.every, s.weekday, s.at_minute, s.keep_last,
-                    s.keep_daily, s.keep_weekly, s.keep_monthly, s.created_by, s.created_at
+                    s.keep_daily, s.keep_weekly, s.keep_monthly, s.created_by, s.created_at, s.kind
                 ],
             )?;
             Ok(c.last_insert_rowid())
@@ -368,10 +369,13 @@ impl Store {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ScheduleRow {
     pub id: i64,
+    /// `backup` or `snapshot`.
+    pub kind: String,
     /// `vm`, `tag` or `all`.
     pub scope: String,
     /// The VM or the tag.
     pub scope_value: String,
+    /// The backup target (empty for a snapshot schedule).
     pub pool: String,
     /// `daily` or `weekly`.
     pub every: String,

@@ -77,6 +77,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0022_backup_schedules",
         include_str!("../../migrations/0022_backup_schedules.sql"),
     ),
+    (
+        "0023_snapshot_schedules",
+        include_str!("../../migrations/0023_snapshot_schedules.sql"),
+    ),
 ];
 
 /// The migrations this build has that the database has not applied yet, oldest first;

@@ -761,11 +761,9 @@ mod tests {
             let last = MIGRATIONS.last().unwrap().0;
             conn.execute("DELETE FROM schema_migrations WHERE version = ?1", [last])
                 .unwrap();
-            // Undoes the last migration (0022_backup_schedules).
-            conn.execute_batch(
-                "DROP TABLE backup_schedules; ALTER TABLE backups DROP COLUMN schedule",
-            )
-            .unwrap();
+            // Undoes the last migration (0023_snapshot_schedules).
+            conn.execute_batch("ALTER TABLE backup_schedules DROP COLUMN kind")
+                .unwrap();
             conn.execute(
                 "INSERT INTO users (username, role, password_phc, created_at) VALUES ('kept', 'admin', 'x', 1)",
                 [],

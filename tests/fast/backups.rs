@@ -267,3 +267,107 @@ async fn schedules_are_checked_at_their_fields_listed_and_removed_by_admins() {
     assert!(audit.contains("backup.schedule"), "{audit}");
     assert!(audit.contains("run now"), "{audit}");
 }
+
+/// The names of `vm`'s snapshots, oldest first.
+async fn snapshot_names(api: &Api, vm: &str) -> Vec<String> {
+    let (_, list) = api.get(&format!("/api/v1/vms/{vm}/snapshots")).await;
+    let mut snaps: Vec<(i64, String)> = list["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["created_at"].as_i64().unwrap(),
+                s["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    snaps.sort();
+    snaps.into_iter().map(|(_, n)| n).collect()
+}
+
+#[tokio::test]
+async fn snapshot_schedules_take_named_snapshots_and_keep_only_their_last_n() {
+    let app = spawn_app().await;
+    let api = Api::new(&app).await;
+    let good = json!({"kind": "snapshot", "scope": "vm", "scope_value": "web01",
+                      "every": "daily", "at": "03:00", "keep": {"last": 2}});
+    for (change, field) in [
+        (json!({"pool": "default"}), "pool"),
+        (json!({"keep": {"last": 2, "weekly": 4}}), "keep_daily"),
+        (json!({"keep": {"last": 0}}), "keep_last"),
+        (json!({"kind": "replica"}), ""),
+    ] {
+        let mut body = good.clone();
+        for (k, v) in change.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (s, e) = api.post("/api/v1/backup-schedules", body.clone()).await;
+        if field.is_empty() {
+            assert!(s.is_client_error(), "{body}: {s} {e}");
+        } else {
+            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {e}");
+            assert_eq!(e["error"]["field"], field, "{body}: {e}");
+        }
+    }
+    // A snapshot the admin took by hand is never the schedule's to delete.
+    let (s, e) = api
+        .post(
+            "/api/v1/vms/web01/snapshots",
+            json!({"name": "before-upgrade"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    let (s, made) = api.post("/api/v1/backup-schedules", good).await;
+    assert_eq!(s, StatusCode::CREATED, "{made}");
+    assert_eq!(
+        (made["kind"].clone(), made["pool"].clone()),
+        (json!("snapshot"), json!(""))
+    );
+    let id = made["id"].as_i64().unwrap();
+    let prefix = format!("auto-{id}-");
+
+    let mut taken: Vec<String> = Vec::new();
+    for run in 1..=3 {
+        let (s, r) = api
+            .post(&format!("/api/v1/backup-schedules/{id}/run"), json!({}))
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "run {run}: {r}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let ours = loop {
+            let names = snapshot_names(&api, "web01").await;
+            let ours: Vec<String> = names
+                .iter()
+                .filter(|n| n.starts_with(&prefix))
+                .cloned()
+                .collect();
+            let new = ours.iter().find(|n| !taken.contains(n)).cloned();
+            if let Some(new) = new {
+                if ours.len() == run.min(2) {
+                    taken.push(new);
+                    break ours;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "run {run}: {names:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert!(ours.len() <= 2, "{ours:?}");
+    }
+    let names = snapshot_names(&api, "web01").await;
+    assert!(names.contains(&"before-upgrade".to_string()), "{names:?}");
+    let ours: Vec<&String> = names.iter().filter(|n| n.starts_with(&prefix)).collect();
+    assert_eq!(
+        ours,
+        vec![&taken[1], &taken[2]],
+        "the newest two stay: {names:?}"
+    );
+
+    let session = app.login("admin", common::ADMIN_PASSWORD).await.0;
+    let page = app.get_text(&session, "/backups").await;
+    assert!(
+        page.contains("data-kind=\"snapshot\"") && page.contains("the VM's disks"),
+        "{page}"
+    );
+    let audit = app.audit_text(&session).await;
+    assert!(audit.contains("vm.snapshot.scheduled"), "{audit}");
+}

@@ -321,7 +321,9 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
         })
         .unwrap();
         assert_eq!(runs.len(), 1, "{runs:?}");
-        let made = runs[0].outcome.as_ref().unwrap();
+        let Ok(virtdeck::lifecycle::backups::Made::Backup(made)) = &runs[0].outcome else {
+            panic!("no backup made: {runs:?}");
+        };
         assert_eq!(made.state, "succeeded", "{made:?}");
         assert_eq!(runs[0].pruned.len(), usize::from(day == 3), "{runs:?}");
     }

@@ -316,6 +316,9 @@ pub async fn backup_action(
 #[derive(Deserialize)]
 pub struct ScheduleForm {
     csrf: Option<String>,
+    /// `backup` (the default) or `snapshot`.
+    #[serde(default)]
+    kind: String,
     #[serde(default)]
     scope: String,
     #[serde(default)]
@@ -343,7 +346,7 @@ pub async fn schedule_form(
     who: Authed,
     form: web::Form<ScheduleForm>,
 ) -> Result<HttpResponse, AppError> {
-    use crate::domain::backup_schedule::{Every, Keep};
+    use crate::domain::backup_schedule::{Every, Keep, ScheduleKind};
     who.check_csrf(form.csrf.as_deref())?;
     let f = form.into_inner();
     let n = |t: &str| t.trim().parse::<u32>().ok();
@@ -364,10 +367,21 @@ pub async fn schedule_form(
         )
         .await;
     };
+    let kind = if f.kind == "snapshot" {
+        ScheduleKind::Snapshot
+    } else {
+        ScheduleKind::Backup
+    };
     let req = crate::service::backups::ScheduleRequest {
+        kind,
         scope: f.scope.trim().to_string(),
         scope_value: f.scope_value.trim().to_string(),
-        pool: f.pool.trim().to_string(),
+        // The form's target choice is for backups; snapshots stay in the VMs' disks.
+        pool: if kind == ScheduleKind::Snapshot {
+            String::new()
+        } else {
+            f.pool.trim().to_string()
+        },
         every: if f.every == "weekly" {
             Every::Weekly
         } else {
