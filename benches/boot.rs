@@ -192,7 +192,8 @@ async fn boot_with_virt_install(pool: &Pool, name: &str, uefi: bool) -> Result<f
         "1",
         "--import",
         "--osinfo",
-        "debian12",
+        // bookworm's osinfo-db knows Debian up to 11; its defaults (virtio) are 12's.
+        "debian11",
         "--machine",
         machine,
         "--disk",

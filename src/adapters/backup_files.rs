@@ -97,17 +97,75 @@ pub fn chain_to(file: &str, parent: &str) -> Result<(), BackupFileError> {
 }
 
 /// Writes the disk as `top` (the newest file of a chain) has it into the existing volume
-/// file `into`, in `format`.
-pub fn read_chain_into(top: &str, into: &str, format: &str) -> Result<(), BackupFileError> {
+/// file `into`, in `format`, telling `progress` how far it got (0 to 1) as qemu-img
+/// reports it.
+pub fn read_chain_into(
+    top: &str,
+    into: &str,
+    format: &str,
+    progress: &dyn Fn(f64),
+) -> Result<(), BackupFileError> {
+    use std::process::Stdio;
     if !Path::new(top).is_file() {
         return Err(io(format!("backup file {top}"))(std::io::Error::from(
             std::io::ErrorKind::NotFound,
         )));
     }
-    qemu_img(
-        "convert",
-        &["convert", "-n", "-f", "qcow2", "-O", format, top, into],
-    )
+    let mut child = Command::new("qemu-img")
+        .args([
+            "convert", "-p", "-n", "-f", "qcow2", "-O", format, top, into,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io("cannot run qemu-img (qemu-utils)"))?;
+    // Its error output is read on the side, so neither pipe can fill and stall it.
+    let stderr = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = e.read_to_string(&mut text);
+            text
+        })
+    });
+    if let Some(mut out) = child.stdout.take() {
+        let mut buf = [0u8; 256];
+        let mut line = String::new();
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            for c in String::from_utf8_lossy(&buf[..n]).chars() {
+                if c == '\r' || c == '\n' {
+                    if let Some(p) = progress_of(&line) {
+                        progress(p);
+                    }
+                    line.clear();
+                } else {
+                    line.push(c);
+                }
+            }
+        }
+    }
+    let status = child.wait().map_err(io("qemu-img convert"))?;
+    let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+    if status.success() {
+        progress(1.0);
+        Ok(())
+    } else {
+        Err(BackupFileError::QemuImg {
+            what: "convert",
+            stderr: stderr.trim().to_string(),
+        })
+    }
+}
+
+/// qemu-img's `-p` line `    (42.17/100%)` as 0.4217.
+fn progress_of(line: &str) -> Option<f64> {
+    let inner = line.trim().strip_prefix('(')?.strip_suffix("/100%)")?;
+    inner
+        .parse::<f64>()
+        .ok()
+        .map(|p| (p / 100.0).clamp(0.0, 1.0))
 }
 
 /// Makes `file` hold what it reads through its backing chain, then read its unchanged
@@ -135,4 +193,16 @@ pub fn copy_disk(source: &str, format: &str, into: &str) -> Result<(), BackupFil
         "convert",
         &["convert", "-f", format, "-O", "qcow2", source, into],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn qemu_img_progress_lines_are_read() {
+        assert_eq!(super::progress_of("    (42.50/100%)"), Some(0.425));
+        assert_eq!(super::progress_of("(100.00/100%)"), Some(1.0));
+        assert_eq!(super::progress_of("(0.00/100%)"), Some(0.0));
+        assert_eq!(super::progress_of("qemu-img: error"), None);
+        assert_eq!(super::progress_of(""), None);
+    }
 }

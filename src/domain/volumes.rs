@@ -301,6 +301,8 @@ pub enum JobKind {
     Migrate,
     /// One VM's part of a bulk action from the VM list.
     Action,
+    /// A new VM made from a backup (its disks read from the backup's files).
+    Restore,
 }
 
 impl JobKind {
@@ -312,6 +314,7 @@ impl JobKind {
             JobKind::Create => "create",
             JobKind::Migrate => "migrate",
             JobKind::Action => "action",
+            JobKind::Restore => "restore",
         }
     }
     pub fn parse(s: &str) -> Option<JobKind> {
@@ -322,8 +325,14 @@ impl JobKind {
             "create" => Some(JobKind::Create),
             "migrate" => Some(JobKind::Migrate),
             "action" => Some(JobKind::Action),
+            "restore" => Some(JobKind::Restore),
             _ => None,
         }
+    }
+    /// Whether the job makes a new VM (a clone or a restore): operators may cancel it,
+    /// and what it made is the VM's.
+    pub fn makes_vm(self) -> bool {
+        matches!(self, JobKind::Clone | JobKind::Restore)
     }
 }
 

@@ -599,10 +599,30 @@ pub struct Restored {
     pub volumes: Vec<String>,
 }
 
-/// Restores backup `id` (with the backups it builds on) as a new VM: new name, UUID and
-/// MACs, its units admitted like a create, its disks new volumes. Anything made is
-/// removed again when a step fails.
-pub fn restore_new(ctx: Ctx<'_>, id: i64, req: &RestoreRequest, by: By<'_>) -> LcResult<Restored> {
+/// A restore as a new VM, checked and admitted (its VM row written, `creating`): what
+/// [`build_restore`] makes.
+pub struct RestorePlan {
+    pub from_backup: i64,
+    pub name: String,
+    pub units: u32,
+    /// Bytes of backup files to read (every file of every disk's chain).
+    pub bytes_total: u64,
+    /// Per disk: (its old path, the new volume's pool and name, its capacity, the newest
+    /// file of its chain, the bytes of its chain).
+    disks: Vec<(Option<String>, String, String, u64, String, u64)>,
+    edits: CloneEdits,
+    definition: String,
+}
+
+/// Checks a restore of backup `id` (with the backups it builds on) as a new VM: new name,
+/// UUID and MACs, its units admitted like a create, room for its disks as new volumes.
+/// The admitted VM's row is written; [`build_restore`] makes it.
+pub fn plan_restore(
+    ctx: Ctx<'_>,
+    id: i64,
+    req: &RestoreRequest,
+    by: By<'_>,
+) -> LcResult<RestorePlan> {
     let Ctx {
         hv,
         store,
@@ -630,7 +650,6 @@ pub fn restore_new(ctx: Ctx<'_>, id: i64, req: &RestoreRequest, by: By<'_>) -> L
     })?;
     let name = VmName::parse(&req.name)
         .map_err(|e| LifecycleError::Invalid(vec![field("name", e.to_string())]))?;
-    // Disks: (disk, its old path, the new volume's pool, name, capacity, newest file).
     let mut disks = Vec::new();
     let edits;
     let units;
@@ -684,18 +703,19 @@ pub fn restore_new(ctx: Ctx<'_>, id: i64, req: &RestoreRequest, by: By<'_>) -> L
                     format!("Pool {pool} already has a volume {volume_name}; pick another name."),
                 )]));
             }
-            *needed.entry(pool.clone()).or_default() += links
+            let chain_bytes = links
                 .iter()
                 .flat_map(|b| b.files.iter().filter(|x| x.disk == f.disk))
                 .map(|x| x.bytes)
                 .sum::<u64>();
+            *needed.entry(pool.clone()).or_default() += chain_bytes;
             disks.push((
-                f.disk.clone(),
                 old,
                 pool,
                 volume_name,
                 f.capacity,
                 f.path.clone(),
+                chain_bytes,
             ));
         }
         for (pool, bytes) in &needed {
@@ -754,25 +774,70 @@ pub fn restore_new(ctx: Ctx<'_>, id: i64, req: &RestoreRequest, by: By<'_>) -> L
             created_at: by.now,
         })?;
     }
-    let mut edits = edits;
+    Ok(RestorePlan {
+        from_backup: id,
+        name: name.to_string(),
+        units,
+        bytes_total: disks.iter().map(|d| d.5).sum(),
+        disks,
+        edits,
+        definition: top.definition,
+    })
+}
+
+/// Makes a planned restore: each disk's volume, the backup read into it (progress told
+/// to `watch`, which can cancel between disks), the VM defined. Anything made is removed
+/// again, with the VM's row, when a step fails.
+pub fn build_restore(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    plan: RestorePlan,
+    watch: &dyn super::changes::CloneWatch,
+) -> LcResult<Restored> {
+    let RestorePlan {
+        from_backup: id,
+        name,
+        units,
+        disks,
+        mut edits,
+        definition,
+        ..
+    } = plan;
     let mut volumes = Vec::new();
+    let mut done_bytes = 0u64;
     let built: Result<(), (&'static str, String)> = (|| {
-        for (_, old, pool, volume_name, capacity, newest) in &disks {
+        for (old, pool, volume_name, capacity, newest, chain_bytes) in &disks {
+            if watch.cancelled() {
+                return Err((
+                    "reading the backup",
+                    "the restore was cancelled".to_string(),
+                ));
+            }
+            watch.step(
+                &format!("reading the backup into {volume_name}"),
+                Some((pool, volume_name)),
+                done_bytes,
+            );
             let path = hv
                 .create_volume(
                     pool,
                     &xml::volume_copy_xml(volume_name, *capacity, DiskFormat::Qcow2),
                 )
                 .map_err(|e| ("making a disk volume", reason_in_plain_words(&e)))?;
-            super::record_volume(store, name.as_str(), &path, DiskFormat::Qcow2, None);
+            super::record_volume(store, &name, &path, DiskFormat::Qcow2, None);
             volumes.push(path.clone());
-            backup_files::read_chain_into(newest, &path, "qcow2")
-                .map_err(|e| ("reading the backup into the disk", e.to_string()))?;
+            let before = done_bytes;
+            backup_files::read_chain_into(newest, &path, "qcow2", &|p| {
+                watch.copied(before + (*chain_bytes as f64 * p) as u64)
+            })
+            .map_err(|e| ("reading the backup into the disk", e.to_string()))?;
+            done_bytes += chain_bytes;
             if let Some(old) = old {
                 edits.disks.insert(old.clone(), path);
             }
         }
-        let new_xml = clone_domain_xml(&top.definition, &edits)
+        watch.step("defining the VM", None, done_bytes);
+        let new_xml = clone_domain_xml(&definition, &edits)
             .map_err(|e| ("rewriting the definition", e.to_string()))?;
         hv.define(&new_xml)
             .map_err(|e| ("defining the VM", reason_in_plain_words(&e)))?;
@@ -780,19 +845,30 @@ pub fn restore_new(ctx: Ctx<'_>, id: i64, req: &RestoreRequest, by: By<'_>) -> L
     })();
     match built {
         Ok(()) => {
-            store.finish_vm(name.as_str())?;
+            store.finish_vm(&name)?;
             Ok(Restored {
-                name: name.to_string(),
+                name,
                 uuid: edits.uuid.clone(),
                 units,
                 from_backup: id,
                 volumes,
             })
         }
+        Err(_) if watch.cancelled() => {
+            let undone = super::roll_back(hv, store, &name);
+            Err(LifecycleError::Conflict(format!(
+                "The restore as {name} was cancelled; nothing was left behind{}.",
+                if undone.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", undone.join(", "))
+                }
+            )))
+        }
         Err((what, reason)) => Err(undo_failed(
             hv,
             store,
-            name.as_str(),
+            &name,
             &format!("Backup {id} could not be restored as {name}"),
             what,
             &reason,
@@ -1201,7 +1277,8 @@ pub fn restore_over(ctx: Ctx<'_>, id: i64) -> LcResult<RestoredOver> {
                     )
                 })?;
             made.push(path.clone());
-            backup_files::read_chain_into(newest, &path, "qcow2").map_err(|e| e.to_string())?;
+            backup_files::read_chain_into(newest, &path, "qcow2", &|_| {})
+                .map_err(|e| e.to_string())?;
             map.insert(old.clone(), path);
         }
         let edits = CloneEdits {

@@ -622,16 +622,53 @@ pub fn begin_clone(
     plan: &ClonePlan,
     actor: &Actor,
 ) -> LcResult<(JobRow, CancellationToken)> {
+    begin_vm_job(
+        cx,
+        JobKind::Clone,
+        plan.name(),
+        &plan.source,
+        plan.bytes_to_copy(),
+        actor,
+    )
+}
+
+/// Records the job of a planned restore (source `backup <id>`); if that fails, the
+/// admitted VM is rolled back.
+pub fn begin_restore(
+    cx: JobCtx<'_>,
+    plan: &super::backups::RestorePlan,
+    actor: &Actor,
+) -> LcResult<(JobRow, CancellationToken)> {
+    begin_vm_job(
+        cx,
+        JobKind::Restore,
+        &plan.name,
+        &format!("backup {}", plan.from_backup),
+        plan.bytes_total,
+        actor,
+    )
+}
+
+/// The job row of a planned VM `vm` (admitted, its row `creating`), registered so that
+/// Cancel reaches it; if it cannot be written, the VM is rolled back.
+fn begin_vm_job(
+    cx: JobCtx<'_>,
+    kind: JobKind,
+    vm: &str,
+    source: &str,
+    bytes_total: u64,
+    actor: &Actor,
+) -> LcResult<(JobRow, CancellationToken)> {
     let JobCtx { hv, store, jobs } = cx;
     let recorded = new_job(
         store,
         &NewJob {
-            kind: JobKind::Clone.as_str(),
+            kind: kind.as_str(),
             pool: "",
             volume: "",
-            source: &plan.source,
-            vm: plan.name(),
-            bytes_total: plan.bytes_to_copy(),
+            source,
+            vm,
+            bytes_total,
             created_by: &actor.username,
             created_at: now(),
         },
@@ -642,7 +679,7 @@ pub fn begin_clone(
             Ok((job, cancel))
         }
         Err(e) => {
-            super::roll_back(hv, store, plan.name());
+            super::roll_back(hv, store, vm);
             Err(e)
         }
     }
@@ -816,17 +853,18 @@ pub fn reconcile(hv: &dyn Hypervisor, store: &Store) -> LcResult<Vec<String>> {
                 None => "its volume had not been made".into(),
             };
         }
-        let clone_made = job.kind == JobKind::Clone.as_str()
+        let makes_vm = JobKind::parse(&job.kind).is_some_and(JobKind::makes_vm);
+        let clone_made = makes_vm
             && store
                 .vm_rows()?
                 .iter()
                 .any(|r| r.name == job.vm && r.state != "creating");
         let message = if clone_made {
             format!(
-                "virtdeck stopped just as this clone ended; VM {} was made and is kept.",
-                job.vm
+                "virtdeck stopped just as this {} ended; VM {} was made and is kept.",
+                job.kind, job.vm
             )
-        } else if job.kind == JobKind::Clone.as_str() {
+        } else if makes_vm {
             // The half-made VM itself (copied disks, definition, units) was rolled back
             // with the interrupted creates, before the jobs.
             let copy = if job.volume_made {
@@ -835,7 +873,8 @@ pub fn reconcile(hv: &dyn Hypervisor, store: &Store) -> LcResult<Vec<String>> {
                 String::new()
             };
             format!(
-                "virtdeck stopped while this clone ran ({}); the partial VM {} was removed with its copied disks and its units released{copy}.",
+                "virtdeck stopped while this {} ran ({}); the partial VM {} was removed with its copied disks and its units released{copy}.",
+                job.kind,
                 if job.step.is_empty() { "starting" } else { &job.step },
                 job.vm
             )

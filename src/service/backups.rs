@@ -1,11 +1,14 @@
 //! Backups: targets (admins), backing up now and watching the job to its end, restoring
 //! as a new VM, verifying, deleting (admins); schedules (admins) and their scheduler.
 
+use super::runner;
 use super::{execute, Action, Caller, Denied, Op, Services};
 use crate::domain::backup_schedule::{self as schedule, Every, Keep, ScheduleKind, Timing};
 use crate::lifecycle::backups::{self, RestoreRequest, Restored, TargetView, Verified};
+use crate::lifecycle::jobs::{self, RunningJob};
 use crate::lifecycle::{By, LcResult};
 use crate::store::backups::{BackupRow, ScheduleRow};
+use crate::store::jobs::JobRow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -152,14 +155,16 @@ fn watch(svc: Arc<Services>, id: i64, actor: String) {
     }
 }
 
-/// Restores a backup as a new VM.
+/// Restores a backup as a new VM, as a job: checked and admitted now, its disks read
+/// from the backup on a thread of its own (progress and Cancel on the Jobs page); a
+/// failure or a cancel removes what it made.
 pub async fn restore(
     svc: &Arc<Services>,
     caller: &Caller,
     id: i64,
     req: RestoreRequest,
-) -> Done<Restored> {
-    let actor = caller.username.clone();
+) -> Done<JobRow> {
+    let (actor, job_actor, runner_svc) = (caller.username.clone(), caller.actor(), svc.clone());
     let target = req.name.trim().to_string();
     execute(
         svc,
@@ -168,7 +173,7 @@ pub async fn restore(
             Action::BackupRestore,
             target,
             move |s| {
-                backups::restore_new(
+                let plan = backups::plan_restore(
                     s.lc(),
                     id,
                     &req,
@@ -176,14 +181,34 @@ pub async fn restore(
                         actor: &actor,
                         now: super::now(),
                     },
-                )
+                )?;
+                let (job, cancel) = jobs::begin_restore(runner::job_ctx(s), &plan, &job_actor)?;
+                runner::spawn_clone(
+                    &runner_svc,
+                    RunningJob {
+                        job: job.clone(),
+                        cancel,
+                        actor: job_actor,
+                    },
+                    Action::BackupRestore.as_str(),
+                    move |s, watch| backups::build_restore(s.hv.as_ref(), &s.store, plan, watch),
+                    |r: &Restored| {
+                        format!(
+                            "Restored from backup {} as {} (shut off): {} unit{}, {}.",
+                            r.from_backup,
+                            r.name,
+                            r.units,
+                            if r.units == 1 { "" } else { "s" },
+                            r.volumes.join(", ")
+                        )
+                    },
+                )?;
+                Ok(job)
             },
-            move |r| {
+            |job: &JobRow| {
                 format!(
-                    "from backup {}: {} units, {}",
-                    r.from_backup,
-                    r.units,
-                    r.volumes.join(", ")
+                    "job {} started: restoring {} as {}",
+                    job.id, job.source, job.vm
                 )
             },
         ),

@@ -281,7 +281,7 @@ pub async fn begin_upload(
 
 /// The role a job's cancel takes: clones are operators' work, volume jobs admins'.
 pub fn role_to_cancel(job: &JobRow) -> Role {
-    if JobKind::parse(&job.kind) == Some(JobKind::Clone) {
+    if JobKind::parse(&job.kind).is_some_and(JobKind::makes_vm) {
         Role::Operator
     } else {
         Role::Admin
@@ -290,8 +290,8 @@ pub fn role_to_cancel(job: &JobRow) -> Role {
 
 /// What a job works on, in a few words.
 pub fn describe_job(j: &JobRow) -> String {
-    if j.kind == JobKind::Clone.as_str() {
-        format!("clone {} → {}", j.source, j.vm)
+    if JobKind::parse(&j.kind).is_some_and(JobKind::makes_vm) {
+        format!("{} {} → {}", j.kind, j.source, j.vm)
     } else {
         format!("{} {}/{}", j.kind, j.pool, j.volume)
     }

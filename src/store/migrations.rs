@@ -81,6 +81,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0023_snapshot_schedules",
         include_str!("../../migrations/0023_snapshot_schedules.sql"),
     ),
+    (
+        "0024_restore_jobs",
+        include_str!("../../migrations/0024_restore_jobs.sql"),
+    ),
 ];
 
 /// The migrations this build has that the database has not applied yet, oldest first;

@@ -6,9 +6,7 @@ use super::kit::{answer, csrf_header};
 use super::openapi::{BodyErrors, ChangeErrors, ReadErrors, TAG_VMS};
 use super::session::Authed;
 use super::{lc, AppState};
-use crate::lifecycle::backups::{
-    with_progress, BackupView, RestoreRequest, Restored, TargetView, Verified,
-};
+use crate::lifecycle::backups::{with_progress, BackupView, RestoreRequest, TargetView, Verified};
 use crate::service;
 use crate::store::backups::BackupRow;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -121,12 +119,15 @@ pub async fn backup_vm(
     description = "Role: operator. Makes a new VM from the backup and the backups it builds \
         on: a new name, UUID and MAC addresses, its units admitted like a create, its disks \
         new qcow2 volumes (in `pool`, else the backed-up VM's pools). Its CD-ROM drives are \
-        left empty. A failure removes everything it made.",
+        left empty. Checked and admitted at once; the disks are read from the backup as a job \
+        (kind `restore`, source `backup <id>`, progress in bytes of backup files read; follow \
+        it at the Location, cancel it like a clone). A failure or a cancel removes everything \
+        it made.",
     params(("id" = i64, Path, description = "The backup.")),
     request_body = RestoreRequest,
     security(("bearer" = []), ("session" = [], "csrf" = [])),
     responses(
-        (status = 201, description = "The restored VM (shut off).", body = Restored),
+        (status = 202, description = "The restore runs as this job; the VM is made shut off.", body = super::kit::JobView),
         (status = 404, description = "There is no such backup.", body = ApiError),
         (status = 409, description = "Not enough units or space, or a backup of the chain did not succeed.", body = ApiError),
         (status = 422, description = "A field is wrong.", body = ApiError),
@@ -148,7 +149,7 @@ pub async fn restore(
         body.into_inner(),
     )
     .await?;
-    answer(done, |r| HttpResponse::Created().json(r))
+    answer(done, super::kit::accepted)
 }
 
 #[utoipa::path(

@@ -126,8 +126,9 @@ struct JobLine {
 }
 
 impl JobLine {
+    /// A clone or a restore: the job makes a VM.
     fn is_clone(&self) -> bool {
-        self.job.kind == JobKind::Clone.as_str()
+        JobKind::parse(&self.job.kind).is_some_and(JobKind::makes_vm)
     }
 }
 
@@ -200,12 +201,12 @@ async fn cancel_form(
     who.check_csrf(form.csrf.as_deref())?;
     let id = path.into_inner();
     match crate::service::storage::cancel_job(&state.svc, &who.caller(), id).await? {
-        Ok(job) if job.kind == JobKind::Clone.as_str() => Ok(see_other(
+        Ok(job) if JobKind::parse(&job.kind).is_some_and(JobKind::makes_vm) => Ok(see_other(
             &who,
             "/jobs",
             &format!(
-                "Cancelling job {id}: the clone {} stops once the disk being copied is done, and everything it made is removed.",
-                job.vm
+                "Cancelling job {id}: the {} {} stops once the disk being copied is done, and everything it made is removed.",
+                job.kind, job.vm
             ),
         )),
         Ok(job) => Ok(see_other(

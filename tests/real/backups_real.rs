@@ -55,6 +55,27 @@ async fn write_once(ws: &mut Ws, command: &str, marker: &str) {
     );
 }
 
+/// Restores `backup` as VM `name` through the API (a job, followed to its end, its
+/// progress at the backup's size); the restored disk's path.
+async fn restore_as(api: &Api, backup: &Value, name: &str) -> String {
+    let (s, job) = api
+        .post_job(
+            &format!("/api/v1/backups/{backup}/restore"),
+            json!({"name": name}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(
+        (job["kind"].clone(), job["state"].clone()),
+        (json!("restore"), json!("succeeded")),
+        "{job}"
+    );
+    assert_eq!(job["source"], format!("backup {backup}"), "{job}");
+    assert_eq!(job["bytes_done"], job["bytes_total"], "{job}");
+    let (_, vm) = api.get(&format!("/api/v1/vms/{name}")).await;
+    vm["disks"][0].as_str().unwrap().to_string()
+}
+
 pub(crate) async fn backup_done(api: &Api, vm: &str, id: i64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -194,14 +215,7 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
     for (backup, want, tag) in [(&full, &point_one, "one"), (&inc, &point_two, "two")] {
         let name = format!("vdbk-{tag}-{}", std::process::id());
         guards.push(VmGuard(name.clone()));
-        let (s, r) = api
-            .post(
-                &format!("/api/v1/backups/{}/restore", backup["id"]),
-                json!({"name": name}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{r}");
-        let volume = r["volumes"][0].as_str().unwrap().to_string();
+        let volume = restore_as(&api, &backup["id"], &name).await;
         let got = raw_bytes(&volume);
         assert_eq!(got.len(), want.len());
         let first_difference = got.iter().zip(want.iter()).position(|(a, b)| a != b);
@@ -351,14 +365,7 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
         assert_eq!((s, v["ok"].clone()), (StatusCode::OK, json!(true)), "{v}");
         let name = format!("vdbk-{tag}-{}", std::process::id());
         guards.push(VmGuard(name.clone()));
-        let (s, r) = api
-            .post(
-                &format!("/api/v1/backups/{}/restore", b["id"]),
-                json!({"name": name}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{r}");
-        let got = raw_bytes(r["volumes"][0].as_str().unwrap());
+        let got = raw_bytes(&restore_as(&api, &b["id"], &name).await);
         assert_eq!(
             got.iter().zip(want.iter()).position(|(a, b)| a != b),
             None,
@@ -400,14 +407,7 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
     );
     let name = format!("vdbk-off-{}", std::process::id());
     let _off_guard = VmGuard(name.clone());
-    let (s, r) = api
-        .post(
-            &format!("/api/v1/backups/{}/restore", off["id"]),
-            json!({"name": name}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{r}");
-    let got = raw_bytes(r["volumes"][0].as_str().unwrap());
+    let got = raw_bytes(&restore_as(&api, &off["id"], &name).await);
     assert_eq!(
         got.iter().zip(points[2].iter()).position(|(a, b)| a != b),
         None,

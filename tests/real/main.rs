@@ -24,6 +24,7 @@ mod console;
 mod console_browser;
 mod debian_guest_real;
 mod debian_template_real;
+mod debian_uefi_real;
 mod devices_real;
 mod fleet_browser;
 mod hostile_console;

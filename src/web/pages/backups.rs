@@ -227,14 +227,21 @@ pub async fn restore_form(
         name: form.name.trim().to_string(),
         pool: Some(form.pool.trim().to_string()).filter(|p| !p.is_empty()),
     };
-    match service::backups::restore(&state.svc, &who.caller(), path.into_inner(), req).await? {
-        Ok(r) => Ok(see_other(
+    let started =
+        service::backups::restore(&state.svc, &who.caller(), path.into_inner(), req).await?;
+    let outcome = match super::super::kit::form_outcome(&state, &who, started, |j| {
+        format!("Restoring {} as {}", j.source, j.vm)
+    })
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(to_jobs_page) => return Ok(to_jobs_page),
+    };
+    match outcome {
+        Ok(job) => Ok(see_other(
             &who,
-            &format!("/vms/{}", r.name),
-            &format!(
-                "{} is restored from backup {} (shut off; start it when ready).",
-                r.name, r.from_backup
-            ),
+            &format!("/vms/{}", job.vm),
+            &format!("{} Start it when ready.", job.message),
         )),
         Err(e) => failed(&state, &who, e).await,
     }
