@@ -107,6 +107,39 @@ async fn a_backup_cut_off_by_a_kill_is_interrupted_cleaned_up_and_the_next_is_fu
         next["bytes"].as_u64().unwrap() > 1 << 30,
         "all of it: {next}"
     );
+
+    // A restore whose backup file went bad on the target fails as a job and leaves no
+    // VM, no volume and no units behind.
+    let file = next["files"][0]["path"].as_str().unwrap().to_string();
+    std::fs::write(&file, b"not a disk image any more").unwrap();
+    let name = format!("vdbk-bad-{}", std::process::id());
+    let _bad = common::real::VmGuard(name.clone());
+    let free_before = after.free_units().await;
+    let (s, job) = after
+        .post_job(
+            &format!("/api/v1/backups/{}/restore", next["id"]),
+            json!({"name": name, "pool": disks.name}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["state"], "failed", "{job}");
+    let message = job["message"].as_str().unwrap();
+    assert!(
+        message.contains("reading the backup into the disk failed")
+            && message.contains("Nothing was left behind"),
+        "{message}"
+    );
+    let (s, _) = after.get(&format!("/api/v1/vms/{name}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(
+        !disks.dir.join(format!("{name}-vda.qcow2")).exists(),
+        "the restore's volume is gone"
+    );
+    assert_eq!(
+        after.free_units().await,
+        free_before,
+        "its units are released"
+    );
 }
 
 /// The Backups page in Chromium shows a running backup's progress bar, and its end
