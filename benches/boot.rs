@@ -121,7 +121,12 @@ async fn boot_with_virtdeck(vd: &Virtdeck, pool: &Pool, name: &str, uefi: bool) 
 }
 
 /// The same VM by hand: qemu-img copy and grow, genisoimage seed, virt-install --import.
-async fn boot_with_virt_install(pool: &Pool, name: &str, uefi: bool) -> Result<f64> {
+async fn boot_with_virt_install(
+    pool: &Pool,
+    name: &str,
+    uefi: bool,
+    virt_type: &str,
+) -> Result<f64> {
     remove_vm(name);
     let hostname = format!("{name}-host");
     let work = pool.dir.join(name);
@@ -196,6 +201,9 @@ async fn boot_with_virt_install(pool: &Pool, name: &str, uefi: bool) -> Result<f
         "debian11",
         "--machine",
         machine,
+        // The guest type virtdeck's VMs get on this host (TCG where KVM does not work).
+        "--virt-type",
+        virt_type,
         "--disk",
         &disk_arg,
         "--disk",
@@ -245,6 +253,11 @@ async fn run() -> Result<()> {
     std::fs::copy(&image, pool.dir.join(IMAGE))?;
     virsh(&["pool-refresh", &pool.name])?;
     let vd = Virtdeck::start(&out, "boot").await?;
+    let (_, host) = vd.call(reqwest::Method::GET, "/api/v1/host", None).await?;
+    let virt_type = host["virt_type"]
+        .as_str()
+        .context("virtdeck cannot run guests on this host")?
+        .to_string();
     let mut report = json!({"runs": runs});
     for uefi in [false, true] {
         let fw = if uefi { "uefi" } else { "bios" };
@@ -255,9 +268,9 @@ async fn run() -> Result<()> {
             // Alternate which goes first.
             if i % 2 == 0 {
                 ours.push(boot_with_virtdeck(&vd, &pool, &a, uefi).await?);
-                theirs.push(boot_with_virt_install(&pool, &b, uefi).await?);
+                theirs.push(boot_with_virt_install(&pool, &b, uefi, &virt_type).await?);
             } else {
-                theirs.push(boot_with_virt_install(&pool, &b, uefi).await?);
+                theirs.push(boot_with_virt_install(&pool, &b, uefi, &virt_type).await?);
                 ours.push(boot_with_virtdeck(&vd, &pool, &a, uefi).await?);
             }
             println!(
