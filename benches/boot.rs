@@ -116,6 +116,16 @@ async fn boot_with_virtdeck(vd: &Virtdeck, pool: &Pool, name: &str, uefi: bool) 
     let answer: Value = r.json().await.unwrap_or(Value::Null);
     ensure!(status == 201, "create answered {status}: {answer}");
     let seconds = login_prompt(&log, &hostname, started).await;
+    // Deleted as a user would (virtdeck forgets it too), after a power-off.
+    let _ = virsh(&["destroy", name]);
+    let (status, answer) = vd
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/vms/{name}?delete_volumes=true"),
+            None,
+        )
+        .await?;
+    ensure!(status == 200, "delete answered {status}: {answer}");
     remove_vm(name);
     seconds
 }

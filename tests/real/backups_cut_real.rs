@@ -222,5 +222,7 @@ async fn the_backups_page_shows_a_running_backups_progress_in_chromium() {
     .await;
     let state = b.text_of(&format!("{row} .backup-state")).await;
     assert!(state.contains("succeeded"), "{state}");
+    let by = b.text_of(&format!("{row} .backup-by")).await;
+    assert_eq!(by, "by admin", "who made it, or the schedule that did");
     b.quit().await;
 }
