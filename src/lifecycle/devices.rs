@@ -100,29 +100,7 @@ pub fn set_devices(hv: &dyn Hypervisor, name: &str, change: DeviceChange) -> LcR
     });
     // The CPU, checked against what this host offers a guest of the VM's type.
     let cpu = match change.cpu.as_deref() {
-        Some(value) => {
-            let cpu = CpuSpec::from_value(value);
-            let virt_type = match parsed.domain_type.as_str() {
-                "kvm" => VirtType::Kvm,
-                "test" => VirtType::Test,
-                _ => VirtType::Qemu,
-            };
-            let caps = hv.guest_capabilities(virt_type)?;
-            let errors: Vec<_> = guest_caps::check_choice(&caps, Firmware::Bios, false, &cpu)
-                .into_iter()
-                .map(|(at, m)| crate::domain::create_plan::field(at, m))
-                .collect();
-            if !errors.is_empty() {
-                return Err(LifecycleError::Invalid(errors));
-            }
-            let now = parsed.cpu.clone();
-            let wanted_cpu = match (&cpu, virt_type) {
-                (CpuSpec::Default, VirtType::Kvm) => Some("host-passthrough".to_string()),
-                (CpuSpec::Default, _) => None,
-                (c, _) => Some(c.as_value().to_string()),
-            };
-            (now != wanted_cpu).then_some((cpu, virt_type))
-        }
+        Some(value) => cpu_change(hv, &parsed, value)?,
         None => None,
     };
     let at_next_start = vm.state.is_active();
@@ -149,6 +127,42 @@ pub fn set_devices(hv: &dyn Hypervisor, name: &str, change: DeviceChange) -> LcR
         changed: true,
         at_next_start,
     })
+}
+
+/// The CPU `value` for the VM defined as `parsed`, checked against what this host offers
+/// a guest of its type: the change to make, or none when it has that CPU already.
+fn cpu_change(
+    hv: &dyn Hypervisor,
+    parsed: &xml::ParsedDomain,
+    value: &str,
+) -> LcResult<Option<(CpuSpec, VirtType)>> {
+    let cpu = CpuSpec::from_value(value);
+    let virt_type = match parsed.domain_type.as_str() {
+        "kvm" => VirtType::Kvm,
+        "test" => VirtType::Test,
+        _ => VirtType::Qemu,
+    };
+    let caps = hv.guest_capabilities(virt_type)?;
+    let errors: Vec<_> = guest_caps::check_choice(&caps, Firmware::Bios, false, &cpu)
+        .into_iter()
+        .map(|(at, m)| crate::domain::create_plan::field(at, m))
+        .collect();
+    if !errors.is_empty() {
+        return Err(LifecycleError::Invalid(errors));
+    }
+    let wanted_cpu = match (&cpu, virt_type) {
+        (CpuSpec::Default, VirtType::Kvm) => Some("host-passthrough".to_string()),
+        (CpuSpec::Default, _) => None,
+        (c, _) => Some(c.as_value().to_string()),
+    };
+    Ok((parsed.cpu != wanted_cpu).then_some((cpu, virt_type)))
+}
+
+/// Checks the CPU `value` for VM `name` without changing anything (422 at `cpu` when
+/// this host cannot give it), so a form that changes more can check it first.
+pub fn check_cpu(hv: &dyn Hypervisor, name: &str, value: &str) -> LcResult<()> {
+    let (_, parsed) = definition(hv, name)?;
+    cpu_change(hv, &parsed, value).map(|_| ())
 }
 
 /// A CD-ROM drive after a media change.

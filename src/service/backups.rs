@@ -369,8 +369,8 @@ fn record_runs(svc: &Services, runs: Vec<backups::ScheduledRun>) {
 }
 
 /// Runs schedule `id` now (admins), on a thread of its own: its backups appear on the
-/// Backups page as they start, its keep rules apply after each. Refused while a schedule
-/// runs, so scheduled backups stay one at a time.
+/// Backups page as they start, its keep rules apply after each. While another schedule
+/// runs it waits for it, so scheduled backups stay one at a time.
 pub async fn run_schedule_now(svc: &Arc<Services>, caller: &Caller, id: i64) -> Done<i64> {
     let runner = svc.clone();
     execute(
@@ -381,14 +381,6 @@ pub async fn run_schedule_now(svc: &Arc<Services>, caller: &Caller, id: i64) -> 
             format!("#{id}"),
             move |s| {
                 backups::schedule(&s.store, id)?;
-                if matches!(
-                    s.schedule_runs.try_lock(),
-                    Err(std::sync::TryLockError::WouldBlock)
-                ) {
-                    return Err(crate::lifecycle::LifecycleError::Conflict(
-                        "A backup schedule is running; run this one when it has ended.".into(),
-                    ));
-                }
                 let spawned = std::thread::Builder::new()
                     .name(format!("backup-schedule-{id}"))
                     .spawn(move || {

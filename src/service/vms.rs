@@ -559,8 +559,10 @@ pub async fn resize(
     caller: &Caller,
     name: &str,
     req: SizeRequest,
+    cpu: Option<String>,
 ) -> Done<Resized> {
     let n = name.to_string();
+    let cpu_text = cpu.clone();
     execute(
         svc,
         caller,
@@ -568,22 +570,41 @@ pub async fn resize(
             Action::VmResize,
             name,
             move |s| {
-                lifecycle::resize(
+                // A CPU the host cannot give is refused before the size changes.
+                if let Some(c) = &cpu {
+                    lifecycle::devices::check_cpu(s.hv.as_ref(), &n, c)?;
+                }
+                let resized = lifecycle::resize(
                     s.hv.as_ref(),
                     &s.store,
                     &s.lifecycle,
                     &s.admission,
                     &n,
                     &req,
-                )
+                )?;
+                if let Some(c) = cpu {
+                    lifecycle::devices::set_devices(
+                        s.hv.as_ref(),
+                        &n,
+                        lifecycle::devices::DeviceChange {
+                            cpu: Some(c),
+                            ..Default::default()
+                        },
+                    )?;
+                }
+                Ok(resized)
             },
-            |r: &Resized| {
+            move |r: &Resized| {
                 format!(
-                    "{} → {}, {} vCPUs, {} MiB",
+                    "{} → {}, {} vCPUs, {} MiB{}",
                     r.previous_units,
                     units_text(r.units),
                     r.vcpus,
-                    r.memory_mib
+                    r.memory_mib,
+                    cpu_text
+                        .as_deref()
+                        .map(|c| format!(", CPU {c}"))
+                        .unwrap_or_default()
                 )
             },
         ),

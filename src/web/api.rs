@@ -337,7 +337,7 @@ pub async fn patch_vm(
             vcpus: body.vcpus,
             memory_mib: body.memory_mib,
         };
-        let r = service::vms::resize(&state.svc, &who.caller(), &name, req).await?;
+        let r = service::vms::resize(&state.svc, &who.caller(), &name, req, None).await?;
         if let Err(e) = r {
             return answer::<()>(Err(e), |_| HttpResponse::Ok().finish());
         }

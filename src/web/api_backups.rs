@@ -385,14 +385,13 @@ pub async fn delete_schedule(
     summary = "Run a backup schedule now",
     description = "Role: admin. Backs up the schedule's VMs now, one at a time, and applies its \
         keep rules after each, as at its times; it counts as the schedule's last run. Answers \
-        at once: the backups appear in `GET /api/v1/backups` as they start. Refused (409) \
-        while a schedule runs.",
+        at once: the backups appear in `GET /api/v1/backups` as they start. While another \
+        schedule runs, this one starts when it has ended.",
     params(("id" = i64, Path, description = "The schedule.")),
     security(("bearer" = []), ("session" = [], "csrf" = [])),
     responses(
         (status = 202, description = "The schedule runs; its id."),
         (status = 404, description = "There is no such schedule.", body = ApiError),
-        (status = 409, description = "A schedule is running.", body = ApiError),
         ChangeErrors
     )
 )]

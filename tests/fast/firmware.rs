@@ -240,3 +240,64 @@ async fn the_cpu_of_an_existing_vm_changes_from_its_next_start() {
     let (_, detail) = api.get("/api/v1/vms/web01").await;
     assert_eq!(detail["devices"]["cpu"], "host-model", "{detail}");
 }
+
+#[tokio::test]
+async fn the_resize_form_changes_the_cpu_with_the_size_and_checks_it_first() {
+    let app = spawn_app().await;
+    let api = Api::new(&app).await;
+    let (_, before) = api.get("/api/v1/vms/win2019-ad").await;
+    let (admin, _) = app.login("admin", common::ADMIN_PASSWORD).await;
+    let page = admin
+        .get(app.url("/vms/win2019-ad"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form = &page[page.find("id=\"resize-form\"").expect("a resize form")..];
+    assert!(form.contains("name=\"cpu\""), "{form}");
+    let csrf = common::csrf_in(&page);
+
+    // A CPU this host does not have: refused at its field before the size changes.
+    let r = admin
+        .post(app.url("/vms/win2019-ad/resize"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("units", "2"),
+            ("cpu", "Imaginary-CPU"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("data-field=\"cpu\""), "error at the field");
+    assert!(
+        body.contains("value=\"Imaginary-CPU\""),
+        "what was typed is kept"
+    );
+    let (_, after) = api.get("/api/v1/vms/win2019-ad").await;
+    assert_eq!(
+        (after["units"].clone(), after["devices"]["cpu"].clone()),
+        (before["units"].clone(), before["devices"]["cpu"].clone()),
+        "nothing changed"
+    );
+
+    // Size and CPU together.
+    let r = admin
+        .post(app.url("/vms/win2019-ad/resize"))
+        .form(&[("csrf", csrf.as_str()), ("units", "2"), ("cpu", "Westmere")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (_, after) = api.get("/api/v1/vms/win2019-ad").await;
+    assert_eq!(
+        (after["units"].clone(), after["devices"]["cpu"].clone()),
+        (json!(2), json!("Westmere")),
+        "{after}"
+    );
+    let audit = app.audit_text(&admin).await;
+    assert!(audit.contains("CPU Westmere"), "{audit}");
+}

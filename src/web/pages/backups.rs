@@ -442,7 +442,7 @@ pub async fn schedule_run_form(
             &who,
             "/backups",
             &format!(
-                "Schedule #{id} runs now: its backups appear below as they start, one at a time."
+                "Schedule #{id} runs now (after any schedule that is running): its backups appear below as they start, one at a time."
             ),
         )),
         Err(e) => failed(&state, &who, e).await,

@@ -51,6 +51,9 @@ pub struct ResizeForm {
     vcpus: String,
     #[serde(default)]
     memory_mib: String,
+    /// Empty: the CPU stays as it is.
+    #[serde(default)]
+    cpu: String,
 }
 
 pub async fn resize_form(
@@ -67,7 +70,9 @@ pub async fn resize_form(
         ("units", f.units.clone()),
         ("vcpus", f.vcpus.clone()),
         ("memory_mib", f.memory_mib.clone()),
+        ("cpu", f.cpu.clone()),
     ];
+    let cpu = Some(f.cpu.trim().to_string()).filter(|c| !c.is_empty());
     let mut errors: Vec<FieldError> = Vec::new();
     let req = SizeRequest {
         flavor: Some(f.flavor.trim().to_string()).filter(|s| !s.is_empty()),
@@ -93,12 +98,16 @@ pub async fn resize_form(
         )
         .await;
     }
-    match service::vms::resize(&state.svc, &who.caller(), &name, req).await? {
+    let cpu_text = cpu
+        .as_deref()
+        .map(|c| format!(", CPU {c}"))
+        .unwrap_or_default();
+    match service::vms::resize(&state.svc, &who.caller(), &name, req, cpu).await? {
         Ok(r) => Ok(back_to(
             &who,
             &name,
             &format!(
-                "Size changed to {} ({} vCPUs, {} MiB); it applies from the next start.",
+                "Size changed to {} ({} vCPUs, {} MiB{cpu_text}); it applies from the next start.",
                 super::units_text(r.units),
                 r.vcpus,
                 r.memory_mib
