@@ -324,12 +324,10 @@ pub async fn patch_vm(
             .field("autostart"),
         );
     }
-    if labels {
-        service::vms::set_labels(&state.svc, &who.caller(), &name, body.tags, body.notes).await??;
-    }
-    if !devices.is_empty() {
-        service::vms::set_devices(&state.svc, &who.caller(), &name, devices).await??;
-    }
+    let mut devices = devices;
+    // The size goes first (it is the change most often refused: units, a running VM),
+    // with the CPU, which it checks before anything changes; so a refusal leaves the VM
+    // as it was.
     if resize {
         let req = SizeRequest {
             flavor: body.flavor,
@@ -337,10 +335,17 @@ pub async fn patch_vm(
             vcpus: body.vcpus,
             memory_mib: body.memory_mib,
         };
-        let r = service::vms::resize(&state.svc, &who.caller(), &name, req, None).await?;
+        let cpu = devices.cpu.take();
+        let r = service::vms::resize(&state.svc, &who.caller(), &name, req, cpu).await?;
         if let Err(e) = r {
             return answer::<()>(Err(e), |_| HttpResponse::Ok().finish());
         }
+    }
+    if !devices.is_empty() {
+        service::vms::set_devices(&state.svc, &who.caller(), &name, devices).await??;
+    }
+    if labels {
+        service::vms::set_labels(&state.svc, &who.caller(), &name, body.tags, body.notes).await??;
     }
     if let Some(on) = body.autostart {
         service::vms::set_autostart(&state.svc, &who.caller(), &name, on).await??;

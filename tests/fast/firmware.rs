@@ -301,3 +301,49 @@ async fn the_resize_form_changes_the_cpu_with_the_size_and_checks_it_first() {
     let audit = app.audit_text(&admin).await;
     assert!(audit.contains("CPU Westmere"), "{audit}");
 }
+
+#[tokio::test]
+async fn a_patch_whose_size_or_cpu_is_refused_changes_nothing() {
+    let app = spawn_app().await;
+    let api = Api::new(&app).await;
+    let (_, before) = api.get("/api/v1/vms/win2019-ad").await;
+    for (body, status, field) in [
+        (
+            json!({"units": 40, "cpu": "Westmere", "notes": "x"}),
+            StatusCode::CONFLICT,
+            None,
+        ),
+        (
+            json!({"units": 2, "cpu": "Imaginary-CPU", "watchdog": true}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("cpu"),
+        ),
+    ] {
+        let (s, e) = api.patch("/api/v1/vms/win2019-ad", body.clone()).await;
+        assert_eq!(s, status, "{body}: {e}");
+        if let Some(f) = field {
+            assert_eq!(e["error"]["field"], f, "{e}");
+        }
+        let (_, after) = api.get("/api/v1/vms/win2019-ad").await;
+        for k in ["units", "vcpus", "memory_mib", "notes"] {
+            assert_eq!(after[k], before[k], "{body}: {k} changed");
+        }
+        assert_eq!(
+            after["devices"], before["devices"],
+            "{body}: devices changed"
+        );
+    }
+    // Both at once, accepted.
+    let (s, v) = api
+        .patch(
+            "/api/v1/vms/win2019-ad",
+            json!({"units": 2, "cpu": "Westmere"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["units"].clone(), v["devices"]["cpu"].clone()),
+        (json!(2), json!("Westmere")),
+        "{v}"
+    );
+}
