@@ -194,6 +194,14 @@ fn still_there<T>(read: HvResult<T>) -> Option<HvResult<T>> {
     }
 }
 
+/// `read` of a VM, unless the VM was undefined meanwhile ("no domain").
+fn vm_still_there<T>(read: HvResult<T>) -> Option<HvResult<T>> {
+    match read {
+        Err(HypervisorError::Libvirt { code, .. }) if code == virt::sys::VIR_ERR_NO_DOMAIN => None,
+        other => Some(other),
+    }
+}
+
 /// A pool's volumes that still exist: one whose file was removed behind libvirt's back
 /// (libvirt answers "no storage vol") is left out with a warning, not an error for the
 /// whole host.
@@ -315,9 +323,12 @@ impl Hypervisor for Libvirt {
     fn list_vms(&self) -> HvResult<Vec<VmSummary>> {
         let conn = self.conn()?;
         let domains = conn.list_all_domains(0).map_err(call("list the VMs"))?;
+        // A VM deleted between the listing and the reading of its info is left out: it
+        // is gone, and the others are still to be listed.
         let mut vms = domains
             .iter()
             .map(summarize)
+            .filter_map(vm_still_there)
             .collect::<HvResult<Vec<_>>>()?;
         vms.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(vms)
@@ -1765,6 +1776,28 @@ mod migrate_flag_tests {
             ..Default::default()
         };
         assert_eq!(migrate_flags(&offline), base | sys::VIR_MIGRATE_OFFLINE);
+    }
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+
+    #[test]
+    fn a_vm_undefined_while_the_host_is_listed_is_left_out_not_an_error() {
+        let err = |code| -> HvResult<u32> {
+            Err(HypervisorError::Libvirt {
+                operation: "read a VM's info",
+                code,
+                message: String::new(),
+            })
+        };
+        assert!(vm_still_there(err(virt::sys::VIR_ERR_NO_DOMAIN)).is_none());
+        assert!(matches!(
+            vm_still_there(err(virt::sys::VIR_ERR_INTERNAL_ERROR)),
+            Some(Err(_))
+        ));
+        assert!(matches!(vm_still_there(Ok(7)), Some(Ok(7))));
     }
 }
 
