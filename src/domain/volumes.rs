@@ -303,6 +303,9 @@ pub enum JobKind {
     Action,
     /// A new VM made from a backup (its disks read from the backup's files).
     Restore,
+    /// A shut-off VM put back to a backup (its disks read into new volumes, then swapped
+    /// in); the VM is held (no start, change or backup) while it runs.
+    RestoreOver,
 }
 
 impl JobKind {
@@ -315,6 +318,7 @@ impl JobKind {
             JobKind::Migrate => "migrate",
             JobKind::Action => "action",
             JobKind::Restore => "restore",
+            JobKind::RestoreOver => "restore-over",
         }
     }
     pub fn parse(s: &str) -> Option<JobKind> {
@@ -326,13 +330,18 @@ impl JobKind {
             "migrate" => Some(JobKind::Migrate),
             "action" => Some(JobKind::Action),
             "restore" => Some(JobKind::Restore),
+            "restore-over" => Some(JobKind::RestoreOver),
             _ => None,
         }
     }
-    /// Whether the job makes a new VM (a clone or a restore): operators may cancel it,
-    /// and what it made is the VM's.
+    /// Whether the job makes a new VM (a clone or a restore): what it made is the VM's.
     pub fn makes_vm(self) -> bool {
         matches!(self, JobKind::Clone | JobKind::Restore)
+    }
+    /// Whether the job works on a VM (makes one, or restores over one): operators may
+    /// cancel it.
+    pub fn on_vm(self) -> bool {
+        self.makes_vm() || self == JobKind::RestoreOver
     }
 }
 

@@ -156,6 +156,7 @@ pub fn begin(
     } = ctx;
     // One backup of a VM at a time: checked and recorded under the lock.
     let _guard = locked(lock)?;
+    super::jobs::refuse_while_held(store, name)?;
     let inv = inventory(hv, store, cfg)?;
     let vm = find_vm(&inv.vms, name)?;
     if !store.backup_targets()?.iter().any(|t| t == pool) {
@@ -1170,12 +1171,39 @@ pub struct RestoredOver {
     pub kept: Vec<String>,
 }
 
-/// Restores backup `id` (with the backups it builds on) over the VM it was taken of,
-/// which must be shut off and the same VM (its UUID) with the same disks. The backup is
-/// read into new volumes first; only when the VM's definition points at them are the
-/// former volumes dealt with, so a failure leaves the VM as it was.
-pub fn restore_over(ctx: Ctx<'_>, id: i64) -> LcResult<RestoredOver> {
-    let Ctx { hv, store, .. } = ctx;
+/// One disk of a planned restore over a VM.
+struct OverDisk {
+    /// The VM's present volume for this disk.
+    old: String,
+    pool: String,
+    /// The new volume the backup is read into.
+    volume: String,
+    capacity: u64,
+    /// The newest file of the disk's chain.
+    newest: String,
+    /// Bytes of the disk's chain.
+    chain_bytes: u64,
+}
+
+/// A checked restore over a shut-off VM: what [`build_restore_over`] does as a job.
+pub struct RestoreOverPlan {
+    pub from_backup: i64,
+    pub name: String,
+    /// Bytes of backup files to read (every file of every disk's chain).
+    pub bytes_total: u64,
+    uuid: String,
+    disks: Vec<OverDisk>,
+}
+
+/// The part of a new volume's name that marks it as read from backup `id` over a VM.
+fn restored_mark(id: i64) -> String {
+    format!("-restored-{id}-")
+}
+
+/// Checks a restore of backup `id` (with the backups it builds on) over the VM it was
+/// taken of: it must be shut off, the same VM (its UUID) with the same disks, each a
+/// volume of a pool, and no backup of it running. Changes nothing.
+pub fn plan_restore_over(hv: &dyn Hypervisor, store: &Store, id: i64) -> LcResult<RestoreOverPlan> {
     let all = store.backups(None)?;
     let links = backup::chain(&all, id).ok_or_else(|| {
         LifecycleError::NotFound(format!("There is no backup {id} (or its chain is broken)."))
@@ -1204,8 +1232,12 @@ pub fn restore_over(ctx: Ctx<'_>, id: i64) -> LcResult<RestoredOver> {
             vm.state.label()
         )));
     }
-    let current_xml = hv.domain_xml(&name)?;
-    let current = xml::parse_domain(&current_xml).map_err(|e| {
+    if all.iter().any(|b| b.vm == name && b.state == "running") {
+        return Err(LifecycleError::Conflict(format!(
+            "A backup of {name} is running; wait for it to end before restoring over it."
+        )));
+    }
+    let current = xml::parse_domain(&hv.domain_xml(&name)?).map_err(|e| {
         LifecycleError::failed(format!("The VM's definition could not be read: {e}"))
     })?;
     let now_disks: Vec<&str> = current
@@ -1222,9 +1254,8 @@ pub fn restore_over(ctx: Ctx<'_>, id: i64) -> LcResult<RestoredOver> {
             backed.join(", ")
         )));
     }
-    let inv_pools = hv.pools()?;
-    // (old path, pool, new volume name, capacity, newest file).
-    let mut plan = Vec::new();
+    let pools = hv.pools()?;
+    let mut disks = Vec::new();
     for f in &top.files {
         let Some(old) = current
             .disks
@@ -1234,7 +1265,7 @@ pub fn restore_over(ctx: Ctx<'_>, id: i64) -> LcResult<RestoredOver> {
         else {
             continue;
         };
-        let pool = inv_pools
+        let pool = pools
             .iter()
             .find(|p| p.volumes.iter().any(|v| v.path == old))
             .ok_or_else(|| {
@@ -1243,32 +1274,67 @@ pub fn restore_over(ctx: Ctx<'_>, id: i64) -> LcResult<RestoredOver> {
                     f.disk
                 ))
             })?;
-        let volume_name = (1..)
-            .map(|n| format!("{name}-{}-restored-{id}-{n}.qcow2", f.disk))
+        let volume = (1..)
+            .map(|n| format!("{name}-{}{}{n}.qcow2", f.disk, restored_mark(id)))
             .find(|v| !pool.volumes.iter().any(|x| &x.name == v))
             .unwrap_or_default();
-        plan.push((
+        let chain_bytes = links
+            .iter()
+            .flat_map(|b| b.files.iter().filter(|x| x.disk == f.disk))
+            .map(|x| x.bytes)
+            .sum::<u64>();
+        disks.push(OverDisk {
             old,
-            pool.name.clone(),
-            volume_name,
-            f.capacity,
-            f.path.clone(),
-        ));
+            pool: pool.name.clone(),
+            volume,
+            capacity: f.capacity,
+            newest: f.path.clone(),
+            chain_bytes,
+        });
     }
-    // The VM's checkpoints name its present disks' bitmaps: they go, the next backup is full.
-    for cp in hv.checkpoints(&name).unwrap_or_default() {
-        if cp.starts_with("virtdeck-") {
-            let _ = hv.delete_checkpoint(&name, &cp);
-        }
-    }
+    Ok(RestoreOverPlan {
+        from_backup: id,
+        name,
+        bytes_total: disks.iter().map(|d| d.chain_bytes).sum(),
+        uuid: vm.uuid,
+        disks,
+    })
+}
+
+/// Restores a planned backup over its VM (run as the job holding the VM): the backup is
+/// read into new volumes first (progress told to `watch`, which can cancel between
+/// disks); only when the VM, still shut off, is defined on them are its former volumes
+/// dealt with, so a failure or a cancel leaves the VM as it was.
+pub fn build_restore_over(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    plan: RestoreOverPlan,
+    watch: &dyn super::changes::CloneWatch,
+) -> LcResult<RestoredOver> {
+    let RestoreOverPlan {
+        from_backup: id,
+        name,
+        uuid,
+        disks,
+        ..
+    } = plan;
     let mut made = Vec::new();
     let mut map = HashMap::new();
+    let mut done_bytes = 0u64;
     let built: Result<(), String> = (|| {
-        for (old, pool, volume_name, capacity, newest) in &plan {
+        for d in &disks {
+            if watch.cancelled() {
+                return Err("the restore was cancelled".into());
+            }
+            watch.step(
+                &format!("reading the backup into {}", d.volume),
+                Some((&d.pool, &d.volume)),
+                done_bytes,
+            );
             let path = hv
                 .create_volume(
-                    pool,
-                    &xml::volume_copy_xml(volume_name, *capacity, DiskFormat::Qcow2),
+                    &d.pool,
+                    &xml::volume_copy_xml(&d.volume, d.capacity, DiskFormat::Qcow2),
                 )
                 .map_err(|e| {
                     format!(
@@ -1277,13 +1343,43 @@ pub fn restore_over(ctx: Ctx<'_>, id: i64) -> LcResult<RestoredOver> {
                     )
                 })?;
             made.push(path.clone());
-            backup_files::read_chain_into(newest, &path, "qcow2", &|_| {})
-                .map_err(|e| e.to_string())?;
-            map.insert(old.clone(), path);
+            // Recorded as the VM's at once, so a restart can find and remove it.
+            if let Err(e) = store.record_vm_volume(&name, &path, DiskFormat::Qcow2.as_str(), None) {
+                tracing::error!(vm = name, path, error = %e, "could not record a restored disk's volume");
+            }
+            let before = done_bytes;
+            backup_files::read_chain_into(&d.newest, &path, "qcow2", &|p| {
+                watch.copied(before + (d.chain_bytes as f64 * p) as u64)
+            })
+            .map_err(|e| format!("reading the backup into the disk failed: {e}"))?;
+            done_bytes += d.chain_bytes;
+            map.insert(d.old.clone(), path);
         }
+        if watch.cancelled() {
+            return Err("the restore was cancelled".into());
+        }
+        watch.step("putting the VM on the restored disks", None, done_bytes);
+        // Held by this job, but a VM can be started outside virtdeck: look again.
+        let vms = hv.list_vms().map_err(|e| reason_in_plain_words(&e))?;
+        let vm = find_vm(&vms, &name).map_err(|e| e.to_string())?;
+        if vm.state != crate::domain::vm::VmState::ShutOff || vm.uuid != uuid {
+            return Err(format!(
+                "{name} was started or replaced while the backup was read"
+            ));
+        }
+        // The VM's checkpoints name its present disks' bitmaps: they go, the next backup
+        // is full.
+        for cp in hv.checkpoints(&name).unwrap_or_default() {
+            if cp.starts_with("virtdeck-") {
+                let _ = hv.delete_checkpoint(&name, &cp);
+            }
+        }
+        let current_xml = hv
+            .domain_xml(&name)
+            .map_err(|e| reason_in_plain_words(&e))?;
         let edits = CloneEdits {
             name: name.clone(),
-            uuid: vm.uuid.clone(),
+            uuid: uuid.clone(),
             macs: HashMap::new(),
             disks: map.clone(),
             logs: HashMap::new(),
@@ -1303,10 +1399,17 @@ pub fn restore_over(ctx: Ctx<'_>, id: i64) -> LcResult<RestoredOver> {
             if let Err(e) = hv.delete_volume(path) {
                 tracing::error!(vm = name, path, error = %e, "could not delete a failed restore's volume");
             }
+            let _ = store.forget_made_volume(path);
         }
-        return Err(LifecycleError::failed(format!(
-            "Backup {id} could not be restored over {name}: {why}. {name} is as it was."
-        )));
+        return Err(if watch.cancelled() {
+            LifecycleError::Conflict(format!(
+                "The restore over {name} was cancelled; {name} is as it was."
+            ))
+        } else {
+            LifecycleError::failed(format!(
+                "Backup {id} could not be restored over {name}: {why}. {name} is as it was."
+            ))
+        });
     }
     let ours: HashSet<String> = store
         .vm_volumes(&name)?
@@ -1314,10 +1417,7 @@ pub fn restore_over(ctx: Ctx<'_>, id: i64) -> LcResult<RestoredOver> {
         .map(|v| v.path)
         .collect();
     let (mut deleted, mut kept) = (Vec::new(), Vec::new());
-    for (old, new) in &map {
-        if let Err(e) = store.record_vm_volume(&name, new, DiskFormat::Qcow2.as_str(), None) {
-            tracing::error!(vm = name, path = %new, error = %e, "could not record a restored disk's volume");
-        }
+    for old in map.keys() {
         if ours.contains(old) && hv.delete_volume(old).is_ok() {
             let _ = store.forget_made_volume(old);
             deleted.push(old.clone());
@@ -1332,6 +1432,61 @@ pub fn restore_over(ctx: Ctx<'_>, id: i64) -> LcResult<RestoredOver> {
         deleted,
         kept,
     })
+}
+
+/// At start-up, for a restore over `vm` from backup `id` that a restart cut off: the
+/// volumes it had read the backup into (`in_progress`, the one it was making, among them)
+/// are deleted unless the VM's definition already uses them (the restore had then ended).
+/// Returns what was done, in a few words.
+pub fn clean_cut_restore_over(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    vm: &str,
+    id: i64,
+    in_progress: Option<String>,
+) -> String {
+    let used: HashSet<String> = hv
+        .domain_xml(vm)
+        .ok()
+        .and_then(|x| xml::parse_domain(&x).ok())
+        .map(|d| d.disks.into_iter().filter_map(|d| d.source).collect())
+        .unwrap_or_default();
+    let mark = restored_mark(id);
+    let read: Vec<String> = store
+        .vm_volumes(vm)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v.path)
+        .filter(|p| p.contains(&mark))
+        .chain(in_progress)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !read.is_empty() && read.iter().all(|p| used.contains(p)) {
+        return format!(
+            "{vm} had already been put on the restored disks; its former volumes are kept"
+        );
+    }
+    let mut deleted = Vec::new();
+    for path in read.iter().filter(|p| !used.contains(*p)) {
+        match hv.delete_volume(path) {
+            Ok(()) | Err(crate::hypervisor::HypervisorError::NotFound { .. }) => {
+                let _ = store.forget_made_volume(path);
+                deleted.push(path.clone());
+            }
+            Err(e) => {
+                tracing::error!(vm, path, error = %e, "could not delete a cut-off restore's volume")
+            }
+        }
+    }
+    if deleted.is_empty() {
+        format!("{vm} is as it was")
+    } else {
+        format!(
+            "{vm} is as it was; the volumes read so far were deleted ({})",
+            deleted.join(", ")
+        )
+    }
 }
 
 #[cfg(test)]

@@ -649,6 +649,52 @@ pub fn begin_restore(
     )
 }
 
+/// Records the job of a planned restore over a VM (source `backup <id>`, the VM held
+/// while it runs).
+pub fn begin_restore_over(
+    cx: JobCtx<'_>,
+    plan: &super::backups::RestoreOverPlan,
+    actor: &Actor,
+) -> LcResult<(JobRow, CancellationToken)> {
+    let job = new_job(
+        cx.store,
+        &NewJob {
+            kind: JobKind::RestoreOver.as_str(),
+            pool: "",
+            volume: "",
+            source: &format!("backup {}", plan.from_backup),
+            vm: &plan.name,
+            bytes_total: plan.bytes_total,
+            created_by: &actor.username,
+            created_at: now(),
+        },
+    )?;
+    let cancel = cx.jobs.register(job.id);
+    Ok((job, cancel))
+}
+
+/// Why VM `name` cannot be started, changed or backed up now: a restore over it runs.
+pub fn held(store: &Store, name: &str) -> LcResult<Option<String>> {
+    Ok(store
+        .running_jobs()?
+        .into_iter()
+        .find(|j| j.vm == name && j.kind == JobKind::RestoreOver.as_str())
+        .map(|j| {
+            format!(
+                "{name} is being restored from {} (job {}); wait for it to end on the Jobs page.",
+                j.source, j.id
+            )
+        }))
+}
+
+/// Refuses a change of VM `name` while a restore over it runs.
+pub fn refuse_while_held(store: &Store, name: &str) -> LcResult<()> {
+    match held(store, name)? {
+        Some(why) => Err(LifecycleError::Conflict(why)),
+        None => Ok(()),
+    }
+}
+
 /// The job row of a planned VM `vm` (admitted, its row `creating`), registered so that
 /// Cancel reaches it; if it cannot be written, the VM is rolled back.
 fn begin_vm_job(
@@ -829,61 +875,7 @@ pub fn cancel(store: &Store, jobs: &Jobs, id: i64) -> LcResult<JobRow> {
 pub fn reconcile(hv: &dyn Hypervisor, store: &Store) -> LcResult<Vec<String>> {
     let mut notes = Vec::new();
     for job in store.running_jobs()? {
-        let mut undone = "nothing had been stored yet".to_string();
-        if job.volume_made {
-            let path = match &job.volume_path {
-                Some(p) => Some(p.clone()),
-                None => hv
-                    .pool_volumes(&job.pool)
-                    .ok()
-                    .and_then(|vs| vs.into_iter().find(|v| v.name == job.volume))
-                    .map(|v| v.path),
-            };
-            undone = match path {
-                Some(p) => match hv.delete_volume(&p) {
-                    Ok(()) => format!("the partial volume {p} was deleted"),
-                    Err(crate::hypervisor::HypervisorError::NotFound { .. }) => {
-                        "its volume was already gone".into()
-                    }
-                    Err(e) => format!(
-                        "the partial volume {p} could not be deleted ({}); delete it on the pool page",
-                        e.user_message()
-                    ),
-                },
-                None => "its volume had not been made".into(),
-            };
-        }
-        let makes_vm = JobKind::parse(&job.kind).is_some_and(JobKind::makes_vm);
-        let clone_made = makes_vm
-            && store
-                .vm_rows()?
-                .iter()
-                .any(|r| r.name == job.vm && r.state != "creating");
-        let message = if clone_made {
-            format!(
-                "virtdeck stopped just as this {} ended; VM {} was made and is kept.",
-                job.kind, job.vm
-            )
-        } else if makes_vm {
-            // The half-made VM itself (copied disks, definition, units) was rolled back
-            // with the interrupted creates, before the jobs.
-            let copy = if job.volume_made {
-                format!("; the disk copy in progress: {undone}")
-            } else {
-                String::new()
-            };
-            format!(
-                "virtdeck stopped while this {} ran ({}); the partial VM {} was removed with its copied disks and its units released{copy}.",
-                job.kind,
-                if job.step.is_empty() { "starting" } else { &job.step },
-                job.vm
-            )
-        } else {
-            format!(
-                "virtdeck stopped while this {} ran ({} of {} bytes); {undone}.",
-                job.kind, job.bytes_done, job.bytes_total
-            )
-        };
+        let message = interrupted(hv, store, &job)?;
         store.finish_job(
             job.id,
             JobState::Interrupted.as_str(),
@@ -897,4 +889,132 @@ pub fn reconcile(hv: &dyn Hypervisor, store: &Store) -> LcResult<Vec<String>> {
         ));
     }
     Ok(notes)
+}
+
+/// What is undone for `job`, which a restart cut off, and the sentence that says so.
+fn interrupted(hv: &dyn Hypervisor, store: &Store, job: &JobRow) -> LcResult<String> {
+    let mut undone = "nothing had been stored yet".to_string();
+    let path = || match &job.volume_path {
+        Some(p) => Some(p.clone()),
+        None => hv
+            .pool_volumes(&job.pool)
+            .ok()
+            .and_then(|vs| vs.into_iter().find(|v| v.name == job.volume))
+            .map(|v| v.path),
+    };
+    if job.kind == JobKind::RestoreOver.as_str() {
+        // Its volumes are deleted only if the VM does not use them yet.
+        let id = job
+            .source
+            .strip_prefix("backup ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let in_progress = if job.volume_made { path() } else { None };
+        let done = super::backups::clean_cut_restore_over(hv, store, &job.vm, id, in_progress);
+        return Ok(format!(
+            "virtdeck stopped while this restore over {} ran ({}); {done}.",
+            job.vm,
+            if job.step.is_empty() {
+                "starting"
+            } else {
+                &job.step
+            },
+        ));
+    }
+    if job.volume_made {
+        let path = path();
+        undone = match path {
+            Some(p) => match hv.delete_volume(&p) {
+                Ok(()) => format!("the partial volume {p} was deleted"),
+                Err(crate::hypervisor::HypervisorError::NotFound { .. }) => {
+                    "its volume was already gone".into()
+                }
+                Err(e) => format!(
+                    "the partial volume {p} could not be deleted ({}); delete it on the pool page",
+                    e.user_message()
+                ),
+            },
+            None => "its volume had not been made".into(),
+        };
+    }
+    let makes_vm = JobKind::parse(&job.kind).is_some_and(JobKind::makes_vm);
+    let clone_made = makes_vm
+        && store
+            .vm_rows()?
+            .iter()
+            .any(|r| r.name == job.vm && r.state != "creating");
+    Ok(if clone_made {
+        format!(
+            "virtdeck stopped just as this {} ended; VM {} was made and is kept.",
+            job.kind, job.vm
+        )
+    } else if makes_vm {
+        // The half-made VM itself (copied disks, definition, units) was rolled back
+        // with the interrupted creates, before the jobs.
+        let copy = if job.volume_made {
+            format!("; the disk copy in progress: {undone}")
+        } else {
+            String::new()
+        };
+        format!(
+            "virtdeck stopped while this {} ran ({}); the partial VM {} was removed with its copied disks and its units released{copy}.",
+            job.kind,
+            if job.step.is_empty() { "starting" } else { &job.step },
+            job.vm
+        )
+    } else {
+        format!(
+            "virtdeck stopped while this {} ran ({} of {} bytes); {undone}.",
+            job.kind, job.bytes_done, job.bytes_total
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vm_is_held_only_while_a_restore_over_it_runs() {
+        let store = Store::open_in_memory().unwrap();
+        let job = |kind: JobKind, vm: &str| {
+            new_job(
+                &store,
+                &NewJob {
+                    kind: kind.as_str(),
+                    pool: "",
+                    volume: "",
+                    source: "backup 3",
+                    vm,
+                    bytes_total: 10,
+                    created_by: "admin",
+                    created_at: 1,
+                },
+            )
+            .unwrap()
+        };
+        // A restore as a new VM named like it, or another VM's restore, holds nothing.
+        job(JobKind::Restore, "web1");
+        let other = job(JobKind::RestoreOver, "web2");
+        assert_eq!(held(&store, "web1").unwrap(), None);
+        let over = job(JobKind::RestoreOver, "web1");
+        let why = held(&store, "web1").unwrap().expect("held");
+        assert_eq!(
+            why,
+            format!(
+                "web1 is being restored from backup 3 (job {}); wait for it to end on the Jobs page.",
+                over.id
+            )
+        );
+        assert!(matches!(
+            refuse_while_held(&store, "web1"),
+            Err(LifecycleError::Conflict(m)) if m == why
+        ));
+        store
+            .finish_job(over.id, JobState::Succeeded.as_str(), 10, "done", 2)
+            .unwrap();
+        assert_eq!(held(&store, "web1").unwrap(), None);
+        assert!(refuse_while_held(&store, "web1").is_ok());
+        assert!(held(&store, "web2").unwrap().is_some(), "{other:?}");
+    }
 }

@@ -181,6 +181,39 @@ impl Action {
         Action::ALL.into_iter().find(|a| a.as_str() == name)
     }
 
+    /// Whether the action changes an existing VM named by its target: refused while a
+    /// restore over that VM runs.
+    pub fn changes_named_vm(self) -> bool {
+        matches!(
+            self,
+            Action::Vm(_)
+                | Action::VmAutostart
+                | Action::VmResize
+                | Action::VmClone
+                | Action::VmDelete
+                | Action::SnapshotCreate
+                | Action::SnapshotRevert
+                | Action::SnapshotDelete
+                | Action::TemplateMark
+                | Action::TemplateUnmark
+                | Action::VmMigrate
+                | Action::VmLabels
+                | Action::VmDevices
+                | Action::VmCdrom
+                | Action::VmDiskGrow
+                | Action::VmDiskAdd
+                | Action::VmDiskDetach
+                | Action::VmNicAdd
+                | Action::VmNicRemove
+                | Action::VmNicLink
+                | Action::VmHostdevAttach
+                | Action::VmHostdevDetach
+                | Action::VmStartOrder
+                | Action::VmBackup
+                | Action::BackupRestore
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::VmCreate => "vm.create",

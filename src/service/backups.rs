@@ -216,28 +216,59 @@ pub async fn restore(
     .await
 }
 
-/// Restores a backup over the shut-off VM it was taken of.
-pub async fn restore_over(
-    svc: &Arc<Services>,
-    caller: &Caller,
-    id: i64,
-    vm: &str,
-) -> Done<backups::RestoredOver> {
+/// Restores a backup over the shut-off VM it was taken of, as a job that holds the VM
+/// (no start, change or backup of it until the job ends): checked now, the backup read
+/// into new volumes on a thread of its own (progress and Cancel on the Jobs page), the
+/// VM then put on them; a failure, a cancel or a restart leaves the VM as it was.
+pub async fn restore_over(svc: &Arc<Services>, caller: &Caller, id: i64, vm: &str) -> Done<JobRow> {
+    let (job_actor, runner_svc) = (caller.actor(), svc.clone());
     execute(
         svc,
         caller,
         Op::operator(
             Action::BackupRestore,
             vm,
-            move |s| backups::restore_over(s.lc(), id),
-            |r| {
+            move |s| {
+                let plan = backups::plan_restore_over(s.hv.as_ref(), &s.store, id)?;
+                let (job, cancel) =
+                    jobs::begin_restore_over(runner::job_ctx(s), &plan, &job_actor)?;
+                let run = RunningJob {
+                    job: job.clone(),
+                    cancel,
+                    actor: job_actor,
+                };
+                runner::spawn(&runner_svc, &job, move |s| {
+                    jobs::run_clone(
+                        runner::job_ctx(s),
+                        run,
+                        Action::BackupRestore.as_str(),
+                        |watch| {
+                            backups::build_restore_over(s.hv.as_ref(), &s.store, plan, watch)
+                        },
+                        |r: &backups::RestoredOver| {
+                            format!(
+                                "{} is back to backup {} (shut off): {}.{}",
+                                r.name,
+                                r.from_backup,
+                                r.volumes.join(", "),
+                                if r.kept.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(
+                                        " Its former volumes {} were not made by virtdeck and are kept; delete them from their pool when sure.",
+                                        r.kept.join(", ")
+                                    )
+                                }
+                            )
+                        },
+                    )
+                })?;
+                Ok(job)
+            },
+            |job: &JobRow| {
                 format!(
-                    "over {} from backup {}: {}; former volumes deleted {:?}, kept {:?}",
-                    r.name,
-                    r.from_backup,
-                    r.volumes.join(", "),
-                    r.deleted,
-                    r.kept
+                    "job {} started: restoring {} over {}",
+                    job.id, job.source, job.vm
                 )
             },
         ),

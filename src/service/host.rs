@@ -32,6 +32,9 @@ impl Failure for ChangeError {
     fn internal(message: String) -> Self {
         ChangeError::Io(message)
     }
+    fn busy(message: String) -> Self {
+        ChangeError::Conflict(message)
+    }
 }
 
 fn plan_detail(p: &Plan) -> String {

@@ -185,6 +185,8 @@ pub trait Failure: std::fmt::Display + Send + 'static {
     }
     /// The error for a change whose thread was lost.
     fn internal(message: String) -> Self;
+    /// The error for a change refused because what it changes is busy.
+    fn busy(message: String) -> Self;
 }
 
 impl Failure for LifecycleError {
@@ -208,6 +210,9 @@ impl Failure for LifecycleError {
     }
     fn internal(message: String) -> Self {
         LifecycleError::failed(message)
+    }
+    fn busy(message: String) -> Self {
+        LifecycleError::Conflict(message)
     }
 }
 
@@ -248,7 +253,15 @@ where
     let done = tokio::task::spawn_blocking(move || {
         let _in_request = span.enter();
         let started = Instant::now();
-        let r = run(&s);
+        let held = if action.changes_named_vm() {
+            crate::lifecycle::jobs::held(&s.store, &target).unwrap_or(None)
+        } else {
+            None
+        };
+        let r = match held {
+            Some(why) => Err(E::busy(why)),
+            None => run(&s),
+        };
         let took = started.elapsed().as_secs_f64();
         let (result, detail) = match &r {
             Ok(v) => ("ok", describe(v)),

@@ -279,9 +279,10 @@ pub async fn begin_upload(
 
 // ---- jobs ----
 
-/// The role a job's cancel takes: clones are operators' work, volume jobs admins'.
+/// The role a job's cancel takes: clones and restores are operators' work, volume jobs
+/// admins'.
 pub fn role_to_cancel(job: &JobRow) -> Role {
-    if JobKind::parse(&job.kind).is_some_and(JobKind::makes_vm) {
+    if JobKind::parse(&job.kind).is_some_and(JobKind::on_vm) {
         Role::Operator
     } else {
         Role::Admin
@@ -290,7 +291,7 @@ pub fn role_to_cancel(job: &JobRow) -> Role {
 
 /// What a job works on, in a few words.
 pub fn describe_job(j: &JobRow) -> String {
-    if JobKind::parse(&j.kind).is_some_and(JobKind::makes_vm) {
+    if JobKind::parse(&j.kind).is_some_and(JobKind::on_vm) {
         format!("{} {} → {}", j.kind, j.source, j.vm)
     } else {
         format!("{} {}/{}", j.kind, j.pool, j.volume)

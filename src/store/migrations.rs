@@ -85,6 +85,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0024_restore_jobs",
         include_str!("../../migrations/0024_restore_jobs.sql"),
     ),
+    (
+        "0025_restore_over_jobs",
+        include_str!("../../migrations/0025_restore_over_jobs.sql"),
+    ),
 ];
 
 /// The migrations this build has that the database has not applied yet, oldest first;

@@ -159,16 +159,20 @@ pub async fn restore(
     tag = TAG_VMS,
     summary = "Restore a backup over its VM",
     description = "Role: operator. Puts the VM the backup was taken of back to that point: it \
-        must be shut off, the same VM (its UUID) with the same disks. The backup (and the ones \
-        it builds on) is read into new qcow2 volumes, the VM's definition then points at them, \
+        must be shut off, the same VM (its UUID) with the same disks. Checked at once; then, as \
+        a job (kind `restore-over`, source `backup <id>`, progress in bytes of backup files \
+        read; follow it at the Location, cancel it like a clone), the backup (and the ones it \
+        builds on) is read into new qcow2 volumes, the VM's definition then points at them, \
         and only then are its former volumes deleted (those virtdeck made for it; others are \
-        kept and named). A failure leaves the VM as it was. Its next backup is full.",
+        kept and named in the job's message). While the job runs the VM is held: starting, \
+        changing or backing it up answers 409. A failure, a cancel or a restart of virtdeck \
+        leaves the VM as it was. Its next backup is full.",
     params(("id" = i64, Path, description = "The backup.")),
     security(("bearer" = []), ("session" = [], "csrf" = [])),
     responses(
-        (status = 200, description = "The VM as restored.", body = crate::lifecycle::backups::RestoredOver),
+        (status = 202, description = "The restore runs as this job; the VM stays shut off.", body = super::kit::JobView),
         (status = 404, description = "There is no such backup, or its VM is gone.", body = ApiError),
-        (status = 409, description = "The VM runs, is another VM of that name, or its disks changed.", body = ApiError),
+        (status = 409, description = "The VM runs, is being restored already, is another VM of that name, or its disks changed.", body = ApiError),
         ChangeErrors
     )
 )]
@@ -184,7 +188,7 @@ pub async fn restore_over(
         .await?
         .ok_or_else(|| AppError::not_found(format!("There is no backup {id}.")))?;
     let done = service::backups::restore_over(&state.svc, &who.caller(), id, &vm).await?;
-    answer(done, |r| HttpResponse::Ok().json(r))
+    answer(done, super::kit::accepted)
 }
 
 #[utoipa::path(

@@ -126,9 +126,9 @@ struct JobLine {
 }
 
 impl JobLine {
-    /// A clone or a restore: the job makes a VM.
+    /// A clone or a restore: the job makes a VM, or restores over one.
     fn is_clone(&self) -> bool {
-        JobKind::parse(&self.job.kind).is_some_and(JobKind::makes_vm)
+        JobKind::parse(&self.job.kind).is_some_and(JobKind::on_vm)
     }
 }
 
@@ -201,6 +201,14 @@ async fn cancel_form(
     who.check_csrf(form.csrf.as_deref())?;
     let id = path.into_inner();
     match crate::service::storage::cancel_job(&state.svc, &who.caller(), id).await? {
+        Ok(job) if job.kind == JobKind::RestoreOver.as_str() => Ok(see_other(
+            &who,
+            "/jobs",
+            &format!(
+                "Cancelling job {id}: the restore over {} stops once the disk being read is done, and {} stays as it was.",
+                job.vm, job.vm
+            ),
+        )),
         Ok(job) if JobKind::parse(&job.kind).is_some_and(JobKind::makes_vm) => Ok(see_other(
             &who,
             "/jobs",

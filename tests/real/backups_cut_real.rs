@@ -61,7 +61,7 @@ async fn a_backup_cut_off_by_a_kill_is_interrupted_cleaned_up_and_the_next_is_fu
     server.child.wait().unwrap();
     assert!(backup_dir.exists(), "the cut-off backup left its files");
 
-    let server = start_server(data_dir.path()).await;
+    let mut server = start_server(data_dir.path()).await;
     let after = api(&server.base);
     let (_, list) = after.get(&format!("/api/v1/backups?vm={vm}")).await;
     let cut = &list["backups"][0];
@@ -107,6 +107,87 @@ async fn a_backup_cut_off_by_a_kill_is_interrupted_cleaned_up_and_the_next_is_fu
         next["bytes"].as_u64().unwrap() > 1 << 30,
         "all of it: {next}"
     );
+
+    // Restored over, once shut off: the VM is held while the 1 GiB is read back (starting
+    // or backing it up is refused with the reason), and a kill midway leaves it as it was,
+    // with nothing read kept.
+    let _ = virsh(&["destroy", &vm]);
+    let over_path = format!("/api/v1/backups/{}/restore-over", next["id"]);
+    let (s, over) = after.post(&over_path, json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{over}");
+    assert_eq!(
+        (over["kind"].clone(), over["state"].clone()),
+        (json!("restore-over"), json!("running")),
+        "{over}"
+    );
+    for (path, body) in [
+        (format!("/api/v1/vms/{vm}/start"), json!({})),
+        (
+            format!("/api/v1/vms/{vm}/backups"),
+            json!({"pool": target.name}),
+        ),
+        (over_path.clone(), json!({})),
+    ] {
+        let (s, e) = after.post(&path, body).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{path}: {e}");
+        let said = e["error"]["message"].as_str().unwrap();
+        assert!(
+            said.contains(&format!(
+                "{vm} is being restored from backup {}",
+                next["id"]
+            )),
+            "{path}: {said}"
+        );
+    }
+    let job_path = format!("/api/v1/jobs/{}", over["id"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, j) = after.get(&job_path).await;
+        assert_eq!(j["state"], "running", "killed before it ended: {j}");
+        if j["bytes_done"].as_u64().unwrap() > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no progress: {j}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let server = start_server(data_dir.path()).await;
+    let after = api(&server.base);
+    let (_, cut) = after.get(&job_path).await;
+    assert_eq!(cut["state"], "interrupted", "{cut}");
+    assert!(
+        cut["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{vm} is as it was")),
+        "{cut}"
+    );
+    let restored_files = || {
+        std::fs::read_dir(&disks.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.contains("-restored-"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        restored_files(),
+        Vec::<String>::new(),
+        "the volume read so far is gone"
+    );
+    let inactive =
+        String::from_utf8_lossy(&virsh(&["dumpxml", "--inactive", &vm]).stdout).to_string();
+    assert!(inactive.contains(&disk.display().to_string()), "{inactive}");
+    // Asked again, it runs to its end: the VM is on the restored disk and starts.
+    let (s, done) = after.post_job(&over_path, json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{done}");
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(restored_files().len(), 1, "{done}");
+    let (s, e) = after
+        .post(&format!("/api/v1/vms/{vm}/start"), json!({}))
+        .await;
+    assert!(s.is_success(), "{e}");
+    let _ = virsh(&["destroy", &vm]);
 
     // A restore whose backup file went bad on the target fails as a job and leaves no
     // VM, no volume and no units behind.

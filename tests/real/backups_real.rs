@@ -413,18 +413,36 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
         None,
         "off point"
     );
-    let (s, r) = api
-        .post(
+    let (s, job) = api
+        .post_job(
             &format!("/api/v1/backups/{}/restore-over", kept[1]["id"]),
             json!({}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{r}");
-    assert_eq!(r["kept"], json!([data.display().to_string()]), "{r}");
-    let new_disk = r["volumes"][0].as_str().unwrap().to_string();
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(
+        (job["kind"].clone(), job["state"].clone(), job["vm"].clone()),
+        (json!("restore-over"), json!("succeeded"), json!(vm)),
+        "{job}"
+    );
+    let message = job["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "{} were not made by virtdeck and are kept",
+            data.display()
+        )),
+        "{message}"
+    );
     let inactive =
         String::from_utf8_lossy(&virsh(&["dumpxml", "--inactive", &vm]).stdout).to_string();
-    assert!(inactive.contains(&new_disk), "{inactive}");
+    let new_disk = inactive
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("<source file='"))
+        .filter_map(|l| l.split('\'').next())
+        .find(|p| p.contains(&format!("-restored-{}-", kept[1]["id"])))
+        .unwrap_or_else(|| panic!("the VM is on a restored volume: {inactive}"))
+        .to_string();
+    assert!(message.contains(&new_disk), "{message}");
     let got = raw_bytes(&new_disk);
     assert_eq!(
         got.iter().zip(points[1].iter()).position(|(a, b)| a != b),

@@ -282,27 +282,17 @@ pub async fn backup_action(
             let vm = lc(&state, move |s| Ok(s.store.backup(id)?.map(|b| b.vm)))
                 .await?
                 .ok_or_else(|| AppError::not_found(format!("There is no backup {id}.")))?;
-            match service::backups::restore_over(&state.svc, &caller, id, &vm).await? {
-                Ok(r) => {
-                    return Ok(see_other(
-                        &who,
-                        &format!("/vms/{}", r.name),
-                        &format!(
-                            "{} is back to backup {}.{}",
-                            r.name,
-                            r.from_backup,
-                            if r.kept.is_empty() {
-                                String::new()
-                            } else {
-                                format!(
-                                    " Its former volumes {} were not made by virtdeck and are kept; delete them from their pool when sure.",
-                                    r.kept.join(", ")
-                                )
-                            }
-                        ),
-                    ))
+            let started = service::backups::restore_over(&state.svc, &caller, id, &vm).await?;
+            match super::super::kit::form_outcome(&state, &who, started, |j| {
+                format!("Restoring {} over {}", j.source, j.vm)
+            })
+            .await
+            {
+                Ok(Ok(job)) => {
+                    return Ok(see_other(&who, &format!("/vms/{}", job.vm), &job.message))
                 }
-                Err(e) => Err(e),
+                Ok(Err(e)) => Err(e),
+                Err(to_jobs_page) => return Ok(to_jobs_page),
             }
         }
         "delete" => {
