@@ -68,6 +68,8 @@ pub struct Config {
     pub fetch: crate::adapters::http_fetch::FetchConfig,
     /// Peer hosts: this host's name and address in the fleet, timeouts, migration.
     pub fleet: FleetConfig,
+    /// Scheduled backups.
+    pub backups: BackupsConfig,
 }
 
 /// What the VM lifecycle needs of the settings (it never sees the whole [`Config`]).
@@ -81,6 +83,8 @@ pub struct LifecycleSettings {
     pub install: InstallConfig,
     /// Outbound requests (install trees): where they may go, timeouts.
     pub fetch: crate::adapters::http_fetch::FetchConfig,
+    /// Scheduled backups.
+    pub backups: BackupsConfig,
 }
 
 impl Config {
@@ -91,7 +95,44 @@ impl Config {
             boot_dir: self.boot_dir.clone(),
             install: self.install.clone(),
             fetch: self.fetch.clone(),
+            backups: self.backups.clone(),
         }
+    }
+}
+
+/// `[backups]` settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupsConfig {
+    /// How many scheduled backups run at once on this host (different VMs; one VM is never
+    /// backed up twice at once). 1: one after the other.
+    pub scheduled_at_once: u32,
+}
+
+impl Default for BackupsConfig {
+    fn default() -> Self {
+        BackupsConfig {
+            scheduled_at_once: 1,
+        }
+    }
+}
+
+impl BackupsConfig {
+    /// The most scheduled backups at once a host is allowed.
+    pub const MAX_AT_ONCE: u32 = 16;
+
+    /// The first setting out of range, and why.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        (!(1..=Self::MAX_AT_ONCE).contains(&self.scheduled_at_once)).then(|| {
+            (
+                "backups.scheduled_at_once",
+                format!(
+                    "must be 1 to {}, not {}",
+                    Self::MAX_AT_ONCE,
+                    self.scheduled_at_once
+                ),
+            )
+        })
     }
 }
 
@@ -550,6 +591,7 @@ impl Default for Config {
             install: Default::default(),
             fetch: Default::default(),
             fleet: Default::default(),
+            backups: Default::default(),
         }
     }
 }
@@ -771,6 +813,9 @@ impl Config {
         if let Some((key, message)) = self.fleet.problem() {
             return Err(ConfigError::Invalid { key, message });
         }
+        if let Some((key, message)) = self.backups.problem() {
+            return Err(ConfigError::Invalid { key, message });
+        }
         if let Some((key, message)) = self.fetch.problem() {
             return Err(ConfigError::Invalid { key, message });
         }
@@ -849,6 +894,22 @@ mod tests {
             .contains("confirm_seconds"));
         c.host.confirm_seconds = 60;
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn scheduled_backups_at_once_are_1_to_16() {
+        let c: Config = toml::from_str("[backups]\nscheduled_at_once = 3\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(Config::default().backups.scheduled_at_once, 1);
+        for bad in [0, 17] {
+            let mut c = Config::default();
+            c.backups.scheduled_at_once = bad;
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("backups.scheduled_at_once") && e.contains(&format!("not {bad}")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -997,31 +997,37 @@ fn in_scope(hv: &dyn Hypervisor, s: &crate::store::backups::ScheduleRow) -> LcRe
     })
 }
 
-/// Runs every schedule due at `now()`, one backup at a time, each watched to its end and
-/// followed by its keep rules. A schedule is marked run before it starts, so a crash never
-/// makes it run twice for one slot; one missed while virtdeck was down runs once.
-pub fn run_due(
-    ctx: Ctx<'_>,
-    now: &dyn Fn() -> i64,
-    pause: &dyn Fn(),
-) -> LcResult<Vec<ScheduledRun>> {
+/// A fresh pause between looks at a running backup, one per backup watched (each backs
+/// off on its own).
+pub type Pauses<'a> = &'a (dyn Fn() -> Box<dyn Fn()> + Sync);
+
+/// The time, for schedules (a clock tests can set).
+pub type Clock<'a> = &'a (dyn Fn() -> i64 + Sync);
+
+/// Runs every schedule due at `now()`: each watched to its end and followed by its keep
+/// rules, up to `[backups] scheduled_at_once` backups at a time (never two of one VM). A
+/// schedule is marked run before it starts, so a crash never makes it run twice for one
+/// slot; one missed while virtdeck was down runs once.
+pub fn run_due(ctx: Ctx<'_>, now: Clock<'_>, pause: Pauses<'_>) -> LcResult<Vec<ScheduledRun>> {
     use crate::domain::backup_schedule::{due, Every, Timing};
-    let mut out = Vec::new();
-    for s in ctx.store.backup_schedules()? {
-        let timing = Timing {
-            every: if s.every == "weekly" {
-                Every::Weekly
-            } else {
-                Every::Daily
-            },
-            weekday: s.weekday,
-            at_minute: s.at_minute,
-        };
-        if due(&timing, s.last_run_at, s.created_at, now()) {
-            out.extend(run_schedule(ctx, &s, now, pause)?);
-        }
-    }
-    Ok(out)
+    let due_now: Vec<_> = ctx
+        .store
+        .backup_schedules()?
+        .into_iter()
+        .filter(|s| {
+            let timing = Timing {
+                every: if s.every == "weekly" {
+                    Every::Weekly
+                } else {
+                    Every::Daily
+                },
+                weekday: s.weekday,
+                at_minute: s.at_minute,
+            };
+            due(&timing, s.last_run_at, s.created_at, now())
+        })
+        .collect();
+    run_schedules(ctx, &due_now, now, pause)
 }
 
 /// Runs schedule `id` now, whatever its times (an admin's "Run now"): the same backups
@@ -1029,11 +1035,11 @@ pub fn run_due(
 pub fn run_schedule_now(
     ctx: Ctx<'_>,
     id: i64,
-    now: &dyn Fn() -> i64,
-    pause: &dyn Fn(),
+    now: Clock<'_>,
+    pause: Pauses<'_>,
 ) -> LcResult<Vec<ScheduledRun>> {
     let s = schedule(ctx.store, id)?;
-    run_schedule(ctx, &s, now, pause)
+    run_schedules(ctx, std::slice::from_ref(&s), now, pause)
 }
 
 /// Backup schedule `id`, or why there is none.
@@ -1045,22 +1051,47 @@ pub fn schedule(store: &Store, id: i64) -> LcResult<crate::store::backups::Sched
         .ok_or_else(|| LifecycleError::NotFound(format!("There is no backup schedule #{id}.")))
 }
 
-/// One run of a schedule: marked run first, then a backup of each VM in its scope, one at
-/// a time, each followed by the keep rules.
-fn run_schedule(
+/// One run of each schedule: each marked run first; snapshots taken; then a backup of
+/// each VM in the backup schedules' scopes, up to `scheduled_at_once` at a time and never
+/// two of one VM, each followed by its schedule's keep rules.
+fn run_schedules(
+    ctx: Ctx<'_>,
+    schedules: &[crate::store::backups::ScheduleRow],
+    now: Clock<'_>,
+    pause: Pauses<'_>,
+) -> LcResult<Vec<ScheduledRun>> {
+    let mut out = Vec::new();
+    let mut backups = Vec::new();
+    for s in schedules {
+        ctx.store.set_schedule_run(s.id, now())?;
+        let vms = in_scope(ctx.hv, s)?;
+        if s.kind == "snapshot" {
+            out.extend(
+                vms.into_iter()
+                    .map(|vm| snapshot_by_schedule(ctx.hv, s, vm, now())),
+            );
+        } else {
+            backups.extend(vms.into_iter().map(|vm| (s, vm)));
+        }
+    }
+    out.extend(at_once(
+        backups,
+        ctx.cfg.backups.scheduled_at_once as usize,
+        |(_, vm)| vm.clone(),
+        |(s, vm)| back_up_by_schedule(ctx, s, vm, now, &*pause()),
+    ));
+    Ok(out)
+}
+
+/// A backup schedule's run on one VM: its backup watched to its end, then its keep rules.
+fn back_up_by_schedule(
     ctx: Ctx<'_>,
     s: &crate::store::backups::ScheduleRow,
-    now: &dyn Fn() -> i64,
+    vm: String,
+    now: Clock<'_>,
     pause: &dyn Fn(),
-) -> LcResult<Vec<ScheduledRun>> {
+) -> ScheduledRun {
     use crate::domain::backup_schedule::Keep;
-    ctx.store.set_schedule_run(s.id, now())?;
-    if s.kind == "snapshot" {
-        return Ok(in_scope(ctx.hv, s)?
-            .into_iter()
-            .map(|vm| snapshot_by_schedule(ctx.hv, s, vm, now()))
-            .collect());
-    }
     let keep = Keep {
         last: s.keep_last,
         daily: s.keep_daily,
@@ -1068,37 +1099,95 @@ fn run_schedule(
         monthly: s.keep_monthly,
     };
     let actor = format!("schedule #{}", s.id);
-    let mut out = Vec::new();
-    for vm in in_scope(ctx.hv, s)? {
-        let made = begin(
-            ctx,
-            &vm,
-            &s.pool,
-            By {
-                actor: &actor,
-                now: now(),
-            },
-            Some(s.id),
-        )
-        .and_then(|b| watch(ctx.hv, ctx.store, b.id, pause, now));
-        let pruned = match &made {
-            Ok(b) if b.state == "succeeded" => prune(ctx.store, &vm, &s.pool, &keep)
-                .unwrap_or_else(|e| {
-                    tracing::error!(vm, error = %e, "a schedule's keep rules could not be applied");
-                    Vec::new()
-                }),
-            _ => Vec::new(),
-        };
-        out.push(ScheduledRun {
-            schedule: s.id,
-            vm,
-            outcome: made
-                .map(|b| Made::Backup(Box::new(b)))
-                .map_err(|e| e.to_string()),
-            pruned: pruned.iter().map(|id| format!("#{id}")).collect(),
-        });
+    let made = begin(
+        ctx,
+        &vm,
+        &s.pool,
+        By {
+            actor: &actor,
+            now: now(),
+        },
+        Some(s.id),
+    )
+    .and_then(|b| watch(ctx.hv, ctx.store, b.id, pause, now));
+    let pruned = match &made {
+        Ok(b) if b.state == "succeeded" => {
+            prune(ctx.store, &vm, &s.pool, &keep).unwrap_or_else(|e| {
+                tracing::error!(vm, error = %e, "a schedule's keep rules could not be applied");
+                Vec::new()
+            })
+        }
+        _ => Vec::new(),
+    };
+    ScheduledRun {
+        schedule: s.id,
+        vm,
+        outcome: made
+            .map(|b| Made::Backup(Box::new(b)))
+            .map_err(|e| e.to_string()),
+        pruned: pruned.iter().map(|id| format!("#{id}")).collect(),
     }
-    Ok(out)
+}
+
+/// Runs `work` on every task, up to `limit` at a time (on scoped threads), never two
+/// tasks of the same `key` at once; the results in the tasks' order.
+fn at_once<T: Send, R: Send>(
+    tasks: Vec<T>,
+    limit: usize,
+    key: impl Fn(&T) -> String + Sync,
+    work: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    use std::collections::VecDeque;
+    use std::sync::{Condvar, Mutex, PoisonError};
+    struct Queue<T> {
+        waiting: VecDeque<(usize, T)>,
+        busy: HashSet<String>,
+    }
+    let workers = limit.clamp(1, tasks.len().max(1));
+    let queue = Mutex::new(Queue {
+        waiting: tasks.into_iter().enumerate().collect(),
+        busy: HashSet::new(),
+    });
+    let freed = Condvar::new();
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let (index, task, k) = {
+                    let mut q = queue.lock().unwrap_or_else(PoisonError::into_inner);
+                    loop {
+                        if q.waiting.is_empty() {
+                            return;
+                        }
+                        let free = q
+                            .waiting
+                            .iter()
+                            .position(|(_, t)| !q.busy.contains(&key(t)));
+                        if let Some((index, task)) = free.and_then(|at| q.waiting.remove(at)) {
+                            let k = key(&task);
+                            q.busy.insert(k.clone());
+                            break (index, task, k);
+                        }
+                        q = freed.wait(q).unwrap_or_else(PoisonError::into_inner);
+                    }
+                };
+                let r = work(task);
+                results
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((index, r));
+                queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .busy
+                    .remove(&k);
+                freed.notify_all();
+            });
+        }
+    });
+    let mut out = results.into_inner().unwrap_or_else(PoisonError::into_inner);
+    out.sort_by_key(|(index, _)| *index);
+    out.into_iter().map(|(_, r)| r).collect()
 }
 
 /// A snapshot schedule's run on one VM: a snapshot named by the time (a second one in
@@ -1492,6 +1581,47 @@ pub fn clean_cut_restore_over(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn at_most_the_limit_runs_at_once_and_never_two_of_one_key() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Mutex;
+        let running = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let busy_keys = Mutex::new(HashSet::new());
+        let tasks: Vec<(usize, &str)> = vec![
+            (0, "a"),
+            (1, "a"),
+            (2, "b"),
+            (3, "c"),
+            (4, "a"),
+            (5, "d"),
+            (6, "b"),
+        ];
+        for limit in [1, 2, 3] {
+            most.store(0, Ordering::SeqCst);
+            let out = at_once(
+                tasks.clone(),
+                limit,
+                |(_, k)| k.to_string(),
+                |(i, k)| {
+                    assert!(busy_keys.lock().unwrap().insert(k), "{k} twice at once");
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    busy_keys.lock().unwrap().remove(k);
+                    i * 10
+                },
+            );
+            assert_eq!(out, vec![0, 10, 20, 30, 40, 50, 60], "in the tasks' order");
+            assert_eq!(most.load(Ordering::SeqCst), limit, "limit {limit}");
+        }
+        assert_eq!(
+            at_once(Vec::<(usize, &str)>::new(), 4, |_| String::new(), |t| t),
+            vec![]
+        );
+    }
     use crate::store::backups::NewBackup;
 
     #[test]

@@ -20,6 +20,11 @@ const BACKUP_POLL: Duration = Duration::from_millis(100);
 /// The pause between looks at a running backup job: 10 ms at first, doubling up to
 /// [`BACKUP_POLL`], so a short job is seen ending at once and a long one is not asked
 /// about more than ten times a second.
+/// A fresh [`backup_pause`] for each scheduled backup.
+fn pauses() -> Box<dyn Fn()> {
+    Box::new(backup_pause())
+}
+
 fn backup_pause() -> impl Fn() {
     let next = std::cell::Cell::new(Duration::from_millis(10));
     move || {
@@ -315,15 +320,11 @@ pub async fn delete(svc: &Arc<Services>, caller: &Caller, id: i64) -> Done<Backu
 /// At start-up, on a thread of its own: the checksums of backups that ended while
 /// virtdeck stopped before writing them.
 pub fn record_missing_checksums(svc: &Arc<Services>) {
-    let ids = backups::without_checksums(&svc.store);
-    if ids.is_empty() {
-        return;
-    }
     let store = svc.store.clone();
     let spawned = std::thread::Builder::new()
         .name("backup-checksums".into())
         .spawn(move || {
-            for id in ids {
+            for id in backups::without_checksums(&store) {
                 backups::record_checksums(&store, id);
             }
         });
@@ -335,9 +336,9 @@ pub fn record_missing_checksums(svc: &Arc<Services>) {
 /// How often the scheduler looks for due schedules.
 const SCHEDULER_TICK: Duration = Duration::from_secs(30);
 
-/// Runs due backup schedules on a thread of its own, one backup at a time, until the
-/// services are gone; the first look is at once (a schedule missed while virtdeck was down
-/// runs now).
+/// Runs due backup schedules on a thread of its own (up to `[backups] scheduled_at_once`
+/// backups at a time), until the services are gone; the first look is at once (a schedule
+/// missed while virtdeck was down runs now).
 pub fn start_scheduler(svc: &Arc<Services>) {
     let weak = Arc::downgrade(svc);
     let spawned = std::thread::Builder::new()
@@ -349,7 +350,7 @@ pub fn start_scheduler(svc: &Arc<Services>) {
                     .schedule_runs
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                match backups::run_due(svc.lc(), &super::now, &backup_pause()) {
+                match backups::run_due(svc.lc(), &super::now, &pauses) {
                     Ok(runs) => record_runs(&svc, runs),
                     Err(e) => tracing::error!(error = %e, "backup schedules could not run"),
                 }
@@ -401,7 +402,7 @@ fn record_runs(svc: &Services, runs: Vec<backups::ScheduledRun>) {
 
 /// Runs schedule `id` now (admins), on a thread of its own: its backups appear on the
 /// Backups page as they start, its keep rules apply after each. While another schedule
-/// runs it waits for it, so scheduled backups stay one at a time.
+/// runs it waits for it, so scheduled backups stay within `[backups] scheduled_at_once`.
 pub async fn run_schedule_now(svc: &Arc<Services>, caller: &Caller, id: i64) -> Done<i64> {
     let runner = svc.clone();
     execute(
@@ -419,7 +420,7 @@ pub async fn run_schedule_now(svc: &Arc<Services>, caller: &Caller, id: i64) -> 
                             .schedule_runs
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        match backups::run_schedule_now(runner.lc(), id, &super::now, &backup_pause())
+                        match backups::run_schedule_now(runner.lc(), id, &super::now, &pauses)
                         {
                             Ok(runs) => record_runs(&runner, runs),
                             Err(e) => {

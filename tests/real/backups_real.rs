@@ -126,20 +126,8 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
         "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>",
     )
     .await;
-    let app = spawn_app_with(move |c| {
-        c.demo = false;
-        c.libvirt_uri = URI.into();
-    })
-    .await;
-    let api = Api::new(&app).await;
+    let (app, api) = app_with_target(&target, |_| {}).await;
     let vm = guest.name.clone();
-    let (s, t) = api
-        .put(
-            &format!("/api/v1/backup-targets/{}", target.name),
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{t}");
 
     // Point one: 1 MiB of "ONE" at 1 MiB.
     let mut ws = serial(&app, &api, &vm).await;
@@ -297,16 +285,12 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    // Twelve hours from now, so virtdeck's own scheduler does not run it during the test.
-    let minute = ((now / 60 + 12 * 60) % (24 * 60)) as u32;
-    let (s, sched) = api
-        .post(
-            "/api/v1/backup-schedules",
-            json!({"scope": "vm", "scope_value": vm, "pool": target.name, "every": "daily",
-                   "at": format!("{:02}:{:02}", minute / 60, minute % 60), "keep": {"last": 2}}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{sched}");
+    let sched = schedule_off_hours(
+        &api,
+        json!({"scope": "vm", "scope_value": vm, "pool": target.name, "every": "daily",
+               "keep": {"last": 2}}),
+    )
+    .await;
     let cfg = virtdeck::config::Config::default().lifecycle();
     let lock = virtdeck::lifecycle::AdmissionLock::default();
     let ctx = virtdeck::lifecycle::Ctx {
@@ -331,7 +315,7 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
         points.push(state.clone());
         let at = now + day * 86_400;
         let runs = virtdeck::lifecycle::backups::run_due(ctx, &|| at, &|| {
-            std::thread::sleep(Duration::from_millis(200))
+            Box::new(|| std::thread::sleep(Duration::from_millis(200)))
         })
         .unwrap();
         assert_eq!(runs.len(), 1, "{runs:?}");
@@ -451,6 +435,48 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
     );
     let _ = std::fs::remove_file(&new_disk);
     drop(guards);
+}
+
+/// The app on the real libvirtd (`tweak` changes its settings), signed in as admin, with
+/// `target` named a backup target.
+pub(crate) async fn app_with_target(
+    target: &TestPool,
+    tweak: impl FnOnce(&mut virtdeck::config::Config),
+) -> (common::TestApp, Api) {
+    let app = spawn_app_with(move |c| {
+        c.demo = false;
+        c.libvirt_uri = URI.into();
+        tweak(c);
+    })
+    .await;
+    let api = Api::new(&app).await;
+    name_target(&api, target).await;
+    (app, api)
+}
+
+/// Names `target` a backup target.
+pub(crate) async fn name_target(api: &Api, target: &TestPool) {
+    let (s, t) = api
+        .put(
+            &format!("/api/v1/backup-targets/{}", target.name),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+}
+
+/// A backup schedule (`body` without its time) at twelve hours from now, so virtdeck's
+/// own scheduler does not run it during a test; as the API answered it.
+pub(crate) async fn schedule_off_hours(api: &Api, mut body: Value) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let minute = ((now / 60 + 12 * 60) % (24 * 60)) as u32;
+    body["at"] = json!(format!("{:02}:{:02}", minute / 60, minute % 60));
+    let (s, sched) = api.post("/api/v1/backup-schedules", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{sched}");
+    sched
 }
 
 /// A qcow2 volume `name` in `pool` holding `mib` MiB of random bytes (so a backup copies

@@ -237,13 +237,7 @@ async fn a_debian_cloud_image_boots_under_bios_and_cloud_init_provisions_it() {
     // A backup of the running guest: its guest agent (in the image, reached through the
     // channel every new VM has) freezes the file systems, so it is file-system consistent.
     let target = TestPool::with_prefix("vddeb-bk");
-    let (s, t) = api
-        .put(
-            &format!("/api/v1/backup-targets/{}", target.name),
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{t}");
+    crate::backups_real::name_target(&api, &target).await;
     let (s, b) = api
         .post(
             &format!("/api/v1/vms/{name}/backups"),
