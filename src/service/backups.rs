@@ -17,20 +17,30 @@ type Done<T> = Result<LcResult<T>, Denied>;
 /// How often a running backup's job is looked at, at most.
 const BACKUP_POLL: Duration = Duration::from_millis(100);
 
-/// The pause between looks at a running backup job: 10 ms at first, doubling up to
-/// [`BACKUP_POLL`], so a short job is seen ending at once and a long one is not asked
-/// about more than ten times a second.
+/// How often it is looked at during its first seconds.
+const BACKUP_POLL_FIRST: Duration = Duration::from_millis(10);
+
+/// How many looks at [`BACKUP_POLL_FIRST`] before the pause doubles up to [`BACKUP_POLL`].
+const BACKUP_FIRST_LOOKS: u32 = 200;
+
 /// A fresh [`backup_pause`] for each scheduled backup.
 fn pauses() -> Box<dyn Fn()> {
     Box::new(backup_pause())
 }
 
+/// The pause between looks at a running backup job: 10 ms for its first two seconds (a
+/// short job, such as a small incremental, is seen ending at once), then doubling up to
+/// [`BACKUP_POLL`], so a long one is not asked about more than ten times a second.
 fn backup_pause() -> impl Fn() {
-    let next = std::cell::Cell::new(Duration::from_millis(10));
+    let looks = std::cell::Cell::new(0u32);
+    let next = std::cell::Cell::new(BACKUP_POLL_FIRST);
     move || {
         let pause = next.get();
         std::thread::sleep(pause);
-        next.set((pause * 2).min(BACKUP_POLL));
+        looks.set(looks.get().saturating_add(1));
+        if looks.get() >= BACKUP_FIRST_LOOKS {
+            next.set((pause * 2).min(BACKUP_POLL));
+        }
     }
 }
 
