@@ -20,16 +20,17 @@ const BACKUP_POLL: Duration = Duration::from_millis(100);
 /// How often it is looked at during its first seconds.
 const BACKUP_POLL_FIRST: Duration = Duration::from_millis(10);
 
-/// How many looks at [`BACKUP_POLL_FIRST`] before the pause doubles up to [`BACKUP_POLL`].
-const BACKUP_FIRST_LOOKS: u32 = 200;
+/// How many looks at [`BACKUP_POLL_FIRST`] (ten seconds' worth) before the pause doubles
+/// up to [`BACKUP_POLL`].
+const BACKUP_FIRST_LOOKS: u32 = 1000;
 
 /// A fresh [`backup_pause`] for each scheduled backup.
 fn pauses() -> Box<dyn Fn()> {
     Box::new(backup_pause())
 }
 
-/// The pause between looks at a running backup job: 10 ms for its first two seconds (a
-/// short job, such as a small incremental, is seen ending at once), then doubling up to
+/// The pause between looks at a running backup job: 10 ms for its first ten seconds (a
+/// short job, such as an incremental or a small disk, is seen ending at once), then doubling up to
 /// [`BACKUP_POLL`], so a long one is not asked about more than ten times a second.
 fn backup_pause() -> impl Fn() {
     let looks = std::cell::Cell::new(0u32);
