@@ -306,6 +306,8 @@ pub enum JobKind {
     /// A shut-off VM put back to a backup (its disks read into new volumes, then swapped
     /// in); the VM is held (no start, change or backup) while it runs.
     RestoreOver,
+    /// A backup of a VM into a backup target (its progress as libvirt counts it).
+    Backup,
 }
 
 impl JobKind {
@@ -319,6 +321,7 @@ impl JobKind {
             JobKind::Action => "action",
             JobKind::Restore => "restore",
             JobKind::RestoreOver => "restore-over",
+            JobKind::Backup => "backup",
         }
     }
     pub fn parse(s: &str) -> Option<JobKind> {
@@ -331,6 +334,7 @@ impl JobKind {
             "action" => Some(JobKind::Action),
             "restore" => Some(JobKind::Restore),
             "restore-over" => Some(JobKind::RestoreOver),
+            "backup" => Some(JobKind::Backup),
             _ => None,
         }
     }
@@ -338,10 +342,10 @@ impl JobKind {
     pub fn makes_vm(self) -> bool {
         matches!(self, JobKind::Clone | JobKind::Restore)
     }
-    /// Whether the job works on a VM (makes one, or restores over one): operators may
-    /// cancel it.
+    /// Whether the job works on a VM (makes one, restores over one, backs one up):
+    /// operators may cancel it.
     pub fn on_vm(self) -> bool {
-        self.makes_vm() || self == JobKind::RestoreOver
+        self.makes_vm() || matches!(self, JobKind::RestoreOver | JobKind::Backup)
     }
 }
 

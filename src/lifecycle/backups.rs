@@ -40,12 +40,17 @@ pub struct BackupView {
     pub backup: BackupRow,
     /// Bytes copied and to copy, while it runs.
     pub progress: Option<(u64, u64)>,
+    /// Its job, while it runs (Cancel it there).
+    pub job: Option<i64>,
 }
 
-/// Each backup, with the progress of those that run (asked of libvirt).
-pub fn with_progress(hv: &dyn Hypervisor, rows: Vec<BackupRow>) -> Vec<BackupView> {
+/// Each backup, with the progress (asked of libvirt) and the job of those that run.
+pub fn with_progress(hv: &dyn Hypervisor, store: &Store, rows: Vec<BackupRow>) -> Vec<BackupView> {
     rows.into_iter()
         .map(|b| {
+            let job = (b.state == "running")
+                .then(|| store.backup_job(b.id).ok().flatten().map(|j| j.id))
+                .flatten();
             let progress = (b.state == "running")
                 .then(|| match hv.backup_status(&b.vm) {
                     Ok(BackupStatus::Running {
@@ -58,6 +63,7 @@ pub fn with_progress(hv: &dyn Hypervisor, rows: Vec<BackupRow>) -> Vec<BackupVie
             BackupView {
                 backup: b,
                 progress,
+                job,
             }
         })
         .collect()
@@ -152,7 +158,7 @@ pub fn begin(
         store,
         cfg,
         lock,
-        ..
+        jobs,
     } = ctx;
     // One backup of a VM at a time: checked and recorded under the lock.
     let _guard = locked(lock)?;
@@ -250,6 +256,24 @@ pub fn begin(
         message: "",
         files: plan.files.clone(),
     })?;
+    // Its job: on the Jobs page with its progress (a full copy's size is known now, an
+    // incremental's when libvirt counts it) and Cancel.
+    let job = super::jobs::begin_backup_job(
+        store,
+        jobs,
+        id,
+        name,
+        pool,
+        if plan.kind == "full" {
+            sizes.iter().map(|(_, _, allocation)| allocation).sum()
+        } else {
+            0
+        },
+        by.actor,
+    );
+    if let Err(e) = &job {
+        tracing::error!(backup = id, error = %e, "the backup's job could not be recorded");
+    }
     // With a guest agent, the guest's file systems are frozen for the moment libvirt takes
     // the backup's point in time (when it begins), and thawed right after.
     let mut frozen = false;
@@ -297,6 +321,8 @@ pub fn begin(
     if let Err(e) = started {
         let _ = backup_files::remove_dir(&plan.dir);
         store.finish_backup(id, "failed", &e.to_string(), &[], by.now)?;
+        super::jobs::BackupJobWatch::of(store, jobs, id)
+            .end(crate::domain::volumes::JobState::Failed, &e.to_string());
         return Err(e);
     }
     store
@@ -304,28 +330,45 @@ pub fn begin(
         .ok_or_else(|| LifecycleError::failed("The backup's record is gone."))
 }
 
-/// Waits for the VM's backup job `id` to end (calling `pause` between looks), then
-/// finishes it: checksums and the chain on success; files and checkpoint removed on
-/// failure. Returns the backup as it ended.
+/// Waits for the VM's backup job `id` to end (calling `pause` between looks; its job's
+/// progress recorded, a Cancel asked there aborting libvirt's job), then finishes it:
+/// checksums and the chain on success; files and checkpoint removed on failure or
+/// cancel. Returns the backup as it ended.
 pub fn watch(
     hv: &dyn Hypervisor,
     store: &Store,
+    jobs: &super::jobs::Jobs,
     id: i64,
     pause: &dyn Fn(),
     now: &dyn Fn() -> i64,
 ) -> LcResult<BackupRow> {
+    use crate::domain::volumes::JobState;
     let row = store
         .backup(id)?
         .ok_or_else(|| LifecycleError::NotFound(format!("There is no backup {id}.")))?;
+    let job = super::jobs::BackupJobWatch::of(store, jobs, id);
     // libvirt records how a job ended a moment after it stops running: "none" is asked
     // again, a while.
     let mut unsettled = 0;
+    let mut aborted = false;
     let outcome = if row.checkpoint.is_empty() {
-        copy_offline(&row)
+        copy_offline(&row, &job)
     } else {
         loop {
+            if job.cancelled() && !aborted {
+                aborted = true;
+                if let Err(e) = hv.abort_backup(&row.vm) {
+                    tracing::warn!(backup = id, error = %e, "libvirt's backup job could not be aborted");
+                }
+            }
             match hv.backup_status(&row.vm) {
-                Ok(BackupStatus::Running { .. }) => pause(),
+                Ok(BackupStatus::Running {
+                    processed_bytes,
+                    total_bytes,
+                }) => {
+                    job.copied(processed_bytes, total_bytes);
+                    pause()
+                }
                 Ok(BackupStatus::Completed) => break Ok(()),
                 Ok(BackupStatus::Failed(why)) => break Err(why),
                 Ok(BackupStatus::None) if unsettled < UNSETTLED_LOOKS => {
@@ -339,21 +382,36 @@ pub fn watch(
             }
         }
     };
+    let cancelled = job.cancelled();
     match outcome.and_then(|()| seal(store, &row).map_err(|e| e.to_string())) {
         Ok(files) => {
             // Restorable from here on; the checksums that verify it follow.
             store.finish_backup(id, "succeeded", &row.message, &files, now())?;
+            let bytes: u64 = files.iter().map(|(_, b, _)| b).sum();
+            job.end(
+                JobState::Succeeded,
+                &format!(
+                    "Backup {id} of {} ({}, {}) to {}.",
+                    row.vm,
+                    row.kind,
+                    crate::domain::storage::human_bytes(bytes),
+                    row.pool
+                ),
+            );
             record_checksums(store, id);
         }
         Err(why) => {
             undo(hv, &row);
-            store.finish_backup(
-                id,
-                "failed",
-                &format!("The backup failed: {why}"),
-                &[],
-                now(),
-            )?;
+            let (state, message) = if cancelled {
+                (
+                    JobState::Cancelled,
+                    "The backup was cancelled; its files were removed.".to_string(),
+                )
+            } else {
+                (JobState::Failed, format!("The backup failed: {why}"))
+            };
+            store.finish_backup(id, "failed", &message, &[], now())?;
+            job.end(state, &message);
         }
     }
     store
@@ -363,9 +421,12 @@ pub fn watch(
 
 /// The disks of a VM that is off, each copied whole into its backup file (qemu-img
 /// holds the disk while it reads it, so the VM cannot start half-way through).
-fn copy_offline(row: &BackupRow) -> Result<(), String> {
+fn copy_offline(row: &BackupRow, job: &super::jobs::BackupJobWatch) -> Result<(), String> {
     let def = xml::parse_domain(&row.definition).map_err(|e| e.to_string())?;
     for f in &row.files {
+        if job.cancelled() {
+            return Err("it was cancelled".into());
+        }
         let disk = def
             .disks
             .iter()
@@ -1109,7 +1170,7 @@ fn back_up_by_schedule(
         },
         Some(s.id),
     )
-    .and_then(|b| watch(ctx.hv, ctx.store, b.id, pause, now));
+    .and_then(|b| watch(ctx.hv, ctx.store, ctx.jobs, b.id, pause, now));
     let pruned = match &made {
         Ok(b) if b.state == "succeeded" => {
             prune(ctx.store, &vm, &s.pool, &keep).unwrap_or_else(|e| {

@@ -393,6 +393,7 @@ pub fn plan_clone(
         store,
         cfg,
         lock,
+        ..
     } = ctx;
     let By { actor, now } = by;
     let linked = mode == CloneMode::Linked;

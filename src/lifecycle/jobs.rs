@@ -55,6 +55,15 @@ impl Jobs {
             .unwrap_or_default()
     }
 
+    /// Whether Cancel was asked of running job `id`.
+    pub fn is_cancelled(&self, id: i64) -> bool {
+        self.running
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&id).map(|(t, _)| t.is_cancelled()))
+            .unwrap_or(false)
+    }
+
     pub fn forget(&self, id: i64) {
         if let Ok(mut m) = self.running.lock() {
             m.remove(&id);
@@ -673,6 +682,91 @@ pub fn begin_restore_over(
     Ok((job, cancel))
 }
 
+/// Records the job of backup `backup` of VM `vm` into target `pool` (source
+/// `backup <id>`; `bytes_total` as far as known before libvirt counts), registered so
+/// that Cancel reaches its watcher.
+pub fn begin_backup_job(
+    store: &Store,
+    jobs: &Jobs,
+    backup: i64,
+    vm: &str,
+    pool: &str,
+    bytes_total: u64,
+    created_by: &str,
+) -> LcResult<JobRow> {
+    let job = new_job(
+        store,
+        &NewJob {
+            kind: JobKind::Backup.as_str(),
+            pool,
+            volume: "",
+            source: &format!("backup {backup}"),
+            vm,
+            bytes_total,
+            created_by,
+            created_at: now(),
+        },
+    )?;
+    jobs.register(job.id);
+    Ok(job)
+}
+
+/// A backup's job as the backup goes: bytes copied of the total (the stored row written
+/// at most a few times a second), and whether Cancel was asked.
+pub struct BackupJobWatch<'a> {
+    store: &'a Store,
+    jobs: &'a Jobs,
+    job: Option<JobRow>,
+    saved_at: Mutex<Option<Instant>>,
+}
+
+impl<'a> BackupJobWatch<'a> {
+    /// The job of backup `backup`, if it has one.
+    pub fn of(store: &'a Store, jobs: &'a Jobs, backup: i64) -> Self {
+        BackupJobWatch {
+            store,
+            jobs,
+            job: store.backup_job(backup).ok().flatten(),
+            saved_at: Mutex::new(None),
+        }
+    }
+
+    pub fn copied(&self, done: u64, total: u64) {
+        let Some(job) = &self.job else { return };
+        self.jobs.counter(job.id).store(done, Ordering::Relaxed);
+        if let Ok(mut at) = self.saved_at.lock() {
+            if at.is_none_or(|t| t.elapsed() >= Duration::from_millis(250)) {
+                *at = Some(Instant::now());
+                let _ = self.store.job_transfer(job.id, "copying", done, total);
+            }
+        }
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.job
+            .as_ref()
+            .is_some_and(|j| self.jobs.is_cancelled(j.id))
+    }
+
+    /// The job ends as the backup did: `state` `succeeded`, `cancelled` or `failed`.
+    pub fn end(&self, state: JobState, message: &str) {
+        let Some(job) = &self.job else { return };
+        let done = self.jobs.counter(job.id).load(Ordering::Relaxed);
+        let done = if state == JobState::Succeeded {
+            done.max(job.bytes_total)
+        } else {
+            done
+        };
+        if let Err(e) = self
+            .store
+            .finish_job(job.id, state.as_str(), done, message, now())
+        {
+            tracing::error!(job = job.id, error = %e, "could not record the backup job's end");
+        }
+        self.jobs.forget(job.id);
+    }
+}
+
 /// Why VM `name` cannot be started, changed or backed up now: a restore over it runs.
 pub fn held(store: &Store, name: &str) -> LcResult<Option<String>> {
     Ok(store
@@ -919,6 +1013,14 @@ fn interrupted(hv: &dyn Hypervisor, store: &Store, job: &JobRow) -> LcResult<Str
             } else {
                 &job.step
             },
+        ));
+    }
+    if job.kind == JobKind::Backup.as_str() {
+        // The backup itself (its files, libvirt's job, the checkpoint) is cleaned up by the
+        // backups' own start-up reconciliation.
+        return Ok(format!(
+            "virtdeck stopped while this backup of {} ran; its files were removed and the VM's next backup is full.",
+            job.vm
         ));
     }
     if job.volume_made {

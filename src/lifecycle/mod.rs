@@ -119,6 +119,8 @@ pub struct Ctx<'a> {
     pub store: &'a Store,
     pub cfg: &'a LifecycleSettings,
     pub lock: &'a AdmissionLock,
+    /// Cancel handles and live byte counts of the running jobs.
+    pub jobs: &'a jobs::Jobs,
 }
 
 /// Who asks for a change and when (kept in the new VM's row).
@@ -478,6 +480,7 @@ pub fn create(
         store,
         cfg,
         lock,
+        ..
     } = ctx;
     let By { actor, now } = by;
     let virt_type = virt_type.map_err(LifecycleError::failed)?;

@@ -133,6 +133,7 @@ fn watch(svc: Arc<Services>, id: i64, actor: String) {
             let ended = backups::watch(
                 svc.hv.as_ref(),
                 &svc.store,
+                &svc.jobs,
                 id,
                 &backup_pause(),
                 &super::now,

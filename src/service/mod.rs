@@ -56,7 +56,7 @@ pub struct Services {
     /// How long operations took, by action and result.
     pub ops: OpMetrics,
     /// Held while backup schedules run (by their times or an admin's "Run now"), so
-    /// scheduled backups run one at a time.
+    /// scheduled backups stay within `[backups] scheduled_at_once`.
     pub schedule_runs: std::sync::Mutex<()>,
 }
 
@@ -68,6 +68,7 @@ impl Services {
             store: &self.store,
             cfg: &self.lifecycle,
             lock: &self.admission,
+            jobs: &self.jobs,
         }
     }
 }

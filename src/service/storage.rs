@@ -291,7 +291,9 @@ pub fn role_to_cancel(job: &JobRow) -> Role {
 
 /// What a job works on, in a few words.
 pub fn describe_job(j: &JobRow) -> String {
-    if JobKind::parse(&j.kind).is_some_and(JobKind::on_vm) {
+    if j.kind == JobKind::Backup.as_str() {
+        format!("{} of {} → {}", j.source, j.vm, j.pool)
+    } else if JobKind::parse(&j.kind).is_some_and(JobKind::on_vm) {
         format!("{} {} → {}", j.kind, j.source, j.vm)
     } else {
         format!("{} {}/{}", j.kind, j.pool, j.volume)

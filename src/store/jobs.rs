@@ -8,7 +8,7 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct JobRow {
     pub id: i64,
-    /// upload, fetch, clone or create.
+    /// upload, fetch, clone, create, migrate, action, restore, restore-over or backup.
     pub kind: String,
     /// running, succeeded, failed, cancelled or interrupted.
     pub state: String,
@@ -241,6 +241,21 @@ impl Store {
             ))?;
             let rows = st.query_map([limit as i64], job_from_row)?;
             rows.collect()
+        })
+    }
+
+    /// The job of backup `backup` (kind `backup`, source `backup <id>`).
+    pub fn backup_job(&self, backup: i64) -> StoreResult<Option<JobRow>> {
+        self.with(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM jobs WHERE kind = 'backup' AND source = ?1
+                     ORDER BY id DESC LIMIT 1"
+                ),
+                [format!("backup {backup}")],
+                job_from_row,
+            )
+            .optional()
         })
     }
 

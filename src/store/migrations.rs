@@ -86,8 +86,8 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0024_restore_jobs.sql"),
     ),
     (
-        "0025_restore_over_jobs",
-        include_str!("../../migrations/0025_restore_over_jobs.sql"),
+        "0025_restore_over_and_backup_jobs",
+        include_str!("../../migrations/0025_restore_over_and_backup_jobs.sql"),
     ),
 ];
 

@@ -761,7 +761,7 @@ mod tests {
             let last = MIGRATIONS.last().unwrap().0;
             conn.execute("DELETE FROM schema_migrations WHERE version = ?1", [last])
                 .unwrap();
-            // The last migration (0025_restore_over_jobs) only widens a CHECK constraint: the
+            // The last migration (0025_restore_over_and_backup_jobs) only widens a CHECK constraint: the
             // schema it left reads as the one before.
             conn.execute(
                 "INSERT INTO users (username, role, password_phc, created_at) VALUES ('kept', 'admin', 'x', 1)",

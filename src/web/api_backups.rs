@@ -50,7 +50,7 @@ pub async fn list(
         let rows = s.store.backups(vm.as_deref())?;
         Ok(BackupList {
             targets: crate::lifecycle::backups::targets(s.hv.as_ref(), &s.store)?,
-            backups: with_progress(s.hv.as_ref(), rows),
+            backups: with_progress(s.hv.as_ref(), &s.store, rows),
         })
     })
     .await?;
@@ -75,7 +75,8 @@ pub struct BackupRequest {
         libvirt's backup API (push mode) into the target: full the first time, then \
         incremental on the last backup to the same target (changed blocks only, through a \
         libvirt checkpoint); full again, with `why_full`, when that chain is broken. The copy \
-        runs after this answers; follow it with `GET /api/v1/backups?vm=NAME`. The disks' \
+        runs after this answers, as a job too (kind `backup`, source `backup <id>`); follow it \
+        with `GET /api/v1/backups?vm=NAME` or on the Jobs page, where Cancel stops it. The disks' \
         state is crash-consistent (as a power cut would leave them), or file-system-consistent \
         when the VM's guest agent froze its file systems for that moment. A VM that is off is \
         copied whole, disk by disk (clean, always full). The VM's definition and units are \
@@ -86,7 +87,7 @@ pub struct BackupRequest {
     responses(
         (status = 202, description = "The backup began.", body = BackupRow),
         (status = 404, description = "There is no such VM.", body = ApiError),
-        (status = 409, description = "A backup of the VM runs already.", body = ApiError),
+        (status = 409, description = "A backup of the VM runs already, or a restore over it.", body = ApiError),
         (status = 422, description = "Not qcow2 disks (running), not a target, not enough space.", body = ApiError),
         (status = 502, description = "libvirt did not begin the backup.", body = ApiError),
         ChangeErrors, BodyErrors

@@ -43,7 +43,8 @@ struct JobList {
     tag = "jobs",
     summary = "List jobs",
     description = "Role: operator. The newest 100 jobs first: uploads, fetches, new volumes, \
-        clones and migrations.",
+        clones, migrations, bulk actions, backups (kind `backup`, source `backup <id>`, pool \
+        the target) and restores (`restore`, `restore-over`).",
     responses((status = 200, description = "The jobs.", body = JobList), RoleReadErrors)
 )]
 async fn api_jobs(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
@@ -92,9 +93,10 @@ async fn api_job(
     operation_id = "cancel_job",
     tag = "jobs",
     summary = "Cancel a job",
-    description = "Role: admin (operator for a clone). The job stops and deletes what it \
-        made; a clone stops once the disk being copied is done, a migration is aborted (the \
-        VM keeps running here).",
+    description = "Role: admin (operator for a clone, a backup or a restore). The job stops \
+        and deletes what it made; a clone or restore stops once the disk being copied is done, \
+        a migration is aborted (the VM keeps running here), a backup's libvirt job is aborted \
+        (its files removed; the backup is recorded as failed, saying it was cancelled).",
     params(("id" = i64, Path, description = "The job's id.")),
     security(("bearer" = []), ("session" = [], "csrf" = [])),
     responses(
@@ -201,6 +203,14 @@ async fn cancel_form(
     who.check_csrf(form.csrf.as_deref())?;
     let id = path.into_inner();
     match crate::service::storage::cancel_job(&state.svc, &who.caller(), id).await? {
+        Ok(job) if job.kind == JobKind::Backup.as_str() => Ok(see_other(
+            &who,
+            "/jobs",
+            &format!(
+                "Cancelling job {id}: the {} of {} stops, and its files are removed.",
+                job.source, job.vm
+            ),
+        )),
         Ok(job) if job.kind == JobKind::RestoreOver.as_str() => Ok(see_other(
             &who,
             "/jobs",

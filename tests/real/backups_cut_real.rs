@@ -38,6 +38,56 @@ async fn a_backup_cut_off_by_a_kill_is_interrupted_cleaned_up_and_the_next_is_fu
     };
     let before = api(&server.base);
     name_target(&before, &target).await;
+
+    // A backup is a job too: Cancel on it aborts libvirt's job, removes its files and says
+    // so on the job and on the backup.
+    let (s, first) = before
+        .post(
+            &format!("/api/v1/vms/{vm}/backups"),
+            json!({"pool": target.name}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{first}");
+    let (_, jobs) = before.get("/api/v1/jobs").await;
+    let job = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["kind"] == "backup" && j["source"] == format!("backup {}", first["id"]))
+        .unwrap_or_else(|| panic!("the backup's job: {jobs}"))
+        .clone();
+    assert_eq!(
+        (job["state"].clone(), job["vm"].clone(), job["pool"].clone()),
+        (json!("running"), json!(vm), json!(target.name)),
+        "{job}"
+    );
+    let (s, c) = before
+        .post(&format!("/api/v1/jobs/{}/cancel", job["id"]), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{c}");
+    let ended = before.job_end(&job).await;
+    assert_eq!(ended["state"], "cancelled", "{ended}");
+    let (_, list) = before.get(&format!("/api/v1/backups?vm={vm}")).await;
+    let cancelled = list["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == first["id"])
+        .unwrap()
+        .clone();
+    assert_eq!(cancelled["state"], "failed", "{cancelled}");
+    assert!(
+        cancelled["message"]
+            .as_str()
+            .unwrap()
+            .contains("The backup was cancelled; its files were removed."),
+        "{cancelled}"
+    );
+    assert!(
+        !std::path::Path::new(first["dir"].as_str().unwrap()).exists(),
+        "its files are removed"
+    );
+    no_checkpoint_left(&vm);
     let (s, begun) = before
         .post(
             &format!("/api/v1/vms/{vm}/backups"),
@@ -74,6 +124,21 @@ async fn a_backup_cut_off_by_a_kill_is_interrupted_cleaned_up_and_the_next_is_fu
         "{cut}"
     );
     assert!(!backup_dir.exists(), "its files are removed");
+    let (_, jobs) = after.get("/api/v1/jobs").await;
+    let cut_job = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["source"] == format!("backup {}", begun["id"]))
+        .unwrap_or_else(|| panic!("the cut-off backup's job: {jobs}"));
+    assert_eq!(cut_job["state"], "interrupted", "{cut_job}");
+    assert!(
+        cut_job["message"]
+            .as_str()
+            .unwrap()
+            .contains("its files were removed and the VM's next backup is full"),
+        "{cut_job}"
+    );
     let jobs = virsh(&["domjobinfo", &vm]);
     let jobs = String::from_utf8_lossy(&jobs.stdout);
     assert!(
@@ -81,14 +146,7 @@ async fn a_backup_cut_off_by_a_kill_is_interrupted_cleaned_up_and_the_next_is_fu
             .any(|l| l.starts_with("Job type:") && l.contains("None")),
         "libvirt's backup job is ended: {jobs}"
     );
-    let checkpoints = virsh(&["checkpoint-list", &vm, "--name"]);
-    assert!(
-        String::from_utf8_lossy(&checkpoints.stdout)
-            .trim()
-            .is_empty(),
-        "no checkpoint is left: {}",
-        String::from_utf8_lossy(&checkpoints.stdout)
-    );
+    no_checkpoint_left(&vm);
 
     let (s, next) = after
         .post(
@@ -219,6 +277,18 @@ async fn a_backup_cut_off_by_a_kill_is_interrupted_cleaned_up_and_the_next_is_fu
     );
 }
 
+/// VM `vm` has no checkpoint (libvirt's list of them is empty).
+fn no_checkpoint_left(vm: &str) {
+    let checkpoints = virsh(&["checkpoint-list", vm, "--name"]);
+    assert!(
+        String::from_utf8_lossy(&checkpoints.stdout)
+            .trim()
+            .is_empty(),
+        "no checkpoint is left: {}",
+        String::from_utf8_lossy(&checkpoints.stdout)
+    );
+}
+
 /// The Backups page in Chromium shows a running backup's progress bar, and its end
 /// without a reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,6 +335,21 @@ async fn the_backups_page_shows_a_running_backups_progress_in_chromium() {
         b.text_of(&row).await
     );
     assert_eq!(bar[1], json!(100), "{bar}");
+    let cancel = b
+        .execute(
+            &format!(
+                "const f = document.querySelector('{row} form.backup-cancel');
+                 return f ? f.getAttribute('action') : null;"
+            ),
+            json!([]),
+        )
+        .await;
+    assert!(
+        cancel
+            .as_str()
+            .is_some_and(|a| a.starts_with("/jobs/") && a.ends_with("/cancel")),
+        "a running backup can be cancelled from its row: {cancel}"
+    );
     assert!(
         bar[2].as_str().unwrap().ends_with('%'),
         "the percentage is written beside it: {bar}"

@@ -293,11 +293,13 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
     .await;
     let cfg = virtdeck::config::Config::default().lifecycle();
     let lock = virtdeck::lifecycle::AdmissionLock::default();
+    let jobs = virtdeck::lifecycle::jobs::Jobs::default();
     let ctx = virtdeck::lifecycle::Ctx {
         hv: &hv,
         store: &store,
         cfg: &cfg,
         lock: &lock,
+        jobs: &jobs,
     };
     let mut ws = serial(&app, &api, &vm).await;
     serial_until(&mut ws, "echo SHELL=$((40+2))", "SHELL=42").await;

@@ -78,7 +78,7 @@ async fn render(
                 .collect();
         Ok((
             targets,
-            crate::lifecycle::backups::with_progress(s.hv.as_ref(), rows),
+            crate::lifecycle::backups::with_progress(s.hv.as_ref(), &s.store, rows),
             candidates,
             s.store.backup_schedules()?,
         ))

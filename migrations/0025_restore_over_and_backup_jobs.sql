@@ -1,9 +1,10 @@
 -- Restoring a backup over its VM runs as a job too ('restore-over'): progress, Cancel, and
 -- a hold on the VM (no start, change or backup of it while its disks are being read back).
--- SQLite cannot change a CHECK constraint, so the table is rebuilt with the new kind.
+-- Each backup is a job as well ('backup'): on the Jobs page with its progress and Cancel.
+-- SQLite cannot change a CHECK constraint, so the table is rebuilt with the new kinds.
 CREATE TABLE jobs_rebuilt (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind        TEXT NOT NULL CHECK (kind IN ('upload', 'fetch', 'clone', 'create', 'migrate', 'action', 'restore', 'restore-over')),
+    kind        TEXT NOT NULL CHECK (kind IN ('upload', 'fetch', 'clone', 'create', 'migrate', 'action', 'restore', 'restore-over', 'backup')),
     state       TEXT NOT NULL CHECK (state IN ('running', 'succeeded', 'failed', 'cancelled', 'interrupted')),
     pool        TEXT NOT NULL,
     volume      TEXT NOT NULL,
