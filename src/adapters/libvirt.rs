@@ -181,23 +181,12 @@ fn migrate_flags(options: &MigrateOptions) -> u32 {
     flags
 }
 
-/// A listed pool read back, or nothing when it was removed in between (by virsh or
-/// another request): a listing shows the pools that exist, it does not fail.
-fn still_there<T>(read: HvResult<T>) -> Option<HvResult<T>> {
+/// A listed object read back, or nothing when libvirt says (`gone`, e.g. "no domain",
+/// "no storage pool") it was removed in between, by virsh or another request: a listing
+/// shows what exists, it does not fail.
+fn still_there<T>(gone: u32, read: HvResult<T>) -> Option<HvResult<T>> {
     match read {
-        Err(HypervisorError::Libvirt { code, .. })
-            if code == virt::sys::VIR_ERR_NO_STORAGE_POOL =>
-        {
-            None
-        }
-        other => Some(other),
-    }
-}
-
-/// `read` of a VM, unless the VM was undefined meanwhile ("no domain").
-fn vm_still_there<T>(read: HvResult<T>) -> Option<HvResult<T>> {
-    match read {
-        Err(HypervisorError::Libvirt { code, .. }) if code == virt::sys::VIR_ERR_NO_DOMAIN => None,
+        Err(HypervisorError::Libvirt { code, .. }) if code == gone => None,
         other => Some(other),
     }
 }
@@ -328,7 +317,7 @@ impl Hypervisor for Libvirt {
         let mut vms = domains
             .iter()
             .map(summarize)
-            .filter_map(vm_still_there)
+            .filter_map(|vm| still_there(virt::sys::VIR_ERR_NO_DOMAIN, vm))
             .collect::<HvResult<Vec<_>>>()?;
         vms.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(vms)
@@ -341,7 +330,7 @@ impl Hypervisor for Libvirt {
             .map_err(call("list the storage pools"))?
             .iter()
             .map(pool_info)
-            .filter_map(still_there)
+            .filter_map(|pool| still_there(virt::sys::VIR_ERR_NO_STORAGE_POOL, pool))
             .collect::<HvResult<Vec<_>>>()?;
         pools.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(pools)
@@ -1127,7 +1116,7 @@ impl Hypervisor for Libvirt {
             .map_err(call("list the storage pools"))?
             .iter()
             .map(pool_status)
-            .filter_map(still_there)
+            .filter_map(|pool| still_there(virt::sys::VIR_ERR_NO_STORAGE_POOL, pool))
             .collect::<HvResult<Vec<_>>>()?;
         pools.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(pools)
@@ -1792,12 +1781,22 @@ mod listing_tests {
                 message: String::new(),
             })
         };
-        assert!(vm_still_there(err(virt::sys::VIR_ERR_NO_DOMAIN)).is_none());
+        assert!(still_there(
+            virt::sys::VIR_ERR_NO_DOMAIN,
+            err(virt::sys::VIR_ERR_NO_DOMAIN)
+        )
+        .is_none());
         assert!(matches!(
-            vm_still_there(err(virt::sys::VIR_ERR_INTERNAL_ERROR)),
+            still_there(
+                virt::sys::VIR_ERR_NO_DOMAIN,
+                err(virt::sys::VIR_ERR_INTERNAL_ERROR)
+            ),
             Some(Err(_))
         ));
-        assert!(matches!(vm_still_there(Ok(7)), Some(Ok(7))));
+        assert!(matches!(
+            still_there(virt::sys::VIR_ERR_NO_DOMAIN, Ok(7)),
+            Some(Ok(7))
+        ));
     }
 }
 

@@ -48,6 +48,16 @@ impl VirtType {
             VirtType::Test => "test",
         }
     }
+
+    /// The guest type of a defined VM, from its `<domain type=…>` (anything but `kvm` and
+    /// `test` runs as QEMU).
+    pub fn of_domain(domain_type: &str) -> VirtType {
+        match domain_type {
+            "kvm" => VirtType::Kvm,
+            "test" => VirtType::Test,
+            _ => VirtType::Qemu,
+        }
+    }
 }
 
 /// What the KVM probe found on this host.
@@ -137,6 +147,14 @@ pub struct HostFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_defined_vms_guest_type_is_read_from_its_domain_type() {
+        assert_eq!(VirtType::of_domain("kvm"), VirtType::Kvm);
+        assert_eq!(VirtType::of_domain("test"), VirtType::Test);
+        assert_eq!(VirtType::of_domain("qemu"), VirtType::Qemu);
+        assert_eq!(VirtType::of_domain(""), VirtType::Qemu);
+    }
 
     fn broken() -> KvmStatus {
         KvmStatus::Broken {

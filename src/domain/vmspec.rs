@@ -281,6 +281,15 @@ impl CpuSpec {
             m => CpuSpec::Custom(m.to_string()),
         }
     }
+
+    /// The CPU a guest of `virt_type` gets for this choice: the default is the host's
+    /// own CPU under KVM, and QEMU's default model (no `<cpu>` at all) otherwise.
+    pub fn for_guest(&self, virt_type: VirtType) -> CpuSpec {
+        match self {
+            CpuSpec::Default if virt_type == VirtType::Kvm => CpuSpec::HostPassthrough,
+            other => other.clone(),
+        }
+    }
 }
 
 /// Everything needed to define a VM.
@@ -308,6 +317,21 @@ pub struct VmSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_cpu_is_the_hosts_own_only_under_kvm() {
+        assert_eq!(
+            CpuSpec::Default.for_guest(VirtType::Kvm),
+            CpuSpec::HostPassthrough
+        );
+        assert_eq!(CpuSpec::Default.for_guest(VirtType::Qemu), CpuSpec::Default);
+        let named = CpuSpec::Custom("Nehalem".into());
+        assert_eq!(named.for_guest(VirtType::Kvm), named);
+        assert_eq!(
+            CpuSpec::HostModel.for_guest(VirtType::Qemu),
+            CpuSpec::HostModel
+        );
+    }
 
     #[test]
     fn names() {

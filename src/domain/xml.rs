@@ -377,10 +377,7 @@ pub fn with_cpu(domain_xml: &str, cpu: &CpuSpec, virt_type: VirtType) -> Result<
 }
 
 fn write_cpu<W: Write>(w: &mut Writer<W>, cpu: &CpuSpec, virt_type: VirtType) -> io::Result<()> {
-    match cpu {
-        CpuSpec::Default if virt_type == VirtType::Kvm => {
-            empty_el(w, "cpu", &[("mode", "host-passthrough")])
-        }
+    match cpu.for_guest(virt_type) {
         CpuSpec::Default => Ok(()),
         CpuSpec::HostPassthrough => empty_el(w, "cpu", &[("mode", "host-passthrough")]),
         CpuSpec::HostModel => empty_el(w, "cpu", &[("mode", "host-model")]),
@@ -388,7 +385,7 @@ fn write_cpu<W: Write>(w: &mut Writer<W>, cpu: &CpuSpec, virt_type: VirtType) ->
             w.create_element("cpu")
                 .with_attribute(("mode", "custom"))
                 .with_attribute(("match", "exact"))
-                .write_inner_content(|w| text_el(w, "model", &[("fallback", "forbid")], model))?;
+                .write_inner_content(|w| text_el(w, "model", &[("fallback", "forbid")], &model))?;
             Ok(())
         }
     }

@@ -137,11 +137,7 @@ fn cpu_change(
     value: &str,
 ) -> LcResult<Option<(CpuSpec, VirtType)>> {
     let cpu = CpuSpec::from_value(value);
-    let virt_type = match parsed.domain_type.as_str() {
-        "kvm" => VirtType::Kvm,
-        "test" => VirtType::Test,
-        _ => VirtType::Qemu,
-    };
+    let virt_type = VirtType::of_domain(&parsed.domain_type);
     let caps = hv.guest_capabilities(virt_type)?;
     let errors: Vec<_> = guest_caps::check_choice(&caps, Firmware::Bios, false, &cpu)
         .into_iter()
@@ -150,10 +146,9 @@ fn cpu_change(
     if !errors.is_empty() {
         return Err(LifecycleError::Invalid(errors));
     }
-    let wanted_cpu = match (&cpu, virt_type) {
-        (CpuSpec::Default, VirtType::Kvm) => Some("host-passthrough".to_string()),
-        (CpuSpec::Default, _) => None,
-        (c, _) => Some(c.as_value().to_string()),
+    let wanted_cpu = match cpu.for_guest(virt_type) {
+        CpuSpec::Default => None,
+        c => Some(c.as_value().to_string()),
     };
     Ok((parsed.cpu != wanted_cpu).then_some((cpu, virt_type)))
 }

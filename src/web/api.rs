@@ -94,25 +94,15 @@ pub struct HostBody {
     responses((status = 200, description = "The host.", body = HostBody), ReadErrors)
 )]
 pub async fn host(state: web::Data<AppState>, _who: Authed) -> Result<HttpResponse, AppError> {
-    let virt_type = state.virt_type.as_ref().ok().copied();
-    let (facts, vms, guest) = hv(&state, move |h| {
-        let guest = virt_type.and_then(|v| h.guest_capabilities(v).ok());
-        Ok((h.host_facts()?, h.list_vms()?, guest))
-    })
-    .await?;
-    let capacity = lc(&state, |s| {
-        lifecycle::capacity(s.hv.as_ref(), &s.store, &s.lifecycle)
-    })
-    .await
-    .ok();
+    let o = super::kit::host_overview(&state).await?;
     Ok(HttpResponse::Ok().json(HostBody {
-        host: facts,
+        host: o.facts,
         kvm: state.hv.kvm_status(),
         virt_type: state.virt_type.as_ref().ok().map(|v| v.as_str()),
         virt_type_error: state.virt_type.as_ref().err().cloned(),
-        vms: VmCounts::of(&vms),
-        capacity,
-        guest,
+        vms: VmCounts::of(&o.vms),
+        capacity: o.capacity.ok(),
+        guest: o.guest,
     }))
 }
 

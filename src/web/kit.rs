@@ -162,6 +162,40 @@ pub async fn form_outcome(
     })
 }
 
+// ---- the host ----
+
+/// What the Host page and `GET /api/v1/host` show of this host: its facts, its VMs, what
+/// guests can have here (none when unreadable) and its capacity (or why it is unreadable).
+pub struct HostOverview {
+    pub facts: crate::domain::host::HostFacts,
+    pub vms: Vec<crate::domain::vm::VmSummary>,
+    pub guest: Option<crate::domain::guest_caps::GuestCapabilities>,
+    pub capacity: Result<crate::lifecycle::Capacity, String>,
+}
+
+/// Reads the [`HostOverview`] off the async runtime.
+pub async fn host_overview(
+    state: &actix_web::web::Data<AppState>,
+) -> Result<HostOverview, AppError> {
+    let virt_type = state.virt_type.as_ref().ok().copied();
+    let (facts, vms, guest) = super::hv(state, move |h| {
+        let guest = virt_type.and_then(|v| h.guest_capabilities(v).ok());
+        Ok((h.host_facts()?, h.list_vms()?, guest))
+    })
+    .await?;
+    let capacity = super::lc(state, |s| {
+        crate::lifecycle::capacity(s.hv.as_ref(), &s.store, &s.lifecycle)
+    })
+    .await
+    .map_err(|e| e.to_string());
+    Ok(HostOverview {
+        facts,
+        vms,
+        guest,
+        capacity,
+    })
+}
+
 // ---- host changes ----
 
 /// Runs a blocking engine call off the async runtime.

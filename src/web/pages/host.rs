@@ -2,12 +2,12 @@
 
 use super::super::errors::{html, AppError};
 use super::super::session::Authed;
-use super::super::{hv, AppState};
+use super::super::AppState;
 use super::Chrome;
 use crate::domain::guest_caps::GuestCapabilities;
 use crate::domain::host::{HostFacts, KvmStatus};
 use crate::domain::vm::VmCounts;
-use crate::lifecycle::{self, Capacity};
+use crate::lifecycle::Capacity;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
@@ -30,17 +30,12 @@ struct HostPage {
 }
 
 pub async fn host_page(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, AppError> {
-    let virt_type = state.virt_type.as_ref().ok().copied();
-    let (facts, vms, guest) = hv(&state, move |h| {
-        let guest = virt_type.and_then(|v| h.guest_capabilities(v).ok());
-        Ok((h.host_facts()?, h.list_vms()?, guest))
-    })
-    .await?;
-    let capacity = super::super::lc(&state, |s| {
-        lifecycle::capacity(s.hv.as_ref(), &s.store, &s.lifecycle)
-    })
-    .await
-    .map_err(|e| e.to_string());
+    let super::super::kit::HostOverview {
+        facts,
+        vms,
+        guest,
+        capacity,
+    } = super::super::kit::host_overview(&state).await?;
     let kvm = state.hv.kvm_status();
     let counts = VmCounts::of(&vms);
     let overcommit = (counts.vcpus_active > u64::from(facts.cpu_count)).then(|| {
