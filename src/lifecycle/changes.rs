@@ -852,9 +852,36 @@ fn snapshot_missing(name: &str, snapshot: &str) -> LifecycleError {
     LifecycleError::NotFound(format!("{name} has no snapshot named {snapshot}."))
 }
 
+/// Reverts VM `name` to `snapshot`. QEMU cannot load a snapshot into disks that carry
+/// dirty bitmaps (a running VM is stopped by the attempt), so virtdeck's backup
+/// checkpoints are deleted first (the VM's next backup is full, and says why); a
+/// checkpoint virtdeck did not make refuses the revert.
 pub fn revert_snapshot(hv: &dyn Hypervisor, name: &str, snapshot: &str) -> LcResult<()> {
     if !snapshots(hv, name)?.iter().any(|s| s.name == snapshot) {
         return Err(snapshot_missing(name, snapshot));
+    }
+    let (ours, others): (Vec<String>, Vec<String>) = hv
+        .checkpoints(name)?
+        .into_iter()
+        .partition(|c| c.starts_with("virtdeck-"));
+    if !others.is_empty() {
+        return Err(LifecycleError::Conflict(format!(
+            "{name} has checkpoints virtdeck did not make ({}); a snapshot cannot be loaded while \
+             their dirty bitmaps exist. Delete them first (virsh checkpoint-delete).",
+            others.join(", ")
+        )));
+    }
+    for checkpoint in &ours {
+        hv.delete_checkpoint(name, checkpoint).map_err(|e| {
+            LifecycleError::failed_because(
+                format!(
+                    "{name} could not be reverted to {snapshot}: its backup checkpoint \
+                     {checkpoint} could not be deleted first ({}). Is a backup of it running?",
+                    reason_in_plain_words(&e)
+                ),
+                e,
+            )
+        })?;
     }
     hv.revert_snapshot(name, snapshot).map_err(|e| {
         LifecycleError::failed_because(

@@ -270,6 +270,49 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
         "{next}"
     );
     let next = backup_done(&api, &vm, next["id"].as_i64().unwrap()).await;
+    // Reverted to a snapshot, the running VM stays running (its backup checkpoint, whose
+    // dirty bitmap would make QEMU refuse the snapshot and stop the VM, goes first), and
+    // its next backup is full, saying why.
+    let (s, snap) = api
+        .post(
+            &format!("/api/v1/vms/{vm}/snapshots"),
+            json!({"name": "before-change"}),
+        )
+        .await;
+    assert!(s.is_success(), "{snap}");
+    let (s, r) = api
+        .post(
+            &format!("/api/v1/vms/{vm}/snapshots/before-change/revert"),
+            json!({}),
+        )
+        .await;
+    assert!(s.is_success(), "{r}");
+    let state = virsh(&["domstate", &vm]);
+    assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "running");
+    let (s, d) = api
+        .delete(&format!("/api/v1/vms/{vm}/snapshots/before-change"))
+        .await;
+    assert!(s.is_success(), "{d}");
+    let (s, after_revert) = api
+        .post(
+            &format!("/api/v1/vms/{vm}/backups"),
+            json!({"pool": target.name}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{after_revert}");
+    assert_eq!(after_revert["kind"], "full", "{after_revert}");
+    assert!(
+        after_revert["why_full"]
+            .as_str()
+            .unwrap()
+            .contains("a reverted snapshot"),
+        "{after_revert}"
+    );
+    let after_revert = backup_done(&api, &vm, after_revert["id"].as_i64().unwrap()).await;
+    let (s, d) = api
+        .delete(&format!("/api/v1/backups/{}", after_revert["id"]))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{d}");
     let (s, d) = api.delete(&format!("/api/v1/backups/{}", next["id"])).await;
     assert_eq!(s, StatusCode::OK, "{d}");
     for b in [&inc, &full] {
