@@ -349,6 +349,16 @@ impl JobKind {
     }
 }
 
+/// The `source` of a job about backup `id` (its backup, or a restore of it).
+pub fn backup_job_source(id: i64) -> String {
+    format!("backup {id}")
+}
+
+/// The backup a job's `source` names, if it names one.
+pub fn backup_of_job_source(source: &str) -> Option<i64> {
+    source.strip_prefix("backup ")?.parse().ok()
+}
+
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -686,6 +696,14 @@ pub fn check_image(f: &ImageFacts<'_>) -> Result<DiskFormat, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backup_jobs_source_names_its_backup() {
+        assert_eq!(backup_job_source(42), "backup 42");
+        assert_eq!(backup_of_job_source(&backup_job_source(42)), Some(42));
+        assert_eq!(backup_of_job_source("web01"), None);
+        assert_eq!(backup_of_job_source("backup x"), None);
+    }
     use crate::domain::xml::parse_domain;
 
     fn qcow2_header(backing: &str) -> Vec<u8> {

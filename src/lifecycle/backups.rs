@@ -48,10 +48,11 @@ pub struct BackupView {
 pub fn with_progress(hv: &dyn Hypervisor, store: &Store, rows: Vec<BackupRow>) -> Vec<BackupView> {
     rows.into_iter()
         .map(|b| {
-            let job = (b.state == "running")
+            let running = b.state == "running";
+            let job = running
                 .then(|| store.backup_job(b.id).ok().flatten().map(|j| j.id))
                 .flatten();
-            let progress = (b.state == "running")
+            let progress = running
                 .then(|| match hv.backup_status(&b.vm) {
                     Ok(BackupStatus::Running {
                         processed_bytes,
@@ -259,8 +260,7 @@ pub fn begin(
     // Its job: on the Jobs page with its progress (a full copy's size is known now, an
     // incremental's when libvirt counts it) and Cancel.
     let job = super::jobs::begin_backup_job(
-        store,
-        jobs,
+        super::jobs::JobCtx { hv, store, jobs },
         id,
         name,
         pool,
@@ -661,6 +661,43 @@ pub struct Restored {
     pub volumes: Vec<String>,
 }
 
+/// Backup `id` with the backups it builds on (`links`, oldest first, `top` the newest),
+/// and every backup (`all`), once the chain is whole and every link succeeded.
+struct RestorableChain {
+    all: Vec<BackupRow>,
+    links: Vec<BackupRow>,
+    top: BackupRow,
+}
+
+/// Backup `id`'s chain, or why it cannot be restored.
+fn restorable_chain(store: &Store, id: i64) -> LcResult<RestorableChain> {
+    let all = store.backups(None)?;
+    let links = backup::chain(&all, id).ok_or_else(|| {
+        LifecycleError::NotFound(format!("There is no backup {id} (or its chain is broken)."))
+    })?;
+    if let Some(bad) = links.iter().find(|b| b.state != "succeeded") {
+        return Err(LifecycleError::Conflict(format!(
+            "Backup {} of this chain is {}, so it cannot be restored.",
+            bad.id, bad.state
+        )));
+    }
+    let Some(top) = links.last().cloned() else {
+        return Err(LifecycleError::NotFound(format!(
+            "There is no backup {id}."
+        )));
+    };
+    Ok(RestorableChain { all, links, top })
+}
+
+/// Bytes of disk `disk`'s files across a chain's backups.
+fn chain_bytes(links: &[BackupRow], disk: &str) -> u64 {
+    links
+        .iter()
+        .flat_map(|b| b.files.iter().filter(|x| x.disk == disk))
+        .map(|x| x.bytes)
+        .sum()
+}
+
 /// A restore as a new VM, checked and admitted (its VM row written, `creating`): what
 /// [`build_restore`] makes.
 pub struct RestorePlan {
@@ -692,21 +729,7 @@ pub fn plan_restore(
         lock,
         ..
     } = ctx;
-    let all = store.backups(None)?;
-    let links = backup::chain(&all, id).ok_or_else(|| {
-        LifecycleError::NotFound(format!("There is no backup {id} (or its chain is broken)."))
-    })?;
-    if let Some(bad) = links.iter().find(|b| b.state != "succeeded") {
-        return Err(LifecycleError::Conflict(format!(
-            "Backup {} of this chain is {}, so it cannot be restored.",
-            bad.id, bad.state
-        )));
-    }
-    let Some(top) = links.last().cloned() else {
-        return Err(LifecycleError::NotFound(format!(
-            "There is no backup {id}."
-        )));
-    };
+    let RestorableChain { links, top, .. } = restorable_chain(store, id)?;
     let def = xml::parse_domain(&top.definition).map_err(|e| {
         LifecycleError::failed(format!("The backed-up definition could not be read: {e}"))
     })?;
@@ -765,11 +788,7 @@ pub fn plan_restore(
                     format!("Pool {pool} already has a volume {volume_name}; pick another name."),
                 )]));
             }
-            let chain_bytes = links
-                .iter()
-                .flat_map(|b| b.files.iter().filter(|x| x.disk == f.disk))
-                .map(|x| x.bytes)
-                .sum::<u64>();
+            let chain_bytes = chain_bytes(&links, &f.disk);
             *needed.entry(pool.clone()).or_default() += chain_bytes;
             disks.push((
                 old,
@@ -1354,21 +1373,7 @@ fn restored_mark(id: i64) -> String {
 /// taken of: it must be shut off, the same VM (its UUID) with the same disks, each a
 /// volume of a pool, and no backup of it running. Changes nothing.
 pub fn plan_restore_over(hv: &dyn Hypervisor, store: &Store, id: i64) -> LcResult<RestoreOverPlan> {
-    let all = store.backups(None)?;
-    let links = backup::chain(&all, id).ok_or_else(|| {
-        LifecycleError::NotFound(format!("There is no backup {id} (or its chain is broken)."))
-    })?;
-    if let Some(bad) = links.iter().find(|b| b.state != "succeeded") {
-        return Err(LifecycleError::Conflict(format!(
-            "Backup {} of this chain is {}, so it cannot be restored.",
-            bad.id, bad.state
-        )));
-    }
-    let Some(top) = links.last().cloned() else {
-        return Err(LifecycleError::NotFound(format!(
-            "There is no backup {id}."
-        )));
-    };
+    let RestorableChain { all, links, top } = restorable_chain(store, id)?;
     let name = top.vm.clone();
     let vm = find_vm(&hv.list_vms()?, &name)?;
     if vm.uuid != top.vm_uuid {
@@ -1428,11 +1433,7 @@ pub fn plan_restore_over(hv: &dyn Hypervisor, store: &Store, id: i64) -> LcResul
             .map(|n| format!("{name}-{}{}{n}.qcow2", f.disk, restored_mark(id)))
             .find(|v| !pool.volumes.iter().any(|x| &x.name == v))
             .unwrap_or_default();
-        let chain_bytes = links
-            .iter()
-            .flat_map(|b| b.files.iter().filter(|x| x.disk == f.disk))
-            .map(|x| x.bytes)
-            .sum::<u64>();
+        let chain_bytes = chain_bytes(&links, &f.disk);
         disks.push(OverDisk {
             old,
             pool: pool.name.clone(),

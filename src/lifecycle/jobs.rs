@@ -9,7 +9,8 @@ use super::{LcResult, LifecycleError};
 use crate::domain::storage::PoolStatus;
 use crate::domain::vmspec::DiskFormat;
 use crate::domain::volumes::{
-    check_length, FetchRequest, JobKind, JobState, NewVolume, NewVolumeRequest, VolumeFieldError,
+    backup_job_source, backup_of_job_source, check_length, FetchRequest, JobKind, JobState,
+    NewVolume, NewVolumeRequest, VolumeFieldError,
 };
 use crate::domain::xml::{volume_copy_xml, volume_xml};
 use crate::hypervisor::Hypervisor;
@@ -652,7 +653,7 @@ pub fn begin_restore(
         cx,
         JobKind::Restore,
         &plan.name,
-        &format!("backup {}", plan.from_backup),
+        &backup_job_source(plan.from_backup),
         plan.bytes_total,
         actor,
     )
@@ -665,50 +666,66 @@ pub fn begin_restore_over(
     plan: &super::backups::RestoreOverPlan,
     actor: &Actor,
 ) -> LcResult<(JobRow, CancellationToken)> {
-    let job = new_job(
-        cx.store,
-        &NewJob {
-            kind: JobKind::RestoreOver.as_str(),
-            pool: "",
-            volume: "",
-            source: &format!("backup {}", plan.from_backup),
+    vm_job(
+        cx,
+        VmJob {
+            kind: JobKind::RestoreOver,
             vm: &plan.name,
+            source: &backup_job_source(plan.from_backup),
+            pool: "",
             bytes_total: plan.bytes_total,
-            created_by: &actor.username,
-            created_at: now(),
         },
-    )?;
-    let cancel = cx.jobs.register(job.id);
-    Ok((job, cancel))
+        &actor.username,
+    )
 }
 
 /// Records the job of backup `backup` of VM `vm` into target `pool` (source
 /// `backup <id>`; `bytes_total` as far as known before libvirt counts), registered so
 /// that Cancel reaches its watcher.
 pub fn begin_backup_job(
-    store: &Store,
-    jobs: &Jobs,
+    cx: JobCtx<'_>,
     backup: i64,
     vm: &str,
     pool: &str,
     bytes_total: u64,
     created_by: &str,
 ) -> LcResult<JobRow> {
-    let job = new_job(
-        store,
-        &NewJob {
-            kind: JobKind::Backup.as_str(),
-            pool,
-            volume: "",
-            source: &format!("backup {backup}"),
+    vm_job(
+        cx,
+        VmJob {
+            kind: JobKind::Backup,
             vm,
+            source: &backup_job_source(backup),
+            pool,
             bytes_total,
-            created_by,
-            created_at: now(),
         },
-    )?;
-    jobs.register(job.id);
-    Ok(job)
+        created_by,
+    )
+    .map(|(job, _)| job)
+}
+
+/// Lets a job's stored byte count be written at most every 250 ms (its live count is
+/// kept in between).
+struct Pace(Mutex<Option<Instant>>);
+
+impl Pace {
+    /// The first write may come at once (`now`) or after the first 250 ms.
+    fn new(first_at_once: bool) -> Pace {
+        Pace(Mutex::new((!first_at_once).then(Instant::now)))
+    }
+
+    /// Whether a write is due now (and, if so, counts it as made).
+    fn due(&self) -> bool {
+        let Ok(mut at) = self.0.lock() else {
+            return false;
+        };
+        if at.is_none_or(|t| t.elapsed() >= Duration::from_millis(250)) {
+            *at = Some(Instant::now());
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// A backup's job as the backup goes: bytes copied of the total (the stored row written
@@ -717,7 +734,7 @@ pub struct BackupJobWatch<'a> {
     store: &'a Store,
     jobs: &'a Jobs,
     job: Option<JobRow>,
-    saved_at: Mutex<Option<Instant>>,
+    pace: Pace,
 }
 
 impl<'a> BackupJobWatch<'a> {
@@ -727,18 +744,15 @@ impl<'a> BackupJobWatch<'a> {
             store,
             jobs,
             job: store.backup_job(backup).ok().flatten(),
-            saved_at: Mutex::new(None),
+            pace: Pace::new(true),
         }
     }
 
     pub fn copied(&self, done: u64, total: u64) {
         let Some(job) = &self.job else { return };
         self.jobs.counter(job.id).store(done, Ordering::Relaxed);
-        if let Ok(mut at) = self.saved_at.lock() {
-            if at.is_none_or(|t| t.elapsed() >= Duration::from_millis(250)) {
-                *at = Some(Instant::now());
-                let _ = self.store.job_transfer(job.id, "copying", done, total);
-            }
+        if self.pace.due() {
+            let _ = self.store.job_transfer(job.id, "copying", done, total);
         }
     }
 
@@ -789,6 +803,39 @@ pub fn refuse_while_held(store: &Store, name: &str) -> LcResult<()> {
     }
 }
 
+/// What a job on VM `vm` is: its kind, what it works from (`source`), the pool it
+/// writes into (if any) and the bytes it expects to move.
+struct VmJob<'a> {
+    kind: JobKind,
+    vm: &'a str,
+    source: &'a str,
+    pool: &'a str,
+    bytes_total: u64,
+}
+
+/// Records a running job on a VM, registered so that Cancel reaches it.
+fn vm_job(
+    cx: JobCtx<'_>,
+    job: VmJob<'_>,
+    created_by: &str,
+) -> LcResult<(JobRow, CancellationToken)> {
+    let row = new_job(
+        cx.store,
+        &NewJob {
+            kind: job.kind.as_str(),
+            pool: job.pool,
+            volume: "",
+            source: job.source,
+            vm: job.vm,
+            bytes_total: job.bytes_total,
+            created_by,
+            created_at: now(),
+        },
+    )?;
+    let cancel = cx.jobs.register(row.id);
+    Ok((row, cancel))
+}
+
 /// The job row of a planned VM `vm` (admitted, its row `creating`), registered so that
 /// Cancel reaches it; if it cannot be written, the VM is rolled back.
 fn begin_vm_job(
@@ -799,30 +846,21 @@ fn begin_vm_job(
     bytes_total: u64,
     actor: &Actor,
 ) -> LcResult<(JobRow, CancellationToken)> {
-    let JobCtx { hv, store, jobs } = cx;
-    let recorded = new_job(
-        store,
-        &NewJob {
-            kind: kind.as_str(),
-            pool: "",
-            volume: "",
-            source,
+    let recorded = vm_job(
+        cx,
+        VmJob {
+            kind,
             vm,
+            source,
+            pool: "",
             bytes_total,
-            created_by: &actor.username,
-            created_at: now(),
         },
+        &actor.username,
     );
-    match recorded {
-        Ok(job) => {
-            let cancel = jobs.register(job.id);
-            Ok((job, cancel))
-        }
-        Err(e) => {
-            super::roll_back(hv, store, vm);
-            Err(e)
-        }
+    if recorded.is_err() {
+        super::roll_back(cx.hv, cx.store, vm);
     }
+    recorded
 }
 
 /// A migration's job row on the host that moves the VM away (`to`: the other host),
@@ -833,21 +871,17 @@ pub fn begin_migration(
     to: &str,
     actor: &Actor,
 ) -> LcResult<(JobRow, CancellationToken)> {
-    let job = new_job(
-        cx.store,
-        &NewJob {
-            kind: JobKind::Migrate.as_str(),
-            pool: "",
-            volume: "",
-            source: to,
+    vm_job(
+        cx,
+        VmJob {
+            kind: JobKind::Migrate,
             vm,
+            source: to,
+            pool: "",
             bytes_total: 0,
-            created_by: &actor.username,
-            created_at: now(),
         },
-    )?;
-    let cancel = cx.jobs.register(job.id);
-    Ok((job, cancel))
+        &actor.username,
+    )
 }
 
 /// An arriving VM's job row on the host it comes to (the other host runs the move and
@@ -873,7 +907,7 @@ struct JobWatch<'a> {
     store: &'a Store,
     id: i64,
     live: Arc<AtomicU64>,
-    saved_at: Mutex<Instant>,
+    pace: Pace,
     cancel: &'a CancellationToken,
 }
 
@@ -887,11 +921,8 @@ impl CloneWatch for JobWatch<'_> {
 
     fn copied(&self, bytes_done: u64) {
         self.live.store(bytes_done, Ordering::Relaxed);
-        if let Ok(mut at) = self.saved_at.lock() {
-            if at.elapsed() >= Duration::from_millis(250) {
-                *at = Instant::now();
-                let _ = self.store.job_progress(self.id, bytes_done);
-            }
+        if self.pace.due() {
+            let _ = self.store.job_progress(self.id, bytes_done);
         }
     }
 
@@ -916,7 +947,7 @@ pub fn run_clone<T>(
         store,
         id: job.id,
         live: jobs.counter(job.id),
-        saved_at: Mutex::new(Instant::now()),
+        pace: Pace::new(false),
         cancel: &cancel,
     };
     let (state, done, message) = match build(&watch) {
@@ -996,23 +1027,19 @@ fn interrupted(hv: &dyn Hypervisor, store: &Store, job: &JobRow) -> LcResult<Str
             .and_then(|vs| vs.into_iter().find(|v| v.name == job.volume))
             .map(|v| v.path),
     };
+    let step = if job.step.is_empty() {
+        "starting"
+    } else {
+        &job.step
+    };
     if job.kind == JobKind::RestoreOver.as_str() {
         // Its volumes are deleted only if the VM does not use them yet.
-        let id = job
-            .source
-            .strip_prefix("backup ")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
+        let id = backup_of_job_source(&job.source).unwrap_or(0);
         let in_progress = if job.volume_made { path() } else { None };
         let done = super::backups::clean_cut_restore_over(hv, store, &job.vm, id, in_progress);
         return Ok(format!(
-            "virtdeck stopped while this restore over {} ran ({}); {done}.",
+            "virtdeck stopped while this restore over {} ran ({step}); {done}.",
             job.vm,
-            if job.step.is_empty() {
-                "starting"
-            } else {
-                &job.step
-            },
         ));
     }
     if job.kind == JobKind::Backup.as_str() {
@@ -1059,10 +1086,8 @@ fn interrupted(hv: &dyn Hypervisor, store: &Store, job: &JobRow) -> LcResult<Str
             String::new()
         };
         format!(
-            "virtdeck stopped while this {} ran ({}); the partial VM {} was removed with its copied disks and its units released{copy}.",
-            job.kind,
-            if job.step.is_empty() { "starting" } else { &job.step },
-            job.vm
+            "virtdeck stopped while this {} ran ({step}); the partial VM {} was removed with its copied disks and its units released{copy}.",
+            job.kind, job.vm
         )
     } else {
         format!(

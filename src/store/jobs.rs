@@ -252,7 +252,7 @@ impl Store {
                     "SELECT {COLUMNS} FROM jobs WHERE kind = 'backup' AND source = ?1
                      ORDER BY id DESC LIMIT 1"
                 ),
-                [format!("backup {backup}")],
+                [crate::domain::volumes::backup_job_source(backup)],
                 job_from_row,
             )
             .optional()
