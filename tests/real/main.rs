@@ -18,6 +18,7 @@ mod gate;
 mod api_docs_browser;
 mod backups_cut_real;
 mod backups_real;
+mod backups_schedule_real;
 mod browser;
 mod cloudinit_real;
 mod console;
