@@ -44,27 +44,25 @@ pub struct BackupView {
     pub job: Option<i64>,
 }
 
-/// Each backup, with the progress (asked of libvirt) and the job of those that run.
-pub fn with_progress(hv: &dyn Hypervisor, store: &Store, rows: Vec<BackupRow>) -> Vec<BackupView> {
+/// Each backup, with the progress and the job of those that run. The progress is the
+/// one their watcher records in the job (bytes copied of libvirt's total), so listing
+/// backups never waits on libvirt, which answers about a running backup job only when
+/// QEMU's monitor is free.
+pub fn with_progress(
+    jobs: &super::jobs::Jobs,
+    store: &Store,
+    rows: Vec<BackupRow>,
+) -> Vec<BackupView> {
     rows.into_iter()
         .map(|b| {
-            let running = b.state == "running";
-            let job = running
-                .then(|| store.backup_job(b.id).ok().flatten().map(|j| j.id))
-                .flatten();
-            let progress = running
-                .then(|| match hv.backup_status(&b.vm) {
-                    Ok(BackupStatus::Running {
-                        processed_bytes,
-                        total_bytes,
-                    }) => Some((processed_bytes, total_bytes)),
-                    _ => None,
-                })
-                .flatten();
+            let job = (b.state == "running")
+                .then(|| store.backup_job(b.id).ok().flatten())
+                .flatten()
+                .map(|j| jobs.live(j));
             BackupView {
+                progress: job.as_ref().map(|j| (j.bytes_done, j.bytes_total)),
+                job: job.map(|j| j.id),
                 backup: b,
-                progress,
-                job,
             }
         })
         .collect()

@@ -729,12 +729,15 @@ impl Pace {
 }
 
 /// A backup's job as the backup goes: bytes copied of the total (the stored row written
-/// at most a few times a second), and whether Cancel was asked.
+/// at most a few times a second, and at once when libvirt's total changes), and whether
+/// Cancel was asked.
 pub struct BackupJobWatch<'a> {
     store: &'a Store,
     jobs: &'a Jobs,
     job: Option<JobRow>,
     pace: Pace,
+    /// The total last written.
+    total: AtomicU64,
 }
 
 impl<'a> BackupJobWatch<'a> {
@@ -745,13 +748,15 @@ impl<'a> BackupJobWatch<'a> {
             jobs,
             job: store.backup_job(backup).ok().flatten(),
             pace: Pace::new(true),
+            total: AtomicU64::new(u64::MAX),
         }
     }
 
     pub fn copied(&self, done: u64, total: u64) {
         let Some(job) = &self.job else { return };
         self.jobs.counter(job.id).store(done, Ordering::Relaxed);
-        if self.pace.due() {
+        let new_total = self.total.swap(total, Ordering::Relaxed) != total;
+        if self.pace.due() || new_total {
             let _ = self.store.job_transfer(job.id, "copying", done, total);
         }
     }

@@ -50,7 +50,7 @@ pub async fn list(
         let rows = s.store.backups(vm.as_deref())?;
         Ok(BackupList {
             targets: crate::lifecycle::backups::targets(s.hv.as_ref(), &s.store)?,
-            backups: with_progress(s.hv.as_ref(), &s.store, rows),
+            backups: with_progress(&s.jobs, &s.store, rows),
         })
     })
     .await?;

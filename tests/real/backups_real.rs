@@ -96,6 +96,14 @@ pub(crate) async fn backup_done(api: &Api, vm: &str, id: i64) -> Value {
             return b;
         }
         assert_ne!(b["state"], "failed", "{b}");
+        if b["state"] == "running" {
+            // Its job and the progress its watcher records there.
+            let job = b["job"].as_i64().unwrap_or_else(|| panic!("no job: {b}"));
+            let (_, j) = api.get(&format!("/api/v1/jobs/{job}")).await;
+            assert_eq!(j["source"], format!("backup {id}"), "{j}");
+            let p = b["progress"].as_array().unwrap_or_else(|| panic!("{b}"));
+            assert!(p[0].as_u64() <= j["bytes_done"].as_u64(), "{b} {j}");
+        }
         assert!(Instant::now() < deadline, "backup {id} never ended: {b}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

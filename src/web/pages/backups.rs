@@ -56,7 +56,7 @@ impl BackupsPage {
         self.backups.iter().any(|b| b.backup.state == "running")
     }
     fn percent(&self, p: &(u64, u64)) -> u64 {
-        (p.0 * 100).checked_div(p.1).unwrap_or(0)
+        (p.0 * 100).checked_div(p.1).unwrap_or(0).min(100)
     }
 }
 
@@ -78,7 +78,7 @@ async fn render(
                 .collect();
         Ok((
             targets,
-            crate::lifecycle::backups::with_progress(s.hv.as_ref(), &s.store, rows),
+            crate::lifecycle::backups::with_progress(&s.jobs, &s.store, rows),
             candidates,
             s.store.backup_schedules()?,
         ))
