@@ -131,6 +131,30 @@ async fn backups_are_refused_at_their_field_and_a_failed_one_leaves_nothing() {
         page.contains(r#"data-target="bk""#) && page.contains(r#"data-state="failed""#),
         "{page}"
     );
+    // Cancel on the Backups page: only a running backup has one to stop.
+    let csrf = csrf_in(&page);
+    let r = session
+        .post(app.url(&format!("/backups/{}/cancel", b["id"])))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let said = r.text().await.unwrap();
+    assert!(
+        said.contains(&format!(
+            "Backup {} is not running, so there is nothing to cancel.",
+            b["id"]
+        )),
+        "{said}"
+    );
+    let r = session
+        .post(app.url("/backups/999/cancel"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let audit = app.audit_text(&session).await;
     assert!(
         audit.contains("backup.target") && audit.contains("vm.backup"),

@@ -352,7 +352,7 @@ async fn the_backups_page_shows_a_running_backups_progress_in_chromium() {
     assert!(
         cancel
             .as_str()
-            .is_some_and(|a| a.starts_with("/jobs/") && a.ends_with("/cancel")),
+            .is_some_and(|a| a == format!("/backups/{}/cancel", begun["id"])),
         "a running backup can be cancelled from its row: {cancel}"
     );
     assert!(
@@ -379,5 +379,50 @@ async fn the_backups_page_shows_a_running_backups_progress_in_chromium() {
     assert!(state.contains("succeeded"), "{state}");
     let by = b.text_of(&format!("{row} .backup-by")).await;
     assert_eq!(by, "by admin", "who made it, or the schedule that did");
+
+    // Cancel on a running backup's row stops it and comes back to the Backups page.
+    let (s, gone) = api
+        .delete(&format!("/api/v1/backups/{}", begun["id"]))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{gone}");
+    let (s, again) = api
+        .post(
+            &format!("/api/v1/vms/{vm}/backups"),
+            json!({"pool": target.name}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(
+        again["kind"], "full",
+        "the only backup was deleted: {again}"
+    );
+    b.goto(&app.url("/backups")).await;
+    let row = format!("tr[data-backup=\"{}\"]", again["id"]);
+    let cancel = b.find(&format!("{row} form.backup-cancel button")).await;
+    b.click(&cancel).await;
+    b.wait_for_path("/backups").await;
+    let notice = b.text_of("#backups-notice").await;
+    assert!(
+        notice.contains(&format!("Cancelling backup {}", again["id"])),
+        "{notice}"
+    );
+    b.wait_until(
+        &format!(
+            "const r = document.querySelector('{row}');
+             return !!r && r.dataset.state === 'failed';"
+        ),
+        Duration::from_secs(120),
+        "the cancelled backup to show as failed",
+    )
+    .await;
+    let state = b.text_of(&format!("{row} .backup-state")).await;
+    assert!(
+        state.contains("The backup was cancelled; its files were removed."),
+        "{state}"
+    );
+    assert!(
+        !std::path::Path::new(again["dir"].as_str().unwrap()).exists(),
+        "its files are removed"
+    );
     b.quit().await;
 }

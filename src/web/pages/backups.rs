@@ -295,6 +295,29 @@ pub async fn backup_action(
                 Err(to_jobs_page) => return Ok(to_jobs_page),
             }
         }
+        "cancel" => {
+            // Its job is what runs: Cancel there aborts libvirt's job and removes the files.
+            let (backup, job) = lc(&state, move |s| {
+                Ok((s.store.backup(id)?, s.store.backup_job(id)?))
+            })
+            .await?;
+            if backup.is_none() {
+                return Err(AppError::not_found(format!("There is no backup {id}.")));
+            }
+            match job.filter(|j| j.state == crate::domain::volumes::JobState::Running.as_str()) {
+                None => Err(LifecycleError::Conflict(format!(
+                    "Backup {id} is not running, so there is nothing to cancel."
+                ))),
+                Some(job) => service::storage::cancel_job(&state.svc, &caller, job.id)
+                    .await?
+                    .map(|j| {
+                        format!(
+                            "Cancelling backup {id} of {}: it stops, and its files are removed.",
+                            j.vm
+                        )
+                    }),
+            }
+        }
         "delete" => {
             who.require(&state, Role::Admin, "backup.delete", &id.to_string())
                 .await?;
