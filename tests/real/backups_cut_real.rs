@@ -5,7 +5,7 @@
 //! host's units together.
 
 use crate::backups_real::{
-    app_with_target, backup_done, name_target, random_data_disk, running_guest_with,
+    app_with_target, backup_done, begin_backup, name_target, random_data_disk, running_guest_with,
 };
 use crate::common;
 
@@ -40,13 +40,7 @@ async fn a_backup_cut_off_by_a_kill_is_interrupted_cleaned_up_and_the_next_is_fu
 
     // A backup is a job too: Cancel on it aborts libvirt's job, removes its files and says
     // so on the job and on the backup.
-    let (s, first) = before
-        .post(
-            &format!("/api/v1/vms/{vm}/backups"),
-            json!({"pool": target.name}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{first}");
+    let first = begin_backup(&before, &vm, &target.name).await;
     let (_, jobs) = before.get("/api/v1/jobs").await;
     let job = jobs["jobs"]
         .as_array()
@@ -87,13 +81,7 @@ async fn a_backup_cut_off_by_a_kill_is_interrupted_cleaned_up_and_the_next_is_fu
         "its files are removed"
     );
     no_checkpoint_left(&vm);
-    let (s, begun) = before
-        .post(
-            &format!("/api/v1/vms/{vm}/backups"),
-            json!({"pool": target.name}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{begun}");
+    let begun = begin_backup(&before, &vm, &target.name).await;
     assert_eq!(
         (begun["kind"].clone(), begun["state"].clone()),
         (json!("full"), json!("running")),
@@ -147,13 +135,7 @@ async fn a_backup_cut_off_by_a_kill_is_interrupted_cleaned_up_and_the_next_is_fu
     );
     no_checkpoint_left(&vm);
 
-    let (s, next) = after
-        .post(
-            &format!("/api/v1/vms/{vm}/backups"),
-            json!({"pool": target.name}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{next}");
+    let next = begin_backup(&after, &vm, &target.name).await;
     assert_eq!(next["kind"], "full", "{next}");
     let next = backup_done(&after, &vm, next["id"].as_i64().unwrap()).await;
     assert!(
@@ -316,13 +298,7 @@ async fn the_backups_page_shows_a_running_backups_progress_in_chromium() {
     b.click(&submit).await;
     b.wait_for_path("/host").await;
 
-    let (s, begun) = api
-        .post(
-            &format!("/api/v1/vms/{vm}/backups"),
-            json!({"pool": target.name}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{begun}");
+    let begun = begin_backup(&api, &vm, &target.name).await;
     b.goto(&app.url("/backups")).await;
     let row = format!("tr[data-backup=\"{}\"]", begun["id"]);
     let bar = b
@@ -385,13 +361,7 @@ async fn the_backups_page_shows_a_running_backups_progress_in_chromium() {
         .delete(&format!("/api/v1/backups/{}", begun["id"]))
         .await;
     assert_eq!(s, StatusCode::OK, "{gone}");
-    let (s, again) = api
-        .post(
-            &format!("/api/v1/vms/{vm}/backups"),
-            json!({"pool": target.name}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{again}");
+    let again = begin_backup(&api, &vm, &target.name).await;
     assert_eq!(
         again["kind"], "full",
         "the only backup was deleted: {again}"

@@ -76,6 +76,15 @@ async fn restore_as(api: &Api, backup: &Value, name: &str) -> String {
     vm["disks"][0].as_str().unwrap().to_string()
 }
 
+/// Begins a backup of `vm` into `pool` through the API (202); the backup as begun.
+pub(crate) async fn begin_backup(api: &Api, vm: &str, pool: &str) -> Value {
+    let (s, begun) = api
+        .post(&format!("/api/v1/vms/{vm}/backups"), json!({"pool": pool}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{begun}");
+    begun
+}
+
 pub(crate) async fn backup_done(api: &Api, vm: &str, id: i64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -146,13 +155,7 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
         "W1-DONE",
     )
     .await;
-    let (s, full) = api
-        .post(
-            &format!("/api/v1/vms/{vm}/backups"),
-            json!({"pool": target.name}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{full}");
+    let full = begin_backup(&api, &vm, &target.name).await;
     assert_eq!(
         (full["kind"].clone(), full["why_full"].clone()),
         (json!("full"), json!("the first backup of this VM"))
@@ -176,13 +179,7 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
     )
     .await;
     drop(ws);
-    let (s, inc) = api
-        .post(
-            &format!("/api/v1/vms/{vm}/backups"),
-            json!({"pool": target.name}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{inc}");
+    let inc = begin_backup(&api, &vm, &target.name).await;
     assert_eq!(
         (inc["kind"].clone(), inc["parent"].clone()),
         (json!("incremental"), full["id"].clone()),
@@ -265,13 +262,7 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert_eq!(store.backup(cut).unwrap().unwrap().state, "interrupted");
     assert!(!std::path::Path::new(&partial_dir).exists());
-    let (s, next) = api
-        .post(
-            &format!("/api/v1/vms/{vm}/backups"),
-            json!({"pool": target.name}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{next}");
+    let next = begin_backup(&api, &vm, &target.name).await;
     assert_eq!(next["kind"], "full", "{next}");
     assert!(
         next["why_full"].as_str().unwrap().contains("is gone"),
@@ -301,13 +292,7 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
         .delete(&format!("/api/v1/vms/{vm}/snapshots/before-change"))
         .await;
     assert!(s.is_success(), "{d}");
-    let (s, after_revert) = api
-        .post(
-            &format!("/api/v1/vms/{vm}/backups"),
-            json!({"pool": target.name}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{after_revert}");
+    let after_revert = begin_backup(&api, &vm, &target.name).await;
     assert_eq!(after_revert["kind"], "full", "{after_revert}");
     assert!(
         after_revert["why_full"]
@@ -429,13 +414,7 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
     );
     let _ = virsh(&["destroy", &vm]);
     // Off, it is copied whole and cleanly, and restores to the same bytes.
-    let (s, off) = api
-        .post(
-            &format!("/api/v1/vms/{vm}/backups"),
-            json!({"pool": target.name}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{off}");
+    let off = begin_backup(&api, &vm, &target.name).await;
     let off = backup_done(&api, &vm, off["id"].as_i64().unwrap()).await;
     assert_eq!(
         (off["kind"].clone(), off["consistency"].clone()),
