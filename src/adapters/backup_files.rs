@@ -206,3 +206,103 @@ mod tests {
         assert_eq!(super::progress_of(""), None);
     }
 }
+
+/// Writes `name` in backup directory `dir` whole or not at all (a temporary file synced,
+/// then renamed over the old one).
+fn write_whole(dir: &str, name: &str, text: &str) -> Result<(), BackupFileError> {
+    use std::io::Write;
+    let path = Path::new(dir).join(name);
+    let tmp = Path::new(dir).join(format!(".{name}.tmp"));
+    let what = || format!("cannot write {}", path.display());
+    let mut f = std::fs::File::create(&tmp).map_err(io(what()))?;
+    f.write_all(text.as_bytes()).map_err(io(what()))?;
+    f.sync_all().map_err(io(what()))?;
+    std::fs::rename(&tmp, &path).map_err(io(what()))
+}
+
+/// Writes a backup's record and its VM's definition beside its disk files.
+pub fn write_beside(dir: &str, record_json: &str, definition: &str) -> Result<(), BackupFileError> {
+    use crate::domain::backup_record::{DEFINITION_FILE, RECORD_FILE};
+    write_whole(dir, DEFINITION_FILE, definition)?;
+    write_whole(dir, RECORD_FILE, record_json)
+}
+
+/// Reads file `name` of backup directory `dir`: a regular file (not a link) of at most
+/// [`MAX_BESIDE_BYTES`](crate::domain::backup_record::MAX_BESIDE_BYTES).
+pub fn read_beside(dir: &str, name: &str) -> Result<String, String> {
+    let path = Path::new(dir).join(name);
+    let meta = std::fs::symlink_metadata(&path).map_err(|e| format!("{name}: {e}"))?;
+    if !meta.file_type().is_file() {
+        return Err(format!("{name} is not a plain file"));
+    }
+    if meta.len() > crate::domain::backup_record::MAX_BESIDE_BYTES {
+        return Err(format!("{name} is too large ({} bytes)", meta.len()));
+    }
+    std::fs::read_to_string(&path).map_err(|e| format!("{name}: {e}"))
+}
+
+/// The backup directories under a target's `virtdeck-backups` that hold a record
+/// (`<vm>-<uuid>/<stamp>`; links are not followed), oldest name first.
+pub fn dirs_with_records(target_path: &str) -> Vec<String> {
+    use crate::domain::backup_record::RECORD_FILE;
+    let root = Path::new(target_path).join("virtdeck-backups");
+    let dirs_in = |p: &Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(p)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out: Vec<String> = dirs_in(&root)
+        .iter()
+        .flat_map(|vm_dir| dirs_in(vm_dir))
+        .filter(|d| {
+            std::fs::symlink_metadata(d.join(RECORD_FILE)).is_ok_and(|m| m.file_type().is_file())
+        })
+        .map(|d| d.display().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Whether backup file `path` is a plain file (not a link).
+pub fn is_plain_file(path: &str) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
+}
+
+/// What `qemu-img info` says of a backup file, read without opening what it builds on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFacts {
+    pub virtual_size: u64,
+    /// The file it builds on, as written in its header.
+    pub backing: Option<String>,
+    /// It keeps its data in another file.
+    pub data_file: bool,
+}
+
+/// Reads a backup file's header as qcow2 (anything else is an error).
+pub fn image_facts(path: &str) -> Result<ImageFacts, BackupFileError> {
+    let out = Command::new("qemu-img")
+        .args(["info", "--output=json", "-U", "-f", "qcow2", path])
+        .output()
+        .map_err(io("cannot run qemu-img (qemu-utils)"))?;
+    if !out.status.success() {
+        return Err(BackupFileError::QemuImg {
+            what: "info",
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| BackupFileError::QemuImg {
+            what: "info",
+            stderr: format!("unreadable answer: {e}"),
+        })?;
+    Ok(ImageFacts {
+        virtual_size: v["virtual-size"].as_u64().unwrap_or(0),
+        backing: v["backing-filename"].as_str().map(str::to_string),
+        data_file: v["format-specific"]["data"]["data-file"].is_string(),
+    })
+}

@@ -1,6 +1,7 @@
 //! The pure core: plain values and rules, no I/O, no actix, no libvirt.
 
 pub mod backup;
+pub mod backup_record;
 pub mod backup_schedule;
 pub mod capacity;
 pub mod cidr;

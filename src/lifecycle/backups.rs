@@ -164,12 +164,7 @@ pub fn begin(
     super::jobs::refuse_while_held(store, name)?;
     let inv = inventory(hv, store, cfg)?;
     let vm = find_vm(&inv.vms, name)?;
-    if !store.backup_targets()?.iter().any(|t| t == pool) {
-        return Err(LifecycleError::Invalid(vec![field(
-            "pool",
-            "Choose one of the backup targets (an admin names them on the Backups page).",
-        )]));
-    }
+    let status = target_pool(hv, store, pool)?;
     let all = store.backups(Some(name))?;
     if all.iter().any(|b| b.state == "running") {
         return Err(LifecycleError::Conflict(format!(
@@ -197,13 +192,6 @@ pub fn begin(
             )
         })
         .collect();
-    let status = hv
-        .pool_statuses()?
-        .into_iter()
-        .find(|p| p.name == pool)
-        .ok_or_else(|| {
-            LifecycleError::Invalid(vec![field("pool", format!("Pool {pool} is gone."))])
-        })?;
     let target = Target {
         pool: pool.to_string(),
         active: status.active,
@@ -328,6 +316,27 @@ pub fn begin(
         .ok_or_else(|| LifecycleError::failed("The backup's record is gone."))
 }
 
+/// Backup target `pool` as libvirt has it now; 422 at `pool` when it is not a target or
+/// is gone.
+pub(super) fn target_pool(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    pool: &str,
+) -> LcResult<crate::domain::storage::PoolStatus> {
+    if !store.backup_targets()?.iter().any(|t| t == pool) {
+        return Err(LifecycleError::Invalid(vec![field(
+            "pool",
+            "Choose one of the backup targets (an admin names them on the Backups page).",
+        )]));
+    }
+    hv.pool_statuses()?
+        .into_iter()
+        .find(|p| p.name == pool)
+        .ok_or_else(|| {
+            LifecycleError::Invalid(vec![field("pool", format!("Pool {pool} is gone."))])
+        })
+}
+
 /// Waits for the VM's backup job `id` to end (calling `pause` between looks; its job's
 /// progress recorded, a Cancel asked there aborting libvirt's job), then finishes it:
 /// checksums and the chain on success; files and checkpoint removed on failure or
@@ -381,10 +390,19 @@ pub fn watch(
         }
     };
     let cancelled = job.cancelled();
-    match outcome.and_then(|()| seal(store, &row).map_err(|e| e.to_string())) {
+    let ended_at = now();
+    let sealed = outcome
+        .and_then(|()| seal(store, &row).map_err(|e| e.to_string()))
+        .and_then(|files| {
+            // What it is, beside its files: another virtdeck can list it from there.
+            super::backup_records::write_record(store, &row, &files, ended_at)
+                .map_err(|e| format!("the record beside its files could not be written: {e}"))
+                .map(|()| files)
+        });
+    match sealed {
         Ok(files) => {
             // Restorable from here on; the checksums that verify it follow.
-            store.finish_backup(id, "succeeded", &row.message, &files, now())?;
+            store.finish_backup(id, "succeeded", &row.message, &files, ended_at)?;
             let bytes: u64 = files.iter().map(|(_, b, _)| b).sum();
             job.end(
                 JobState::Succeeded,
@@ -466,17 +484,22 @@ pub fn record_checksums(store: &Store, id: i64) {
     let Ok(Some(row)) = store.backup(id) else {
         return;
     };
+    let mut computed = false;
     for f in row.files.iter().filter(|f| f.sha256.is_empty()) {
         match backup_files::sha256(&f.path) {
             Ok((_, sha)) => {
                 if let Err(e) = store.set_backup_checksum(id, &f.disk, &sha) {
                     tracing::error!(backup = id, error = %e, "could not record a backup's checksum");
                 }
+                computed = true;
             }
             Err(e) => {
                 tracing::warn!(backup = id, error = %e, "a backup file's checksum could not be computed")
             }
         }
+    }
+    if computed {
+        super::backup_records::rewrite_record(store, id);
     }
 }
 
@@ -1020,6 +1043,7 @@ pub fn prune(
                 "full"
             };
             store.rechain_backup(child.id, d.parent, kind, &files)?;
+            super::backup_records::rewrite_record(store, child.id);
         }
         backup_files::remove_dir(&d.dir).map_err(|e| {
             LifecycleError::failed(format!("Backup {} could not be deleted: {e}", d.id))

@@ -3,6 +3,7 @@
 //! Every function here blocks: call it off the async runtime.
 
 pub mod attach;
+pub mod backup_records;
 pub mod backups;
 pub mod changes;
 pub mod cloudinit;

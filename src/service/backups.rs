@@ -4,6 +4,7 @@
 use super::runner;
 use super::{execute, Action, Caller, Denied, Op, Services};
 use crate::domain::backup_schedule::{self as schedule, Every, Keep, ScheduleKind, Timing};
+use crate::lifecycle::backup_records::{self, ScanReport};
 use crate::lifecycle::backups::{self, RestoreRequest, Restored, TargetView, Verified};
 use crate::lifecycle::jobs::{self, RunningJob};
 use crate::lifecycle::{By, LcResult};
@@ -327,6 +328,45 @@ pub async fn delete(svc: &Arc<Services>, caller: &Caller, id: i64) -> Done<Backu
         ),
     )
     .await
+}
+
+/// Looks for backups on target `pool` that are not listed and adds those whose record,
+/// definition and files pass their checks (admins); checksums that chaining changed are
+/// computed again on a thread of their own.
+pub async fn scan_target(svc: &Arc<Services>, caller: &Caller, pool: &str) -> Done<ScanReport> {
+    let (p, actor) = (pool.to_string(), caller.username.clone());
+    let done = execute(
+        svc,
+        caller,
+        Op::admin(
+            Action::BackupTarget,
+            pool,
+            move |s| {
+                backup_records::scan_target(
+                    s.lc(),
+                    &p,
+                    By {
+                        actor: &actor,
+                        now: super::now(),
+                    },
+                )
+            },
+            |r| {
+                format!(
+                    "looked for backups: {} added {:?}, {} listed already, {} skipped",
+                    r.added.len(),
+                    r.added,
+                    r.known,
+                    r.skipped.len()
+                )
+            },
+        ),
+    )
+    .await;
+    if matches!(&done, Ok(Ok(r)) if !r.added.is_empty()) {
+        record_missing_checksums(svc);
+    }
+    done
 }
 
 /// At start-up, on a thread of its own: the checksums of backups that ended while

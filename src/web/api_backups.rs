@@ -301,6 +301,33 @@ pub async fn remove_target(
     answer(done, |t| HttpResponse::Ok().json(t))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/backup-targets/{pool}/scan",
+    operation_id = "scan_backup_target",
+    tag = TAG_VMS,
+    summary = "Look for backups on a target that are not listed",
+    description = "Role: admin. Reads the record and definition virtdeck writes beside every         backup's files (`virtdeck-backup.json`, `domain.xml`) under the target's         `virtdeck-backups`, and adds each backup that is not listed yet: one made by another         virtdeck that shares the target, or by this one before its database was lost. Full         backups come before the incrementals that build on them. A record that names files         outside its directory, files that are not qcow2 of the recorded size, or a         definition that reaches into the host (host devices, host files or sockets, QEMU         arguments, another emulator, scripts, direct kernel boot) is skipped with the reason.",
+    params(("pool" = String, Path, description = "The backup target.")),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "What was added and skipped.", body = crate::lifecycle::backup_records::ScanReport),
+        (status = 409, description = "The pool is not running.", body = ApiError),
+        (status = 422, description = "Not a backup target.", body = ApiError),
+        ChangeErrors
+    )
+)]
+pub async fn scan_target(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    csrf_header(&req, &who)?;
+    let done = service::backups::scan_target(&state.svc, &who.caller(), &path.into_inner()).await?;
+    answer(done, |r| HttpResponse::Ok().json(r))
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct ScheduleList {
     pub schedules: Vec<crate::store::backups::ScheduleRow>,

@@ -70,6 +70,7 @@ pub const TAG_PEER: &str = "peer";
         super::api_backups::delete,
         super::api_backups::add_target,
         super::api_backups::remove_target,
+        super::api_backups::scan_target,
         super::api_backups::schedules,
         super::api_backups::create_schedule,
         super::api_backups::delete_schedule,

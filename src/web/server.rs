@@ -516,6 +516,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .post("/vms/{name}/backup", pages::backups::backup_form)
     .get("/backups", pages::backups::backups_page)
     .post("/backups/targets", pages::backups::target_form)
+    .post("/backups/targets/{pool}/scan", pages::backups::scan_form)
     .post("/backups/schedules", pages::backups::schedule_form)
     .post(
         "/backups/schedules/{id}/delete",
@@ -641,6 +642,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .delete("/backups/{id}", super::api_backups::delete)
             .put("/backup-targets/{pool}", super::api_backups::add_target)
             .delete("/backup-targets/{pool}", super::api_backups::remove_target)
+            .post(
+                "/backup-targets/{pool}/scan",
+                super::api_backups::scan_target,
+            )
             .get("/backup-schedules", super::api_backups::schedules)
             .post("/backup-schedules", super::api_backups::create_schedule)
             .delete(

@@ -395,3 +395,165 @@ async fn snapshot_schedules_take_named_snapshots_and_keep_only_their_last_n() {
     let audit = app.audit_text(&session).await;
     assert!(audit.contains("vm.snapshot.scheduled"), "{audit}");
 }
+
+/// What another virtdeck left on a target, written by hand here: a record and a
+/// definition in `virtdeck-backups/<vm>-<uuid>/<stamp>` of `target`.
+fn plant(
+    target: &std::path::Path,
+    place: &str,
+    record: &Value,
+    definition: &str,
+) -> std::path::PathBuf {
+    let dir = target.join("virtdeck-backups").join(place);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("virtdeck-backup.json"), record.to_string()).unwrap();
+    std::fs::write(dir.join("domain.xml"), definition).unwrap();
+    dir
+}
+
+const UUID: &str = "01234567-89ab-cdef-0123-456789abcdef";
+
+fn planted_record(kind: &str, parent: Option<&str>, file: &str) -> Value {
+    json!({"format": 1, "vm": "evil", "vm_uuid": UUID, "kind": kind, "parent": parent,
+           "checkpoint": "virtdeck-1", "consistency": "crash", "why_full": "", "units": 1,
+           "created_by": "someone", "created_at": 1, "finished_at": 2,
+           "files": [{"disk": "vda", "file": file, "capacity": 1048576, "bytes": 1, "sha256": ""}]})
+}
+
+fn planted_definition(devices: &str) -> String {
+    format!(
+        "<domain type='qemu'><name>evil</name><uuid>{UUID}</uuid><memory unit='MiB'>64</memory>\
+         <vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os><devices>\
+         <disk type='file' device='disk'><source file='/x/evil.qcow2'/><target dev='vda' bus='virtio'/></disk>\
+         {devices}</devices></domain>"
+    )
+}
+
+/// Looking for backups on a target (admins only) skips, each with its reason, whatever
+/// would reach outside the backup's directory or into the host: a file named outside
+/// it, a definition passing a host device through, a file that is a link to a host
+/// file, an incremental without what it builds on. Nothing of them is listed.
+#[tokio::test]
+async fn looking_for_backups_on_a_target_skips_what_reaches_outside_it() {
+    let app = spawn_app().await;
+    let api = Api::new(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("found");
+    let (s, p) = api
+        .post(
+            "/api/v1/pools",
+            json!({"name": "found", "kind": "dir", "target_path": target.display().to_string()}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    // Not a target yet.
+    let (s, e) = api
+        .post("/api/v1/backup-targets/found/scan", json!({}))
+        .await;
+    assert_eq!(
+        (s, e["error"]["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("pool")),
+        "{e}"
+    );
+    let (s, _) = api.put("/api/v1/backup-targets/found", json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+
+    plant(
+        &target,
+        "evil-01234567/1-outside",
+        &planted_record("full", None, "../../../../etc/shadow"),
+        &planted_definition(""),
+    );
+    plant(
+        &target,
+        "evil-01234567/2-hostdev",
+        &planted_record("full", None, "vda.qcow2"),
+        &planted_definition(
+            "<hostdev mode='subsystem' type='pci'><source><address domain='0' bus='3' slot='0' function='0'/></source></hostdev>",
+        ),
+    );
+    let linked = plant(
+        &target,
+        "evil-01234567/3-link",
+        &planted_record("full", None, "vda.qcow2"),
+        &planted_definition(""),
+    );
+    std::os::unix::fs::symlink("/etc/shadow", linked.join("vda.qcow2")).unwrap();
+    plant(
+        &target,
+        "evil-01234567/4-orphan",
+        &planted_record("incremental", Some("evil-01234567/0-gone"), "vda.qcow2"),
+        &planted_definition(""),
+    );
+    plant(
+        &target,
+        "evil-01234567/5-emulator",
+        &planted_record("full", None, "vda.qcow2"),
+        &planted_definition("<emulator>/tmp/evil</emulator>"),
+    );
+
+    let (s, r) = api
+        .post("/api/v1/backup-targets/found/scan", json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(
+        (r["added"].clone(), r["known"].clone()),
+        (json!([]), json!(0)),
+        "{r}"
+    );
+    let reason = |place: &str| -> String {
+        r["skipped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["place"] == format!("evil-01234567/{place}"))
+            .unwrap_or_else(|| panic!("{place} not skipped: {r}"))["reason"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        reason("1-outside").contains("not named after its disk"),
+        "{r}"
+    );
+    assert!(reason("2-hostdev").contains("host device"), "{r}");
+    assert!(reason("3-link").contains("not a plain file"), "{r}");
+    assert!(reason("4-orphan").contains("evil-01234567/0-gone"), "{r}");
+    assert!(reason("5-emulator").contains("runs /tmp/evil"), "{r}");
+    let (_, list) = api.get("/api/v1/backups").await;
+    assert_eq!(list["backups"], json!([]), "{list}");
+
+    // The page's "Look for backups" says the same where it was pressed.
+    let session = app.login("admin", common::ADMIN_PASSWORD).await.0;
+    let page = app.get_text(&session, "/backups").await;
+    assert!(
+        page.contains(r#"action="/backups/targets/found/scan""#),
+        "{page}"
+    );
+    let r = session
+        .post(app.url("/backups/targets/found/scan"))
+        .form(&[("csrf", csrf_in(&page).as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = app.get_text(&session, "/backups").await;
+    assert!(
+        page.contains("found: 0 backups added, 0 listed already. Skipped 5:"),
+        "{page}"
+    );
+    let audit = app.audit_text(&session).await;
+    assert!(audit.contains("looked for backups: 0 added"), "{audit}");
+
+    // Operators and viewers may not.
+    let (viewer, token) = app.viewer(&session).await;
+    let r = reqwest::Client::new()
+        .post(app.url("/api/v1/backup-targets/found/scan"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let page = app.get_text(&viewer, "/backups").await;
+    assert!(!page.contains("/scan"), "{page}");
+}

@@ -226,6 +226,109 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
     let (s, e) = api.delete(&format!("/api/v1/backups/{}", full["id"])).await;
     assert_eq!(s, StatusCode::CONFLICT, "{e}");
 
+    // The target alone is enough: beside each backup's files are its record and the VM's
+    // definition, and a fresh virtdeck (a host reinstalled, its database lost) that names
+    // the same target finds both backups there and restores the incremental byte for byte.
+    drop(guards);
+    for b in [&full, &inc] {
+        let dir = std::path::Path::new(b["dir"].as_str().unwrap());
+        let xml = std::fs::read_to_string(dir.join("domain.xml")).unwrap();
+        assert!(xml.contains(&format!("<name>{vm}</name>")), "{xml}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let record: Value = loop {
+            let r: Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("virtdeck-backup.json")).unwrap(),
+            )
+            .unwrap();
+            // Its checksums are written into it once computed.
+            if r["files"][0]["sha256"] == b["files"][0]["sha256"] {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "no checksum in the record: {r}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(
+            (record["vm"].clone(), record["kind"].clone()),
+            (json!(vm), b["kind"].clone()),
+            "{record}"
+        );
+    }
+    let (_other, found) = app_with_target(&target, |_| {}).await;
+    let (_, listed) = found.get("/api/v1/backups").await;
+    assert_eq!(listed["backups"], json!([]), "a fresh virtdeck lists none");
+    let (s, scan) = found
+        .post(
+            &format!("/api/v1/backup-targets/{}/scan", target.name),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{scan}");
+    assert_eq!(
+        (
+            scan["added"].as_array().map(Vec::len),
+            scan["skipped"].clone()
+        ),
+        (Some(2), json!([])),
+        "{scan}"
+    );
+    let (_, listed) = found.get(&format!("/api/v1/backups?vm={vm}")).await;
+    let found_inc = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["dir"] == inc["dir"])
+        .unwrap_or_else(|| panic!("{listed}"))
+        .clone();
+    let found_full = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["dir"] == full["dir"])
+        .unwrap_or_else(|| panic!("{listed}"))
+        .clone();
+    assert_eq!(
+        (
+            found_inc["kind"].clone(),
+            found_inc["parent"].clone(),
+            found_inc["state"].clone()
+        ),
+        (
+            json!("incremental"),
+            found_full["id"].clone(),
+            json!("succeeded")
+        ),
+        "{found_inc}"
+    );
+    assert_eq!(found_inc["units"], inc["units"], "{found_inc}");
+    let name = format!("vdbk-found-{}", std::process::id());
+    let _found_vm = VmGuard(name.clone());
+    let volume = restore_as(&found, &found_inc["id"], &name).await;
+    assert_eq!(
+        raw_bytes(&volume),
+        point_two,
+        "the found incremental restores point two"
+    );
+    let (s, v) = found
+        .post(
+            &format!("/api/v1/backups/{}/verify", found_inc["id"]),
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, v["ok"].clone()), (StatusCode::OK, json!(true)), "{v}");
+    let (_, again) = found
+        .post(
+            &format!("/api/v1/backup-targets/{}/scan", target.name),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (again["added"].clone(), again["known"].clone()),
+        (json!([]), json!(2)),
+        "a second look adds nothing: {again}"
+    );
+    let (s, d) = found.delete(&format!("/api/v1/vms/{name}")).await;
+    assert!(s.is_success(), "{d}");
+
     // A backup cut off by a restart of virtdeck (its row still running, a partial file):
     // at start-up it is marked interrupted, its files are gone, and the VM's checkpoints
     // with it, so the next backup is full and says why.
@@ -316,7 +419,6 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
 
     // A schedule keeping the last 2, run three times a day apart: two backups stay (the
     // oldest kept one now full, the deleted full merged into it), and both restore.
-    drop(guards);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -379,6 +481,27 @@ async fn full_and_incremental_backups_restore_each_point_byte_for_byte() {
     );
     assert_eq!(kept[0]["parent"], kept[1]["id"], "{list}");
     assert_eq!(kept[0]["schedule"], sched["id"]);
+    // The record beside the merged backup says so too, with its new checksum.
+    let merged: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(kept[1]["dir"].as_str().unwrap()).join("virtdeck-backup.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            merged["kind"].clone(),
+            merged["parent"].clone(),
+            merged["files"][0]["sha256"].clone()
+        ),
+        (
+            json!("full"),
+            Value::Null,
+            kept[1]["files"][0]["sha256"].clone()
+        ),
+        "{merged}"
+    );
     let mut guards = Vec::new();
     for (b, want, tag) in [(kept[1], &points[1], "s2"), (kept[0], &points[2], "s3")] {
         let (s, v) = api
@@ -542,13 +665,19 @@ pub(crate) fn random_data_disk(pool: &TestPool, name: &str, mib: usize) -> std::
 
 /// The tiny guest running with `disk` as its data disk, and `more` devices.
 pub(crate) async fn running_guest_with(disk: &std::path::Path, more: &str) -> Guest {
-    let guest = Guest::with_devices(
+    // Laid out as virtdeck lays out its own VMs (kernel in libvirt's boot directory,
+    // serial log in libvirt's log directory), so another virtdeck takes its definition.
+    let boot = std::path::Path::new("/var/lib/libvirt/boot");
+    std::fs::create_dir_all(boot).unwrap();
+    let guest = Guest::with_devices_in(
         false,
         &format!(
             "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
              <source file='{}'/><target dev='vda' bus='virtio'/></disk>{more}",
             disk.display()
         ),
+        boot,
+        Some(std::path::Path::new("/var/log/libvirt/qemu")),
     );
     let out = virsh(&["start", &guest.name]);
     assert!(

@@ -46,6 +46,9 @@ impl Drop for Guest {
         if self.persistent {
             let _ = virsh(&["undefine", &self.name, "--checkpoints-metadata"]);
         }
+        if !self.serial_log.starts_with(self._files.path()) {
+            let _ = std::fs::remove_file(&self.serial_log);
+        }
     }
 }
 
@@ -57,6 +60,17 @@ impl Guest {
 
     /// The tiny guest with `devices` (domain XML) added to its `<devices>`.
     pub fn with_devices(start: bool, devices: &str) -> Guest {
+        Guest::with_devices_in(start, devices, std::path::Path::new("/var/tmp"), None)
+    }
+
+    /// The tiny guest with `devices`, its kernel in a new directory under `files_in` and
+    /// its serial log in `log_in` (`<name>-serial.log`; else beside its kernel).
+    pub fn with_devices_in(
+        start: bool,
+        devices: &str,
+        files_in: &std::path::Path,
+        log_in: Option<&std::path::Path>,
+    ) -> Guest {
         let version = virsh(&["version"]);
         assert!(
             version.status.success(),
@@ -65,7 +79,7 @@ impl Guest {
         );
         let files = tempfile::Builder::new()
             .prefix("virtdeck-cons-")
-            .tempdir_in("/var/tmp")
+            .tempdir_in(files_in)
             .unwrap();
         {
             use std::os::unix::fs::PermissionsExt;
@@ -76,7 +90,10 @@ impl Guest {
             std::fs::copy(src.join(f), files.path().join(f)).unwrap();
         }
         let name = unique("vdcons-");
-        let serial_log = files.path().join("serial.log");
+        let serial_log = match log_in {
+            Some(dir) => dir.join(format!("{name}-serial.log")),
+            None => files.path().join("serial.log"),
+        };
         let xml = include_str!("../fixtures/tiny-guest-domain.xml")
             .replace("@NAME@", &name)
             .replace("@GUEST_DIR@", &files.path().display().to_string())

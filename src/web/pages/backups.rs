@@ -155,6 +155,40 @@ pub async fn target_form(
     }
 }
 
+/// "Look for backups" on a target's row (admins).
+pub async fn scan_form(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    form: web::Form<CsrfOnly>,
+) -> Result<HttpResponse, AppError> {
+    who.check_csrf(form.csrf.as_deref())?;
+    let pool = path.into_inner();
+    match service::backups::scan_target(&state.svc, &who.caller(), &pool).await? {
+        Ok(r) => {
+            let mut said = format!(
+                "{pool}: {} backup{} added, {} listed already.",
+                r.added.len(),
+                if r.added.len() == 1 { "" } else { "s" },
+                r.known
+            );
+            if !r.skipped.is_empty() {
+                said.push_str(&format!(
+                    " Skipped {}: {}.",
+                    r.skipped.len(),
+                    r.skipped
+                        .iter()
+                        .map(|s| format!("{} ({})", s.place, s.reason))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ));
+            }
+            Ok(see_other(&who, "/backups", &said))
+        }
+        Err(e) => failed(&state, &who, e).await,
+    }
+}
+
 #[derive(Deserialize)]
 pub struct BackupForm {
     csrf: Option<String>,
