@@ -207,24 +207,33 @@ mod tests {
     }
 }
 
-/// Writes `name` in backup directory `dir` whole or not at all (a temporary file synced,
-/// then renamed over the old one).
-fn write_whole(dir: &str, name: &str, text: &str) -> Result<(), BackupFileError> {
+/// Writes `name` in backup directory `dir` whole or not at all (a temporary file, synced
+/// to the disk if `sync`, then renamed over the old one).
+fn write_whole(dir: &str, name: &str, text: &str, sync: bool) -> Result<(), BackupFileError> {
     use std::io::Write;
     let path = Path::new(dir).join(name);
     let tmp = Path::new(dir).join(format!(".{name}.tmp"));
     let what = || format!("cannot write {}", path.display());
     let mut f = std::fs::File::create(&tmp).map_err(io(what()))?;
     f.write_all(text.as_bytes()).map_err(io(what()))?;
-    f.sync_all().map_err(io(what()))?;
+    if sync {
+        f.sync_all().map_err(io(what()))?;
+    }
     std::fs::rename(&tmp, &path).map_err(io(what()))
 }
 
-/// Writes a backup's record and its VM's definition beside its disk files.
-pub fn write_beside(dir: &str, record_json: &str, definition: &str) -> Result<(), BackupFileError> {
+/// Writes a backup's record and its VM's definition beside its disk files; synced to the
+/// disk if `sync` (a record lost to a power cut before that reads back as unreadable, and
+/// the backup is then not taken from the target).
+pub fn write_beside(
+    dir: &str,
+    record_json: &str,
+    definition: &str,
+    sync: bool,
+) -> Result<(), BackupFileError> {
     use crate::domain::backup_record::{DEFINITION_FILE, RECORD_FILE};
-    write_whole(dir, DEFINITION_FILE, definition)?;
-    write_whole(dir, RECORD_FILE, record_json)
+    write_whole(dir, DEFINITION_FILE, definition, sync)?;
+    write_whole(dir, RECORD_FILE, record_json, sync)
 }
 
 /// Reads file `name` of backup directory `dir`: a regular file (not a link) of at most

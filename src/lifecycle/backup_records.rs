@@ -62,19 +62,31 @@ fn record_of(
 }
 
 /// Writes backup `row`'s record and definition beside its files, as it ends with `files`.
+/// Not synced to the disk: it is written again, synced, once its checksums are computed
+/// right after ([`rewrite_record`]), and the backup's end waits for no disk flush.
 pub fn write_record(
     store: &Store,
     row: &BackupRow,
     files: &[(String, u64, String)],
     finished_at: i64,
 ) -> Result<(), String> {
+    write(store, row, files, finished_at, false)
+}
+
+fn write(
+    store: &Store,
+    row: &BackupRow,
+    files: &[(String, u64, String)],
+    finished_at: i64,
+    sync: bool,
+) -> Result<(), String> {
     let rec = record_of(store, row, files, Some(finished_at));
     let json = serde_json::to_string_pretty(&rec).map_err(|e| e.to_string())?;
-    backup_files::write_beside(&row.dir, &json, &row.definition).map_err(|e| e.to_string())
+    backup_files::write_beside(&row.dir, &json, &row.definition, sync).map_err(|e| e.to_string())
 }
 
 /// Writes backup `id`'s record again from what the store holds now (its checksums were
-/// computed, or its chain changed).
+/// computed, or its chain changed), synced to the disk.
 pub fn rewrite_record(store: &Store, id: i64) {
     let Ok(Some(row)) = store.backup(id) else {
         return;
@@ -88,7 +100,7 @@ pub fn rewrite_record(store: &Store, id: i64) {
         .map(|f| (f.disk.clone(), f.bytes, f.sha256.clone()))
         .collect();
     let at = row.finished_at.unwrap_or(row.created_at);
-    if let Err(e) = write_record(store, &row, &files, at) {
+    if let Err(e) = write(store, &row, &files, at, true) {
         tracing::error!(backup = id, error = %e, "the record beside a backup's files could not be written");
     }
 }
