@@ -16,6 +16,9 @@ pub enum BackupFileError {
     },
     #[error("qemu-img {what} failed: {stderr}")]
     QemuImg { what: &'static str, stderr: String },
+    /// Stopped on request before its end (its output is partial).
+    #[error("it was stopped before its end")]
+    Stopped,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackupFileError {
@@ -105,16 +108,30 @@ pub fn read_chain_into(
     format: &str,
     progress: &dyn Fn(f64),
 ) -> Result<(), BackupFileError> {
-    use std::process::Stdio;
     if !Path::new(top).is_file() {
         return Err(io(format!("backup file {top}"))(std::io::Error::from(
             std::io::ErrorKind::NotFound,
         )));
     }
-    let mut child = Command::new("qemu-img")
-        .args([
+    convert(
+        &[
             "convert", "-p", "-n", "-f", "qcow2", "-O", format, top, into,
-        ])
+        ],
+        progress,
+        &|| false,
+    )
+}
+
+/// Runs `qemu-img convert -p …` (`args`), telling `progress` how far it got (0 to 1) and
+/// killing it when `stop` says so (asked at each progress line qemu-img prints).
+fn convert(
+    args: &[&str],
+    progress: &dyn Fn(f64),
+    stop: &dyn Fn() -> bool,
+) -> Result<(), BackupFileError> {
+    use std::process::Stdio;
+    let mut child = Command::new("qemu-img")
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -127,10 +144,11 @@ pub fn read_chain_into(
             text
         })
     });
+    let mut stopped = false;
     if let Some(mut out) = child.stdout.take() {
         let mut buf = [0u8; 256];
         let mut line = String::new();
-        while let Ok(n) = out.read(&mut buf) {
+        'reading: while let Ok(n) = out.read(&mut buf) {
             if n == 0 {
                 break;
             }
@@ -140,6 +158,11 @@ pub fn read_chain_into(
                         progress(p);
                     }
                     line.clear();
+                    if stop() {
+                        stopped = true;
+                        let _ = child.kill();
+                        break 'reading;
+                    }
                 } else {
                     line.push(c);
                 }
@@ -148,7 +171,9 @@ pub fn read_chain_into(
     }
     let status = child.wait().map_err(io("qemu-img convert"))?;
     let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
-    if status.success() {
+    if stopped {
+        Err(BackupFileError::Stopped)
+    } else if status.success() {
         progress(1.0);
         Ok(())
     } else {
@@ -181,17 +206,25 @@ pub fn merge_into(file: &str, new_backing: Option<&str>) -> Result<(), BackupFil
     }
 }
 
-/// Copies a disk (of `format`) of a VM that is off into a new qcow2 file `into`.
-pub fn copy_disk(source: &str, format: &str, into: &str) -> Result<(), BackupFileError> {
+/// Copies a disk (of `format`) of a VM that is off into a new qcow2 file `into`, telling
+/// `progress` how far it got (0 to 1); stopped part-way when `stop` says so.
+pub fn copy_disk(
+    source: &str,
+    format: &str,
+    into: &str,
+    progress: &dyn Fn(f64),
+    stop: &dyn Fn() -> bool,
+) -> Result<(), BackupFileError> {
     if !matches!(format, "raw" | "qcow2") {
         return Err(BackupFileError::QemuImg {
             what: "convert",
             stderr: format!("{source} is {format}; only raw and qcow2 disks are copied"),
         });
     }
-    qemu_img(
-        "convert",
-        &["convert", "-f", format, "-O", "qcow2", source, into],
+    convert(
+        &["convert", "-p", "-f", format, "-O", "qcow2", source, into],
+        progress,
+        stop,
     )
 }
 

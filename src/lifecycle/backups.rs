@@ -436,10 +436,12 @@ pub fn watch(
 }
 
 /// The disks of a VM that is off, each copied whole into its backup file (qemu-img
-/// holds the disk while it reads it, so the VM cannot start half-way through).
+/// holds the disk while it reads it, so the VM cannot start half-way through); the job's
+/// progress follows the copy, and Cancel stops it part-way.
 fn copy_offline(row: &BackupRow, job: &super::jobs::BackupJobWatch) -> Result<(), String> {
     let def = xml::parse_domain(&row.definition).map_err(|e| e.to_string())?;
-    for f in &row.files {
+    let disks = row.files.len().max(1) as f64;
+    for (done, f) in row.files.iter().enumerate() {
         if job.cancelled() {
             return Err("it was cancelled".into());
         }
@@ -452,8 +454,17 @@ fn copy_offline(row: &BackupRow, job: &super::jobs::BackupJobWatch) -> Result<()
             .source
             .as_deref()
             .ok_or_else(|| format!("disk {} has no volume behind it", f.disk))?;
-        backup_files::copy_disk(source, disk.format.as_deref().unwrap_or("raw"), &f.path)
-            .map_err(|e| e.to_string())?;
+        backup_files::copy_disk(
+            source,
+            disk.format.as_deref().unwrap_or("raw"),
+            &f.path,
+            &|p| job.fraction((done as f64 + p) / disks),
+            &|| job.cancelled(),
+        )
+        .map_err(|e| match e {
+            backup_files::BackupFileError::Stopped => "it was cancelled".to_string(),
+            e => e.to_string(),
+        })?;
     }
     Ok(())
 }

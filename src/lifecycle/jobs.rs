@@ -761,6 +761,14 @@ impl<'a> BackupJobWatch<'a> {
         }
     }
 
+    /// Copied `fraction` (0 to 1) of the total known when it began (a VM that is off:
+    /// its disks' allocation).
+    pub fn fraction(&self, fraction: f64) {
+        let Some(job) = &self.job else { return };
+        let total = job.bytes_total;
+        self.copied((total as f64 * fraction.clamp(0.0, 1.0)) as u64, total);
+    }
+
     pub fn cancelled(&self) -> bool {
         self.job
             .as_ref()

@@ -58,28 +58,7 @@ async fn a_backup_cut_off_by_a_kill_is_interrupted_cleaned_up_and_the_next_is_fu
         .post(&format!("/api/v1/jobs/{}/cancel", job["id"]), json!({}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{c}");
-    let ended = before.job_end(&job).await;
-    assert_eq!(ended["state"], "cancelled", "{ended}");
-    let (_, list) = before.get(&format!("/api/v1/backups?vm={vm}")).await;
-    let cancelled = list["backups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["id"] == first["id"])
-        .unwrap()
-        .clone();
-    assert_eq!(cancelled["state"], "failed", "{cancelled}");
-    assert!(
-        cancelled["message"]
-            .as_str()
-            .unwrap()
-            .contains("The backup was cancelled; its files were removed."),
-        "{cancelled}"
-    );
-    assert!(
-        !std::path::Path::new(first["dir"].as_str().unwrap()).exists(),
-        "its files are removed"
-    );
+    ended_cancelled(&before, &job, &first).await;
     no_checkpoint_left(&vm);
     let begun = begin_backup(&before, &vm, &target.name).await;
     assert_eq!(
@@ -395,4 +374,72 @@ async fn the_backups_page_shows_a_running_backups_progress_in_chromium() {
         "its files are removed"
     );
     b.quit().await;
+}
+
+/// Cancel on the backup of a VM that is off stops the copy of its disk part-way (qemu-img
+/// is stopped, not waited for): the job ends cancelled, the backup is recorded failed as
+/// cancelled, and its files are gone. Its progress is shown while it copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_the_copy_of_a_vm_that_is_off_part_way() {
+    let _gate = crate::gate::enter(module_path!());
+    require_libvirtd();
+    let disks = TestPool::with_prefix("vdbk-off-disks");
+    let target = TestPool::with_prefix("vdbk-off-target");
+    let disk = random_data_disk(&disks, "data.qcow2", 2048);
+    let guest = crate::console_support::Guest::with_devices(
+        false,
+        &format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+             <source file='{}'/><target dev='vda' bus='virtio'/></disk>",
+            disk.display()
+        ),
+    );
+    let vm = guest.name.clone();
+    let (_app, api) = app_with_target(&target, |_| {}).await;
+    let begun = begin_backup(&api, &vm, &target.name).await;
+    assert_eq!(begun["consistency"], "clean", "{begun}");
+    let (_, list) = api.get(&format!("/api/v1/backups?vm={vm}")).await;
+    let job = list["backups"][0]["job"].clone();
+    assert!(job.is_i64(), "the running backup's job: {list}");
+    let (s, c) = api
+        .post(&format!("/api/v1/jobs/{job}/cancel"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{c}");
+    ended_cancelled(&api, &json!({"id": job}), &begun).await;
+    // The VM is off and whole: the next backup copies it to its end.
+    let next = begin_backup(&api, &vm, &target.name).await;
+    let next = backup_done(&api, &vm, next["id"].as_i64().unwrap()).await;
+    assert_eq!(next["kind"], "full", "{next}");
+}
+
+/// Waits for the cancelled backup `backup`'s job `job` to end: cancelled, the backup
+/// recorded failed as cancelled, its files gone.
+async fn ended_cancelled(api: &Api, job: &serde_json::Value, backup: &serde_json::Value) {
+    let ended = api.job_end(job).await;
+    assert_eq!(ended["state"], "cancelled", "{ended}");
+    let (_, list) = api
+        .get(&format!(
+            "/api/v1/backups?vm={}",
+            backup["vm"].as_str().unwrap()
+        ))
+        .await;
+    let b = list["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == backup["id"])
+        .unwrap_or_else(|| panic!("{list}"))
+        .clone();
+    assert_eq!(b["state"], "failed", "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("The backup was cancelled; its files were removed."),
+        "{b}"
+    );
+    assert!(
+        !std::path::Path::new(backup["dir"].as_str().unwrap()).exists(),
+        "its files are removed"
+    );
 }
