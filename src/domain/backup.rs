@@ -24,7 +24,15 @@ pub struct Target {
     /// The pool's directory.
     pub path: Option<String>,
     pub available_bytes: u64,
+    /// The size of the file system it is on.
+    pub capacity_bytes: u64,
 }
+
+/// The share of a backup target's file system a backup never takes (at most
+/// [`TARGET_KEEP_FREE_MAX_BYTES`]): the target may be on the host's own file system,
+/// which must not fill up under libvirt and virtdeck.
+pub const TARGET_KEEP_FREE_PERCENT: u64 = 5;
+pub const TARGET_KEEP_FREE_MAX_BYTES: u64 = 2 << 30;
 
 /// What a backup is checked against.
 pub struct BackupInput<'a> {
@@ -116,14 +124,19 @@ pub fn plan_backup(input: &BackupInput<'_>) -> Result<BackupPlan, Vec<FieldError
         .iter()
         .map(|d| size(&d.target).1.max(size(&d.target).0 / 16))
         .sum();
-    if t.available_bytes < needed {
+    let keep_free = (t.capacity_bytes.saturating_mul(TARGET_KEEP_FREE_PERCENT) / 100)
+        .min(TARGET_KEEP_FREE_MAX_BYTES);
+    if t.available_bytes < needed.saturating_add(keep_free) {
         return Err(vec![field(
             "pool",
             format!(
-                "Backup target {} has {} MiB free; a full copy of {vm}'s disks may need {} MiB.",
+                "Backup target {} has {} MiB free; a full copy of {vm}'s disks may need {} MiB, \
+                 and {} MiB of it stay free for the host. Delete old backups or choose \
+                 another target.",
                 t.pool,
                 t.available_bytes >> 20,
-                needed >> 20
+                needed >> 20,
+                keep_free >> 20
             ),
         )]);
     }
@@ -328,6 +341,7 @@ mod tests {
             active: true,
             path: Some("/srv/backup".into()),
             available_bytes: 100 * GIB,
+            capacity_bytes: 200 * GIB,
         }
     }
 
@@ -474,6 +488,40 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(full[0].field, "pool");
+        // Room for the copy, but not for the copy and the 5% of the target kept free.
+        let d = def(&[("vda", "qcow2"), ("vdb", "qcow2")]);
+        let check = |available_bytes: u64, capacity_bytes: u64| {
+            let t = Target {
+                available_bytes,
+                capacity_bytes,
+                ..target()
+            };
+            plan_backup(&BackupInput {
+                vm: "web",
+                uuid: "u",
+                running: true,
+                def: &d,
+                sizes: &sizes(),
+                target: &t,
+                previous: None,
+                checkpoints: &[],
+                stamp: "s",
+            })
+            .map(|p| p.kind)
+        };
+        let tight = check(2 * GIB, 20 * GIB).unwrap_err();
+        assert!(
+            tight[0].message.contains("and 1024 MiB of it stay free"),
+            "{tight:?}"
+        );
+        assert_eq!(check(5 * GIB / 2, 20 * GIB), Ok("full"));
+        // 5%, but never more than 2 GiB.
+        let big = check(3 * GIB, 1024 * GIB).unwrap_err();
+        assert!(
+            big[0].message.contains("and 2048 MiB of it stay free"),
+            "{big:?}"
+        );
+        assert_eq!(check(13 * GIB / 4, 1024 * GIB), Ok("full"));
     }
 
     #[derive(Clone, Debug, PartialEq)]

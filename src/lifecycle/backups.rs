@@ -197,6 +197,7 @@ pub fn begin(
         active: status.active,
         path: status.target_path.clone(),
         available_bytes: status.available_bytes,
+        capacity_bytes: status.capacity_bytes,
     };
     let last = all.iter().find(|b| b.state == "succeeded").map(previous);
     let checkpoints = if vm.state.is_active() {
