@@ -120,6 +120,22 @@ impl BackupRecord {
             }
             (k, _) => return Err(format!("its kind {k:?} is neither full nor incremental")),
         }
+        let checkpoint_ok = self.checkpoint.is_empty()
+            || (self.checkpoint.starts_with("virtdeck-")
+                && self.checkpoint.len() <= 100
+                && self
+                    .checkpoint
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        if !checkpoint_ok {
+            return Err(format!(
+                "its checkpoint {:?} is not one virtdeck names",
+                self.checkpoint
+            ));
+        }
+        if self.created_by.chars().count() > 200 || self.why_full.chars().count() > 1000 {
+            return Err("its texts are longer than virtdeck writes them".into());
+        }
         if !matches!(self.consistency.as_str(), "crash" | "filesystem" | "clean") {
             return Err(format!("its consistency {:?} is unknown", self.consistency));
         }
@@ -450,6 +466,8 @@ mod tests {
             (Box::new(|r| r.files.clear()), "no disk files"),
             (Box::new(|r| r.files[0].sha256 = "zz".into()), "SHA-256"),
             (Box::new(|r| r.consistency = "good".into()), "consistency"),
+            (Box::new(|r| r.checkpoint = "other; x".into()), "checkpoint"),
+            (Box::new(|r| r.created_by = "x".repeat(201)), "longer"),
         ];
         for (change, said) in cases {
             let mut r = record();
