@@ -101,12 +101,13 @@ pub fn chain_to(file: &str, parent: &str) -> Result<(), BackupFileError> {
 
 /// Writes the disk as `top` (the newest file of a chain) has it into the existing volume
 /// file `into`, in `format`, telling `progress` how far it got (0 to 1) as qemu-img
-/// reports it.
+/// reports it; stopped part-way when `stop` says so.
 pub fn read_chain_into(
     top: &str,
     into: &str,
     format: &str,
     progress: &dyn Fn(f64),
+    stop: &dyn Fn() -> bool,
 ) -> Result<(), BackupFileError> {
     if !Path::new(top).is_file() {
         return Err(io(format!("backup file {top}"))(std::io::Error::from(
@@ -118,7 +119,7 @@ pub fn read_chain_into(
             "convert", "-p", "-n", "-f", "qcow2", "-O", format, top, into,
         ],
         progress,
-        &|| false,
+        stop,
     )
 }
 

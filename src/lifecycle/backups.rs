@@ -741,7 +741,7 @@ pub struct RestorePlan {
     pub bytes_total: u64,
     /// Per disk: (its old path, the new volume's pool and name, its capacity, the newest
     /// file of its chain, the bytes of its chain).
-    disks: Vec<(Option<String>, String, String, u64, String, u64)>,
+    disks: Vec<RestoredDisk>,
     edits: CloneEdits,
     definition: String,
 }
@@ -823,14 +823,14 @@ pub fn plan_restore(
             }
             let chain_bytes = chain_bytes(&links, &f.disk);
             *needed.entry(pool.clone()).or_default() += chain_bytes;
-            disks.push((
+            disks.push(RestoredDisk {
                 old,
                 pool,
-                volume_name,
-                f.capacity,
-                f.path.clone(),
+                volume: volume_name,
+                capacity: f.capacity,
+                newest: f.path.clone(),
                 chain_bytes,
-            ));
+            });
         }
         for (pool, bytes) in &needed {
             let available = inv
@@ -892,7 +892,7 @@ pub fn plan_restore(
         from_backup: id,
         name: name.to_string(),
         units,
-        bytes_total: disks.iter().map(|d| d.5).sum(),
+        bytes_total: disks.iter().map(|d| d.chain_bytes).sum(),
         disks,
         edits,
         definition: top.definition,
@@ -920,7 +920,15 @@ pub fn build_restore(
     let mut volumes = Vec::new();
     let mut done_bytes = 0u64;
     let built: Result<(), (&'static str, String)> = (|| {
-        for (old, pool, volume_name, capacity, newest, chain_bytes) in &disks {
+        for RestoredDisk {
+            old,
+            pool,
+            volume: volume_name,
+            capacity,
+            newest,
+            chain_bytes,
+        } in &disks
+        {
             if watch.cancelled() {
                 return Err((
                     "reading the backup",
@@ -941,10 +949,20 @@ pub fn build_restore(
             super::record_volume(store, &name, &path, DiskFormat::Qcow2, None);
             volumes.push(path.clone());
             let before = done_bytes;
-            backup_files::read_chain_into(newest, &path, "qcow2", &|p| {
-                watch.copied(before + (*chain_bytes as f64 * p) as u64)
-            })
-            .map_err(|e| ("reading the backup into the disk", e.to_string()))?;
+            backup_files::read_chain_into(
+                newest,
+                &path,
+                "qcow2",
+                &|p| watch.copied(before + (*chain_bytes as f64 * p) as u64),
+                &|| watch.cancelled(),
+            )
+            .map_err(|e| match e {
+                backup_files::BackupFileError::Stopped => (
+                    "reading the backup",
+                    "the restore was cancelled".to_string(),
+                ),
+                e => ("reading the backup into the disk", e.to_string()),
+            })?;
             done_bytes += chain_bytes;
             if let Some(old) = old {
                 edits.disks.insert(old.clone(), path);
@@ -1375,9 +1393,9 @@ pub struct RestoredOver {
 }
 
 /// One disk of a planned restore over a VM.
-struct OverDisk {
-    /// The VM's present volume for this disk.
-    old: String,
+struct RestoredDisk {
+    /// The backed-up VM's volume for this disk (a restore over it: its present one).
+    old: Option<String>,
     pool: String,
     /// The new volume the backup is read into.
     volume: String,
@@ -1395,7 +1413,7 @@ pub struct RestoreOverPlan {
     /// Bytes of backup files to read (every file of every disk's chain).
     pub bytes_total: u64,
     uuid: String,
-    disks: Vec<OverDisk>,
+    disks: Vec<RestoredDisk>,
 }
 
 /// The part of a new volume's name that marks it as read from backup `id` over a VM.
@@ -1468,8 +1486,8 @@ pub fn plan_restore_over(hv: &dyn Hypervisor, store: &Store, id: i64) -> LcResul
             .find(|v| !pool.volumes.iter().any(|x| &x.name == v))
             .unwrap_or_default();
         let chain_bytes = chain_bytes(&links, &f.disk);
-        disks.push(OverDisk {
-            old,
+        disks.push(RestoredDisk {
+            old: Some(old),
             pool: pool.name.clone(),
             volume,
             capacity: f.capacity,
@@ -1533,12 +1551,21 @@ pub fn build_restore_over(
                 tracing::error!(vm = name, path, error = %e, "could not record a restored disk's volume");
             }
             let before = done_bytes;
-            backup_files::read_chain_into(&d.newest, &path, "qcow2", &|p| {
-                watch.copied(before + (d.chain_bytes as f64 * p) as u64)
-            })
-            .map_err(|e| format!("reading the backup into the disk failed: {e}"))?;
+            backup_files::read_chain_into(
+                &d.newest,
+                &path,
+                "qcow2",
+                &|p| watch.copied(before + (d.chain_bytes as f64 * p) as u64),
+                &|| watch.cancelled(),
+            )
+            .map_err(|e| match e {
+                backup_files::BackupFileError::Stopped => "the restore was cancelled".to_string(),
+                e => format!("reading the backup into the disk failed: {e}"),
+            })?;
             done_bytes += d.chain_bytes;
-            map.insert(d.old.clone(), path);
+            if let Some(old) = &d.old {
+                map.insert(old.clone(), path);
+            }
         }
         if watch.cancelled() {
             return Err("the restore was cancelled".into());

@@ -215,7 +215,7 @@ async fn cancel_form(
             &who,
             "/jobs",
             &format!(
-                "Cancelling job {id}: the restore over {} stops once the disk being read is done, and {} stays as it was.",
+                "Cancelling job {id}: the restore over {} stops, and {} stays as it was.",
                 job.vm, job.vm
             ),
         )),

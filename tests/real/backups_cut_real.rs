@@ -378,9 +378,10 @@ async fn the_backups_page_shows_a_running_backups_progress_in_chromium() {
 
 /// Cancel on the backup of a VM that is off stops the copy of its disk part-way (qemu-img
 /// is stopped, not waited for): the job ends cancelled, the backup is recorded failed as
-/// cancelled, and its files are gone. Its progress is shown while it copies.
+/// cancelled, and its files are gone. A restore over the VM, cancelled, stops part-way
+/// the same way and leaves the VM on its disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_stops_the_copy_of_a_vm_that_is_off_part_way() {
+async fn cancel_stops_the_copy_of_a_vm_that_is_off_and_its_restore_part_way() {
     let _gate = crate::gate::enter(module_path!());
     require_libvirtd();
     let disks = TestPool::with_prefix("vdbk-off-disks");
@@ -410,6 +411,35 @@ async fn cancel_stops_the_copy_of_a_vm_that_is_off_part_way() {
     let next = begin_backup(&api, &vm, &target.name).await;
     let next = backup_done(&api, &vm, next["id"].as_i64().unwrap()).await;
     assert_eq!(next["kind"], "full", "{next}");
+
+    // Restoring it over the VM, cancelled, stops reading part-way too: the VM stays on
+    // its disk and no restored volume is left.
+    let (s, over) = api
+        .post(
+            &format!("/api/v1/backups/{}/restore-over", next["id"]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{over}");
+    let (s, c) = api
+        .post(&format!("/api/v1/jobs/{}/cancel", over["id"]), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{c}");
+    let ended = api.job_end(&over).await;
+    assert_eq!(ended["state"], "cancelled", "{ended}");
+    assert!(
+        ended["bytes_done"].as_u64() < ended["bytes_total"].as_u64(),
+        "stopped before the whole disk was read: {ended}"
+    );
+    let (_, now) = api.get(&format!("/api/v1/vms/{vm}")).await;
+    assert_eq!(now["disks"][0], json!(disk.display().to_string()), "{now}");
+    let left: Vec<_> = std::fs::read_dir(&disks.dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains("restored"))
+        .collect();
+    assert!(left.is_empty(), "restored volumes left: {left:?}");
 }
 
 /// Waits for the cancelled backup `backup`'s job `job` to end: cancelled, the backup
