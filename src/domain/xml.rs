@@ -294,6 +294,17 @@ fn write_devices<W: Write>(w: &mut Writer<W>, spec: &VmSpec) -> io::Result<()> {
             })?;
     }
     empty_el(w, "memballoon", &[("model", "virtio")])?;
+    // Randomness from the host from the first boot on (as virt-install gives one): a
+    // fresh guest makes its SSH host keys and seeds its own generator without waiting.
+    // The VM page's devices can take it out again.
+    w.create_element("rng")
+        .with_attribute(("model", "virtio"))
+        .write_inner_content(|w| {
+            w.create_element("backend")
+                .with_attribute(("model", "random"))
+                .write_text_content(BytesText::new("/dev/urandom"))
+                .map(|_| ())
+        })?;
     Ok(())
 }
 
@@ -1488,6 +1499,8 @@ pub(crate) mod tests {
             "<model type=\"vga\"/>",
             "<input type=\"tablet\" bus=\"usb\"/>",
             "<memballoon model=\"virtio\"/>",
+            "<rng model=\"virtio\">",
+            "<backend model=\"random\">/dev/urandom</backend>",
         ] {
             assert!(xml.contains(needle), "missing {needle} in\n{xml}");
         }

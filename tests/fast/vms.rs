@@ -66,6 +66,10 @@ async fn create_start_operate_and_delete_through_the_api() {
         "VNC only on loopback"
     );
     assert!(vm["devices"]["has_serial"].as_bool().unwrap());
+    assert!(
+        vm["xml"].as_str().unwrap().contains("<rng model='virtio'>"),
+        "a new VM has the host's randomness: {vm}"
+    );
     let disks = vm["devices"]["disks"].as_array().unwrap();
     assert!(disks
         .iter()
