@@ -150,7 +150,7 @@ fn candidate(dir: &str) -> Result<Candidate, String> {
             bare.join(", ")
         ));
     }
-    if def.uuid != record.vm_uuid {
+    if def.uuid != record.vm_uuid || def.name != record.vm {
         return Err("its definition is of another VM than its record".into());
     }
     Ok(Candidate {
