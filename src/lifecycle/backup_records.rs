@@ -4,13 +4,14 @@
 //! database was lost) wrote there.
 
 use super::changes::locked;
-use super::{By, Ctx, LcResult, LifecycleError};
+use super::{field, By, Ctx, LcResult, LifecycleError};
 use crate::adapters::backup_files;
 use crate::domain::backup_record::{
     check_foreign_definition, disks_without_files, place_in_target, BackupRecord, RecordFile,
     DEFINITION_FILE, RECORD_FILE, RECORD_FORMAT,
 };
 use crate::domain::xml;
+use crate::hypervisor::Hypervisor;
 use crate::store::backups::{BackupRow, NewBackup};
 use crate::store::Store;
 use serde::Serialize;
@@ -103,6 +104,27 @@ pub fn rewrite_record(store: &Store, id: i64) {
     if let Err(e) = write(store, &row, &files, at, true) {
         tracing::error!(backup = id, error = %e, "the record beside a backup's files could not be written");
     }
+}
+
+/// Backup target `pool` as libvirt has it now; 422 at `pool` when it is not a target or
+/// is gone.
+pub(super) fn target_pool(
+    hv: &dyn Hypervisor,
+    store: &Store,
+    pool: &str,
+) -> LcResult<crate::domain::storage::PoolStatus> {
+    if !store.backup_targets()?.iter().any(|t| t == pool) {
+        return Err(LifecycleError::Invalid(vec![field(
+            "pool",
+            "Choose one of the backup targets (an admin names them on the Backups page).",
+        )]));
+    }
+    hv.pool_statuses()?
+        .into_iter()
+        .find(|p| p.name == pool)
+        .ok_or_else(|| {
+            LifecycleError::Invalid(vec![field("pool", format!("Pool {pool} is gone."))])
+        })
 }
 
 /// What looking for backups on a target found.
@@ -217,7 +239,7 @@ pub fn scan_target(ctx: Ctx<'_>, pool: &str, by: By<'_>) -> LcResult<ScanReport>
     let Ctx {
         hv, store, lock, ..
     } = ctx;
-    let status = super::backups::target_pool(hv, store, pool)?;
+    let status = target_pool(hv, store, pool)?;
     let Some(path) = status.target_path.filter(|_| status.active) else {
         return Err(LifecycleError::Conflict(format!(
             "Pool {pool} is not running; start it on the Storage page, then look again."

@@ -164,7 +164,7 @@ pub fn begin(
     super::jobs::refuse_while_held(store, name)?;
     let inv = inventory(hv, store, cfg)?;
     let vm = find_vm(&inv.vms, name)?;
-    let status = target_pool(hv, store, pool)?;
+    let status = super::backup_records::target_pool(hv, store, pool)?;
     let all = store.backups(Some(name))?;
     if all.iter().any(|b| b.state == "running") {
         return Err(LifecycleError::Conflict(format!(
@@ -315,27 +315,6 @@ pub fn begin(
     store
         .backup(id)?
         .ok_or_else(|| LifecycleError::failed("The backup's record is gone."))
-}
-
-/// Backup target `pool` as libvirt has it now; 422 at `pool` when it is not a target or
-/// is gone.
-pub(super) fn target_pool(
-    hv: &dyn Hypervisor,
-    store: &Store,
-    pool: &str,
-) -> LcResult<crate::domain::storage::PoolStatus> {
-    if !store.backup_targets()?.iter().any(|t| t == pool) {
-        return Err(LifecycleError::Invalid(vec![field(
-            "pool",
-            "Choose one of the backup targets (an admin names them on the Backups page).",
-        )]));
-    }
-    hv.pool_statuses()?
-        .into_iter()
-        .find(|p| p.name == pool)
-        .ok_or_else(|| {
-            LifecycleError::Invalid(vec![field("pool", format!("Pool {pool} is gone."))])
-        })
 }
 
 /// Waits for the VM's backup job `id` to end (calling `pause` between looks; its job's
