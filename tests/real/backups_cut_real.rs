@@ -386,7 +386,7 @@ async fn cancel_stops_the_copy_of_a_vm_that_is_off_and_its_restore_part_way() {
     require_libvirtd();
     let disks = TestPool::with_prefix("vdbk-off-disks");
     let target = TestPool::with_prefix("vdbk-off-target");
-    let disk = random_data_disk(&disks, "data.qcow2", 2048);
+    let disk = random_data_disk(&disks, "data.qcow2", 512);
     let guest = crate::console_support::Guest::with_devices(
         false,
         &format!(
